@@ -1,1 +1,11 @@
-//! placeholder
+//! Test-only harnesses shared by the workspace's integration tests.
+//!
+//! Everything here drives real tools (`docker-registry`, `skopeo`, `umoci`, `e2fsck`,
+//! `qemu-system-x86_64`). A missing tool is a loud failure, never a silent skip: the
+//! README's test command installs them all.
+
+pub mod tools;
+pub mod registry;
+pub mod qemu;
+pub mod layers;
+pub mod oci_image;
