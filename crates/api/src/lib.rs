@@ -1,1 +1,30 @@
-//! placeholder
+//! The contract between `bangerd` and its clients.
+//!
+//! Transport: HTTP/1.1 over a Unix socket. Every method is `POST /v1/<method>` with the
+//! params as a JSON body (an empty body means `{}`). Success is `200` with the result as the
+//! body; failure is a non-2xx status with an [`ErrorBody`]. Streaming methods (pulls) answer
+//! `application/x-ndjson` lines of [`StreamLine`] when the request says
+//! `Accept: application/x-ndjson`.
+//!
+//! This crate holds only data: no I/O beyond reading environment variables for [`layout`].
+
+pub mod error;
+pub mod image;
+pub mod layout;
+pub mod methods;
+pub mod names;
+pub mod system;
+
+pub use error::{ApiError, ErrorBody, ErrorCode};
+
+/// Version of the wire protocol; bumped on incompatible changes.
+pub const API_VERSION: u32 = 1;
+
+/// Header carrying the operation id of each request, also logged by the daemon.
+pub const OPERATION_ID_HEADER: &str = "x-banger-operation-id";
+
+/// Path prefix of every RPC.
+pub const RPC_PREFIX: &str = "/v1/";
+
+/// Media type of streamed responses.
+pub const NDJSON: &str = "application/x-ndjson";

@@ -1,1 +1,84 @@
-//! placeholder
+//! The `banger` CLI as a library; the binary is a one-line `main` over [`main`].
+
+pub mod args;
+pub mod autostart;
+pub mod client;
+pub mod commands;
+pub mod output;
+
+use std::process::ExitCode;
+
+use banger_api::layout::Layout;
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+use crate::client::{Client, ClientError};
+use crate::output::{Style, Tone};
+
+/// What every command needs.
+pub struct Context {
+    pub layout: Layout,
+    pub json: bool,
+    pub style: Style,
+}
+
+impl Context {
+    /// A client for a running daemon, starting one if needed.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        autostart::ensure_daemon(&self.layout).await
+    }
+
+    /// A client that never starts the daemon (status, stop, version).
+    pub fn plain_client(&self) -> Client {
+        Client::new(&self.layout.socket_path())
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = Context {
+        layout: Layout::from_env(),
+        json: cli.json,
+        style: Style::detect(),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("banger: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&ctx, cli.command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(ctx: &Context, command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Image(c) => commands::image::run(ctx, c).await.map(|()| 0),
+        Command::Daemon(c) => commands::daemon::run(ctx, c).await,
+        Command::Version => commands::version::run(ctx).await.map(|()| 0),
+        Command::Doctor => commands::doctor::run(ctx).await,
+    }
+}
+
+/// One clear line on stderr (plus the daemon's code and operation id for API errors).
+fn report(e: &anyhow::Error) {
+    let style = Style::detect();
+    let prefix = style.paint(Tone::Bad, "error:");
+    match e.downcast_ref::<ClientError>() {
+        Some(ClientError::Api(api)) => {
+            let op = api
+                .operation_id
+                .as_deref()
+                .map(|o| format!(", operation {o}"))
+                .unwrap_or_default();
+            eprintln!("banger: {prefix} {} [{}{op}]", api.message, api.code);
+        }
+        _ => eprintln!("banger: {prefix} {e:#}"),
+    }
+}

@@ -1,1 +1,19 @@
-//! placeholder
+//! `bangerd` as a library: the binary is a one-line `main` over [`cli::main`].
+//!
+//! Request path: [`server`] (socket, peer check, HTTP) → [`rpc`] (method dispatch) →
+//! operation modules such as [`images`] → [`store`] (SQLite) and the filesystem.
+
+pub mod cli;
+pub mod error;
+pub mod ids;
+pub mod images;
+pub mod kernel_inputs;
+pub mod lock;
+pub mod logging;
+pub mod paths;
+pub mod recovery;
+pub mod rpc;
+pub mod run;
+pub mod server;
+pub mod state;
+pub mod store;

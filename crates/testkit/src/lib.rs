@@ -4,8 +4,8 @@
 //! `qemu-system-x86_64`). A missing tool is a loud failure, never a silent skip: the
 //! README's test command installs them all.
 
-pub mod tools;
-pub mod registry;
-pub mod qemu;
 pub mod layers;
 pub mod oci_image;
+pub mod qemu;
+pub mod registry;
+pub mod tools;

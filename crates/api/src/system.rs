@@ -1,0 +1,25 @@
+//! Results of the daemon-level methods.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PingResult {
+    pub ok: bool,
+    pub pid: u32,
+    pub uptime_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub version: String,
+    pub api_version: u32,
+    pub pid: u32,
+    pub state_dir: String,
+    pub cache_dir: String,
+    pub socket_path: String,
+}
+
+/// Params of methods that take none.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}

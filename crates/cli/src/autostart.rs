@@ -1,0 +1,108 @@
+//! Start `bangerd` on first use, and wait until it answers.
+
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use banger_api::layout::Layout;
+use banger_api::methods;
+use banger_api::system::{Empty, PingResult};
+
+use crate::client::{Client, ClientError};
+
+/// How long a fresh daemon gets to open its socket (it migrates the database and sweeps
+/// leftovers first).
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Returns a client for a daemon that answers, starting one if none does.
+pub async fn ensure_daemon(layout: &Layout) -> anyhow::Result<Client> {
+    let client = Client::new(&layout.socket_path());
+    match ping(&client).await {
+        Ok(_) => Ok(client),
+        Err(ClientError::NotRunning { .. }) => {
+            start_daemon(layout).await?;
+            Ok(client)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn ping(client: &Client) -> Result<PingResult, ClientError> {
+    client.call(methods::PING, &Empty {}).await
+}
+
+/// Where the daemon binary is: `$BANGER_DAEMON`, next to this executable, or on PATH.
+pub fn daemon_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("BANGER_DAEMON") {
+        return PathBuf::from(p);
+    }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        let sibling = dir.join("bangerd");
+        if sibling.is_file() {
+            return sibling;
+        }
+    }
+    PathBuf::from("bangerd")
+}
+
+/// Spawns a detached daemon with this process's environment (hence the same layout) and
+/// waits until it answers `ping`.
+pub async fn start_daemon(layout: &Layout) -> anyhow::Result<PingResult> {
+    std::fs::create_dir_all(&layout.state_dir)
+        .with_context(|| format!("creating {}", layout.state_dir.display()))?;
+    let log_path = layout.log_path();
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let binary = daemon_binary();
+    let mut child = Command::new(&binary)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        // Its own process group: a Ctrl-C aimed at this CLI must not kill the daemon.
+        .process_group(0)
+        .spawn()
+        .with_context(|| {
+            format!(
+                "starting {} (set BANGER_DAEMON to its path if it is elsewhere)",
+                binary.display()
+            )
+        })?;
+    let client = Client::new(&layout.socket_path());
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut delay = Duration::from_millis(10);
+    loop {
+        match ping(&client).await {
+            Ok(p) => return Ok(p),
+            Err(ClientError::NotRunning { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(status) = child.try_wait().context("waiting for bangerd")? {
+            bail!(
+                "bangerd exited ({status}) before it was ready:\n{}",
+                log_tail(&log_path)
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "bangerd did not answer within {START_TIMEOUT:?}; see {}",
+                log_path.display()
+            );
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(200));
+    }
+}
+
+fn log_tail(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
+}

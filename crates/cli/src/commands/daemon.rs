@@ -1,0 +1,97 @@
+//! `banger daemon status|start|stop`
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use banger_api::methods;
+use banger_api::system::{Empty, VersionInfo};
+use serde_json::json;
+
+use crate::Context;
+use crate::args::DaemonCommand;
+use crate::autostart;
+use crate::client::ClientError;
+
+/// Exit status of `daemon status` when no daemon runs (as `systemctl status`).
+pub const EXIT_NOT_RUNNING: u8 = 3;
+
+pub async fn run(ctx: &Context, command: DaemonCommand) -> anyhow::Result<u8> {
+    let client = ctx.plain_client();
+    match command {
+        DaemonCommand::Status => match client.call::<_, VersionInfo>(methods::VERSION, &Empty {}).await {
+            Ok(v) => {
+                let ping = autostart::ping(&client).await?;
+                if ctx.json {
+                    crate::output::print_json(&json!({ "running": true, "uptime_seconds": ping.uptime_seconds, "daemon": v }))?;
+                } else {
+                    println!(
+                        "bangerd {} running (pid {}, up {}s)\n  socket: {}\n  state:  {}\n  cache:  {}",
+                        v.version, v.pid, ping.uptime_seconds, v.socket_path, v.state_dir, v.cache_dir
+                    );
+                }
+                Ok(0)
+            }
+            Err(ClientError::NotRunning { .. }) => {
+                if ctx.json {
+                    crate::output::print_json(&json!({ "running": false }))?;
+                } else {
+                    println!("bangerd is not running (socket {})", client.socket().display());
+                }
+                Ok(EXIT_NOT_RUNNING)
+            }
+            Err(e) => Err(e.into()),
+        },
+        DaemonCommand::Start => {
+            let (started, ping) = match autostart::ping(&client).await {
+                Ok(p) => (false, p),
+                Err(ClientError::NotRunning { .. }) => (true, autostart::start_daemon(&ctx.layout).await?),
+                Err(e) => return Err(e.into()),
+            };
+            if ctx.json {
+                crate::output::print_json(&json!({ "started": started, "pid": ping.pid }))?;
+            } else if started {
+                println!("bangerd started (pid {})", ping.pid);
+            } else {
+                println!("bangerd already running (pid {})", ping.pid);
+            }
+            Ok(0)
+        }
+        DaemonCommand::Stop => {
+            match client.call::<_, serde_json::Value>(methods::DAEMON_SHUTDOWN, &Empty {}).await {
+                Ok(_) => {}
+                Err(ClientError::NotRunning { .. }) => {
+                    if !ctx.json {
+                        println!("bangerd is not running");
+                    } else {
+                        crate::output::print_json(&json!({ "stopped": false }))?;
+                    }
+                    return Ok(0);
+                }
+                Err(e) => return Err(e.into()),
+            }
+            // Wait until the process is gone (its instance lock is free), so
+            // `stop && start` is safe in scripts.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while lock_is_held(&ctx.layout.state_lock_path()) {
+                if Instant::now() > deadline {
+                    bail!("bangerd did not stop within 30s; see its log");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if ctx.json {
+                crate::output::print_json(&json!({ "stopped": true }))?;
+            } else {
+                println!("bangerd stopped");
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// True while some process holds the daemon's instance lock.
+fn lock_is_held(path: &std::path::Path) -> bool {
+    match std::fs::File::open(path) {
+        Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,126 @@
+//! Human output: aligned tables, sizes, and colour only where it helps (a TTY without
+//! `NO_COLOR`).
+
+use std::io::IsTerminal;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    colour: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Tone {
+    Good,
+    Warn,
+    Bad,
+    Dim,
+    Bold,
+}
+
+impl Style {
+    /// Colour on stdout only when it is a terminal and `NO_COLOR` is unset or empty.
+    pub fn detect() -> Self {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Style {
+            colour: !no_color && std::io::stdout().is_terminal(),
+        }
+    }
+
+    pub fn plain() -> Self {
+        Style { colour: false }
+    }
+
+    pub fn paint(&self, tone: Tone, text: &str) -> String {
+        if !self.colour {
+            return text.to_string();
+        }
+        let code = match tone {
+            Tone::Good => "32",
+            Tone::Warn => "33",
+            Tone::Bad => "31",
+            Tone::Dim => "2",
+            Tone::Bold => "1",
+        };
+        format!("\x1b[{code}m{text}\x1b[0m")
+    }
+}
+
+/// Renders rows under headers, columns padded to their widest cell.
+pub fn table(style: &Style, headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let last = cells.len().saturating_sub(1);
+        cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == last {
+                    c
+                } else {
+                    let pad = widths[i].saturating_sub(c.chars().count());
+                    format!("{c}{}", " ".repeat(pad + 2))
+                }
+            })
+            .collect::<String>()
+    };
+    let mut out = String::new();
+    let header = line(headers.iter().map(|h| h.to_string()).collect());
+    out.push_str(&style.paint(Tone::Bold, header.trim_end()));
+    out.push('\n');
+    for row in rows {
+        out.push_str(line(row.clone()).trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `1536` → `1.5 KiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Prints a value as pretty JSON (the `--json` output).
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_human() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(1 << 30), "1.0 GiB");
+    }
+
+    #[test]
+    fn table_aligns_columns_without_colour() {
+        let t = table(
+            &Style::plain(),
+            &["NAME", "SIZE"],
+            &[vec!["a".into(), "1 B".into()], vec!["longer".into(), "2 B".into()]],
+        );
+        assert_eq!(t, "NAME    SIZE\na       1 B\nlonger  2 B\n");
+    }
+}

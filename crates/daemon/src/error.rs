@@ -1,0 +1,67 @@
+//! Errors of daemon operations, each mapped to a stable wire code.
+
+use banger_api::{ApiError, ErrorCode};
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    UnknownMethod(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(StoreError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl OpError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        OpError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            OpError::BadRequest(_) => ErrorCode::BadRequest,
+            OpError::NotFound(_) => ErrorCode::NotFound,
+            OpError::AlreadyExists(_) | OpError::Store(StoreError::NameTaken(_)) => {
+                ErrorCode::AlreadyExists
+            }
+            OpError::Unauthorized(_) => ErrorCode::Unauthorized,
+            OpError::UnknownMethod(_) => ErrorCode::UnknownMethod,
+            OpError::Io { .. } | OpError::Store(_) | OpError::Failed(_) => {
+                ErrorCode::OperationFailed
+            }
+        }
+    }
+
+    pub fn to_api(&self, operation_id: &str) -> ApiError {
+        ApiError {
+            code: self.code(),
+            message: self.to_string(),
+            operation_id: Some(operation_id.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for OpError {
+    fn from(e: StoreError) -> Self {
+        OpError::Store(e)
+    }
+}

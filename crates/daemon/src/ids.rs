@@ -1,0 +1,96 @@
+//! Identifiers and timestamps.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A random 16-hex-digit id (64 bits from the kernel's CSPRNG).
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 8];
+    fill_random(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Operation ids appear in error bodies and in the log, to correlate the two.
+pub fn operation_id() -> String {
+    format!("op-{}", &new_id()[..12])
+}
+
+fn fill_random(buf: &mut [u8]) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
+        let n = unsafe {
+            libc::getrandom(
+                buf[filled..].as_mut_ptr().cast(),
+                buf.len() - filled,
+                0,
+            )
+        };
+        if n > 0 {
+            filled += n as usize;
+        } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            // getrandom only fails on ancient kernels; fall back to time + pid so ids stay
+            // unique enough for one machine.
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+                ^ (u128::from(std::process::id()) << 64);
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = (nanos >> ((i % 16) * 8)) as u8;
+            }
+            return;
+        }
+    }
+}
+
+/// Now, as RFC 3339 UTC with second precision (`2026-11-25T21:04:05Z`).
+pub fn now_rfc3339() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    rfc3339(secs)
+}
+
+/// Formats seconds since the epoch; days-to-civil after Howard Hinnant's algorithm.
+pub fn rfc3339(epoch_secs: u64) -> String {
+    let days = (epoch_secs / 86_400) as i64;
+    let rem = epoch_secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_648_245), "2026-11-25T23:10:45Z");
+    }
+
+    #[test]
+    fn ids_are_hex_and_distinct() {
+        let a = new_id();
+        let b = new_id();
+        assert_eq!(a.len(), 16);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+        assert!(operation_id().starts_with("op-"));
+    }
+}

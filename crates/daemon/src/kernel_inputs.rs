@@ -1,0 +1,135 @@
+//! The one policy for "which kernel does this image get", shared by register and pull:
+//! `--kernel-ref NAME` from the kernel store XOR direct `--kernel/--initrd/--modules`
+//! paths. Only the kernel triple is validated here; the rootfs is the caller's business.
+
+use std::path::PathBuf;
+
+use crate::error::OpError;
+use crate::paths::{self, Expect};
+use crate::store::Store;
+
+/// What the caller asked for.
+#[derive(Debug, Clone, Default)]
+pub struct KernelArgs {
+    pub kernel_ref: Option<String>,
+    pub kernel_path: Option<String>,
+    pub initrd_path: Option<String>,
+    pub modules_dir: Option<String>,
+}
+
+/// A validated kernel triple, absolute paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelInputs {
+    pub kernel_ref: Option<String>,
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub modules: Option<PathBuf>,
+}
+
+pub fn resolve(store: &Store, args: &KernelArgs) -> Result<KernelInputs, OpError> {
+    let non_empty = |o: &Option<String>| o.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
+    let kernel_ref = non_empty(&args.kernel_ref);
+    let kernel_path = non_empty(&args.kernel_path);
+    let initrd_path = non_empty(&args.initrd_path);
+    let modules_dir = non_empty(&args.modules_dir);
+
+    match (kernel_ref, kernel_path) {
+        (Some(_), Some(_)) => Err(OpError::BadRequest(
+            "--kernel-ref and --kernel are mutually exclusive; pass one".into(),
+        )),
+        (Some(name), None) => {
+            if initrd_path.is_some() || modules_dir.is_some() {
+                return Err(OpError::BadRequest(
+                    "--initrd and --modules go with --kernel, not with --kernel-ref (the kernel store provides them)".into(),
+                ));
+            }
+            let files = store.find_kernel(&name)?.ok_or_else(|| {
+                OpError::NotFound(format!(
+                    "kernel {name:?} not found; list kernels with `banger kernel list` or import one with `banger kernel import`"
+                ))
+            })?;
+            Ok(KernelInputs {
+                kernel: paths::validate("kernel", &files.kernel_path, Expect::File)?,
+                initrd: files
+                    .initrd_path
+                    .map(|p| paths::validate("initrd", &p, Expect::File))
+                    .transpose()?,
+                modules: files
+                    .modules_dir
+                    .map(|p| paths::validate("modules", &p, Expect::Dir))
+                    .transpose()?,
+                kernel_ref: Some(name),
+            })
+        }
+        (None, Some(kernel)) => Ok(KernelInputs {
+            kernel: paths::validate("kernel", &kernel, Expect::File)?,
+            initrd: initrd_path
+                .map(|p| paths::validate("initrd", &p, Expect::File))
+                .transpose()?,
+            modules: modules_dir
+                .map(|p| paths::validate("modules", &p, Expect::Dir))
+                .transpose()?,
+            kernel_ref: None,
+        }),
+        (None, None) => Err(OpError::BadRequest(
+            "a kernel is required: pass --kernel PATH (with optional --initrd/--modules) or --kernel-ref NAME".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Store {
+        Store::open_in_memory().expect("store")
+    }
+
+    #[test]
+    fn no_kernel_information_mentions_kernel() {
+        let err = resolve(&store(), &KernelArgs::default()).expect_err("must fail");
+        assert!(err.to_string().contains("kernel"), "{err}");
+        assert_eq!(err.code(), banger_api::ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn ref_and_path_are_exclusive() {
+        let args = KernelArgs {
+            kernel_ref: Some("k".into()),
+            kernel_path: Some("/k".into()),
+            ..Default::default()
+        };
+        let err = resolve(&store(), &args).expect_err("must fail");
+        assert!(err.to_string().contains("mutually exclusive"), "{err}");
+    }
+
+    #[test]
+    fn unknown_ref_is_not_found() {
+        let args = KernelArgs {
+            kernel_ref: Some("nope".into()),
+            ..Default::default()
+        };
+        let err = resolve(&store(), &args).expect_err("must fail");
+        assert_eq!(err.code(), banger_api::ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn direct_paths_are_validated_and_made_canonical() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kernel = dir.path().join("vmlinux");
+        std::fs::write(&kernel, b"k").expect("write");
+        let args = KernelArgs {
+            kernel_path: Some(kernel.to_str().expect("utf8").into()),
+            initrd_path: Some(dir.path().join("missing").to_str().expect("utf8").into()),
+            ..Default::default()
+        };
+        let err = resolve(&store(), &args).expect_err("missing initrd");
+        assert!(err.to_string().contains("initrd"), "{err}");
+        let args = KernelArgs {
+            initrd_path: None,
+            ..args
+        };
+        let inputs = resolve(&store(), &args).expect("valid");
+        assert_eq!(inputs.kernel, std::fs::canonicalize(&kernel).expect("canon"));
+    }
+}

@@ -1,0 +1,97 @@
+//! Method dispatch: JSON params in, JSON result or [`OpError`] out. Transport-free, so it
+//! is the one place that knows which methods exist.
+
+use std::sync::Arc;
+
+use banger_api::image::{ImageList, ImageRef, ImageRegisterParams};
+use banger_api::methods;
+use banger_api::system::{Empty, PingResult, VersionInfo};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::OpError;
+use crate::state::DaemonState;
+
+/// Every method this daemon answers, for `unknown_method` messages.
+pub const KNOWN_METHODS: &[&str] = &[
+    methods::PING,
+    methods::VERSION,
+    methods::DAEMON_SHUTDOWN,
+    methods::IMAGE_REGISTER,
+    methods::IMAGE_LIST,
+    methods::IMAGE_SHOW,
+    methods::IMAGE_DELETE,
+];
+
+pub async fn dispatch(state: Arc<DaemonState>, method: &str, params: Value) -> Result<Value, OpError> {
+    match method {
+        methods::PING => {
+            let _: Empty = parse(method, params)?;
+            to_value(PingResult {
+                ok: true,
+                pid: std::process::id(),
+                uptime_seconds: state.started.elapsed().as_secs(),
+            })
+        }
+        methods::VERSION => {
+            let _: Empty = parse(method, params)?;
+            to_value(VersionInfo {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                api_version: banger_api::API_VERSION,
+                pid: std::process::id(),
+                state_dir: state.layout.state_dir.display().to_string(),
+                cache_dir: state.layout.cache_dir.display().to_string(),
+                socket_path: state.layout.socket_path().display().to_string(),
+            })
+        }
+        methods::DAEMON_SHUTDOWN => {
+            let _: Empty = parse(method, params)?;
+            tracing::info!("shutdown requested over the API");
+            state.shutdown.notify_one();
+            Ok(serde_json::json!({ "stopping": true }))
+        }
+        methods::IMAGE_REGISTER => {
+            let p: ImageRegisterParams = parse(method, params)?;
+            blocking(state, move |s| s.images.register(p)).await
+        }
+        methods::IMAGE_LIST => {
+            let _: Empty = parse(method, params)?;
+            blocking(state, |s| s.images.list().map(|images| ImageList { images })).await
+        }
+        methods::IMAGE_SHOW => {
+            let p: ImageRef = parse(method, params)?;
+            blocking(state, move |s| s.images.show(&p.image)).await
+        }
+        methods::IMAGE_DELETE => {
+            let p: ImageRef = parse(method, params)?;
+            blocking(state, move |s| s.images.delete(&p.image)).await
+        }
+        other => Err(OpError::UnknownMethod(format!(
+            "unknown method {other:?}; this daemon knows: {}",
+            KNOWN_METHODS.join(", ")
+        ))),
+    }
+}
+
+fn parse<T: DeserializeOwned>(method: &str, params: Value) -> Result<T, OpError> {
+    serde_json::from_value(params)
+        .map_err(|e| OpError::BadRequest(format!("invalid params for {method}: {e}")))
+}
+
+fn to_value<T: Serialize>(v: T) -> Result<Value, OpError> {
+    serde_json::to_value(v).map_err(|e| OpError::Failed(format!("cannot encode result: {e}")))
+}
+
+/// Runs filesystem and database work off the async workers.
+async fn blocking<T, F>(state: Arc<DaemonState>, f: F) -> Result<Value, OpError>
+where
+    T: Serialize,
+    F: FnOnce(&DaemonState) -> Result<T, OpError> + Send + 'static,
+    T: Send + 'static,
+{
+    let out = tokio::task::spawn_blocking(move || f(&state))
+        .await
+        .map_err(|e| OpError::Failed(format!("operation aborted: {e}")))??;
+    to_value(out)
+}

@@ -1,0 +1,99 @@
+//! Daemon lifecycle: prepare directories, take the instance locks, open the store, sweep
+//! leftovers, bind the socket, serve, and clean up on SIGTERM/SIGINT or `daemon.shutdown`.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use banger_api::layout::Layout;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::lock::InstanceLock;
+use crate::recovery;
+use crate::server;
+use crate::state::DaemonState;
+use crate::store::Store;
+
+/// Runs the daemon until it is told to stop.
+pub async fn run(layout: Layout) -> anyhow::Result<()> {
+    prepare_private_dir(&layout.state_dir)?;
+    for dir in [layout.images_dir(), layout.kernels_dir(), layout.oci_cache_dir()] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    prepare_private_dir(&layout.runtime_dir)?;
+
+    // Both locks before touching anything shared: the state dir (database, images) and the
+    // runtime dir (socket) may each be shared with another instance's other half.
+    let _state_lock = InstanceLock::acquire(&layout.state_lock_path())?;
+    let _runtime_lock = InstanceLock::acquire(&layout.runtime_lock_path())?;
+
+    let store = Arc::new(
+        Store::open(&layout.db_path())
+            .with_context(|| format!("opening the database {}", layout.db_path().display()))?,
+    );
+    let removed = recovery::sweep_images_dir(&layout.images_dir(), &store)?;
+    if !removed.is_empty() {
+        tracing::info!(count = removed.len(), "swept leftovers of interrupted operations");
+    }
+
+    let socket = layout.socket_path();
+    let listener = bind_socket(&socket)?;
+    let state = Arc::new(DaemonState::new(layout.clone(), store));
+    spawn_signal_handler(state.clone())?;
+    tracing::info!(socket = %socket.display(), pid = std::process::id(), version = env!("CARGO_PKG_VERSION"), "bangerd ready");
+
+    server::serve(listener, state).await;
+
+    if let Err(e) = std::fs::remove_file(&socket) {
+        tracing::warn!(error = %e, "could not remove the socket");
+    }
+    tracing::info!("bangerd stopped");
+    Ok(())
+}
+
+/// Creates `dir` if needed and makes it 0700; refuses a directory owned by someone else.
+fn prepare_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let meta = std::fs::metadata(dir).with_context(|| format!("stat {}", dir.display()))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        bail!(
+            "{} belongs to uid {}, not to us (uid {me}); refusing to use it",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 0700 {}", dir.display()))?;
+    Ok(())
+}
+
+/// We hold the runtime lock, so any socket file present is a dead daemon's: replace it.
+fn bind_socket(path: &PathBuf) -> anyhow::Result<UnixListener> {
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::info!(socket = %path.display(), "removed a stale socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing stale socket {}", path.display())),
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {}", path.display()))?;
+    Ok(listener)
+}
+
+fn spawn_signal_handler(state: Arc<DaemonState>) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        state.shutdown.notify_one();
+    });
+    Ok(())
+}

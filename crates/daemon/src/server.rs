@@ -1,0 +1,158 @@
+//! HTTP/1.1 over the Unix socket: peer-credential check, routing, operation ids, logging.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use banger_api::{ErrorBody, OPERATION_ID_HEADER, RPC_PREFIX};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::UnixListener;
+use tracing::Instrument;
+
+use crate::error::OpError;
+use crate::ids;
+use crate::rpc;
+use crate::state::DaemonState;
+
+/// Params are small JSON documents; anything bigger is a mistake or an attack.
+const MAX_BODY_BYTES: usize = 1 << 20;
+/// How long in-flight requests get to finish after a shutdown request.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub type Body = Full<Bytes>;
+
+/// Serves until `state.shutdown` is notified, then drains open connections.
+pub async fn serve(listener: UnixListener, state: Arc<DaemonState>) {
+    // SAFETY: geteuid has no preconditions.
+    let my_uid = unsafe { libc::geteuid() };
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let peer_uid = stream.peer_cred().ok().map(|c| c.uid());
+                let allowed = peer_uid == Some(my_uid);
+                if !allowed {
+                    tracing::warn!(?peer_uid, "refusing a connection from another user");
+                }
+                let state = state.clone();
+                let service = service_fn(move |req| handle(state.clone(), allowed, peer_uid, req));
+                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = state.shutdown.notified() => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
+            tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+        }
+    }
+}
+
+async fn handle(
+    state: Arc<DaemonState>,
+    allowed: bool,
+    peer_uid: Option<u32>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let op = ids::operation_id();
+    let path = req.uri().path().to_owned();
+    let span = tracing::info_span!("rpc", op = %op, path = %path);
+    async move {
+        let started = Instant::now();
+        let result = route(state, allowed, peer_uid, req, &path).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let response = match result {
+            Ok(value) => {
+                tracing::info!(elapsed_ms, "ok");
+                json_response(StatusCode::OK, &value, &op)
+            }
+            Err(err) => {
+                let api = err.to_api(&op);
+                tracing::warn!(elapsed_ms, code = %api.code, message = %api.message, "failed");
+                let status = StatusCode::from_u16(api.code.http_status())
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                json_response(status, &ErrorBody { error: api }, &op)
+            }
+        };
+        Ok(response)
+    }
+    .instrument(span)
+    .await
+}
+
+async fn route(
+    state: Arc<DaemonState>,
+    allowed: bool,
+    peer_uid: Option<u32>,
+    req: Request<Incoming>,
+    path: &str,
+) -> Result<serde_json::Value, OpError> {
+    if !allowed {
+        return Err(OpError::Unauthorized(format!(
+            "this bangerd serves only its own user; connection from uid {} refused",
+            peer_uid.map_or_else(|| "unknown".to_string(), |u| u.to_string())
+        )));
+    }
+    let Some(method) = path.strip_prefix(RPC_PREFIX) else {
+        return Err(OpError::UnknownMethod(format!(
+            "no such endpoint {path:?}; methods are served at {RPC_PREFIX}<method>"
+        )));
+    };
+    if req.method() != Method::POST {
+        return Err(OpError::BadRequest(format!(
+            "use POST for {RPC_PREFIX}{method} (got {})",
+            req.method()
+        )));
+    }
+    let method = method.to_owned();
+    let body = Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| OpError::BadRequest(format!("cannot read request body: {e}")))?
+        .to_bytes();
+    let params = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| OpError::BadRequest(format!("request body is not valid JSON: {e}")))?
+    };
+    tracing::debug!(method = %method, "dispatch");
+    rpc::dispatch(state, &method, params).await
+}
+
+fn json_response<T: serde::Serialize>(status: StatusCode, body: &T, op: &str) -> Response<Body> {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = hyper::header::HeaderValue::from_str(op) {
+        headers.insert(OPERATION_ID_HEADER, v);
+    }
+    response
+}

@@ -1,0 +1,53 @@
+//! Versioned schema migrations, applied in order inside one transaction each.
+//!
+//! `PRAGMA user_version` records how many have been applied. Never edit a shipped
+//! migration: append a new one.
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: images, kernels and vms, ready for managed and unmanaged images.
+    r#"
+    CREATE TABLE kernels (
+        name            TEXT PRIMARY KEY,
+        version         TEXT,
+        arch            TEXT,
+        dir             TEXT NOT NULL,
+        kernel_path     TEXT NOT NULL,
+        initrd_path     TEXT,
+        modules_dir     TEXT,
+        source          TEXT,
+        created_at      TEXT NOT NULL
+    ) STRICT;
+
+    CREATE TABLE images (
+        id              TEXT PRIMARY KEY,
+        name            TEXT NOT NULL UNIQUE,
+        managed         INTEGER NOT NULL CHECK (managed IN (0, 1)),
+        artifact_dir    TEXT,
+        rootfs_path     TEXT NOT NULL,
+        kernel_path     TEXT NOT NULL,
+        initrd_path     TEXT,
+        modules_dir     TEXT,
+        kernel_ref      TEXT,
+        source_ref      TEXT,
+        manifest_digest TEXT,
+        platform        TEXT,
+        size_bytes      INTEGER,
+        allocated_bytes INTEGER,
+        created_at      TEXT NOT NULL,
+        updated_at      TEXT NOT NULL,
+        CHECK (managed = 0 OR artifact_dir IS NOT NULL)
+    ) STRICT;
+    CREATE INDEX images_manifest_digest ON images (manifest_digest);
+
+    CREATE TABLE vms (
+        id              TEXT PRIMARY KEY,
+        name            TEXT NOT NULL UNIQUE,
+        image_id        TEXT NOT NULL REFERENCES images (id),
+        state           TEXT NOT NULL,
+        config          TEXT NOT NULL DEFAULT '{}',
+        created_at      TEXT NOT NULL,
+        updated_at      TEXT NOT NULL
+    ) STRICT;
+    "#,
+];
