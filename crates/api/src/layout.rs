@@ -153,6 +153,9 @@ mod tests {
         });
         assert_eq!(l.state_dir, PathBuf::from("/home/u/.local/state/banger"));
         assert_eq!(l.cache_dir, PathBuf::from("/home/u/.cache/banger"));
-        assert_eq!(l.runtime_dir, PathBuf::from("/tmp/banger-runtime-1000/banger"));
+        assert_eq!(
+            l.runtime_dir,
+            PathBuf::from("/tmp/banger-runtime-1000/banger")
+        );
     }
 }

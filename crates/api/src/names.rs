@@ -37,14 +37,31 @@ mod tests {
 
     #[test]
     fn accepts_valid_names() {
-        for ok in ["a", "debian-bookworm", "alpine-3-20", "0x", "a.b_c-d", &"a".repeat(64)] {
+        for ok in [
+            "a",
+            "debian-bookworm",
+            "alpine-3-20",
+            "0x",
+            "a.b_c-d",
+            &"a".repeat(64),
+        ] {
             assert!(validate_name(ok).is_ok(), "{ok}");
         }
     }
 
     #[test]
     fn rejects_invalid_names() {
-        for bad in ["", "-a", ".a", "_a", "Debian", "a b", "a/b", "é", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "-a",
+            ".a",
+            "_a",
+            "Debian",
+            "a b",
+            "a/b",
+            "é",
+            &"a".repeat(65),
+        ] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
     }

@@ -39,7 +39,9 @@ pub enum Command {
 pub enum ImageCommand {
     /// Register files you already have as an image (they stay where they are; deleting
     /// the image later removes only the record).
-    #[command(after_help = "Example:\n  banger image register --name dev --rootfs ./rootfs.ext4 --kernel ./vmlinux --initrd ./initrd.img")]
+    #[command(
+        after_help = "Example:\n  banger image register --name dev --rootfs ./rootfs.ext4 --kernel ./vmlinux --initrd ./initrd.img"
+    )]
     Register(RegisterArgs),
     /// List images.
     #[command(alias = "ls")]

@@ -75,7 +75,10 @@ impl Client {
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| protocol(&e))?;
-        let response = sender.send_request(request).await.map_err(|e| protocol(&e))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| protocol(&e))?;
         let status = response.status();
         let bytes = response
             .into_body()

@@ -41,7 +41,10 @@ pub fn main() -> ExitCode {
         json: cli.json,
         style: Style::detect(),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("banger: cannot start the async runtime: {e}");

@@ -119,7 +119,10 @@ mod tests {
         let t = table(
             &Style::plain(),
             &["NAME", "SIZE"],
-            &[vec!["a".into(), "1 B".into()], vec!["longer".into(), "2 B".into()]],
+            &[
+                vec!["a".into(), "1 B".into()],
+                vec!["longer".into(), "2 B".into()],
+            ],
         );
         assert_eq!(t, "NAME    SIZE\na       1 B\nlonger  2 B\n");
     }

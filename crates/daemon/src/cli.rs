@@ -47,7 +47,10 @@ pub fn main() -> std::process::ExitCode {
         eprintln!("bangerd: {e:#}");
         return std::process::ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bangerd: cannot start the async runtime: {e}");

@@ -48,7 +48,11 @@ impl Images {
             rootfs_path: paths::to_string(&rootfs)?,
             kernel_path: paths::to_string(&kernel.kernel)?,
             initrd_path: kernel.initrd.as_deref().map(paths::to_string).transpose()?,
-            modules_dir: kernel.modules.as_deref().map(paths::to_string).transpose()?,
+            modules_dir: kernel
+                .modules
+                .as_deref()
+                .map(paths::to_string)
+                .transpose()?,
             kernel_ref: kernel.kernel_ref,
             source_ref: None,
             manifest_digest: None,
@@ -125,7 +129,7 @@ fn not_found(name_or_id: &str) -> OpError {
 
 /// Apparent and allocated size of a (possibly sparse) file.
 pub fn file_sizes(path: &Path) -> Result<(u64, u64), OpError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| OpError::io(format!("stat {}", path.display()), e))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| OpError::io(format!("stat {}", path.display()), e))?;
     Ok((meta.len(), meta.blocks() * 512))
 }

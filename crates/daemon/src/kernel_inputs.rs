@@ -130,6 +130,9 @@ mod tests {
             ..args
         };
         let inputs = resolve(&store(), &args).expect("valid");
-        assert_eq!(inputs.kernel, std::fs::canonicalize(&kernel).expect("canon"));
+        assert_eq!(
+            inputs.kernel,
+            std::fs::canonicalize(&kernel).expect("canon")
+        );
     }
 }

@@ -72,7 +72,10 @@ mod tests {
         let path = dir.path().join("lock");
         let first = InstanceLock::acquire(&path).expect("first");
         let err = InstanceLock::acquire(&path).expect_err("second must fail");
-        assert!(err.to_string().contains(&std::process::id().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&std::process::id().to_string()),
+            "{err}"
+        );
         drop(first);
         InstanceLock::acquire(&path).expect("after release");
     }

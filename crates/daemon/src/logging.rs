@@ -10,7 +10,8 @@ use tracing_subscriber::fmt::writer::MakeWriterExt;
 
 pub fn init(log_path: &Path, level: LevelFilter, also_stderr: bool) -> anyhow::Result<()> {
     if let Some(parent) = log_path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     let file = OpenOptions::new()
         .create(true)

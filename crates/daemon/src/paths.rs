@@ -36,7 +36,9 @@ pub fn validate(what: &str, path: &str, expect: Expect) -> Result<PathBuf, OpErr
             )));
         }
         Expect::Dir if !meta.is_dir() => {
-            return Err(OpError::BadRequest(format!("{what} {path}: not a directory")));
+            return Err(OpError::BadRequest(format!(
+                "{what} {path}: not a directory"
+            )));
         }
         _ => {}
     }

@@ -34,7 +34,9 @@ pub fn sweep_images_dir(images_dir: &Path, store: &Store) -> anyhow::Result<Vec<
                 tracing::info!(path = %path.display(), "removed leftover from an interrupted operation");
                 removed.push(name);
             }
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "could not remove leftover"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove leftover")
+            }
         }
     }
     Ok(removed)

@@ -24,7 +24,11 @@ pub const KNOWN_METHODS: &[&str] = &[
     methods::IMAGE_DELETE,
 ];
 
-pub async fn dispatch(state: Arc<DaemonState>, method: &str, params: Value) -> Result<Value, OpError> {
+pub async fn dispatch(
+    state: Arc<DaemonState>,
+    method: &str,
+    params: Value,
+) -> Result<Value, OpError> {
     match method {
         methods::PING => {
             let _: Empty = parse(method, params)?;
@@ -57,7 +61,10 @@ pub async fn dispatch(state: Arc<DaemonState>, method: &str, params: Value) -> R
         }
         methods::IMAGE_LIST => {
             let _: Empty = parse(method, params)?;
-            blocking(state, |s| s.images.list().map(|images| ImageList { images })).await
+            blocking(state, |s| {
+                s.images.list().map(|images| ImageList { images })
+            })
+            .await
         }
         methods::IMAGE_SHOW => {
             let p: ImageRef = parse(method, params)?;

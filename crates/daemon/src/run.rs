@@ -19,7 +19,11 @@ use crate::store::Store;
 /// Runs the daemon until it is told to stop.
 pub async fn run(layout: Layout) -> anyhow::Result<()> {
     prepare_private_dir(&layout.state_dir)?;
-    for dir in [layout.images_dir(), layout.kernels_dir(), layout.oci_cache_dir()] {
+    for dir in [
+        layout.images_dir(),
+        layout.kernels_dir(),
+        layout.oci_cache_dir(),
+    ] {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     prepare_private_dir(&layout.runtime_dir)?;
@@ -35,7 +39,10 @@ pub async fn run(layout: Layout) -> anyhow::Result<()> {
     );
     let removed = recovery::sweep_images_dir(&layout.images_dir(), &store)?;
     if !removed.is_empty() {
-        tracing::info!(count = removed.len(), "swept leftovers of interrupted operations");
+        tracing::info!(
+            count = removed.len(),
+            "swept leftovers of interrupted operations"
+        );
     }
 
     let socket = layout.socket_path();
@@ -76,7 +83,9 @@ fn bind_socket(path: &PathBuf) -> anyhow::Result<UnixListener> {
     match std::fs::remove_file(path) {
         Ok(()) => tracing::info!(socket = %path.display(), "removed a stale socket"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing stale socket {}", path.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("removing stale socket {}", path.display()));
+        }
     }
     let listener =
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;

@@ -18,15 +18,25 @@ pub const EXIT_NOT_RUNNING: u8 = 3;
 pub async fn run(ctx: &Context, command: DaemonCommand) -> anyhow::Result<u8> {
     let client = ctx.plain_client();
     match command {
-        DaemonCommand::Status => match client.call::<_, VersionInfo>(methods::VERSION, &Empty {}).await {
+        DaemonCommand::Status => match client
+            .call::<_, VersionInfo>(methods::VERSION, &Empty {})
+            .await
+        {
             Ok(v) => {
                 let ping = autostart::ping(&client).await?;
                 if ctx.json {
-                    crate::output::print_json(&json!({ "running": true, "uptime_seconds": ping.uptime_seconds, "daemon": v }))?;
+                    crate::output::print_json(
+                        &json!({ "running": true, "uptime_seconds": ping.uptime_seconds, "daemon": v }),
+                    )?;
                 } else {
                     println!(
                         "bangerd {} running (pid {}, up {}s)\n  socket: {}\n  state:  {}\n  cache:  {}",
-                        v.version, v.pid, ping.uptime_seconds, v.socket_path, v.state_dir, v.cache_dir
+                        v.version,
+                        v.pid,
+                        ping.uptime_seconds,
+                        v.socket_path,
+                        v.state_dir,
+                        v.cache_dir
                     );
                 }
                 Ok(0)
@@ -35,7 +45,10 @@ pub async fn run(ctx: &Context, command: DaemonCommand) -> anyhow::Result<u8> {
                 if ctx.json {
                     crate::output::print_json(&json!({ "running": false }))?;
                 } else {
-                    println!("bangerd is not running (socket {})", client.socket().display());
+                    println!(
+                        "bangerd is not running (socket {})",
+                        client.socket().display()
+                    );
                 }
                 Ok(EXIT_NOT_RUNNING)
             }
@@ -44,7 +57,9 @@ pub async fn run(ctx: &Context, command: DaemonCommand) -> anyhow::Result<u8> {
         DaemonCommand::Start => {
             let (started, ping) = match autostart::ping(&client).await {
                 Ok(p) => (false, p),
-                Err(ClientError::NotRunning { .. }) => (true, autostart::start_daemon(&ctx.layout).await?),
+                Err(ClientError::NotRunning { .. }) => {
+                    (true, autostart::start_daemon(&ctx.layout).await?)
+                }
                 Err(e) => return Err(e.into()),
             };
             if ctx.json {
@@ -57,7 +72,10 @@ pub async fn run(ctx: &Context, command: DaemonCommand) -> anyhow::Result<u8> {
             Ok(0)
         }
         DaemonCommand::Stop => {
-            match client.call::<_, serde_json::Value>(methods::DAEMON_SHUTDOWN, &Empty {}).await {
+            match client
+                .call::<_, serde_json::Value>(methods::DAEMON_SHUTDOWN, &Empty {})
+                .await
+            {
                 Ok(_) => {}
                 Err(ClientError::NotRunning { .. }) => {
                     if !ctx.json {

@@ -63,7 +63,12 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
                 Verdict::Warn => ("WARN", Tone::Warn),
                 Verdict::Fail => ("FAIL", Tone::Bad),
             };
-            println!("{}  {:<18} {}", ctx.style.paint(tone, label), c.name, c.detail);
+            println!(
+                "{}  {:<18} {}",
+                ctx.style.paint(tone, label),
+                c.name,
+                c.detail
+            );
             if let Some(fix) = &c.fix {
                 println!("      {:<18} fix: {fix}", "");
             }
@@ -140,11 +145,26 @@ fn disk_check(state_dir: &Path) -> Check {
                 crate::output::human_bytes(MIN_FREE_BYTES)
             ));
             if free < MIN_FREE_BYTES {
-                Check { name: "disk", verdict: Verdict::Fail, detail, fix }
+                Check {
+                    name: "disk",
+                    verdict: Verdict::Fail,
+                    detail,
+                    fix,
+                }
             } else if free < COMFORTABLE_FREE_BYTES {
-                Check { name: "disk", verdict: Verdict::Warn, detail, fix }
+                Check {
+                    name: "disk",
+                    verdict: Verdict::Warn,
+                    detail,
+                    fix,
+                }
             } else {
-                Check { name: "disk", verdict: Verdict::Pass, detail, fix: None }
+                Check {
+                    name: "disk",
+                    verdict: Verdict::Pass,
+                    detail,
+                    fix: None,
+                }
             }
         }
         Err(e) => Check {
@@ -167,5 +187,5 @@ fn free_bytes(path: &Path) -> std::io::Result<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled `st`.
     let st = unsafe { st.assume_init() };
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }

@@ -44,7 +44,9 @@ pub async fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ImageCommand::Show { image } => {
-            let image: Image = client.call(methods::IMAGE_SHOW, &ImageRef { image }).await?;
+            let image: Image = client
+                .call(methods::IMAGE_SHOW, &ImageRef { image })
+                .await?;
             if ctx.json {
                 output::print_json(&image)
             } else {
@@ -84,7 +86,11 @@ fn register_params(args: RegisterArgs) -> anyhow::Result<ImageRegisterParams> {
 }
 
 fn kind(image: &Image) -> &'static str {
-    if image.managed { "managed" } else { "registered" }
+    if image.managed {
+        "managed"
+    } else {
+        "registered"
+    }
 }
 
 fn list_row(image: &Image) -> Vec<String> {
@@ -92,7 +98,10 @@ fn list_row(image: &Image) -> Vec<String> {
         image.name.clone(),
         image.id.clone(),
         kind(image).to_string(),
-        image.size_bytes.map(output::human_bytes).unwrap_or_else(|| "-".into()),
+        image
+            .size_bytes
+            .map(output::human_bytes)
+            .unwrap_or_else(|| "-".into()),
         image.source_ref.clone().unwrap_or_else(|| "-".into()),
         image.created_at.clone(),
     ]

@@ -15,11 +15,16 @@ pub async fn run(ctx: &Context) -> anyhow::Result<()> {
         .await
         .ok();
     if ctx.json {
-        return crate::output::print_json(&json!({ "cli": cli, "api_version": banger_api::API_VERSION, "daemon": daemon }));
+        return crate::output::print_json(
+            &json!({ "cli": cli, "api_version": banger_api::API_VERSION, "daemon": daemon }),
+        );
     }
     println!("banger  {cli} (API {})", banger_api::API_VERSION);
     match daemon {
-        Some(d) => println!("bangerd {} (API {}, pid {})", d.version, d.api_version, d.pid),
+        Some(d) => println!(
+            "bangerd {} (API {}, pid {})",
+            d.version, d.api_version, d.pid
+        ),
         None => println!("bangerd not running"),
     }
     Ok(())

@@ -108,9 +108,8 @@ impl Store {
 
     pub fn list_images(&self) -> Result<Vec<Image>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {IMAGE_COLUMNS} FROM images ORDER BY name"
-        ))?;
+        let mut stmt =
+            conn.prepare(&format!("SELECT {IMAGE_COLUMNS} FROM images ORDER BY name"))?;
         let rows = stmt.query_map([], image_from_row)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
@@ -138,7 +137,10 @@ impl Store {
 
     /// Deletes an image record; false when it did not exist.
     pub fn delete_image(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.conn().execute("DELETE FROM images WHERE id = ?1", [id])? > 0)
+        Ok(self
+            .conn()
+            .execute("DELETE FROM images WHERE id = ?1", [id])?
+            > 0)
     }
 
     /// Ids of all managed images (startup sweeps directories nobody owns).
@@ -274,7 +276,10 @@ mod tests {
         let store = Store::open_in_memory().expect("open");
         store.insert_image(&image("abc", "one")).expect("insert");
         assert_eq!(store.find_image("one").expect("q").expect("some").id, "abc");
-        assert_eq!(store.find_image("abc").expect("q").expect("some").name, "one");
+        assert_eq!(
+            store.find_image("abc").expect("q").expect("some").name,
+            "one"
+        );
         assert!(store.find_image("zzz").expect("q").is_none());
         assert!(store.delete_image("abc").expect("delete"));
         assert!(!store.delete_image("abc").expect("delete again"));
@@ -285,7 +290,10 @@ mod tests {
         let store = Store::open_in_memory().expect("open");
         let mut bad = image("m1", "managed");
         bad.managed = true;
-        assert!(matches!(store.insert_image(&bad), Err(StoreError::Sqlite(_))));
+        assert!(matches!(
+            store.insert_image(&bad),
+            Err(StoreError::Sqlite(_))
+        ));
     }
 
     #[test]

@@ -1,0 +1,63 @@
+//! The curl examples in docs/api.md are run as written, so the documentation cannot rot.
+
+mod common;
+
+use std::process::Command;
+
+use common::TestEnv;
+
+fn example_block() -> String {
+    let doc = include_str!("../../../docs/api.md");
+    let start = doc
+        .find("<!-- api-example:start -->")
+        .expect("start marker in docs/api.md");
+    let end = doc
+        .find("<!-- api-example:end -->")
+        .expect("end marker in docs/api.md");
+    doc[start..end]
+        .lines()
+        .filter(|l| !l.starts_with("```") && !l.starts_with("<!--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn curl_examples_in_api_docs_work() {
+    let env = TestEnv::new();
+    let f = env.fixture_files();
+    env.ok(&[
+        "image",
+        "register",
+        "--name",
+        "dev",
+        "--rootfs",
+        &f.p("rootfs.ext4"),
+        "--kernel",
+        &f.p("vmlinux"),
+    ]);
+
+    let script = example_block();
+    assert!(script.contains("curl"), "no example found:\n{script}");
+    // One output line per curl: add newlines between the JSON documents.
+    let script = script.replace("curl -s", "echo; curl -s");
+    let mut cmd = Command::new("sh");
+    cmd.args(["-ec", &script]);
+    env.apply(&mut cmd);
+    let out = cmd.output().expect("sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let docs: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(docs.len(), 3, "{text}");
+    assert_eq!(docs[0]["ok"], true);
+    assert_eq!(docs[1]["images"][0]["name"], "dev");
+    assert_eq!(docs[2]["name"], "dev");
+    assert_eq!(docs[2]["managed"], false);
+}

@@ -1,0 +1,160 @@
+//! An isolated banger installation per test: its own XDG dirs, the real binaries.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct TestEnv {
+    pub root: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        let root = tempfile::Builder::new()
+            .prefix("banger-e2e-")
+            .tempdir()
+            .expect("creating a temp dir");
+        TestEnv { root }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.path().join(rel)
+    }
+    pub fn state_home(&self) -> PathBuf {
+        self.path("state")
+    }
+    pub fn runtime_home(&self) -> PathBuf {
+        self.path("run")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.runtime_home().join("banger/bangerd.sock")
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_home().join("banger")
+    }
+
+    /// Environment that points both binaries at this test's directories.
+    pub fn apply(&self, cmd: &mut Command) {
+        cmd.env("XDG_STATE_HOME", self.state_home())
+            .env("XDG_CACHE_HOME", self.path("cache"))
+            .env("XDG_RUNTIME_DIR", self.runtime_home())
+            .env("BANGER_DAEMON", env!("CARGO_BIN_EXE_bangerd"))
+            .env("NO_COLOR", "1")
+            .env_remove("BANGER_LOG");
+    }
+
+    pub fn banger_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_banger"));
+        cmd.args(args);
+        self.apply(&mut cmd);
+        cmd
+    }
+
+    pub fn bangerd_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bangerd"));
+        cmd.args(args);
+        self.apply(&mut cmd);
+        cmd
+    }
+
+    /// Runs `banger ARGS`, whatever its outcome.
+    pub fn banger(&self, args: &[&str]) -> Output {
+        self.banger_cmd(args).output().expect("running banger")
+    }
+
+    /// Runs `banger ARGS` and insists on success.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.banger(args);
+        assert!(
+            out.status.success(),
+            "banger {args:?} failed: {}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `banger --json ARGS` and parses stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.ok(&all);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("banger {args:?}: bad JSON ({e}): {out}"))
+    }
+
+    /// Runs `banger ARGS`, insists on failure, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.banger(args);
+        assert!(
+            !out.status.success(),
+            "banger {args:?} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn daemon_pid(&self) -> i32 {
+        let v = self.json(&["daemon", "status"]);
+        v["daemon"]["pid"].as_i64().expect("pid in status") as i32
+    }
+
+    /// A fake kernel triple and an (empty, sparse) rootfs file.
+    pub fn fixture_files(&self) -> Fixture {
+        let dir = self.path("files");
+        std::fs::create_dir_all(dir.join("modules")).expect("mkdir");
+        std::fs::write(dir.join("vmlinux"), b"kernel").expect("write");
+        std::fs::write(dir.join("initrd.img"), b"initrd").expect("write");
+        std::fs::write(dir.join("modules/modules.dep"), b"").expect("write");
+        let rootfs = dir.join("rootfs.ext4");
+        std::fs::File::create(&rootfs)
+            .and_then(|f| f.set_len(64 << 20))
+            .expect("rootfs");
+        Fixture { dir }
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        // Stop this test's daemon; ignore failures (it may be stopped or killed already).
+        let _ = self.banger_cmd(&["daemon", "stop"]).output();
+    }
+}
+
+pub struct Fixture {
+    pub dir: PathBuf,
+}
+
+impl Fixture {
+    pub fn p(&self, rel: &str) -> String {
+        self.dir.join(rel).to_str().expect("utf8").to_string()
+    }
+}
+
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Waits (bounded) for a process to be gone.
+pub fn wait_gone(pid: i32) {
+    for _ in 0..400 {
+        // SAFETY: signal 0 only checks for existence.
+        if unsafe { libc::kill(pid, 0) } != 0 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("process {pid} did not exit");
+}

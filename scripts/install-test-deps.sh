@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs the system tools banger's tests drive for real, on Debian 12 (root or sudo).
+# Idempotent: does nothing when everything is already there.
+set -euo pipefail
+
+# tool -> Debian package
+declare -A PACKAGES=(
+  [e2fsck]=e2fsprogs
+  [debugfs]=e2fsprogs
+  [resize2fs]=e2fsprogs
+  [docker-registry]=docker-registry
+  [skopeo]=skopeo
+  [umoci]=umoci
+  [qemu-system-x86_64]=qemu-system-x86
+  [busybox]=busybox-static
+  [cpio]=cpio
+  [zstd]=zstd
+  [xz]=xz-utils
+  [curl]=curl
+  [setpriv]=util-linux
+  [dpkg-deb]=dpkg
+)
+
+missing=()
+for tool in "${!PACKAGES[@]}"; do
+  if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1; then
+    missing+=("${PACKAGES[$tool]}")
+  fi
+done
+# busybox must be the static build: the test initramfs has no libc.
+if ! dpkg -s busybox-static >/dev/null 2>&1; then
+  missing+=(busybox-static)
+fi
+
+if ((${#missing[@]} == 0)); then
+  echo "install-test-deps: all test tools present"
+  exit 0
+fi
+
+readarray -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+echo "install-test-deps: installing ${missing[*]}"
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "install-test-deps: need root or sudo to install ${missing[*]}" >&2; exit 1; }
+  SUDO=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" apt-get update -qq
+"${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
