@@ -13,6 +13,7 @@ pub mod image;
 pub mod layout;
 pub mod methods;
 pub mod names;
+pub mod pull;
 pub mod system;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};

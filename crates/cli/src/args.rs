@@ -37,6 +37,9 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
+    /// Pull an OCI/Docker image and turn it into a bootable image (ext4 rootfs + kernel).
+    #[command(after_help = "REF forms:\n  debian:bookworm                      Docker Hub (docker.io/library/debian:bookworm)\n  ghcr.io/org/app:v2.1                 any registry\n  localhost:5000/app@sha256:<hex>      pinned by digest (plain HTTP on loopback)\n  oci:/path/to/layout[:tag]            an OCI layout directory\n  oci-archive:/path/to/image.tar       an OCI layout tarball\n  docker-archive:/path/to/save.tar     `docker save` output\n\nExamples:\n  banger image pull debian:bookworm --kernel ./vmlinux\n  banger image pull alpine:3.20 --name tiny --kernel-ref cloud --size 2GiB\n  banger image pull ghcr.io/org/dev:latest --platform linux/arm64 --kernel ./vmlinux\n\nCredentials come from ~/.docker/config.json (auths, credsStore, credHelpers).\nCtrl-C cancels the pull; nothing half-made is kept.")]
+    Pull(PullArgs),
     /// Register files you already have as an image (they stay where they are; deleting
     /// the image later removes only the record).
     #[command(
@@ -58,6 +61,28 @@ pub enum ImageCommand {
         /// Image name or id.
         image: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Image reference or local source (see below).
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// Name for the image [default: derived from REF, e.g. debian:bookworm → debian-bookworm].
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub kernel: KernelArgs,
+    /// Root filesystem size: 4GiB, 512MiB, 2G; a bare number is MiB
+    /// [default: content × 1.25, at least 1 GiB].
+    #[arg(long, value_name = "SIZE", value_parser = crate::size::parse_size)]
+    pub size: Option<u64>,
+    /// Platform to pick from a multi-platform image: os/arch[/variant].
+    #[arg(long, value_name = "OS/ARCH", default_value = "linux/amd64")]
+    pub platform: String,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use banger_api::{ApiError, ErrorBody, RPC_PREFIX};
+use banger_api::pull::{PullEvent, StreamLine};
+use banger_api::{ApiError, ErrorBody, NDJSON, RPC_PREFIX};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
@@ -50,6 +51,73 @@ impl Client {
         method: &str,
         params: &P,
     ) -> Result<R, ClientError> {
+        let response = self.send(method, params, "application/json").await?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+            .to_bytes();
+        decode(status, &bytes)
+    }
+
+    /// Calls a streaming method: `on_event` sees each progress event as it arrives, then
+    /// the final result is decoded. Dropping the returned future closes the connection,
+    /// which the daemon treats as cancellation.
+    pub async fn call_streaming<P: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: &P,
+        mut on_event: impl FnMut(&PullEvent),
+    ) -> Result<R, ClientError> {
+        let response = self.send(method, params, NDJSON).await?;
+        let status = response.status();
+        let streaming = response
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(NDJSON));
+        let mut body = response.into_body();
+        if !streaming {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+                .to_bytes();
+            return decode(status, &bytes);
+        }
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let Ok(data) = frame.into_data() else { continue };
+            pending.extend_from_slice(&data);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                match serde_json::from_slice::<StreamLine>(&line) {
+                    Ok(StreamLine::Event(event)) => on_event(&event),
+                    Ok(StreamLine::Result(value)) => {
+                        return serde_json::from_value(value)
+                            .map_err(|e| ClientError::Protocol(format!("unexpected result: {e}")));
+                    }
+                    Ok(StreamLine::Error(error)) => return Err(ClientError::Api(error)),
+                    Err(e) => {
+                        return Err(ClientError::Protocol(format!("bad stream line: {e}")));
+                    }
+                }
+            }
+        }
+        Err(ClientError::Protocol(
+            "bangerd closed the stream before the result (did it crash? see its log)".into(),
+        ))
+    }
+
+    async fn send<P: Serialize>(
+        &self,
+        method: &str,
+        params: &P,
+        accept: &str,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let stream = UnixStream::connect(&self.socket).await.map_err(|source| {
             if source.kind() == std::io::ErrorKind::PermissionDenied {
                 ClientError::PermissionDenied {
@@ -73,30 +141,28 @@ impl Client {
         let request = Request::post(format!("http://banger{RPC_PREFIX}{method}"))
             .header(hyper::header::HOST, "banger")
             .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::ACCEPT, accept)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| protocol(&e))?;
-        let response = sender
+        sender
             .send_request(request)
             .await
-            .map_err(|e| protocol(&e))?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| protocol(&e))?
-            .to_bytes();
-        if status.is_success() {
-            serde_json::from_slice(&bytes)
-                .map_err(|e| ClientError::Protocol(format!("unexpected response: {e}")))
-        } else {
-            match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(body) => Err(ClientError::Api(body.error)),
-                Err(_) => Err(ClientError::Protocol(format!(
-                    "HTTP {status}: {}",
-                    String::from_utf8_lossy(&bytes)
-                ))),
-            }
+            .map_err(|e| protocol(&e))
+    }
+}
+
+/// A whole (non-streamed) response: the result, or the daemon's error.
+fn decode<R: DeserializeOwned>(status: hyper::StatusCode, bytes: &[u8]) -> Result<R, ClientError> {
+    if status.is_success() {
+        serde_json::from_slice(bytes)
+            .map_err(|e| ClientError::Protocol(format!("unexpected response: {e}")))
+    } else {
+        match serde_json::from_slice::<ErrorBody>(bytes) {
+            Ok(body) => Err(ClientError::Api(body.error)),
+            Err(_) => Err(ClientError::Protocol(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(bytes)
+            ))),
         }
     }
 }

@@ -5,6 +5,8 @@ pub mod autostart;
 pub mod client;
 pub mod commands;
 pub mod output;
+pub mod progress;
+pub mod size;
 
 use std::process::ExitCode;
 

@@ -26,6 +26,10 @@ pub enum OpError {
     Store(StoreError),
     #[error("{0}")]
     Failed(String),
+    #[error("cancelled by the client")]
+    Cancelled,
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl OpError {
@@ -45,9 +49,10 @@ impl OpError {
             }
             OpError::Unauthorized(_) => ErrorCode::Unauthorized,
             OpError::UnknownMethod(_) => ErrorCode::UnknownMethod,
-            OpError::Io { .. } | OpError::Store(_) | OpError::Failed(_) => {
+            OpError::Io { .. } | OpError::Store(_) | OpError::Failed(_) | OpError::Cancelled => {
                 ErrorCode::OperationFailed
             }
+            OpError::Unavailable(_) => ErrorCode::Unavailable,
         }
     }
 

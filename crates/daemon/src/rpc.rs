@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use banger_api::image::{ImageList, ImageRef, ImageRegisterParams};
+use banger_api::pull::ImagePullParams;
 use banger_api::methods;
 use banger_api::system::{Empty, PingResult, VersionInfo};
 use serde::Serialize;
@@ -11,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::OpError;
+use crate::progress::OpContext;
 use crate::state::DaemonState;
 
 /// Every method this daemon answers, for `unknown_method` messages.
@@ -22,12 +24,20 @@ pub const KNOWN_METHODS: &[&str] = &[
     methods::IMAGE_LIST,
     methods::IMAGE_SHOW,
     methods::IMAGE_DELETE,
+    methods::IMAGE_PULL,
 ];
 
+/// Methods that can stream progress events (`Accept: application/x-ndjson`).
+pub fn is_streaming(method: &str) -> bool {
+    method == methods::IMAGE_PULL
+}
+
+/// Runs one method. `ctx` carries progress and cancellation for long operations.
 pub async fn dispatch(
     state: Arc<DaemonState>,
     method: &str,
     params: Value,
+    ctx: OpContext,
 ) -> Result<Value, OpError> {
     match method {
         methods::PING => {
@@ -73,6 +83,10 @@ pub async fn dispatch(
         methods::IMAGE_DELETE => {
             let p: ImageRef = parse(method, params)?;
             blocking(state, move |s| s.images.delete(&p.image)).await
+        }
+        methods::IMAGE_PULL => {
+            let p: ImagePullParams = parse(method, params)?;
+            blocking(state, move |s| s.puller.pull(&s.images, p, &ctx)).await
         }
         other => Err(OpError::UnknownMethod(format!(
             "unknown method {other:?}; this daemon knows: {}",

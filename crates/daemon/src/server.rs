@@ -4,10 +4,15 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use banger_api::{ErrorBody, OPERATION_ID_HEADER, RPC_PREFIX};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use banger_api::pull::StreamLine;
+use banger_api::{ErrorBody, NDJSON, OPERATION_ID_HEADER, RPC_PREFIX};
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -18,6 +23,7 @@ use tracing::Instrument;
 
 use crate::error::OpError;
 use crate::ids;
+use crate::progress::OpContext;
 use crate::rpc;
 use crate::state::DaemonState;
 
@@ -26,7 +32,13 @@ const MAX_BODY_BYTES: usize = 1 << 20;
 /// How long in-flight requests get to finish after a shutdown request.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub type Body = Full<Bytes>;
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// What a request turns into: one JSON document, or a stream of NDJSON lines.
+enum Reply {
+    Json(serde_json::Value),
+    Stream(tokio::sync::mpsc::UnboundedReceiver<StreamLine>),
+}
 
 /// Serves until `state.shutdown` is notified, then drains open connections.
 pub async fn serve(listener: UnixListener, state: Arc<DaemonState>) {
@@ -81,13 +93,14 @@ async fn handle(
     let span = tracing::info_span!("rpc", op = %op, path = %path);
     async move {
         let started = Instant::now();
-        let result = route(state, allowed, peer_uid, req, &path).await;
+        let result = route(state, allowed, peer_uid, req, &path, &op).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let response = match result {
-            Ok(value) => {
+            Ok(Reply::Json(value)) => {
                 tracing::info!(elapsed_ms, "ok");
                 json_response(StatusCode::OK, &value, &op)
             }
+            Ok(Reply::Stream(rx)) => stream_response(rx, &op),
             Err(err) => {
                 let api = err.to_api(&op);
                 tracing::warn!(elapsed_ms, code = %api.code, message = %api.message, "failed");
@@ -108,7 +121,8 @@ async fn route(
     peer_uid: Option<u32>,
     req: Request<Incoming>,
     path: &str,
-) -> Result<serde_json::Value, OpError> {
+    op: &str,
+) -> Result<Reply, OpError> {
     if !allowed {
         return Err(OpError::Unauthorized(format!(
             "this bangerd serves only its own user; connection from uid {} refused",
@@ -127,6 +141,11 @@ async fn route(
         )));
     }
     let method = method.to_owned();
+    let wants_stream = req
+        .headers()
+        .get(hyper::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(NDJSON));
     let body = Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
@@ -139,12 +158,86 @@ async fn route(
             .map_err(|e| OpError::BadRequest(format!("request body is not valid JSON: {e}")))?
     };
     tracing::debug!(method = %method, "dispatch");
-    rpc::dispatch(state, &method, params).await
+    if wants_stream && rpc::is_streaming(&method) {
+        return Ok(Reply::Stream(spawn_streaming(state, method, params, op.to_string())));
+    }
+    rpc::dispatch(state, &method, params, OpContext::detached())
+        .await
+        .map(Reply::Json)
+}
+
+/// Runs a streaming method in its own task; the client reads events, then one result or
+/// error line. When the client disconnects the receiver drops, which the operation sees
+/// as cancellation.
+fn spawn_streaming(
+    state: Arc<DaemonState>,
+    method: String,
+    params: serde_json::Value,
+    op: String,
+) -> tokio::sync::mpsc::UnboundedReceiver<StreamLine> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let ctx = OpContext::streaming(tx.clone());
+    let span = tracing::info_span!("stream", op = %op, method = %method);
+    tokio::spawn(
+        async move {
+            let started = Instant::now();
+            let line = match rpc::dispatch(state, &method, params, ctx).await {
+                Ok(value) => {
+                    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ok");
+                    StreamLine::Result(value)
+                }
+                Err(err) => {
+                    let api = err.to_api(&op);
+                    tracing::warn!(code = %api.code, message = %api.message, "failed");
+                    StreamLine::Error(api)
+                }
+            };
+            let _ = tx.send(line);
+        }
+        .instrument(span),
+    );
+    rx
+}
+
+/// A response body fed by a channel of stream lines, one JSON document per line.
+struct LinesBody {
+    rx: tokio::sync::mpsc::UnboundedReceiver<StreamLine>,
+}
+
+impl hyper::body::Body for LinesBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx.poll_recv(cx).map(|line| {
+            line.map(|line| {
+                let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+                bytes.push(b'\n');
+                Ok(Frame::data(Bytes::from(bytes)))
+            })
+        })
+    }
+}
+
+fn stream_response(rx: tokio::sync::mpsc::UnboundedReceiver<StreamLine>, op: &str) -> Response<Body> {
+    let mut response = Response::new(LinesBody { rx }.boxed());
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(NDJSON),
+    );
+    if let Ok(v) = hyper::header::HeaderValue::from_str(op) {
+        headers.insert(OPERATION_ID_HEADER, v);
+    }
+    response
 }
 
 fn json_response<T: serde::Serialize>(status: StatusCode, body: &T, op: &str) -> Response<Body> {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    let mut response = Response::new(Full::new(Bytes::from(bytes)).boxed());
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(

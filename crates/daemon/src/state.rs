@@ -7,21 +7,24 @@ use banger_api::layout::Layout;
 use tokio::sync::Notify;
 
 use crate::images::Images;
+use crate::pull::{PullBackend, Puller};
 use crate::store::Store;
 
 pub struct DaemonState {
     pub layout: Layout,
     pub store: Arc<Store>,
     pub images: Images,
+    pub puller: Puller,
     pub started: Instant,
     /// Notified once to stop accepting and drain connections.
     pub shutdown: Notify,
 }
 
 impl DaemonState {
-    pub fn new(layout: Layout, store: Arc<Store>) -> Self {
+    pub fn new(layout: Layout, store: Arc<Store>, backend: Arc<dyn PullBackend>) -> Self {
         DaemonState {
             images: Images::new(layout.clone(), store.clone()),
+            puller: Puller::new(layout.images_dir(), store.clone(), backend),
             layout,
             store,
             started: Instant::now(),

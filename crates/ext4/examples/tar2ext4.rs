@@ -6,7 +6,6 @@
 //! devices, FIFOs, numeric owners, and PAX records (`SCHILY.xattr.*` xattrs and
 //! sub-second `mtime`/`atime`/`ctime`). Used by `scripts/bench-ext4.sh`.
 
-use std::collections::HashSet;
 use std::error::Error;
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -72,10 +71,6 @@ fn run() -> Result<()> {
         .map_err(|e| format!("create {}: {e}", output.display()))?;
 
     let mut archive = tar::Archive::new(reader);
-    // Directories known to exist, so missing parents can be created implicitly (some
-    // tars, e.g. OCI layers, omit them).
-    let mut dirs: HashSet<PathBuf> = HashSet::new();
-    dirs.insert(PathBuf::new());
     for entry in archive.entries()? {
         let mut entry = entry?;
         let raw_path = entry.path()?.into_owned();
@@ -85,10 +80,15 @@ fn run() -> Result<()> {
         let header = entry.header();
         let etype = header.entry_type();
         let link = entry.link_name()?.map(|l| l.into_owned());
-        let (major, minor) = (
-            header.device_major()?.unwrap_or(0),
-            header.device_minor()?.unwrap_or(0),
-        );
+        // Only device entries carry numbers; other headers may leave the fields blank.
+        let (major, minor) = if matches!(etype, EntryType::Char | EntryType::Block) {
+            (
+                header.device_major()?.unwrap_or(0),
+                header.device_minor()?.unwrap_or(0),
+            )
+        } else {
+            (0, 0)
+        };
         let meta = metadata(&mut entry)?;
         let size = entry.size();
 
@@ -99,33 +99,26 @@ fn run() -> Result<()> {
             }
             continue;
         }
-        ensure_parents(&mut writer, &path, &mut dirs)?;
+        // Missing parents are created by the writer; a later directory entry for them
+        // just updates their metadata.
+        let target: PathBuf;
         let kind = match etype {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => EntryKind::File {
                 size,
                 data: &mut entry,
             },
-            EntryType::Directory => {
-                dirs.insert(path.clone());
-                EntryKind::Directory
-            }
+            EntryType::Directory => EntryKind::Directory,
             EntryType::Symlink => {
-                let target = link.ok_or("symlink without target")?;
-                writer.add(
-                    &path,
-                    &meta,
-                    EntryKind::Symlink {
-                        target: target.as_os_str(),
-                    },
-                )?;
-                continue;
+                target = link.ok_or("symlink without target")?;
+                EntryKind::Symlink {
+                    target: target.as_os_str(),
+                }
             }
             EntryType::Link => {
-                let target = link.ok_or("hardlink without target")?;
-                let target = clean_path(&target)
-                    .ok_or_else(|| format!("unsafe hardlink target {}", target.display()))?;
-                writer.add(&path, &meta, EntryKind::Hardlink { target: &target })?;
-                continue;
+                let raw = link.ok_or("hardlink without target")?;
+                target = clean_path(&raw)
+                    .ok_or_else(|| format!("unsafe hardlink target {}", raw.display()))?;
+                EntryKind::Hardlink { target: &target }
             }
             EntryType::Char => EntryKind::CharDevice { major, minor },
             EntryType::Block => EntryKind::BlockDevice { major, minor },
@@ -158,24 +151,6 @@ fn clean_path(p: &Path) -> Option<PathBuf> {
         }
     }
     Some(out)
-}
-
-/// Creates missing ancestors of `path` as root-owned 0755 directories.
-fn ensure_parents(writer: &mut Ext4Writer, path: &Path, dirs: &mut HashSet<PathBuf>) -> Result<()> {
-    let Some(parent) = path.parent() else {
-        return Ok(());
-    };
-    if dirs.contains(parent) {
-        return Ok(());
-    }
-    ensure_parents(writer, parent, dirs)?;
-    let meta = Metadata {
-        mode: 0o755,
-        ..Default::default()
-    };
-    writer.add(parent, &meta, EntryKind::Directory)?;
-    dirs.insert(parent.to_path_buf());
-    Ok(())
 }
 
 /// Owner, permissions, times and xattrs of an entry (header plus PAX records).

@@ -12,7 +12,11 @@ const fn build_table() -> [u32; 256] {
         let mut crc = i as u32;
         let mut bit = 0;
         while bit < 8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ POLY } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ POLY
+            } else {
+                crc >> 1
+            };
             bit += 1;
         }
         table[i] = crc;
@@ -49,6 +53,9 @@ mod tests {
     #[test]
     fn chaining_equals_one_pass() {
         let a = crc32c_update(!0, b"hello ");
-        assert_eq!(crc32c_update(a, b"world"), crc32c_update(!0, b"hello world"));
+        assert_eq!(
+            crc32c_update(a, b"world"),
+            crc32c_update(!0, b"hello world")
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! Linear directory blocks with metadata_csum tail entries.
 
-use crate::bytes::{put_u16, put_u32, put_u8};
+use crate::bytes::{put_u8, put_u16, put_u32};
 use crate::crc::crc32c_update;
 use crate::layout::BLOCK_SIZE;
 
@@ -106,12 +106,18 @@ mod tests {
     #[test]
     fn count_matches_build() {
         for n in [0usize, 1, 100, 1000, 5000] {
-            let names: Vec<Vec<u8>> = (0..n).map(|i| format!("name-{i:0>w$}", w = i % 40).into_bytes()).collect();
+            let names: Vec<Vec<u8>> = (0..n)
+                .map(|i| format!("name-{i:0>w$}", w = i % 40).into_bytes())
+                .collect();
             let count = count_blocks(names.iter().map(|n| n.len()), 1);
             let built = build(
                 5,
                 2,
-                names.iter().map(|n| Entry { ino: 12, name: n, file_type: FT_REG }),
+                names.iter().map(|n| Entry {
+                    ino: 12,
+                    name: n,
+                    file_type: FT_REG,
+                }),
                 1,
                 0,
             );

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The requested exact size cannot hold the content.
-    #[error("filesystem too small: {requested_bytes} bytes requested, at least {needed_bytes} needed")]
+    #[error(
+        "filesystem too small: {requested_bytes} bytes requested, at least {needed_bytes} needed"
+    )]
     TooSmall {
         needed_bytes: u64,
         requested_bytes: u64,

@@ -116,12 +116,21 @@ mod tests {
         assert_eq!(encode_time(Timestamp { sec: 0, nsec: 1 }), (0, 4));
         assert_eq!(encode_time(Timestamp { sec: -1, nsec: 0 }), (u32::MAX, 0));
         // 2038+ uses the epoch bits.
-        assert_eq!(encode_time(Timestamp { sec: 1 << 31, nsec: 0 }), (1 << 31, 1));
+        assert_eq!(
+            encode_time(Timestamp {
+                sec: 1 << 31,
+                nsec: 0
+            }),
+            (1 << 31, 1)
+        );
     }
 
     #[test]
     fn device_encoding() {
-        assert_eq!(u32::from_le_bytes(device_block(1, 3)[0..4].try_into().unwrap()), 0x103);
+        assert_eq!(
+            u32::from_le_bytes(device_block(1, 3)[0..4].try_into().unwrap()),
+            0x103
+        );
         let b = device_block(259, 300);
         assert_eq!(u32::from_le_bytes(b[0..4].try_into().unwrap()), 0);
         assert_eq!(

@@ -27,7 +27,10 @@ pub enum SizePolicy {
     /// Exactly this many bytes (the filesystem uses whole 4 KiB blocks of it).
     Exact(u64),
     /// `max(used × headroom_percent / 100, min_bytes)`.
-    Auto { min_bytes: u64, headroom_percent: u32 },
+    Auto {
+        min_bytes: u64,
+        headroom_percent: u32,
+    },
 }
 
 impl Default for SizePolicy {

@@ -1,6 +1,6 @@
 //! Superblock and group descriptors.
 
-use crate::bytes::{put_u16, put_u32, put_u8};
+use crate::bytes::{put_u8, put_u16, put_u32};
 use crate::crc::crc32c_update;
 use crate::layout::{BLOCKS_PER_GROUP, DESC_SIZE, INODE_SIZE};
 
@@ -62,7 +62,11 @@ pub fn build(p: &SuperParams, group: u16) -> [u8; 1024] {
     put_u32(&mut b, 0x54, FIRST_INO);
     put_u16(&mut b, 0x58, INODE_SIZE as u16);
     put_u16(&mut b, 0x5A, group);
-    put_u32(&mut b, 0x5C, COMPAT_HAS_JOURNAL | COMPAT_EXT_ATTR | COMPAT_DIR_INDEX);
+    put_u32(
+        &mut b,
+        0x5C,
+        COMPAT_HAS_JOURNAL | COMPAT_EXT_ATTR | COMPAT_DIR_INDEX,
+    );
     put_u32(
         &mut b,
         0x60,

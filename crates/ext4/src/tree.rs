@@ -13,11 +13,23 @@ pub type InodeId = usize;
 
 pub enum Body {
     Dir,
-    File { size: u64, extents: Vec<Extent> },
+    File {
+        size: u64,
+        extents: Vec<Extent>,
+    },
     /// Targets of 60+ bytes live in one data block (`extents`).
-    Symlink { target: Vec<u8>, extents: Vec<Extent> },
-    Char { major: u32, minor: u32 },
-    Block { major: u32, minor: u32 },
+    Symlink {
+        target: Vec<u8>,
+        extents: Vec<Extent>,
+    },
+    Char {
+        major: u32,
+        minor: u32,
+    },
+    Block {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
     Socket,
 }

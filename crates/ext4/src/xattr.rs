@@ -1,6 +1,6 @@
 //! Extended attributes: in-inode (after `i_extra_isize`) or in one external block.
 
-use crate::bytes::{put_u16, put_u32, put_u64, put_u8};
+use crate::bytes::{put_u8, put_u16, put_u32, put_u64};
 use crate::crc::crc32c_update;
 use crate::layout::BLOCK_SIZE;
 
@@ -86,7 +86,11 @@ fn value_len(a: &Attr) -> usize {
 }
 
 fn space(attrs: &[Attr]) -> usize {
-    attrs.iter().map(|a| entry_len(a) + value_len(a)).sum::<usize>() + 4
+    attrs
+        .iter()
+        .map(|a| entry_len(a) + value_len(a))
+        .sum::<usize>()
+        + 4
 }
 
 pub fn fits_ibody(attrs: &[Attr]) -> bool {
@@ -189,14 +193,25 @@ mod tests {
         let names: Vec<_> = v.iter().map(|a| (a.index, a.suffix.clone())).collect();
         assert_eq!(
             names,
-            vec![(1, b"c".to_vec()), (1, b"aa".to_vec()), (1, b"bb".to_vec()), (4, b"a".to_vec())]
+            vec![
+                (1, b"c".to_vec()),
+                (1, b"aa".to_vec()),
+                (1, b"bb".to_vec()),
+                (4, b"a".to_vec())
+            ]
         );
     }
 
     #[test]
     fn acl_conversion() {
         let mut vfs = 2u32.to_le_bytes().to_vec();
-        for (tag, perm, id) in [(1u16, 7u16, u32::MAX), (2, 5, 1000), (4, 5, u32::MAX), (0x10, 7, u32::MAX), (0x20, 4, u32::MAX)] {
+        for (tag, perm, id) in [
+            (1u16, 7u16, u32::MAX),
+            (2, 5, 1000),
+            (4, 5, u32::MAX),
+            (0x10, 7, u32::MAX),
+            (0x20, 4, u32::MAX),
+        ] {
             vfs.extend_from_slice(&tag.to_le_bytes());
             vfs.extend_from_slice(&perm.to_le_bytes());
             vfs.extend_from_slice(&id.to_le_bytes());
@@ -207,7 +222,11 @@ mod tests {
 
     #[test]
     fn hash_of_name_only() {
-        let a = Attr { index: 1, suffix: b"a".to_vec(), value: vec![] };
+        let a = Attr {
+            index: 1,
+            suffix: b"a".to_vec(),
+            value: vec![],
+        };
         assert_eq!(entry_hash(&a), b'a' as u32);
     }
 }

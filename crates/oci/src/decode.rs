@@ -90,7 +90,9 @@ impl<R: BufRead> Read for ZstdFrames<R> {
                     self.idle = Some(dec.into_inner());
                 }
             }
-            let Some(mut r) = self.idle.take() else { return Ok(0) };
+            let Some(mut r) = self.idle.take() else {
+                return Ok(0);
+            };
             if r.fill_buf()?.is_empty() {
                 self.idle = Some(r);
                 return Ok(0);
@@ -111,16 +113,33 @@ pub(crate) struct LayerStream {
 }
 
 impl LayerStream {
-    pub fn open(file: impl Read + 'static, budget: Option<Rc<RefCell<u64>>>) -> io::Result<LayerStream> {
+    pub fn open(
+        file: impl Read + 'static,
+        budget: Option<Rc<RefCell<u64>>>,
+    ) -> io::Result<LayerStream> {
         let blob = Rc::new(RefCell::new(Tally::default()));
         let diff = Rc::new(RefCell::new(Tally::default()));
-        let mut raw = BufReader::with_capacity(256 * 1024, TallyReader { inner: file, tally: blob.clone(), budget: None });
+        let mut raw = BufReader::with_capacity(
+            256 * 1024,
+            TallyReader {
+                inner: file,
+                tally: blob.clone(),
+                budget: None,
+            },
+        );
         let decoded: Box<dyn Read> = match sniff(raw.fill_buf()?) {
             Compression::None => Box::new(raw),
             Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
-            Compression::Zstd => Box::new(ZstdFrames { current: None, idle: Some(raw) }),
+            Compression::Zstd => Box::new(ZstdFrames {
+                current: None,
+                idle: Some(raw),
+            }),
         };
-        let reader = Box::new(TallyReader { inner: decoded, tally: diff.clone(), budget });
+        let reader = Box::new(TallyReader {
+            inner: decoded,
+            tally: diff.clone(),
+            budget,
+        });
         Ok(LayerStream { reader, blob, diff })
     }
 

@@ -15,15 +15,27 @@ impl Digest {
     /// Parses `sha256:<hex>`; anything else (other algorithms, upper case, bad length) is an error.
     pub fn parse(s: &str) -> Result<Digest, String> {
         let Some((alg, hex)) = s.split_once(':') else {
-            return Err(format!("invalid digest {s:?}: expected sha256:<64 hex digits>"));
+            return Err(format!(
+                "invalid digest {s:?}: expected sha256:<64 hex digits>"
+            ));
         };
         if alg != "sha256" {
-            return Err(format!("unsupported digest algorithm {alg:?} in {s:?} (only sha256)"));
+            return Err(format!(
+                "unsupported digest algorithm {alg:?} in {s:?} (only sha256)"
+            ));
         }
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return Err(format!("invalid digest {s:?}: expected 64 lower-case hex digits after sha256:"));
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(format!(
+                "invalid digest {s:?}: expected 64 lower-case hex digits after sha256:"
+            ));
         }
-        Ok(Digest { hex: hex.to_string() })
+        Ok(Digest {
+            hex: hex.to_string(),
+        })
     }
 
     /// Digest of an in-memory byte string.
@@ -33,7 +45,9 @@ impl Digest {
 
     /// Finishes a running hasher into a digest.
     pub fn from_hasher(h: Sha256) -> Digest {
-        Digest { hex: to_hex(&h.finalize()) }
+        Digest {
+            hex: to_hex(&h.finalize()),
+        }
     }
 
     /// The 64 hex digits, without the algorithm.
@@ -91,9 +105,17 @@ mod tests {
     #[test]
     fn parses_and_rejects() {
         let d = Digest::of(b"");
-        assert_eq!(d.hex(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            d.hex(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
         assert_eq!(Digest::parse(&d.to_string()).unwrap(), d);
-        assert!(Digest::parse("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855").is_err());
+        assert!(
+            Digest::parse(
+                "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
+            )
+            .is_err()
+        );
         assert!(Digest::parse("sha512:abcd").is_err());
         assert!(Digest::parse("sha256:abc").is_err());
         assert!(Digest::parse("nocolon").is_err());

@@ -39,13 +39,25 @@ pub struct Metadata {
 pub enum EntryKind {
     Directory,
     /// Regular file; exactly `size` bytes follow in the data reader.
-    File { size: u64 },
+    File {
+        size: u64,
+    },
     /// Symbolic link; the target is stored verbatim and never resolved by this crate.
-    Symlink { target: Vec<u8> },
+    Symlink {
+        target: Vec<u8>,
+    },
     /// Another name for an already-emitted non-directory path.
-    Hardlink { target: String },
-    CharDevice { major: u32, minor: u32 },
-    BlockDevice { major: u32, minor: u32 },
+    Hardlink {
+        target: String,
+    },
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
+    BlockDevice {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
     Socket,
 }
@@ -95,7 +107,8 @@ impl EntrySink for CollectSink {
     fn remove(&mut self, path: &str) -> Result<(), SinkError> {
         self.removed.push(path.to_string());
         let prefix = format!("{path}/");
-        self.entries.retain(|(e, _)| e.path != path && !e.path.starts_with(&prefix));
+        self.entries
+            .retain(|(e, _)| e.path != path && !e.path.starts_with(&prefix));
         Ok(())
     }
 }

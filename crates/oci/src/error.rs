@@ -13,17 +13,32 @@ pub enum Error {
     #[error("unauthorized: {0}")]
     Unauthorized(String),
     #[error("platform {wanted} not available; the image provides: {}", if available.is_empty() { "(none)".to_string() } else { available.join(", ") })]
-    PlatformNotAvailable { wanted: String, available: Vec<String> },
+    PlatformNotAvailable {
+        wanted: String,
+        available: Vec<String>,
+    },
     #[error("network error talking to {registry}: {message}")]
     Network { registry: String, message: String },
     #[error("registry protocol error: {0}")]
     Protocol(String),
     #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
-    DigestMismatch { what: String, expected: Digest, actual: Digest },
+    DigestMismatch {
+        what: String,
+        expected: Digest,
+        actual: Digest,
+    },
     #[error("size mismatch for {what}: expected {expected} bytes, got {actual}")]
-    SizeMismatch { what: String, expected: u64, actual: u64 },
+    SizeMismatch {
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("invalid layer {layer}: entry {entry:?}: {reason}")]
-    InvalidLayer { layer: String, entry: String, reason: String },
+    InvalidLayer {
+        layer: String,
+        entry: String,
+        reason: String,
+    },
     #[error("limit exceeded: {0}")]
     LimitExceeded(String),
     #[error("I/O error: {context}: {source}")]
@@ -44,7 +59,10 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     /// True when the failure is ENOSPC (disk full), so callers can say so plainly.

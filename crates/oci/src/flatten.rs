@@ -41,7 +41,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_unpacked_bytes: 256 << 30, max_entries: 10_000_000 }
+        Limits {
+            max_unpacked_bytes: 256 << 30,
+            max_entries: 10_000_000,
+        }
     }
 }
 
@@ -105,29 +108,69 @@ struct PendingLink {
 }
 
 enum Deferred {
-    Materialise { ordinal: u64, path: String, meta: Metadata },
-    Link { path: String, target: String, meta: Metadata },
+    Materialise {
+        ordinal: u64,
+        path: String,
+        meta: Metadata,
+    },
+    Link {
+        path: String,
+        target: String,
+        meta: Metadata,
+    },
 }
 
 /// Ancestors of `p`, root (`""`) first, excluding `p`.
 fn ancestors(p: &str) -> impl Iterator<Item = &str> {
-    std::iter::once("").chain(p.match_indices('/').map(move |(i, _)| &p[..i])).filter(move |a| *a != p)
+    std::iter::once("")
+        .chain(p.match_indices('/').map(move |(i, _)| &p[..i]))
+        .filter(move |a| *a != p)
 }
 
 fn kind_of(raw: &RawKind) -> EntryKind {
     match raw {
         RawKind::Dir => EntryKind::Directory,
         RawKind::File { size } => EntryKind::File { size: *size },
-        RawKind::Symlink { target } => EntryKind::Symlink { target: target.clone() },
-        RawKind::Hardlink { target } => EntryKind::Hardlink { target: target.clone() },
-        RawKind::Char { major, minor } => EntryKind::CharDevice { major: *major, minor: *minor },
-        RawKind::Block { major, minor } => EntryKind::BlockDevice { major: *major, minor: *minor },
+        RawKind::Symlink { target } => EntryKind::Symlink {
+            target: target.clone(),
+        },
+        RawKind::Hardlink { target } => EntryKind::Hardlink {
+            target: target.clone(),
+        },
+        RawKind::Char { major, minor } => EntryKind::CharDevice {
+            major: *major,
+            minor: *minor,
+        },
+        RawKind::Block { major, minor } => EntryKind::BlockDevice {
+            major: *major,
+            minor: *minor,
+        },
         RawKind::Fifo => EntryKind::Fifo,
         RawKind::Whiteout | RawKind::Opaque | RawKind::Ignore => EntryKind::Fifo,
     }
 }
 
+/// Remembers the first read error so it can be reported as a layer error.
+struct ErrTap<'a> {
+    inner: &'a mut dyn Read,
+    failed: Option<std::io::Error>,
+}
+
+impl Read for ErrTap<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            if self.failed.is_none() {
+                self.failed = Some(std::io::Error::new(e.kind(), e.to_string()));
+                if e.get_ref().is_some_and(|i| i.is::<BudgetExhausted>()) {
+                    self.failed = Some(std::io::Error::other(BudgetExhausted));
+                }
+            }
+        })
+    }
+}
+
 struct Merger<'s> {
+    layer_name: String,
     sink: &'s mut dyn EntrySink,
     above: HashMap<String, Node>,
     pending: HashMap<String, Vec<PendingLink>>,
@@ -148,13 +191,35 @@ struct LayerState {
 
 impl LayerState {
     fn invalid(&self, entry: &str, reason: impl Into<String>) -> Error {
-        Error::InvalidLayer { layer: self.name.clone(), entry: entry.to_string(), reason: reason.into() }
+        Error::InvalidLayer {
+            layer: self.name.clone(),
+            entry: entry.to_string(),
+            reason: reason.into(),
+        }
     }
 }
 
 impl<'s> Merger<'s> {
     fn emit(&mut self, entry: &Entry, data: Option<&mut dyn Read>) -> Result<()> {
-        self.sink.entry(entry, data).map_err(|source| Error::Sink { path: entry.path.clone(), source })?;
+        let result = match data {
+            Some(inner) => {
+                // Read errors surfacing through the sink are the layer's fault, not the sink's.
+                let mut tap = ErrTap {
+                    inner,
+                    failed: None,
+                };
+                let r = self.sink.entry(entry, Some(&mut tap));
+                if let (Err(_), Some(e)) = (&r, tap.failed) {
+                    return Err(classify_io(&self.layer_name, &entry.path, e));
+                }
+                r
+            }
+            None => self.sink.entry(entry, None),
+        };
+        result.map_err(|source| Error::Sink {
+            path: entry.path.clone(),
+            source,
+        })?;
         self.stats.entries_emitted += 1;
         if let EntryKind::File { size } = entry.kind {
             self.stats.file_bytes_emitted += size;
@@ -181,8 +246,14 @@ impl<'s> Merger<'s> {
         })
     }
 
-    fn process_layer(&mut self, layer: &LayerInput, st: &mut LayerState, budget: Rc<RefCell<u64>>) -> Result<()> {
-        let file = std::fs::File::open(&layer.path).map_err(|e| Error::io(format!("open layer {}", layer.path.display()), e))?;
+    fn process_layer(
+        &mut self,
+        layer: &LayerInput,
+        st: &mut LayerState,
+        budget: Rc<RefCell<u64>>,
+    ) -> Result<()> {
+        let file = std::fs::File::open(&layer.path)
+            .map_err(|e| Error::io(format!("open layer {}", layer.path.display()), e))?;
         let mut stream = LayerStream::open(file, Some(budget)).map_err(|e| map_io(st, "", e))?;
         {
             let mut archive = tar::Archive::new(&mut stream.reader);
@@ -191,46 +262,84 @@ impl<'s> Merger<'s> {
             for (ordinal, item) in (0u64..).zip(entries) {
                 let mut e = item.map_err(|x| map_io(st, &format!("after {last:?}"), x))?;
                 if self.entries_left == 0 {
-                    return Err(Error::LimitExceeded(format!("too many tar entries (layer {})", st.name)));
+                    return Err(Error::LimitExceeded(format!(
+                        "too many tar entries (layer {})",
+                        st.name
+                    )));
                 }
                 self.entries_left -= 1;
-                let raw = read_entry(&mut e).map_err(|reason| st.invalid(&String::from_utf8_lossy(&e.path_bytes()), reason))?;
+                let raw = read_entry(&mut e).map_err(|reason| {
+                    st.invalid(&String::from_utf8_lossy(&e.path_bytes()), reason)
+                })?;
                 last.clone_from(&raw.path);
                 self.on_entry(raw, ordinal, &mut e, st)?;
             }
         }
-        let (blob, _, diff, _) = stream.finish().map_err(|e| map_io(st, "(end of layer)", e))?;
+        let (blob, _, diff, _) = stream
+            .finish()
+            .map_err(|e| map_io(st, "(end of layer)", e))?;
         if blob != layer.digest {
-            return Err(Error::DigestMismatch { what: format!("layer blob {}", layer.path.display()), expected: layer.digest.clone(), actual: blob });
+            return Err(Error::DigestMismatch {
+                what: format!("layer blob {}", layer.path.display()),
+                expected: layer.digest.clone(),
+                actual: blob,
+            });
         }
         if let Some(want) = &layer.diff_id
             && *want != diff
         {
-            return Err(Error::DigestMismatch { what: format!("diff_id of layer {}", layer.digest), expected: want.clone(), actual: diff });
+            return Err(Error::DigestMismatch {
+                what: format!("diff_id of layer {}", layer.digest),
+                expected: want.clone(),
+                actual: diff,
+            });
         }
         Ok(())
     }
 
-    fn on_entry(&mut self, raw: RawEntry, ordinal: u64, data: &mut dyn Read, st: &mut LayerState) -> Result<()> {
+    fn on_entry(
+        &mut self,
+        raw: RawEntry,
+        ordinal: u64,
+        data: &mut dyn Read,
+        st: &mut LayerState,
+    ) -> Result<()> {
         let p = raw.path;
         match raw.kind {
             RawKind::Ignore => return Ok(()),
             RawKind::Whiteout => {
-                let n = st.here.entry(p).or_insert(Node { occ: Occ::Whiteout, opaque: false });
+                let n = st.here.entry(p).or_insert(Node {
+                    occ: Occ::Whiteout,
+                    opaque: false,
+                });
                 if matches!(n.occ, Occ::Dir | Occ::Implicit) {
-                    n.opaque = true;
+                    // Lower `p` is deleted (content and metadata); this layer's `p` stays.
+                    *n = Node {
+                        occ: Occ::Dir,
+                        opaque: true,
+                    };
                 }
                 return Ok(());
             }
             RawKind::Opaque => {
-                st.here.entry(p).or_insert(Node { occ: Occ::Implicit, opaque: false }).opaque = true;
+                st.here
+                    .entry(p)
+                    .or_insert(Node {
+                        occ: Occ::Implicit,
+                        opaque: false,
+                    })
+                    .opaque = true;
                 return Ok(());
             }
             _ => {}
         }
         if p.is_empty() {
             // The root's own entry ("./"): the root always exists; its metadata is the sink's.
-            return if raw.kind.is_dir() { Ok(()) } else { Err(st.invalid("/", "root entry is not a directory")) };
+            return if raw.kind.is_dir() {
+                Ok(())
+            } else {
+                Err(st.invalid("/", "root entry is not a directory"))
+            };
         }
         for a in ancestors(&p) {
             if let Some(n) = st.here.get_mut(a) {
@@ -239,11 +348,22 @@ impl<'s> Merger<'s> {
                         return Err(st.invalid(&p, format!("parent {a:?} is not a directory in this layer (symlink or file); refusing to write through it")));
                     }
                     // Deleted lower, re-created implicitly here: lower content stays hidden.
-                    Occ::Whiteout => *n = Node { occ: Occ::Dir, opaque: true },
+                    Occ::Whiteout => {
+                        *n = Node {
+                            occ: Occ::Dir,
+                            opaque: true,
+                        }
+                    }
                     Occ::Dir | Occ::Implicit => {}
                 }
             } else if !a.is_empty() {
-                st.here.insert(a.to_string(), Node { occ: Occ::Implicit, opaque: false });
+                st.here.insert(
+                    a.to_string(),
+                    Node {
+                        occ: Occ::Implicit,
+                        opaque: false,
+                    },
+                );
             }
         }
         let prev = st.here.get(&p).copied();
@@ -255,14 +375,23 @@ impl<'s> Merger<'s> {
             let both_dirs = is_dir && matches!(prev.occ, Occ::Dir | Occ::Implicit);
             if !both_dirs && prev.occ != Occ::Whiteout {
                 // Duplicate of one path in one layer with another kind: the last one wins.
-                self.sink.remove(&p).map_err(|source| Error::Sink { path: p.clone(), source })?;
+                self.sink.remove(&p).map_err(|source| Error::Sink {
+                    path: p.clone(),
+                    source,
+                })?;
                 st.names.remove(&p);
             }
         }
         let node = if is_dir {
-            Node { occ: Occ::Dir, opaque: prev.is_some_and(|n| n.opaque || n.occ == Occ::Whiteout) }
+            Node {
+                occ: Occ::Dir,
+                opaque: prev.is_some_and(|n| n.opaque || n.occ == Occ::Whiteout),
+            }
         } else {
-            Node { occ: Occ::NonDir, opaque: false }
+            Node {
+                occ: Occ::NonDir,
+                opaque: false,
+            }
         };
         st.here.insert(p.clone(), node);
         let meta = raw.meta;
@@ -273,7 +402,14 @@ impl<'s> Merger<'s> {
                     return Err(st.invalid(&l, format!("hardlink to directory {p:?}")));
                 }
                 if !shadowed {
-                    self.emit(&Entry { path: p, kind: EntryKind::Directory, meta }, None)?;
+                    self.emit(
+                        &Entry {
+                            path: p,
+                            kind: EntryKind::Directory,
+                            meta,
+                        },
+                        None,
+                    )?;
                 }
             }
             RawKind::Hardlink { target } => {
@@ -289,12 +425,26 @@ impl<'s> Merger<'s> {
                         tid
                     }
                     None => {
-                        if st.here.get(&target).is_some_and(|n| matches!(n.occ, Occ::Dir | Occ::Implicit)) {
+                        if st
+                            .here
+                            .get(&target)
+                            .is_some_and(|n| matches!(n.occ, Occ::Dir | Occ::Implicit))
+                        {
                             return Err(st.invalid(&p, format!("hardlink to directory {target:?}")));
                         }
-                        st.inodes.push(Inode { ordinal, kind: RawKind::Hardlink { target: target.clone() }, meta, holder: Holder::Lower(target.clone()) });
+                        st.inodes.push(Inode {
+                            ordinal,
+                            kind: RawKind::Hardlink {
+                                target: target.clone(),
+                            },
+                            meta,
+                            holder: Holder::Lower(target.clone()),
+                        });
                         if !shadowed {
-                            st.new_pending.entry(target).or_default().push(PendingLink { path: p.clone(), origin: st.index });
+                            st.new_pending.entry(target).or_default().push(PendingLink {
+                                path: p.clone(),
+                                origin: st.index,
+                            });
                         }
                         st.inodes.len() - 1
                     }
@@ -306,18 +456,31 @@ impl<'s> Merger<'s> {
             }
             kind => {
                 let id = st.inodes.len();
-                st.inodes.push(Inode { ordinal, kind: kind.clone(), meta: meta.clone(), holder: Holder::Nowhere });
+                st.inodes.push(Inode {
+                    ordinal,
+                    kind: kind.clone(),
+                    meta: meta.clone(),
+                    holder: Holder::Nowhere,
+                });
                 st.names.insert(p.clone(), id);
                 let mut links = self.pending.remove(&p).unwrap_or_default().into_iter();
                 let has_data = matches!(kind, RawKind::File { .. });
                 if !shadowed {
-                    let entry = Entry { path: p.clone(), kind: kind_of(&kind), meta };
+                    let entry = Entry {
+                        path: p.clone(),
+                        kind: kind_of(&kind),
+                        meta,
+                    };
                     self.emit(&entry, if has_data { Some(data) } else { None })?;
                     st.inodes[id].holder = Holder::Emitted(p);
                 } else if has_data && let Some(first) = links.next() {
                     // The target is shadowed but links from above need its content: the first
                     // link becomes a copy carrying this data (PITFALLS #2).
-                    let entry = Entry { path: first.path.clone(), kind: kind_of(&kind), meta };
+                    let entry = Entry {
+                        path: first.path.clone(),
+                        kind: kind_of(&kind),
+                        meta,
+                    };
                     self.emit(&entry, Some(data))?;
                     st.inodes[id].holder = Holder::Emitted(first.path);
                 }
@@ -334,20 +497,38 @@ impl<'s> Merger<'s> {
         let inode = &st.inodes[id];
         let meta = inode.meta.clone();
         match inode.holder.clone() {
-            Holder::Emitted(q) => self.emit(&Entry { path, kind: EntryKind::Hardlink { target: q }, meta }, None),
+            Holder::Emitted(q) => self.emit(
+                &Entry {
+                    path,
+                    kind: EntryKind::Hardlink { target: q },
+                    meta,
+                },
+                None,
+            ),
             Holder::Deferred(q) => {
-                st.deferred.push(Deferred::Link { path, target: q, meta });
+                st.deferred.push(Deferred::Link {
+                    path,
+                    target: q,
+                    meta,
+                });
                 Ok(())
             }
             Holder::Lower(t) => {
-                st.new_pending.entry(t).or_default().push(PendingLink { path, origin: st.index });
+                st.new_pending.entry(t).or_default().push(PendingLink {
+                    path,
+                    origin: st.index,
+                });
                 Ok(())
             }
             Holder::Nowhere => {
                 if matches!(inode.kind, RawKind::File { .. }) {
                     let ordinal = inode.ordinal;
                     st.inodes[id].holder = Holder::Deferred(path.clone());
-                    st.deferred.push(Deferred::Materialise { ordinal, path, meta });
+                    st.deferred.push(Deferred::Materialise {
+                        ordinal,
+                        path,
+                        meta,
+                    });
                     Ok(())
                 } else {
                     let kind = kind_of(&inode.kind);
@@ -365,12 +546,21 @@ impl<'s> Merger<'s> {
         let mut links = Vec::new();
         for d in deferred {
             match d {
-                Deferred::Materialise { ordinal, path, meta } => wanted.entry(ordinal).or_default().push((path, meta)),
-                Deferred::Link { path, target, meta } => links.push(Entry { path, kind: EntryKind::Hardlink { target }, meta }),
+                Deferred::Materialise {
+                    ordinal,
+                    path,
+                    meta,
+                } => wanted.entry(ordinal).or_default().push((path, meta)),
+                Deferred::Link { path, target, meta } => links.push(Entry {
+                    path,
+                    kind: EntryKind::Hardlink { target },
+                    meta,
+                }),
             }
         }
         self.stats.layers_reread += 1;
-        let file = std::fs::File::open(&layer.path).map_err(|e| Error::io(format!("open layer {}", layer.path.display()), e))?;
+        let file = std::fs::File::open(&layer.path)
+            .map_err(|e| Error::io(format!("open layer {}", layer.path.display()), e))?;
         let mut stream = LayerStream::open(file, None).map_err(|e| map_io(st, "", e))?;
         let mut archive = tar::Archive::new(&mut stream.reader);
         let entries = archive.entries().map_err(|e| map_io(st, "", e))?;
@@ -382,7 +572,14 @@ impl<'s> Merger<'s> {
             if let Some(targets) = wanted.remove(&ordinal) {
                 let size = e.size();
                 for (path, meta) in targets {
-                    self.emit(&Entry { path, kind: EntryKind::File { size }, meta }, Some(&mut e))?;
+                    self.emit(
+                        &Entry {
+                            path,
+                            kind: EntryKind::File { size },
+                            meta,
+                        },
+                        Some(&mut e),
+                    )?;
                 }
             }
         }
@@ -398,7 +595,9 @@ impl<'s> Merger<'s> {
     fn end_layer(&mut self, st: &mut LayerState) -> Result<()> {
         let hidden = |t: &str, full: bool| {
             ancestors(t).any(|a| {
-                st.here.get(a).is_some_and(|n| n.opaque || n.occ == Occ::Whiteout || (full && n.occ == Occ::NonDir))
+                st.here.get(a).is_some_and(|n| {
+                    n.opaque || n.occ == Occ::Whiteout || (full && n.occ == Occ::NonDir)
+                })
             }) || st.here.get(t).is_some_and(|n| n.occ == Occ::Whiteout)
         };
         for (t, links) in self.pending.iter().chain(st.new_pending.iter()) {
@@ -406,7 +605,10 @@ impl<'s> Merger<'s> {
             if hidden(t, full)
                 && let Some(l) = links.first()
             {
-                return Err(st.invalid(&l.path, format!("hardlink target {t:?} does not exist when the link is created")));
+                return Err(st.invalid(
+                    &l.path,
+                    format!("hardlink target {t:?} does not exist when the link is created"),
+                ));
             }
         }
         for (t, links) in st.new_pending.drain() {
@@ -426,7 +628,12 @@ impl<'s> Merger<'s> {
                     }
                     // Lower content at `p` was replaced or deleted here: whatever is below
                     // stays hidden under the directory from above.
-                    (Occ::Implicit | Occ::Dir, Occ::NonDir | Occ::Whiteout) => *a = Node { occ: Occ::Dir, opaque: true },
+                    (Occ::Implicit | Occ::Dir, Occ::NonDir | Occ::Whiteout) => {
+                        *a = Node {
+                            occ: Occ::Dir,
+                            opaque: true,
+                        }
+                    }
                     _ => {}
                 },
             }
@@ -440,8 +647,13 @@ impl<'s> Merger<'s> {
 /// Each layer is decompressed once, except for the rare re-read documented in the module
 /// docs. Blob digests and `diff_id`s are verified at the end of each layer; on any error
 /// the sink's content must be discarded.
-pub fn flatten(layers: &[LayerInput], sink: &mut dyn EntrySink, limits: &Limits) -> Result<FlattenStats> {
+pub fn flatten(
+    layers: &[LayerInput],
+    sink: &mut dyn EntrySink,
+    limits: &Limits,
+) -> Result<FlattenStats> {
     let mut m = Merger {
+        layer_name: String::new(),
         sink,
         above: HashMap::new(),
         pending: HashMap::new(),
@@ -459,6 +671,7 @@ pub fn flatten(layers: &[LayerInput], sink: &mut dyn EntrySink, limits: &Limits)
             new_pending: HashMap::new(),
             deferred: Vec::new(),
         };
+        m.layer_name = st.name.clone();
         m.process_layer(layer, &mut st, budget.clone())?;
         if !st.deferred.is_empty() {
             m.reread(layer, &mut st)?;
@@ -467,15 +680,31 @@ pub fn flatten(layers: &[LayerInput], sink: &mut dyn EntrySink, limits: &Limits)
     }
     if let Some((t, links)) = m.pending.iter().next() {
         let l = links.first().map(|l| l.path.clone()).unwrap_or_default();
-        let layer = links.first().and_then(|l| layers.get(l.origin)).map(|x| x.digest.to_string()).unwrap_or_default();
-        return Err(Error::InvalidLayer { layer, entry: l, reason: format!("hardlink target {t:?} not found in this or any lower layer") });
+        let layer = links
+            .first()
+            .and_then(|l| layers.get(l.origin))
+            .map(|x| x.digest.to_string())
+            .unwrap_or_default();
+        return Err(Error::InvalidLayer {
+            layer,
+            entry: l,
+            reason: format!("hardlink target {t:?} not found in this or any lower layer"),
+        });
     }
     Ok(m.stats)
 }
 
 fn map_io(st: &LayerState, entry: &str, e: std::io::Error) -> Error {
+    classify_io(&st.name, entry, e)
+}
+
+fn classify_io(layer: &str, entry: &str, e: std::io::Error) -> Error {
     if e.get_ref().is_some_and(|i| i.is::<BudgetExhausted>()) {
-        return Error::LimitExceeded(format!("unpacked size limit reached in layer {}", st.name));
+        return Error::LimitExceeded(format!("unpacked size limit reached in layer {layer}"));
     }
-    st.invalid(entry, format!("corrupt or truncated layer: {e}"))
+    Error::InvalidLayer {
+        layer: layer.to_string(),
+        entry: entry.to_string(),
+        reason: format!("corrupt or truncated layer: {e}"),
+    }
 }

@@ -22,14 +22,22 @@ fn cstr(p: &Path) -> Result<CString, SinkError> {
 
 fn check(r: libc::c_int, what: &str, p: &Path) -> Result<(), SinkError> {
     if r != 0 {
-        return Err(format!("{what} {}: {}", p.display(), std::io::Error::last_os_error()).into());
+        return Err(format!(
+            "{what} {}: {}",
+            p.display(),
+            std::io::Error::last_os_error()
+        )
+        .into());
     }
     Ok(())
 }
 
 impl HostDirSink {
     pub fn new(root: impl Into<PathBuf>) -> HostDirSink {
-        HostDirSink { root: root.into(), dirs: Vec::new() }
+        HostDirSink {
+            root: root.into(),
+            dirs: Vec::new(),
+        }
     }
 
     /// Creates missing parents (mode 0755) without following symlinks; returns the full path.
@@ -60,19 +68,38 @@ impl HostDirSink {
         for (name, value) in &m.xattrs {
             let n = CString::new(name.clone())?;
             // SAFETY: valid C strings and a value slice that outlives the call.
-            let r = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+            let r = unsafe {
+                libc::lsetxattr(
+                    c.as_ptr(),
+                    n.as_ptr(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                )
+            };
             check(r, "lsetxattr", p)?;
         }
-        let ts = |t: crate::entry::Timestamp| libc::timespec { tv_sec: t.sec as libc::time_t, tv_nsec: t.nsec as _ };
+        let ts = |t: crate::entry::Timestamp| libc::timespec {
+            tv_sec: t.sec as libc::time_t,
+            tv_nsec: t.nsec as _,
+        };
         let times = [ts(m.atime), ts(m.mtime)];
         // SAFETY: `times` has the two elements utimensat reads.
-        let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+        let r = unsafe {
+            libc::utimensat(
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
         check(r, "utimensat", p)
     }
 
     /// Applies directory metadata; call once after flattening.
     pub fn finish(&mut self) -> Result<(), SinkError> {
-        self.dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+        self.dirs
+            .sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
         for (p, m) in std::mem::take(&mut self.dirs) {
             HostDirSink::apply_meta(&p, &m, false)?;
         }
@@ -92,7 +119,9 @@ impl EntrySink for HostDirSink {
             EntryKind::Directory => {
                 match std::fs::symlink_metadata(&p) {
                     Ok(m) if m.is_dir() => {}
-                    Ok(_) => return Err(format!("{} exists and is not a directory", p.display()).into()),
+                    Ok(_) => {
+                        return Err(format!("{} exists and is not a directory", p.display()).into());
+                    }
                     Err(_) => std::fs::create_dir(&p)?,
                 }
                 self.dirs.retain(|(d, _)| *d != p);
@@ -101,7 +130,11 @@ impl EntrySink for HostDirSink {
             }
             EntryKind::File { size } => {
                 use std::os::unix::fs::OpenOptionsExt;
-                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).open(&p)?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&p)?;
                 let r = data.ok_or("file without data")?;
                 let n = std::io::copy(&mut r.take(*size), &mut f)?;
                 if n != *size {
@@ -115,11 +148,21 @@ impl EntrySink for HostDirSink {
             EntryKind::Hardlink { target } => {
                 let t = cstr(&self.root.join(target))?;
                 // SAFETY: valid C strings; flags 0 = do not follow a symlink target.
-                check(unsafe { libc::linkat(libc::AT_FDCWD, t.as_ptr(), libc::AT_FDCWD, c.as_ptr(), 0) }, "link", &p)?;
+                check(
+                    unsafe {
+                        libc::linkat(libc::AT_FDCWD, t.as_ptr(), libc::AT_FDCWD, c.as_ptr(), 0)
+                    },
+                    "link",
+                    &p,
+                )?;
                 return Ok(());
             }
-            EntryKind::CharDevice { major, minor } => mknod(libc::S_IFCHR, libc::makedev(*major, *minor))?,
-            EntryKind::BlockDevice { major, minor } => mknod(libc::S_IFBLK, libc::makedev(*major, *minor))?,
+            EntryKind::CharDevice { major, minor } => {
+                mknod(libc::S_IFCHR, libc::makedev(*major, *minor))?
+            }
+            EntryKind::BlockDevice { major, minor } => {
+                mknod(libc::S_IFBLK, libc::makedev(*major, *minor))?
+            }
             EntryKind::Fifo => mknod(libc::S_IFIFO, 0)?,
             EntryKind::Socket => mknod(libc::S_IFSOCK, 0)?,
         }

@@ -3,17 +3,29 @@
 //!
 //! Nothing here knows about ext4 or the daemon; see `README.md` for the design.
 
+pub mod cache;
+pub mod credentials;
 mod decode;
 pub mod digest;
 pub mod entry;
 pub mod error;
 pub mod flatten;
 pub mod hostsink;
+pub mod manifest;
+pub mod pull;
 pub mod reference;
+pub mod registry;
+pub mod source;
 mod tarentry;
 
+pub use cache::{BlobCache, BlobWriter, PruneReport};
+pub use credentials::{Credential, CredentialStore};
 pub use digest::Digest;
 pub use entry::{CollectSink, Entry, EntryKind, EntrySink, Metadata, SinkError, Timestamp};
 pub use error::{Error, Result};
 pub use flatten::{FlattenStats, LayerInput, Limits, flatten};
+pub use manifest::{ImageConfig, Platform};
+pub use pull::{ImageOrigin, LayerDescriptor, Progress, ProgressFn, Puller, ResolvedImage};
 pub use reference::{Reference, ReferenceError, default_image_name};
+pub use registry::{RegistryClient, RegistryOptions};
+pub use source::Source;

@@ -35,7 +35,10 @@ pub struct ReferenceError {
 impl Reference {
     /// Parses and normalises `s` (`debian` → `docker.io/library/debian`, tag `latest` implied).
     pub fn parse(s: &str) -> Result<Reference, ReferenceError> {
-        let err = |reason: String| ReferenceError { input: s.to_string(), reason };
+        let err = |reason: String| ReferenceError {
+            input: s.to_string(),
+            reason,
+        };
         if s.is_empty() {
             return Err(err("reference is empty".into()));
         }
@@ -71,12 +74,25 @@ impl Reference {
         for component in path.split('/') {
             validate_component(component).map_err(err)?;
         }
-        let registry = if registry == "index.docker.io" { DOCKER_HUB.to_string() } else { registry };
-        let repository = if registry == DOCKER_HUB && !path.contains('/') { format!("library/{path}") } else { path };
+        let registry = if registry == "index.docker.io" {
+            DOCKER_HUB.to_string()
+        } else {
+            registry
+        };
+        let repository = if registry == DOCKER_HUB && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path
+        };
         if registry.len() + 1 + repository.len() > 255 {
             return Err(err("repository name is longer than 255 characters".into()));
         }
-        Ok(Reference { registry, repository, tag: tag.map(str::to_string), digest })
+        Ok(Reference {
+            registry,
+            repository,
+            tag: tag.map(str::to_string),
+            digest,
+        })
     }
 
     /// What to ask the registry for: the digest if pinned, else the tag (default `latest`).
@@ -122,9 +138,18 @@ impl std::str::FromStr for Reference {
 fn validate_tag(t: &str) -> Result<(), String> {
     let ok = !t.is_empty()
         && t.len() <= 128
-        && t.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok { Ok(()) } else { Err(format!("invalid tag {t:?} (allowed: [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})")) }
+        && t.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid tag {t:?} (allowed: [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})"
+        ))
+    }
 }
 
 fn validate_domain(d: &str) -> Result<(), String> {
@@ -135,7 +160,14 @@ fn validate_domain(d: &str) -> Result<(), String> {
         if addr.is_empty() || !addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
             return Err(bad());
         }
-        (None, if after.is_empty() { None } else { Some(after.strip_prefix(':').ok_or_else(bad)?) })
+        (
+            None,
+            if after.is_empty() {
+                None
+            } else {
+                Some(after.strip_prefix(':').ok_or_else(bad)?)
+            },
+        )
     } else {
         match d.split_once(':') {
             Some((h, p)) => (Some(h), Some(p)),
@@ -164,7 +196,11 @@ fn validate_domain(d: &str) -> Result<(), String> {
 
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
 fn validate_component(c: &str) -> Result<(), String> {
-    let bad = || format!("invalid repository path component {c:?} (lower-case letters, digits, and single '.', '_', '__' or '-' runs between them)");
+    let bad = || {
+        format!(
+            "invalid repository path component {c:?} (lower-case letters, digits, and single '.', '_', '__' or '-' runs between them)"
+        )
+    };
     let b = c.as_bytes();
     if b.is_empty() || !b[0].is_ascii_alphanumeric() || !b[b.len() - 1].is_ascii_alphanumeric() {
         return Err(bad());
@@ -205,7 +241,15 @@ pub fn default_image_name(r: &Reference) -> String {
         name.push('-');
         name.push_str(&d.hex()[..12]);
     }
-    name.chars().map(|c| if c == '.' || c == ':' { '-' } else { c.to_ascii_lowercase() }).collect()
+    name.chars()
+        .map(|c| {
+            if c == '.' || c == ':' {
+                '-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -223,21 +267,36 @@ mod tests {
         assert_eq!(full("debian"), "docker.io/library/debian:latest");
         assert_eq!(full("debian:bookworm"), "docker.io/library/debian:bookworm");
         assert_eq!(full("library/debian"), "docker.io/library/debian:latest");
-        assert_eq!(full("index.docker.io/library/debian"), "docker.io/library/debian:latest");
+        assert_eq!(
+            full("index.docker.io/library/debian"),
+            "docker.io/library/debian:latest"
+        );
         assert_eq!(full("someone/tool:1"), "docker.io/someone/tool:1");
         assert_eq!(full("127.0.0.1:5000/a/b:v1"), "127.0.0.1:5000/a/b:v1");
         assert_eq!(full("localhost/x"), "localhost/x:latest");
         assert_eq!(full("localhost:5000/x"), "localhost:5000/x:latest");
-        assert_eq!(full("ghcr.io/some/org/my-image:v2.1"), "ghcr.io/some/org/my-image:v2.1");
-        assert_eq!(full(&format!("debian@{D}")), format!("docker.io/library/debian@{D}"));
-        assert_eq!(full(&format!("debian:12@{D}")), format!("docker.io/library/debian:12@{D}"));
+        assert_eq!(
+            full("ghcr.io/some/org/my-image:v2.1"),
+            "ghcr.io/some/org/my-image:v2.1"
+        );
+        assert_eq!(
+            full(&format!("debian@{D}")),
+            format!("docker.io/library/debian@{D}")
+        );
+        assert_eq!(
+            full(&format!("debian:12@{D}")),
+            format!("docker.io/library/debian:12@{D}")
+        );
         assert_eq!(full("[::1]:5000/x:t"), "[::1]:5000/x:t");
         let r = Reference::parse("host:5000/repo").unwrap();
-        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()), ("host:5000", "repo", None));
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+            ("host:5000", "repo", None)
+        );
         assert_eq!(r.manifest_reference(), "latest");
         let r = Reference::parse(&format!("a:t@{D}")).unwrap();
         assert_eq!(r.manifest_reference(), D);
-        assert_eq!(full("a__b.c-d--e/f"), "docker.io/a__b.c-d--e/f:latest");
+        assert_eq!(full("a__b-c--d/e.f_g"), "docker.io/a__b-c--d/e.f_g:latest");
     }
 
     #[test]

@@ -7,11 +7,23 @@ use crate::entry::{Metadata, Timestamp};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum RawKind {
     Dir,
-    File { size: u64 },
-    Symlink { target: Vec<u8> },
-    Hardlink { target: String },
-    Char { major: u32, minor: u32 },
-    Block { major: u32, minor: u32 },
+    File {
+        size: u64,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
+    Hardlink {
+        target: String,
+    },
+    Char {
+        major: u32,
+        minor: u32,
+    },
+    Block {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
     /// `.wh.NAME`: delete `path` from lower layers.
     Whiteout,
@@ -75,7 +87,12 @@ fn pax_time(v: &[u8]) -> Option<Timestamp> {
     };
     let sec: i64 = sec.parse().ok()?;
     let mut nsec: u32 = 0;
-    for (i, d) in frac.bytes().chain(std::iter::repeat(b'0')).take(9).enumerate() {
+    for (i, d) in frac
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(9)
+        .enumerate()
+    {
         if !d.is_ascii_digit() {
             return None;
         }
@@ -84,7 +101,10 @@ fn pax_time(v: &[u8]) -> Option<Timestamp> {
     }
     // "-1.5" means -1 s and -0.5 s; keep nsec non-negative.
     if s.starts_with('-') && nsec > 0 {
-        return Some(Timestamp { sec: sec - 1, nsec: 1_000_000_000 - nsec });
+        return Some(Timestamp {
+            sec: sec - 1,
+            nsec: 1_000_000_000 - nsec,
+        });
     }
     Some(Timestamp { sec, nsec })
 }
@@ -111,13 +131,19 @@ pub(crate) fn read_entry<R: std::io::Read>(e: &mut tar::Entry<'_, R>) -> Result<
     meta.uid = u32::try_from(uid).map_err(|_| format!("uid {uid} does not fit in 32 bits"))?;
     meta.gid = u32::try_from(gid).map_err(|_| format!("gid {gid} does not fit in 32 bits"))?;
     let mtime = h.mtime().map_err(|x| format!("bad mtime: {x}"))?;
-    meta.mtime = Timestamp { sec: i64::try_from(mtime).unwrap_or(i64::MAX), nsec: 0 };
+    meta.mtime = Timestamp {
+        sec: i64::try_from(mtime).unwrap_or(i64::MAX),
+        nsec: 0,
+    };
     let mut atime = None;
     let mut ctime = None;
     let dev = (h.device_major(), h.device_minor());
     let link = e.link_name_bytes().map(|c| c.into_owned());
     let size = e.size();
-    if let Some(pax) = e.pax_extensions().map_err(|x| format!("bad PAX header: {x}"))? {
+    if let Some(pax) = e
+        .pax_extensions()
+        .map_err(|x| format!("bad PAX header: {x}"))?
+    {
         for ext in pax {
             let ext = ext.map_err(|x| format!("bad PAX record: {x}"))?;
             let key = ext.key_bytes();
@@ -147,19 +173,36 @@ pub(crate) fn read_entry<R: std::io::Read>(e: &mut tar::Entry<'_, R>) -> Result<
     if let Some(rest) = base.strip_prefix(".wh.") {
         let (parent, _) = split_parent(&path);
         if rest == ".wh..opq" {
-            return Ok(RawEntry { path: parent.to_string(), kind: RawKind::Opaque, meta });
+            return Ok(RawEntry {
+                path: parent.to_string(),
+                kind: RawKind::Opaque,
+                meta,
+            });
         }
         if rest.starts_with(".wh.") {
-            return Ok(RawEntry { path, kind: RawKind::Ignore, meta });
+            return Ok(RawEntry {
+                path,
+                kind: RawKind::Ignore,
+                meta,
+            });
         }
         if rest.is_empty() || rest == "." || rest == ".." {
             return Err(format!("invalid whiteout name {base:?}"));
         }
-        let target = if parent.is_empty() { rest.to_string() } else { format!("{parent}/{rest}") };
-        return Ok(RawEntry { path: target, kind: RawKind::Whiteout, meta });
+        let target = if parent.is_empty() {
+            rest.to_string()
+        } else {
+            format!("{parent}/{rest}")
+        };
+        return Ok(RawEntry {
+            path: target,
+            kind: RawKind::Whiteout,
+            meta,
+        });
     }
     let devnum = |d: std::io::Result<Option<u32>>| -> Result<u32, String> {
-        d.map_err(|x| format!("bad device number: {x}")).map(|v| v.unwrap_or(0))
+        d.map_err(|x| format!("bad device number: {x}"))
+            .map(|v| v.unwrap_or(0))
     };
     let kind = match et {
         tar::EntryType::Regular | tar::EntryType::Continuous => RawKind::File { size },
@@ -172,17 +215,29 @@ pub(crate) fn read_entry<R: std::io::Read>(e: &mut tar::Entry<'_, R>) -> Result<
             RawKind::Symlink { target: t }
         }
         tar::EntryType::Link => {
-            let t = normalize(&link.ok_or("hardlink without target")?).map_err(|x| format!("hardlink target: {x}"))?;
+            let t = normalize(&link.ok_or("hardlink without target")?)
+                .map_err(|x| format!("hardlink target: {x}"))?;
             if t.is_empty() {
                 return Err("hardlink to the root directory".into());
             }
             RawKind::Hardlink { target: t }
         }
-        tar::EntryType::Char => RawKind::Char { major: devnum(dev.0)?, minor: devnum(dev.1)? },
-        tar::EntryType::Block => RawKind::Block { major: devnum(dev.0)?, minor: devnum(dev.1)? },
+        tar::EntryType::Char => RawKind::Char {
+            major: devnum(dev.0)?,
+            minor: devnum(dev.1)?,
+        },
+        tar::EntryType::Block => RawKind::Block {
+            major: devnum(dev.0)?,
+            minor: devnum(dev.1)?,
+        },
         tar::EntryType::Fifo => RawKind::Fifo,
         tar::EntryType::XGlobalHeader => RawKind::Ignore,
-        other => return Err(format!("unsupported tar entry type {:?}", other.as_byte() as char)),
+        other => {
+            return Err(format!(
+                "unsupported tar entry type {:?}",
+                other.as_byte() as char
+            ));
+        }
     };
     Ok(RawEntry { path, kind, meta })
 }
@@ -204,9 +259,21 @@ mod tests {
 
     #[test]
     fn pax_times() {
-        assert_eq!(pax_time(b"12.5"), Some(Timestamp { sec: 12, nsec: 500_000_000 }));
+        assert_eq!(
+            pax_time(b"12.5"),
+            Some(Timestamp {
+                sec: 12,
+                nsec: 500_000_000
+            })
+        );
         assert_eq!(pax_time(b"12"), Some(Timestamp { sec: 12, nsec: 0 }));
-        assert_eq!(pax_time(b"-1.25"), Some(Timestamp { sec: -2, nsec: 750_000_000 }));
+        assert_eq!(
+            pax_time(b"-1.25"),
+            Some(Timestamp {
+                sec: -2,
+                nsec: 750_000_000
+            })
+        );
         assert_eq!(pax_time(b"x"), None);
     }
 }

@@ -10,7 +10,10 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 pub fn layer(tar: Vec<u8>) -> Layer {
-    Layer { tar, compression: Compression::Gzip }
+    Layer {
+        tar,
+        compression: Compression::Gzip,
+    }
 }
 
 /// Writes the layers to an OCI layout and returns flatten inputs pointing into it.
@@ -38,13 +41,13 @@ pub fn collect(layers: Vec<Vec<u8>>) -> Result<CollectSink, banger_oci::Error> {
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Node {
-    kind: String,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime: Option<i64>,
-    detail: String,
-    xattrs: Vec<(String, Vec<u8>)>,
+    pub kind: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: Option<i64>,
+    pub detail: String,
+    pub xattrs: Vec<(String, Vec<u8>)>,
 }
 
 fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
@@ -55,7 +58,10 @@ fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
         return Vec::new();
     }
     let mut out = Vec::new();
-    for name in buf[..n as usize].split(|b| *b == 0).filter(|s| !s.is_empty()) {
+    for name in buf[..n as usize]
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+    {
         let cn = std::ffi::CString::new(name).unwrap();
         let mut v = vec![0u8; 65536];
         let m = unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
@@ -83,9 +89,18 @@ pub fn snapshot(root: &Path) -> (BTreeMap<String, Node>, Vec<Vec<String>>) {
                 stack.push(r.clone());
                 ("dir", String::new())
             } else if ft.is_symlink() {
-                ("symlink", std::fs::read_link(&p).unwrap().to_string_lossy().into_owned())
+                (
+                    "symlink",
+                    std::fs::read_link(&p)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                )
             } else if ft.is_file() {
-                ("file", banger_testkit::oci_image::sha256(&std::fs::read(&p).unwrap()))
+                (
+                    "file",
+                    banger_testkit::oci_image::sha256(&std::fs::read(&p).unwrap()),
+                )
             } else if ft.is_char_device() {
                 ("char", format!("{:x}", m.rdev()))
             } else if ft.is_block_device() {
@@ -102,7 +117,11 @@ pub fn snapshot(root: &Path) -> (BTreeMap<String, Node>, Vec<Vec<String>>) {
                 rs,
                 Node {
                     kind: kind.into(),
-                    mode: if ft.is_symlink() { 0 } else { m.mode() & 0o7777 },
+                    mode: if ft.is_symlink() {
+                        0
+                    } else {
+                        m.mode() & 0o7777
+                    },
                     uid: m.uid(),
                     gid: m.gid(),
                     mtime: if ft.is_dir() { None } else { Some(m.mtime()) },
@@ -112,17 +131,23 @@ pub fn snapshot(root: &Path) -> (BTreeMap<String, Node>, Vec<Vec<String>>) {
             );
         }
     }
-    let mut groups: Vec<Vec<String>> = inodes.into_values().map(|mut v| {
-        v.sort();
-        v
-    }).collect();
+    let mut groups: Vec<Vec<String>> = inodes
+        .into_values()
+        .map(|mut v| {
+            v.sort();
+            v
+        })
+        .collect();
     groups.sort();
     (map, groups)
 }
 
 /// Flattens `layers` into a host dir and asserts the tree equals `umoci unpack`'s.
 pub fn assert_same_as_umoci(layers: Vec<Layer>) -> (BTreeMap<String, Node>, Vec<Vec<String>>) {
-    assert!(banger_testkit::tools::is_root(), "umoci comparisons must run as root");
+    assert!(
+        banger_testkit::tools::is_root(),
+        "umoci comparisons must run as root"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("layout");
     let ins = inputs(&layout, &layers);
@@ -135,7 +160,10 @@ pub fn assert_same_as_umoci(layers: Vec<Layer>) -> (BTreeMap<String, Node>, Vec<
     let a = snapshot(&ours);
     let b = snapshot(&reference);
     for (k, v) in &a.0 {
-        assert!(!k.rsplit('/').next().unwrap_or("").starts_with(".wh."), "whiteout leaked: {k}");
+        assert!(
+            !k.rsplit('/').next().unwrap_or("").starts_with(".wh."),
+            "whiteout leaked: {k}"
+        );
         assert_eq!(Some(v), b.0.get(k), "path {k} differs from umoci");
     }
     for k in b.0.keys() {

@@ -146,7 +146,13 @@ impl LayerBuilder {
         if m.path.len() > 100 && m.gnu_long_names {
             let mut p = m.path.clone();
             p.push(0);
-            self.header(b"././@LongLink", b'L', p.len() as u64, &Member::new("", b'L'), b"");
+            self.header(
+                b"././@LongLink",
+                b'L',
+                p.len() as u64,
+                &Member::new("", b'L'),
+                b"",
+            );
             self.data(&p);
         } else if m.path.len() > 100 {
             pax.extend(pax_record("path", &m.path));
@@ -154,13 +160,25 @@ impl LayerBuilder {
         if m.link.len() > 100 && m.gnu_long_names {
             let mut p = m.link.clone();
             p.push(0);
-            self.header(b"././@LongLink", b'K', p.len() as u64, &Member::new("", b'K'), b"");
+            self.header(
+                b"././@LongLink",
+                b'K',
+                p.len() as u64,
+                &Member::new("", b'K'),
+                b"",
+            );
             self.data(&p);
         } else if m.link.len() > 100 {
             pax.extend(pax_record("linkpath", &m.link));
         }
         if !pax.is_empty() {
-            self.header(b"PaxHeader", b'x', pax.len() as u64, &Member::new("", b'x'), b"");
+            self.header(
+                b"PaxHeader",
+                b'x',
+                pax.len() as u64,
+                &Member::new("", b'x'),
+                b"",
+            );
             self.data(&pax);
         }
         self.header(&m.path, m.typeflag, m.data.len() as u64, &hm, &m.link);
@@ -169,25 +187,54 @@ impl LayerBuilder {
     }
 
     pub fn dir(self, path: &str, mode: u32) -> LayerBuilder {
-        self.member(Member { mode, ..Member::new(path, b'5') })
+        self.member(Member {
+            mode,
+            ..Member::new(path, b'5')
+        })
     }
     pub fn file(self, path: &str, data: &[u8]) -> LayerBuilder {
-        self.member(Member { data: data.to_vec(), ..Member::new(path, b'0') })
+        self.member(Member {
+            data: data.to_vec(),
+            ..Member::new(path, b'0')
+        })
     }
     pub fn file_with(self, path: &str, data: &[u8], mode: u32, uid: u64, gid: u64) -> LayerBuilder {
-        self.member(Member { data: data.to_vec(), mode, uid, gid, ..Member::new(path, b'0') })
+        self.member(Member {
+            data: data.to_vec(),
+            mode,
+            uid,
+            gid,
+            ..Member::new(path, b'0')
+        })
     }
     pub fn symlink(self, path: &str, target: &str) -> LayerBuilder {
-        self.member(Member { link: target.as_bytes().to_vec(), mode: 0o777, ..Member::new(path, b'2') })
+        self.member(Member {
+            link: target.as_bytes().to_vec(),
+            mode: 0o777,
+            ..Member::new(path, b'2')
+        })
     }
     pub fn hardlink(self, path: &str, target: &str) -> LayerBuilder {
-        self.member(Member { link: target.as_bytes().to_vec(), ..Member::new(path, b'1') })
+        self.member(Member {
+            link: target.as_bytes().to_vec(),
+            ..Member::new(path, b'1')
+        })
     }
     pub fn char_dev(self, path: &str, major: u32, minor: u32) -> LayerBuilder {
-        self.member(Member { major, minor, mode: 0o666, ..Member::new(path, b'3') })
+        self.member(Member {
+            major,
+            minor,
+            mode: 0o666,
+            ..Member::new(path, b'3')
+        })
     }
     pub fn block_dev(self, path: &str, major: u32, minor: u32) -> LayerBuilder {
-        self.member(Member { major, minor, mode: 0o660, ..Member::new(path, b'4') })
+        self.member(Member {
+            major,
+            minor,
+            mode: 0o660,
+            ..Member::new(path, b'4')
+        })
     }
     pub fn fifo(self, path: &str) -> LayerBuilder {
         self.member(Member::new(path, b'6'))
@@ -195,13 +242,27 @@ impl LayerBuilder {
     /// `.wh.NAME` for `path` (`a/b` → `a/.wh.b`).
     pub fn whiteout(self, path: &str) -> LayerBuilder {
         let (dir, name) = path.rsplit_once('/').map_or(("", path), |(d, n)| (d, n));
-        let p = if dir.is_empty() { format!(".wh.{name}") } else { format!("{dir}/.wh.{name}") };
-        self.member(Member { mode: 0, ..Member::new(p, b'0') })
+        let p = if dir.is_empty() {
+            format!(".wh.{name}")
+        } else {
+            format!("{dir}/.wh.{name}")
+        };
+        self.member(Member {
+            mode: 0,
+            ..Member::new(p, b'0')
+        })
     }
     /// `DIR/.wh..wh..opq`.
     pub fn opaque(self, dir: &str) -> LayerBuilder {
-        let p = if dir.is_empty() { ".wh..wh..opq".to_string() } else { format!("{dir}/.wh..wh..opq") };
-        self.member(Member { mode: 0, ..Member::new(p, b'0') })
+        let p = if dir.is_empty() {
+            ".wh..wh..opq".to_string()
+        } else {
+            format!("{dir}/.wh..wh..opq")
+        };
+        self.member(Member {
+            mode: 0,
+            ..Member::new(p, b'0')
+        })
     }
     /// Raw bytes appended as-is (corrupt headers, truncation experiments).
     pub fn raw(mut self, bytes: &[u8]) -> LayerBuilder {
@@ -230,8 +291,13 @@ fn pipe(tool: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
     let mut stdin = child.stdin.take().expect("stdin");
     let data = input.to_vec();
     let writer = std::thread::spawn(move || stdin.write_all(&data));
-    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{tool}: {e}"));
-    writer.join().expect("writer thread").expect("write to compressor");
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{tool}: {e}"));
+    writer
+        .join()
+        .expect("writer thread")
+        .expect("write to compressor");
     assert!(out.status.success(), "{tool} {args:?} failed");
     out.stdout
 }

@@ -58,7 +58,11 @@ pub fn put_blob(layout: &Path, data: &[u8]) -> String {
 /// does not touch `index.json`.
 pub fn write_image(layout: &Path, layers: &[Layer], arch: &str) -> Written {
     std::fs::create_dir_all(layout).expect("mkdir layout");
-    std::fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).expect("oci-layout");
+    std::fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .expect("oci-layout");
     let mut descs = Vec::new();
     let mut layer_digests = Vec::new();
     let mut diff_ids = Vec::new();
@@ -87,13 +91,24 @@ pub fn write_image(layout: &Path, layers: &[Layer], arch: &str) -> Written {
     });
     let manifest = serde_json::to_vec(&manifest).expect("manifest json");
     let manifest_digest = put_blob(layout, &manifest);
-    Written { manifest_digest, manifest_size: manifest.len(), config_digest, layer_digests, diff_ids }
+    Written {
+        manifest_digest,
+        manifest_size: manifest.len(),
+        config_digest,
+        layer_digests,
+        diff_ids,
+    }
 }
 
 /// Writes `index.json` with the given top-level descriptors.
 pub fn write_index(layout: &Path, manifests: Vec<serde_json::Value>) {
-    let index = serde_json::json!({"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": manifests});
-    std::fs::write(layout.join("index.json"), serde_json::to_vec_pretty(&index).expect("json")).expect("index.json");
+    let index =
+        serde_json::json!({"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": manifests});
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec_pretty(&index).expect("json"),
+    )
+    .expect("index.json");
 }
 
 /// A single-platform (linux/amd64) layout tagged `tag`.
@@ -111,16 +126,21 @@ pub fn single(layout: &Path, tag: &str, layers: &[Layer]) -> Written {
 
 /// A multi-arch layout: `tag` points at an image index with amd64 `layers`, an arm64
 /// decoy, and an `unknown/unknown` attestation-like entry. Returns (index digest, amd64).
-pub fn multi_arch(layout: &Path, tag: &str, layers: &[Layer], decoy: &[Layer]) -> (String, Written) {
+pub fn multi_arch(
+    layout: &Path,
+    tag: &str,
+    layers: &[Layer],
+    decoy: &[Layer],
+) -> (String, Written) {
     let amd = write_image(layout, layers, "amd64");
     let arm = write_image(layout, decoy, "arm64");
-    let att = put_blob(layout, b"{}");
+    let att = write_image(layout, decoy, "unknown");
     let index = serde_json::json!({"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": [
         {"mediaType": MT_MANIFEST, "digest": arm.manifest_digest, "size": arm.manifest_size,
          "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
         {"mediaType": MT_MANIFEST, "digest": amd.manifest_digest, "size": amd.manifest_size,
          "platform": {"os": "linux", "architecture": "amd64"}},
-        {"mediaType": MT_MANIFEST, "digest": att, "size": 2,
+        {"mediaType": MT_MANIFEST, "digest": att.manifest_digest, "size": att.manifest_size,
          "platform": {"os": "unknown", "architecture": "unknown"}},
     ]});
     let index = serde_json::to_vec(&index).expect("json");
@@ -139,7 +159,10 @@ pub fn multi_arch(layout: &Path, tag: &str, layers: &[Layer], decoy: &[Layer]) -
 pub fn umoci_unpack(layout: &Path, tag: &str, work: &Path) -> PathBuf {
     let bundle = work.join("umoci-bundle");
     let mut cmd = crate::tools::command("umoci");
-    cmd.arg("unpack").arg("--image").arg(format!("{}:{tag}", layout.display())).arg(&bundle);
+    cmd.arg("unpack")
+        .arg("--image")
+        .arg(format!("{}:{tag}", layout.display()))
+        .arg(&bundle);
     crate::tools::run(&mut cmd);
     bundle.join("rootfs")
 }

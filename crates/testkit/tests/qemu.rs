@@ -99,3 +99,37 @@ fn switch_root_runs_image_init() {
         result.console
     );
 }
+
+#[test]
+fn initrd_modules_resolve_in_dependency_order() {
+    let kernel = banger_testkit::qemu::Kernel::get();
+    let names: Vec<String> = kernel
+        .modules_for(&["virtio_mmio", "virtio_blk", "ext4"])
+        .into_iter()
+        .map(|(n, bytes)| {
+            assert!(
+                bytes.starts_with(b"\x7fELF"),
+                "{n} is not a decompressed ELF"
+            );
+            n
+        })
+        .collect();
+    let pos = |m: &str| names.iter().position(|n| n == m);
+    // Whatever is modular must come after what it depends on.
+    if let (Some(ring), Some(blk)) = (pos("virtio_ring"), pos("virtio_blk")) {
+        assert!(ring < blk, "{names:?}");
+    }
+    if let (Some(virtio), Some(mmio)) = (pos("virtio"), pos("virtio_mmio")) {
+        assert!(virtio < mmio, "{names:?}");
+    }
+    assert!(
+        pos("virtio_blk").is_some() || kernel_builtin(kernel, "virtio_blk"),
+        "{names:?}"
+    );
+}
+
+fn kernel_builtin(kernel: &banger_testkit::qemu::Kernel, name: &str) -> bool {
+    std::fs::read_to_string(kernel.modules_dir.join("modules.builtin"))
+        .unwrap_or_default()
+        .contains(&format!("/{name}.ko"))
+}

@@ -2,16 +2,18 @@
 
 use banger_api::image::{Image, ImageDeleted, ImageList, ImageRef, ImageRegisterParams};
 use banger_api::methods;
+use banger_api::pull::ImagePullParams;
 use banger_api::system::Empty;
 
 use crate::Context;
-use crate::args::{ImageCommand, RegisterArgs};
+use crate::args::{ImageCommand, KernelArgs, PullArgs, RegisterArgs};
 use crate::commands::absolute;
 use crate::output::{self, Tone};
 
 pub async fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
     let client = ctx.client().await?;
     match command {
+        ImageCommand::Pull(args) => pull(ctx, &client, args).await,
         ImageCommand::Register(args) => {
             let image: Image = client
                 .call(methods::IMAGE_REGISTER, &register_params(args)?)
@@ -73,15 +75,97 @@ pub async fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
     }
 }
 
-fn register_params(args: RegisterArgs) -> anyhow::Result<ImageRegisterParams> {
+async fn pull(ctx: &Context, client: &crate::client::Client, args: PullArgs) -> anyhow::Result<()> {
+    let kernel = kernel_params(args.kernel)?;
+    let params = ImagePullParams {
+        reference: local_source_absolute(&args.reference)?,
+        name: args.name,
+        kernel_path: kernel.kernel_path,
+        initrd_path: kernel.initrd_path,
+        modules_dir: kernel.modules_dir,
+        kernel_ref: kernel.kernel_ref,
+        size_bytes: args.size,
+        platform: Some(args.platform),
+    };
+    let mut progress = crate::progress::PullProgress::new(args.quiet || ctx.json);
+    let call = client.call_streaming::<_, Image>(methods::IMAGE_PULL, &params, |event| {
+        if let Some(p) = progress.as_mut() {
+            p.on_event(event);
+        }
+    });
+    // Ctrl-C drops the call, closing the connection: the daemon cancels and cleans up.
+    let result = tokio::select! {
+        r = call => r,
+        _ = tokio::signal::ctrl_c() => {
+            if let Some(p) = progress.as_mut() { p.finish(); }
+            anyhow::bail!("cancelled; the daemon discards the partial image");
+        }
+    };
+    if let Some(p) = progress.as_mut() {
+        p.finish();
+    }
+    let image = result?;
+    if ctx.json {
+        return output::print_json(&image);
+    }
+    let size = match (image.size_bytes, image.allocated_bytes) {
+        (Some(s), Some(a)) => format!(
+            "rootfs {} ({} on disk)",
+            output::human_bytes(s),
+            output::human_bytes(a)
+        ),
+        _ => String::new(),
+    };
+    println!("pulled image {} ({}): {size}", image.name, image.id);
+    Ok(())
+}
+
+/// `oci:DIR`, `oci-archive:FILE` and `docker-archive:FILE` name paths on the CLI's side:
+/// make them absolute, as the daemon has another working directory.
+fn local_source_absolute(reference: &str) -> anyhow::Result<String> {
+    for prefix in ["oci:", "oci-archive:", "docker-archive:"] {
+        if let Some(rest) = reference.strip_prefix(prefix) {
+            // A `:tag` suffix stays as typed (paths with ':' are not supported here).
+            let (path, tag) = match rest.rsplit_once(':') {
+                Some((p, t)) if prefix == "oci:" && !t.contains('/') => (p, Some(t)),
+                _ => (rest, None),
+            };
+            let abs = absolute(std::path::Path::new(path))?;
+            return Ok(match tag {
+                Some(t) => format!("{prefix}{abs}:{t}"),
+                None => format!("{prefix}{abs}"),
+            });
+        }
+    }
+    Ok(reference.to_string())
+}
+
+struct KernelParams {
+    kernel_path: Option<String>,
+    initrd_path: Option<String>,
+    modules_dir: Option<String>,
+    kernel_ref: Option<String>,
+}
+
+fn kernel_params(args: KernelArgs) -> anyhow::Result<KernelParams> {
     let opt = |p: Option<std::path::PathBuf>| p.as_deref().map(absolute).transpose();
+    Ok(KernelParams {
+        kernel_path: opt(args.kernel)?,
+        initrd_path: opt(args.initrd)?,
+        modules_dir: opt(args.modules)?,
+        kernel_ref: args.kernel_ref,
+    })
+}
+
+fn register_params(args: RegisterArgs) -> anyhow::Result<ImageRegisterParams> {
+    let kernel = kernel_params(args.kernel)?;
     Ok(ImageRegisterParams {
         name: args.name,
         rootfs_path: absolute(&args.rootfs)?,
-        kernel_path: opt(args.kernel.kernel)?,
-        initrd_path: opt(args.kernel.initrd)?,
-        modules_dir: opt(args.kernel.modules)?,
-        kernel_ref: args.kernel.kernel_ref,
+        kernel_path: kernel.kernel_path,
+        initrd_path: kernel.initrd_path,
+        modules_dir: kernel.modules_dir,
+        kernel_ref: kernel.kernel_ref,
     })
 }
 

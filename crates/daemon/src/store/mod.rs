@@ -135,6 +135,16 @@ impl Store {
         Ok(self_name_taken(&self.conn(), name))
     }
 
+    /// Images converted from `digest` for `platform`, oldest first (rootfs reuse).
+    pub fn images_with_digest(&self, digest: &str, platform: &str) -> Result<Vec<Image>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {IMAGE_COLUMNS} FROM images WHERE manifest_digest = ?1 AND platform = ?2 ORDER BY created_at"
+        ))?;
+        let rows = stmt.query_map([digest, platform], image_from_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// Deletes an image record; false when it did not exist.
     pub fn delete_image(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self

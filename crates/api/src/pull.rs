@@ -1,0 +1,79 @@
+//! `image.pull`: params, streamed progress events, and the stream framing.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagePullParams {
+    /// `debian:bookworm`, `host:port/repo@sha256:…`, `oci:DIR[:TAG]`, `oci-archive:FILE`,
+    /// `docker-archive:FILE`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Defaults to a name derived from the reference (`debian:bookworm` → `debian-bookworm`).
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub kernel_path: Option<String>,
+    #[serde(default)]
+    pub initrd_path: Option<String>,
+    #[serde(default)]
+    pub modules_dir: Option<String>,
+    #[serde(default)]
+    pub kernel_ref: Option<String>,
+    /// Exact filesystem size; default `max(content × 1.25, 1 GiB)`.
+    #[serde(default)]
+    pub size_bytes: Option<u64>,
+    /// `os/arch[/variant]`; default `linux/amd64`.
+    #[serde(default)]
+    pub platform: Option<String>,
+}
+
+/// What a pull is doing, streamed to the client as it happens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PullEvent {
+    Resolving {
+        reference: String,
+    },
+    Resolved {
+        manifest_digest: String,
+        platform: String,
+        layers: usize,
+        /// Compressed bytes of all layers.
+        total_bytes: u64,
+    },
+    /// Download progress of one layer (`index` counts from the base layer, 0).
+    Layer {
+        index: usize,
+        digest: String,
+        done_bytes: u64,
+        total_bytes: u64,
+        cached: bool,
+    },
+    /// The root filesystem is being written (entries and file bytes so far).
+    Writing {
+        entries: u64,
+        bytes: u64,
+    },
+    /// An identical digest was converted before: its rootfs is reused.
+    Reused {
+        from_image: String,
+    },
+    StagingKernel,
+    Publishing,
+    Done {
+        elapsed_ms: u64,
+    },
+}
+
+/// One line of an `application/x-ndjson` response: events, then exactly one `result` or
+/// `error` line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamLine {
+    Event(PullEvent),
+    Result(serde_json::Value),
+    Error(ApiError),
+}

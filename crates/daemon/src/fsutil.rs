@@ -1,0 +1,110 @@
+//! Filesystem helpers for staging and publishing artifacts durably.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::error::OpError;
+
+/// Removes a directory tree when dropped, unless [`DirGuard::disarm`]ed: every early return
+/// of a half-done operation cleans up without a line of code at the return site.
+pub struct DirGuard {
+    path: Option<PathBuf>,
+}
+
+impl DirGuard {
+    pub fn new(path: PathBuf) -> Self {
+        DirGuard { path: Some(path) }
+    }
+
+    /// Points the guard at the directory's new name after a rename.
+    pub fn moved_to(&mut self, path: PathBuf) {
+        self.path = Some(path);
+    }
+
+    pub fn disarm(mut self) {
+        self.path = None;
+    }
+}
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take()
+            && let Err(e) = std::fs::remove_dir_all(&p)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %p.display(), error = %e, "cleanup failed; the next daemon start sweeps it");
+        }
+    }
+}
+
+/// fsyncs a directory so a rename or a new entry in it survives a crash.
+pub fn fsync_dir(dir: &Path) -> Result<(), OpError> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| OpError::io(format!("fsync {}", dir.display()), e))
+}
+
+/// Copies a file and fsyncs the copy.
+pub fn copy_file(from: &Path, to: &Path) -> Result<(), OpError> {
+    std::fs::copy(from, to)
+        .map_err(|e| OpError::io(format!("copying {} to {}", from.display(), to.display()), e))?;
+    File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| OpError::io(format!("fsync {}", to.display()), e))
+}
+
+/// Copies a directory tree (files, directories, symlinks as links), fsyncing files.
+pub fn copy_tree(from: &Path, to: &Path) -> Result<(), OpError> {
+    let io = |what: &str, p: &Path, e| OpError::io(format!("{what} {}", p.display()), e);
+    std::fs::create_dir(to).map_err(|e| io("creating", to, e))?;
+    let entries = std::fs::read_dir(from).map_err(|e| io("reading", from, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| io("reading", from, e))?;
+        let src = entry.path();
+        let dst = to.join(entry.file_name());
+        let kind = entry.file_type().map_err(|e| io("stat", &src, e))?;
+        if kind.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(&src).map_err(|e| io("readlink", &src, e))?;
+            std::os::unix::fs::symlink(&target, &dst).map_err(|e| io("symlink", &dst, e))?;
+        } else if kind.is_file() {
+            copy_file(&src, &dst)?;
+        }
+        // Sockets, FIFOs and devices have no place in a modules tree: skipped.
+    }
+    fsync_dir(to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_removes_unless_disarmed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a");
+        std::fs::create_dir(&a).expect("mkdir");
+        drop(DirGuard::new(a.clone()));
+        assert!(!a.exists());
+        std::fs::create_dir(&a).expect("mkdir");
+        DirGuard::new(a.clone()).disarm();
+        assert!(a.exists());
+    }
+
+    #[test]
+    fn copy_tree_keeps_structure_and_links() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(src.join("kernel/fs")).expect("mkdir");
+        std::fs::write(src.join("kernel/fs/ext4.ko"), b"ko").expect("write");
+        std::os::unix::fs::symlink("kernel/fs/ext4.ko", src.join("link")).expect("symlink");
+        let dst = dir.path().join("dst");
+        copy_tree(&src, &dst).expect("copy");
+        assert_eq!(std::fs::read(dst.join("kernel/fs/ext4.ko")).expect("read"), b"ko");
+        assert_eq!(
+            std::fs::read_link(dst.join("link")).expect("readlink"),
+            PathBuf::from("kernel/fs/ext4.ko")
+        );
+    }
+}

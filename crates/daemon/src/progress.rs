@@ -1,0 +1,60 @@
+//! Progress and cancellation of long operations.
+//!
+//! An operation reports [`PullEvent`]s through [`OpContext::emit`] and polls
+//! [`OpContext::check`] at safe points. When the client goes away (Ctrl-C closes the
+//! stream), the next emit or check sees it and the operation unwinds, cleaning up as on any
+//! other error.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use banger_api::pull::{PullEvent, StreamLine};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::error::OpError;
+
+#[derive(Clone, Default)]
+pub struct OpContext {
+    cancelled: Arc<AtomicBool>,
+    events: Option<UnboundedSender<StreamLine>>,
+}
+
+impl OpContext {
+    /// No listener: events are dropped, only explicit cancellation stops the operation.
+    pub fn detached() -> Self {
+        OpContext::default()
+    }
+
+    /// Events go to `events`; a closed receiver means the client left.
+    pub fn streaming(events: UnboundedSender<StreamLine>) -> Self {
+        OpContext {
+            cancelled: Arc::new(AtomicBool::new(false)),
+            events: Some(events),
+        }
+    }
+
+    pub fn emit(&self, event: PullEvent) {
+        if let Some(tx) = &self.events
+            && tx.send(StreamLine::Event(event)).is_err()
+        {
+            self.cancel();
+        }
+    }
+
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed) || self.events.as_ref().is_some_and(|tx| tx.is_closed())
+    }
+
+    /// `Err(Cancelled)` once the operation should stop.
+    pub fn check(&self) -> Result<(), OpError> {
+        if self.is_cancelled() {
+            Err(OpError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,1084 @@
+//! The writer: streams file data at `add`, lays out and writes metadata at `finish`.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::dir::{self, Entry};
+use crate::extent::{self, Extent};
+use crate::inode::{self, InodeRec};
+use crate::layout::{
+    Allocator, BLOCK_SIZE, BLOCKS_PER_GROUP, INODES_PER_BLOCK, MAX_INODES_PER_GROUP, gdt_blocks,
+    is_backup_group,
+};
+use crate::superblock::{self, GroupDesc, SuperParams};
+use crate::tree::{Body, InodeData, InodeId, NodeId, ROOT, Tree};
+use crate::xattr::{self, Attr};
+use crate::{EntryKind, Error, Metadata, Options, SizePolicy, Summary, Timestamp};
+
+const BS: u64 = BLOCK_SIZE;
+/// GDT room reserved behind each superblock copy when the final size is not known yet:
+/// 64 blocks of 64-byte descriptors cover 4096 groups (512 GiB).
+const AUTO_GDT_AREA: u64 = 64;
+/// Blocks per read of file data.
+const CHUNK_BLOCKS: usize = 64;
+const LOST_FOUND_BLOCKS: usize = 4;
+const MAX_FILE_BLOCKS: u64 = 1 << 32;
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Removes the temporary image unless disarmed (after the final rename).
+struct TempFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+pub struct Ext4Writer {
+    file: File,
+    tmp: TempFile,
+    dest: PathBuf,
+    opts: Options,
+    gdt_area: u64,
+    alloc: Allocator,
+    tree: Tree,
+    buf: Vec<u8>,
+    data_bytes: u64,
+}
+
+fn invalid(path: &Path, reason: &'static str) -> Error {
+    Error::InvalidPath {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// Splits a relative '/'-separated path; "" and "." are the root (no components).
+fn components(path: &Path) -> Result<Vec<&[u8]>, Error> {
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.first() == Some(&b'/') {
+        return Err(invalid(path, "absolute path"));
+    }
+    let mut out = Vec::new();
+    for c in bytes.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return Err(invalid(path, "'..' component")),
+            c if c.len() > 255 => return Err(invalid(path, "name longer than 255 bytes")),
+            c if c.contains(&0) => return Err(invalid(path, "NUL in name")),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+fn encode_attrs(path: &Path, meta: &Metadata) -> Result<Vec<Attr>, Error> {
+    let mut attrs = Vec::with_capacity(meta.xattrs.len());
+    for x in &meta.xattrs {
+        let a = xattr::encode(&x.name, &x.value).ok_or_else(|| Error::UnsupportedXattr {
+            path: path.to_path_buf(),
+            name: String::from_utf8_lossy(&x.name).into_owned(),
+        })?;
+        // Later duplicates win, like repeated setxattr.
+        attrs.retain(|o: &Attr| !(o.index == a.index && o.suffix == a.suffix));
+        attrs.push(a);
+    }
+    xattr::sort(&mut attrs);
+    if !xattr::fits_ibody(&attrs) && !xattr::fits_block(&attrs) {
+        return Err(Error::XattrTooLarge(path.to_path_buf()));
+    }
+    Ok(attrs)
+}
+
+/// Reads until `buf` is full or EOF; returns bytes read.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn is_zero(b: &[u8]) -> bool {
+    let (pre, mid, post) = unsafe { b.align_to::<u128>() };
+    pre.iter().all(|&x| x == 0) && mid.iter().all(|&x| x == 0) && post.iter().all(|&x| x == 0)
+}
+
+impl Ext4Writer {
+    /// Creates the output (nothing visible at `path` until `finish` succeeds).
+    pub fn create(path: &Path, opts: Options) -> Result<Self, Error> {
+        if let Some(l) = &opts.volume_label
+            && l.len() > 16
+        {
+            return Err(Error::InvalidOptions(
+                "volume label longer than 16 bytes".into(),
+            ));
+        }
+        if opts.inode_ratio < 1024 {
+            return Err(Error::InvalidOptions("inode_ratio below 1024".into()));
+        }
+        if let Some(j) = opts.journal_blocks
+            && j < 1024
+        {
+            return Err(Error::InvalidOptions("journal below 1024 blocks".into()));
+        }
+        let gdt_area = match opts.size {
+            SizePolicy::Exact(bytes) => gdt_blocks((bytes / BS).div_ceil(BLOCKS_PER_GROUP).max(1)),
+            SizePolicy::Auto { .. } => AUTO_GDT_AREA,
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| invalid(path, "output path has no file name"))?;
+        let tmp_path = path.with_file_name(format!(
+            ".{}.tmp-{}-{}",
+            name.to_string_lossy(),
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp_path)?;
+        let tmp = TempFile {
+            path: tmp_path,
+            armed: true,
+        };
+        let mut tree = Tree::new();
+        let lf = tree.new_dir(
+            Metadata {
+                mode: 0o700,
+                ..Metadata::default()
+            },
+            Vec::new(),
+        );
+        tree.attach(ROOT, b"lost+found", lf);
+        Ok(Ext4Writer {
+            file,
+            tmp,
+            dest: path.to_path_buf(),
+            opts,
+            gdt_area,
+            alloc: Allocator::new(gdt_area),
+            tree,
+            buf: vec![0u8; CHUNK_BLOCKS * BS as usize],
+            data_bytes: 0,
+        })
+    }
+
+    /// Adds one entry (see the crate docs for the replace/implicit-parent rules).
+    pub fn add(&mut self, path: &Path, meta: &Metadata, kind: EntryKind<'_>) -> Result<(), Error> {
+        let comps = components(path)?;
+        let attrs = encode_attrs(path, meta)?;
+        let mut meta = meta.clone();
+        meta.mode &= 0o7777;
+        meta.xattrs.clear();
+        let Some((name, parents)) = comps.split_last() else {
+            return match kind {
+                EntryKind::Directory => {
+                    let ino = self.tree.nodes[ROOT].inode;
+                    self.tree.inodes[ino].meta = meta;
+                    self.tree.inodes[ino].attrs = attrs;
+                    Ok(())
+                }
+                _ => Err(Error::RootNotDirectory),
+            };
+        };
+        let parent = self
+            .tree
+            .ensure_dirs(parents)
+            .map_err(|()| Error::NotADirectory(path.to_path_buf()))?;
+        let existing = self.tree.child(parent, name);
+        let body = match kind {
+            EntryKind::Directory => {
+                if let Some(n) = existing
+                    && self.tree.nodes[n].children.is_some()
+                {
+                    let ino = self.tree.nodes[n].inode;
+                    self.tree.inodes[ino].meta = meta;
+                    self.tree.inodes[ino].attrs = attrs;
+                    return Ok(());
+                }
+                Body::Dir
+            }
+            EntryKind::File { size, data } => self.stream_file(path, size, data)?,
+            EntryKind::Symlink { target } => self.symlink(path, target.as_bytes())?,
+            EntryKind::Hardlink { target } => {
+                let tcomps = components(target)?;
+                let t = self
+                    .tree
+                    .lookup(&tcomps)
+                    .ok()
+                    .flatten()
+                    .filter(|_| !tcomps.is_empty())
+                    .ok_or_else(|| Error::NotFound(target.to_path_buf()))?;
+                if self.tree.nodes[t].children.is_some() {
+                    return Err(Error::HardlinkToDirectory(target.to_path_buf()));
+                }
+                if existing == Some(t) {
+                    return Ok(());
+                }
+                let ino = self.tree.nodes[t].inode;
+                let node = self.tree.new_node(ino);
+                self.tree.attach(parent, name, node);
+                return Ok(());
+            }
+            EntryKind::CharDevice { major, minor } => Body::Char { major, minor },
+            EntryKind::BlockDevice { major, minor } => Body::Block { major, minor },
+            EntryKind::Fifo => Body::Fifo,
+            EntryKind::Socket => Body::Socket,
+        };
+        let ino = self.tree.new_inode(InodeData { meta, attrs, body });
+        let node = self.tree.new_node(ino);
+        self.tree.attach(parent, name, node);
+        Ok(())
+    }
+
+    /// Removes a path (and its subtree). Missing path → `Ok(false)`.
+    pub fn remove(&mut self, path: &Path) -> Result<bool, Error> {
+        let comps = components(path)?;
+        let Some((name, parents)) = comps.split_last() else {
+            return Err(invalid(path, "cannot remove the root"));
+        };
+        match self.tree.lookup(parents) {
+            Ok(Some(p)) => Ok(self.tree.detach(p, name)),
+            _ => Ok(false),
+        }
+    }
+
+    fn write_blocks(
+        &mut self,
+        logical: u64,
+        data: &[u8],
+        extents: &mut Vec<Extent>,
+    ) -> Result<(), Error> {
+        let mut k = 0u64;
+        let n = data.len() as u64 / BS;
+        while k < n {
+            let (start, len) = self.alloc.alloc_run(n - k);
+            let bytes = &data[(k * BS) as usize..((k + len) * BS) as usize];
+            self.file.write_all_at(bytes, start * BS)?;
+            extent::push(extents, (logical + k) as u32, start, len);
+            self.data_bytes += bytes.len() as u64;
+            k += len;
+        }
+        Ok(())
+    }
+
+    fn stream_file(&mut self, path: &Path, size: u64, data: &mut dyn Read) -> Result<Body, Error> {
+        if size.div_ceil(BS) > MAX_FILE_BLOCKS {
+            return Err(Error::FileTooLarge {
+                path: path.to_path_buf(),
+                size,
+            });
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        let res = self.stream_into(path, size, data, &mut buf);
+        self.buf = buf;
+        res.map(|extents| Body::File { size, extents })
+    }
+
+    fn stream_into(
+        &mut self,
+        path: &Path,
+        size: u64,
+        data: &mut dyn Read,
+        buf: &mut [u8],
+    ) -> Result<Vec<Extent>, Error> {
+        let bs = BS as usize;
+        let mut extents = Vec::new();
+        let mut logical = 0u64;
+        let mut done = 0u64;
+        while done < size {
+            let want = (size - done).min(buf.len() as u64) as usize;
+            let got = read_full(data, &mut buf[..want])?;
+            if got < want {
+                return Err(Error::ShortRead {
+                    path: path.to_path_buf(),
+                    expected: size,
+                    got: done + got as u64,
+                });
+            }
+            let nblocks = want.div_ceil(bs);
+            buf[want..nblocks * bs].fill(0);
+            // Runs of non-zero blocks are written; all-zero blocks become holes.
+            let mut i = 0;
+            while i < nblocks {
+                if is_zero(&buf[i * bs..(i + 1) * bs]) {
+                    i += 1;
+                    continue;
+                }
+                let mut j = i + 1;
+                while j < nblocks && !is_zero(&buf[j * bs..(j + 1) * bs]) {
+                    j += 1;
+                }
+                self.write_blocks(logical + i as u64, &buf[i * bs..j * bs], &mut extents)?;
+                i = j;
+            }
+            logical += nblocks as u64;
+            done += want as u64;
+        }
+        Ok(extents)
+    }
+
+    fn symlink(&mut self, path: &Path, target: &[u8]) -> Result<Body, Error> {
+        if target.is_empty() || target.contains(&0) {
+            return Err(invalid(path, "empty symlink target or NUL in it"));
+        }
+        if target.len() >= BS as usize {
+            return Err(Error::SymlinkTooLong(path.to_path_buf()));
+        }
+        let mut extents = Vec::new();
+        if target.len() >= 60 {
+            let mut block = vec![0u8; BS as usize];
+            block[..target.len()].copy_from_slice(target);
+            self.write_blocks(0, &block, &mut extents)?;
+        }
+        Ok(Body::Symlink {
+            target: target.to_vec(),
+            extents,
+        })
+    }
+
+    /// Lays out metadata, writes it, fsyncs, renames into place.
+    pub fn finish(mut self) -> Result<Summary, Error> {
+        if self.tree.child(ROOT, b"lost+found").is_none() {
+            let lf = self.tree.new_dir(
+                Metadata {
+                    mode: 0o700,
+                    ..Metadata::default()
+                },
+                Vec::new(),
+            );
+            self.tree.attach(ROOT, b"lost+found", lf);
+        }
+        let ns = Namespace::build(&self.tree)?;
+        let plan = self.size_and_plan(&ns)?;
+        let summary = self.write_all(&ns, &plan)?;
+        self.file.sync_all()?;
+        std::fs::rename(&self.tmp.path, &self.dest)?;
+        self.tmp.armed = false;
+        if let Some(dir) = self.dest.parent() {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(summary)
+    }
+
+    fn size_and_plan(&self, ns: &Namespace) -> Result<Plan, Error> {
+        let data_end = self.alloc.next();
+        match self.opts.size {
+            SizePolicy::Exact(bytes) => {
+                let mut total = bytes / BS;
+                let groups = total.div_ceil(BLOCKS_PER_GROUP);
+                let last = total - (groups.saturating_sub(1)) * BLOCKS_PER_GROUP;
+                if groups > 1 && last < 1 + self.gdt_area + 64 {
+                    total -= last; // a sliver of a group is not worth its overhead
+                }
+                if let Some(plan) = Plan::make(self, ns, data_end, total, 100)
+                    && plan.end <= total
+                {
+                    return Ok(plan);
+                }
+                let needed = self.auto_total(ns, data_end, 0, 100)?;
+                Err(Error::TooSmall {
+                    needed_bytes: needed * BS,
+                    requested_bytes: bytes,
+                })
+            }
+            SizePolicy::Auto {
+                min_bytes,
+                headroom_percent,
+            } => {
+                let total = self.auto_total(ns, data_end, min_bytes, headroom_percent.max(100))?;
+                let plan = Plan::make(self, ns, data_end, total, headroom_percent.max(100))
+                    .ok_or_else(|| Error::Limit("layout did not converge".into()))?;
+                if gdt_blocks(plan.groups) > self.gdt_area {
+                    return Err(Error::Limit(format!(
+                        "filesystem of {} groups needs more than {} GDT blocks",
+                        plan.groups, self.gdt_area
+                    )));
+                }
+                Ok(plan)
+            }
+        }
+    }
+
+    /// Smallest block count (rounded to avoid a tiny last group) that holds everything
+    /// with the given headroom.
+    fn auto_total(
+        &self,
+        ns: &Namespace,
+        data_end: u64,
+        min_bytes: u64,
+        headroom: u32,
+    ) -> Result<u64, Error> {
+        let round = |b: u64| -> u64 {
+            let b = b.max(2048);
+            let last = b % BLOCKS_PER_GROUP;
+            if b > BLOCKS_PER_GROUP && last != 0 && last < 1 + self.gdt_area + 64 {
+                b - last + BLOCKS_PER_GROUP
+            } else {
+                b
+            }
+        };
+        let mut total = round(min_bytes.div_ceil(BS).max(data_end));
+        for _ in 0..64 {
+            let need = match Plan::make(self, ns, data_end, total, headroom) {
+                Some(p) => p.end.saturating_mul(headroom as u64).div_ceil(100),
+                None => total + total / 2 + BLOCKS_PER_GROUP,
+            };
+            let want = round(need.max(min_bytes.div_ceil(BS)));
+            if want <= total {
+                return Ok(total);
+            }
+            total = want;
+        }
+        Err(Error::Limit("sizing did not converge".into()))
+    }
+
+    fn write_all(&mut self, ns: &Namespace, plan: &Plan) -> Result<Summary, Error> {
+        let seeds = Seeds::derive(&self.opts.seed);
+        let csum_seed = superblock::csum_seed(&seeds.uuid);
+        let total = plan.total;
+        let mut used = Bitmap::new(plan.groups * BLOCKS_PER_GROUP);
+        // Superblock copies and their GDTs.
+        for g in 0..plan.groups {
+            if is_backup_group(g) {
+                used.set_range(g * BLOCKS_PER_GROUP, 1 + gdt_blocks(plan.groups));
+            }
+        }
+        for g in 0..plan.groups as usize {
+            used.set(plan.block_bitmaps[g]);
+            used.set(plan.inode_bitmaps[g]);
+            used.set_range(plan.inode_tables[g], plan.itb);
+        }
+        // Padding bits past the end of the filesystem.
+        used.set_range(total, plan.groups * BLOCKS_PER_GROUP - total);
+
+        // Directories.
+        let mut recs: Vec<Option<InodeRec>> = (0..ns.max_ino as usize + 1).map(|_| None).collect();
+        let mut ext_of: Vec<Vec<Extent>> = vec![Vec::new(); ns.max_ino as usize + 1];
+        for (di, d) in ns.dirs.iter().enumerate() {
+            let ino = ns.ino_of[self.tree.nodes[d.node].inode];
+            let seed = inode::inode_seed(csum_seed, ino, 0);
+            let children = self.tree.nodes[d.node].children.iter().flatten();
+            let entries = children.map(|(name, &child)| {
+                let id = self.tree.nodes[child].inode;
+                Entry {
+                    ino: ns.ino_of[id],
+                    name,
+                    file_type: file_type(&self.tree.inodes[id].body),
+                }
+            });
+            let blocks = dir::build(ino, d.parent_ino, entries, d.min_blocks, seed);
+            let mut off = 0usize;
+            let mut exts = Vec::new();
+            for &(start, len) in &plan.dir_runs[di] {
+                let bytes = &blocks[off..off + (len * BS) as usize];
+                self.file.write_all_at(bytes, start * BS)?;
+                extent::push(&mut exts, (off as u64 / BS) as u32, start, len);
+                off += bytes.len();
+            }
+            ext_of[ino as usize] = exts;
+        }
+        // Journal.
+        let jsb = crate::journal::superblock(plan.journal_blocks as u32, &seeds.uuid);
+        let mut jexts = Vec::new();
+        let mut jl = 0u64;
+        for &(start, len) in &plan.journal_runs {
+            extent::push(&mut jexts, jl as u32, start, len);
+            jl += len;
+        }
+        if let Some(first) = plan.journal_runs.first() {
+            self.file.write_all_at(&jsb, first.0 * BS)?;
+        }
+        ext_of[superblock::JOURNAL_INO as usize] = jexts;
+
+        // Inode records.
+        for ino in 1..=ns.max_ino {
+            let id = ns.id_of[ino as usize];
+            let exts: Vec<Extent> = match id.map(|id| &self.tree.inodes[id].body) {
+                Some(Body::File { extents, .. }) | Some(Body::Symlink { extents, .. }) => {
+                    extents.clone()
+                }
+                _ => std::mem::take(&mut ext_of[ino as usize]),
+            };
+            for e in &exts {
+                used.set_range(e.phys, e.len as u64);
+            }
+            let seed = inode::inode_seed(csum_seed, ino, 0);
+            let tree_nrs = &plan.tree_blocks[ino as usize];
+            for &b in tree_nrs {
+                used.set(b);
+            }
+            let tree = extent::build(&exts, tree_nrs, seed);
+            for (nr, block) in &tree.blocks {
+                self.file.write_all_at(block, nr * BS)?;
+            }
+            let mut sectors =
+                (exts.iter().map(|e| e.len as u64).sum::<u64>() + tree_nrs.len() as u64) * 8;
+            let rec = if ino == superblock::JOURNAL_INO {
+                InodeRec {
+                    mode: inode::S_IFREG | 0o600,
+                    uid: 0,
+                    gid: 0,
+                    size: plan.journal_blocks * BS,
+                    atime: Timestamp::default(),
+                    ctime: Timestamp::default(),
+                    mtime: Timestamp::default(),
+                    crtime: Timestamp::default(),
+                    links: 1,
+                    sectors,
+                    flags: inode::EXTENTS_FL,
+                    i_block: tree.root,
+                    file_acl: 0,
+                    ibody_xattrs: None,
+                }
+            } else if let Some(id) = id {
+                let data = &self.tree.inodes[id];
+                let mut file_acl = 0;
+                let mut ibody = None;
+                if !data.attrs.is_empty() {
+                    if xattr::fits_ibody(&data.attrs) {
+                        ibody = Some(xattr::build_ibody(&data.attrs));
+                    } else {
+                        let nr = plan.xattr_blocks[ino as usize];
+                        used.set(nr);
+                        self.file.write_all_at(
+                            &xattr::build_block(&data.attrs, nr, csum_seed),
+                            nr * BS,
+                        )?;
+                        file_acl = nr;
+                        sectors += 8;
+                    }
+                }
+                let (mode_type, size, flags, i_block) = match &data.body {
+                    Body::Dir => (
+                        inode::S_IFDIR,
+                        exts.iter().map(|e| e.len as u64).sum::<u64>() * BS,
+                        inode::EXTENTS_FL,
+                        tree.root,
+                    ),
+                    Body::File { size, .. } => {
+                        (inode::S_IFREG, *size, inode::EXTENTS_FL, tree.root)
+                    }
+                    Body::Symlink { target, .. } => {
+                        if target.len() < 60 {
+                            let mut ib = [0u8; 60];
+                            ib[..target.len()].copy_from_slice(target);
+                            (inode::S_IFLNK, target.len() as u64, 0, ib)
+                        } else {
+                            (
+                                inode::S_IFLNK,
+                                target.len() as u64,
+                                inode::EXTENTS_FL,
+                                tree.root,
+                            )
+                        }
+                    }
+                    Body::Char { major, minor } => {
+                        (inode::S_IFCHR, 0, 0, inode::device_block(*major, *minor))
+                    }
+                    Body::Block { major, minor } => {
+                        (inode::S_IFBLK, 0, 0, inode::device_block(*major, *minor))
+                    }
+                    Body::Fifo => (inode::S_IFIFO, 0, 0, [0u8; 60]),
+                    Body::Socket => (inode::S_IFSOCK, 0, 0, [0u8; 60]),
+                };
+                InodeRec {
+                    mode: mode_type | data.meta.mode,
+                    uid: data.meta.uid,
+                    gid: data.meta.gid,
+                    size,
+                    atime: data.meta.atime,
+                    ctime: data.meta.ctime,
+                    mtime: data.meta.mtime,
+                    crtime: data.meta.ctime,
+                    links: ns.links[ino as usize],
+                    sectors,
+                    flags,
+                    i_block,
+                    file_acl,
+                    ibody_xattrs: ibody,
+                }
+            } else {
+                // Reserved inodes other than root and journal: empty but checksummed.
+                InodeRec {
+                    mode: 0,
+                    uid: 0,
+                    gid: 0,
+                    size: 0,
+                    atime: Timestamp::default(),
+                    ctime: Timestamp::default(),
+                    mtime: Timestamp::default(),
+                    crtime: Timestamp::default(),
+                    links: 0,
+                    sectors: 0,
+                    flags: 0,
+                    i_block: [0u8; 60],
+                    file_acl: 0,
+                    ibody_xattrs: None,
+                }
+            };
+            recs[ino as usize] = Some(rec);
+        }
+
+        // Inode tables, one block at a time.
+        let ipg = plan.ipg;
+        let mut block = vec![0u8; BS as usize];
+        let mut cur_block: Option<u64> = None;
+        for ino in 1..=ns.max_ino {
+            let idx = (ino - 1) as u64;
+            let g = idx / ipg;
+            let nr = plan.inode_tables[g as usize] + (idx % ipg) / INODES_PER_BLOCK;
+            if cur_block != Some(nr) {
+                if let Some(prev) = cur_block {
+                    self.file.write_all_at(&block, prev * BS)?;
+                }
+                block.fill(0);
+                cur_block = Some(nr);
+            }
+            if let Some(rec) = recs[ino as usize].take() {
+                let raw = inode::encode(ino, &rec, csum_seed);
+                let off = ((idx % INODES_PER_BLOCK) * 256) as usize;
+                block[off..off + 256].copy_from_slice(&raw);
+            }
+        }
+        if let Some(prev) = cur_block {
+            self.file.write_all_at(&block, prev * BS)?;
+        }
+
+        // Bitmaps and group descriptors.
+        let mut gdt = vec![0u8; (gdt_blocks(plan.groups) * BS) as usize];
+        let mut free_blocks_total = 0u64;
+        let mut free_inodes_total = 0u64;
+        for g in 0..plan.groups {
+            let bb = used.group(g);
+            let bcount = bb.iter().map(|b| b.count_ones() as u64).sum::<u64>();
+            let group_blocks = (total - g * BLOCKS_PER_GROUP).min(BLOCKS_PER_GROUP);
+            let free_blocks = group_blocks - (bcount - (BLOCKS_PER_GROUP - group_blocks));
+            self.file
+                .write_all_at(bb, plan.block_bitmaps[g as usize] * BS)?;
+            let first = g * ipg + 1;
+            let used_inodes = (ns.max_ino as u64 + 1).saturating_sub(first).min(ipg);
+            let mut ib = vec![0u8; BS as usize];
+            for i in 0..used_inodes {
+                ib[(i / 8) as usize] |= 1 << (i % 8);
+            }
+            for i in ipg..BS * 8 {
+                ib[(i / 8) as usize] |= 1 << (i % 8);
+            }
+            self.file
+                .write_all_at(&ib, plan.inode_bitmaps[g as usize] * BS)?;
+            let used_dirs = ns
+                .dir_inos
+                .iter()
+                .filter(|&&i| (i as u64 - 1) / ipg == g)
+                .count() as u32;
+            let desc = GroupDesc {
+                block_bitmap: plan.block_bitmaps[g as usize],
+                inode_bitmap: plan.inode_bitmaps[g as usize],
+                inode_table: plan.inode_tables[g as usize],
+                free_blocks: free_blocks as u32,
+                free_inodes: (ipg - used_inodes) as u32,
+                used_dirs,
+                itable_unused: (ipg - used_inodes) as u32,
+                block_bitmap_csum: crate::crc::crc32c_update(csum_seed, bb),
+                inode_bitmap_csum: crate::crc::crc32c_update(csum_seed, &ib[..(ipg / 8) as usize]),
+            };
+            let raw = superblock::build_desc(&desc, g as u32, csum_seed);
+            let off = (g * crate::layout::DESC_SIZE) as usize;
+            gdt[off..off + raw.len()].copy_from_slice(&raw);
+            free_blocks_total += free_blocks;
+            free_inodes_total += ipg - used_inodes;
+        }
+
+        let journal_rec_block = {
+            let jexts: Vec<Extent> = {
+                let mut v = Vec::new();
+                let mut l = 0u64;
+                for &(s, n) in &plan.journal_runs {
+                    extent::push(&mut v, l as u32, s, n);
+                    l += n;
+                }
+                v
+            };
+            extent::build(
+                &jexts,
+                &plan.tree_blocks[superblock::JOURNAL_INO as usize],
+                0,
+            )
+            .root
+        };
+        let mut jnl_blocks = [0u32; 17];
+        for (i, w) in journal_rec_block.chunks(4).enumerate() {
+            jnl_blocks[i] = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+        }
+        let jsize = plan.journal_blocks * BS;
+        jnl_blocks[15] = (jsize >> 32) as u32;
+        jnl_blocks[16] = jsize as u32;
+        let mut label = [0u8; 16];
+        if let Some(l) = &self.opts.volume_label {
+            label[..l.len()].copy_from_slice(l.as_bytes());
+        }
+        let params = SuperParams {
+            blocks: total,
+            reserved_blocks: 0,
+            free_blocks: free_blocks_total,
+            inodes: (plan.groups * ipg) as u32,
+            free_inodes: free_inodes_total as u32,
+            inodes_per_group: ipg as u32,
+            uuid: seeds.uuid,
+            hash_seed: seeds.hash_seed,
+            label,
+            time: self.opts.fs_time,
+            jnl_blocks,
+            log_groups_per_flex: 4,
+        };
+        for g in 0..plan.groups {
+            if !is_backup_group(g) {
+                continue;
+            }
+            let sb = superblock::build(&params, g as u16);
+            let base = g * BLOCKS_PER_GROUP * BS;
+            self.file
+                .write_all_at(&sb, if g == 0 { 1024 } else { base })?;
+            self.file.write_all_at(&gdt, base + BS)?;
+        }
+        let size_bytes = match self.opts.size {
+            SizePolicy::Exact(b) => b,
+            SizePolicy::Auto { .. } => total * BS,
+        };
+        self.file.set_len(size_bytes)?;
+        let blocks_used = total - free_blocks_total;
+        Ok(Summary {
+            size_bytes,
+            used_bytes: blocks_used * BS,
+            inodes: ns.max_ino as u64,
+            blocks_used,
+            blocks_total: total,
+            inodes_total: plan.groups * ipg,
+            data_bytes_written: self.data_bytes,
+            uuid: seeds.uuid,
+        })
+    }
+}
+
+fn file_type(body: &Body) -> u8 {
+    match body {
+        Body::Dir => dir::FT_DIR,
+        Body::File { .. } => dir::FT_REG,
+        Body::Symlink { .. } => dir::FT_SYMLINK,
+        Body::Char { .. } => dir::FT_CHR,
+        Body::Block { .. } => dir::FT_BLK,
+        Body::Fifo => dir::FT_FIFO,
+        Body::Socket => dir::FT_SOCK,
+    }
+}
+
+/// Identifiers derived from the caller's seed (SplitMix64; no clock, no randomness).
+struct Seeds {
+    uuid: [u8; 16],
+    hash_seed: [u8; 16],
+}
+
+impl Seeds {
+    fn derive(seed: &[u8; 16]) -> Self {
+        let mut state = u64::from_le_bytes(seed[0..8].try_into().unwrap_or([0; 8]))
+            ^ u64::from_le_bytes(seed[8..16].try_into().unwrap_or([0; 8])).rotate_left(29)
+            ^ 0x6261_6e67_6572_3465; // "banger4e"
+        let mut next = || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let mut uuid = [0u8; 16];
+        uuid[..8].copy_from_slice(&next().to_le_bytes());
+        uuid[8..].copy_from_slice(&next().to_le_bytes());
+        uuid[6] = (uuid[6] & 0x0F) | 0x40; // version 4 layout
+        uuid[8] = (uuid[8] & 0x3F) | 0x80;
+        let mut hash_seed = [0u8; 16];
+        hash_seed[..8].copy_from_slice(&next().to_le_bytes());
+        hash_seed[8..].copy_from_slice(&next().to_le_bytes());
+        Seeds { uuid, hash_seed }
+    }
+}
+
+struct DirInfo {
+    node: NodeId,
+    parent_ino: u32,
+    min_blocks: usize,
+    nblocks: u64,
+}
+
+/// Inode numbering and link counts of everything reachable from the root.
+struct Namespace {
+    ino_of: Vec<u32>,
+    /// Inode number → tree inode (None for reserved inodes).
+    id_of: Vec<Option<InodeId>>,
+    links: Vec<u16>,
+    dirs: Vec<DirInfo>,
+    dir_inos: Vec<u32>,
+    max_ino: u32,
+}
+
+impl Namespace {
+    fn build(tree: &Tree) -> Result<Self, Error> {
+        let mut ino_of = vec![0u32; tree.inodes.len()];
+        let mut id_of: Vec<Option<InodeId>> = vec![None; 12];
+        let mut nlinks: Vec<u32> = vec![0; 12];
+        let root_id = tree.nodes[ROOT].inode;
+        ino_of[root_id] = 2;
+        id_of[2] = Some(root_id);
+        let mut next = 11u32;
+        if let Some(lf) = tree.child(ROOT, b"lost+found")
+            && tree.nodes[lf].children.is_some()
+        {
+            let id = tree.nodes[lf].inode;
+            ino_of[id] = 11;
+            id_of[11] = Some(id);
+            next = 12;
+        }
+        id_of.truncate(next as usize);
+        nlinks.truncate(next as usize);
+        let mut dirs = Vec::new();
+        let mut queue = VecDeque::from([(ROOT, 2u32)]);
+        while let Some((node, parent_ino)) = queue.pop_front() {
+            let my_ino = ino_of[tree.nodes[node].inode];
+            let mut subdirs = 0u32;
+            let children = tree.nodes[node].children.iter().flatten();
+            let mut name_lens = Vec::new();
+            for (name, &child) in children {
+                name_lens.push(name.len());
+                let id = tree.nodes[child].inode;
+                if ino_of[id] == 0 {
+                    if next == u32::MAX {
+                        return Err(Error::Limit("more than 2^32 inodes".into()));
+                    }
+                    ino_of[id] = next;
+                    id_of.push(Some(id));
+                    nlinks.push(0);
+                    next += 1;
+                }
+                let ci = ino_of[id] as usize;
+                if tree.nodes[child].children.is_some() {
+                    subdirs += 1;
+                    queue.push_back((child, my_ino));
+                } else {
+                    nlinks[ci] += 1;
+                }
+            }
+            nlinks[my_ino as usize] = 2 + subdirs;
+            let min_blocks = if my_ino == 11 { LOST_FOUND_BLOCKS } else { 1 };
+            let nblocks = dir::count_blocks(name_lens.into_iter(), min_blocks) as u64;
+            dirs.push(DirInfo {
+                node,
+                parent_ino,
+                min_blocks,
+                nblocks,
+            });
+        }
+        let max_ino = next - 1;
+        let mut links = vec![0u16; max_ino as usize + 1];
+        for (i, &n) in nlinks.iter().enumerate() {
+            let is_dir = id_of[i].is_some_and(|id| tree.inodes[id].is_dir());
+            links[i] = if is_dir {
+                if n >= 65000 { 1 } else { n as u16 }
+            } else if n > 65000 {
+                let path = PathBuf::from(format!("inode {i}"));
+                return Err(Error::TooManyLinks(path));
+            } else {
+                n as u16
+            };
+        }
+        links[superblock::JOURNAL_INO as usize] = 1;
+        let dir_inos = dirs
+            .iter()
+            .map(|d| ino_of[tree.nodes[d.node].inode])
+            .collect();
+        Ok(Namespace {
+            ino_of,
+            id_of,
+            links,
+            dirs,
+            dir_inos,
+            max_ino,
+        })
+    }
+}
+
+/// Where every piece of metadata goes, for one candidate filesystem size.
+struct Plan {
+    total: u64,
+    groups: u64,
+    ipg: u64,
+    itb: u64,
+    journal_blocks: u64,
+    block_bitmaps: Vec<u64>,
+    inode_bitmaps: Vec<u64>,
+    inode_tables: Vec<u64>,
+    dir_runs: Vec<Vec<(u64, u64)>>,
+    journal_runs: Vec<(u64, u64)>,
+    /// Per inode number: extent tree blocks.
+    tree_blocks: Vec<Vec<u64>>,
+    /// Per inode number: external xattr block (0 = none).
+    xattr_blocks: Vec<u64>,
+    /// First block after everything allocated.
+    end: u64,
+}
+
+impl Plan {
+    /// `None` when the inodes can not fit in `total` blocks at all.
+    fn make(
+        w: &Ext4Writer,
+        ns: &Namespace,
+        data_end: u64,
+        total: u64,
+        headroom: u32,
+    ) -> Option<Plan> {
+        let groups = total.div_ceil(BLOCKS_PER_GROUP).max(1);
+        let by_ratio = (total * BS / w.opts.inode_ratio as u64).div_ceil(groups);
+        let by_need = (ns.max_ino as u64 * headroom as u64 / 100).div_ceil(groups);
+        let ipg = by_ratio
+            .max(by_need)
+            .max(INODES_PER_BLOCK)
+            .next_multiple_of(INODES_PER_BLOCK)
+            .min(MAX_INODES_PER_GROUP);
+        if groups * ipg < ns.max_ino as u64 || groups * ipg > u32::MAX as u64 {
+            return None;
+        }
+        let itb = ipg / INODES_PER_BLOCK;
+        let journal_blocks = w
+            .opts
+            .journal_blocks
+            .map(u64::from)
+            .unwrap_or_else(|| crate::journal::default_blocks(total));
+        let mut a = Allocator::resume(w.gdt_area, data_end);
+        let block_bitmaps: Vec<u64> = (0..groups).map(|_| a.alloc_contig(1)).collect();
+        let inode_bitmaps: Vec<u64> = (0..groups).map(|_| a.alloc_contig(1)).collect();
+        let inode_tables: Vec<u64> = (0..groups).map(|_| a.alloc_contig(itb)).collect();
+        let dir_runs: Vec<Vec<(u64, u64)>> = ns
+            .dirs
+            .iter()
+            .map(|d| {
+                if d.nblocks <= 1024 {
+                    vec![(a.alloc_contig(d.nblocks), d.nblocks)]
+                } else {
+                    a.alloc_extents(d.nblocks)
+                }
+            })
+            .collect();
+        let journal_runs = a.alloc_extents(journal_blocks);
+        let n = ns.max_ino as usize + 1;
+        let mut tree_blocks = vec![Vec::new(); n];
+        let mut xattr_blocks = vec![0u64; n];
+        let count_runs = |runs: &[(u64, u64)]| {
+            let mut v = Vec::new();
+            let mut l = 0u64;
+            for &(s, len) in runs {
+                extent::push(&mut v, l as u32, s, len);
+                l += len;
+            }
+            v.len()
+        };
+        for (di, d) in ns.dirs.iter().enumerate() {
+            let ino = ns.ino_of[w.tree.nodes[d.node].inode] as usize;
+            let k = extent::tree_blocks(count_runs(&dir_runs[di]));
+            tree_blocks[ino] = (0..k).map(|_| a.alloc_contig(1)).collect();
+        }
+        let jk = extent::tree_blocks(count_runs(&journal_runs));
+        tree_blocks[superblock::JOURNAL_INO as usize] =
+            (0..jk).map(|_| a.alloc_contig(1)).collect();
+        for ino in 1..n {
+            let Some(id) = ns.id_of[ino] else { continue };
+            let data = &w.tree.inodes[id];
+            if let Body::File { extents, .. } | Body::Symlink { extents, .. } = &data.body {
+                let k = extent::tree_blocks(extents.len());
+                tree_blocks[ino] = (0..k).map(|_| a.alloc_contig(1)).collect();
+            }
+            if !data.attrs.is_empty() && !xattr::fits_ibody(&data.attrs) {
+                xattr_blocks[ino] = a.alloc_contig(1);
+            }
+        }
+        Some(Plan {
+            total,
+            groups,
+            ipg,
+            itb,
+            journal_blocks,
+            block_bitmaps,
+            inode_bitmaps,
+            inode_tables,
+            dir_runs,
+            journal_runs,
+            tree_blocks,
+            xattr_blocks,
+            end: a.next(),
+        })
+    }
+}
+
+/// Whole-filesystem block bitmap (one bit per block: O(size / 32768) bytes).
+struct Bitmap {
+    bits: Vec<u8>,
+}
+
+impl Bitmap {
+    fn new(blocks: u64) -> Self {
+        Bitmap {
+            bits: vec![0u8; blocks.div_ceil(8) as usize],
+        }
+    }
+    fn set(&mut self, b: u64) {
+        if let Some(byte) = self.bits.get_mut((b / 8) as usize) {
+            *byte |= 1 << (b % 8);
+        }
+    }
+    fn set_range(&mut self, start: u64, len: u64) {
+        let mut b = start;
+        let end = start + len;
+        while b < end && b % 8 != 0 {
+            self.set(b);
+            b += 1;
+        }
+        while b + 8 <= end {
+            if let Some(byte) = self.bits.get_mut((b / 8) as usize) {
+                *byte = 0xFF;
+            }
+            b += 8;
+        }
+        while b < end {
+            self.set(b);
+            b += 1;
+        }
+    }
+    fn group(&self, g: u64) -> &[u8] {
+        let per = (BLOCKS_PER_GROUP / 8) as usize;
+        &self.bits[g as usize * per..(g as usize + 1) * per]
+    }
+}
