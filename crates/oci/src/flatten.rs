@@ -313,11 +313,10 @@ impl<'s> Merger<'s> {
                     opaque: false,
                 });
                 if matches!(n.occ, Occ::Dir | Occ::Implicit) {
-                    // Lower `p` is deleted (content and metadata); this layer's `p` stays.
-                    *n = Node {
-                        occ: Occ::Dir,
-                        opaque: true,
-                    };
+                    // This layer already has `p` as a directory: hide lower content only,
+                    // like an opaque marker (the lower metadata of an implicit `p` still
+                    // applies, as with umoci).
+                    n.opaque = true;
                 }
                 return Ok(());
             }

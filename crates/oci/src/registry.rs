@@ -542,6 +542,20 @@ mod tests {
     }
 
     #[test]
+    fn schemes() {
+        let opts = RegistryOptions {
+            insecure: vec!["reg.lan:5000".into()],
+            ..Default::default()
+        };
+        let c = RegistryClient::new(opts, CredentialStore::default()).unwrap();
+        assert_eq!(c.base_url("docker.io"), "https://registry-1.docker.io");
+        assert_eq!(c.base_url("ghcr.io"), "https://ghcr.io");
+        assert_eq!(c.base_url("reg.lan:5000"), "http://reg.lan:5000");
+        assert_eq!(c.base_url("127.0.0.1:5000"), "http://127.0.0.1:5000");
+        assert_eq!(c.base_url("localhost"), "http://localhost");
+    }
+
+    #[test]
     fn loopback_detection() {
         for h in [
             "127.0.0.1:5000",

@@ -160,3 +160,42 @@ async fn prune_dry_run_reports_and_keeps() {
     assert_eq!((r.blobs, r.bytes), (2, 8));
     assert_eq!(blobs(&cache), vec![ds[0].hex().to_string()]);
 }
+
+/// ENOSPC is reported as an I/O error callers can recognise, and leaves nothing behind.
+#[tokio::test]
+async fn disk_full_is_reported_as_no_space() {
+    assert!(
+        banger_testkit::tools::is_root(),
+        "this test mounts a 1 MiB tmpfs and must run as root"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    banger_testkit::tools::run(
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&mnt),
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let cache = BlobCache::open(&mnt).unwrap();
+    let data = vec![1u8; 3 << 20];
+    let d = Digest::of(&data);
+    let e = cache
+        .ensure(&d, None, async |w: &mut BlobWriter| {
+            for c in data.chunks(64 * 1024) {
+                w.write(c).await?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    assert!(e.is_no_space(), "{e}");
+    assert!(blobs(&cache).is_empty());
+    assert_eq!(tmp_files(&cache), 0);
+}

@@ -258,7 +258,7 @@ fn replacing_kinds_across_layers() {
 }
 
 #[test]
-fn whiteout_after_same_layer_children_drops_lower_dir() {
+fn whiteout_and_same_layer_children_in_either_order() {
     let l1 = LayerBuilder::new()
         .member(Member {
             mode: 0o700,
@@ -270,6 +270,12 @@ fn whiteout_after_same_layer_children_drops_lower_dir() {
     let l2 = LayerBuilder::new()
         .file("w/new", b"n")
         .whiteout("w")
+        .finish();
+    let (tree, _) = assert_same_as_umoci(vec![layer(l1.clone()), layer(l2)]);
+    assert!(!tree.contains_key("w/old"));
+    let l2 = LayerBuilder::new()
+        .whiteout("w")
+        .file("w/new", b"n")
         .finish();
     let (tree, _) = assert_same_as_umoci(vec![layer(l1), layer(l2)]);
     assert!(!tree.contains_key("w/old"));

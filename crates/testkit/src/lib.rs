@@ -9,3 +9,4 @@ pub mod oci_image;
 pub mod qemu;
 pub mod registry;
 pub mod tools;
+pub mod tree;
