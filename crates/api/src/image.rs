@@ -62,3 +62,18 @@ pub struct ImageDeleted {
     /// True when files were removed (managed images only).
     pub files_removed: bool,
 }
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CachePruneParams {
+    /// Report what would be freed without removing anything.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachePruned {
+    pub dry_run: bool,
+    pub blobs: u64,
+    pub bytes: u64,
+}

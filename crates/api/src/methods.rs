@@ -9,3 +9,4 @@ pub const IMAGE_LIST: &str = "image.list";
 pub const IMAGE_SHOW: &str = "image.show";
 pub const IMAGE_DELETE: &str = "image.delete";
 pub const IMAGE_PULL: &str = "image.pull";
+pub const IMAGE_CACHE_PRUNE: &str = "image.cache.prune";

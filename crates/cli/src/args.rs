@@ -38,7 +38,9 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
     /// Pull an OCI/Docker image and turn it into a bootable image (ext4 rootfs + kernel).
-    #[command(after_help = "REF forms:\n  debian:bookworm                      Docker Hub (docker.io/library/debian:bookworm)\n  ghcr.io/org/app:v2.1                 any registry\n  localhost:5000/app@sha256:<hex>      pinned by digest (plain HTTP on loopback)\n  oci:/path/to/layout[:tag]            an OCI layout directory\n  oci-archive:/path/to/image.tar       an OCI layout tarball\n  docker-archive:/path/to/save.tar     `docker save` output\n\nExamples:\n  banger image pull debian:bookworm --kernel ./vmlinux\n  banger image pull alpine:3.20 --name tiny --kernel-ref cloud --size 2GiB\n  banger image pull ghcr.io/org/dev:latest --platform linux/arm64 --kernel ./vmlinux\n\nCredentials come from ~/.docker/config.json (auths, credsStore, credHelpers).\nCtrl-C cancels the pull; nothing half-made is kept.")]
+    #[command(
+        after_help = "REF forms:\n  debian:bookworm                      Docker Hub (docker.io/library/debian:bookworm)\n  ghcr.io/org/app:v2.1                 any registry\n  localhost:5000/app@sha256:<hex>      pinned by digest (plain HTTP on loopback)\n  oci:/path/to/layout[:tag]            an OCI layout directory\n  oci-archive:/path/to/image.tar       an OCI layout tarball\n  docker-archive:/path/to/save.tar     `docker save` output\n\nExamples:\n  banger image pull debian:bookworm --kernel ./vmlinux\n  banger image pull alpine:3.20 --name tiny --kernel-ref cloud --size 2GiB\n  banger image pull ghcr.io/org/dev:latest --platform linux/arm64 --kernel ./vmlinux\n\nCredentials come from ~/.docker/config.json (auths, credsStore, credHelpers).\nCtrl-C cancels the pull; nothing half-made is kept."
+    )]
     Pull(PullArgs),
     /// Register files you already have as an image (they stay where they are; deleting
     /// the image later removes only the record).
@@ -49,6 +51,9 @@ pub enum ImageCommand {
     /// List images.
     #[command(alias = "ls")]
     List,
+    /// Manage the download cache of image layers.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Show one image in detail.
     Show {
         /// Image name or id.
@@ -60,6 +65,17 @@ pub enum ImageCommand {
     Delete {
         /// Image name or id.
         image: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Remove cached layer blobs. Pulled images keep working: they never read the cache
+    /// again; only future pulls of the same layers download them anew.
+    Prune {
+        /// Report what would be freed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

@@ -90,7 +90,9 @@ impl Client {
         let mut pending: Vec<u8> = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| ClientError::Protocol(e.to_string()))?;
-            let Ok(data) = frame.into_data() else { continue };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
             pending.extend_from_slice(&data);
             while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
@@ -144,10 +146,7 @@ impl Client {
             .header(hyper::header::ACCEPT, accept)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| protocol(&e))?;
-        sender
-            .send_request(request)
-            .await
-            .map_err(|e| protocol(&e))
+        sender.send_request(request).await.map_err(|e| protocol(&e))
     }
 }
 

@@ -50,7 +50,9 @@ impl PullProgress {
                 total_bytes,
                 cached,
             } => {
-                let before = self.layers.insert(*index, (*done_bytes, *total_bytes, *cached));
+                let before = self
+                    .layers
+                    .insert(*index, (*done_bytes, *total_bytes, *cached));
                 let finished = done_bytes >= total_bytes;
                 let was_finished = before.is_some_and(|(d, t, _)| d >= t);
                 if self.live {
@@ -68,13 +70,14 @@ impl PullProgress {
             }
             PullEvent::Writing { entries, bytes } => {
                 if self.live {
-                    let text = format!("Writing rootfs: {entries} entries, {}", human_bytes(*bytes));
+                    let text =
+                        format!("Writing rootfs: {entries} entries, {}", human_bytes(*bytes));
                     self.status(&text, false);
                 }
             }
-            PullEvent::Reused { from_image } => {
-                self.line(&format!("Reusing the root filesystem of image {from_image} (same digest)"))
-            }
+            PullEvent::Reused { from_image } => self.line(&format!(
+                "Reusing the root filesystem of image {from_image} (same digest)"
+            )),
             PullEvent::StagingKernel => self.line("Staging kernel"),
             PullEvent::Publishing => self.line("Publishing"),
             PullEvent::Done { elapsed_ms } => {

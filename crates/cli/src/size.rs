@@ -8,9 +8,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid size {text:?}: expected a number with an optional unit, e.g. 4GiB, 512MiB, 2G"))?;
+    let value: f64 = number.parse().map_err(|_| {
+        format!(
+            "invalid size {text:?}: expected a number with an optional unit, e.g. 4GiB, 512MiB, 2G"
+        )
+    })?;
     let multiplier: f64 = match unit.trim() {
         "" => (1u64 << 20) as f64,
         "B" | "b" => 1.0,

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use banger_api::image::CachePruned;
 use banger_api::layout::Layout;
 use banger_api::pull::PullEvent;
 use banger_ext4 as ext4;
@@ -47,6 +48,19 @@ impl OciBackend {
 }
 
 impl PullBackend for OciBackend {
+    fn prune_cache(&self, dry_run: bool) -> Result<CachePruned, OpError> {
+        let report = self
+            .puller
+            .cache()
+            .prune(&std::collections::HashSet::new(), dry_run)
+            .map_err(oci_error)?;
+        Ok(CachePruned {
+            dry_run,
+            blobs: report.blobs,
+            bytes: report.bytes,
+        })
+    }
+
     fn parse(&self, source: &str) -> Result<ParsedSource, OpError> {
         parse_source(source)
     }
@@ -63,7 +77,9 @@ impl PullBackend for OciBackend {
         let handle = tokio::runtime::Handle::current();
         let puller = self.puller.clone();
         let image = handle
-            .block_on(until_cancelled(ctx, async move { puller.resolve(&parsed, &platform).await }))?
+            .block_on(until_cancelled(ctx, async move {
+                puller.resolve(&parsed, &platform).await
+            }))?
             .map_err(oci_error)?;
         ctx.emit(PullEvent::Resolved {
             manifest_digest: image.manifest_digest.to_string(),
@@ -110,11 +126,21 @@ fn local_name(path: &Path, tag: Option<&str>) -> String {
     let mut name: String = raw
         .to_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     name = name.trim_start_matches(['-', '_']).to_string();
     name.truncate(banger_api::names::MAX_NAME_LEN);
-    if name.is_empty() { "image".into() } else { name }
+    if name.is_empty() {
+        "image".into()
+    } else {
+        name
+    }
 }
 
 struct OciResolved {
@@ -134,7 +160,12 @@ impl ResolvedImage for OciResolved {
         &self.platform
     }
 
-    fn build_rootfs(&self, dest: &Path, size_bytes: Option<u64>, ctx: &OpContext) -> Result<(), OpError> {
+    fn build_rootfs(
+        &self,
+        dest: &Path,
+        size_bytes: Option<u64>,
+        ctx: &OpContext,
+    ) -> Result<(), OpError> {
         let progress_ctx = ctx.clone();
         let sizes: Vec<Option<u64>> = self.image.layers.iter().map(|l| l.size).collect();
         let progress: oci::ProgressFn = Arc::new(move |p| {
@@ -146,7 +177,9 @@ impl ResolvedImage for OciResolved {
         let image = self.image.clone();
         let layers = self
             .handle
-            .block_on(until_cancelled(ctx, async move { puller.fetch_layers(&image, progress).await }))?
+            .block_on(until_cancelled(ctx, async move {
+                puller.fetch_layers(&image, progress).await
+            }))?
             .map_err(oci_error)?;
         ctx.check()?;
 
@@ -195,12 +228,19 @@ struct Ext4Sink<'a> {
 }
 
 impl oci::EntrySink for Ext4Sink<'_> {
-    fn entry(&mut self, entry: &oci::Entry, data: Option<&mut dyn Read>) -> Result<(), oci::SinkError> {
+    fn entry(
+        &mut self,
+        entry: &oci::Entry,
+        data: Option<&mut dyn Read>,
+    ) -> Result<(), oci::SinkError> {
         if self.ctx.is_cancelled() {
             return Err("cancelled".into());
         }
         let m = &entry.meta;
-        let ts = |t: &oci::Timestamp| ext4::Timestamp { sec: t.sec, nsec: t.nsec };
+        let ts = |t: &oci::Timestamp| ext4::Timestamp {
+            sec: t.sec,
+            nsec: t.nsec,
+        };
         let meta = ext4::Metadata {
             uid: m.uid,
             gid: m.gid,
@@ -267,9 +307,15 @@ impl oci::EntrySink for Ext4Sink<'_> {
 }
 
 fn layer_event(p: &oci::Progress, sizes: &[Option<u64>]) -> Option<PullEvent> {
-    let total_of = |index: usize, total: Option<u64>| total.or(sizes.get(index).copied().flatten()).unwrap_or(0);
+    let total_of = |index: usize, total: Option<u64>| {
+        total.or(sizes.get(index).copied().flatten()).unwrap_or(0)
+    };
     match p {
-        oci::Progress::LayerStarted { index, digest, total } => Some(PullEvent::Layer {
+        oci::Progress::LayerStarted {
+            index,
+            digest,
+            total,
+        } => Some(PullEvent::Layer {
             index: *index,
             digest: digest.to_string(),
             done_bytes: 0,
@@ -283,7 +329,11 @@ fn layer_event(p: &oci::Progress, sizes: &[Option<u64>]) -> Option<PullEvent> {
             total_bytes: total_of(*index, *total),
             cached: false,
         }),
-        oci::Progress::LayerDone { index, digest, cached } => {
+        oci::Progress::LayerDone {
+            index,
+            digest,
+            cached,
+        } => {
             let total = total_of(*index, None);
             Some(PullEvent::Layer {
                 index: *index,
@@ -309,7 +359,10 @@ fn seed_from_digest(digest: &str) -> [u8; 16] {
 
 /// Runs `fut` unless the client goes away first (polled: cancellation is rare and a
 /// tenth of a second is prompt enough).
-async fn until_cancelled<T>(ctx: &OpContext, fut: impl std::future::Future<Output = T>) -> Result<T, OpError> {
+async fn until_cancelled<T>(
+    ctx: &OpContext,
+    fut: impl std::future::Future<Output = T>,
+) -> Result<T, OpError> {
     tokio::pin!(fut);
     loop {
         tokio::select! {
@@ -338,7 +391,9 @@ pub fn oci_error(e: oci::Error) -> OpError {
         oci::Error::Unauthorized(m) => OpError::Unauthorized(format!(
             "registry refused access: {m}; log in with `docker login` (banger reads ~/.docker/config.json)"
         )),
-        oci::Error::PlatformNotAvailable { .. } => OpError::NotFound(format!("{e}; pick one with --platform")),
+        oci::Error::PlatformNotAvailable { .. } => {
+            OpError::NotFound(format!("{e}; pick one with --platform"))
+        }
         oci::Error::Network { .. } => OpError::Failed(format!("{e}; is the registry reachable?")),
         other => OpError::Failed(other.to_string()),
     }
@@ -350,9 +405,11 @@ fn ext4_error(e: ext4::Error) -> OpError {
             "{e}; use --size {} MiB or more, or omit --size",
             needed_bytes.div_ceil(1 << 20)
         )),
-        ext4::Error::Io(ref io) if io.raw_os_error() == Some(libc::ENOSPC) => OpError::Failed(format!(
-            "disk full while writing the root filesystem ({e}); free space in the state directory and retry"
-        )),
+        ext4::Error::Io(ref io) if io.raw_os_error() == Some(libc::ENOSPC) => {
+            OpError::Failed(format!(
+                "disk full while writing the root filesystem ({e}); free space in the state directory and retry"
+            ))
+        }
         other => OpError::Failed(format!("writing the root filesystem: {other}")),
     }
 }
@@ -371,8 +428,18 @@ mod tests {
 
     #[test]
     fn local_sources_get_file_based_names() {
-        assert_eq!(parse_source("oci:/tmp/My App:v1.2").expect("parse").default_name, "my-app-v1-2");
-        assert_eq!(parse_source("docker-archive:/x/debian.tar").expect("parse").default_name, "debian");
+        assert_eq!(
+            parse_source("oci:/tmp/My App:v1.2")
+                .expect("parse")
+                .default_name,
+            "my-app-v1-2"
+        );
+        assert_eq!(
+            parse_source("docker-archive:/x/debian.tar")
+                .expect("parse")
+                .default_name,
+            "debian"
+        );
     }
 
     #[test]
@@ -380,6 +447,9 @@ mod tests {
         let p = parse_source("debian:bookworm").expect("parse");
         assert_eq!(p.canonical, "docker.io/library/debian:bookworm");
         assert_eq!(p.default_name, "debian-bookworm");
-        assert!(matches!(parse_source("Debian"), Err(OpError::BadRequest(_))));
+        assert!(matches!(
+            parse_source("Debian"),
+            Err(OpError::BadRequest(_))
+        ));
     }
 }

@@ -101,7 +101,10 @@ mod tests {
         std::os::unix::fs::symlink("kernel/fs/ext4.ko", src.join("link")).expect("symlink");
         let dst = dir.path().join("dst");
         copy_tree(&src, &dst).expect("copy");
-        assert_eq!(std::fs::read(dst.join("kernel/fs/ext4.ko")).expect("read"), b"ko");
+        assert_eq!(
+            std::fs::read(dst.join("kernel/fs/ext4.ko")).expect("read"),
+            b"ko"
+        );
         assert_eq!(
             std::fs::read_link(dst.join("link")).expect("readlink"),
             PathBuf::from("kernel/fs/ext4.ko")

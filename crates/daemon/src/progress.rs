@@ -46,7 +46,8 @@ impl OpContext {
     }
 
     pub fn is_cancelled(&self) -> bool {
-        self.cancelled.load(Ordering::Relaxed) || self.events.as_ref().is_some_and(|tx| tx.is_closed())
+        self.cancelled.load(Ordering::Relaxed)
+            || self.events.as_ref().is_some_and(|tx| tx.is_closed())
     }
 
     /// `Err(Cancelled)` once the operation should stop.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use banger_api::image::Image;
+use banger_api::image::{CachePruned, Image};
 use banger_api::names::validate_name;
 use banger_api::pull::{ImagePullParams, PullEvent};
 
@@ -41,7 +41,12 @@ pub trait ResolvedImage: Send {
     fn platform(&self) -> &str;
     /// Fetches, flattens and writes the root filesystem to `dest` (which must not exist
     /// on failure). `size_bytes`: exact size, or `None` for `max(content × 1.25, 1 GiB)`.
-    fn build_rootfs(&self, dest: &Path, size_bytes: Option<u64>, ctx: &OpContext) -> Result<(), OpError>;
+    fn build_rootfs(
+        &self,
+        dest: &Path,
+        size_bytes: Option<u64>,
+        ctx: &OpContext,
+    ) -> Result<(), OpError>;
 }
 
 /// Where images come from. The real backend is OCI + ext4; tests substitute stubs (the
@@ -54,6 +59,8 @@ pub trait PullBackend: Send + Sync {
         platform: Option<&str>,
         ctx: &OpContext,
     ) -> Result<Box<dyn ResolvedImage>, OpError>;
+    /// Removes cached download blobs (converted images never need them again).
+    fn prune_cache(&self, dry_run: bool) -> Result<CachePruned, OpError>;
 }
 
 /// Names with a pull in flight: a second pull of the same name fails at once instead of
@@ -111,12 +118,33 @@ impl Puller {
         }
     }
 
+    /// Prunes the blob cache, refusing while a pull might be using it.
+    pub fn prune_cache(&self, dry_run: bool) -> Result<CachePruned, OpError> {
+        let in_flight = self.claims.names.lock().unwrap_or_else(|e| e.into_inner());
+        if !in_flight.is_empty() && !dry_run {
+            return Err(OpError::Unavailable(format!(
+                "a pull is in progress ({}); prune when it has finished",
+                in_flight.iter().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        // Holding the claims lock keeps new pulls from starting meanwhile.
+        self.backend.prune_cache(dry_run)
+    }
+
     /// Runs a whole pull. Blocking: call from a blocking thread.
-    pub fn pull(&self, images: &Images, params: ImagePullParams, ctx: &OpContext) -> Result<Image, OpError> {
+    pub fn pull(
+        &self,
+        images: &Images,
+        params: ImagePullParams,
+        ctx: &OpContext,
+    ) -> Result<Image, OpError> {
         let started = Instant::now();
         // 1. Reference and name, before anything else.
         let source = self.backend.parse(&params.reference)?;
-        let name = params.name.clone().unwrap_or_else(|| source.default_name.clone());
+        let name = params
+            .name
+            .clone()
+            .unwrap_or_else(|| source.default_name.clone());
         validate_name(&name).map_err(OpError::BadRequest)?;
         images.ensure_name_free(&name)?;
         let _claim = self.claims.claim(&name)?;
@@ -132,7 +160,9 @@ impl Puller {
             },
         )?;
         if params.size_bytes == Some(0) {
-            return Err(OpError::BadRequest("--size must be greater than zero".into()));
+            return Err(OpError::BadRequest(
+                "--size must be greater than zero".into(),
+            ));
         }
 
         // 3. Staging.
@@ -146,7 +176,9 @@ impl Puller {
         ctx.emit(PullEvent::Resolving {
             reference: source.canonical.clone(),
         });
-        let resolved = self.backend.resolve(&source, params.platform.as_deref(), ctx)?;
+        let resolved = self
+            .backend
+            .resolve(&source, params.platform.as_deref(), ctx)?;
         ctx.check()?;
         let rootfs = staging.join("rootfs.ext4");
         if !self.reuse_rootfs(resolved.as_ref(), params.size_bytes, &rootfs, ctx) {
@@ -172,8 +204,16 @@ impl Puller {
             artifact_dir: Some(paths::to_string(&final_dir)?),
             rootfs_path: artifact("rootfs.ext4")?,
             kernel_path: artifact("kernel")?,
-            initrd_path: kernel.initrd.as_ref().map(|_| artifact("initrd.img")).transpose()?,
-            modules_dir: kernel.modules.as_ref().map(|_| artifact("modules")).transpose()?,
+            initrd_path: kernel
+                .initrd
+                .as_ref()
+                .map(|_| artifact("initrd.img"))
+                .transpose()?,
+            modules_dir: kernel
+                .modules
+                .as_ref()
+                .map(|_| artifact("modules"))
+                .transpose()?,
             kernel_ref: kernel.kernel_ref.clone(),
             source_ref: Some(source.canonical.clone()),
             manifest_digest: Some(resolved.manifest_digest().to_string()),
@@ -201,8 +241,17 @@ impl Puller {
     /// Hardlinks the rootfs of an earlier conversion of the same manifest, when the size
     /// request allows it. Images never write their rootfs (VMs get copy-on-write disks), so
     /// sharing the inode is safe and costs nothing.
-    fn reuse_rootfs(&self, resolved: &dyn ResolvedImage, size: Option<u64>, dest: &Path, ctx: &OpContext) -> bool {
-        let Ok(candidates) = self.store.images_with_digest(resolved.manifest_digest(), resolved.platform()) else {
+    fn reuse_rootfs(
+        &self,
+        resolved: &dyn ResolvedImage,
+        size: Option<u64>,
+        dest: &Path,
+        ctx: &OpContext,
+    ) -> bool {
+        let Ok(candidates) = self
+            .store
+            .images_with_digest(resolved.manifest_digest(), resolved.platform())
+        else {
             return false;
         };
         for image in candidates.into_iter().filter(|i| i.managed) {
@@ -210,7 +259,9 @@ impl Puller {
                 continue;
             }
             if std::fs::hard_link(&image.rootfs_path, dest).is_ok() {
-                ctx.emit(PullEvent::Reused { from_image: image.name });
+                ctx.emit(PullEvent::Reused {
+                    from_image: image.name,
+                });
                 return true;
             }
         }

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use banger_api::image::{ImageList, ImageRef, ImageRegisterParams};
-use banger_api::pull::ImagePullParams;
+use banger_api::image::{CachePruneParams, ImageList, ImageRef, ImageRegisterParams};
 use banger_api::methods;
+use banger_api::pull::ImagePullParams;
 use banger_api::system::{Empty, PingResult, VersionInfo};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -25,6 +25,7 @@ pub const KNOWN_METHODS: &[&str] = &[
     methods::IMAGE_SHOW,
     methods::IMAGE_DELETE,
     methods::IMAGE_PULL,
+    methods::IMAGE_CACHE_PRUNE,
 ];
 
 /// Methods that can stream progress events (`Accept: application/x-ndjson`).
@@ -87,6 +88,10 @@ pub async fn dispatch(
         methods::IMAGE_PULL => {
             let p: ImagePullParams = parse(method, params)?;
             blocking(state, move |s| s.puller.pull(&s.images, p, &ctx)).await
+        }
+        methods::IMAGE_CACHE_PRUNE => {
+            let p: CachePruneParams = parse(method, params)?;
+            blocking(state, move |s| s.puller.prune_cache(p.dry_run)).await
         }
         other => Err(OpError::UnknownMethod(format!(
             "unknown method {other:?}; this daemon knows: {}",

@@ -47,7 +47,8 @@ pub async fn run(layout: Layout) -> anyhow::Result<()> {
 
     let socket = layout.socket_path();
     let listener = bind_socket(&socket)?;
-    let backend = crate::backend::default_backend(&layout).context("setting up the image backend")?;
+    let backend =
+        crate::backend::default_backend(&layout).context("setting up the image backend")?;
     let state = Arc::new(DaemonState::new(layout.clone(), store, backend));
     spawn_signal_handler(state.clone())?;
     tracing::info!(socket = %socket.display(), pid = std::process::id(), version = env!("CARGO_PKG_VERSION"), "bangerd ready");

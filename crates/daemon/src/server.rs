@@ -159,7 +159,12 @@ async fn route(
     };
     tracing::debug!(method = %method, "dispatch");
     if wants_stream && rpc::is_streaming(&method) {
-        return Ok(Reply::Stream(spawn_streaming(state, method, params, op.to_string())));
+        return Ok(Reply::Stream(spawn_streaming(
+            state,
+            method,
+            params,
+            op.to_string(),
+        )));
     }
     rpc::dispatch(state, &method, params, OpContext::detached())
         .await
@@ -222,7 +227,10 @@ impl hyper::body::Body for LinesBody {
     }
 }
 
-fn stream_response(rx: tokio::sync::mpsc::UnboundedReceiver<StreamLine>, op: &str) -> Response<Body> {
+fn stream_response(
+    rx: tokio::sync::mpsc::UnboundedReceiver<StreamLine>,
+    op: &str,
+) -> Response<Body> {
     let mut response = Response::new(LinesBody { rx }.boxed());
     let headers = response.headers_mut();
     headers.insert(

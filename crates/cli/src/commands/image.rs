@@ -1,12 +1,14 @@
 //! `banger image …`
 
-use banger_api::image::{Image, ImageDeleted, ImageList, ImageRef, ImageRegisterParams};
+use banger_api::image::{
+    CachePruneParams, CachePruned, Image, ImageDeleted, ImageList, ImageRef, ImageRegisterParams,
+};
 use banger_api::methods;
 use banger_api::pull::ImagePullParams;
 use banger_api::system::Empty;
 
 use crate::Context;
-use crate::args::{ImageCommand, KernelArgs, PullArgs, RegisterArgs};
+use crate::args::{CacheCommand, ImageCommand, KernelArgs, PullArgs, RegisterArgs};
 use crate::commands::absolute;
 use crate::output::{self, Tone};
 
@@ -14,6 +16,22 @@ pub async fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
     let client = ctx.client().await?;
     match command {
         ImageCommand::Pull(args) => pull(ctx, &client, args).await,
+        ImageCommand::Cache(CacheCommand::Prune { dry_run }) => {
+            let pruned: CachePruned = client
+                .call(methods::IMAGE_CACHE_PRUNE, &CachePruneParams { dry_run })
+                .await?;
+            if ctx.json {
+                return output::print_json(&pruned);
+            }
+            let verb = if dry_run { "would free" } else { "freed" };
+            println!(
+                "{verb} {} in {} blob{}",
+                output::human_bytes(pruned.bytes),
+                pruned.blobs,
+                if pruned.blobs == 1 { "" } else { "s" }
+            );
+            Ok(())
+        }
         ImageCommand::Register(args) => {
             let image: Image = client
                 .call(methods::IMAGE_REGISTER, &register_params(args)?)

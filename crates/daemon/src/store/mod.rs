@@ -136,7 +136,11 @@ impl Store {
     }
 
     /// Images converted from `digest` for `platform`, oldest first (rootfs reuse).
-    pub fn images_with_digest(&self, digest: &str, platform: &str) -> Result<Vec<Image>, StoreError> {
+    pub fn images_with_digest(
+        &self,
+        digest: &str,
+        platform: &str,
+    ) -> Result<Vec<Image>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
             "SELECT {IMAGE_COLUMNS} FROM images WHERE manifest_digest = ?1 AND platform = ?2 ORDER BY created_at"
