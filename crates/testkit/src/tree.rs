@@ -23,7 +23,13 @@ pub fn snapshot(root: &Path, skip: &[&str]) -> Snapshot {
     out
 }
 
-fn walk(root: &Path, dir: &Path, skip: &[&str], out: &mut Snapshot, links: &mut HashMap<(u64, u64), String>) {
+fn walk(
+    root: &Path,
+    dir: &Path,
+    skip: &[&str],
+    out: &mut Snapshot,
+    links: &mut HashMap<(u64, u64), String>,
+) {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
         .map(|e| e.expect("dir entry").path())
@@ -38,17 +44,26 @@ fn walk(root: &Path, dir: &Path, skip: &[&str], out: &mut Snapshot, links: &mut 
         if skip.contains(&rel.as_str()) {
             continue;
         }
-        let m = std::fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
+        let m = std::fs::symlink_metadata(&path)
+            .unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
         let ft = m.file_type();
         let perms = m.mode() & 0o7777;
         let mut line = String::new();
         let kind = if ft.is_dir() {
             "dir".to_string()
         } else if ft.is_symlink() {
-            format!("symlink -> {}", std::fs::read_link(&path).expect("readlink").display())
+            format!(
+                "symlink -> {}",
+                std::fs::read_link(&path).expect("readlink").display()
+            )
         } else if ft.is_file() {
-            let data = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-            let hash: String = Sha256::digest(&data).iter().take(8).map(|b| format!("{b:02x}")).collect();
+            let data =
+                std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            let hash: String = Sha256::digest(&data)
+                .iter()
+                .take(8)
+                .map(|b| format!("{b:02x}"))
+                .collect();
             format!("file size={} sha={hash} mtime={}", m.len(), m.mtime())
         } else if ft.is_char_device() {
             format!("char {}:{}", major(m.rdev()), minor(m.rdev()))
@@ -71,7 +86,9 @@ fn walk(root: &Path, dir: &Path, skip: &[&str], out: &mut Snapshot, links: &mut 
             line.push_str(&format!(" xattrs={xattrs:?}"));
         }
         if !ft.is_dir() && m.nlink() > 1 {
-            let first = links.entry((m.dev(), m.ino())).or_insert_with(|| rel.clone());
+            let first = links
+                .entry((m.dev(), m.ino()))
+                .or_insert_with(|| rel.clone());
             line.push_str(&format!(" link-group={first}"));
         }
         out.insert(rel.clone(), line);
@@ -99,12 +116,20 @@ pub fn xattrs(path: &Path) -> BTreeMap<String, String> {
     if n <= 0 {
         return out;
     }
-    for name in names[..n as usize].split(|b| *b == 0).filter(|s| !s.is_empty()) {
+    for name in names[..n as usize]
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+    {
         let cname = CString::new(name).expect("xattr name");
         let mut value = vec![0u8; 64 * 1024];
         // SAFETY: both strings are NUL-terminated; `value` is writable for its length.
         let len = unsafe {
-            libc::lgetxattr(c.as_ptr(), cname.as_ptr(), value.as_mut_ptr().cast(), value.len())
+            libc::lgetxattr(
+                c.as_ptr(),
+                cname.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
         };
         if len >= 0 {
             value.truncate(len as usize);
@@ -125,8 +150,14 @@ pub struct LoopMount {
 
 impl LoopMount {
     pub fn new(image: &Path) -> LoopMount {
-        assert!(crate::tools::is_root(), "loop-mounting needs root (CI runs as root)");
-        let dir = tempfile::Builder::new().prefix("banger-mnt-").tempdir().expect("tempdir");
+        assert!(
+            crate::tools::is_root(),
+            "loop-mounting needs root (CI runs as root)"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("banger-mnt-")
+            .tempdir()
+            .expect("tempdir");
         crate::tools::run(
             std::process::Command::new("mount")
                 .args(["-t", "ext4", "-o", "loop,ro"])
@@ -143,7 +174,9 @@ impl LoopMount {
 
 impl Drop for LoopMount {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -153,7 +186,9 @@ pub fn assert_same(left_name: &str, left: &Snapshot, right_name: &str, right: &S
     for (path, l) in left {
         match right.get(path) {
             Some(r) if r == l => {}
-            Some(r) => diffs.push(format!("  {path}\n    {left_name}: {l}\n    {right_name}: {r}")),
+            Some(r) => diffs.push(format!(
+                "  {path}\n    {left_name}: {l}\n    {right_name}: {r}"
+            )),
             None => diffs.push(format!("  {path}: only in {left_name}: {l}")),
         }
     }
@@ -162,5 +197,10 @@ pub fn assert_same(left_name: &str, left: &Snapshot, right_name: &str, right: &S
             diffs.push(format!("  {path}: only in {right_name}: {r}"));
         }
     }
-    assert!(diffs.is_empty(), "trees differ ({} paths):\n{}", diffs.len(), diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "trees differ ({} paths):\n{}",
+        diffs.len(),
+        diffs.join("\n")
+    );
 }

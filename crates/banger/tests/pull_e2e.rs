@@ -1,0 +1,313 @@
+//! `banger image pull` end to end: real binaries, a real `docker-registry` on loopback,
+//! images generated here with pitfall-laden layers, pushed with the real `skopeo`. The
+//! resulting `rootfs.ext4` must pass `e2fsck -fn` and, loop-mounted by the host kernel,
+//! equal `umoci unpack` of the same image.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use banger_testkit::layers::{LayerBuilder, Member};
+use banger_testkit::oci_image::{self, Compression, Layer};
+use banger_testkit::registry::Registry;
+use banger_testkit::tools;
+use banger_testkit::tree::{self, LoopMount};
+use common::TestEnv;
+
+/// Three layers exercising the merge rules: whiteouts, an opaque dir, a hardlink whose
+/// target is overwritten later, devices, a FIFO, setuid, owners, xattrs, long names, big
+/// ids, implicit parents.
+fn pitfall_layers() -> Vec<Layer> {
+    let capability = {
+        // VFS_CAP_REVISION_2, cap_net_bind_service permitted.
+        let mut v = vec![0u8; 20];
+        v[0..4].copy_from_slice(&0x0200_0001u32.to_le_bytes());
+        v[4..8].copy_from_slice(&(1u32 << 10).to_le_bytes());
+        v
+    };
+    let mut xattr_file = Member::new("usr/bin/ping", b'0');
+    xattr_file.data = b"#!/bin/sh\necho ping\n".to_vec();
+    xattr_file.mode = 0o755;
+    xattr_file.pax = vec![
+        ("SCHILY.xattr.security.capability".into(), capability),
+        ("SCHILY.xattr.user.banger".into(), b"ok".to_vec()),
+    ];
+    let base = LayerBuilder::new()
+        .dir("etc", 0o755)
+        .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
+        .file("etc/removed", b"gone soon\n")
+        .dir("usr", 0o755)
+        .dir("usr/bin", 0o755)
+        .file_with("usr/bin/su", b"#!/bin/sh\n", 0o4755, 0, 0)
+        .file_with("usr/bin/wall", b"#!/bin/sh\n", 0o2755, 0, 5)
+        .member(xattr_file)
+        .dir("tmp", 0o1777)
+        .file_with("home/user/notes", b"mine\n", 0o600, 1000, 1000)
+        .file("t1", b"old content\n")
+        .hardlink("t2", "t1")
+        .char_dev("dev/null", 1, 3)
+        .block_dev("dev/vda", 254, 0)
+        .fifo("run/initctl")
+        .symlink("bin", "usr/bin")
+        .dir("a", 0o755)
+        .dir("a/b", 0o755)
+        .file("a/b/c", b"lower\n")
+        .dir("test", 0o755)
+        .file("test/old", b"old\n")
+        .finish();
+    let middle = LayerBuilder::new()
+        .whiteout("etc/removed")
+        .file("t1", b"new content\n")
+        .opaque("a")
+        .file("a/fresh", b"same layer as the marker\n")
+        .whiteout("test")
+        .finish();
+    let long_dir = "d".repeat(120);
+    let mut big_uid = Member::new("var/lib/big-uid", b'0');
+    big_uid.data = b"owned by a large uid\n".to_vec();
+    big_uid.uid = 3_000_000;
+    big_uid.gid = 3_000_000;
+    let top = LayerBuilder::new()
+        .dir("test", 0o700)
+        .file("test/new", b"new\n")
+        .file(&format!("{long_dir}/{}", "f".repeat(200)), b"long name\n")
+        .member(big_uid)
+        .file("implicit/parent/file", b"parents never listed\n")
+        .dir("usr", 0o755)
+        .finish();
+    vec![
+        Layer { tar: base, compression: Compression::Gzip },
+        Layer { tar: middle, compression: Compression::Zstd },
+        Layer { tar: top, compression: Compression::None },
+    ]
+}
+
+/// The manifest digest the registry serves for `reference` (amd64 entry of an index).
+fn registry_digest(reference: &str) -> String {
+    tools::run_stdout(
+        tools::command("skopeo")
+            .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}"])
+            .arg(format!("docker://{reference}")),
+    )
+    .trim()
+    .to_string()
+}
+
+struct Pulled {
+    rootfs: PathBuf,
+    json: serde_json::Value,
+}
+
+fn pull(env: &TestEnv, reference: &str, extra: &[&str]) -> Pulled {
+    let f = env.fixture_files();
+    let mut args = vec!["image", "pull", reference, "--kernel"];
+    let kernel = f.p("vmlinux");
+    args.push(&kernel);
+    args.extend_from_slice(extra);
+    let json = env.json(&args);
+    Pulled {
+        rootfs: PathBuf::from(json["rootfs_path"].as_str().expect("rootfs_path")),
+        json,
+    }
+}
+
+fn assert_matches_umoci(rootfs: &Path, layout: &Path, tag: &str) {
+    tools::e2fsck_clean(rootfs);
+    let work = tempfile::tempdir().expect("tempdir");
+    let reference = oci_image::umoci_unpack(layout, tag, work.path());
+    let mounted = LoopMount::new(rootfs);
+    let ours = tree::snapshot(mounted.path(), &["lost+found"]);
+    let theirs = tree::snapshot(&reference, &[]);
+    tree::assert_same("rootfs.ext4", &ours, "umoci", &theirs);
+}
+
+#[test]
+fn pull_from_registry_equals_umoci_unpack() {
+    let registry = Registry::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let layout = work.path().join("layout");
+    oci_image::single(&layout, "v1", &pitfall_layers());
+    oci_image::skopeo_push(&layout, "v1", &registry.host(), "pitfalls", &[]);
+
+    let env = TestEnv::new();
+    let reference = format!("{}/pitfalls:v1", registry.host());
+    let pulled = pull(&env, &reference, &[]);
+    assert_eq!(pulled.json["name"], "pitfalls-v1");
+    assert_eq!(pulled.json["managed"], true);
+    // skopeo re-serialises manifests on push: the registry's digest is the truth.
+    assert_eq!(pulled.json["manifest_digest"], registry_digest(&reference));
+    assert_eq!(pulled.json["platform"], "linux/amd64");
+    assert_eq!(pulled.json["size_bytes"], 1u64 << 30, "tiny images get the 1 GiB floor");
+    let allocated = pulled.json["allocated_bytes"].as_u64().expect("allocated");
+    assert!(allocated < 64 << 20, "sparse output: {allocated} bytes allocated");
+    assert_matches_umoci(&pulled.rootfs, &layout, "v1");
+
+    // Same image, Docker v2s2 manifest (gzip layers): same tree.
+    let layout2 = work.path().join("layout-v2s2");
+    let gz: Vec<Layer> = pitfall_layers()
+        .into_iter()
+        .map(|l| Layer { tar: l.tar, compression: Compression::Gzip })
+        .collect();
+    oci_image::single(&layout2, "v1", &gz);
+    oci_image::skopeo_push(&layout2, "v1", &registry.host(), "pitfalls-docker", &["--format", "v2s2"]);
+    let pulled = pull(&env, &format!("{}/pitfalls-docker:v1", registry.host()), &["--name", "docker-v2s2"]);
+    assert_matches_umoci(&pulled.rootfs, &layout2, "v1");
+}
+
+#[test]
+fn local_sources_pull_without_a_registry() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let layout = work.path().join("layout");
+    oci_image::single(&layout, "v1", &pitfall_layers());
+    let env = TestEnv::new();
+    let pulled = pull(&env, &format!("oci:{}:v1", layout.display()), &[]);
+    assert_eq!(pulled.json["name"], "layout-v1");
+    assert!(pulled.json["source_ref"].as_str().is_some_and(|s| s.starts_with("oci:")));
+    assert_matches_umoci(&pulled.rootfs, &layout, "v1");
+
+    // The same image as an OCI archive, made by skopeo: same digest, so the converted
+    // rootfs is shared instead of rebuilt.
+    let archive = work.path().join("image.tar");
+    tools::run(
+        tools::command("skopeo")
+            .args(["copy", "--quiet"])
+            .arg(format!("oci:{}:v1", layout.display()))
+            .arg(format!("oci-archive:{}", archive.display())),
+    );
+    let again = pull(&env, &format!("oci-archive:{}", archive.display()), &[]);
+    assert_eq!(again.json["name"], "image");
+    assert_eq!(again.json["manifest_digest"], pulled.json["manifest_digest"]);
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: &Path| std::fs::metadata(p).expect("stat").ino();
+    assert_eq!(ino(&again.rootfs), ino(&pulled.rootfs), "rootfs reused by digest");
+}
+
+#[test]
+fn platform_selection_from_a_multi_arch_index() {
+    let registry = Registry::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let layout = work.path().join("layout");
+    let amd = vec![Layer {
+        tar: LayerBuilder::new().file("arch", b"amd64\n").finish(),
+        compression: Compression::Gzip,
+    }];
+    let arm = vec![Layer {
+        tar: LayerBuilder::new().file("arch", b"arm64\n").finish(),
+        compression: Compression::Gzip,
+    }];
+    oci_image::multi_arch(&layout, "multi", &amd, &arm);
+    oci_image::skopeo_push(&layout, "multi", &registry.host(), "multi", &["--all"]);
+    let env = TestEnv::new();
+    let reference = format!("{}/multi:multi", registry.host());
+
+    let pulled = pull(&env, &reference, &[]);
+    assert_eq!(pulled.json["platform"], "linux/amd64");
+    let mounted = LoopMount::new(&pulled.rootfs);
+    assert_eq!(std::fs::read(mounted.path().join("arch")).expect("read"), b"amd64\n");
+    drop(mounted);
+
+    let pulled = pull(&env, &reference, &["--platform", "linux/arm64", "--name", "arm"]);
+    assert!(pulled.json["platform"].as_str().is_some_and(|p| p.starts_with("linux/arm64")), "{}", pulled.json);
+    let mounted = LoopMount::new(&pulled.rootfs);
+    assert_eq!(std::fs::read(mounted.path().join("arch")).expect("read"), b"arm64\n");
+    drop(mounted);
+
+    let f = env.fixture_files();
+    let err = env.fails(&["image", "pull", &reference, "--kernel", &f.p("vmlinux"), "--platform", "linux/s390x", "--name", "nope"]);
+    assert!(err.contains("linux/s390x") && err.contains("linux/amd64") && err.contains("--platform"), "{err}");
+    assert_no_leftovers(&env);
+}
+
+#[test]
+fn user_errors_are_clear_and_leave_nothing_behind() {
+    let registry = Registry::start();
+    let env = TestEnv::new();
+    let f = env.fixture_files();
+    let kernel = f.p("vmlinux");
+
+    let err = env.fails(&["image", "pull", &format!("{}/nobody/here:v1", registry.host()), "--kernel", &kernel]);
+    assert!(err.contains("not_found"), "{err}");
+
+    let err = env.fails(&["image", "pull", "Upper/Case:v1", "--kernel", &kernel]);
+    assert!(err.contains("bad_request"), "{err}");
+
+    let err = env.fails(&["image", "pull", "127.0.0.1:1/nothing:v1", "--kernel", &kernel]);
+    assert!(err.contains("reachable") || err.contains("network"), "{err}");
+
+    let err = env.fails(&["image", "pull", "127.0.0.1:1/nothing:v1"]);
+    assert!(err.contains("kernel"), "{err}");
+
+    // --size too small for the content says how much is needed.
+    let work = tempfile::tempdir().expect("tempdir");
+    let layout = work.path().join("layout");
+    let big = vec![Layer {
+        tar: LayerBuilder::new().file("blob", &vec![7u8; 8 << 20]).finish(),
+        compression: Compression::Gzip,
+    }];
+    oci_image::single(&layout, "v1", &big);
+    let err = env.fails(&["image", "pull", &format!("oci:{}:v1", layout.display()), "--kernel", &kernel, "--size", "4MiB"]);
+    assert!(err.contains("bad_request") && err.contains("--size"), "{err}");
+
+    let err = env.fails(&["image", "pull", &format!("oci:{}:v1", layout.display()), "--kernel", &kernel, "--size", "4 parsecs"]);
+    assert!(err.contains("unit"), "{err}");
+
+    assert_no_leftovers(&env);
+    assert_eq!(env.json(&["image", "list"]), serde_json::json!([]));
+}
+
+#[test]
+fn warm_pulls_reuse_cached_layers() {
+    let registry = Registry::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let base = Layer {
+        tar: LayerBuilder::new().file("base", &vec![1u8; 1 << 20]).finish(),
+        compression: Compression::Gzip,
+    };
+    let base_again = Layer { tar: base.tar.clone(), compression: Compression::Gzip };
+    let one = work.path().join("one");
+    oci_image::single(&one, "v1", &[base, Layer { tar: LayerBuilder::new().file("app", b"one\n").finish(), compression: Compression::Gzip }]);
+    let two = work.path().join("two");
+    oci_image::single(&two, "v1", &[base_again, Layer { tar: LayerBuilder::new().file("app", b"two\n").finish(), compression: Compression::Gzip }]);
+    oci_image::skopeo_push(&one, "v1", &registry.host(), "app-one", &[]);
+    oci_image::skopeo_push(&two, "v1", &registry.host(), "app-two", &[]);
+
+    let env = TestEnv::new();
+    let f = env.fixture_files();
+    env.ok(&["image", "pull", &format!("{}/app-one:v1", registry.host()), "--kernel", &f.p("vmlinux")]);
+    let out = env.banger(&["image", "pull", &format!("{}/app-two:v1", registry.host()), "--kernel", &f.p("vmlinux")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let progress = String::from_utf8_lossy(&out.stderr);
+    // Plain (non-TTY) progress: one line per layer, the shared base layer from the cache.
+    assert!(progress.contains("Layer 1") && progress.contains("cached"), "{progress}");
+    assert!(progress.contains("Layer 2") && progress.contains("downloaded"), "{progress}");
+
+    let pruned = env.json(&["image", "cache", "prune", "--dry-run"]);
+    assert!(pruned["blobs"].as_u64().expect("blobs") >= 3, "{pruned}");
+    let pruned = env.json(&["image", "cache", "prune"]);
+    assert!(pruned["bytes"].as_u64().expect("bytes") > 1 << 10, "{pruned}");
+    let after = env.json(&["image", "cache", "prune", "--dry-run"]);
+    assert_eq!(after["blobs"], 0, "{after}");
+    // Images do not depend on the cache.
+    assert_eq!(env.json(&["image", "list"]).as_array().map(Vec::len), Some(2));
+}
+
+/// No staging dirs in the images dir, no temp files in the blob cache, and every cached
+/// blob matches its name.
+fn assert_no_leftovers(env: &TestEnv) {
+    let images = env.state_dir().join("images");
+    if let Ok(entries) = std::fs::read_dir(&images) {
+        for e in entries {
+            let name = e.expect("entry").file_name().to_string_lossy().into_owned();
+            assert!(!name.ends_with(".staging"), "staging left: {name}");
+        }
+    }
+    let blobs = env.path("cache/banger/oci/blobs/sha256");
+    if let Ok(entries) = std::fs::read_dir(&blobs) {
+        for e in entries {
+            let e = e.expect("entry");
+            let data = std::fs::read(e.path()).expect("read blob");
+            let digest = oci_image::sha256(&data);
+            assert_eq!(&digest[7..], e.file_name().to_string_lossy(), "cached blob does not match its name");
+        }
+    }
+}

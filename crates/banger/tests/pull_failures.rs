@@ -1,0 +1,191 @@
+//! Pulls that go wrong: the daemon killed mid-pull, the registry dying mid-pull, two pulls
+//! of one name, Ctrl-C, a full disk. After each: no staging, no partial blob, no record,
+//! and the next pull works.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use banger_testkit::layers::LayerBuilder;
+use banger_testkit::oci_image::{self, Compression, Layer};
+use banger_testkit::registry::Registry;
+use banger_testkit::tools;
+use common::{TestEnv, wait_gone};
+
+/// Incompressible bytes (xorshift), so the layer is big on the wire too.
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        out.extend_from_slice(&seed.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A ~192 MiB single-layer image: big enough that a pull is still downloading or writing
+/// when the test strikes.
+fn push_big_image(registry: &Registry, work: &Path) {
+    let layout = work.join("big");
+    let tar = LayerBuilder::new()
+        .file("blob-a", &noise(96 << 20, 1))
+        .file("blob-b", &noise(96 << 20, 2))
+        .finish();
+    oci_image::single(&layout, "v1", &[Layer { tar, compression: Compression::None }]);
+    oci_image::skopeo_push(&layout, "v1", &registry.host(), "big", &[]);
+}
+
+/// Polls `cond` every few milliseconds for up to a minute.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn staging_dirs(env: &TestEnv) -> Vec<PathBuf> {
+    std::fs::read_dir(env.state_dir().join("images"))
+        .map(|rd| {
+            rd.map(|e| e.expect("entry").path())
+                .filter(|p| p.to_string_lossy().ends_with(".staging"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A blob download in progress: a temp file growing in the cache.
+fn downloading(env: &TestEnv) -> bool {
+    std::fs::read_dir(env.path("cache/banger/oci/tmp"))
+        .map(|rd| rd.flatten().any(|e| e.metadata().is_ok_and(|m| m.len() > 1 << 20)))
+        .unwrap_or(false)
+}
+
+fn assert_clean(env: &TestEnv) {
+    assert!(staging_dirs(env).is_empty(), "staging left: {:?}", staging_dirs(env));
+    let blobs = env.path("cache/banger/oci/blobs/sha256");
+    for e in std::fs::read_dir(&blobs).into_iter().flatten().flatten() {
+        let data = std::fs::read(e.path()).expect("read blob");
+        assert_eq!(
+            &oci_image::sha256(&data)[7..],
+            e.file_name().to_string_lossy(),
+            "a cached blob is partial or corrupt"
+        );
+    }
+}
+
+fn spawn_pull(env: &TestEnv, reference: &str, name: &str, kernel: &str) -> Child {
+    env.banger_cmd(&["image", "pull", reference, "--name", name, "--kernel", kernel])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn banger")
+}
+
+fn stderr_of(child: Child) -> (bool, String) {
+    let out = child.wait_with_output().expect("wait");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn failures_mid_pull_leave_nothing_half_made() {
+    let mut registry = Registry::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    push_big_image(&registry, work.path());
+    let reference = format!("{}/big:v1", registry.host());
+    let env = TestEnv::new();
+    let f = env.fixture_files();
+    let kernel = f.p("vmlinux");
+
+    // 1. kill -9 of the daemon while it downloads.
+    env.ok(&["daemon", "start"]);
+    let daemon = env.daemon_pid();
+    let cli = spawn_pull(&env, &reference, "killed", &kernel);
+    wait_for("the download to start", || downloading(&env));
+    // SAFETY: kill(2) of the daemon this test started.
+    assert_eq!(unsafe { libc::kill(daemon, libc::SIGKILL) }, 0);
+    wait_gone(daemon);
+    let (ok, err) = stderr_of(cli);
+    assert!(!ok, "the pull cannot succeed once its daemon is dead");
+    assert!(err.contains("bangerd"), "{err}");
+    // The next command starts a new daemon, which sweeps the leftovers before serving.
+    assert_eq!(env.json(&["image", "list"]), serde_json::json!([]));
+    assert_clean(&env);
+
+    // 2. The registry dies mid-download: a clean error, nothing kept.
+    let cli = spawn_pull(&env, &reference, "orphaned", &kernel);
+    wait_for("the download to start", || downloading(&env));
+    registry.stop();
+    let (ok, err) = stderr_of(cli);
+    assert!(!ok);
+    assert!(err.contains("error:") && (err.contains("network") || err.contains("reachable")), "{err}");
+    assert_clean(&env);
+    assert_eq!(env.json(&["image", "list"]), serde_json::json!([]));
+    registry.restart();
+
+    // 3. Two pulls of one name: exactly one image; the loser fails fast.
+    let first = spawn_pull(&env, &reference, "contested", &kernel);
+    wait_for("the first pull to claim the name", || !staging_dirs(&env).is_empty());
+    let started = Instant::now();
+    let err = env.fails(&["image", "pull", &reference, "--name", "contested", "--kernel", &kernel]);
+    let loser_took = started.elapsed();
+    assert!(err.contains("already_exists"), "{err}");
+    let (ok, err) = stderr_of(first);
+    assert!(ok, "{err}");
+    assert!(
+        loser_took < Duration::from_secs(5),
+        "the losing pull must not wait for the winner ({loser_took:?})"
+    );
+    let list = env.json(&["image", "list"]);
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    tools::e2fsck_clean(Path::new(list[0]["rootfs_path"].as_str().expect("rootfs")));
+
+    // 4. Ctrl-C in the CLI cancels the pull in the daemon, which cleans up.
+    env.ok(&["image", "cache", "prune"]);
+    let cli = spawn_pull(&env, &reference, "interrupted", &kernel);
+    wait_for("the download to start", || downloading(&env));
+    // SAFETY: kill(2) of the CLI this test started.
+    assert_eq!(unsafe { libc::kill(cli.id() as i32, libc::SIGINT) }, 0);
+    let (ok, err) = stderr_of(cli);
+    assert!(!ok);
+    assert!(err.contains("cancelled"), "{err}");
+    wait_for("the daemon to discard the cancelled pull", || staging_dirs(&env).is_empty());
+    assert_clean(&env);
+    assert_eq!(env.json(&["image", "list"]).as_array().map(Vec::len), Some(1));
+
+    // 5. After all that, the same pull succeeds.
+    let pulled = env.json(&["image", "pull", &reference, "--name", "finally", "--kernel", &kernel]);
+    tools::e2fsck_clean(Path::new(pulled["rootfs_path"].as_str().expect("rootfs")));
+}
+
+#[test]
+fn a_full_disk_is_a_clean_error() {
+    assert!(tools::is_root(), "this test mounts a tmpfs and must run as root (CI does)");
+    let registry = Registry::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    push_big_image(&registry, work.path());
+    let env = TestEnv::new();
+    let f = env.fixture_files();
+    // The state dir (where rootfs.ext4 is written) on a 64 MiB tmpfs; the blob cache
+    // stays on the big disk.
+    let state = env.state_home();
+    std::fs::create_dir_all(&state).expect("mkdir");
+    tools::run(std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"]).arg(&state));
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(state.clone());
+
+    let err = env.fails(&["image", "pull", &format!("{}/big:v1", registry.host()), "--kernel", &f.p("vmlinux")]);
+    assert!(err.contains("disk full") || err.contains("No space"), "{err}");
+    assert_clean(&env);
+    assert_eq!(env.json(&["image", "list"]), serde_json::json!([]));
+    let _ = env.banger(&["daemon", "stop"]);
+}
