@@ -168,7 +168,16 @@ impl ResolvedImage for OciResolved {
     ) -> Result<(), OpError> {
         let progress_ctx = ctx.clone();
         let sizes: Vec<Option<u64>> = self.image.layers.iter().map(|l| l.size).collect();
+        // Byte counts arrive per network chunk; forward at most ~10 a second.
+        let last_bytes = std::sync::Mutex::new(Instant::now());
         let progress: oci::ProgressFn = Arc::new(move |p| {
+            if matches!(p, oci::Progress::LayerBytes { .. }) {
+                let mut last = last_bytes.lock().unwrap_or_else(|e| e.into_inner());
+                if last.elapsed() < Duration::from_millis(100) {
+                    return;
+                }
+                *last = Instant::now();
+            }
             if let Some(event) = layer_event(&p, &sizes) {
                 progress_ctx.emit(event);
             }

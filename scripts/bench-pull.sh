@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Benchmark `banger image pull` against the classic pipeline
+# `skopeo copy` + `umoci unpack` + `mkfs.ext4 -d` + sync, both pulling the same images
+# from the same local docker-registry, in the same run.
+#
+# Images (built once with debootstrap into the bench cache, pushed as one gzip layer):
+#   minbase  debootstrap --variant=minbase bookworm                               (~200 MB)
+#   dev      minbase + systemd openssh-server python3 build-essential git         (~800 MB)
+#
+# Usage: scripts/bench-pull.sh [--prepare-only] [IMAGE...]   (default: minbase dev)
+#   BANGER_TEST_CACHE   cache dir (default /var/tmp/banger-test-cache)
+#   BENCH_ENFORCE=1     exit non-zero when a target is missed (cold >= 4x faster,
+#                       warm pull of a converted digest < 0.2 s, daemon peak RSS < 256 MiB)
+# Needs (Debian): debootstrap docker-registry skopeo umoci e2fsprogs time curl.
+set -euo pipefail
+
+CACHE=${BANGER_TEST_CACHE:-/var/tmp/banger-test-cache}
+BENCH=$CACHE/bench
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$REPO/target}
+TIME=/usr/bin/time
+export PATH=$PATH:/usr/sbin:/sbin
+
+die() { echo "bench-pull: $*" >&2; exit 1; }
+need() { command -v "$1" >/dev/null 2>&1 || die "missing $1: apt-get install $2"; }
+need debootstrap debootstrap
+need docker-registry docker-registry
+need skopeo skopeo
+need umoci umoci
+need mkfs.ext4 e2fsprogs
+need curl curl
+[ -x "$TIME" ] || die "missing $TIME: apt-get install time"
+
+DEV_PACKAGES=systemd,openssh-server,python3,build-essential,git
+
+mirror() {
+    local m=""
+    [ -f /etc/apt/sources.list.d/debian.sources ] &&
+        m=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+    [ -z "$m" ] && [ -f /etc/apt/sources.list ] &&
+        m=$(awk '$1 == "deb" && $0 !~ /security/ {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' /etc/apt/sources.list)
+    echo "${m:-http://deb.debian.org/debian}"
+}
+
+# prepare NAME: an OCI layout $BENCH/oci-NAME (tag t) from a debootstrap tree, built
+# once under a lock and published by rename so a killed run never leaves half a cache.
+prepare() {
+    local name=$1 layout=$BENCH/oci-$1
+    mkdir -p "$BENCH"
+    exec 9>"$BENCH/.lock-$name"
+    flock 9
+    if [ ! -f "$layout/index.json" ]; then
+        local tmp tar include=()
+        tmp=$(mktemp -d "$BENCH/.build-$name.XXXXXX")
+        if [ "$name" = minbase ] && [ -s "$BENCH/rootfs.tar" ]; then
+            tar=$BENCH/rootfs.tar # shared with bench-ext4.sh
+        else
+            [ "$name" = dev ] && include=(--include="$DEV_PACKAGES")
+            echo "bench-pull: debootstrap $name from $(mirror) (once; minutes)" >&2
+            debootstrap --variant=minbase "${include[@]}" bookworm "$tmp/root" "$(mirror)" \
+                >"$tmp/debootstrap.log" 2>&1 ||
+                { tail -n 30 "$tmp/debootstrap.log" >&2; rm -rf "$tmp"; die "debootstrap failed"; }
+            tar=$tmp/rootfs.tar
+            tar --numeric-owner --xattrs --xattrs-include='*' -cf "$tar" -C "$tmp/root" .
+            rm -rf "$tmp/root"
+        fi
+        umoci init --layout "$tmp/layout" >/dev/null
+        umoci new --image "$tmp/layout:t" >/dev/null
+        umoci raw add-layer --image "$tmp/layout:t" "$tar" >/dev/null
+        mv "$tmp/layout" "$layout"
+        rm -rf "$tmp"
+    fi
+    flock -u 9
+}
+
+IMAGES=()
+PREPARE_ONLY=0
+for a in "$@"; do
+    case $a in
+    --prepare-only) PREPARE_ONLY=1 ;;
+    minbase | dev) IMAGES+=("$a") ;;
+    *) die "unknown argument $a" ;;
+    esac
+done
+[ ${#IMAGES[@]} -eq 0 ] && IMAGES=(minbase dev)
+for img in "${IMAGES[@]}"; do prepare "$img"; done
+[ $PREPARE_ONLY = 1 ] && exit 0
+
+(cd "$REPO" && CARGO_TARGET_DIR=$TARGET cargo build --quiet --release -p banger)
+BANGER=$TARGET/release/banger
+export BANGER_DAEMON=$TARGET/release/bangerd
+
+WORK=$(mktemp -d "$BENCH/run.XXXXXX")
+REG_PID=""
+cleanup() {
+    [ -n "${BANGER_PID:-}" ] && kill "$BANGER_PID" 2>/dev/null
+    XDG_STATE_HOME=$WORK/state XDG_CACHE_HOME=$WORK/cache XDG_RUNTIME_DIR=$WORK/run \
+        "$BANGER" daemon stop >/dev/null 2>&1 || true
+    [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# A registry on a free loopback port.
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$WORK/registry.yml" <<YML
+version: 0.1
+log: {level: error}
+storage: {filesystem: {rootdirectory: $WORK/registry}, delete: {enabled: true}}
+http: {addr: 127.0.0.1:$PORT}
+YML
+docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
+REG_PID=$!
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/v2/" >/dev/null && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$PORT/v2/" >/dev/null || die "registry did not start: $(tail "$WORK/registry.log")"
+REG=127.0.0.1:$PORT
+
+# A kernel file to stage (its bytes are copied; its content doesn't matter here).
+KERNEL=$WORK/vmlinuz
+head -c $((8 << 20)) /dev/urandom >"$KERNEL"
+
+fresh_banger() { # a new, empty banger instance
+    "$BANGER" daemon stop >/dev/null 2>&1 || true
+    rm -rf "$WORK/state" "$WORK/cache" "$WORK/run"
+    export XDG_STATE_HOME=$WORK/state XDG_CACHE_HOME=$WORK/cache XDG_RUNTIME_DIR=$WORK/run
+    "$BANGER" daemon start >/dev/null
+}
+
+secs() { # secs CMD...: wall seconds of one run
+    "$TIME" -f '%e' -o "$WORK/t" "$@" >"$WORK/cmd.log" 2>&1 || { cat "$WORK/cmd.log" >&2; die "failed: $*"; }
+    cat "$WORK/t"
+}
+
+ROWS=()
+STATUS=0
+for img in "${IMAGES[@]}"; do
+    skopeo copy --quiet --dest-tls-verify=false "oci:$BENCH/oci-$img:t" "docker://$REG/$img:t"
+    ref=$REG/$img:t
+
+    fresh_banger
+    cold=$(secs "$BANGER" image pull "$ref" --name cold --kernel "$KERNEL" --quiet)
+    size=$("$BANGER" --json image show cold | python3 -c 'import json,sys; print(json.load(sys.stdin)["size_bytes"])')
+    rootfs=$("$BANGER" --json image show cold | python3 -c 'import json,sys; print(json.load(sys.stdin)["rootfs_path"])')
+    e2fsck -fn "$rootfs" >"$WORK/fsck.log" 2>&1 || { tail "$WORK/fsck.log"; STATUS=1; }
+    # Warm, same digest: the converted rootfs is reused.
+    warm=$(secs "$BANGER" image pull "$ref" --name warm --kernel "$KERNEL" --quiet)
+    # Blobs cached but no converted image left: measures flatten + write alone.
+    "$BANGER" image delete cold >/dev/null
+    "$BANGER" image delete warm >/dev/null
+    reconvert=$(secs "$BANGER" image pull "$ref" --name again --kernel "$KERNEL" --quiet)
+    pid=$("$BANGER" --json daemon status | python3 -c 'import json,sys; print(json.load(sys.stdin)["daemon"]["pid"])')
+    rss_kib=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")
+    "$BANGER" daemon stop >/dev/null
+
+    # Baseline: skopeo + umoci + mkfs.ext4 -d, same size, then sync.
+    export REF=$ref WORK SIZE_KIB=$((size / 1024))
+    base=$(secs bash -c 'rm -rf "$WORK/b" && mkdir "$WORK/b" &&
+        skopeo copy --quiet --src-tls-verify=false "docker://$REF" "oci:$WORK/b/oci:t" &&
+        umoci unpack --image "$WORK/b/oci:t" "$WORK/b/bundle" >/dev/null &&
+        mkfs.ext4 -q -F -d "$WORK/b/bundle/rootfs" "$WORK/b/img" "${SIZE_KIB}k" && sync')
+    rm -rf "$WORK/b"
+
+    speedup=$(awk -v a="$base" -v b="$cold" 'BEGIN {printf "%.2f", a / (b > 0 ? b : 0.001)}')
+    ROWS+=("$(printf '%-8s %9s %9s %11s %9s %8s %10.0f' "$img" "$cold" "$warm" "$reconvert" "$base" "${speedup}x" "$((rss_kib / 1024))")")
+    if [ "${BENCH_ENFORCE:-0}" = 1 ]; then
+        awk -v s="$speedup" -v w="$warm" -v r="$rss_kib" 'BEGIN {exit !(s >= 4 && w < 0.2 && r < 262144)}' || STATUS=1
+    fi
+done
+
+echo
+echo "banger image pull vs skopeo copy + umoci unpack + mkfs.ext4 -d (wall seconds, one run each)"
+printf '%-8s %9s %9s %11s %9s %8s %10s\n' image cold warm reconvert baseline speed-up "RSS MiB"
+for r in "${ROWS[@]}"; do echo "$r"; done
+echo
+echo "cold: empty cache; warm: new name, same digest (rootfs reused); reconvert: blobs cached,"
+echo "rootfs rebuilt; baseline: the classic pipeline from the same registry; RSS: daemon peak."
+echo "targets: cold >= 4x faster than baseline, warm < 0.2 s, daemon peak RSS < 256 MiB"
+exit $STATUS
