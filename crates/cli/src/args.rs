@@ -33,6 +33,12 @@ pub enum Command {
     Version,
     /// Check this machine for what banger needs, and say how to fix what is missing.
     Doctor,
+    /// Print a shell completion script.
+    #[command(after_help = "Install, e.g.:\n  banger completions bash > ~/.local/share/bash-completion/completions/banger\n  banger completions zsh > \"${fpath[1]}/_banger\"\n  banger completions fish > ~/.config/fish/completions/banger.fish")]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -68,6 +68,11 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Daemon(c) => commands::daemon::run(ctx, c).await,
         Command::Version => commands::version::run(ctx).await.map(|()| 0),
         Command::Doctor => commands::doctor::run(ctx).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "banger", &mut std::io::stdout());
+            Ok(0)
+        }
     }
 }
 

@@ -105,6 +105,7 @@ async fn pull(ctx: &Context, client: &crate::client::Client, args: PullArgs) -> 
         size_bytes: args.size,
         platform: Some(args.platform),
     };
+    let started = std::time::Instant::now();
     let mut progress = crate::progress::PullProgress::new(args.quiet || ctx.json);
     let call = client.call_streaming::<_, Image>(methods::IMAGE_PULL, &params, |event| {
         if let Some(p) = progress.as_mut() {
@@ -134,7 +135,12 @@ async fn pull(ctx: &Context, client: &crate::client::Client, args: PullArgs) -> 
         ),
         _ => String::new(),
     };
-    println!("pulled image {} ({}): {size}", image.name, image.id);
+    println!(
+        "pulled image {} ({}) in {:.1}s: {size}",
+        image.name,
+        image.id,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
