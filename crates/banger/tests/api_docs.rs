@@ -25,16 +25,7 @@ fn example_block() -> String {
 fn curl_examples_in_api_docs_work() {
     let env = TestEnv::new();
     let f = env.fixture_files();
-    env.ok(&[
-        "image",
-        "register",
-        "--name",
-        "dev",
-        "--rootfs",
-        &f.p("rootfs.ext4"),
-        "--kernel",
-        &f.p("vmlinux"),
-    ]);
+    env.register("dev", &f);
 
     let script = example_block();
     assert!(script.contains("curl"), "no example found:\n{script}");

@@ -243,16 +243,7 @@ fn unknown_method_and_bad_json_over_raw_http() {
 fn restart_keeps_data() {
     let env = TestEnv::new();
     let f = env.fixture_files();
-    env.ok(&[
-        "image",
-        "register",
-        "--name",
-        "keep",
-        "--rootfs",
-        &f.p("rootfs.ext4"),
-        "--kernel",
-        &f.p("vmlinux"),
-    ]);
+    env.register("keep", &f);
     let first = env.daemon_pid();
     env.ok(&["daemon", "stop"]);
     wait_gone(first);
@@ -277,16 +268,7 @@ fn socket_and_runtime_dir_are_private() {
 fn stale_socket_after_kill_9_is_recovered() {
     let env = TestEnv::new();
     let f = env.fixture_files();
-    env.ok(&[
-        "image",
-        "register",
-        "--name",
-        "a",
-        "--rootfs",
-        &f.p("rootfs.ext4"),
-        "--kernel",
-        &f.p("vmlinux"),
-    ]);
+    env.register("a", &f);
     let pid = env.daemon_pid();
     // SAFETY: plain kill(2) of the daemon this test started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);

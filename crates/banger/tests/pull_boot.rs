@@ -66,8 +66,14 @@ fn bootable_layers() -> Vec<Layer> {
         .file("t1", b"new content")
         .finish();
     vec![
-        Layer { tar: base, compression: Compression::Gzip },
-        Layer { tar: top, compression: Compression::Zstd },
+        Layer {
+            tar: base,
+            compression: Compression::Gzip,
+        },
+        Layer {
+            tar: top,
+            compression: Compression::Zstd,
+        },
     ]
 }
 
@@ -102,14 +108,25 @@ fn pulled_image_boots_and_checks_itself() {
     // itself stays pristine.
     let rootfs = image["rootfs_path"].as_str().expect("rootfs");
     let disk = work.path().join("vm-disk.ext4");
-    tools::run(std::process::Command::new("cp").args(["--sparse=always", rootfs]).arg(&disk));
+    tools::run(
+        std::process::Command::new("cp")
+            .args(["--sparse=always", rootfs])
+            .arg(&disk),
+    );
 
     let result = GuestRun::new(&disk).switch_root("/sbin/test-init").run();
-    assert!(result.console.contains("ALL-CHECKS-PASSED"), "{}", tools::tail(&result.console, 40));
+    assert!(
+        result.console.contains("ALL-CHECKS-PASSED"),
+        "{}",
+        tools::tail(&result.console, 40)
+    );
     result.assert_success();
     eprintln!("guest boot and checks took {:?}", result.elapsed);
 
     tools::e2fsck_clean(&disk);
-    assert_eq!(tools::debugfs(&disk, "cat /root/written"), "guest wrote this\n");
+    assert_eq!(
+        tools::debugfs(&disk, "cat /root/written"),
+        "guest wrote this\n"
+    );
     tools::e2fsck_clean(std::path::Path::new(rootfs));
 }

@@ -76,9 +76,18 @@ fn pitfall_layers() -> Vec<Layer> {
         .dir("usr", 0o755)
         .finish();
     vec![
-        Layer { tar: base, compression: Compression::Gzip },
-        Layer { tar: middle, compression: Compression::Zstd },
-        Layer { tar: top, compression: Compression::None },
+        Layer {
+            tar: base,
+            compression: Compression::Gzip,
+        },
+        Layer {
+            tar: middle,
+            compression: Compression::Zstd,
+        },
+        Layer {
+            tar: top,
+            compression: Compression::None,
+        },
     ]
 }
 
@@ -137,20 +146,40 @@ fn pull_from_registry_equals_umoci_unpack() {
     // skopeo re-serialises manifests on push: the registry's digest is the truth.
     assert_eq!(pulled.json["manifest_digest"], registry_digest(&reference));
     assert_eq!(pulled.json["platform"], "linux/amd64");
-    assert_eq!(pulled.json["size_bytes"], 1u64 << 30, "tiny images get the 1 GiB floor");
+    assert_eq!(
+        pulled.json["size_bytes"],
+        1u64 << 30,
+        "tiny images get the 1 GiB floor"
+    );
     let allocated = pulled.json["allocated_bytes"].as_u64().expect("allocated");
-    assert!(allocated < 64 << 20, "sparse output: {allocated} bytes allocated");
+    assert!(
+        allocated < 64 << 20,
+        "sparse output: {allocated} bytes allocated"
+    );
     assert_matches_umoci(&pulled.rootfs, &layout, "v1");
 
     // Same image, Docker v2s2 manifest (gzip layers): same tree.
     let layout2 = work.path().join("layout-v2s2");
     let gz: Vec<Layer> = pitfall_layers()
         .into_iter()
-        .map(|l| Layer { tar: l.tar, compression: Compression::Gzip })
+        .map(|l| Layer {
+            tar: l.tar,
+            compression: Compression::Gzip,
+        })
         .collect();
     oci_image::single(&layout2, "v1", &gz);
-    oci_image::skopeo_push(&layout2, "v1", &registry.host(), "pitfalls-docker", &["--format", "v2s2"]);
-    let pulled = pull(&env, &format!("{}/pitfalls-docker:v1", registry.host()), &["--name", "docker-v2s2"]);
+    oci_image::skopeo_push(
+        &layout2,
+        "v1",
+        &registry.host(),
+        "pitfalls-docker",
+        &["--format", "v2s2"],
+    );
+    let pulled = pull(
+        &env,
+        &format!("{}/pitfalls-docker:v1", registry.host()),
+        &["--name", "docker-v2s2"],
+    );
     assert_matches_umoci(&pulled.rootfs, &layout2, "v1");
 }
 
@@ -162,7 +191,11 @@ fn local_sources_pull_without_a_registry() {
     let env = TestEnv::new();
     let pulled = pull(&env, &format!("oci:{}:v1", layout.display()), &[]);
     assert_eq!(pulled.json["name"], "layout-v1");
-    assert!(pulled.json["source_ref"].as_str().is_some_and(|s| s.starts_with("oci:")));
+    assert!(
+        pulled.json["source_ref"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("oci:"))
+    );
     assert_matches_umoci(&pulled.rootfs, &layout, "v1");
 
     // The same image as an OCI archive, made by skopeo: same digest, so the converted
@@ -176,10 +209,17 @@ fn local_sources_pull_without_a_registry() {
     );
     let again = pull(&env, &format!("oci-archive:{}", archive.display()), &[]);
     assert_eq!(again.json["name"], "image");
-    assert_eq!(again.json["manifest_digest"], pulled.json["manifest_digest"]);
+    assert_eq!(
+        again.json["manifest_digest"],
+        pulled.json["manifest_digest"]
+    );
     use std::os::unix::fs::MetadataExt;
     let ino = |p: &Path| std::fs::metadata(p).expect("stat").ino();
-    assert_eq!(ino(&again.rootfs), ino(&pulled.rootfs), "rootfs reused by digest");
+    assert_eq!(
+        ino(&again.rootfs),
+        ino(&pulled.rootfs),
+        "rootfs reused by digest"
+    );
 }
 
 #[test]
@@ -203,18 +243,47 @@ fn platform_selection_from_a_multi_arch_index() {
     let pulled = pull(&env, &reference, &[]);
     assert_eq!(pulled.json["platform"], "linux/amd64");
     let mounted = LoopMount::new(&pulled.rootfs);
-    assert_eq!(std::fs::read(mounted.path().join("arch")).expect("read"), b"amd64\n");
+    assert_eq!(
+        std::fs::read(mounted.path().join("arch")).expect("read"),
+        b"amd64\n"
+    );
     drop(mounted);
 
-    let pulled = pull(&env, &reference, &["--platform", "linux/arm64", "--name", "arm"]);
-    assert!(pulled.json["platform"].as_str().is_some_and(|p| p.starts_with("linux/arm64")), "{}", pulled.json);
+    let pulled = pull(
+        &env,
+        &reference,
+        &["--platform", "linux/arm64", "--name", "arm"],
+    );
+    assert!(
+        pulled.json["platform"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("linux/arm64")),
+        "{}",
+        pulled.json
+    );
     let mounted = LoopMount::new(&pulled.rootfs);
-    assert_eq!(std::fs::read(mounted.path().join("arch")).expect("read"), b"arm64\n");
+    assert_eq!(
+        std::fs::read(mounted.path().join("arch")).expect("read"),
+        b"arm64\n"
+    );
     drop(mounted);
 
     let f = env.fixture_files();
-    let err = env.fails(&["image", "pull", &reference, "--kernel", &f.p("vmlinux"), "--platform", "linux/s390x", "--name", "nope"]);
-    assert!(err.contains("linux/s390x") && err.contains("linux/amd64") && err.contains("--platform"), "{err}");
+    let err = env.fails(&[
+        "image",
+        "pull",
+        &reference,
+        "--kernel",
+        &f.p("vmlinux"),
+        "--platform",
+        "linux/s390x",
+        "--name",
+        "nope",
+    ]);
+    assert!(
+        err.contains("linux/s390x") && err.contains("linux/amd64") && err.contains("--platform"),
+        "{err}"
+    );
     assert_no_leftovers(&env);
 }
 
@@ -225,14 +294,29 @@ fn user_errors_are_clear_and_leave_nothing_behind() {
     let f = env.fixture_files();
     let kernel = f.p("vmlinux");
 
-    let err = env.fails(&["image", "pull", &format!("{}/nobody/here:v1", registry.host()), "--kernel", &kernel]);
+    let err = env.fails(&[
+        "image",
+        "pull",
+        &format!("{}/nobody/here:v1", registry.host()),
+        "--kernel",
+        &kernel,
+    ]);
     assert!(err.contains("not_found"), "{err}");
 
     let err = env.fails(&["image", "pull", "Upper/Case:v1", "--kernel", &kernel]);
     assert!(err.contains("bad_request"), "{err}");
 
-    let err = env.fails(&["image", "pull", "127.0.0.1:1/nothing:v1", "--kernel", &kernel]);
-    assert!(err.contains("reachable") || err.contains("network"), "{err}");
+    let err = env.fails(&[
+        "image",
+        "pull",
+        "127.0.0.1:1/nothing:v1",
+        "--kernel",
+        &kernel,
+    ]);
+    assert!(
+        err.contains("reachable") || err.contains("network"),
+        "{err}"
+    );
 
     let err = env.fails(&["image", "pull", "127.0.0.1:1/nothing:v1"]);
     assert!(err.contains("kernel"), "{err}");
@@ -241,14 +325,35 @@ fn user_errors_are_clear_and_leave_nothing_behind() {
     let work = tempfile::tempdir().expect("tempdir");
     let layout = work.path().join("layout");
     let big = vec![Layer {
-        tar: LayerBuilder::new().file("blob", &vec![7u8; 8 << 20]).finish(),
+        tar: LayerBuilder::new()
+            .file("blob", &vec![7u8; 8 << 20])
+            .finish(),
         compression: Compression::Gzip,
     }];
     oci_image::single(&layout, "v1", &big);
-    let err = env.fails(&["image", "pull", &format!("oci:{}:v1", layout.display()), "--kernel", &kernel, "--size", "4MiB"]);
-    assert!(err.contains("bad_request") && err.contains("--size"), "{err}");
+    let err = env.fails(&[
+        "image",
+        "pull",
+        &format!("oci:{}:v1", layout.display()),
+        "--kernel",
+        &kernel,
+        "--size",
+        "4MiB",
+    ]);
+    assert!(
+        err.contains("bad_request") && err.contains("--size"),
+        "{err}"
+    );
 
-    let err = env.fails(&["image", "pull", &format!("oci:{}:v1", layout.display()), "--kernel", &kernel, "--size", "4 parsecs"]);
+    let err = env.fails(&[
+        "image",
+        "pull",
+        &format!("oci:{}:v1", layout.display()),
+        "--kernel",
+        &kernel,
+        "--size",
+        "4 parsecs",
+    ]);
     assert!(err.contains("unit"), "{err}");
 
     assert_no_leftovers(&env);
@@ -260,35 +365,88 @@ fn warm_pulls_reuse_cached_layers() {
     let registry = Registry::start();
     let work = tempfile::tempdir().expect("tempdir");
     let base = Layer {
-        tar: LayerBuilder::new().file("base", &vec![1u8; 1 << 20]).finish(),
+        tar: LayerBuilder::new()
+            .file("base", &vec![1u8; 1 << 20])
+            .finish(),
         compression: Compression::Gzip,
     };
-    let base_again = Layer { tar: base.tar.clone(), compression: Compression::Gzip };
+    let base_again = Layer {
+        tar: base.tar.clone(),
+        compression: Compression::Gzip,
+    };
     let one = work.path().join("one");
-    oci_image::single(&one, "v1", &[base, Layer { tar: LayerBuilder::new().file("app", b"one\n").finish(), compression: Compression::Gzip }]);
+    oci_image::single(
+        &one,
+        "v1",
+        &[
+            base,
+            Layer {
+                tar: LayerBuilder::new().file("app", b"one\n").finish(),
+                compression: Compression::Gzip,
+            },
+        ],
+    );
     let two = work.path().join("two");
-    oci_image::single(&two, "v1", &[base_again, Layer { tar: LayerBuilder::new().file("app", b"two\n").finish(), compression: Compression::Gzip }]);
+    oci_image::single(
+        &two,
+        "v1",
+        &[
+            base_again,
+            Layer {
+                tar: LayerBuilder::new().file("app", b"two\n").finish(),
+                compression: Compression::Gzip,
+            },
+        ],
+    );
     oci_image::skopeo_push(&one, "v1", &registry.host(), "app-one", &[]);
     oci_image::skopeo_push(&two, "v1", &registry.host(), "app-two", &[]);
 
     let env = TestEnv::new();
     let f = env.fixture_files();
-    env.ok(&["image", "pull", &format!("{}/app-one:v1", registry.host()), "--kernel", &f.p("vmlinux")]);
-    let out = env.banger(&["image", "pull", &format!("{}/app-two:v1", registry.host()), "--kernel", &f.p("vmlinux")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    env.ok(&[
+        "image",
+        "pull",
+        &format!("{}/app-one:v1", registry.host()),
+        "--kernel",
+        &f.p("vmlinux"),
+    ]);
+    let out = env.banger(&[
+        "image",
+        "pull",
+        &format!("{}/app-two:v1", registry.host()),
+        "--kernel",
+        &f.p("vmlinux"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let progress = String::from_utf8_lossy(&out.stderr);
     // Plain (non-TTY) progress: one line per layer, the shared base layer from the cache.
-    assert!(progress.contains("Layer 1") && progress.contains("cached"), "{progress}");
-    assert!(progress.contains("Layer 2") && progress.contains("downloaded"), "{progress}");
+    assert!(
+        progress.contains("Layer 1") && progress.contains("cached"),
+        "{progress}"
+    );
+    assert!(
+        progress.contains("Layer 2") && progress.contains("downloaded"),
+        "{progress}"
+    );
 
     let pruned = env.json(&["image", "cache", "prune", "--dry-run"]);
     assert!(pruned["blobs"].as_u64().expect("blobs") >= 3, "{pruned}");
     let pruned = env.json(&["image", "cache", "prune"]);
-    assert!(pruned["bytes"].as_u64().expect("bytes") > 1 << 10, "{pruned}");
+    assert!(
+        pruned["bytes"].as_u64().expect("bytes") > 1 << 10,
+        "{pruned}"
+    );
     let after = env.json(&["image", "cache", "prune", "--dry-run"]);
     assert_eq!(after["blobs"], 0, "{after}");
     // Images do not depend on the cache.
-    assert_eq!(env.json(&["image", "list"]).as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        env.json(&["image", "list"]).as_array().map(Vec::len),
+        Some(2)
+    );
 }
 
 /// No staging dirs in the images dir, no temp files in the blob cache, and every cached
@@ -307,7 +465,11 @@ fn assert_no_leftovers(env: &TestEnv) {
             let e = e.expect("entry");
             let data = std::fs::read(e.path()).expect("read blob");
             let digest = oci_image::sha256(&data);
-            assert_eq!(&digest[7..], e.file_name().to_string_lossy(), "cached blob does not match its name");
+            assert_eq!(
+                &digest[7..],
+                e.file_name().to_string_lossy(),
+                "cached blob does not match its name"
+            );
         }
     }
 }

@@ -35,7 +35,14 @@ fn push_big_image(registry: &Registry, work: &Path) {
         .file("blob-a", &noise(96 << 20, 1))
         .file("blob-b", &noise(96 << 20, 2))
         .finish();
-    oci_image::single(&layout, "v1", &[Layer { tar, compression: Compression::None }]);
+    oci_image::single(
+        &layout,
+        "v1",
+        &[Layer {
+            tar,
+            compression: Compression::None,
+        }],
+    );
     oci_image::skopeo_push(&layout, "v1", &registry.host(), "big", &[]);
 }
 
@@ -61,12 +68,19 @@ fn staging_dirs(env: &TestEnv) -> Vec<PathBuf> {
 /// A blob download in progress: a temp file growing in the cache.
 fn downloading(env: &TestEnv) -> bool {
     std::fs::read_dir(env.path("cache/banger/oci/tmp"))
-        .map(|rd| rd.flatten().any(|e| e.metadata().is_ok_and(|m| m.len() > 1 << 20)))
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.metadata().is_ok_and(|m| m.len() > 1 << 20))
+        })
         .unwrap_or(false)
 }
 
 fn assert_clean(env: &TestEnv) {
-    assert!(staging_dirs(env).is_empty(), "staging left: {:?}", staging_dirs(env));
+    assert!(
+        staging_dirs(env).is_empty(),
+        "staging left: {:?}",
+        staging_dirs(env)
+    );
     let blobs = env.path("cache/banger/oci/blobs/sha256");
     for e in std::fs::read_dir(&blobs).into_iter().flatten().flatten() {
         let data = std::fs::read(e.path()).expect("read blob");
@@ -79,16 +93,21 @@ fn assert_clean(env: &TestEnv) {
 }
 
 fn spawn_pull(env: &TestEnv, reference: &str, name: &str, kernel: &str) -> Child {
-    env.banger_cmd(&["image", "pull", reference, "--name", name, "--kernel", kernel])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn banger")
+    env.banger_cmd(&[
+        "image", "pull", reference, "--name", name, "--kernel", kernel,
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn banger")
 }
 
 fn stderr_of(child: Child) -> (bool, String) {
     let out = child.wait_with_output().expect("wait");
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -122,16 +141,29 @@ fn failures_mid_pull_leave_nothing_half_made() {
     registry.stop();
     let (ok, err) = stderr_of(cli);
     assert!(!ok);
-    assert!(err.contains("error:") && (err.contains("network") || err.contains("reachable")), "{err}");
+    assert!(
+        err.contains("error:") && (err.contains("network") || err.contains("reachable")),
+        "{err}"
+    );
     assert_clean(&env);
     assert_eq!(env.json(&["image", "list"]), serde_json::json!([]));
     registry.restart();
 
     // 3. Two pulls of one name: exactly one image; the loser fails fast.
     let first = spawn_pull(&env, &reference, "contested", &kernel);
-    wait_for("the first pull to claim the name", || !staging_dirs(&env).is_empty());
+    wait_for("the first pull to claim the name", || {
+        !staging_dirs(&env).is_empty()
+    });
     let started = Instant::now();
-    let err = env.fails(&["image", "pull", &reference, "--name", "contested", "--kernel", &kernel]);
+    let err = env.fails(&[
+        "image",
+        "pull",
+        &reference,
+        "--name",
+        "contested",
+        "--kernel",
+        &kernel,
+    ]);
     let loser_took = started.elapsed();
     assert!(err.contains("already_exists"), "{err}");
     let (ok, err) = stderr_of(first);
@@ -153,18 +185,28 @@ fn failures_mid_pull_leave_nothing_half_made() {
     let (ok, err) = stderr_of(cli);
     assert!(!ok);
     assert!(err.contains("cancelled"), "{err}");
-    wait_for("the daemon to discard the cancelled pull", || staging_dirs(&env).is_empty());
+    wait_for("the daemon to discard the cancelled pull", || {
+        staging_dirs(&env).is_empty()
+    });
     assert_clean(&env);
-    assert_eq!(env.json(&["image", "list"]).as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        env.json(&["image", "list"]).as_array().map(Vec::len),
+        Some(1)
+    );
 
     // 5. After all that, the same pull succeeds.
-    let pulled = env.json(&["image", "pull", &reference, "--name", "finally", "--kernel", &kernel]);
+    let pulled = env.json(&[
+        "image", "pull", &reference, "--name", "finally", "--kernel", &kernel,
+    ]);
     tools::e2fsck_clean(Path::new(pulled["rootfs_path"].as_str().expect("rootfs")));
 }
 
 #[test]
 fn a_full_disk_is_a_clean_error() {
-    assert!(tools::is_root(), "this test mounts a tmpfs and must run as root (CI does)");
+    assert!(
+        tools::is_root(),
+        "this test mounts a tmpfs and must run as root (CI does)"
+    );
     let registry = Registry::start();
     let work = tempfile::tempdir().expect("tempdir");
     push_big_image(&registry, work.path());
@@ -174,17 +216,33 @@ fn a_full_disk_is_a_clean_error() {
     // stays on the big disk.
     let state = env.state_home();
     std::fs::create_dir_all(&state).expect("mkdir");
-    tools::run(std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"]).arg(&state));
+    tools::run(
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+            .arg(&state),
+    );
     struct Unmount(PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
         }
     }
     let _unmount = Unmount(state.clone());
 
-    let err = env.fails(&["image", "pull", &format!("{}/big:v1", registry.host()), "--kernel", &f.p("vmlinux")]);
-    assert!(err.contains("disk full") || err.contains("No space"), "{err}");
+    let err = env.fails(&[
+        "image",
+        "pull",
+        &format!("{}/big:v1", registry.host()),
+        "--kernel",
+        &f.p("vmlinux"),
+    ]);
+    assert!(
+        err.contains("disk full") || err.contains("No space"),
+        "{err}"
+    );
     assert_clean(&env);
     assert_eq!(env.json(&["image", "list"]), serde_json::json!([]));
     let _ = env.banger(&["daemon", "stop"]);

@@ -96,6 +96,14 @@ impl TestEnv {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
+    /// Registers the fixture's rootfs and kernel as image `name`.
+    pub fn register(&self, name: &str, f: &Fixture) -> String {
+        let (rootfs, kernel) = (f.p("rootfs.ext4"), f.p("vmlinux"));
+        self.ok(&[
+            "image", "register", "--name", name, "--rootfs", &rootfs, "--kernel", &kernel,
+        ])
+    }
+
     pub fn daemon_pid(&self) -> i32 {
         let v = self.json(&["daemon", "status"]);
         v["daemon"]["pid"].as_i64().expect("pid in status") as i32
