@@ -47,7 +47,7 @@ fn push_big_image(registry: &Registry, work: &Path) {
 }
 
 /// Polls `cond` every few milliseconds for up to a minute.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+fn wait_for(what: &str, cond: &mut dyn FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -65,14 +65,26 @@ fn staging_dirs(env: &TestEnv) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// A blob download in progress: a temp file growing in the cache.
-fn downloading(env: &TestEnv) -> bool {
+/// Temp files in the blob cache (downloads in progress, or partial ones kept for resume).
+fn cache_temp_files(env: &TestEnv) -> Vec<(PathBuf, u64)> {
     std::fs::read_dir(env.path("cache/banger/oci/tmp"))
         .map(|rd| {
             rd.flatten()
-                .any(|e| e.metadata().is_ok_and(|m| m.len() > 1 << 20))
+                .map(|e| (e.path(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+                .collect()
         })
-        .unwrap_or(false)
+        .unwrap_or_default()
+}
+
+/// Returns a probe that turns true once a download that was not there before has
+/// written more than a MiB (a partial file kept from an earlier failure doesn't count).
+fn new_download(env: &TestEnv) -> impl FnMut() -> bool + '_ {
+    let before: Vec<PathBuf> = cache_temp_files(env).into_iter().map(|(p, _)| p).collect();
+    move || {
+        cache_temp_files(env)
+            .iter()
+            .any(|(p, len)| !before.contains(p) && *len > 1 << 20)
+    }
 }
 
 fn assert_clean(env: &TestEnv) {
@@ -102,12 +114,12 @@ fn spawn_pull(env: &TestEnv, reference: &str, name: &str, kernel: &str) -> Child
     .expect("spawn banger")
 }
 
+/// Waits for the CLI; returns whether it succeeded and its stderr, prefixed with the
+/// exit status so a death by signal shows in assertion messages.
 fn stderr_of(child: Child) -> (bool, String) {
     let out = child.wait_with_output().expect("wait");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let text = format!("[{}] {}", out.status, String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
 }
 
 #[test]
@@ -123,8 +135,9 @@ fn failures_mid_pull_leave_nothing_half_made() {
     // 1. kill -9 of the daemon while it downloads.
     env.ok(&["daemon", "start"]);
     let daemon = env.daemon_pid();
+    let mut downloading = new_download(&env);
     let cli = spawn_pull(&env, &reference, "killed", &kernel);
-    wait_for("the download to start", || downloading(&env));
+    wait_for("the download to start (step 1)", &mut downloading);
     // SAFETY: kill(2) of the daemon this test started.
     assert_eq!(unsafe { libc::kill(daemon, libc::SIGKILL) }, 0);
     wait_gone(daemon);
@@ -136,8 +149,9 @@ fn failures_mid_pull_leave_nothing_half_made() {
     assert_clean(&env);
 
     // 2. The registry dies mid-download: a clean error, nothing kept.
+    let mut downloading = new_download(&env);
     let cli = spawn_pull(&env, &reference, "orphaned", &kernel);
-    wait_for("the download to start", || downloading(&env));
+    wait_for("the download to start (step 2)", &mut downloading);
     registry.stop();
     let (ok, err) = stderr_of(cli);
     assert!(!ok);
@@ -151,7 +165,7 @@ fn failures_mid_pull_leave_nothing_half_made() {
 
     // 3. Two pulls of one name: exactly one image; the loser fails fast.
     let first = spawn_pull(&env, &reference, "contested", &kernel);
-    wait_for("the first pull to claim the name", || {
+    wait_for("the first pull to claim the name", &mut || {
         !staging_dirs(&env).is_empty()
     });
     let started = Instant::now();
@@ -177,21 +191,25 @@ fn failures_mid_pull_leave_nothing_half_made() {
     tools::e2fsck_clean(Path::new(list[0]["rootfs_path"].as_str().expect("rootfs")));
 
     // 4. Ctrl-C in the CLI cancels the pull in the daemon, which cleans up.
+    // (Delete the image and the cache first: with either present the pull would reuse
+    // instead of downloading.)
+    env.ok(&["image", "delete", "contested"]);
     env.ok(&["image", "cache", "prune"]);
+    let mut downloading = new_download(&env);
     let cli = spawn_pull(&env, &reference, "interrupted", &kernel);
-    wait_for("the download to start", || downloading(&env));
+    wait_for("the download to start (step 4)", &mut downloading);
     // SAFETY: kill(2) of the CLI this test started.
     assert_eq!(unsafe { libc::kill(cli.id() as i32, libc::SIGINT) }, 0);
     let (ok, err) = stderr_of(cli);
     assert!(!ok);
     assert!(err.contains("cancelled"), "{err}");
-    wait_for("the daemon to discard the cancelled pull", || {
+    wait_for("the daemon to discard the cancelled pull", &mut || {
         staging_dirs(&env).is_empty()
     });
     assert_clean(&env);
     assert_eq!(
         env.json(&["image", "list"]).as_array().map(Vec::len),
-        Some(1)
+        Some(0)
     );
 
     // 5. After all that, the same pull succeeds.

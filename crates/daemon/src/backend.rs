@@ -182,15 +182,28 @@ impl ResolvedImage for OciResolved {
                 progress_ctx.emit(event);
             }
         });
+        // Downloads run concurrently in the background (top layer first) while the merge,
+        // which goes top-down, takes each layer the moment it is verified.
+        let (tx, rx) = std::sync::mpsc::channel::<Result<(usize, oci::LayerInput), OpError>>();
         let puller = self.puller.clone();
         let image = self.image.clone();
-        let layers = self
-            .handle
-            .block_on(until_cancelled(ctx, async move {
-                puller.fetch_layers(&image, progress).await
-            }))?
-            .map_err(oci_error)?;
-        ctx.check()?;
+        let fetch = self.handle.spawn(async move {
+            let ready_tx = tx.clone();
+            let ready = move |i: usize, layer: oci::LayerInput| {
+                let _ = ready_tx.send(Ok((i, layer)));
+            };
+            if let Err(e) = puller.fetch_layers_as_ready(&image, progress, &ready).await {
+                let _ = tx.send(Err(oci_error(e)));
+            }
+        });
+        // Dropping the guard aborts downloads still running (on error or cancellation).
+        let _abort = AbortOnDrop(fetch);
+        let mut arrived = LayerArrivals {
+            rx,
+            ctx,
+            ready: std::collections::HashMap::new(),
+            failure: None,
+        };
 
         let size = match size_bytes {
             Some(bytes) => ext4::SizePolicy::Exact(bytes),
@@ -213,9 +226,17 @@ impl ResolvedImage for OciResolved {
             bytes: 0,
             last_report: Instant::now(),
         };
-        let flattened = oci::flatten(&layers, &mut sink, &oci::Limits::default());
+        let flattened = oci::flatten_as_ready(
+            self.image.layers.len(),
+            &mut |i| arrived.wait_for(i),
+            &mut sink,
+            &oci::Limits::default(),
+        );
         if ctx.is_cancelled() {
             return Err(OpError::Cancelled);
+        }
+        if let Some(failure) = arrived.failure.take() {
+            return Err(failure);
         }
         flattened.map_err(oci_error)?;
         ctx.emit(PullEvent::Writing {
@@ -224,6 +245,53 @@ impl ResolvedImage for OciResolved {
         });
         sink.writer.finish().map_err(ext4_error)?;
         Ok(())
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Layers as the background download verifies them, handed out in the order the merge
+/// asks for them.
+struct LayerArrivals<'a> {
+    rx: std::sync::mpsc::Receiver<Result<(usize, oci::LayerInput), OpError>>,
+    ctx: &'a OpContext,
+    ready: std::collections::HashMap<usize, oci::LayerInput>,
+    /// The download's own error, which explains a merge failure better than "layer lost".
+    failure: Option<OpError>,
+}
+
+impl LayerArrivals<'_> {
+    fn wait_for(&mut self, index: usize) -> oci::Result<oci::LayerInput> {
+        let lost = |why: &str| oci::Error::Protocol(format!("layer {index} unavailable: {why}"));
+        loop {
+            if let Some(layer) = self.ready.remove(&index) {
+                return Ok(layer);
+            }
+            if self.ctx.is_cancelled() {
+                return Err(lost("cancelled"));
+            }
+            match self.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok((i, layer))) => {
+                    self.ready.insert(i, layer);
+                }
+                Ok(Err(e)) => {
+                    let message = e.to_string();
+                    self.failure = Some(e);
+                    return Err(lost(&message));
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(lost("the download stopped"));
+                }
+            }
+        }
     }
 }
 

@@ -42,10 +42,44 @@ pub fn sweep_images_dir(images_dir: &Path, store: &Store) -> anyhow::Result<Vec<
     Ok(removed)
 }
 
+/// Removes temp files of downloads a dead daemon left in the blob cache. Only complete,
+/// verified blobs ever leave `tmp/`, so everything in it is garbage at start.
+pub fn sweep_cache_tmp(oci_cache_dir: &Path) -> anyhow::Result<usize> {
+    let tmp = oci_cache_dir.join("tmp");
+    let entries = match std::fs::read_dir(&tmp) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) => tracing::warn!(path = %entry.path().display(), error = %e, "could not remove cache temp file"),
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, "removed partial downloads left in the blob cache");
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use banger_api::image::Image;
+
+    #[test]
+    fn cache_temp_files_are_swept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("tmp")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("blobs/sha256")).expect("mkdir");
+        std::fs::write(dir.path().join("tmp/.tmpXYZ"), b"partial").expect("write");
+        std::fs::write(dir.path().join("blobs/sha256/ab"), b"whole").expect("write");
+        assert_eq!(sweep_cache_tmp(dir.path()).expect("sweep"), 1);
+        assert!(dir.path().join("blobs/sha256/ab").exists());
+        assert_eq!(sweep_cache_tmp(&dir.path().join("missing")).expect("sweep"), 0);
+    }
 
     #[test]
     fn keeps_owned_dirs_and_removes_the_rest() {

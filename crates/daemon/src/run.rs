@@ -28,15 +28,18 @@ pub async fn run(layout: Layout) -> anyhow::Result<()> {
     }
     prepare_private_dir(&layout.runtime_dir)?;
 
-    // Both locks before touching anything shared: the state dir (database, images) and the
-    // runtime dir (socket) may each be shared with another instance's other half.
+    // Locks before touching anything shared: the state dir (database, images), the runtime
+    // dir (socket) and the cache may each be shared with another instance's other half.
     let _state_lock = InstanceLock::acquire(&layout.state_lock_path())?;
     let _runtime_lock = InstanceLock::acquire(&layout.runtime_lock_path())?;
+    // The blob cache may live elsewhere; its temp files are swept below, so it must be ours.
+    let _cache_lock = InstanceLock::acquire(&layout.cache_dir.join("bangerd.lock"))?;
 
     let store = Arc::new(
         Store::open(&layout.db_path())
             .with_context(|| format!("opening the database {}", layout.db_path().display()))?,
     );
+    recovery::sweep_cache_tmp(&layout.oci_cache_dir())?;
     let removed = recovery::sweep_images_dir(&layout.images_dir(), &store)?;
     if !removed.is_empty() {
         tracing::info!(

@@ -651,6 +651,19 @@ pub fn flatten(
     sink: &mut dyn EntrySink,
     limits: &Limits,
 ) -> Result<FlattenStats> {
+    flatten_as_ready(layers.len(), &mut |i| Ok(layers[i].clone()), sink, limits)
+}
+
+/// Like [`flatten`], but asks `layer_at(index)` for each layer, newest first, just before
+/// merging it, so a caller can start merging the top layer while lower ones are still
+/// downloading (`layer_at` blocks until its layer is there).
+pub fn flatten_as_ready(
+    count: usize,
+    layer_at: &mut dyn FnMut(usize) -> Result<LayerInput>,
+    sink: &mut dyn EntrySink,
+    limits: &Limits,
+) -> Result<FlattenStats> {
+    let mut layers: Vec<Option<LayerInput>> = vec![None; count];
     let mut m = Merger {
         layer_name: String::new(),
         sink,
@@ -660,7 +673,8 @@ pub fn flatten(
         entries_left: limits.max_entries,
     };
     let budget = Rc::new(RefCell::new(limits.max_unpacked_bytes));
-    for (index, layer) in layers.iter().enumerate().rev() {
+    for index in (0..count).rev() {
+        let layer = &*layers[index].insert(layer_at(index)?);
         let mut st = LayerState {
             index,
             name: layer.digest.to_string(),
@@ -682,6 +696,7 @@ pub fn flatten(
         let layer = links
             .first()
             .and_then(|l| layers.get(l.origin))
+            .and_then(|x| x.as_ref())
             .map(|x| x.digest.to_string())
             .unwrap_or_default();
         return Err(Error::InvalidLayer {

@@ -23,7 +23,7 @@ pub use credentials::{Credential, CredentialStore};
 pub use digest::Digest;
 pub use entry::{CollectSink, Entry, EntryKind, EntrySink, Metadata, SinkError, Timestamp};
 pub use error::{Error, Result};
-pub use flatten::{FlattenStats, LayerInput, Limits, flatten};
+pub use flatten::{FlattenStats, LayerInput, Limits, flatten, flatten_as_ready};
 pub use manifest::{ImageConfig, Platform};
 pub use pull::{ImageOrigin, LayerDescriptor, Progress, ProgressFn, Puller, ResolvedImage};
 pub use reference::{Reference, ReferenceError, default_image_name};

@@ -484,9 +484,21 @@ impl Puller {
         image: &ResolvedImage,
         progress: ProgressFn,
     ) -> Result<Vec<LayerInput>> {
+        self.fetch_layers_as_ready(image, progress, &|_, _| {}).await
+    }
+
+    /// Like [`Puller::fetch_layers`], and also hands each layer to `ready` the moment it
+    /// is verified, so merging can start before every download is done. The top layer
+    /// (merged first) is requested first.
+    pub async fn fetch_layers_as_ready(
+        &self,
+        image: &ResolvedImage,
+        progress: ProgressFn,
+        ready: &(dyn Fn(usize, LayerInput) + Send + Sync),
+    ) -> Result<Vec<LayerInput>> {
         let sem = Arc::new(tokio::sync::Semaphore::new(self.concurrency.max(1)));
         let mut set = tokio::task::JoinSet::new();
-        for (index, layer) in image.layers.iter().cloned().enumerate() {
+        for (index, layer) in image.layers.iter().cloned().enumerate().rev() {
             let (cache, client, origin, progress, sem) = (
                 self.cache.clone(),
                 self.client.clone(),
@@ -555,6 +567,7 @@ impl Puller {
         let mut out: Vec<Option<LayerInput>> = vec![None; image.layers.len()];
         while let Some(r) = set.join_next().await {
             let (i, input) = r.map_err(blocking_err)??;
+            ready(i, input.clone());
             out[i] = Some(input);
         }
         out.into_iter()
