@@ -31,7 +31,6 @@ need mkfs.ext4 e2fsprogs
 need e2fsck e2fsprogs
 need dumpe2fs e2fsprogs
 need flock util-linux
-[ -x "$TIME" ] || die "missing $TIME: apt-get install time"
 
 # The first Debian mirror apt is configured with (deb822 or one-line format).
 mirror() {
@@ -67,6 +66,7 @@ prepare_rootfs() {
 prepare_rootfs
 echo "bench-ext4: rootfs tar $(du -m "$ROOTFS_TAR" | cut -f1) MiB at $ROOTFS_TAR" >&2
 [ "${1:-}" = "--prepare-only" ] && exit 0
+[ -x "$TIME" ] || die "missing $TIME: apt-get install time"
 
 (cd "$REPO" && CARGO_TARGET_DIR=$TARGET cargo build --quiet --release --example tar2ext4 -p banger-ext4)
 TAR2EXT4=$TARGET/release/examples/tar2ext4

@@ -19,6 +19,7 @@ declare -A PACKAGES=(
   [curl]=curl
   [setpriv]=util-linux
   [dpkg-deb]=dpkg
+  [debootstrap]=debootstrap
 )
 
 missing=()

@@ -12,7 +12,9 @@ use std::io::{BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 
-use banger_ext4::{EntryKind, Ext4Writer, Metadata, Options, SizePolicy, Timestamp, Xattr};
+use banger_ext4::{
+    EntryKind, Ext4Writer, Metadata, Options, SizePolicy, Summary, Timestamp, Xattr,
+};
 use tar::EntryType;
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -55,7 +57,6 @@ fn run() -> Result<()> {
         let f = File::open(&input).map_err(|e| format!("open {}: {e}", input.display()))?;
         Box::new(BufReader::with_capacity(1 << 20, f))
     };
-
     let size = match size {
         Some(bytes) => SizePolicy::Exact(bytes),
         None => SizePolicy::Auto {
@@ -63,11 +64,19 @@ fn run() -> Result<()> {
             headroom_percent: 125,
         },
     };
+    let summary = convert(reader, &output, size)?;
+    println!("{summary:?}");
+    Ok(())
+}
+
+/// Streams the tar in `reader` into a new image at `output`. Also used by the ext4
+/// crate's QEMU test (included there with `#[path]`).
+pub fn convert(reader: impl Read, output: &Path, size: SizePolicy) -> Result<Summary> {
     let options = Options {
         size,
         ..Default::default()
     };
-    let mut writer = Ext4Writer::create(&output, options)
+    let mut writer = Ext4Writer::create(output, options)
         .map_err(|e| format!("create {}: {e}", output.display()))?;
 
     let mut archive = tar::Archive::new(reader);
@@ -135,9 +144,7 @@ fn run() -> Result<()> {
             .add(&path, &meta, kind)
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    let summary = writer.finish()?;
-    println!("{summary:?}");
-    Ok(())
+    Ok(writer.finish()?)
 }
 
 /// Relative, normalized path (`./a/b` → `a/b`); `None` if it escapes with `..`.

@@ -2,12 +2,18 @@
 //! (Debian's cloud kernel under QEMU/TCG), read back with correct metadata, written
 //! to by the guest, and still passes `e2fsck -fn` afterwards.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use banger_ext4::{EntryKind, Ext4Writer, Metadata, Options, SizePolicy, Timestamp, Xattr};
 use banger_testkit::qemu::GuestRun;
 use banger_testkit::tools::{self, debugfs, e2fsck_clean, run_stdout};
+
+// The benchmark's tar → image converter, reused so the real-distro test below converts
+// exactly as `scripts/bench-ext4.sh` measures.
+#[path = "../examples/tar2ext4.rs"]
+#[allow(dead_code)]
+mod tar2ext4;
 
 const MTIME: i64 = 1_700_000_000;
 const MANY: usize = 500;
@@ -228,4 +234,60 @@ fn debugfs_sees_xattr_before_boot() {
             .arg(&img),
     );
     assert!(stat.contains("Mode:  04755"), "{stat}");
+}
+
+/// `$BANGER_TEST_CACHE/bench/rootfs.tar`: a Debian bookworm minbase root, built once by
+/// `scripts/bench-ext4.sh --prepare-only` (debootstrap from the configured apt mirror).
+fn debian_rootfs_tar() -> PathBuf {
+    tools::require("debootstrap");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench-ext4.sh");
+    run_stdout(Command::new("bash").arg(&script).arg("--prepare-only"));
+    let tar = tools::cache_dir().join("bench/rootfs.tar");
+    assert!(tar.is_file(), "{} missing after prepare", tar.display());
+    tar
+}
+
+#[test]
+fn debian_rootfs_from_tar_passes_dpkg_verify_in_guest() {
+    let tar = debian_rootfs_tar();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let img = tmp.path().join("debian.ext4");
+    let reader = std::io::BufReader::new(std::fs::File::open(&tar).expect("open rootfs.tar"));
+    let summary = tar2ext4::convert(
+        reader,
+        &img,
+        SizePolicy::Auto {
+            min_bytes: 0,
+            headroom_percent: 125,
+        },
+    )
+    .expect("convert rootfs.tar");
+    eprintln!("debian image: {summary:?}");
+    e2fsck_clean(&img);
+
+    // dpkg --verify re-hashes every packaged file against dpkg's md5sums: content,
+    // symlinks and hardlinks of a whole distribution, read by the kernel.
+    let result = GuestRun::new(&img)
+        .script(
+            r#"mount -t proc proc proc && mount -t devtmpfs dev dev || exit 10
+chroot /mnt /bin/sh -c '
+set -e
+[ "$(id -u)" = 0 ]
+test -u /usr/bin/passwd
+out=$(dpkg --verify 2>&1) && [ -z "$out" ] || { echo "dpkg --verify: $out"; exit 1; }
+echo VERIFY-OK
+apt-get --version | head -n 1
+echo from-debian-guest > /root/guest-note
+'
+rc=$?
+umount dev proc
+exit $rc
+"#,
+        )
+        .run();
+    eprintln!("debian guest took {:?}", result.elapsed);
+    result.assert_success();
+    assert!(result.console.contains("VERIFY-OK"), "{}", result.console);
+    e2fsck_clean(&img);
+    assert_eq!(debugfs(&img, "cat /root/guest-note"), "from-debian-guest\n");
 }

@@ -415,6 +415,9 @@ impl GuestRun {
 
         let mut cmd = Command::new(tools::require("qemu-system-x86_64"));
         cmd.args(["-M", "microvm,accel=tcg", "-cpu", "max", "-smp", "1"])
+            // Derive guest time from the instruction count: on a loaded host, plain TCG
+            // makes the kernel's TSC-vs-PIT calibration fail and the boot stall forever.
+            .args(["-icount", "shift=auto"])
             .args(["-m", &self.memory_mib.to_string()])
             .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
             .args(["-serial", "stdio"])
