@@ -24,8 +24,11 @@ fail() { echo "CHECK FAILED: $1"; echo BANGER-GUEST-EXIT=1; $B sync; $B poweroff
 [ -u /usr/bin/su ] || fail setuid-bit
 [ -c /testdev/zero ] || fail chardev
 [ "$($B stat -c %t,%T /testdev/zero)" = 1,5 ] || fail chardev-numbers
-[ "$($B stat -c %i /t1)" = "$($B stat -c %i /t2)" ] || fail hardlink
-[ "$($B cat /t2)" = "old content" ] || fail hardlink-content
+[ "$($B stat -c %i /h1)" = "$($B stat -c %i /h2)" ] || fail hardlink
+[ "$($B stat -c %h /h1)" = 2 ] || fail hardlink-count
+[ "$($B stat -c %i /t1)" != "$($B stat -c %i /t2)" ] || fail overwritten-link-split
+[ "$($B cat /t1)" = "new content" ] || fail overwritten-content
+[ "$($B cat /t2)" = "old content" ] || fail link-keeps-old-content
 [ ! -e /etc/removed ] || fail whiteout
 [ "$($B readlink /sbin-link)" = sbin ] || fail symlink
 $B grep -q ' / ext4 rw' /proc/mounts || fail rw-root
@@ -57,6 +60,8 @@ fn bootable_layers() -> Vec<Layer> {
         .file_with("usr/bin/su", b"#!/bin/sh\n", 0o4755, 0, 0)
         .file_with("home/user/notes", b"mine", 0o600, 1000, 1000)
         .char_dev("testdev/zero", 1, 5)
+        .file("h1", b"shared")
+        .hardlink("h2", "h1")
         .file("t1", b"old content")
         .hardlink("t2", "t1")
         .symlink("sbin-link", "sbin")

@@ -1,0 +1,457 @@
+//! The kernel store end to end: `banger kernel …` → socket → `bangerd` → files/SQLite,
+//! and `--kernel-ref` in `image register` and `image pull`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use banger_daemon::kernels::fixture;
+use banger_testkit::layers::LayerBuilder;
+use banger_testkit::oci_image::{self, Compression, Layer};
+use common::TestEnv;
+
+fn s(p: &Path) -> String {
+    p.to_str().expect("utf8").to_string()
+}
+
+/// A gzip-payload bzImage, an initrd and a modules tree under `<test>/k/`.
+fn kernel_files(env: &TestEnv, version: &str) -> PathBuf {
+    let dir = env.path("k");
+    std::fs::create_dir_all(dir.join("modules/kernel/fs")).expect("mkdir");
+    std::fs::write(dir.join("vmlinuz"), fixture::gzip_bzimage(version)).expect("write");
+    std::fs::write(dir.join("initrd.img"), b"initrd").expect("write");
+    std::fs::write(dir.join("modules/kernel/fs/ext4.ko"), b"ko").expect("write");
+    std::fs::write(dir.join("modules/modules.dep"), b"").expect("write");
+    dir
+}
+
+fn sha(path: &str) -> String {
+    oci_image::sha256(&std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}")))
+}
+
+#[test]
+fn import_list_show_delete_through_the_cli() {
+    let env = TestEnv::new();
+    let k = kernel_files(&env, "6.1.99-e2e");
+    let bare = env.json(&[
+        "kernel",
+        "import",
+        "bare",
+        "--kernel",
+        &s(&k.join("vmlinuz")),
+    ]);
+    assert_eq!(bare["version"], "6.1.99-e2e");
+    assert_eq!(bare["arch"], "amd64");
+    assert!(bare["initrd_path"].is_null() && bare["modules_dir"].is_null());
+    let vmlinux = bare["vmlinux_path"].as_str().expect("vmlinux");
+    assert!(
+        std::fs::read(vmlinux)
+            .expect("read")
+            .starts_with(b"\x7fELF")
+    );
+
+    // Relative paths are the caller's.
+    let out = env
+        .banger_cmd(&[
+            "--json",
+            "kernel",
+            "import",
+            "full",
+            "--kernel",
+            "vmlinuz",
+            "--initrd",
+            "initrd.img",
+            "--modules",
+            "modules",
+        ])
+        .current_dir(&k)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let full: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        sha(full["kernel_path"].as_str().expect("kernel")),
+        sha(&s(&k.join("vmlinuz")))
+    );
+    assert_eq!(
+        std::fs::read(full["initrd_path"].as_str().expect("initrd")).expect("read"),
+        b"initrd"
+    );
+    let files = full["files"].as_array().expect("files");
+    let names: Vec<&str> = files.iter().filter_map(|f| f["name"].as_str()).collect();
+    assert_eq!(names, ["vmlinuz", "vmlinux", "initrd.img", "modules"]);
+
+    let list = env.json(&["kernel", "list"]);
+    let names: Vec<&str> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|k| k["name"].as_str())
+        .collect();
+    assert_eq!(names, ["bare", "full"]);
+    let human = env.ok(&["kernel", "list"]);
+    assert!(human.starts_with("NAME"), "{human}");
+    assert!(human.contains("vmlinuz+vmlinux+initrd+modules"), "{human}");
+    let shown = env.ok(&["kernel", "show", "full"]);
+    assert!(
+        shown.contains("6.1.99-e2e") && shown.contains("sha256:"),
+        "{shown}"
+    );
+    assert_eq!(env.json(&["kernel", "show", "full"]), full);
+
+    let err = env.fails(&[
+        "kernel",
+        "import",
+        "full",
+        "--kernel",
+        &s(&k.join("vmlinuz")),
+    ]);
+    assert!(err.contains("already_exists"), "{err}");
+
+    let deleted = env.json(&["kernel", "delete", "full"]);
+    assert_eq!(deleted["files_removed"], true);
+    assert!(!Path::new(full["dir"].as_str().expect("dir")).exists());
+    let err = env.fails(&["kernel", "show", "full"]);
+    assert!(
+        err.contains("not_found") && err.contains("banger kernel list"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_inputs_say_what_is_wrong() {
+    let env = TestEnv::new();
+    let k = kernel_files(&env, "6.1.99-e2e");
+    let err = env.fails(&[
+        "kernel",
+        "import",
+        "x",
+        "--kernel",
+        &s(&k.join("initrd.img")),
+    ]);
+    assert!(
+        err.contains("bad_request") && err.contains("not a Linux kernel image"),
+        "{err}"
+    );
+    let missing = s(&k.join("nope"));
+    let err = env.fails(&["kernel", "import", "x", "--kernel", &missing]);
+    assert!(
+        err.contains(&missing) && err.contains("no such file"),
+        "{err}"
+    );
+    let err = env.fails(&[
+        "kernel",
+        "import",
+        "Bad",
+        "--kernel",
+        &s(&k.join("vmlinuz")),
+    ]);
+    assert!(err.contains("lower-case"), "{err}");
+    let err = env.fails(&["kernel", "import", "x", "--deb", &s(&k.join("initrd.img"))]);
+    assert!(err.contains("not a Debian package"), "{err}");
+    // clap: a source is required, and --initrd only goes with --kernel.
+    let err = env.fails(&["kernel", "import", "x"]);
+    assert!(err.contains("--kernel") && err.contains("--deb"), "{err}");
+    let err = env.fails(&["kernel", "import", "x", "--host", "--initrd", "/x"]);
+    assert!(err.contains("--kernel"), "{err}");
+    assert_eq!(env.json(&["kernel", "list"]), serde_json::json!([]));
+}
+
+/// A one-layer `oci:` layout with `etc/hello`.
+fn rootfs_layout(env: &TestEnv) -> String {
+    let layout = env.path("layout");
+    let tar = LayerBuilder::new()
+        .dir("etc", 0o755)
+        .file("etc/hello", b"world")
+        .finish();
+    oci_image::single(
+        &layout,
+        "v1",
+        &[Layer {
+            tar,
+            compression: Compression::Gzip,
+        }],
+    );
+    format!("oci:{}:v1", s(&layout))
+}
+
+#[test]
+fn kernel_ref_on_pull_copies_and_on_register_points() {
+    let env = TestEnv::new();
+    let k = kernel_files(&env, "6.1.99-ref");
+    env.ok(&[
+        "kernel",
+        "import",
+        "k",
+        "--kernel",
+        &s(&k.join("vmlinuz")),
+        "--initrd",
+        &s(&k.join("initrd.img")),
+        "--modules",
+        &s(&k.join("modules")),
+    ]);
+    let kernel = env.json(&["kernel", "show", "k"]);
+
+    let pulled = env.json(&[
+        "image",
+        "pull",
+        &rootfs_layout(&env),
+        "--name",
+        "pulled",
+        "--kernel-ref",
+        "k",
+    ]);
+    assert_eq!(pulled["kernel_ref"], "k");
+    let image_kernel = pulled["kernel_path"].as_str().expect("kernel").to_string();
+    assert!(image_kernel.starts_with(pulled["artifact_dir"].as_str().expect("dir")));
+    assert_eq!(
+        sha(&image_kernel),
+        sha(kernel["kernel_path"].as_str().expect("k"))
+    );
+    let image_modules = pulled["modules_dir"].as_str().expect("modules").to_string();
+    assert!(
+        Path::new(&image_modules)
+            .join("kernel/fs/ext4.ko")
+            .is_file()
+    );
+
+    let registered = env.json(&[
+        "image",
+        "register",
+        "--name",
+        "reg",
+        "--rootfs",
+        &s(&env.fixture_files().dir.join("rootfs.ext4")),
+        "--kernel-ref",
+        "k",
+    ]);
+    assert_eq!(registered["kernel_ref"], "k");
+    assert_eq!(registered["kernel_path"], kernel["kernel_path"]);
+
+    // --kernel-ref excludes paths; unknown refs say how to get one.
+    let err = env.fails(&[
+        "image",
+        "pull",
+        "oci:/x:v1",
+        "--kernel-ref",
+        "k",
+        "--kernel",
+        "/x",
+    ]);
+    assert!(err.contains("cannot be used with"), "{err}");
+    let err = env.fails(&[
+        "image",
+        "pull",
+        &rootfs_layout(&env),
+        "--name",
+        "nope",
+        "--kernel-ref",
+        "missing",
+    ]);
+    assert!(
+        err.contains("not_found") && err.contains("banger kernel import"),
+        "{err}"
+    );
+
+    // The registered image uses the kernel's files in place: deleting needs --force.
+    let err = env.fails(&["kernel", "delete", "k"]);
+    assert!(err.contains("reg") && err.contains("--force"), "{err}");
+    let deleted = env.json(&["kernel", "delete", "k", "--force"]);
+    assert_eq!(deleted["images_with_copies"], serde_json::json!(["pulled"]));
+    assert_eq!(deleted["images_broken"], serde_json::json!(["reg"]));
+    // The pulled image keeps working: its own copy.
+    assert!(Path::new(&image_kernel).is_file());
+    assert!(
+        Path::new(&image_modules)
+            .join("kernel/fs/ext4.ko")
+            .is_file()
+    );
+    assert!(!Path::new(kernel["dir"].as_str().expect("dir")).exists());
+}
+
+#[test]
+fn delete_of_a_kernel_images_came_from_is_allowed_and_says_so() {
+    let env = TestEnv::new();
+    let k = kernel_files(&env, "6.1.99-del");
+    env.ok(&["kernel", "import", "k", "--kernel", &s(&k.join("vmlinuz"))]);
+    env.ok(&[
+        "image",
+        "pull",
+        &rootfs_layout(&env),
+        "--name",
+        "img",
+        "--kernel-ref",
+        "k",
+    ]);
+    let out = env.ok(&["kernel", "delete", "k"]);
+    assert!(
+        out.contains("deleted kernel k")
+            && out.contains("keep their own copy")
+            && out.contains("img"),
+        "{out}"
+    );
+    let image = env.json(&["image", "show", "img"]);
+    assert!(Path::new(image["kernel_path"].as_str().expect("kernel")).is_file());
+}
+
+#[test]
+fn push_and_pull_through_a_registry_round_trip() {
+    let registry = banger_testkit::registry::Registry::start();
+    let env = TestEnv::new();
+    let k = kernel_files(&env, "6.1.99-oci");
+    std::os::unix::fs::symlink("kernel/fs/ext4.ko", k.join("modules/link")).expect("symlink");
+    let original = env.json(&[
+        "kernel",
+        "import",
+        "orig",
+        "--kernel",
+        &s(&k.join("vmlinuz")),
+        "--initrd",
+        &s(&k.join("initrd.img")),
+        "--modules",
+        &s(&k.join("modules")),
+    ]);
+    let reference = format!("{}/kernels/cloud:6.1", registry.host());
+    let pushed = env.json(&["kernel", "push", "orig", &reference]);
+    assert_eq!(pushed["reference"], reference);
+    // Deterministic: pushing again gives the same manifest.
+    let again = env.json(&["kernel", "push", "orig", &reference]);
+    assert_eq!(again["manifest_digest"], pushed["manifest_digest"]);
+
+    // skopeo sees an ordinary image with our annotations and labels.
+    let inspect = banger_testkit::tools::run_stdout(
+        banger_testkit::tools::command("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!("docker://{reference}")),
+    );
+    let inspect: serde_json::Value = serde_json::from_str(&inspect).expect("skopeo json");
+    assert_eq!(inspect["Digest"], pushed["manifest_digest"]);
+    assert_eq!(inspect["Architecture"], "amd64");
+    assert_eq!(inspect["Labels"]["dev.banger.kernel.version"], "6.1.99-oci");
+    let raw = banger_testkit::tools::run_stdout(
+        banger_testkit::tools::command("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{reference}")),
+    );
+    let raw: serde_json::Value = serde_json::from_str(&raw).expect("raw manifest");
+    assert_eq!(raw["annotations"]["dev.banger.kernel.arch"], "amd64");
+    assert_eq!(raw["layers"].as_array().map(Vec::len), Some(1));
+
+    // Pull into a second installation: identical files.
+    let other = TestEnv::new();
+    let pulled = other.json(&["kernel", "pull", &reference, "--name", "copy"]);
+    assert_eq!(pulled["name"], "copy");
+    assert_eq!(pulled["version"], "6.1.99-oci");
+    assert_eq!(pulled["files"], original["files"]);
+    assert!(
+        pulled["source"]
+            .as_str()
+            .is_some_and(|s| s.contains(pushed["manifest_digest"].as_str().expect("digest"))),
+        "{pulled}"
+    );
+    let modules = PathBuf::from(pulled["modules_dir"].as_str().expect("modules"));
+    assert_eq!(
+        std::fs::read_link(modules.join("link")).expect("link"),
+        PathBuf::from("kernel/fs/ext4.ko")
+    );
+    // Default name from the reference; a taken name is refused.
+    let default = other.json(&["kernel", "pull", &reference]);
+    assert_eq!(default["name"], "cloud-6-1");
+    let err = other.fails(&["kernel", "pull", &reference, "--name", "copy"]);
+    assert!(err.contains("already_exists"), "{err}");
+    let err = other.fails(&[
+        "kernel",
+        "pull",
+        &format!("{}/kernels/none:1", registry.host()),
+    ]);
+    assert!(err.contains("not_found"), "{err}");
+    // An image built from the pulled kernel.
+    let image = other.json(&[
+        "image",
+        "pull",
+        &rootfs_layout(&other),
+        "--name",
+        "img",
+        "--kernel-ref",
+        "copy",
+    ]);
+    assert_eq!(
+        sha(image["kernel_path"].as_str().expect("kernel")),
+        sha(&s(&k.join("vmlinuz")))
+    );
+}
+
+/// An `oci:` layout whose one layer holds `tar`.
+fn layout_with(env: &TestEnv, name: &str, tar: Vec<u8>) -> String {
+    let layout = env.path(name);
+    oci_image::single(
+        &layout,
+        "k",
+        &[Layer {
+            tar,
+            compression: Compression::Gzip,
+        }],
+    );
+    format!("oci:{}:k", s(&layout))
+}
+
+#[test]
+fn hostile_kernel_images_are_refused() {
+    let env = TestEnv::new();
+    let kernel = fixture::gzip_bzimage("6.1.99-evil");
+    let traversal = layout_with(
+        &env,
+        "traversal",
+        LayerBuilder::new()
+            .file("vmlinuz", &kernel)
+            .file("modules/../../escape", b"x")
+            .finish(),
+    );
+    let err = env.fails(&["kernel", "pull", &traversal, "--name", "a"]);
+    assert!(err.contains("bad_request") && err.contains(".."), "{err}");
+
+    let stray = layout_with(
+        &env,
+        "stray",
+        LayerBuilder::new()
+            .file("vmlinuz", &kernel)
+            .file("etc/passwd", b"root::0:0")
+            .finish(),
+    );
+    let err = env.fails(&["kernel", "pull", &stray, "--name", "b"]);
+    assert!(
+        err.contains("not a kernel image") && err.contains("etc/passwd"),
+        "{err}"
+    );
+
+    let through_link = layout_with(
+        &env,
+        "link",
+        LayerBuilder::new()
+            .file("vmlinuz", &kernel)
+            .symlink("modules", "/tmp")
+            .file("modules/escape", b"x")
+            .finish(),
+    );
+    let err = env.fails(&["kernel", "pull", &through_link, "--name", "c"]);
+    assert!(err.contains("bad_request"), "{err}");
+
+    let not_kernel = layout_with(
+        &env,
+        "nk",
+        LayerBuilder::new()
+            .file("vmlinuz", b"MZ not really")
+            .finish(),
+    );
+    let err = env.fails(&["kernel", "pull", &not_kernel, "--name", "d"]);
+    assert!(err.contains("not a Linux kernel image"), "{err}");
+    assert_eq!(env.json(&["kernel", "list"]), serde_json::json!([]));
+    let leftovers = std::fs::read_dir(env.state_dir().join("kernels"))
+        .expect("kernels dir")
+        .count();
+    assert_eq!(leftovers, 0);
+}
