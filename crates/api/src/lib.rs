@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod image;
+pub mod kernel;
 pub mod layout;
 pub mod methods;
 pub mod names;

@@ -440,6 +440,17 @@ fn hostile_kernel_images_are_refused() {
     let err = env.fails(&["kernel", "pull", &through_link, "--name", "c"]);
     assert!(err.contains("bad_request"), "{err}");
 
+    let mismatched = layout_with(
+        &env,
+        "twins",
+        LayerBuilder::new()
+            .file("vmlinuz", &kernel)
+            .file("vmlinux", &fixture::elf("5.0.0-other"))
+            .finish(),
+    );
+    let err = env.fails(&["kernel", "pull", &mismatched, "--name", "e"]);
+    assert!(err.contains("different kernels"), "{err}");
+
     let not_kernel = layout_with(
         &env,
         "nk",
@@ -454,4 +465,128 @@ fn hostile_kernel_images_are_refused() {
         .expect("kernels dir")
         .count();
     assert_eq!(leftovers, 0);
+}
+
+#[test]
+fn image_pull_fetches_a_missing_kernel_ref_from_the_kernel_source() {
+    let registry = banger_testkit::registry::Registry::start();
+    let publisher = TestEnv::new();
+    let k = kernel_files(&publisher, "6.1.99-auto");
+    publisher.ok(&[
+        "kernel",
+        "import",
+        "cloud",
+        "--kernel",
+        &s(&k.join("vmlinuz")),
+    ]);
+    let source = format!("{}/banger/kernels", registry.host());
+    publisher.ok(&["kernel", "push", "cloud", &format!("{source}:cloud")]);
+
+    let env = TestEnv::new();
+    // The daemon this command starts inherits the kernel source.
+    let out = env
+        .banger_cmd(&["daemon", "start"])
+        .env("BANGER_KERNEL_SOURCE", &source)
+        .output()
+        .expect("start");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let layout = rootfs_layout(&env);
+    let image = env.json(&[
+        "image",
+        "pull",
+        &layout,
+        "--name",
+        "img",
+        "--kernel-ref",
+        "cloud",
+    ]);
+    assert_eq!(image["kernel_ref"], "cloud");
+    let kernel = env.json(&["kernel", "show", "cloud"]);
+    assert_eq!(kernel["version"], "6.1.99-auto");
+    assert!(
+        kernel["source"]
+            .as_str()
+            .is_some_and(|s| s.contains("banger/kernels:cloud")),
+        "{kernel}"
+    );
+    let err = env.fails(&[
+        "image",
+        "pull",
+        &layout,
+        "--name",
+        "img2",
+        "--kernel-ref",
+        "nope",
+    ]);
+    assert!(
+        err.contains("not_found") && err.contains("kernel source"),
+        "{err}"
+    );
+}
+
+#[test]
+fn import_from_a_debian_package_and_from_the_host() {
+    let deb = cloud_kernel_deb();
+    let release = banger_testkit::qemu::Kernel::get().release.clone();
+    let env = TestEnv::new();
+    let k = env.json(&["kernel", "import", "cloud", "--deb", &s(&deb)]);
+    assert_eq!(k["version"], release.as_str());
+    let vmlinux = std::fs::read(k["vmlinux_path"].as_str().expect("vmlinux")).expect("read");
+    assert!(vmlinux.starts_with(b"\x7fELF"));
+    assert!(
+        Path::new(k["modules_dir"].as_str().expect("modules"))
+            .join("modules.order")
+            .is_file()
+    );
+    // The host: imported where it has /boot, a clear error where not (containers).
+    let out = env.banger(&["--json", "kernel", "import", "host", "--host"]);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("/boot/vmlinuz-") && err.contains("--deb"),
+            "{err}"
+        );
+    }
+}
+
+/// The cloud kernel's `.deb`, fetched once into the test cache (the testkit keeps only
+/// the extracted tree, from which the package name is taken).
+fn cloud_kernel_deb() -> PathBuf {
+    use banger_testkit::tools;
+    let package = format!(
+        "linux-image-{}",
+        banger_testkit::qemu::Kernel::get().release
+    );
+    let dir = tools::cache_dir().join("kernel-deb");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let lock = std::fs::File::create(dir.join(".lock")).expect("lock file");
+    lock.lock().expect("lock");
+    let find = || {
+        std::fs::read_dir(&dir)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.extension().is_some_and(|x| x == "deb")
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_")))
+            })
+    };
+    if let Some(deb) = find() {
+        return deb;
+    }
+    let tmp = tempfile::tempdir_in(&dir).expect("tmp");
+    tools::run(
+        tools::command("apt-get")
+            .current_dir(tmp.path())
+            .args(["download", "-q", &package]),
+    );
+    for entry in std::fs::read_dir(tmp.path()).expect("ls").flatten() {
+        std::fs::rename(entry.path(), dir.join(entry.file_name())).expect("publish deb");
+    }
+    find().unwrap_or_else(|| panic!("apt-get download {package} produced no .deb"))
 }

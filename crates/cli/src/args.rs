@@ -26,6 +26,9 @@ pub enum Command {
     /// Manage images (root filesystem + kernel sets that VMs boot from).
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Manage kernels (the kernel store that `--kernel-ref NAME` refers to).
+    #[command(subcommand)]
+    Kernel(crate::commands::kernel::KernelCommand),
     /// Start, stop or inspect the bangerd daemon.
     #[command(subcommand)]
     Daemon(DaemonCommand),
@@ -34,7 +37,9 @@ pub enum Command {
     /// Check this machine for what banger needs, and say how to fix what is missing.
     Doctor,
     /// Print a shell completion script.
-    #[command(after_help = "Install, e.g.:\n  banger completions bash > ~/.local/share/bash-completion/completions/banger\n  banger completions zsh > \"${fpath[1]}/_banger\"\n  banger completions fish > ~/.config/fish/completions/banger.fish")]
+    #[command(
+        after_help = "Install, e.g.:\n  banger completions bash > ~/.local/share/bash-completion/completions/banger\n  banger completions zsh > \"${fpath[1]}/_banger\"\n  banger completions fish > ~/.config/fish/completions/banger.fish"
+    )]
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,

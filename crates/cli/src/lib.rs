@@ -65,6 +65,7 @@ pub fn main() -> ExitCode {
 async fn run(ctx: &Context, command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Image(c) => commands::image::run(ctx, c).await.map(|()| 0),
+        Command::Kernel(c) => commands::kernel::run(ctx, c).await.map(|()| 0),
         Command::Daemon(c) => commands::daemon::run(ctx, c).await,
         Command::Version => commands::version::run(ctx).await.map(|()| 0),
         Command::Doctor => commands::doctor::run(ctx).await,

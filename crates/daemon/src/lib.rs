@@ -10,6 +10,7 @@ pub mod fsutil;
 pub mod ids;
 pub mod images;
 pub mod kernel_inputs;
+pub mod kernels;
 pub mod lock;
 pub mod logging;
 pub mod paths;

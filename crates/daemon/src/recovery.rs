@@ -55,7 +55,9 @@ pub fn sweep_cache_tmp(oci_cache_dir: &Path) -> anyhow::Result<usize> {
     for entry in entries.flatten() {
         match std::fs::remove_file(entry.path()) {
             Ok(()) => removed += 1,
-            Err(e) => tracing::warn!(path = %entry.path().display(), error = %e, "could not remove cache temp file"),
+            Err(e) => {
+                tracing::warn!(path = %entry.path().display(), error = %e, "could not remove cache temp file")
+            }
         }
     }
     if removed > 0 {
@@ -78,7 +80,10 @@ mod tests {
         std::fs::write(dir.path().join("blobs/sha256/ab"), b"whole").expect("write");
         assert_eq!(sweep_cache_tmp(dir.path()).expect("sweep"), 1);
         assert!(dir.path().join("blobs/sha256/ab").exists());
-        assert_eq!(sweep_cache_tmp(&dir.path().join("missing")).expect("sweep"), 0);
+        assert_eq!(
+            sweep_cache_tmp(&dir.path().join("missing")).expect("sweep"),
+            0
+        );
     }
 
     #[test]

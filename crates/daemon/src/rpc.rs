@@ -4,6 +4,10 @@
 use std::sync::Arc;
 
 use banger_api::image::{CachePruneParams, ImageList, ImageRef, ImageRegisterParams};
+use banger_api::kernel::{
+    KernelDeleteParams, KernelImportParams, KernelList, KernelPullParams, KernelPushParams,
+    KernelRef,
+};
 use banger_api::methods;
 use banger_api::pull::ImagePullParams;
 use banger_api::system::{Empty, PingResult, VersionInfo};
@@ -26,6 +30,12 @@ pub const KNOWN_METHODS: &[&str] = &[
     methods::IMAGE_DELETE,
     methods::IMAGE_PULL,
     methods::IMAGE_CACHE_PRUNE,
+    methods::KERNEL_IMPORT,
+    methods::KERNEL_LIST,
+    methods::KERNEL_SHOW,
+    methods::KERNEL_DELETE,
+    methods::KERNEL_PUSH,
+    methods::KERNEL_PULL,
 ];
 
 /// Methods that can stream progress events (`Accept: application/x-ndjson`).
@@ -87,11 +97,45 @@ pub async fn dispatch(
         }
         methods::IMAGE_PULL => {
             let p: ImagePullParams = parse(method, params)?;
-            blocking(state, move |s| s.puller.pull(&s.images, p, &ctx)).await
+            blocking(state, move |s| {
+                // A `--kernel-ref` that is not local comes from the kernel source, if any.
+                if p.kernel_path.is_none() {
+                    s.kernels.ensure_local(p.kernel_ref.as_deref())?;
+                }
+                s.puller.pull(&s.images, p, &ctx)
+            })
+            .await
         }
         methods::IMAGE_CACHE_PRUNE => {
             let p: CachePruneParams = parse(method, params)?;
             blocking(state, move |s| s.puller.prune_cache(p.dry_run)).await
+        }
+        methods::KERNEL_IMPORT => {
+            let p: KernelImportParams = parse(method, params)?;
+            blocking(state, move |s| s.kernels.import(p)).await
+        }
+        methods::KERNEL_LIST => {
+            let _: Empty = parse(method, params)?;
+            blocking(state, |s| {
+                s.kernels.list().map(|kernels| KernelList { kernels })
+            })
+            .await
+        }
+        methods::KERNEL_SHOW => {
+            let p: KernelRef = parse(method, params)?;
+            blocking(state, move |s| s.kernels.show(&p.kernel)).await
+        }
+        methods::KERNEL_DELETE => {
+            let p: KernelDeleteParams = parse(method, params)?;
+            blocking(state, move |s| s.kernels.delete(&p.kernel, p.force)).await
+        }
+        methods::KERNEL_PUSH => {
+            let p: KernelPushParams = parse(method, params)?;
+            blocking(state, move |s| s.kernels.push(p)).await
+        }
+        methods::KERNEL_PULL => {
+            let p: KernelPullParams = parse(method, params)?;
+            blocking(state, move |s| s.kernels.pull(p)).await
         }
         other => Err(OpError::UnknownMethod(format!(
             "unknown method {other:?}; this daemon knows: {}",

@@ -7,6 +7,7 @@ use banger_api::layout::Layout;
 use tokio::sync::Notify;
 
 use crate::images::Images;
+use crate::kernels::Kernels;
 use crate::pull::{PullBackend, Puller};
 use crate::store::Store;
 
@@ -15,6 +16,7 @@ pub struct DaemonState {
     pub store: Arc<Store>,
     pub images: Images,
     pub puller: Puller,
+    pub kernels: Kernels,
     pub started: Instant,
     /// Notified once to stop accepting and drain connections.
     pub shutdown: Notify,
@@ -25,6 +27,7 @@ impl DaemonState {
         DaemonState {
             images: Images::new(layout.clone(), store.clone()),
             puller: Puller::new(layout.images_dir(), store.clone(), backend),
+            kernels: Kernels::new(layout.clone(), store.clone()),
             layout,
             store,
             started: Instant::now(),

@@ -484,7 +484,8 @@ impl Puller {
         image: &ResolvedImage,
         progress: ProgressFn,
     ) -> Result<Vec<LayerInput>> {
-        self.fetch_layers_as_ready(image, progress, &|_, _| {}).await
+        self.fetch_layers_as_ready(image, progress, &|_, _| {})
+            .await
     }
 
     /// Like [`Puller::fetch_layers`], and also hands each layer to `ready` the moment it

@@ -2,7 +2,7 @@
 //! downloads with retries, timeouts, redirects, and `Range` resume.
 //!
 //! Plain HTTP is used for loopback hosts and hosts listed as insecure; everything else
-//! is HTTPS (rustls, bundled web PKI roots).
+//! is HTTPS (rustls, bundled web PKI roots). Uploads (blobs, manifests) live in `push`.
 
 use crate::cache::BlobWriter;
 use crate::credentials::{Credential, CredentialStore, encode_base64};
@@ -16,6 +16,8 @@ use reqwest::header::{
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
+
+mod push;
 
 /// Client settings.
 #[derive(Clone, Debug)]

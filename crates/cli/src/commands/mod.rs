@@ -3,6 +3,7 @@
 pub mod daemon;
 pub mod doctor;
 pub mod image;
+pub mod kernel;
 pub mod version;
 
 use std::path::Path;

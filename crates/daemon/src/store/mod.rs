@@ -16,6 +16,8 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("an image named {0:?} already exists")]
     NameTaken(String),
+    #[error("a kernel named {0:?} already exists")]
+    KernelNameTaken(String),
     #[error(
         "the database schema is version {found}, newer than this bangerd understands ({known}); upgrade banger"
     )]
@@ -28,6 +30,38 @@ pub struct KernelFiles {
     pub kernel_path: String,
     pub initrd_path: Option<String>,
     pub modules_dir: Option<String>,
+}
+
+/// A row of the `kernels` table: where a stored kernel's files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelRow {
+    pub name: String,
+    pub version: Option<String>,
+    pub arch: Option<String>,
+    pub dir: String,
+    /// What QEMU boots (`vmlinuz` when present, else `vmlinux`).
+    pub kernel_path: String,
+    pub initrd_path: Option<String>,
+    pub modules_dir: Option<String>,
+    pub source: Option<String>,
+    pub created_at: String,
+}
+
+const KERNEL_COLUMNS: &str =
+    "name, version, arch, dir, kernel_path, initrd_path, modules_dir, source, created_at";
+
+fn kernel_from_row(row: &Row<'_>) -> rusqlite::Result<KernelRow> {
+    Ok(KernelRow {
+        name: row.get(0)?,
+        version: row.get(1)?,
+        arch: row.get(2)?,
+        dir: row.get(3)?,
+        kernel_path: row.get(4)?,
+        initrd_path: row.get(5)?,
+        modules_dir: row.get(6)?,
+        source: row.get(7)?,
+        created_at: row.get(8)?,
+    })
 }
 
 pub struct Store {
@@ -183,6 +217,73 @@ impl Store {
             .optional()?)
     }
 
+    /// Records a published kernel; a taken name is [`StoreError::KernelNameTaken`].
+    pub fn insert_kernel(&self, k: &KernelRow) -> Result<(), StoreError> {
+        let res = self.conn().execute(
+            &format!(
+                "INSERT INTO kernels ({KERNEL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ),
+            params![
+                k.name,
+                k.version,
+                k.arch,
+                k.dir,
+                k.kernel_path,
+                k.initrd_path,
+                k.modules_dir,
+                k.source,
+                k.created_at
+            ],
+        );
+        match res {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::KernelNameTaken(k.name.clone()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn list_kernels(&self) -> Result<Vec<KernelRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {KERNEL_COLUMNS} FROM kernels ORDER BY name"
+        ))?;
+        let rows = stmt.query_map([], kernel_from_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    pub fn get_kernel(&self, name: &str) -> Result<Option<KernelRow>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {KERNEL_COLUMNS} FROM kernels WHERE name = ?1"),
+                [name],
+                kernel_from_row,
+            )
+            .optional()?)
+    }
+
+    /// Deletes a kernel record; false when it did not exist.
+    pub fn delete_kernel(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM kernels WHERE name = ?1", [name])?
+            > 0)
+    }
+
+    /// Images created with `--kernel-ref name`.
+    pub fn images_with_kernel_ref(&self, name: &str) -> Result<Vec<Image>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {IMAGE_COLUMNS} FROM images WHERE kernel_ref = ?1 ORDER BY name"
+        ))?;
+        let rows = stmt.query_map([name], image_from_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         Ok(self
             .conn()
@@ -308,6 +409,42 @@ mod tests {
             store.insert_image(&bad),
             Err(StoreError::Sqlite(_))
         ));
+    }
+
+    #[test]
+    fn kernels_insert_list_find_delete() {
+        let store = Store::open_in_memory().expect("open");
+        let row = KernelRow {
+            name: "k".into(),
+            version: Some("6.1.0".into()),
+            arch: Some("amd64".into()),
+            dir: "/s/kernels/k".into(),
+            kernel_path: "/s/kernels/k/vmlinuz".into(),
+            initrd_path: None,
+            modules_dir: Some("/s/kernels/k/modules".into()),
+            source: Some("files:/x".into()),
+            created_at: "t".into(),
+        };
+        store.insert_kernel(&row).expect("insert");
+        assert!(matches!(
+            store.insert_kernel(&row),
+            Err(StoreError::KernelNameTaken(_))
+        ));
+        assert_eq!(store.list_kernels().expect("list"), vec![row.clone()]);
+        assert_eq!(
+            store
+                .find_kernel("k")
+                .expect("find")
+                .expect("some")
+                .kernel_path,
+            row.kernel_path
+        );
+        let mut img = image("i1", "uses-k");
+        img.kernel_ref = Some("k".into());
+        store.insert_image(&img).expect("image");
+        assert_eq!(store.images_with_kernel_ref("k").expect("refs").len(), 1);
+        assert!(store.delete_kernel("k").expect("delete"));
+        assert!(store.get_kernel("k").expect("get").is_none());
     }
 
     #[test]

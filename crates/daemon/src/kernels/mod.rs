@@ -1,0 +1,566 @@
+//! The kernel store: `<state>/kernels/<name>/` with `vmlinuz` and/or `vmlinux`, optional
+//! `initrd.img` and `modules/`, and `manifest.json`; one row per kernel in `kernels`.
+//!
+//! Every way in (files, a `.deb`, the host, an OCI image) fills a staging directory
+//! `kernels/.staging-<name>-<id>`; [`Kernels::finish`] then identifies the kernel from its
+//! bytes, extracts `vmlinux` from a bzImage, writes the manifest, and publishes the
+//! directory by rename and records it, under the publication lock. A name being imported
+//! is claimed, so a second import of it fails at once. Nothing half-made is ever visible:
+//! staging names start with `.` and are swept at daemon start, as is any kernel directory
+//! without a record.
+//!
+//! Images made with `--kernel-ref` by `image pull` copy the kernel files into the image
+//! directory, so deleting a kernel never breaks them. `image register --kernel-ref`
+//! records the store's paths (register never copies); deleting such a kernel is refused
+//! unless forced, and the answer names the images that then need a new kernel.
+
+pub mod deb;
+pub mod decompress;
+pub mod fixture;
+pub mod host;
+pub mod image;
+pub mod manifest;
+pub mod registry;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use banger_api::kernel::{Kernel, KernelDeleted, KernelImportParams};
+use banger_api::layout::Layout;
+use banger_api::names::validate_name;
+
+use crate::error::OpError;
+use crate::fsutil::{self, DirGuard};
+use crate::ids;
+use crate::paths::{self, Expect};
+use crate::store::{KernelRow, Store, StoreError};
+
+use self::image::{Format, KernelInfo};
+use self::manifest::{INITRD, MODULES, Manifest, VMLINUX, VMLINUZ};
+
+/// Daemon environment variable naming where `image pull --kernel-ref NAME` finds kernels
+/// that are not local: a repository (`registry/path`); NAME is pulled from `<source>:NAME`.
+pub const KERNEL_SOURCE_ENV: &str = "BANGER_KERNEL_SOURCE";
+
+/// Prefix of in-progress directories in the kernels dir.
+pub const STAGING_PREFIX: &str = ".staging-";
+/// Largest kernel file read into memory for inspection.
+const MAX_KERNEL_FILE: u64 = 512 << 20;
+
+pub struct Kernels {
+    dir: PathBuf,
+    layout: Layout,
+    store: Arc<Store>,
+    claims: Mutex<HashSet<String>>,
+    /// Held around "check name, rename, insert" and "delete record, move dir away".
+    publish: Mutex<()>,
+    registry: registry::KernelRegistry,
+    /// Repository that missing `--kernel-ref` kernels are pulled from, if configured.
+    source: Option<String>,
+}
+
+/// Releases a claimed name on drop.
+struct Claim<'a> {
+    kernels: &'a Kernels,
+    name: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut names = self
+            .kernels
+            .claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        names.remove(&self.name);
+    }
+}
+
+/// What a source put in the staging directory, before [`Kernels::finish`].
+#[derive(Debug, Clone)]
+pub struct Staged {
+    pub source: String,
+}
+
+impl Kernels {
+    /// Opens the store at daemon start, sweeping what an interrupted import left.
+    pub fn new(layout: Layout, store: Arc<Store>) -> Kernels {
+        let kernels = Kernels {
+            dir: layout.kernels_dir(),
+            registry: registry::KernelRegistry::new(&layout),
+            layout,
+            store,
+            claims: Mutex::new(HashSet::new()),
+            publish: Mutex::new(()),
+            source: std::env::var(KERNEL_SOURCE_ENV)
+                .ok()
+                .map(|s| s.trim().trim_end_matches('/').to_string())
+                .filter(|s| !s.is_empty()),
+        };
+        match kernels.sweep() {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(count = removed.len(), "swept kernel-store leftovers")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "kernel-store sweep failed"),
+        }
+        kernels
+    }
+
+    /// Sets (or clears) the kernel source, overriding the environment.
+    pub fn set_source(&mut self, source: Option<String>) {
+        self.source = source;
+    }
+
+    /// Makes sure the kernel `name` is local before an image pull uses it: when it is
+    /// not and a kernel source is configured, pulls `<source>:<name>` under that name.
+    /// Without a source, or for an invalid name, does nothing (the pull then reports the
+    /// kernel as not found).
+    pub fn ensure_local(&self, name: Option<&str>) -> Result<(), OpError> {
+        let Some(name) = name.filter(|n| !n.is_empty()) else {
+            return Ok(());
+        };
+        let Some(source) = &self.source else {
+            return Ok(());
+        };
+        if validate_name(name).is_err() || self.store.get_kernel(name)?.is_some() {
+            return Ok(());
+        }
+        let reference = format!("{source}:{name}");
+        tracing::info!(kernel = name, %reference, "kernel not local; pulling it from the kernel source");
+        match self.pull(banger_api::kernel::KernelPullParams {
+            reference: reference.clone(),
+            name: Some(name.to_string()),
+        }) {
+            Ok(_) => Ok(()),
+            Err(OpError::NotFound(m)) => Err(OpError::NotFound(format!(
+                "kernel {name:?} is not local and the kernel source has none ({reference}: {m}); import it with `banger kernel import`"
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Removes staging leftovers and kernel directories no record owns (startup).
+    pub fn sweep(&self) -> Result<Vec<String>, OpError> {
+        let owned: HashSet<String> = self
+            .store
+            .list_kernels()?
+            .into_iter()
+            .map(|k| k.name)
+            .collect();
+        let mut removed = Vec::new();
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
+            Err(e) => return Err(OpError::io(format!("reading {}", self.dir.display()), e)),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if owned.contains(&name) {
+                continue;
+            }
+            let path = entry.path();
+            let res = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            match res {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed kernel-store leftover");
+                    removed.push(name);
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove leftover")
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    fn claim(&self, name: &str) -> Result<Claim<'_>, OpError> {
+        validate_name(name).map_err(OpError::BadRequest)?;
+        self.ensure_free(name)?;
+        let mut names = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        if !names.insert(name.to_string()) {
+            return Err(OpError::AlreadyExists(format!(
+                "a kernel named {name:?} is being imported right now; wait for it or pick another name"
+            )));
+        }
+        Ok(Claim {
+            kernels: self,
+            name: name.to_string(),
+        })
+    }
+
+    fn ensure_free(&self, name: &str) -> Result<(), OpError> {
+        if self.store.get_kernel(name)?.is_some() {
+            return Err(OpError::AlreadyExists(format!(
+                "a kernel named {name:?} already exists; pick another name or delete it with `banger kernel delete {name}`"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A fresh staging directory for `name`, removed on drop unless published.
+    fn staging(&self, name: &str) -> Result<(PathBuf, DirGuard), OpError> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| OpError::io(format!("creating {}", self.dir.display()), e))?;
+        let staging = self
+            .dir
+            .join(format!("{STAGING_PREFIX}{name}-{}", ids::new_id()));
+        std::fs::create_dir(&staging)
+            .map_err(|e| OpError::io(format!("creating {}", staging.display()), e))?;
+        Ok((staging.clone(), DirGuard::new(staging)))
+    }
+
+    /// `kernel.import`: from files, a `.deb`, or the host.
+    pub fn import(&self, p: KernelImportParams) -> Result<Kernel, OpError> {
+        let sources = [p.kernel_path.is_some(), p.deb_path.is_some(), p.host]
+            .iter()
+            .filter(|s| **s)
+            .count();
+        if sources != 1 {
+            return Err(OpError::BadRequest(
+                "pass exactly one of --kernel PATH, --deb FILE or --host".into(),
+            ));
+        }
+        if p.kernel_path.is_none() && (p.initrd_path.is_some() || p.modules_dir.is_some()) {
+            return Err(OpError::BadRequest(
+                "--initrd and --modules go with --kernel (a .deb or the host provides its own)"
+                    .into(),
+            ));
+        }
+        let _claim = self.claim(&p.name)?;
+        let (staging, guard) = self.staging(&p.name)?;
+        let staged = if let Some(kernel) = &p.kernel_path {
+            import_files(
+                &staging,
+                kernel,
+                p.initrd_path.as_deref(),
+                p.modules_dir.as_deref(),
+            )?
+        } else if let Some(deb) = &p.deb_path {
+            let deb = paths::validate("deb", deb, Expect::File)?;
+            deb::import(&deb, &staging)?
+        } else {
+            host::import(Path::new("/"), &staging)?
+        };
+        self.finish(&p.name, staging, guard, staged)
+    }
+
+    /// Identifies the staged kernel, extracts `vmlinux`, writes the manifest, publishes.
+    pub fn finish(
+        &self,
+        name: &str,
+        staging: PathBuf,
+        mut guard: DirGuard,
+        staged: Staged,
+    ) -> Result<Kernel, OpError> {
+        let info = prepare(&staging)?;
+        let manifest = Manifest {
+            schema: 1,
+            name: name.to_string(),
+            version: info.version.clone(),
+            banner: info.banner.clone(),
+            arch: info.arch.clone(),
+            source: staged.source.clone(),
+            imported_at: ids::now_rfc3339(),
+            files: manifest::describe_files(&staging)?,
+        };
+        manifest.write(&staging)?;
+        fsutil::fsync_dir(&staging)?;
+
+        let final_dir = self.dir.join(name);
+        let at = |rel: &str| paths::to_string(&final_dir.join(rel));
+        let has = |rel: &str| staging.join(rel).exists();
+        let row = KernelRow {
+            name: name.to_string(),
+            version: manifest.version.clone(),
+            arch: manifest.arch.clone(),
+            dir: paths::to_string(&final_dir)?,
+            kernel_path: at(if has(VMLINUZ) { VMLINUZ } else { VMLINUX })?,
+            initrd_path: has(INITRD).then(|| at(INITRD)).transpose()?,
+            modules_dir: has(MODULES).then(|| at(MODULES)).transpose()?,
+            source: Some(manifest.source.clone()),
+            created_at: manifest.imported_at.clone(),
+        };
+        {
+            let _publishing = self.publish.lock().unwrap_or_else(|e| e.into_inner());
+            self.ensure_free(name)?;
+            // No record owns a directory of this name: a leftover of a crash.
+            if final_dir.exists() {
+                std::fs::remove_dir_all(&final_dir).map_err(|e| {
+                    OpError::io(format!("removing stale {}", final_dir.display()), e)
+                })?;
+            }
+            std::fs::rename(&staging, &final_dir)
+                .map_err(|e| OpError::io(format!("publishing {}", final_dir.display()), e))?;
+            guard.moved_to(final_dir.clone());
+            fsutil::fsync_dir(&self.dir)?;
+            self.store.insert_kernel(&row).map_err(name_taken)?;
+        }
+        guard.disarm();
+        tracing::info!(name, version = ?row.version, source = %manifest.source, "imported kernel");
+        Ok(to_api(&row, Some(&manifest)))
+    }
+
+    pub fn list(&self) -> Result<Vec<Kernel>, OpError> {
+        Ok(self
+            .store
+            .list_kernels()?
+            .iter()
+            .map(|row| to_api(row, Manifest::read(Path::new(&row.dir)).ok().as_ref()))
+            .collect())
+    }
+
+    pub fn show(&self, name: &str) -> Result<Kernel, OpError> {
+        let row = self.row(name)?;
+        let manifest = Manifest::read(Path::new(&row.dir))
+            .inspect_err(
+                |e| tracing::warn!(kernel = name, error = %e, "kernel manifest unreadable"),
+            )
+            .ok();
+        Ok(to_api(&row, manifest.as_ref()))
+    }
+
+    fn row(&self, name: &str) -> Result<KernelRow, OpError> {
+        self.store.get_kernel(name)?.ok_or_else(|| {
+            OpError::NotFound(format!(
+                "no kernel named {name:?}; see `banger kernel list`, or import one with `banger kernel import`"
+            ))
+        })
+    }
+
+    /// Removes the record, then the files. Images that copied the kernel keep working;
+    /// registered images pointing at its files block the delete unless `force`.
+    pub fn delete(&self, name: &str, force: bool) -> Result<KernelDeleted, OpError> {
+        let row = self.row(name)?;
+        let images = self.store.images_with_kernel_ref(name)?;
+        let dir = Path::new(&row.dir);
+        let (pointing, copies): (Vec<_>, Vec<_>) = images
+            .into_iter()
+            .partition(|i| Path::new(&i.kernel_path).starts_with(dir));
+        let pointing: Vec<String> = pointing.into_iter().map(|i| i.name).collect();
+        let copies: Vec<String> = copies.into_iter().map(|i| i.name).collect();
+        if !pointing.is_empty() && !force {
+            return Err(OpError::BadRequest(format!(
+                "registered image(s) {} use this kernel's files in place; delete or re-register them first, or pass --force (they then need a new kernel)",
+                pointing.join(", ")
+            )));
+        }
+        let mut files_removed = false;
+        {
+            let _publishing = self.publish.lock().unwrap_or_else(|e| e.into_inner());
+            if !self.store.delete_kernel(name)? {
+                return Err(self
+                    .row(name)
+                    .err()
+                    .unwrap_or_else(|| OpError::NotFound(format!("no kernel named {name:?}"))));
+            }
+            // Never follow a corrupted record outside the kernels directory.
+            if dir.parent() == Some(self.dir.as_path()) {
+                // Move it aside first, so a new import of the name can publish at once.
+                let doomed = self
+                    .dir
+                    .join(format!("{STAGING_PREFIX}deleted-{name}-{}", ids::new_id()));
+                match std::fs::rename(dir, &doomed) {
+                    Ok(()) => {
+                        drop(DirGuard::new(doomed));
+                        files_removed = true;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "kernel files not removed; the next daemon start sweeps them")
+                    }
+                }
+            } else {
+                tracing::warn!(dir = %dir.display(), "kernel dir outside the kernels dir; left alone");
+            }
+        }
+        tracing::info!(name, files_removed, "deleted kernel");
+        Ok(KernelDeleted {
+            name: name.to_string(),
+            files_removed,
+            images_with_copies: copies,
+            images_broken: pointing,
+        })
+    }
+
+    /// `kernel.push`: a stored kernel as a one-layer OCI image.
+    pub fn push(
+        &self,
+        params: banger_api::kernel::KernelPushParams,
+    ) -> Result<banger_api::kernel::KernelPushed, OpError> {
+        let row = self.row(&params.kernel)?;
+        let manifest = Manifest::read(Path::new(&row.dir))?;
+        self.registry.push(&row, &manifest, &params.reference)
+    }
+
+    /// `kernel.pull`: a kernel image from a registry or local layout into the store.
+    pub fn pull(&self, params: banger_api::kernel::KernelPullParams) -> Result<Kernel, OpError> {
+        let source = crate::backend::parse_source(&params.reference)?;
+        let name = params.name.unwrap_or(source.default_name);
+        let _claim = self.claim(&name)?;
+        let (staging, guard) = self.staging(&name)?;
+        let staged = self.registry.pull(&source.canonical, &staging)?;
+        self.finish(&name, staging, guard, staged)
+    }
+}
+
+fn name_taken(e: StoreError) -> OpError {
+    match e {
+        StoreError::KernelNameTaken(n) => OpError::AlreadyExists(format!(
+            "a kernel named {n:?} already exists; pick another name or delete it with `banger kernel delete {n}`"
+        )),
+        other => other.into(),
+    }
+}
+
+fn to_api(row: &KernelRow, manifest: Option<&Manifest>) -> Kernel {
+    let dir = Path::new(&row.dir);
+    let file = |rel: &str| {
+        let p = dir.join(rel);
+        p.exists().then(|| p.to_string_lossy().into_owned())
+    };
+    Kernel {
+        name: row.name.clone(),
+        version: row.version.clone(),
+        arch: row.arch.clone(),
+        dir: row.dir.clone(),
+        kernel_path: row.kernel_path.clone(),
+        vmlinuz_path: file(VMLINUZ),
+        vmlinux_path: file(VMLINUX),
+        initrd_path: row.initrd_path.clone(),
+        modules_dir: row.modules_dir.clone(),
+        source: row.source.clone(),
+        created_at: row.created_at.clone(),
+        files: manifest.map(|m| m.files.clone()).unwrap_or_default(),
+    }
+}
+
+/// Copies a user's kernel triple into `staging`.
+fn import_files(
+    staging: &Path,
+    kernel: &str,
+    initrd: Option<&str>,
+    modules: Option<&str>,
+) -> Result<Staged, OpError> {
+    let kernel = paths::validate("kernel", kernel, Expect::File)?;
+    let initrd = initrd
+        .map(|p| paths::validate("initrd", p, Expect::File))
+        .transpose()?;
+    let modules = modules
+        .map(|p| paths::validate("modules", p, Expect::Dir))
+        .transpose()?;
+    stage_kernel_file(&kernel, staging)?;
+    if let Some(initrd) = initrd {
+        fsutil::copy_file(&initrd, &staging.join(INITRD))?;
+    }
+    if let Some(modules) = modules {
+        fsutil::copy_tree(&modules, &staging.join(MODULES))?;
+    }
+    Ok(Staged {
+        source: format!("files:{}", kernel.display()),
+    })
+}
+
+/// Copies a kernel file into `staging` as `vmlinuz` (bzImage) or `vmlinux` (ELF),
+/// refusing anything else with a message naming the file.
+pub fn stage_kernel_file(kernel: &Path, staging: &Path) -> Result<(), OpError> {
+    let bytes = read_kernel(kernel)?;
+    let info = image::inspect(&bytes)
+        .map_err(|e| OpError::BadRequest(format!("{}: {e}", kernel.display())))?;
+    let name = match info.format {
+        Format::BzImage { .. } => VMLINUZ,
+        Format::Elf => VMLINUX,
+    };
+    fsutil::copy_file(kernel, &staging.join(name))
+}
+
+fn read_kernel(path: &Path) -> Result<Vec<u8>, OpError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| OpError::BadRequest(format!("kernel {}: {e}", path.display())))?;
+    if meta.len() > MAX_KERNEL_FILE {
+        return Err(OpError::BadRequest(format!(
+            "{}: {} bytes is too large for a kernel image",
+            path.display(),
+            meta.len()
+        )));
+    }
+    std::fs::read(path).map_err(|e| OpError::io(format!("reading {}", path.display()), e))
+}
+
+/// Checks what `staging` holds and completes it: `vmlinuz` must be a bzImage (its
+/// `vmlinux` is extracted unless present), a lone `vmlinux` must be an ELF. Returns what
+/// the image says about itself.
+fn prepare(staging: &Path) -> Result<KernelInfo, OpError> {
+    let vmlinuz = staging.join(VMLINUZ);
+    let vmlinux = staging.join(VMLINUX);
+    let bad = |p: &Path, e: &dyn std::fmt::Display| {
+        OpError::BadRequest(format!(
+            "{}: {e}",
+            p.file_name().unwrap_or_default().to_string_lossy()
+        ))
+    };
+    if vmlinuz.is_file() {
+        let bz = read_kernel(&vmlinuz)?;
+        let mut info = image::inspect(&bz).map_err(|e| bad(&vmlinuz, &e))?;
+        if info.format == Format::Elf {
+            return Err(bad(&vmlinuz, &"is an ELF vmlinux, not a bzImage"));
+        }
+        let elf = if vmlinux.is_file() {
+            read_kernel(&vmlinux)?
+        } else {
+            let elf = image::extract_vmlinux(&bz).map_err(|e| bad(&vmlinuz, &e))?;
+            write_synced(&vmlinux, &elf)?;
+            elf
+        };
+        let elf_info = image::inspect(&elf).map_err(|e| bad(&vmlinux, &e))?;
+        if elf_info.format != Format::Elf {
+            return Err(bad(&vmlinux, &"is not an ELF vmlinux"));
+        }
+        // A vmlinux that came with the bzImage (a pulled kernel image) must be its twin.
+        if let (Some(a), Some(b)) = (&info.version, &elf_info.version)
+            && a != b
+        {
+            return Err(OpError::BadRequest(format!(
+                "vmlinux ({b}) and vmlinuz ({a}) are different kernels"
+            )));
+        }
+        // The ELF knows its machine for sure; its banner is the complete one.
+        info.arch = elf_info.arch.or(info.arch);
+        info.banner = elf_info.banner.or(info.banner);
+        info.version = info.version.or(elf_info.version);
+        return Ok(info);
+    }
+    if vmlinux.is_file() {
+        let elf = read_kernel(&vmlinux)?;
+        let info = image::inspect(&elf).map_err(|e| bad(&vmlinux, &e))?;
+        if info.format != Format::Elf {
+            return Err(bad(&vmlinux, &"is not an ELF vmlinux"));
+        }
+        return Ok(info);
+    }
+    Err(OpError::BadRequest(
+        "no kernel found: expected a vmlinuz (bzImage) or vmlinux (ELF)".into(),
+    ))
+}
+
+fn write_synced(path: &Path, data: &[u8]) -> Result<(), OpError> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)
+        .map_err(|e| OpError::io(format!("creating {}", path.display()), e))?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| OpError::io(format!("writing {}", path.display()), e))
+}

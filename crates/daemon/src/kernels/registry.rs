@@ -1,0 +1,397 @@
+//! Kernels through OCI registries.
+//!
+//! A kernel travels as an ordinary OCI image so any registry (and `skopeo`) handles it:
+//! one gzip layer holding `vmlinuz`, `vmlinux`, `initrd.img` and `modules/` at its root,
+//! a config for `linux/<arch>` whose labels, like the manifest's annotations, carry the
+//! kernel's name, version and architecture. The layer is deterministic (sorted entries,
+//! fixed owners and times), so pushing the same kernel twice gives the same digests.
+//!
+//! Pulling flattens the layers (the OCI crate refuses `..`, absolute escapes and writes
+//! through symlinks) into a sink that accepts only those four names and writes below the
+//! staging directory; the store then verifies the kernel as for any import.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use banger_api::kernel::{KernelPushed, annotations};
+use banger_api::layout::Layout;
+use banger_oci as oci;
+use sha2::{Digest as _, Sha256};
+
+use crate::backend::oci_error;
+use crate::error::OpError;
+use crate::store::KernelRow;
+
+use super::Staged;
+use super::manifest::{INITRD, MODULES, Manifest, VMLINUX, VMLINUZ, hex_digest};
+
+const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const MT_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const MT_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// Cap on a kernel image's unpacked size (modules included).
+const MAX_UNPACKED: u64 = 8 << 30;
+
+pub struct KernelRegistry {
+    puller: Result<Arc<oci::Puller>, String>,
+}
+
+impl KernelRegistry {
+    pub fn new(layout: &Layout) -> KernelRegistry {
+        let make = || -> Result<oci::Puller, oci::Error> {
+            let cache = oci::BlobCache::open(layout.oci_cache_dir())?;
+            let creds = oci::CredentialStore::load(None)?;
+            oci::Puller::new(cache, oci::RegistryOptions::default(), creds)
+        };
+        KernelRegistry {
+            puller: make().map(Arc::new).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn puller(&self) -> Result<Arc<oci::Puller>, OpError> {
+        self.puller
+            .clone()
+            .map_err(|e| OpError::Unavailable(format!("the OCI client is unavailable: {e}")))
+    }
+
+    /// Pushes a stored kernel to `reference` (`registry/repo:tag`).
+    pub fn push(
+        &self,
+        row: &KernelRow,
+        manifest: &Manifest,
+        reference: &str,
+    ) -> Result<KernelPushed, OpError> {
+        let r = oci::Reference::parse(reference)
+            .map_err(|e| OpError::BadRequest(format!("{e}; push to registry/repository:tag")))?;
+        let tag = r.tag_or_latest().map(str::to_owned).ok_or_else(|| {
+            OpError::BadRequest(format!(
+                "{reference}: push to a tag, not a digest (the digest is computed)"
+            ))
+        })?;
+        let dir = Path::new(&row.dir);
+        let (layer, diff_id) = build_layer(dir)?;
+        let layer_digest = oci::Digest::of(&layer);
+        let arch = manifest.arch.clone().unwrap_or_else(|| "amd64".into());
+        let mut labels = BTreeMap::new();
+        labels.insert(annotations::KIND, annotations::KIND_KERNEL.to_string());
+        labels.insert(annotations::NAME, row.name.clone());
+        labels.insert(annotations::ARCH, arch.clone());
+        if let Some(v) = &manifest.version {
+            labels.insert(annotations::VERSION, v.clone());
+            labels.insert("org.opencontainers.image.version", v.clone());
+        }
+        let config = serde_json::json!({
+            "architecture": arch,
+            "os": "linux",
+            "config": { "Labels": labels },
+            "rootfs": { "type": "layers", "diff_ids": [diff_id] },
+        });
+        let config = serde_json::to_vec(&config)
+            .map_err(|e| OpError::Failed(format!("encoding the config: {e}")))?;
+        let config_digest = oci::Digest::of(&config);
+        let image_manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MT_MANIFEST,
+            "config": { "mediaType": MT_CONFIG, "digest": config_digest.to_string(), "size": config.len() },
+            "layers": [{
+                "mediaType": MT_LAYER,
+                "digest": layer_digest.to_string(),
+                "size": layer.len(),
+                "annotations": { "org.opencontainers.image.title": "kernel.tar.gz" },
+            }],
+            "annotations": labels,
+        });
+        let image_manifest = serde_json::to_vec(&image_manifest)
+            .map_err(|e| OpError::Failed(format!("encoding the manifest: {e}")))?;
+        let puller = self.puller()?;
+        let client = puller.client();
+        let (registry, repo) = (r.registry.as_str(), r.repository.as_str());
+        let manifest_digest = tokio::runtime::Handle::current()
+            .block_on(async {
+                client
+                    .push_blob(registry, repo, &layer_digest, &layer)
+                    .await?;
+                client
+                    .push_blob(registry, repo, &config_digest, &config)
+                    .await?;
+                client
+                    .push_manifest(registry, repo, &tag, MT_MANIFEST, &image_manifest)
+                    .await
+            })
+            .map_err(oci_error)?;
+        let canonical = format!("{registry}/{repo}:{tag}");
+        tracing::info!(kernel = %row.name, reference = %canonical, digest = %manifest_digest, "pushed kernel");
+        Ok(KernelPushed {
+            kernel: row.name.clone(),
+            reference: canonical,
+            manifest_digest: manifest_digest.to_string(),
+            layer_digest: layer_digest.to_string(),
+            layer_bytes: layer.len() as u64,
+        })
+    }
+
+    /// Fetches and unpacks the kernel image `source` into `staging`.
+    pub fn pull(&self, source: &str, staging: &Path) -> Result<Staged, OpError> {
+        let parsed = oci::Source::parse(source).map_err(oci_error)?;
+        let platform = oci::Platform {
+            os: "linux".into(),
+            architecture: host_arch().into(),
+            variant: None,
+        };
+        let puller = self.puller()?;
+        let handle = tokio::runtime::Handle::current();
+        let (image, layers) = handle
+            .block_on(async {
+                let image = puller.resolve(&parsed, &platform).await?;
+                let layers = puller.fetch_layers(&image, Arc::new(|_| {})).await?;
+                Ok::<_, oci::Error>((image, layers))
+            })
+            .map_err(oci_error)?;
+        let mut sink = KernelSink {
+            root: staging.to_path_buf(),
+        };
+        let limits = oci::Limits {
+            max_unpacked_bytes: MAX_UNPACKED,
+            ..oci::Limits::default()
+        };
+        oci::flatten(&layers, &mut sink, &limits).map_err(|e| match e {
+            oci::Error::Sink { path, source } => OpError::BadRequest(format!(
+                "{}: not a kernel image: entry {path:?}: {source}",
+                image.source
+            )),
+            oci::Error::InvalidLayer { .. } | oci::Error::LimitExceeded(_) => {
+                OpError::BadRequest(format!("{}: {e}", image.source))
+            }
+            other => oci_error(other),
+        })?;
+        Ok(Staged {
+            source: format!("oci:{}@{}", image.source, image.manifest_digest),
+        })
+    }
+}
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}
+
+/// Hashes what goes through (the uncompressed tar, for the `diff_id`).
+struct HashingWriter<W> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The deterministic gzip tar of a kernel dir; returns (blob, diff_id).
+fn build_layer(dir: &Path) -> Result<(Vec<u8>, String), OpError> {
+    let io = |what: String| move |e: std::io::Error| OpError::io(what, e);
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    let mut tar = tar::Builder::new(HashingWriter {
+        inner: gz,
+        hash: Sha256::new(),
+    });
+    let mut entries: Vec<(String, PathBuf)> = Vec::new();
+    for name in [VMLINUZ, VMLINUX, INITRD] {
+        let p = dir.join(name);
+        if p.is_file() {
+            entries.push((name.to_string(), p));
+        }
+    }
+    let modules = dir.join(MODULES);
+    if modules.is_dir() {
+        entries.push((MODULES.to_string(), modules.clone()));
+        collect(&modules, MODULES, &mut entries)?;
+    }
+    for (name, path) in &entries {
+        let meta =
+            std::fs::symlink_metadata(path).map_err(io(format!("stat {}", path.display())))?;
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        let res = if meta.is_dir() {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            tar.append_data(&mut h, format!("{name}/"), std::io::empty())
+        } else if meta.is_symlink() {
+            let target =
+                std::fs::read_link(path).map_err(io(format!("readlink {}", path.display())))?;
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_mode(0o777);
+            h.set_size(0);
+            tar.append_link(&mut h, name, target)
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let f = std::fs::File::open(path).map_err(io(format!("opening {}", path.display())))?;
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(if meta.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            });
+            h.set_size(meta.len());
+            tar.append_data(&mut h, name, f)
+        };
+        res.map_err(io(format!("adding {name} to the layer")))?;
+    }
+    let hashing = tar.into_inner().map_err(io("finishing the layer".into()))?;
+    let diff_id = hex_digest(hashing.hash);
+    let blob = hashing
+        .inner
+        .finish()
+        .map_err(io("compressing the layer".into()))?;
+    Ok((blob, diff_id))
+}
+
+/// Entries below `dir`, sorted, as (`rel/path`, host path).
+fn collect(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) -> Result<(), OpError> {
+    let mut children: Vec<(String, PathBuf, bool)> = std::fs::read_dir(dir)
+        .map_err(|e| OpError::io(format!("reading {}", dir.display()), e))?
+        .filter_map(Result::ok)
+        .map(|e| {
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.path(),
+                is_dir,
+            )
+        })
+        .collect();
+    children.sort();
+    for (name, path, is_dir) in children {
+        let rel = format!("{rel}/{name}");
+        out.push((rel.clone(), path.clone()));
+        if is_dir {
+            collect(&path, &rel, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a kernel image's entries below `root`, refusing anything but the kernel files.
+struct KernelSink {
+    root: PathBuf,
+}
+
+impl KernelSink {
+    /// Host path for `path`, creating (real, non-symlink) parent directories.
+    fn place(&self, path: &str) -> Result<PathBuf, oci::SinkError> {
+        let parts: Vec<&str> = path.split('/').collect();
+        let mut at = self.root.clone();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            at.push(part);
+            match std::fs::symlink_metadata(&at) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(format!("{} is not a directory", at.display()).into()),
+                Err(_) => std::fs::create_dir(&at)?,
+            }
+        }
+        Ok(self.root.join(path))
+    }
+}
+
+fn clear(dest: &Path) -> Result<(), oci::SinkError> {
+    if let Ok(m) = std::fs::symlink_metadata(dest) {
+        if m.is_dir() {
+            return Err("a file would replace a directory".into());
+        }
+        std::fs::remove_file(dest)?;
+    }
+    Ok(())
+}
+
+impl oci::EntrySink for KernelSink {
+    fn entry(
+        &mut self,
+        entry: &oci::Entry,
+        data: Option<&mut dyn Read>,
+    ) -> Result<(), oci::SinkError> {
+        let path = entry.path.as_str();
+        let top = path.split('/').next().unwrap_or_default();
+        let nested = path.contains('/');
+        let allowed = match top {
+            VMLINUZ | VMLINUX | INITRD => {
+                !nested && matches!(entry.kind, oci::EntryKind::File { .. })
+            }
+            MODULES => true,
+            _ => false,
+        };
+        if !allowed {
+            return Err(
+                "only vmlinuz, vmlinux, initrd.img (files) and modules/ belong in a kernel image"
+                    .into(),
+            );
+        }
+        let dest = self.place(path)?;
+        match &entry.kind {
+            oci::EntryKind::Directory => match std::fs::symlink_metadata(&dest) {
+                Ok(m) if m.is_dir() => Ok(()),
+                Ok(_) => Err("a directory would replace a file".into()),
+                Err(_) => Ok(std::fs::create_dir(&dest)?),
+            },
+            oci::EntryKind::File { .. } => {
+                use std::os::unix::fs::OpenOptionsExt;
+                clear(&dest)?;
+                let mode = if entry.meta.mode & 0o111 != 0 {
+                    0o755
+                } else {
+                    0o644
+                };
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(mode)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&dest)?;
+                if let Some(r) = data {
+                    std::io::copy(r, &mut f)?;
+                }
+                f.sync_all()?;
+                Ok(())
+            }
+            oci::EntryKind::Symlink { target } => {
+                use std::os::unix::ffi::OsStrExt;
+                clear(&dest)?;
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &dest)?;
+                Ok(())
+            }
+            oci::EntryKind::Hardlink { target } => {
+                let source = self.root.join(target);
+                let m = std::fs::symlink_metadata(&source)?;
+                if !m.is_file() || !target.starts_with("modules/") {
+                    return Err("hardlinks may only join files under modules/".into());
+                }
+                clear(&dest)?;
+                std::fs::hard_link(&source, &dest)?;
+                Ok(())
+            }
+            _ => Err("devices, FIFOs and sockets do not belong in a kernel image".into()),
+        }
+    }
+
+    fn remove(&mut self, path: &str) -> Result<(), oci::SinkError> {
+        let p = self.root.join(path);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p)?,
+            Ok(_) => std::fs::remove_file(&p)?,
+            Err(_) => {}
+        }
+        Ok(())
+    }
+}
