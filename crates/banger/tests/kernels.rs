@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use banger_daemon::kernels::fixture;
+use banger_testkit::fake_kernel as fixture;
 use banger_testkit::layers::LayerBuilder;
 use banger_testkit::oci_image::{self, Compression, Layer};
 use common::TestEnv;

@@ -8,8 +8,9 @@ use std::sync::{Arc, Barrier};
 use banger_api::ErrorCode;
 use banger_api::kernel::KernelImportParams;
 use banger_api::layout::Layout;
-use banger_daemon::kernels::{Kernels, fixture, host, image, manifest};
+use banger_daemon::kernels::{Kernels, host, image, manifest};
 use banger_daemon::store::Store;
+use banger_testkit::fake_kernel as fixture;
 use banger_testkit::layers::LayerBuilder;
 use banger_testkit::{qemu, tools};
 

@@ -4,6 +4,7 @@
 //! `qemu-system-x86_64`). A missing tool is a loud failure, never a silent skip: the
 //! README's test command installs them all.
 
+pub mod fake_kernel;
 pub mod layers;
 pub mod oci_image;
 pub mod qemu;

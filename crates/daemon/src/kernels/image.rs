@@ -242,7 +242,7 @@ fn elf64_extent(b: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::fixture;
+    use banger_testkit::fake_kernel as fixture;
 
     #[test]
     fn gzip_bzimage_round_trip() {

@@ -16,7 +16,6 @@
 
 pub mod deb;
 pub mod decompress;
-pub mod fixture;
 pub mod host;
 pub mod image;
 pub mod manifest;

@@ -3,8 +3,6 @@
 //! payload the way the kernel build does (setup header, payload fields, size appended).
 //! They do not boot; they are exactly what the store's inspection reads.
 
-use std::io::Write;
-
 /// A minimal ELF64 x86-64 executable: one PT_LOAD segment holding the banner and filler.
 pub fn elf(version: &str) -> Vec<u8> {
     let mut body = format!("Linux version {version} (banger@test) (gcc) #1 SMP\n\0").into_bytes();
@@ -58,11 +56,9 @@ pub fn bzimage(version: &str, payload: &[u8]) -> Vec<u8> {
     b
 }
 
+/// gzip through the real tool (as the kernel build compresses its payload).
 pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    // Writing to a Vec cannot fail.
-    let _ = e.write_all(data);
-    e.finish().unwrap_or_default()
+    crate::layers::gzip(data)
 }
 
 /// A gzip-payload bzImage for `version`.
