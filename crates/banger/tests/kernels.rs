@@ -180,7 +180,7 @@ fn rootfs_layout(env: &TestEnv) -> String {
 }
 
 #[test]
-fn kernel_ref_on_pull_copies_and_on_register_points() {
+fn kernel_ref_on_pull_and_register_copies_the_kernel() {
     let env = TestEnv::new();
     let k = kernel_files(&env, "6.1.99-ref");
     env.ok(&[
@@ -230,7 +230,25 @@ fn kernel_ref_on_pull_copies_and_on_register_points() {
         "k",
     ]);
     assert_eq!(registered["kernel_ref"], "k");
-    assert_eq!(registered["kernel_path"], kernel["kernel_path"]);
+    assert_eq!(registered["managed"], false);
+    let reg_dir = registered["artifact_dir"]
+        .as_str()
+        .expect("kernel copies dir")
+        .to_string();
+    let reg_kernel = registered["kernel_path"]
+        .as_str()
+        .expect("kernel")
+        .to_string();
+    assert!(reg_kernel.starts_with(&reg_dir), "{registered}");
+    assert_eq!(
+        sha(&reg_kernel),
+        sha(kernel["kernel_path"].as_str().expect("k"))
+    );
+    assert!(
+        Path::new(registered["modules_dir"].as_str().expect("modules"))
+            .join("kernel/fs/ext4.ko")
+            .is_file()
+    );
 
     // --kernel-ref excludes paths; unknown refs say how to get one.
     let err = env.fails(&[
@@ -257,19 +275,30 @@ fn kernel_ref_on_pull_copies_and_on_register_points() {
         "{err}"
     );
 
-    // The registered image uses the kernel's files in place: deleting needs --force.
-    let err = env.fails(&["kernel", "delete", "k"]);
-    assert!(err.contains("reg") && err.contains("--force"), "{err}");
-    let deleted = env.json(&["kernel", "delete", "k", "--force"]);
-    assert_eq!(deleted["images_with_copies"], serde_json::json!(["pulled"]));
-    assert_eq!(deleted["images_broken"], serde_json::json!(["reg"]));
-    // The pulled image keeps working: its own copy.
-    assert!(Path::new(&image_kernel).is_file());
+    // Both images have their own copies: deleting the kernel breaks nothing.
+    let deleted = env.json(&["kernel", "delete", "k"]);
+    assert_eq!(
+        deleted["images_with_copies"],
+        serde_json::json!(["pulled", "reg"])
+    );
+    assert_eq!(deleted["images_broken"], serde_json::json!([]));
+    for file in [&image_kernel, &reg_kernel] {
+        assert!(Path::new(file).is_file(), "{file}");
+    }
     assert!(
         Path::new(&image_modules)
             .join("kernel/fs/ext4.ko")
             .is_file()
     );
+    // Deleting the registered image removes its kernel copies but not the user's rootfs.
+    let rootfs = registered["rootfs_path"]
+        .as_str()
+        .expect("rootfs")
+        .to_string();
+    let gone = env.json(&["image", "delete", "reg"]);
+    assert_eq!(gone["files_removed"], false);
+    assert!(!Path::new(&reg_dir).exists());
+    assert!(Path::new(&rootfs).is_file());
     assert!(!Path::new(kernel["dir"].as_str().expect("dir")).exists());
 }
 

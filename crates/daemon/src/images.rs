@@ -9,9 +9,11 @@ use banger_api::layout::Layout;
 use banger_api::names::validate_name;
 
 use crate::error::OpError;
+use crate::fsutil::{self, DirGuard};
 use crate::ids;
-use crate::kernel_inputs::{self, KernelArgs};
+use crate::kernel_inputs::{self, KernelArgs, KernelInputs};
 use crate::paths::{self, Expect};
+use crate::recovery::STAGING_SUFFIX;
 use crate::store::Store;
 
 pub struct Images {
@@ -24,7 +26,9 @@ impl Images {
         Images { layout, store }
     }
 
-    /// Records an unmanaged image: the files stay where the user keeps them.
+    /// Records an unmanaged image: the rootfs (and directly given kernel files) stay where
+    /// the user keeps them. A kernel from the store is copied into `<images>/<id>/` (ours,
+    /// removed with the record), so deleting the kernel never breaks this image.
     pub fn register(&self, params: ImageRegisterParams) -> Result<Image, OpError> {
         validate_name(&params.name).map_err(OpError::BadRequest)?;
         self.ensure_name_free(&params.name)?;
@@ -39,33 +43,82 @@ impl Images {
         )?;
         let rootfs = paths::validate("rootfs", &params.rootfs_path, Expect::File)?;
         let (size, allocated) = file_sizes(&rootfs)?;
-        let now = ids::now_rfc3339();
+        let id = ids::new_id();
+        let mut copies = None;
+        let (kernel_path, initrd_path, modules_dir) = if kernel.kernel_ref.is_some() {
+            let (guard, dir) = self.copy_kernel(&id, &kernel)?;
+            let file = |rel: &str| paths::to_string(&dir.join(rel));
+            let files = (
+                file("kernel")?,
+                kernel
+                    .initrd
+                    .as_ref()
+                    .map(|_| file("initrd.img"))
+                    .transpose()?,
+                kernel
+                    .modules
+                    .as_ref()
+                    .map(|_| file("modules"))
+                    .transpose()?,
+            );
+            copies = Some((guard, paths::to_string(&dir)?));
+            files
+        } else {
+            let own =
+                |p: &Option<std::path::PathBuf>| p.as_deref().map(paths::to_string).transpose();
+            (
+                paths::to_string(&kernel.kernel)?,
+                own(&kernel.initrd)?,
+                own(&kernel.modules)?,
+            )
+        };
         let image = Image {
-            id: ids::new_id(),
+            id,
             name: params.name,
             managed: false,
-            artifact_dir: None,
+            artifact_dir: copies.as_ref().map(|(_, dir)| dir.clone()),
             rootfs_path: paths::to_string(&rootfs)?,
-            kernel_path: paths::to_string(&kernel.kernel)?,
-            initrd_path: kernel.initrd.as_deref().map(paths::to_string).transpose()?,
-            modules_dir: kernel
-                .modules
-                .as_deref()
-                .map(paths::to_string)
-                .transpose()?,
+            kernel_path,
+            initrd_path,
+            modules_dir,
             kernel_ref: kernel.kernel_ref,
             source_ref: None,
             manifest_digest: None,
             platform: None,
             size_bytes: Some(size),
             allocated_bytes: Some(allocated),
-            created_at: now,
+            created_at: ids::now_rfc3339(),
         };
         // The insert re-checks the name under the UNIQUE constraint: a concurrent register
-        // of the same name loses here with `already_exists`.
+        // of the same name loses here with `already_exists` (and its copies are removed).
         self.store.insert_image(&image)?;
+        if let Some((guard, _)) = copies {
+            guard.disarm();
+        }
         tracing::info!(id = %image.id, name = %image.name, "registered image");
         Ok(image)
+    }
+
+    /// Stages a copy of the kernel triple and publishes it as `<images>/<id>/`; the guard
+    /// removes it unless the caller records the image.
+    fn copy_kernel(
+        &self,
+        id: &str,
+        kernel: &KernelInputs,
+    ) -> Result<(DirGuard, std::path::PathBuf), OpError> {
+        let images = self.layout.images_dir();
+        let staging = images.join(format!("{id}{STAGING_SUFFIX}"));
+        std::fs::create_dir(&staging)
+            .map_err(|e| OpError::io(format!("creating {}", staging.display()), e))?;
+        let mut guard = DirGuard::new(staging.clone());
+        kernel.stage_into(&staging)?;
+        fsutil::fsync_dir(&staging)?;
+        let dir = images.join(id);
+        std::fs::rename(&staging, &dir)
+            .map_err(|e| OpError::io(format!("publishing {}", dir.display()), e))?;
+        guard.moved_to(dir.clone());
+        fsutil::fsync_dir(&images)?;
+        Ok((guard, dir))
     }
 
     pub fn list(&self) -> Result<Vec<Image>, OpError> {
@@ -85,15 +138,15 @@ impl Images {
         if !self.store.delete_image(&image.id)? {
             return Err(not_found(name_or_id));
         }
+        // The artifact dir is always ours: a managed image's files, or the kernel copies of
+        // a registered one (whose rootfs stays where the user keeps it).
         let mut files_removed = false;
-        if image.managed
-            && let Some(dir) = &image.artifact_dir
-        {
+        if let Some(dir) = &image.artifact_dir {
             let dir = Path::new(dir);
             // Never follow a corrupted record outside our own images directory.
             if dir.parent() == Some(self.layout.images_dir().as_path()) {
                 match std::fs::remove_dir_all(dir) {
-                    Ok(()) => files_removed = true,
+                    Ok(()) => files_removed = image.managed,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => {
                         tracing::warn!(dir = %dir.display(), error = %e, "image files not removed; the next daemon start sweeps them");

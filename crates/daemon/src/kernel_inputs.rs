@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use crate::error::OpError;
+use crate::fsutil;
 use crate::paths::{self, Expect};
 use crate::store::Store;
 
@@ -24,6 +25,21 @@ pub struct KernelInputs {
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
     pub modules: Option<PathBuf>,
+}
+
+impl KernelInputs {
+    /// Copies the triple into an image directory as `kernel`, `initrd.img` and
+    /// `modules/`, so deleting the kernel (or the user's files) never breaks the image.
+    pub fn stage_into(&self, dir: &std::path::Path) -> Result<(), OpError> {
+        fsutil::copy_file(&self.kernel, &dir.join("kernel"))?;
+        if let Some(initrd) = &self.initrd {
+            fsutil::copy_file(initrd, &dir.join("initrd.img"))?;
+        }
+        if let Some(modules) = &self.modules {
+            fsutil::copy_tree(modules, &dir.join("modules"))?;
+        }
+        Ok(())
+    }
 }
 
 pub fn resolve(store: &Store, args: &KernelArgs) -> Result<KernelInputs, OpError> {

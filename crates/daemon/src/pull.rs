@@ -20,7 +20,7 @@ use crate::error::OpError;
 use crate::fsutil::{self, DirGuard};
 use crate::ids;
 use crate::images::{Images, file_sizes};
-use crate::kernel_inputs::{self, KernelArgs, KernelInputs};
+use crate::kernel_inputs::{self, KernelArgs};
 use crate::paths;
 use crate::progress::OpContext;
 use crate::recovery::STAGING_SUFFIX;
@@ -188,7 +188,7 @@ impl Puller {
 
         // 5. Kernel files.
         ctx.emit(PullEvent::StagingKernel);
-        stage_kernel(&kernel, &staging)?;
+        kernel.stage_into(&staging)?;
         fsutil::fsync_dir(&staging)?;
         ctx.check()?;
 
@@ -267,17 +267,4 @@ impl Puller {
         }
         false
     }
-}
-
-/// Copies the kernel triple into the image dir, so deleting a kernel (or the user's files)
-/// never breaks the image.
-fn stage_kernel(kernel: &KernelInputs, staging: &Path) -> Result<(), OpError> {
-    fsutil::copy_file(&kernel.kernel, &staging.join("kernel"))?;
-    if let Some(initrd) = &kernel.initrd {
-        fsutil::copy_file(initrd, &staging.join("initrd.img"))?;
-    }
-    if let Some(modules) = &kernel.modules {
-        fsutil::copy_tree(modules, &staging.join("modules"))?;
-    }
-    Ok(())
 }

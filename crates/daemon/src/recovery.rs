@@ -10,7 +10,8 @@ pub const STAGING_SUFFIX: &str = ".staging";
 
 /// Removes staging dirs, temp files and image dirs no record owns. Returns what it removed.
 pub fn sweep_images_dir(images_dir: &Path, store: &Store) -> anyhow::Result<Vec<String>> {
-    let owned: std::collections::HashSet<String> = store.managed_image_ids()?.into_iter().collect();
+    let owned: std::collections::HashSet<String> =
+        store.ids_owning_artifact_dirs()?.into_iter().collect();
     let mut removed = Vec::new();
     let entries = match std::fs::read_dir(images_dir) {
         Ok(entries) => entries,

@@ -68,7 +68,7 @@ pub fn build<'a>(
     for e in entries {
         let r = rec_len(e.name.len());
         if off + r > USABLE {
-            put_u16(&mut out, block_start + last, (USABLE - last) as u16);
+            put_u16(&mut out, block_start + last + 4, (USABLE - last) as u16);
             block_start += BS;
             out.resize(block_start + BS, 0);
             off = 0;
@@ -77,7 +77,7 @@ pub fn build<'a>(
         last = off;
         off += r;
     }
-    put_u16(&mut out, block_start + last, (USABLE - last) as u16);
+    put_u16(&mut out, block_start + last + 4, (USABLE - last) as u16);
     while out.len() < min_blocks * BS {
         let start = out.len();
         out.resize(start + BS, 0);
@@ -89,7 +89,7 @@ pub fn build<'a>(
     out
 }
 
-fn seal(block: &mut [u8], inode_seed: u32) {
+pub fn seal(block: &mut [u8], inode_seed: u32) {
     put_u32(block, USABLE, 0);
     put_u16(block, USABLE + 4, 12);
     put_u8(block, USABLE + 6, 0);

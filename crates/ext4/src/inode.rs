@@ -15,6 +15,8 @@ pub const S_IFLNK: u16 = 0o120000;
 pub const S_IFSOCK: u16 = 0o140000;
 
 pub const EXTENTS_FL: u32 = 0x0008_0000;
+/// Directory has a hash index (htree).
+pub const INDEX_FL: u32 = 0x0000_1000;
 pub const EXTRA_ISIZE: u16 = 32;
 
 /// Everything the on-disk inode needs, already resolved.

@@ -49,7 +49,7 @@ mod tests {
     #[test]
     fn sizes() {
         assert_eq!(default_blocks(16384), 1024);
-        assert_eq!(default_blocks(262144), 16384);
+        assert_eq!(default_blocks(262144), 8192);
         assert_eq!(default_blocks(1 << 40), 262144);
         let sb = superblock(1024, &[7; 16]);
         assert_eq!(&sb[0..4], &[0xC0, 0x3B, 0x39, 0x98]);

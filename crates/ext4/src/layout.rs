@@ -53,6 +53,14 @@ pub fn gdt_blocks(groups: u64) -> u64 {
     (groups * DESC_SIZE).div_ceil(BLOCK_SIZE)
 }
 
+/// Reserved GDT blocks (resize_inode) so that a filesystem of `blocks` can grow 1024-fold
+/// (capped at 2^32 blocks and at the 1024 entries of the resize inode's index block).
+pub fn reserved_gdt_for(blocks: u64) -> u64 {
+    let max_blocks = (blocks.saturating_mul(1024)).min(u32::MAX as u64);
+    let max_groups = max_blocks.div_ceil(BLOCKS_PER_GROUP);
+    (gdt_blocks(max_groups).saturating_sub(gdt_blocks(blocks.div_ceil(BLOCKS_PER_GROUP)))).min(1024)
+}
+
 /// Bump allocator over the block space that steps over the superblock/GDT areas.
 #[derive(Debug, Clone)]
 pub struct Allocator {
@@ -158,6 +166,13 @@ mod tests {
         assert_eq!(next_backup_group(1), 3);
         assert_eq!(next_backup_group(9), 25);
         assert_eq!(next_backup_group(125), 243);
+    }
+
+    #[test]
+    fn reserved_gdt() {
+        // 1 GiB: room for 1024 GiB = 8192 groups = 128 GDT blocks, one in use.
+        assert_eq!(reserved_gdt_for(262_144), 127);
+        assert_eq!(reserved_gdt_for(1 << 32), 0);
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod crc;
 mod dir;
 mod error;
 mod extent;
+mod htree;
 mod inode;
 mod journal;
 mod layout;

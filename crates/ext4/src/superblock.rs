@@ -6,6 +6,7 @@ use crate::layout::{BLOCKS_PER_GROUP, DESC_SIZE, INODE_SIZE};
 
 pub const COMPAT_HAS_JOURNAL: u32 = 0x4;
 pub const COMPAT_EXT_ATTR: u32 = 0x8;
+pub const COMPAT_RESIZE_INODE: u32 = 0x10;
 pub const COMPAT_DIR_INDEX: u32 = 0x20;
 pub const INCOMPAT_FILETYPE: u32 = 0x2;
 pub const INCOMPAT_EXTENTS: u32 = 0x40;
@@ -18,6 +19,7 @@ pub const RO_DIR_NLINK: u32 = 0x20;
 pub const RO_EXTRA_ISIZE: u32 = 0x40;
 pub const RO_METADATA_CSUM: u32 = 0x400;
 
+pub const RESIZE_INO: u32 = 7;
 pub const JOURNAL_INO: u32 = 8;
 pub const FIRST_INO: u32 = 11;
 
@@ -36,6 +38,8 @@ pub struct SuperParams {
     /// Backup of the journal inode's `i_block` + size, so e2fsck can rebuild it.
     pub jnl_blocks: [u32; 17],
     pub log_groups_per_flex: u8,
+    /// GDT blocks reserved for online growth (resize_inode); 0 disables the feature.
+    pub reserved_gdt_blocks: u16,
 }
 
 /// The 1024-byte superblock as stored in group `group` (its copy records its group).
@@ -65,7 +69,14 @@ pub fn build(p: &SuperParams, group: u16) -> [u8; 1024] {
     put_u32(
         &mut b,
         0x5C,
-        COMPAT_HAS_JOURNAL | COMPAT_EXT_ATTR | COMPAT_DIR_INDEX,
+        COMPAT_HAS_JOURNAL
+            | COMPAT_EXT_ATTR
+            | COMPAT_DIR_INDEX
+            | if p.reserved_gdt_blocks > 0 {
+                COMPAT_RESIZE_INODE
+            } else {
+                0
+            },
     );
     put_u32(
         &mut b,
@@ -84,6 +95,7 @@ pub fn build(p: &SuperParams, group: u16) -> [u8; 1024] {
     );
     b[0x68..0x78].copy_from_slice(&p.uuid);
     b[0x78..0x88].copy_from_slice(&p.label);
+    put_u16(&mut b, 0xCE, p.reserved_gdt_blocks);
     put_u32(&mut b, 0xE0, JOURNAL_INO);
     b[0xEC..0xFC].copy_from_slice(&p.hash_seed);
     put_u8(&mut b, 0xFC, 1); // half_md4
@@ -175,6 +187,7 @@ mod tests {
             time: 0,
             jnl_blocks: [0; 17],
             log_groups_per_flex: 4,
+            reserved_gdt_blocks: 0,
         };
         let b = build(&p, 3);
         assert_eq!(get_u16(&b, 0x38), 0xEF53);

@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::dir::{self, Entry};
 use crate::extent::{self, Extent};
+use crate::htree;
 use crate::inode::{self, InodeRec};
 use crate::layout::{
     Allocator, BLOCK_SIZE, BLOCKS_PER_GROUP, INODES_PER_BLOCK, MAX_INODES_PER_GROUP, gdt_blocks,
-    is_backup_group,
+    is_backup_group, reserved_gdt_for,
 };
 use crate::superblock::{self, GroupDesc, SuperParams};
 use crate::tree::{Body, InodeData, InodeId, NodeId, ROOT, Tree};
@@ -22,8 +23,9 @@ use crate::{EntryKind, Error, Metadata, Options, SizePolicy, Summary, Timestamp}
 
 const BS: u64 = BLOCK_SIZE;
 /// GDT room reserved behind each superblock copy when the final size is not known yet:
-/// 64 blocks of 64-byte descriptors cover 4096 groups (512 GiB).
-const AUTO_GDT_AREA: u64 = 64;
+/// 128 blocks of 64-byte descriptors cover 8192 groups (1 TiB); what the final size does not
+/// need becomes reserved GDT blocks for online growth (resize_inode).
+const AUTO_GDT_AREA: u64 = 128;
 /// Blocks per read of file data.
 const CHUNK_BLOCKS: usize = 64;
 const LOST_FOUND_BLOCKS: usize = 4;
@@ -115,9 +117,11 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
+static ZERO_BLOCK: [u8; BS as usize] = [0; BS as usize];
+
+/// Slice equality compiles to memcmp, fast even in unoptimized builds.
 fn is_zero(b: &[u8]) -> bool {
-    let (pre, mid, post) = unsafe { b.align_to::<u128>() };
-    pre.iter().all(|&x| x == 0) && mid.iter().all(|&x| x == 0) && post.iter().all(|&x| x == 0)
+    b == &ZERO_BLOCK[..b.len()]
 }
 
 impl Ext4Writer {
@@ -139,7 +143,10 @@ impl Ext4Writer {
             return Err(Error::InvalidOptions("journal below 1024 blocks".into()));
         }
         let gdt_area = match opts.size {
-            SizePolicy::Exact(bytes) => gdt_blocks((bytes / BS).div_ceil(BLOCKS_PER_GROUP).max(1)),
+            SizePolicy::Exact(bytes) => {
+                let blocks = bytes / BS;
+                gdt_blocks(blocks.div_ceil(BLOCKS_PER_GROUP).max(1)) + reserved_gdt_for(blocks)
+            }
             SizePolicy::Auto { .. } => AUTO_GDT_AREA,
         };
         let name = path
@@ -182,7 +189,12 @@ impl Ext4Writer {
         })
     }
 
-    /// Adds one entry (see the crate docs for the replace/implicit-parent rules).
+    /// Adds one entry. `path` is relative to the root, '/'-separated; "" or "." is the root
+    /// itself (directory metadata only). Missing parents are created (0755, root, mtime 0);
+    /// a `Directory` at an existing directory only updates its metadata; anything else at
+    /// an existing path replaces it (a replaced directory drops its subtree). A `Hardlink`
+    /// target must already exist and not be a directory; the link shares its inode. File
+    /// data is written to its final place before this returns.
     pub fn add(&mut self, path: &Path, meta: &Metadata, kind: EntryKind<'_>) -> Result<(), Error> {
         let comps = components(path)?;
         let attrs = encode_attrs(path, meta)?;
@@ -368,9 +380,10 @@ impl Ext4Writer {
             );
             self.tree.attach(ROOT, b"lost+found", lf);
         }
-        let ns = Namespace::build(&self.tree)?;
+        let seeds = Seeds::derive(&self.opts.seed);
+        let ns = Namespace::build(&self.tree, &seeds.hash_words())?;
         let plan = self.size_and_plan(&ns)?;
-        let summary = self.write_all(&ns, &plan)?;
+        let summary = self.write_all(&ns, &plan, &seeds)?;
         self.file.sync_all()?;
         std::fs::rename(&self.tmp.path, &self.dest)?;
         self.tmp.armed = false;
@@ -402,7 +415,7 @@ impl Ext4Writer {
                 {
                     return Ok(plan);
                 }
-                let needed = self.auto_total(ns, data_end, 0, 100)?;
+                let needed = self.needed_exact(ns, data_end)?;
                 Err(Error::TooSmall {
                     needed_bytes: needed * BS,
                     requested_bytes: bytes,
@@ -424,6 +437,32 @@ impl Ext4Writer {
                 Ok(plan)
             }
         }
+    }
+
+    /// A block count that works as `SizePolicy::Exact` for this content. A larger exact
+    /// size reserves more GDT blocks behind each superblock copy, which pushes the
+    /// streamed data further; that shift is added on top of the tight fit.
+    fn needed_exact(&self, ns: &Namespace, data_end: u64) -> Result<u64, Error> {
+        let mut cand = self.auto_total(ns, data_end, 0, 100)?;
+        for _ in 0..16 {
+            let groups = cand.div_ceil(BLOCKS_PER_GROUP).max(1);
+            let area = gdt_blocks(groups) + reserved_gdt_for(cand);
+            let backups = (0..groups).filter(|&g| is_backup_group(g)).count() as u64;
+            let end = Plan::make(self, ns, data_end, cand, 100)
+                .map(|p| p.end)
+                .unwrap_or(cand + BLOCKS_PER_GROUP);
+            // + 1: the resize inode's index block, if this layout had none.
+            let mut next = end + area.saturating_sub(self.gdt_area) * backups + 1;
+            let last = next % BLOCKS_PER_GROUP;
+            if next > BLOCKS_PER_GROUP && last != 0 && last < 1 + area + 64 {
+                next += BLOCKS_PER_GROUP - last;
+            }
+            if next <= cand {
+                return Ok(cand);
+            }
+            cand = next;
+        }
+        Ok(cand)
     }
 
     /// Smallest block count (rounded to avoid a tiny last group) that holds everything
@@ -459,15 +498,18 @@ impl Ext4Writer {
         Err(Error::Limit("sizing did not converge".into()))
     }
 
-    fn write_all(&mut self, ns: &Namespace, plan: &Plan) -> Result<Summary, Error> {
-        let seeds = Seeds::derive(&self.opts.seed);
+    fn write_all(&mut self, ns: &Namespace, plan: &Plan, seeds: &Seeds) -> Result<Summary, Error> {
+        let hash_seed = seeds.hash_words();
         let csum_seed = superblock::csum_seed(&seeds.uuid);
         let total = plan.total;
         let mut used = Bitmap::new(plan.groups * BLOCKS_PER_GROUP);
         // Superblock copies and their GDTs.
         for g in 0..plan.groups {
             if is_backup_group(g) {
-                used.set_range(g * BLOCKS_PER_GROUP, 1 + gdt_blocks(plan.groups));
+                used.set_range(
+                    g * BLOCKS_PER_GROUP,
+                    1 + gdt_blocks(plan.groups) + plan.reserved_gdt,
+                );
             }
         }
         for g in 0..plan.groups as usize {
@@ -493,7 +535,19 @@ impl Ext4Writer {
                     file_type: file_type(&self.tree.inodes[id].body),
                 }
             });
-            let blocks = dir::build(ino, d.parent_ino, entries, d.min_blocks, seed);
+            let blocks = if d.indexed {
+                let mut hashed: Vec<htree::Hashed> = entries
+                    .map(|entry| htree::Hashed {
+                        hash: htree::hash(entry.name, &hash_seed),
+                        entry,
+                    })
+                    .collect();
+                hashed.sort_by(|a, b| (a.hash, a.entry.name).cmp(&(b.hash, b.entry.name)));
+                htree::build(ino, d.parent_ino, &hashed, seed)
+            } else {
+                dir::build(ino, d.parent_ino, entries, d.min_blocks, seed)
+            };
+            debug_assert_eq!(blocks.len() as u64, d.nblocks * BS);
             let mut off = 0usize;
             let mut exts = Vec::new();
             for &(start, len) in &plan.dir_runs[di] {
@@ -557,6 +611,8 @@ impl Ext4Writer {
                     file_acl: 0,
                     ibody_xattrs: None,
                 }
+            } else if ino == superblock::RESIZE_INO && plan.reserved_gdt > 0 {
+                self.write_resize_blocks(plan, &mut used)?
             } else if let Some(id) = id {
                 let data = &self.tree.inodes[id];
                 let mut file_acl = 0;
@@ -579,7 +635,12 @@ impl Ext4Writer {
                     Body::Dir => (
                         inode::S_IFDIR,
                         exts.iter().map(|e| e.len as u64).sum::<u64>() * BS,
-                        inode::EXTENTS_FL,
+                        inode::EXTENTS_FL
+                            | if ns.indexed[ino as usize] {
+                                inode::INDEX_FL
+                            } else {
+                                0
+                            },
                         tree.root,
                     ),
                     Body::File { size, .. } => {
@@ -675,6 +736,15 @@ impl Ext4Writer {
         let mut gdt = vec![0u8; (gdt_blocks(plan.groups) * BS) as usize];
         let mut free_blocks_total = 0u64;
         let mut free_inodes_total = 0u64;
+        // Bits past the group's inodes are always set.
+        let mut inode_bitmap_padding = vec![0u8; BS as usize];
+        for i in ipg..BS * 8 {
+            inode_bitmap_padding[(i / 8) as usize] |= 1 << (i % 8);
+        }
+        let mut dirs_per_group = vec![0u32; plan.groups as usize];
+        for &ino in &ns.dir_inos {
+            dirs_per_group[((ino as u64 - 1) / ipg) as usize] += 1;
+        }
         for g in 0..plan.groups {
             let bb = used.group(g);
             let bcount = bb.iter().map(|b| b.count_ones() as u64).sum::<u64>();
@@ -684,20 +754,13 @@ impl Ext4Writer {
                 .write_all_at(bb, plan.block_bitmaps[g as usize] * BS)?;
             let first = g * ipg + 1;
             let used_inodes = (ns.max_ino as u64 + 1).saturating_sub(first).min(ipg);
-            let mut ib = vec![0u8; BS as usize];
+            let mut ib = inode_bitmap_padding.clone();
             for i in 0..used_inodes {
-                ib[(i / 8) as usize] |= 1 << (i % 8);
-            }
-            for i in ipg..BS * 8 {
                 ib[(i / 8) as usize] |= 1 << (i % 8);
             }
             self.file
                 .write_all_at(&ib, plan.inode_bitmaps[g as usize] * BS)?;
-            let used_dirs = ns
-                .dir_inos
-                .iter()
-                .filter(|&&i| (i as u64 - 1) / ipg == g)
-                .count() as u32;
+            let used_dirs = dirs_per_group[g as usize];
             let desc = GroupDesc {
                 block_bitmap: plan.block_bitmaps[g as usize],
                 inode_bitmap: plan.inode_bitmaps[g as usize],
@@ -757,6 +820,7 @@ impl Ext4Writer {
             time: self.opts.fs_time,
             jnl_blocks,
             log_groups_per_flex: 4,
+            reserved_gdt_blocks: plan.reserved_gdt as u16,
         };
         for g in 0..plan.groups {
             if !is_backup_group(g) {
@@ -783,6 +847,51 @@ impl Ext4Writer {
             inodes_total: plan.groups * ipg,
             data_bytes_written: self.data_bytes,
             uuid: seeds.uuid,
+        })
+    }
+}
+
+impl Ext4Writer {
+    /// Writes the resize inode's structures (the layout `mke2fs` uses): a double-indirect
+    /// block whose slots point at the primary reserved GDT blocks, each of which lists its
+    /// copies in the backup groups. Returns the inode record.
+    fn write_resize_blocks(&mut self, plan: &Plan, used: &mut Bitmap) -> Result<InodeRec, Error> {
+        let desc = gdt_blocks(plan.groups);
+        let per_block = BS / 4;
+        let backups: Vec<u64> = (1..plan.groups).filter(|&g| is_backup_group(g)).collect();
+        let mut dind = vec![0u8; BS as usize];
+        for r in 0..plan.reserved_gdt {
+            let primary = 1 + desc + r;
+            let slot = ((desc + r) % per_block) as usize;
+            dind[slot * 4..slot * 4 + 4].copy_from_slice(&(primary as u32).to_le_bytes());
+            let mut list = vec![0u8; BS as usize];
+            for (i, g) in backups.iter().enumerate() {
+                let copy = primary + g * BLOCKS_PER_GROUP;
+                list[i * 4..i * 4 + 4].copy_from_slice(&(copy as u32).to_le_bytes());
+            }
+            self.file.write_all_at(&list, primary * BS)?;
+        }
+        self.file.write_all_at(&dind, plan.resize_dind * BS)?;
+        used.set(plan.resize_dind);
+        let blocks = 1 + plan.reserved_gdt * (1 + backups.len() as u64);
+        let mut i_block = [0u8; 60];
+        i_block[13 * 4..14 * 4].copy_from_slice(&(plan.resize_dind as u32).to_le_bytes());
+        Ok(InodeRec {
+            mode: inode::S_IFREG | 0o600,
+            uid: 0,
+            gid: 0,
+            // What the double-indirect map could address, as mke2fs records it.
+            size: (per_block * per_block + per_block + 12) * BS,
+            atime: Timestamp::default(),
+            ctime: Timestamp::default(),
+            mtime: Timestamp::default(),
+            crtime: Timestamp::default(),
+            links: 1,
+            sectors: blocks * 8,
+            flags: 0,
+            i_block,
+            file_acl: 0,
+            ibody_xattrs: None,
         })
     }
 }
@@ -827,6 +936,14 @@ impl Seeds {
         hash_seed[8..].copy_from_slice(&next().to_le_bytes());
         Seeds { uuid, hash_seed }
     }
+
+    fn hash_words(&self) -> [u32; 4] {
+        let mut w = [0u32; 4];
+        for (i, c) in self.hash_seed.chunks(4).enumerate() {
+            w[i] = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        w
+    }
 }
 
 struct DirInfo {
@@ -834,6 +951,7 @@ struct DirInfo {
     parent_ino: u32,
     min_blocks: usize,
     nblocks: u64,
+    indexed: bool,
 }
 
 /// Inode numbering and link counts of everything reachable from the root.
@@ -844,11 +962,13 @@ struct Namespace {
     links: Vec<u16>,
     dirs: Vec<DirInfo>,
     dir_inos: Vec<u32>,
+    /// Per inode number: directory has a hash index.
+    indexed: Vec<bool>,
     max_ino: u32,
 }
 
 impl Namespace {
-    fn build(tree: &Tree) -> Result<Self, Error> {
+    fn build(tree: &Tree, hash_seed: &[u32; 4]) -> Result<Self, Error> {
         let mut ino_of = vec![0u32; tree.inodes.len()];
         let mut id_of: Vec<Option<InodeId>> = vec![None; 12];
         let mut nlinks: Vec<u32> = vec![0; 12];
@@ -895,12 +1015,26 @@ impl Namespace {
             }
             nlinks[my_ino as usize] = 2 + subdirs;
             let min_blocks = if my_ino == 11 { LOST_FOUND_BLOCKS } else { 1 };
-            let nblocks = dir::count_blocks(name_lens.into_iter(), min_blocks) as u64;
+            let mut nblocks = dir::count_blocks(name_lens.iter().copied(), min_blocks) as u64;
+            // Directories of more than one block get a hash index, like the kernel builds.
+            let mut indexed = false;
+            if dir::count_blocks(name_lens.iter().copied(), 1) > 1 {
+                let children = tree.nodes[node].children.iter().flatten();
+                let mut hashed: Vec<(u32, &[u8])> = children
+                    .map(|(name, _)| (htree::hash(name, hash_seed), name.as_slice()))
+                    .collect();
+                hashed.sort_unstable();
+                if let Some(n) = htree::count_blocks(hashed.iter().map(|(_, n)| n.len())) {
+                    nblocks = n as u64;
+                    indexed = true;
+                }
+            }
             dirs.push(DirInfo {
                 node,
                 parent_ino,
                 min_blocks,
                 nblocks,
+                indexed,
             });
         }
         let max_ino = next - 1;
@@ -917,16 +1051,21 @@ impl Namespace {
             };
         }
         links[superblock::JOURNAL_INO as usize] = 1;
-        let dir_inos = dirs
+        let dir_inos: Vec<u32> = dirs
             .iter()
             .map(|d| ino_of[tree.nodes[d.node].inode])
             .collect();
+        let mut indexed = vec![false; max_ino as usize + 1];
+        for (d, &ino) in dirs.iter().zip(&dir_inos) {
+            indexed[ino as usize] = d.indexed;
+        }
         Ok(Namespace {
             ino_of,
             id_of,
             links,
             dirs,
             dir_inos,
+            indexed,
             max_ino,
         })
     }
@@ -948,6 +1087,9 @@ struct Plan {
     tree_blocks: Vec<Vec<u64>>,
     /// Per inode number: external xattr block (0 = none).
     xattr_blocks: Vec<u64>,
+    /// Reserved GDT blocks behind each superblock copy, and the resize inode's index block.
+    reserved_gdt: u64,
+    resize_dind: u64,
     /// First block after everything allocated.
     end: u64,
 }
@@ -978,7 +1120,13 @@ impl Plan {
             .journal_blocks
             .map(u64::from)
             .unwrap_or_else(|| crate::journal::default_blocks(total));
+        let reserved_gdt = w.gdt_area.saturating_sub(gdt_blocks(groups)).min(1024);
         let mut a = Allocator::resume(w.gdt_area, data_end);
+        let resize_dind = if reserved_gdt > 0 {
+            a.alloc_contig(1)
+        } else {
+            0
+        };
         let block_bitmaps: Vec<u64> = (0..groups).map(|_| a.alloc_contig(1)).collect();
         let inode_bitmaps: Vec<u64> = (0..groups).map(|_| a.alloc_contig(1)).collect();
         let inode_tables: Vec<u64> = (0..groups).map(|_| a.alloc_contig(itb)).collect();
@@ -1038,6 +1186,8 @@ impl Plan {
             journal_runs,
             tree_blocks,
             xattr_blocks,
+            reserved_gdt,
+            resize_dind,
             end: a.next(),
         })
     }
@@ -1062,7 +1212,7 @@ impl Bitmap {
     fn set_range(&mut self, start: u64, len: u64) {
         let mut b = start;
         let end = start + len;
-        while b < end && b % 8 != 0 {
+        while b < end && !b.is_multiple_of(8) {
             self.set(b);
             b += 1;
         }

@@ -51,7 +51,7 @@ pub fn encode(name: &[u8], value: &[u8]) -> Option<Attr> {
 /// Converts the VFS ACL xattr (version 2, 8-byte entries) to ext4's on-disk form
 /// (version 1, 4-byte entries for the *_OBJ/MASK/OTHER tags).
 fn acl_to_disk(value: &[u8]) -> Option<Vec<u8>> {
-    if value.len() < 4 || (value.len() - 4) % 8 != 0 {
+    if value.len() < 4 || !(value.len() - 4).is_multiple_of(8) {
         return None;
     }
     if u32::from_le_bytes(value[0..4].try_into().ok()?) != 2 {

@@ -18,6 +18,15 @@ fn empty_filesystem_is_clean() {
     assert_eq!(root.len(), 1);
     assert_eq!(root[0].name, "lost+found");
     assert_eq!(root[0].ino, 11);
+    let stats = debugfs1(&img, "stats");
+    for f in [
+        "has_journal ext_attr resize_inode dir_index filetype extent 64bit flex_bg sparse_super large_file huge_file dir_nlink extra_isize metadata_csum",
+        "Reserved GDT blocks:      127",
+        "Inode size:\t          256",
+        "Journal inode:            8",
+    ] {
+        assert!(stats.contains(f), "missing {f:?} in:\n{stats}");
+    }
 }
 
 #[test]
@@ -108,7 +117,9 @@ fn small_tree_roundtrip() {
     let st = debugfs1(&img, "stat /usr/bin/link");
     assert!(st.contains("Fast link dest: \"tool\""), "{st}");
     let st = debugfs1(&img, "stat /dev/big");
-    assert!(st.contains("259"), "{st}");
+    assert!(st.contains("259:300"), "{st}");
+    let st = debugfs1(&img, "stat /dev/null");
+    assert!(st.contains("01:03"), "{st}");
     let ea = debugfs1(&img, "ea_list /usr/bin/ping");
     assert!(ea.contains("security.capability"), "{ea}");
 }

@@ -191,10 +191,10 @@ impl Store {
             > 0)
     }
 
-    /// Ids of all managed images (startup sweeps directories nobody owns).
-    pub fn managed_image_ids(&self) -> Result<Vec<String>, StoreError> {
+    /// Ids of images that own a directory under the images dir (startup sweeps the rest).
+    pub fn ids_owning_artifact_dirs(&self) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT id FROM images WHERE managed = 1")?;
+        let mut stmt = conn.prepare("SELECT id FROM images WHERE artifact_dir IS NOT NULL")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
