@@ -90,17 +90,26 @@ fn pulled_image_boots_and_checks_itself() {
     oci_image::single(&layout, "v1", &bootable_layers());
     oci_image::skopeo_push(&layout, "v1", &registry.host(), "bootable", &[]);
 
+    // The kernel travels through banger's kernel store, as users' kernels do.
     let kernel = Kernel::get();
     let env = TestEnv::new();
-    let image = env.json(&[
-        "image",
-        "pull",
-        &format!("{}/bootable:v1", registry.host()),
+    env.ok(&[
+        "kernel",
+        "import",
+        "debian-cloud",
         "--kernel",
         kernel.vmlinuz.to_str().expect("utf8"),
         "--modules",
         kernel.modules_dir.to_str().expect("utf8"),
     ]);
+    let image = env.json(&[
+        "image",
+        "pull",
+        &format!("{}/bootable:v1", registry.host()),
+        "--kernel-ref",
+        "debian-cloud",
+    ]);
+    assert_eq!(image["kernel_ref"], "debian-cloud");
     let dir = std::path::PathBuf::from(image["artifact_dir"].as_str().expect("artifact_dir"));
     assert_eq!(
         std::fs::read(dir.join("kernel")).expect("staged kernel"),

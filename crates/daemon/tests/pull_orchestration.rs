@@ -357,3 +357,39 @@ fn same_digest_reuses_the_converted_rootfs() {
     assert_eq!(c.size_bytes, Some(2 << 30));
     assert_eq!(f.stub.builds.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn deleting_another_image_during_a_pull_is_fine() {
+    let gate = Arc::new(Barrier::new(2));
+    let f = Arc::new(fixture(Behaviour::Gate(gate.clone())));
+    f.images
+        .register(ImageRegisterParams {
+            name: "bystander".into(),
+            rootfs_path: f.file("vmlinux"),
+            kernel_path: Some(f.file("vmlinux")),
+            ..Default::default()
+        })
+        .expect("register");
+    let pull = {
+        let f = f.clone();
+        std::thread::spawn(move || f.pull(f.params("alpine:3.20")))
+    };
+    gate.wait(); // the pull is inside build_rootfs, its staging dir on disk
+    f.images
+        .delete("bystander")
+        .expect("delete during the pull");
+    gate.wait();
+    let image = pull
+        .join()
+        .expect("thread")
+        .expect("the pull is unaffected");
+    let names: Vec<String> = f
+        .store
+        .list_images()
+        .expect("list")
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(names, vec![image.name]);
+    assert!(f.stagings().is_empty());
+}
