@@ -492,8 +492,21 @@ async fn wrong_blob_content_is_rejected_and_not_cached() {
         .await
         .unwrap_err();
     assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
-    // Only the (small, intact) config made it in.
-    assert_eq!(blob_count(c.path()), 1);
+    // Whatever made it into the cache (the config, small layers the fake left intact) is
+    // whole and verified; the corrupted blobs are not there.
+    let blobs = c.path().join("blobs/sha256");
+    let mut cached = 0;
+    for entry in std::fs::read_dir(&blobs).unwrap() {
+        let entry = entry.unwrap();
+        let body = std::fs::read(entry.path()).unwrap();
+        assert!(body.len() <= 600, "a corrupted (large) blob was cached");
+        assert_eq!(
+            banger_oci::Digest::of(&body).hex(),
+            entry.file_name().to_string_lossy()
+        );
+        cached += 1;
+    }
+    assert!(cached >= 1, "the intact config is cached");
 }
 
 #[tokio::test]
