@@ -181,12 +181,7 @@ impl RegistryClient {
             if range_from > 0 {
                 req = req.header(RANGE, format!("bytes={range_from}-"));
             }
-            let cached = self
-                .auth
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&(registry.to_string(), repo.to_string()))
-                .cloned();
+            let cached = self.cached_auth(registry, repo);
             if let Some(h) = &cached {
                 req = req.header(AUTHORIZATION, h);
             }
@@ -224,6 +219,15 @@ impl RegistryClient {
             }
             return Ok(resp);
         }
+    }
+
+    /// The Authorization header last negotiated for this repository, if any.
+    fn cached_auth(&self, registry: &str, repo: &str) -> Option<String> {
+        self.auth
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(registry.to_string(), repo.to_string()))
+            .cloned()
     }
 
     async fn sleep(&self, attempt: u32) {

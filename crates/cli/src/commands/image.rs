@@ -9,7 +9,7 @@ use banger_api::system::Empty;
 
 use crate::Context;
 use crate::args::{CacheCommand, ImageCommand, KernelArgs, PullArgs, RegisterArgs};
-use crate::commands::absolute;
+use crate::commands::{absolute, local_source_absolute};
 use crate::output::{self, Tone};
 
 pub async fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
@@ -142,26 +142,6 @@ async fn pull(ctx: &Context, client: &crate::client::Client, args: PullArgs) -> 
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// `oci:DIR`, `oci-archive:FILE` and `docker-archive:FILE` name paths on the CLI's side:
-/// make them absolute, as the daemon has another working directory.
-fn local_source_absolute(reference: &str) -> anyhow::Result<String> {
-    for prefix in ["oci:", "oci-archive:", "docker-archive:"] {
-        if let Some(rest) = reference.strip_prefix(prefix) {
-            // A `:tag` suffix stays as typed (paths with ':' are not supported here).
-            let (path, tag) = match rest.rsplit_once(':') {
-                Some((p, t)) if prefix == "oci:" && !t.contains('/') => (p, Some(t)),
-                _ => (rest, None),
-            };
-            let abs = absolute(std::path::Path::new(path))?;
-            return Ok(match tag {
-                Some(t) => format!("{prefix}{abs}:{t}"),
-                None => format!("{prefix}{abs}"),
-            });
-        }
-    }
-    Ok(reference.to_string())
 }
 
 struct KernelParams {

@@ -11,7 +11,7 @@ use banger_api::system::Empty;
 use clap::{Args, Subcommand};
 
 use crate::Context;
-use crate::commands::absolute;
+use crate::commands::{absolute, local_source_absolute};
 use crate::output::{self, Tone};
 
 #[derive(Debug, Subcommand)]
@@ -220,24 +220,6 @@ fn done(ctx: &Context, verb: &str, k: &Kernel) -> anyhow::Result<()> {
         contents(k)
     );
     Ok(())
-}
-
-/// `oci:DIR[:TAG]` and `oci-archive:FILE` are paths on the CLI's side.
-fn local_source_absolute(reference: &str) -> anyhow::Result<String> {
-    for prefix in ["oci:", "oci-archive:"] {
-        if let Some(rest) = reference.strip_prefix(prefix) {
-            let (path, tag) = match rest.rsplit_once(':') {
-                Some((p, t)) if prefix == "oci:" && !t.contains('/') => (p, Some(t)),
-                _ => (rest, None),
-            };
-            let abs = absolute(std::path::Path::new(path))?;
-            return Ok(match tag {
-                Some(t) => format!("{prefix}{abs}:{t}"),
-                None => format!("{prefix}{abs}"),
-            });
-        }
-    }
-    Ok(reference.to_string())
 }
 
 /// `vmlinuz+vmlinux+initrd+modules`.

@@ -16,3 +16,23 @@ pub fn absolute(path: &Path) -> anyhow::Result<String> {
         .map(str::to_owned)
         .ok_or_else(|| anyhow::anyhow!("path {} is not valid UTF-8", abs.display()))
 }
+
+/// `oci:DIR`, `oci-archive:FILE` and `docker-archive:FILE` name paths on the CLI's side:
+/// make them absolute, as the daemon has another working directory.
+pub fn local_source_absolute(reference: &str) -> anyhow::Result<String> {
+    for prefix in ["oci:", "oci-archive:", "docker-archive:"] {
+        if let Some(rest) = reference.strip_prefix(prefix) {
+            // A `:tag` suffix stays as typed (paths with ':' are not supported here).
+            let (path, tag) = match rest.rsplit_once(':') {
+                Some((p, t)) if prefix == "oci:" && !t.contains('/') => (p, Some(t)),
+                _ => (rest, None),
+            };
+            let abs = absolute(std::path::Path::new(path))?;
+            return Ok(match tag {
+                Some(t) => format!("{prefix}{abs}:{t}"),
+                None => format!("{prefix}{abs}"),
+            });
+        }
+    }
+    Ok(reference.to_string())
+}

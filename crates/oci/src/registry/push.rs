@@ -40,12 +40,7 @@ impl RegistryClient {
                     .header(CONTENT_TYPE, *content_type)
                     .body(body.to_vec()),
             };
-            let cached = self
-                .auth
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&(registry.to_string(), repo.to_string()))
-                .cloned();
+            let cached = self.cached_auth(registry, repo);
             if let Some(h) = &cached {
                 req = req.header(AUTHORIZATION, h);
             }
