@@ -10,4 +10,12 @@ cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# cargo's last lines are the (empty) doc-test runs; close with the real totals.
+awk '/^test result:/ {p += $4; f += $6} END {printf "Total: %d passed, %d failed\n", p, f}' "$log"
+exit "$status"
