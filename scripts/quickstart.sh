@@ -6,8 +6,8 @@
 #   oci-archive:FILE or docker-archive:FILE.
 #
 # Builds banger (release) and installs `banger` and `bangerd` into ~/.cargo/bin, checks the
-# machine, finds a kernel (the host's, else Debian's cloud kernel package, unpacked, not
-# installed) and pulls REF.
+# machine, imports a kernel into banger's kernel store (the host's, else Debian's cloud
+# kernel package) and pulls REF.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REF=${1:-debian:bookworm}
@@ -21,27 +21,20 @@ echo "installed banger and bangerd into $BIN"
 
 banger doctor || true
 
-release=$(uname -r)
-if [[ -r /boot/vmlinuz-$release && -d /lib/modules/$release ]]; then
-  KERNEL=/boot/vmlinuz-$release
-  MODULES=/lib/modules/$release
-else
-  kdir=${XDG_CACHE_HOME:-$HOME/.cache}/banger/quickstart-kernel
-  if [[ ! -f $kdir/vmlinuz ]]; then
-    echo "no host kernel in /boot: unpacking Debian's cloud kernel package into $kdir"
+# A kernel in banger's kernel store: the host's own, else Debian's cloud kernel package
+# (downloaded, read by banger, never installed).
+if ! banger kernel show quickstart >/dev/null 2>&1; then
+  if [[ -r /boot/vmlinuz-$(uname -r) && -d /lib/modules/$(uname -r) ]]; then
+    banger kernel import quickstart --host
+  else
     pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/ {print $2; exit}')
     [[ -n $pkg ]] || { echo "cannot find linux-image-cloud-amd64 (run apt-get update)" >&2; exit 1; }
     tmp=$(mktemp -d)
-    (cd "$tmp" && apt-get download -q "$pkg" && dpkg-deb -x ./*.deb root)
-    mkdir -p "$kdir.new"
-    cp "$tmp"/root/boot/vmlinuz-* "$kdir.new/vmlinuz"
-    cp -a "$tmp"/root/lib/modules/* "$kdir.new/modules"
-    rm -rf "$tmp" "$kdir"
-    mv "$kdir.new" "$kdir"
+    (cd "$tmp" && apt-get download -q "$pkg" 2>/dev/null)
+    banger kernel import quickstart --deb "$tmp"/*.deb
+    rm -rf "$tmp"
   fi
-  KERNEL=$kdir/vmlinuz
-  MODULES=$kdir/modules
 fi
 
-banger image pull "$REF" --kernel "$KERNEL" --modules "$MODULES"
+banger image pull "$REF" --kernel-ref quickstart
 banger image list
