@@ -9,10 +9,10 @@
 //! staging names start with `.` and are swept at daemon start, as is any kernel directory
 //! without a record.
 //!
-//! Images made with `--kernel-ref` by `image pull` copy the kernel files into the image
-//! directory, so deleting a kernel never breaks them. `image register --kernel-ref`
-//! records the store's paths (register never copies); deleting such a kernel is refused
-//! unless forced, and the answer names the images that then need a new kernel.
+//! Images made with `--kernel-ref` (by `image pull` or `image register`) copy the kernel
+//! files into their image directory, so deleting a kernel never breaks them. Records that
+//! point into a kernel's own directory (older registers) make a delete refuse unless
+//! forced; the answer names the images that then need a new kernel.
 
 pub mod deb;
 pub mod decompress;
