@@ -485,3 +485,92 @@ fn assert_no_leftovers(env: &TestEnv) {
         }
     }
 }
+
+#[test]
+fn private_registry_needs_docker_login() {
+    use banger_testkit::registry::{AUTH_PASSWORD, AUTH_USER};
+    let registry = Registry::start_with_basic_auth();
+    let work = tempfile::tempdir().expect("tempdir");
+    let layout = work.path().join("layout");
+    oci_image::single(
+        &layout,
+        "v1",
+        &[Layer {
+            tar: LayerBuilder::new().file("secret", b"private\n").finish(),
+            compression: Compression::Gzip,
+        }],
+    );
+    let creds = format!("{AUTH_USER}:{AUTH_PASSWORD}");
+    oci_image::skopeo_push(
+        &layout,
+        "v1",
+        &registry.host(),
+        "private",
+        &["--dest-creds", &creds],
+    );
+    let reference = format!("{}/private:v1", registry.host());
+
+    let env = TestEnv::new();
+    let f = env.fixture_files();
+    let docker_config = env.path("docker");
+    std::fs::create_dir_all(&docker_config).expect("mkdir");
+    let pull = |name: &str| {
+        let mut cmd = env.banger_cmd(&[
+            "--json",
+            "image",
+            "pull",
+            &reference,
+            "--name",
+            name,
+            "--kernel",
+            &f.p("vmlinux"),
+        ]);
+        // The daemon (started by this first command) inherits DOCKER_CONFIG.
+        cmd.env("DOCKER_CONFIG", &docker_config);
+        cmd.output().expect("banger")
+    };
+
+    // Not logged in: a clear error that says what to do, and nothing left behind.
+    let out = pull("private");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unauthorized") && err.contains("docker login"),
+        "{err}"
+    );
+    assert_no_leftovers(&env);
+
+    // `docker login` (as the config it writes), with the daemon still running: now it works.
+    let auth = {
+        let out = std::process::Command::new("base64")
+            .arg("-w0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(creds.as_bytes())?;
+                child.wait_with_output()
+            })
+            .expect("base64");
+        String::from_utf8(out.stdout).expect("utf8")
+    };
+    let config = serde_json::json!({ "auths": { registry.host(): { "auth": auth } } });
+    std::fs::write(docker_config.join("config.json"), config.to_string()).expect("config.json");
+    let out = pull("private");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let image: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mounted = LoopMount::new(Path::new(image["rootfs_path"].as_str().expect("rootfs")));
+    assert_eq!(
+        std::fs::read(mounted.path().join("secret")).expect("read"),
+        b"private\n"
+    );
+}

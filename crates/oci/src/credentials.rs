@@ -62,6 +62,9 @@ struct ConfigFile {
 pub struct CredentialStore {
     config: ConfigFile,
     helper_dir: Option<PathBuf>,
+    /// The file `config` came from, re-read on every lookup: a long-running daemon must see
+    /// a `docker login` made after it started.
+    source: Option<PathBuf>,
 }
 
 /// `https://index.docker.io/v1/` → `index.docker.io`; `host:5000/path` → `host:5000`.
@@ -124,29 +127,37 @@ impl CredentialStore {
     /// Loads `path`, or `$DOCKER_CONFIG/config.json`, or `~/.docker/config.json`. A
     /// missing file means no credentials; a malformed one is an error.
     pub fn load(path: Option<&Path>) -> Result<CredentialStore> {
-        let path = match path {
+        let path = Self::config_path(path);
+        let Some(path) = path else {
+            return Ok(CredentialStore::default());
+        };
+        Ok(CredentialStore {
+            config: Self::read_config(&path)?,
+            helper_dir: None,
+            source: Some(path),
+        })
+    }
+
+    /// `path`, or `$DOCKER_CONFIG/config.json`, or `~/.docker/config.json`.
+    fn config_path(path: Option<&Path>) -> Option<PathBuf> {
+        Some(match path {
             Some(p) => p.to_path_buf(),
             None => match std::env::var_os("DOCKER_CONFIG") {
                 Some(d) => PathBuf::from(d).join("config.json"),
-                None => match std::env::var_os("HOME") {
-                    Some(h) => PathBuf::from(h).join(".docker/config.json"),
-                    None => return Ok(CredentialStore::default()),
-                },
+                None => PathBuf::from(std::env::var_os("HOME")?).join(".docker/config.json"),
             },
-        };
-        let body = match std::fs::read(&path) {
+        })
+    }
+
+    /// A missing file means no credentials; a malformed one is an error.
+    fn read_config(path: &Path) -> Result<ConfigFile> {
+        let body = match std::fs::read(path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(CredentialStore::default());
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ConfigFile::default()),
             Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
         };
-        let config = serde_json::from_slice(&body)
-            .map_err(|e| Error::Credentials(format!("{}: {e}", path.display())))?;
-        Ok(CredentialStore {
-            config,
-            helper_dir: None,
-        })
+        serde_json::from_slice(&body)
+            .map_err(|e| Error::Credentials(format!("{}: {e}", path.display())))
     }
 
     /// Looks helpers up in `dir` instead of `$PATH` (tests).
@@ -157,6 +168,13 @@ impl CredentialStore {
 
     /// Credentials for a registry host (`docker.io`, `127.0.0.1:5000`).
     pub fn get(&self, registry: &str) -> Result<Option<Credential>> {
+        match &self.source {
+            Some(path) => self.lookup(&Self::read_config(path)?, registry),
+            None => self.lookup(&self.config, registry),
+        }
+    }
+
+    fn lookup(&self, config: &ConfigFile, registry: &str) -> Result<Option<Credential>> {
         let hub = is_hub(registry);
         let matches = |k: &str| {
             let h = key_host(k);
@@ -168,7 +186,7 @@ impl CredentialStore {
             .iter()
             .find(|(k, _)| matches(k))
             .map(|(_, v)| v.clone())
-            .or_else(|| self.config.creds_store.clone());
+            .or_else(|| config.creds_store.clone());
         if let Some(helper) = helper.filter(|h| !h.is_empty()) {
             let server = if hub {
                 "https://index.docker.io/v1/".to_string()
@@ -179,7 +197,7 @@ impl CredentialStore {
                 return Ok(Some(c));
             }
         }
-        let Some((_, e)) = self.config.auths.iter().find(|(k, _)| matches(k)) else {
+        let Some((_, e)) = config.auths.iter().find(|(k, _)| matches(k)) else {
             return Ok(None);
         };
         if let Some(t) = e.registrytoken.as_ref().filter(|t| !t.is_empty()) {
@@ -270,6 +288,23 @@ impl CredentialStore {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_login_after_load_is_seen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.json");
+        let store = CredentialStore::load(Some(&path)).expect("no file yet");
+        assert!(store.get("127.0.0.1:5000").expect("get").is_none());
+        // `docker login` writes the file later, while the daemon keeps its store.
+        std::fs::write(&path, br#"{"auths":{"127.0.0.1:5000":{"auth":"dTpw"}}}"#).expect("write");
+        match store.get("127.0.0.1:5000").expect("get") {
+            Some(Credential::Basic { username, password }) => {
+                assert_eq!((username.as_str(), password.as_str()), ("u", "p"));
+            }
+            other => panic!("expected basic credentials, got {other:?}"),
+        }
+    }
+
     use super::*;
 
     #[test]

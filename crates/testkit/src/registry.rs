@@ -23,14 +23,40 @@ pub struct Registry {
     child: Option<Child>,
 }
 
+/// User of a registry started with [`Registry::start_with_basic_auth`].
+pub const AUTH_USER: &str = "banger";
+/// Its password.
+pub const AUTH_PASSWORD: &str = "s3cret-pass";
+/// `htpasswd -Bbn banger s3cret-pass` (bcrypt, the only scheme the registry accepts),
+/// precomputed so tests need no extra tool.
+const AUTH_HTPASSWD: &str = "banger:$2y$05$iVbYhyKykoe.B3DSPz5Ds.vW4dlMV/lm/hIIhtrDeDn/0F1YHX1ta\n";
+/// Present in an instance's directory when it requires basic auth.
+const HTPASSWD_NAME: &str = "htpasswd";
+
 impl Registry {
     /// Starts a registry on `127.0.0.1:<free port>` and waits until it answers.
     pub fn start() -> Registry {
+        Self::start_in(Self::new_dir())
+    }
+
+    /// Like [`Registry::start`], but every request needs HTTP basic auth as
+    /// [`AUTH_USER`]/[`AUTH_PASSWORD`] (the registry's `htpasswd` auth).
+    pub fn start_with_basic_auth() -> Registry {
+        let dir = Self::new_dir();
+        std::fs::write(dir.path().join(HTPASSWD_NAME), AUTH_HTPASSWD).expect("write htpasswd");
+        Self::start_in(dir)
+    }
+
+    fn new_dir() -> tempfile::TempDir {
         let dir = tempfile::Builder::new()
             .prefix("banger-registry-")
             .tempdir()
             .expect("create registry tempdir");
         std::fs::create_dir_all(dir.path().join("storage")).expect("create registry storage");
+        dir
+    }
+
+    fn start_in(dir: tempfile::TempDir) -> Registry {
         let mut last_err = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
@@ -139,7 +165,8 @@ const LOG_NAME: &str = "registry.log";
 fn spawn_ready(dir: &Path, port: u16) -> Result<Child, String> {
     let config = dir.join("config.yml");
     let log_path = dir.join(LOG_NAME);
-    write_config(&config, &dir.join("storage"), port)
+    let htpasswd = Some(dir.join(HTPASSWD_NAME)).filter(|p| p.is_file());
+    write_config(&config, &dir.join("storage"), port, htpasswd.as_deref())
         .map_err(|e| format!("write {}: {e}", config.display()))?;
     let log = OpenOptions::new()
         .create(true)
@@ -171,7 +198,8 @@ fn spawn_ready(dir: &Path, port: u16) -> Result<Child, String> {
                 log_tail()
             ));
         }
-        if let Ok((200, _, _)) = http_get(port, "/v2/") {
+        // 401 is an answer too (a registry that requires auth).
+        if let Ok((200 | 401, _, _)) = http_get(port, "/v2/") {
             return Ok(child);
         }
         if Instant::now() >= deadline {
@@ -193,15 +221,26 @@ impl Drop for Registry {
     }
 }
 
-fn write_config(path: &Path, storage: &Path, port: u16) -> std::io::Result<()> {
-    // No auth, no TLS, no periodic health checks: plain HTTP on loopback only.
-    let yaml = format!(
+fn write_config(
+    path: &Path,
+    storage: &Path,
+    port: u16,
+    htpasswd: Option<&Path>,
+) -> std::io::Result<()> {
+    // No TLS, no periodic health checks: plain HTTP on loopback only; basic auth on request.
+    let mut yaml = format!(
         "version: 0.1\n\
          log:\n  level: info\n  accesslog:\n    disabled: true\n\
          storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
          http:\n  addr: 127.0.0.1:{port}\n",
         storage.display()
     );
+    if let Some(file) = htpasswd {
+        yaml.push_str(&format!(
+            "auth:\n  htpasswd:\n    realm: banger-test\n    path: {}\n",
+            file.display()
+        ));
+    }
     let mut f = File::create(path)?;
     f.write_all(yaml.as_bytes())
 }
