@@ -170,10 +170,7 @@ impl RegistryClient {
         accept: Option<&str>,
         range_from: u64,
     ) -> Result<reqwest::Response> {
-        let mut authed_once = false;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+        self.send_with_retries(registry, repo, url, || {
             let mut req = self.http.get(url);
             if let Some(a) = accept {
                 req = req.header(ACCEPT, a);
@@ -181,8 +178,26 @@ impl RegistryClient {
             if range_from > 0 {
                 req = req.header(RANGE, format!("bytes={range_from}-"));
             }
-            let cached = self.cached_auth(registry, repo);
-            if let Some(h) = &cached {
+            req
+        })
+        .await
+    }
+
+    /// Sends the request `build` makes, with the cached Authorization header; retries
+    /// connection errors, 5xx and 429 with backoff, and answers one 401 challenge.
+    pub(crate) async fn send_with_retries(
+        &self,
+        registry: &str,
+        repo: &str,
+        url: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        let mut authed_once = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut req = build();
+            if let Some(h) = self.cached_auth(registry, repo) {
                 req = req.header(AUTHORIZATION, h);
             }
             let resp = match req.send().await {

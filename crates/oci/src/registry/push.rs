@@ -6,7 +6,7 @@ use super::RegistryClient;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 
 /// What a push request is, rebuilt for every attempt.
 enum Req<'a> {
@@ -20,63 +20,25 @@ enum Req<'a> {
 }
 
 impl RegistryClient {
-    /// Sends a push-side request with retries (connection errors, 5xx, 429) and answers
-    /// one 401 challenge.
+    /// Sends a push-side request (see [`RegistryClient::send_with_retries`]).
     async fn send(&self, registry: &str, repo: &str, r: &Req<'_>) -> Result<reqwest::Response> {
-        let mut authed_once = false;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut req = match r {
-                Req::Head(url) => self.http.head(*url),
-                Req::Post(url) => self.http.post(*url).header(CONTENT_LENGTH, 0),
-                Req::Put {
-                    url,
-                    content_type,
-                    body,
-                } => self
-                    .http
-                    .put(*url)
-                    .header(CONTENT_TYPE, *content_type)
-                    .body(body.to_vec()),
-            };
-            let cached = self.cached_auth(registry, repo);
-            if let Some(h) = &cached {
-                req = req.header(AUTHORIZATION, h);
-            }
-            let resp = match req.send().await {
-                Ok(resp) => resp,
-                Err(e) if attempt < self.opts.attempts => {
-                    tracing::debug!(error = %e, "push request failed; retrying");
-                    self.sleep(attempt).await;
-                    continue;
-                }
-                Err(e) => return Err(Self::net(registry, e)),
-            };
-            let st = resp.status();
-            if st == StatusCode::UNAUTHORIZED && !authed_once {
-                authed_once = true;
-                let challenge = resp
-                    .headers()
-                    .get(WWW_AUTHENTICATE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(super::parse_challenge);
-                let header = self.authenticate(registry, repo, challenge).await?;
-                self.auth
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert((registry.to_string(), repo.to_string()), header);
-                attempt -= 1;
-                continue;
-            }
-            if (st.is_server_error() || st == StatusCode::TOO_MANY_REQUESTS)
-                && attempt < self.opts.attempts
-            {
-                self.sleep(attempt).await;
-                continue;
-            }
-            return Ok(resp);
-        }
+        let url = match r {
+            Req::Head(url) | Req::Post(url) | Req::Put { url, .. } => *url,
+        };
+        self.send_with_retries(registry, repo, url, || match r {
+            Req::Head(url) => self.http.head(*url),
+            Req::Post(url) => self.http.post(*url).header(CONTENT_LENGTH, 0),
+            Req::Put {
+                url,
+                content_type,
+                body,
+            } => self
+                .http
+                .put(*url)
+                .header(CONTENT_TYPE, *content_type)
+                .body(body.to_vec()),
+        })
+        .await
     }
 
     /// `HEAD /v2/<repo>/blobs/<digest>`: whether the registry already has the blob.
