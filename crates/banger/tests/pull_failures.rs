@@ -265,3 +265,68 @@ fn a_full_disk_is_a_clean_error() {
     assert_eq!(env.json(&["image", "list"]), serde_json::json!([]));
     let _ = env.banger(&["daemon", "stop"]);
 }
+
+#[test]
+fn parallel_pulls_of_different_names_share_layers() {
+    let registry = Registry::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let base = LayerBuilder::new()
+        .file("base", &noise(48 << 20, 7))
+        .finish();
+    for app in ["one", "two"] {
+        let layout = work.path().join(app);
+        let top = LayerBuilder::new().file("app", app.as_bytes()).finish();
+        oci_image::single(
+            &layout,
+            "v1",
+            &[
+                Layer {
+                    tar: base.clone(),
+                    compression: Compression::None,
+                },
+                Layer {
+                    tar: top,
+                    compression: Compression::Gzip,
+                },
+            ],
+        );
+        oci_image::skopeo_push(&layout, "v1", &registry.host(), app, &[]);
+    }
+    let env = TestEnv::new();
+    let f = env.fixture_files();
+    let kernel = f.p("vmlinux");
+    env.ok(&["daemon", "start"]);
+    let pulls: Vec<Child> = ["one", "two"]
+        .iter()
+        .map(|app| spawn_pull(&env, &format!("{}/{app}:v1", registry.host()), app, &kernel))
+        .collect();
+    let outputs: Vec<String> = pulls
+        .into_iter()
+        .map(|p| {
+            let (ok, err) = stderr_of(p);
+            assert!(ok, "{err}");
+            err
+        })
+        .collect();
+    // Plain progress names each layer's fate; the shared base (layer 1) came over the
+    // network once, whichever pull got there first.
+    let base_lines: Vec<&str> = outputs
+        .iter()
+        .flat_map(|o| o.lines())
+        .filter(|l| l.starts_with("Layer 1 "))
+        .collect();
+    assert_eq!(base_lines.len(), 2, "{outputs:?}");
+    assert_eq!(
+        base_lines
+            .iter()
+            .filter(|l| l.contains("downloaded"))
+            .count(),
+        1,
+        "{base_lines:?}"
+    );
+    let list = env.json(&["image", "list"]);
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    for image in list.as_array().expect("array") {
+        tools::e2fsck_clean(Path::new(image["rootfs_path"].as_str().expect("rootfs")));
+    }
+}
