@@ -559,7 +559,7 @@ fn image_pull_fetches_a_missing_kernel_ref_from_the_kernel_source() {
 
 #[test]
 fn import_from_a_debian_package_and_from_the_host() {
-    let deb = cloud_kernel_deb();
+    let deb = banger_testkit::qemu::Kernel::get().deb();
     let release = banger_testkit::qemu::Kernel::get().release.clone();
     let env = TestEnv::new();
     let k = env.json(&["kernel", "import", "cloud", "--deb", &s(&deb)]);
@@ -580,42 +580,4 @@ fn import_from_a_debian_package_and_from_the_host() {
             "{err}"
         );
     }
-}
-
-/// The cloud kernel's `.deb`, fetched once into the test cache (the testkit keeps only
-/// the extracted tree, from which the package name is taken).
-fn cloud_kernel_deb() -> PathBuf {
-    use banger_testkit::tools;
-    let package = format!(
-        "linux-image-{}",
-        banger_testkit::qemu::Kernel::get().release
-    );
-    let dir = tools::cache_dir().join("kernel-deb");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let lock = std::fs::File::create(dir.join(".lock")).expect("lock file");
-    lock.lock().expect("lock");
-    let find = || {
-        std::fs::read_dir(&dir)
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| {
-                p.extension().is_some_and(|x| x == "deb")
-                    && p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_")))
-            })
-    };
-    if let Some(deb) = find() {
-        return deb;
-    }
-    let tmp = tempfile::tempdir_in(&dir).expect("tmp");
-    tools::run(
-        tools::command("apt-get")
-            .current_dir(tmp.path())
-            .args(["download", "-q", &package]),
-    );
-    for entry in std::fs::read_dir(tmp.path()).expect("ls").flatten() {
-        std::fs::rename(entry.path(), dir.join(entry.file_name())).expect("publish deb");
-    }
-    find().unwrap_or_else(|| panic!("apt-get download {package} produced no .deb"))
 }

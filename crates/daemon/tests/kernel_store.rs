@@ -265,44 +265,9 @@ fn debian_cloud_kernel_vmlinux_is_a_real_elf_with_the_package_release() {
     );
 }
 
-/// The `.deb` of the cloud kernel the testkit uses, downloaded once into the test cache
-/// (the testkit keeps only the extracted tree).
-fn cloud_kernel_deb() -> PathBuf {
-    let k = qemu::Kernel::get();
-    let package = format!("linux-image-{}", k.release);
-    let dir = tools::cache_dir().join("kernel-deb");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let lock = std::fs::File::create(dir.join(".lock")).expect("lock file");
-    lock.lock().expect("lock");
-    let find = || {
-        std::fs::read_dir(&dir)
-            .expect("ls")
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .find(|p| {
-                p.extension().is_some_and(|x| x == "deb")
-                    && p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_")))
-            })
-    };
-    if let Some(deb) = find() {
-        return deb;
-    }
-    let tmp = tempfile::tempdir_in(&dir).expect("tmp");
-    tools::run(
-        tools::command("apt-get")
-            .current_dir(tmp.path())
-            .args(["download", "-q", &package]),
-    );
-    for entry in std::fs::read_dir(tmp.path()).expect("ls").flatten() {
-        std::fs::rename(entry.path(), dir.join(entry.file_name())).expect("publish deb");
-    }
-    find().unwrap_or_else(|| panic!("apt-get download {package} produced no .deb"))
-}
-
 #[test]
 fn import_a_real_debian_kernel_package() {
-    let deb = cloud_kernel_deb();
+    let deb = qemu::Kernel::get().deb();
     let release = qemu::Kernel::get().release.clone();
     let version = tools::run_stdout(
         tools::command("dpkg-deb")

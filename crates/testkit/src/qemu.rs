@@ -49,6 +49,41 @@ impl Kernel {
         KERNEL.get_or_init(fetch_kernel)
     }
 
+    /// The package's `.deb` itself (for tests that import it), downloaded once into the
+    /// test cache under a lock; the extraction above keeps only the unpacked tree.
+    pub fn deb(&self) -> PathBuf {
+        let package = format!("linux-image-{}", self.release);
+        let dir = tools::cache_dir().join("kernel-deb");
+        std::fs::create_dir_all(&dir).expect("mkdir kernel-deb cache");
+        let lock = File::create(dir.join(".lock")).expect("lock file");
+        lock.lock().expect("lock kernel-deb cache");
+        let find = || {
+            std::fs::read_dir(&dir)
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| {
+                    p.extension().is_some_and(|x| x == "deb")
+                        && p.file_name().is_some_and(|n| {
+                            n.to_string_lossy().starts_with(&format!("{package}_"))
+                        })
+                })
+        };
+        if let Some(deb) = find() {
+            return deb;
+        }
+        let tmp = tempfile::tempdir_in(&dir).expect("tmp");
+        tools::run(
+            tools::command("apt-get")
+                .current_dir(tmp.path())
+                .args(["download", "-q", &package]),
+        );
+        for entry in std::fs::read_dir(tmp.path()).expect("ls").flatten() {
+            std::fs::rename(entry.path(), dir.join(entry.file_name())).expect("publish deb");
+        }
+        find().unwrap_or_else(|| panic!("apt-get download {package} produced no .deb"))
+    }
+
     /// Module files (in load order, decompressed bytes) for `names` and their
     /// dependencies, skipping those built into the kernel.
     pub fn modules_for(&self, names: &[&str]) -> Vec<(String, Vec<u8>)> {
