@@ -212,6 +212,12 @@ fn kernel_ref_on_pull_and_register_copies_the_kernel() {
         sha(&image_kernel),
         sha(kernel["kernel_path"].as_str().expect("k"))
     );
+    // The ELF the store extracted travels along (what Firecracker boots).
+    let image_vmlinux = Path::new(pulled["artifact_dir"].as_str().expect("dir")).join("vmlinux");
+    assert_eq!(
+        sha(&s(&image_vmlinux)),
+        sha(kernel["vmlinux_path"].as_str().expect("vmlinux"))
+    );
     let image_modules = pulled["modules_dir"].as_str().expect("modules").to_string();
     assert!(
         Path::new(&image_modules)

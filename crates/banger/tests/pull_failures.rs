@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use banger_testkit::layers::LayerBuilder;
 use banger_testkit::oci_image::{self, Compression, Layer};
 use banger_testkit::registry::Registry;
-use banger_testkit::tools;
+use banger_testkit::{tools, wait};
 use common::{TestEnv, wait_gone};
 
 /// Incompressible bytes (xorshift), so the layer is big on the wire too.
@@ -44,15 +44,6 @@ fn push_big_image(registry: &Registry, work: &Path) {
         }],
     );
     oci_image::skopeo_push(&layout, "v1", &registry.host(), "big", &[]);
-}
-
-/// Polls `cond` every few milliseconds for up to a minute.
-fn wait_for(what: &str, cond: &mut dyn FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 fn staging_dirs(env: &TestEnv) -> Vec<PathBuf> {
@@ -135,9 +126,9 @@ fn failures_mid_pull_leave_nothing_half_made() {
     // 1. kill -9 of the daemon while it downloads.
     env.ok(&["daemon", "start"]);
     let daemon = env.daemon_pid();
-    let mut downloading = new_download(&env);
+    let downloading = new_download(&env);
     let cli = spawn_pull(&env, &reference, "killed", &kernel);
-    wait_for("the download to start (step 1)", &mut downloading);
+    wait::until("the download to start (step 1)", downloading);
     // SAFETY: kill(2) of the daemon this test started.
     assert_eq!(unsafe { libc::kill(daemon, libc::SIGKILL) }, 0);
     wait_gone(daemon);
@@ -149,9 +140,9 @@ fn failures_mid_pull_leave_nothing_half_made() {
     assert_clean(&env);
 
     // 2. The registry dies mid-download: a clean error, nothing kept.
-    let mut downloading = new_download(&env);
+    let downloading = new_download(&env);
     let cli = spawn_pull(&env, &reference, "orphaned", &kernel);
-    wait_for("the download to start (step 2)", &mut downloading);
+    wait::until("the download to start (step 2)", downloading);
     registry.stop();
     let (ok, err) = stderr_of(cli);
     assert!(!ok);
@@ -165,7 +156,7 @@ fn failures_mid_pull_leave_nothing_half_made() {
 
     // 3. Two pulls of one name: exactly one image; the loser fails fast.
     let first = spawn_pull(&env, &reference, "contested", &kernel);
-    wait_for("the first pull to claim the name", &mut || {
+    wait::until("the first pull to claim the name", || {
         !staging_dirs(&env).is_empty()
     });
     let started = Instant::now();
@@ -195,15 +186,15 @@ fn failures_mid_pull_leave_nothing_half_made() {
     // instead of downloading.)
     env.ok(&["image", "delete", "contested"]);
     env.ok(&["image", "cache", "prune"]);
-    let mut downloading = new_download(&env);
+    let downloading = new_download(&env);
     let cli = spawn_pull(&env, &reference, "interrupted", &kernel);
-    wait_for("the download to start (step 4)", &mut downloading);
+    wait::until("the download to start (step 4)", downloading);
     // SAFETY: kill(2) of the CLI this test started.
     assert_eq!(unsafe { libc::kill(cli.id() as i32, libc::SIGINT) }, 0);
     let (ok, err) = stderr_of(cli);
     assert!(!ok);
     assert!(err.contains("cancelled"), "{err}");
-    wait_for("the daemon to discard the cancelled pull", &mut || {
+    wait::until("the daemon to discard the cancelled pull", || {
         staging_dirs(&env).is_empty()
     });
     assert_clean(&env);

@@ -2,10 +2,11 @@
 //! `--kernel-ref NAME` from the kernel store XOR direct `--kernel/--initrd/--modules`
 //! paths. Only the kernel triple is validated here; the rootfs is the caller's business.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::OpError;
 use crate::fsutil;
+use crate::kernels::manifest::VMLINUX;
 use crate::paths::{self, Expect};
 use crate::store::Store;
 
@@ -23,15 +24,22 @@ pub struct KernelArgs {
 pub struct KernelInputs {
     pub kernel_ref: Option<String>,
     pub kernel: PathBuf,
+    /// The uncompressed ELF beside a stored bzImage (what Firecracker boots); only kernels
+    /// from the store have one, direct `--kernel` paths are taken as given.
+    pub vmlinux: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     pub modules: Option<PathBuf>,
 }
 
 impl KernelInputs {
     /// Copies the triple into an image directory as `kernel`, `initrd.img` and
-    /// `modules/`, so deleting the kernel (or the user's files) never breaks the image.
+    /// `modules/` (plus `vmlinux` when the store extracted one), so deleting the kernel (or
+    /// the user's files) never breaks the image.
     pub fn stage_into(&self, dir: &std::path::Path) -> Result<(), OpError> {
         fsutil::copy_file(&self.kernel, &dir.join("kernel"))?;
+        if let Some(vmlinux) = &self.vmlinux {
+            fsutil::copy_file(vmlinux, &dir.join(VMLINUX))?;
+        }
         if let Some(initrd) = &self.initrd {
             fsutil::copy_file(initrd, &dir.join("initrd.img"))?;
         }
@@ -66,6 +74,8 @@ pub fn resolve(store: &Store, args: &KernelArgs) -> Result<KernelInputs, OpError
             })?;
             Ok(KernelInputs {
                 kernel: paths::validate("kernel", &files.kernel_path, Expect::File)?,
+                vmlinux: Some(Path::new(&files.dir).join(VMLINUX))
+                    .filter(|p| p.is_file() && *p != Path::new(&files.kernel_path)),
                 initrd: files
                     .initrd_path
                     .map(|p| paths::validate("initrd", &p, Expect::File))
@@ -79,6 +89,7 @@ pub fn resolve(store: &Store, args: &KernelArgs) -> Result<KernelInputs, OpError
         }
         (None, Some(kernel)) => Ok(KernelInputs {
             kernel: paths::validate("kernel", &kernel, Expect::File)?,
+            vmlinux: None,
             initrd: initrd_path
                 .map(|p| paths::validate("initrd", &p, Expect::File))
                 .transpose()?,

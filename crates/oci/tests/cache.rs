@@ -1,6 +1,7 @@
 //! Blob cache: only whole verified blobs become visible (PITFALLS #16, #17).
 
 use banger_oci::{BlobCache, BlobWriter, Digest, Error};
+use banger_testkit::wait;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -59,7 +60,7 @@ async fn early_stop_and_wrong_content_leave_nothing() {
     assert_eq!(p, dir.path().join("blobs/sha256").join(d.hex()));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aborted_fetch_leaves_no_partial_blob() {
     let dir = tempfile::tempdir().unwrap();
     let cache = Arc::new(BlobCache::open(dir.path()).unwrap());
@@ -74,8 +75,7 @@ async fn aborted_fetch_leaves_no_partial_blob() {
         })
         .await
     });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(tmp_files(&cache), 1);
+    wait::until("the fetch to open its temp file", || tmp_files(&cache) == 1);
     task.abort();
     let _ = task.await;
     assert!(blobs(&cache).is_empty());

@@ -7,6 +7,7 @@ use banger_oci::{
 };
 use banger_testkit::layers::LayerBuilder;
 use banger_testkit::oci_image::{self, Compression, Layer};
+use banger_testkit::wait;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -564,7 +565,7 @@ async fn slow_registry_times_out() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_fetch_midway_leaves_no_partial_blob() {
     let f = start(Behaviour {
         stall_blobs: true,
@@ -590,15 +591,18 @@ async fn killing_a_fetch_midway_leaves_no_partial_blob() {
             .unwrap();
         let _ = p.fetch_layers(&img, Arc::new(|_| {})).await;
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        std::fs::read_dir(c.path().join("tmp")).unwrap().count() > 0,
-        "download should be in flight"
-    );
+    // The cache (and its tmp dir) is created inside the task.
+    let in_flight = || {
+        std::fs::read_dir(c.path().join("tmp"))
+            .map(Iterator::count)
+            .unwrap_or(0)
+    };
+    wait::until("the download to be in flight", || in_flight() > 0);
     task.abort();
     let _ = task.await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(std::fs::read_dir(c.path().join("tmp")).unwrap().count(), 0);
+    wait::until("the aborted download's temp file to go", || {
+        in_flight() == 0
+    });
     // Whatever is visible is whole and verified (config, small layer); the stalled big layer is not.
     for e in std::fs::read_dir(c.path().join("blobs/sha256")).unwrap() {
         let e = e.unwrap();

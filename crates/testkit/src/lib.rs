@@ -11,3 +11,4 @@ pub mod qemu;
 pub mod registry;
 pub mod tools;
 pub mod tree;
+pub mod wait;

@@ -157,12 +157,8 @@ pub fn is_root() -> bool {
 
 /// Waits (bounded) for a process to be gone.
 pub fn wait_gone(pid: i32) {
-    for _ in 0..400 {
-        // SAFETY: signal 0 only checks for existence.
-        if unsafe { libc::kill(pid, 0) } != 0 {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    panic!("process {pid} did not exit");
+    // SAFETY: signal 0 only checks for existence.
+    banger_testkit::wait::until(&format!("process {pid} to exit"), || unsafe {
+        libc::kill(pid, 0) != 0
+    });
 }

@@ -28,6 +28,8 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelFiles {
     pub kernel_path: String,
+    /// The kernel's own directory (`kernels/<name>/`).
+    pub dir: String,
     pub initrd_path: Option<String>,
     pub modules_dir: Option<String>,
 }
@@ -204,11 +206,12 @@ impl Store {
         Ok(self
             .conn()
             .query_row(
-                "SELECT kernel_path, initrd_path, modules_dir FROM kernels WHERE name = ?1",
+                "SELECT kernel_path, initrd_path, modules_dir, dir FROM kernels WHERE name = ?1",
                 [name],
                 |r| {
                     Ok(KernelFiles {
                         kernel_path: r.get(0)?,
+                        dir: r.get(3)?,
                         initrd_path: r.get(1)?,
                         modules_dir: r.get(2)?,
                     })
