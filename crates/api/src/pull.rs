@@ -30,7 +30,8 @@ pub struct ImagePullParams {
     pub platform: Option<String>,
 }
 
-/// What a pull is doing, streamed to the client as it happens.
+/// What a long operation (image pull, kernel pull or push) is doing, streamed to the
+/// client as it happens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PullEvent {
@@ -62,6 +63,20 @@ pub enum PullEvent {
         from_image: String,
     },
     StagingKernel,
+    /// `image pull --kernel-ref NAME` found no local kernel NAME and fetches it from the
+    /// configured kernel source first.
+    FetchingKernel {
+        name: String,
+        reference: String,
+    },
+    /// `kernel push`: packing the kernel's files into one layer.
+    Packing,
+    /// `kernel push`: bytes of a blob sent to the registry (restarts at 0 on a retry).
+    Uploading {
+        digest: String,
+        done_bytes: u64,
+        total_bytes: u64,
+    },
     Publishing,
     Done {
         elapsed_ms: u64,

@@ -351,11 +351,27 @@ fn push_and_pull_through_a_registry_round_trip() {
         &s(&k.join("modules")),
     ]);
     let reference = format!("{}/kernels/cloud:6.1", registry.host());
+    // Without --json the push reports its steps on stderr (plain lines: not a terminal).
+    let (first, progress) = env.ok_with_stderr(&["kernel", "push", "orig", &reference]);
+    assert!(
+        progress.contains("Packing the kernel into a layer")
+            && progress.contains("Uploaded layer")
+            && progress.contains("Done in"),
+        "{progress}"
+    );
+    // Deterministic: pushing again gives the same manifest.
     let pushed = env.json(&["kernel", "push", "orig", &reference]);
     assert_eq!(pushed["reference"], reference);
-    // Deterministic: pushing again gives the same manifest.
-    let again = env.json(&["kernel", "push", "orig", &reference]);
-    assert_eq!(again["manifest_digest"], pushed["manifest_digest"]);
+    let digest = pushed["manifest_digest"].as_str().expect("digest");
+    assert!(first.contains(digest), "{first} vs {digest}");
+    // The packed layer was a temp file in the kernels dir, gone now.
+    let leftovers: Vec<_> = std::fs::read_dir(env.state_dir().join("kernels"))
+        .expect("kernels dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 
     // skopeo sees an ordinary image with our annotations and labels.
     let inspect = banger_testkit::tools::run_stdout(
@@ -378,7 +394,15 @@ fn push_and_pull_through_a_registry_round_trip() {
 
     // Pull into a second installation: identical files.
     let other = TestEnv::new();
-    let pulled = other.json(&["kernel", "pull", &reference, "--name", "copy"]);
+    let (_, progress) = other.ok_with_stderr(&["kernel", "pull", &reference, "--name", "copy"]);
+    assert!(
+        progress.contains("Resolving")
+            && progress.contains("Layer 1")
+            && progress.contains("Publishing")
+            && progress.contains("Done in"),
+        "{progress}"
+    );
+    let pulled = other.json(&["kernel", "show", "copy"]);
     assert_eq!(pulled["name"], "copy");
     assert_eq!(pulled["version"], "6.1.99-oci");
     assert_eq!(pulled["files"], original["files"]);
@@ -530,7 +554,7 @@ fn image_pull_fetches_a_missing_kernel_ref_from_the_kernel_source() {
         String::from_utf8_lossy(&out.stderr)
     );
     let layout = rootfs_layout(&env);
-    let image = env.json(&[
+    let (_, progress) = env.ok_with_stderr(&[
         "image",
         "pull",
         &layout,
@@ -539,6 +563,13 @@ fn image_pull_fetches_a_missing_kernel_ref_from_the_kernel_source() {
         "--kernel-ref",
         "cloud",
     ]);
+    assert!(
+        progress.contains(&format!(
+            "Kernel cloud is not local: fetching it from {source}:cloud"
+        )),
+        "{progress}"
+    );
+    let image = env.json(&["image", "show", "img"]);
     assert_eq!(image["kernel_ref"], "cloud");
     let kernel = env.json(&["kernel", "show", "cloud"]);
     assert_eq!(kernel["version"], "6.1.99-auto");

@@ -8,24 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use banger_testkit::layers::LayerBuilder;
+use banger_testkit::layers::{LayerBuilder, noise};
 use banger_testkit::oci_image::{self, Compression, Layer};
 use banger_testkit::registry::Registry;
 use banger_testkit::{tools, wait};
 use common::{TestEnv, wait_gone};
-
-/// Incompressible bytes (xorshift), so the layer is big on the wire too.
-fn noise(len: usize, mut seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        out.extend_from_slice(&seed.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// A ~192 MiB single-layer image: big enough that a pull is still downloading or writing
 /// when the test strikes.
@@ -320,4 +307,70 @@ fn parallel_pulls_of_different_names_share_layers() {
     for image in list.as_array().expect("array") {
         tools::e2fsck_clean(Path::new(image["rootfs_path"].as_str().expect("rootfs")));
     }
+}
+
+/// `kernel pull` streams progress like `image pull`, and Ctrl-C cancels it the same way:
+/// no staging dir, no record, no partial blob; the next pull of the name succeeds.
+#[test]
+fn ctrl_c_cancels_a_kernel_pull() {
+    let registry = Registry::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    // A kernel image whose initrd is big enough to interrupt mid-download.
+    let layout = work.path().join("kernel");
+    let tar = LayerBuilder::new()
+        .file(
+            "vmlinuz",
+            &banger_testkit::fake_kernel::gzip_bzimage("6.1.99-big"),
+        )
+        .file("initrd.img", &noise(160 << 20, 3))
+        .finish();
+    oci_image::single(
+        &layout,
+        "v1",
+        &[Layer {
+            tar,
+            compression: Compression::None,
+        }],
+    );
+    oci_image::skopeo_push(&layout, "v1", &registry.host(), "kernels/big", &[]);
+    let reference = format!("{}/kernels/big:v1", registry.host());
+    let env = TestEnv::new();
+    env.ok(&["daemon", "start"]);
+    let kernels = env.state_dir().join("kernels");
+    let staging = || {
+        std::fs::read_dir(&kernels)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".staging-"))
+            .count()
+    };
+
+    let downloading = new_download(&env);
+    let cli = env
+        .banger_cmd(&["kernel", "pull", &reference, "--name", "big"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn banger");
+    wait::until("the kernel download to start", downloading);
+    // SAFETY: kill(2) of the CLI this test started.
+    assert_eq!(unsafe { libc::kill(cli.id() as i32, libc::SIGINT) }, 0);
+    let (ok, err) = stderr_of(cli);
+    assert!(!ok);
+    assert!(
+        err.contains("Resolving") && err.contains("cancelled"),
+        "{err}"
+    );
+    wait::until("the daemon to discard the cancelled kernel pull", || {
+        staging() == 0 && cache_temp_files(&env).is_empty()
+    });
+    assert_clean(&env);
+    assert_eq!(
+        env.json(&["kernel", "list"]).as_array().map(Vec::len),
+        Some(0)
+    );
+
+    let pulled = env.json(&["kernel", "pull", &reference, "--name", "big"]);
+    assert_eq!(pulled["version"], "6.1.99-big");
 }

@@ -1,5 +1,5 @@
-//! Renders pull progress: a live status line on a terminal, plain lines otherwise (logs,
-//! CI), never both.
+//! Renders the progress of long operations (image pull, kernel pull and push): a live
+//! status line on a terminal, plain lines otherwise (logs, CI), never both.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -15,6 +15,8 @@ pub struct PullProgress {
     layers: BTreeMap<usize, (u64, u64, bool)>,
     last_draw: Option<Instant>,
     drawn: bool,
+    /// Blobs already reported as uploaded (a retried upload reports its bytes again).
+    uploaded: Vec<String>,
 }
 
 impl PullProgress {
@@ -28,6 +30,7 @@ impl PullProgress {
             layers: BTreeMap::new(),
             last_draw: None,
             drawn: false,
+            uploaded: Vec::new(),
         })
     }
 
@@ -79,6 +82,34 @@ impl PullProgress {
                 "Reusing the root filesystem of image {from_image} (same digest)"
             )),
             PullEvent::StagingKernel => self.line("Staging kernel"),
+            PullEvent::FetchingKernel { name, reference } => self.line(&format!(
+                "Kernel {name} is not local: fetching it from {reference}"
+            )),
+            PullEvent::Packing => self.line("Packing the kernel into a layer"),
+            PullEvent::Uploading {
+                digest,
+                done_bytes,
+                total_bytes,
+            } => {
+                let finished = done_bytes >= total_bytes;
+                if self.live {
+                    let text = format!(
+                        "Uploading layer: {} / {}",
+                        human_bytes(*done_bytes),
+                        human_bytes(*total_bytes)
+                    );
+                    self.status(&text, finished);
+                }
+                if finished && !self.uploaded.contains(digest) {
+                    self.uploaded.push(digest.clone());
+                    let short = digest.strip_prefix("sha256:").unwrap_or(digest);
+                    self.line(&format!(
+                        "Uploaded layer {} ({})",
+                        &short[..short.len().min(12)],
+                        human_bytes(*total_bytes)
+                    ));
+                }
+            }
             PullEvent::Publishing => self.line("Publishing"),
             PullEvent::Done { elapsed_ms } => {
                 self.line(&format!("Done in {:.1}s", *elapsed_ms as f64 / 1000.0))

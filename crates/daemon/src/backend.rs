@@ -383,7 +383,7 @@ impl oci::EntrySink for Ext4Sink<'_> {
     }
 }
 
-fn layer_event(p: &oci::Progress, sizes: &[Option<u64>]) -> Option<PullEvent> {
+pub(crate) fn layer_event(p: &oci::Progress, sizes: &[Option<u64>]) -> Option<PullEvent> {
     let total_of = |index: usize, total: Option<u64>| {
         total.or(sizes.get(index).copied().flatten()).unwrap_or(0)
     };
@@ -436,7 +436,7 @@ fn seed_from_digest(digest: &str) -> [u8; 16] {
 
 /// Runs `fut` unless the client goes away first (polled: cancellation is rare and a
 /// tenth of a second is prompt enough).
-async fn until_cancelled<T>(
+pub(crate) async fn until_cancelled<T>(
     ctx: &OpContext,
     fut: impl std::future::Future<Output = T>,
 ) -> Result<T, OpError> {

@@ -17,6 +17,8 @@ use crate::error::OpError;
 pub struct OpContext {
     cancelled: Arc<AtomicBool>,
     events: Option<UnboundedSender<StreamLine>>,
+    /// Events are dropped, but a client leaving still cancels (a nested operation).
+    quiet: bool,
 }
 
 impl OpContext {
@@ -30,10 +32,23 @@ impl OpContext {
         OpContext {
             cancelled: Arc::new(AtomicBool::new(false)),
             events: Some(events),
+            quiet: false,
+        }
+    }
+
+    /// The same operation without its events: for a step whose own progress would only
+    /// confuse the client's display (a kernel fetched on the way to an image).
+    pub fn quiet(&self) -> Self {
+        OpContext {
+            quiet: true,
+            ..self.clone()
         }
     }
 
     pub fn emit(&self, event: PullEvent) {
+        if self.quiet {
+            return;
+        }
         if let Some(tx) = &self.events
             && tx.send(StreamLine::Event(event)).is_err()
         {

@@ -40,7 +40,10 @@ pub const KNOWN_METHODS: &[&str] = &[
 
 /// Methods that can stream progress events (`Accept: application/x-ndjson`).
 pub fn is_streaming(method: &str) -> bool {
-    method == methods::IMAGE_PULL
+    matches!(
+        method,
+        methods::IMAGE_PULL | methods::KERNEL_PULL | methods::KERNEL_PUSH
+    )
 }
 
 /// Runs one method. `ctx` carries progress and cancellation for long operations.
@@ -100,7 +103,7 @@ pub async fn dispatch(
             blocking(state, move |s| {
                 // A `--kernel-ref` that is not local comes from the kernel source, if any.
                 if p.kernel_path.is_none() {
-                    s.kernels.ensure_local(p.kernel_ref.as_deref())?;
+                    s.kernels.ensure_local(p.kernel_ref.as_deref(), &ctx)?;
                 }
                 s.puller.pull(&s.images, p, &ctx)
             })
@@ -131,11 +134,11 @@ pub async fn dispatch(
         }
         methods::KERNEL_PUSH => {
             let p: KernelPushParams = parse(method, params)?;
-            blocking(state, move |s| s.kernels.push(p)).await
+            blocking(state, move |s| s.kernels.push(p, &ctx)).await
         }
         methods::KERNEL_PULL => {
             let p: KernelPullParams = parse(method, params)?;
-            blocking(state, move |s| s.kernels.pull(p)).await
+            blocking(state, move |s| s.kernels.pull(p, &ctx)).await
         }
         other => Err(OpError::UnknownMethod(format!(
             "unknown method {other:?}; this daemon knows: {}",

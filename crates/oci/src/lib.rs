@@ -27,5 +27,5 @@ pub use flatten::{FlattenStats, LayerInput, Limits, flatten, flatten_as_ready};
 pub use manifest::{ImageConfig, Platform};
 pub use pull::{ImageOrigin, LayerDescriptor, Progress, ProgressFn, Puller, ResolvedImage};
 pub use reference::{Reference, ReferenceError, default_image_name};
-pub use registry::{RegistryClient, RegistryOptions};
+pub use registry::{RegistryClient, RegistryOptions, UploadProgress};
 pub use source::Source;

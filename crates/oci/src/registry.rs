@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 mod push;
+pub use push::UploadProgress;
 
 /// Client settings.
 #[derive(Clone, Debug)]

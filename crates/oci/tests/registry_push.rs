@@ -5,7 +5,7 @@ use banger_oci::{
     BlobCache, CollectSink, CredentialStore, Digest, Error, Limits, Platform, Puller,
     RegistryClient, RegistryOptions, Source, flatten,
 };
-use banger_testkit::layers::{LayerBuilder, gzip};
+use banger_testkit::layers::{LayerBuilder, gzip, noise};
 use banger_testkit::registry::Registry;
 use std::sync::Arc;
 
@@ -151,4 +151,132 @@ async fn push_refuses_wrong_digests_and_reports_unreachable_registries() {
         Err(Error::Network { .. }) => {}
         other => panic!("expected a network error, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_blobs_stream_in_chunks_and_the_registry_checks_the_digest() {
+    let reg = Registry::start();
+    let host = reg.host();
+    let c = client();
+    let dir = tempfile::tempdir().unwrap();
+    // Several upload chunks plus a ragged tail.
+    let data = noise((3 << 20) + 12_345, 1);
+    let path = dir.path().join("layer.bin");
+    std::fs::write(&path, &data).unwrap();
+    let digest = Digest::of(&data);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let progress: banger_oci::UploadProgress = Arc::new(move |n| log.lock().unwrap().push(n));
+    assert!(
+        c.push_blob_file(&host, "t/file", &digest, &path, Some(progress))
+            .await
+            .unwrap()
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.len() >= 4, "one report per chunk: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    assert_eq!(seen.last().copied(), Some(data.len() as u64));
+    // The registry serves exactly what the file held.
+    let url = format!("http://{host}/v2/t/file/blobs/{digest}");
+    let body =
+        banger_testkit::tools::run(banger_testkit::tools::command("curl").args(["-sfL", &url]))
+            .stdout;
+    assert_eq!(Digest::of(&body), digest);
+    // Present now: not sent again.
+    assert!(
+        !c.push_blob_file(&host, "t/file", &digest, &path, None)
+            .await
+            .unwrap()
+    );
+    // A digest that does not match the file is refused by the registry, and named.
+    let wrong = Digest::of(b"not the file");
+    let err = c
+        .push_blob_file(&host, "t/file", &wrong, &path, None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(wrong.hex()), "{err}");
+    // A missing file is an I/O error naming it.
+    let err = c
+        .push_blob_file(&host, "t/file", &digest, &dir.path().join("gone"), None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("gone"), "{err}");
+}
+
+/// A minimal upload endpoint whose first `PUT` fails with 500 after reading the body:
+/// the retry must send the whole file again, from byte 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_file_upload_starts_again_from_the_first_byte() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let puts: Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let bodies = puts.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let bodies = bodies.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 65536];
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match s.read(&mut tmp).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                let mut body = buf[head_end..].to_vec();
+                while body.len() < len {
+                    match s.read(&mut tmp).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => body.extend_from_slice(&tmp[..n]),
+                    }
+                }
+                let status = if head.starts_with("head ") {
+                    "404 Not Found"
+                } else if head.starts_with("post ") {
+                    "202 Accepted\r\nLocation: /v2/t/r/blobs/uploads/u1"
+                } else {
+                    let mut b = bodies.lock().unwrap();
+                    b.push(body);
+                    if b.len() == 1 {
+                        "500 Internal Server Error"
+                    } else {
+                        "201 Created"
+                    }
+                };
+                let reply =
+                    format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let data = noise((2 << 20) + 7, 2);
+    let path = dir.path().join("layer.bin");
+    std::fs::write(&path, &data).unwrap();
+    let host = format!("127.0.0.1:{port}");
+    assert!(
+        client()
+            .push_blob_file(&host, "t/r", &Digest::of(&data), &path, None)
+            .await
+            .unwrap()
+    );
+    let puts = puts.lock().unwrap();
+    assert_eq!(puts.len(), 2, "one failed attempt, one retry");
+    assert!(
+        puts.iter().all(|b| *b == data),
+        "each attempt sends the whole file"
+    );
 }

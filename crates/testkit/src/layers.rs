@@ -6,6 +6,20 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+/// Deterministic incompressible bytes (xorshift from `seed`), so a layer is as big on the
+/// wire and on disk as it is unpacked.
+pub fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        out.extend_from_slice(&seed.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 /// One tar member, fully specified.
 #[derive(Clone, Debug)]
 pub struct Member {

@@ -65,15 +65,23 @@ impl TestEnv {
 
     /// Runs `banger ARGS` and insists on success.
     pub fn ok(&self, args: &[&str]) -> String {
+        self.ok_with_stderr(args).0
+    }
+
+    /// Runs `banger ARGS`, insists on success, returns (stdout, stderr): stderr carries
+    /// the progress lines.
+    pub fn ok_with_stderr(&self, args: &[&str]) -> (String, String) {
         let out = self.banger(args);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
         assert!(
             out.status.success(),
-            "banger {args:?} failed: {}\nstdout: {}\nstderr: {}",
+            "banger {args:?} failed: {}\nstdout: {stdout}\nstderr: {stderr}",
             out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        (stdout, stderr)
     }
 
     /// Runs `banger --json ARGS` and parses stdout.

@@ -106,24 +106,14 @@ async fn pull(ctx: &Context, client: &crate::client::Client, args: PullArgs) -> 
         platform: Some(args.platform),
     };
     let started = std::time::Instant::now();
-    let mut progress = crate::progress::PullProgress::new(args.quiet || ctx.json);
-    let call = client.call_streaming::<_, Image>(methods::IMAGE_PULL, &params, |event| {
-        if let Some(p) = progress.as_mut() {
-            p.on_event(event);
-        }
-    });
-    // Ctrl-C drops the call, closing the connection: the daemon cancels and cleans up.
-    let result = tokio::select! {
-        r = call => r,
-        _ = tokio::signal::ctrl_c() => {
-            if let Some(p) = progress.as_mut() { p.finish(); }
-            anyhow::bail!("cancelled; the daemon discards the partial image");
-        }
-    };
-    if let Some(p) = progress.as_mut() {
-        p.finish();
-    }
-    let image = result?;
+    let image: Image = super::with_progress(
+        client,
+        methods::IMAGE_PULL,
+        &params,
+        args.quiet || ctx.json,
+        "the daemon discards the partial image",
+    )
+    .await?;
     if ctx.json {
         return output::print_json(&image);
     }

@@ -11,7 +11,7 @@ use banger_api::system::Empty;
 use clap::{Args, Subcommand};
 
 use crate::Context;
-use crate::commands::{absolute, local_source_absolute};
+use crate::commands::{absolute, local_source_absolute, with_progress};
 use crate::output::{self, Tone};
 
 #[derive(Debug, Subcommand)]
@@ -50,6 +50,9 @@ pub enum KernelCommand {
         /// Destination: registry/repository:tag.
         #[arg(value_name = "REF")]
         reference: String,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Pull a kernel image (made by `banger kernel push`) into the store.
     #[command(
@@ -61,6 +64,9 @@ pub enum KernelCommand {
         /// Name in the store [default: derived from REF, e.g. reg/kernels/cloud:6.1 → cloud-6-1].
         #[arg(long)]
         name: Option<String>,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
     },
 }
 
@@ -175,16 +181,23 @@ pub async fn run(ctx: &Context, command: KernelCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        KernelCommand::Push { name, reference } => {
-            let pushed: KernelPushed = client
-                .call(
-                    methods::KERNEL_PUSH,
-                    &KernelPushParams {
-                        kernel: name,
-                        reference,
-                    },
-                )
-                .await?;
+        KernelCommand::Push {
+            name,
+            reference,
+            quiet,
+        } => {
+            let params = KernelPushParams {
+                kernel: name,
+                reference,
+            };
+            let pushed: KernelPushed = with_progress(
+                &client,
+                methods::KERNEL_PUSH,
+                &params,
+                quiet || ctx.json,
+                "blobs already sent stay in the registry; no tag was written",
+            )
+            .await?;
             if ctx.json {
                 return output::print_json(&pushed);
             }
@@ -197,12 +210,23 @@ pub async fn run(ctx: &Context, command: KernelCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        KernelCommand::Pull { reference, name } => {
+        KernelCommand::Pull {
+            reference,
+            name,
+            quiet,
+        } => {
             let params = KernelPullParams {
                 reference: local_source_absolute(&reference)?,
                 name,
             };
-            let kernel: Kernel = client.call(methods::KERNEL_PULL, &params).await?;
+            let kernel: Kernel = with_progress(
+                &client,
+                methods::KERNEL_PULL,
+                &params,
+                quiet || ctx.json,
+                "the daemon discards the partial kernel",
+            )
+            .await?;
             done(ctx, "pulled", &kernel)
         }
     }

@@ -8,6 +8,41 @@ pub mod version;
 
 use std::path::Path;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::client::Client;
+use crate::progress::PullProgress;
+
+/// Calls a long-running method with its progress on stderr (none when `quiet`). Ctrl-C
+/// drops the call, closing the connection: the daemon cancels the operation and cleans
+/// up, and the error says `undone`.
+pub async fn with_progress<P: Serialize, R: DeserializeOwned>(
+    client: &Client,
+    method: &str,
+    params: &P,
+    quiet: bool,
+    undone: &str,
+) -> anyhow::Result<R> {
+    let mut progress = PullProgress::new(quiet);
+    let call = client.call_streaming::<_, R>(method, params, |event| {
+        if let Some(p) = progress.as_mut() {
+            p.on_event(event);
+        }
+    });
+    let result = tokio::select! {
+        r = call => r,
+        _ = tokio::signal::ctrl_c() => {
+            if let Some(p) = progress.as_mut() { p.finish(); }
+            anyhow::bail!("cancelled; {undone}");
+        }
+    };
+    if let Some(p) = progress.as_mut() {
+        p.finish();
+    }
+    Ok(result?)
+}
+
 /// Makes a user-typed path absolute against the CLI's working directory (the daemon has
 /// its own), without resolving symlinks: the daemon validates and canonicalises.
 pub fn absolute(path: &Path) -> anyhow::Result<String> {

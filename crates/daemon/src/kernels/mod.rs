@@ -24,15 +24,18 @@ pub mod registry;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use banger_api::kernel::{Kernel, KernelDeleted, KernelImportParams};
 use banger_api::layout::Layout;
 use banger_api::names::validate_name;
+use banger_api::pull::PullEvent;
 
 use crate::error::OpError;
 use crate::fsutil::{self, DirGuard};
 use crate::ids;
 use crate::paths::{self, Expect};
+use crate::progress::OpContext;
 use crate::store::{KernelRow, Store, StoreError};
 
 use self::image::{Format, KernelInfo};
@@ -116,7 +119,7 @@ impl Kernels {
     /// not and a kernel source is configured, pulls `<source>:<name>` under that name.
     /// Without a source, or for an invalid name, does nothing (the pull then reports the
     /// kernel as not found).
-    pub fn ensure_local(&self, name: Option<&str>) -> Result<(), OpError> {
+    pub fn ensure_local(&self, name: Option<&str>, ctx: &OpContext) -> Result<(), OpError> {
         let Some(name) = name.filter(|n| !n.is_empty()) else {
             return Ok(());
         };
@@ -128,10 +131,15 @@ impl Kernels {
         }
         let reference = format!("{source}:{name}");
         tracing::info!(kernel = name, %reference, "kernel not local; pulling it from the kernel source");
-        match self.pull(banger_api::kernel::KernelPullParams {
+        ctx.emit(PullEvent::FetchingKernel {
+            name: name.to_string(),
+            reference: reference.clone(),
+        });
+        let params = banger_api::kernel::KernelPullParams {
             reference: reference.clone(),
             name: Some(name.to_string()),
-        }) {
+        };
+        match self.pull(params, &ctx.quiet()) {
             Ok(_) => Ok(()),
             Err(OpError::NotFound(m)) => Err(OpError::NotFound(format!(
                 "kernel {name:?} is not local and the kernel source has none ({reference}: {m}); import it with `banger kernel import`"
@@ -399,20 +407,41 @@ impl Kernels {
     pub fn push(
         &self,
         params: banger_api::kernel::KernelPushParams,
+        ctx: &OpContext,
     ) -> Result<banger_api::kernel::KernelPushed, OpError> {
+        let started = Instant::now();
         let row = self.row(&params.kernel)?;
         let manifest = Manifest::read(Path::new(&row.dir))?;
-        self.registry.push(&row, &manifest, &params.reference)
+        // The layer is packed into a temp file here (a dot name: swept at start if the
+        // daemon dies mid-push), then streamed to the registry.
+        let pushed = self
+            .registry
+            .push(&row, &manifest, &params.reference, &self.dir, ctx)?;
+        ctx.emit(PullEvent::Done {
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        });
+        Ok(pushed)
     }
 
     /// `kernel.pull`: a kernel image from a registry or local layout into the store.
-    pub fn pull(&self, params: banger_api::kernel::KernelPullParams) -> Result<Kernel, OpError> {
+    pub fn pull(
+        &self,
+        params: banger_api::kernel::KernelPullParams,
+        ctx: &OpContext,
+    ) -> Result<Kernel, OpError> {
+        let started = Instant::now();
         let source = crate::backend::parse_source(&params.reference)?;
         let name = params.name.unwrap_or(source.default_name);
         let _claim = self.claim(&name)?;
         let (staging, guard) = self.staging(&name)?;
-        let staged = self.registry.pull(&source.canonical, &staging)?;
-        self.finish(&name, staging, guard, staged)
+        let staged = self.registry.pull(&source.canonical, &staging, ctx)?;
+        ctx.check()?;
+        ctx.emit(PullEvent::Publishing);
+        let kernel = self.finish(&name, staging, guard, staged)?;
+        ctx.emit(PullEvent::Done {
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        });
+        Ok(kernel)
     }
 }
 

@@ -20,12 +20,15 @@ use banger_api::layout::Layout;
 use banger_oci as oci;
 use sha2::{Digest as _, Sha256};
 
-use crate::backend::oci_error;
+use banger_api::pull::PullEvent;
+
+use crate::backend::{layer_event, oci_error, until_cancelled};
 use crate::error::OpError;
+use crate::progress::OpContext;
 use crate::store::KernelRow;
 
-use super::Staged;
 use super::manifest::{INITRD, MODULES, Manifest, VMLINUX, VMLINUZ, hex_digest};
+use super::{STAGING_PREFIX, Staged};
 
 const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const MT_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -55,12 +58,16 @@ impl KernelRegistry {
             .map_err(|e| OpError::Unavailable(format!("the OCI client is unavailable: {e}")))
     }
 
-    /// Pushes a stored kernel to `reference` (`registry/repo:tag`).
+    /// Pushes a stored kernel to `reference` (`registry/repo:tag`). The layer is packed
+    /// into a temp file in `scratch` (removed on return) and streamed from there, so memory
+    /// stays flat whatever the size of `modules/`.
     pub fn push(
         &self,
         row: &KernelRow,
         manifest: &Manifest,
         reference: &str,
+        scratch: &Path,
+        ctx: &OpContext,
     ) -> Result<KernelPushed, OpError> {
         let r = oci::Reference::parse(reference)
             .map_err(|e| OpError::BadRequest(format!("{e}; push to registry/repository:tag")))?;
@@ -70,8 +77,15 @@ impl KernelRegistry {
             ))
         })?;
         let dir = Path::new(&row.dir);
-        let (layer, diff_id) = build_layer(dir)?;
-        let layer_digest = oci::Digest::of(&layer);
+        ctx.emit(PullEvent::Packing);
+        let layer_file = tempfile::Builder::new()
+            .prefix(&format!("{STAGING_PREFIX}push-"))
+            .tempfile_in(scratch)
+            .map_err(|e| {
+                OpError::io(format!("creating a temp file in {}", scratch.display()), e)
+            })?;
+        let layer = build_layer(dir, layer_file.as_file())?;
+        ctx.check()?;
         let arch = manifest.arch.clone().unwrap_or_else(|| "amd64".into());
         let mut labels = BTreeMap::new();
         labels.insert(annotations::KIND, annotations::KIND_KERNEL.to_string());
@@ -85,7 +99,7 @@ impl KernelRegistry {
             "architecture": arch,
             "os": "linux",
             "config": { "Labels": labels },
-            "rootfs": { "type": "layers", "diff_ids": [diff_id] },
+            "rootfs": { "type": "layers", "diff_ids": [layer.diff_id] },
         });
         let config = serde_json::to_vec(&config)
             .map_err(|e| OpError::Failed(format!("encoding the config: {e}")))?;
@@ -96,8 +110,8 @@ impl KernelRegistry {
             "config": { "mediaType": MT_CONFIG, "digest": config_digest.to_string(), "size": config.len() },
             "layers": [{
                 "mediaType": MT_LAYER,
-                "digest": layer_digest.to_string(),
-                "size": layer.len(),
+                "digest": layer.digest.to_string(),
+                "size": layer.size,
                 "annotations": { "org.opencontainers.image.title": "kernel.tar.gz" },
             }],
             "annotations": labels,
@@ -107,10 +121,25 @@ impl KernelRegistry {
         let puller = self.puller()?;
         let client = puller.client();
         let (registry, repo) = (r.registry.as_str(), r.repository.as_str());
+        let (digest, total) = (layer.digest.to_string(), layer.size);
+        let events = ctx.clone();
+        let progress: oci::UploadProgress = Arc::new(move |done| {
+            events.emit(PullEvent::Uploading {
+                digest: digest.clone(),
+                done_bytes: done,
+                total_bytes: total,
+            });
+        });
         let manifest_digest = tokio::runtime::Handle::current()
-            .block_on(async {
+            .block_on(until_cancelled(ctx, async {
                 client
-                    .push_blob(registry, repo, &layer_digest, &layer)
+                    .push_blob_file(
+                        registry,
+                        repo,
+                        &layer.digest,
+                        layer_file.path(),
+                        Some(progress),
+                    )
                     .await?;
                 client
                     .push_blob(registry, repo, &config_digest, &config)
@@ -118,7 +147,7 @@ impl KernelRegistry {
                 client
                     .push_manifest(registry, repo, &tag, MT_MANIFEST, &image_manifest)
                     .await
-            })
+            }))?
             .map_err(oci_error)?;
         let canonical = format!("{registry}/{repo}:{tag}");
         tracing::info!(kernel = %row.name, reference = %canonical, digest = %manifest_digest, "pushed kernel");
@@ -126,13 +155,13 @@ impl KernelRegistry {
             kernel: row.name.clone(),
             reference: canonical,
             manifest_digest: manifest_digest.to_string(),
-            layer_digest: layer_digest.to_string(),
-            layer_bytes: layer.len() as u64,
+            layer_digest: layer.digest.to_string(),
+            layer_bytes: layer.size,
         })
     }
 
     /// Fetches and unpacks the kernel image `source` into `staging`.
-    pub fn pull(&self, source: &str, staging: &Path) -> Result<Staged, OpError> {
+    pub fn pull(&self, source: &str, staging: &Path, ctx: &OpContext) -> Result<Staged, OpError> {
         let parsed = oci::Source::parse(source).map_err(oci_error)?;
         let platform = oci::Platform {
             os: "linux".into(),
@@ -141,13 +170,29 @@ impl KernelRegistry {
         };
         let puller = self.puller()?;
         let handle = tokio::runtime::Handle::current();
-        let (image, layers) = handle
-            .block_on(async {
-                let image = puller.resolve(&parsed, &platform).await?;
-                let layers = puller.fetch_layers(&image, Arc::new(|_| {})).await?;
-                Ok::<_, oci::Error>((image, layers))
-            })
+        ctx.emit(PullEvent::Resolving {
+            reference: source.to_string(),
+        });
+        let image = handle
+            .block_on(until_cancelled(ctx, puller.resolve(&parsed, &platform)))?
             .map_err(oci_error)?;
+        ctx.emit(PullEvent::Resolved {
+            manifest_digest: image.manifest_digest.to_string(),
+            platform: image.platform.to_string(),
+            layers: image.layers.len(),
+            total_bytes: image.layers.iter().filter_map(|l| l.size).sum(),
+        });
+        let sizes: Vec<Option<u64>> = image.layers.iter().map(|l| l.size).collect();
+        let events = ctx.clone();
+        let progress: oci::ProgressFn = Arc::new(move |p| {
+            if let Some(event) = layer_event(&p, &sizes) {
+                events.emit(event);
+            }
+        });
+        let layers = handle
+            .block_on(until_cancelled(ctx, puller.fetch_layers(&image, progress)))?
+            .map_err(oci_error)?;
+        ctx.check()?;
         let mut sink = KernelSink {
             root: staging.to_path_buf(),
         };
@@ -180,16 +225,18 @@ fn host_arch() -> &'static str {
     }
 }
 
-/// Hashes what goes through (the uncompressed tar, for the `diff_id`).
+/// Hashes and counts what goes through.
 struct HashingWriter<W> {
     inner: W,
     hash: Sha256,
+    written: u64,
 }
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hash.update(&buf[..n]);
+        self.written += n as u64;
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -197,13 +244,27 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// The deterministic gzip tar of a kernel dir; returns (blob, diff_id).
-fn build_layer(dir: &Path) -> Result<(Vec<u8>, String), OpError> {
+/// A packed layer: its blob digest and size, and the digest of the uncompressed tar.
+struct PackedLayer {
+    digest: oci::Digest,
+    size: u64,
+    diff_id: String,
+}
+
+/// Writes the deterministic gzip tar of a kernel dir to `out`, hashing both the tar (the
+/// `diff_id`) and the compressed blob (its digest) on the way through.
+fn build_layer(dir: &Path, out: &std::fs::File) -> Result<PackedLayer, OpError> {
     let io = |what: String| move |e: std::io::Error| OpError::io(what, e);
-    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    let blob = HashingWriter {
+        inner: std::io::BufWriter::new(out),
+        hash: Sha256::new(),
+        written: 0,
+    };
+    let gz = flate2::write::GzEncoder::new(blob, flate2::Compression::new(6));
     let mut tar = tar::Builder::new(HashingWriter {
         inner: gz,
         hash: Sha256::new(),
+        written: 0,
     });
     let mut entries: Vec<(String, PathBuf)> = Vec::new();
     for name in [VMLINUZ, VMLINUX, INITRD] {
@@ -252,11 +313,18 @@ fn build_layer(dir: &Path) -> Result<(Vec<u8>, String), OpError> {
     }
     let hashing = tar.into_inner().map_err(io("finishing the layer".into()))?;
     let diff_id = hex_digest(hashing.hash);
-    let blob = hashing
+    let mut blob = hashing
         .inner
         .finish()
         .map_err(io("compressing the layer".into()))?;
-    Ok((blob, diff_id))
+    blob.flush().map_err(io("writing the layer".into()))?;
+    let digest = oci::Digest::parse(&hex_digest(blob.hash))
+        .map_err(|e| OpError::Failed(format!("layer digest: {e}")))?;
+    Ok(PackedLayer {
+        digest,
+        size: blob.written,
+        diff_id,
+    })
 }
 
 /// Entries below `dir`, sorted, as (`rel/path`, host path).

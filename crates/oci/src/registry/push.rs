@@ -1,12 +1,118 @@
 //! Registry v2 push: blob existence checks, monolithic blob uploads (`POST` then `PUT
 //! ?digest=`), and manifest uploads. Authentication and retries work as for pulls; the
 //! bearer scope comes from the registry's challenge (`repository:<repo>:pull,push`).
+//!
+//! Blobs can come from memory (configs, manifests) or from a file, which is streamed in
+//! chunks so a large layer is never held in memory; every attempt re-reads it from byte 0.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use super::RegistryClient;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+
+/// Bytes of a file upload sent so far (restarts at 0 when an attempt is retried).
+pub type UploadProgress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Chunk size of file uploads.
+const CHUNK: usize = 1 << 20;
+
+/// What an upload sends.
+#[derive(Clone)]
+enum Payload<'a> {
+    Memory(&'a [u8]),
+    File {
+        file: Arc<File>,
+        len: u64,
+        progress: Option<UploadProgress>,
+    },
+}
+
+impl Payload<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Payload::Memory(b) => b.len() as u64,
+            Payload::File { len, .. } => *len,
+        }
+    }
+
+    fn body(&self) -> reqwest::Body {
+        match self {
+            Payload::Memory(b) => reqwest::Body::from(b.to_vec()),
+            Payload::File {
+                file,
+                len,
+                progress,
+            } => reqwest::Body::wrap(FileBody {
+                file: file.clone(),
+                offset: 0,
+                len: *len,
+                progress: progress.clone(),
+            }),
+        }
+    }
+}
+
+/// A file's bytes as an HTTP body, read with positional reads (no shared file offset, so
+/// each attempt gets its own body over the same open file).
+struct FileBody {
+    file: Arc<File>,
+    offset: u64,
+    len: u64,
+    progress: Option<UploadProgress>,
+}
+
+impl http_body::Body for FileBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        let left = this.len - this.offset;
+        if left == 0 {
+            return Poll::Ready(None);
+        }
+        // A local, usually page-cached read of at most one chunk: short enough to do
+        // inline rather than bouncing each chunk through a blocking thread.
+        let mut buf = vec![0u8; CHUNK.min(usize::try_from(left).unwrap_or(CHUNK))];
+        let n = match this.file.read_at(&mut buf, this.offset) {
+            Ok(0) => {
+                return Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file to upload shrank while being sent",
+                ))));
+            }
+            Ok(n) => n,
+            Err(e) => return Poll::Ready(Some(Err(e))),
+        };
+        buf.truncate(n);
+        this.offset += n as u64;
+        if let Some(p) = &this.progress {
+            p(this.offset);
+        }
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(buf)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.offset == self.len
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.len - self.offset)
+    }
+}
 
 /// What a push request is, rebuilt for every attempt.
 enum Req<'a> {
@@ -15,7 +121,7 @@ enum Req<'a> {
     Put {
         url: &'a str,
         content_type: &'a str,
-        body: &'a [u8],
+        body: Payload<'a>,
     },
 }
 
@@ -36,7 +142,8 @@ impl RegistryClient {
                 .http
                 .put(*url)
                 .header(CONTENT_TYPE, *content_type)
-                .body(body.to_vec()),
+                .header(CONTENT_LENGTH, body.len())
+                .body(body.body()),
         })
         .await
     }
@@ -73,6 +180,40 @@ impl RegistryClient {
                 actual,
             });
         }
+        self.upload(registry, repo, digest, Payload::Memory(data))
+            .await
+    }
+
+    /// Uploads the file at `path` as blob `digest` unless the registry has it, streaming it
+    /// in chunks; `progress` hears the bytes sent. The caller computed `digest` while
+    /// writing the file; the registry checks it again when the upload completes. Returns
+    /// whether bytes were sent.
+    pub async fn push_blob_file(
+        &self,
+        registry: &str,
+        repo: &str,
+        digest: &Digest,
+        path: &Path,
+        progress: Option<UploadProgress>,
+    ) -> Result<bool> {
+        let io = |e| Error::io(format!("reading {} to upload it", path.display()), e);
+        let file = File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let payload = Payload::File {
+            file: Arc::new(file),
+            len,
+            progress,
+        };
+        self.upload(registry, repo, digest, payload).await
+    }
+
+    async fn upload(
+        &self,
+        registry: &str,
+        repo: &str,
+        digest: &Digest,
+        payload: Payload<'_>,
+    ) -> Result<bool> {
         if self.blob_exists(registry, repo, digest).await? {
             return Ok(false);
         }
@@ -101,7 +242,7 @@ impl RegistryClient {
         let put = Req::Put {
             url: &url,
             content_type: "application/octet-stream",
-            body: data,
+            body: payload,
         };
         let resp = self.send(registry, repo, &put).await?;
         if resp.status() != StatusCode::CREATED {
@@ -131,7 +272,7 @@ impl RegistryClient {
         let put = Req::Put {
             url: &url,
             content_type: media_type,
-            body,
+            body: Payload::Memory(body),
         };
         let resp = self.send(registry, repo, &put).await?;
         if !resp.status().is_success() {
