@@ -618,3 +618,34 @@ fn import_from_a_debian_package_and_from_the_host() {
         );
     }
 }
+
+/// What a killed daemon leaves in the kernels dir (an import's staging dir, a push's packed
+/// layer, a directory no record owns) is gone after the next start; stored kernels stay.
+#[test]
+fn daemon_start_sweeps_kernel_store_leftovers() {
+    let env = TestEnv::new();
+    let k = kernel_files(&env, "6.1.99-sweep");
+    env.ok(&[
+        "kernel",
+        "import",
+        "kept",
+        "--kernel",
+        &s(&k.join("vmlinuz")),
+    ]);
+    env.ok(&["daemon", "stop"]);
+    let kernels = env.state_dir().join("kernels");
+    std::fs::create_dir_all(kernels.join(".staging-half-0123/modules")).expect("mkdir");
+    std::fs::write(kernels.join(".staging-push-x1y2"), b"partial layer").expect("write");
+    std::fs::create_dir(kernels.join("orphan")).expect("mkdir");
+    env.ok(&["daemon", "start"]);
+    let mut names: Vec<String> = std::fs::read_dir(&kernels)
+        .expect("kernels dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["kept"]);
+    assert_eq!(
+        env.json(&["kernel", "show", "kept"])["version"],
+        "6.1.99-sweep"
+    );
+}

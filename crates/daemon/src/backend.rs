@@ -81,12 +81,7 @@ impl PullBackend for OciBackend {
                 puller.resolve(&parsed, &platform).await
             }))?
             .map_err(oci_error)?;
-        ctx.emit(PullEvent::Resolved {
-            manifest_digest: image.manifest_digest.to_string(),
-            platform: image.platform.to_string(),
-            layers: image.layers.len(),
-            total_bytes: image.layers.iter().filter_map(|l| l.size).sum(),
-        });
+        ctx.emit(resolved_event(&image));
         Ok(Box::new(OciResolved {
             platform: image.platform.to_string(),
             digest: image.manifest_digest.to_string(),
@@ -380,6 +375,16 @@ impl oci::EntrySink for Ext4Sink<'_> {
     fn remove(&mut self, path: &str) -> Result<(), oci::SinkError> {
         self.writer.remove(Path::new(path))?;
         Ok(())
+    }
+}
+
+/// What was resolved: digest, platform, layer count and download size.
+pub(crate) fn resolved_event(image: &oci::ResolvedImage) -> PullEvent {
+    PullEvent::Resolved {
+        manifest_digest: image.manifest_digest.to_string(),
+        platform: image.platform.to_string(),
+        layers: image.layers.len(),
+        total_bytes: image.layers.iter().filter_map(|l| l.size).sum(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Startup sweep: whatever a crashed or killed daemon left half-made is removed before the
 //! socket opens, so clients never see it.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use crate::store::Store;
@@ -10,13 +11,19 @@ pub const STAGING_SUFFIX: &str = ".staging";
 
 /// Removes staging dirs, temp files and image dirs no record owns. Returns what it removed.
 pub fn sweep_images_dir(images_dir: &Path, store: &Store) -> anyhow::Result<Vec<String>> {
-    let owned: std::collections::HashSet<String> =
-        store.ids_owning_artifact_dirs()?.into_iter().collect();
+    let owned: HashSet<String> = store.ids_owning_artifact_dirs()?.into_iter().collect();
+    Ok(remove_unowned(images_dir, &owned)?)
+}
+
+/// Removes every entry of `dir` whose name is not in `owned` (a missing `dir` holds
+/// nothing). Failures to remove one entry are logged, not fatal: the next start retries.
+/// Returns the names removed.
+pub fn remove_unowned(dir: &Path, owned: &HashSet<String>) -> std::io::Result<Vec<String>> {
     let mut removed = Vec::new();
-    let entries = match std::fs::read_dir(images_dir) {
+    let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     for entry in entries {
         let entry = entry?;

@@ -67,3 +67,87 @@ pub fn import_release(root: &Path, release: &str, staging: &Path) -> Result<Stag
         source: format!("host:{}", vmlinuz.display()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use banger_testkit::fake_kernel;
+
+    /// A `/`-like tree with the files a Debian host keeps for `release`.
+    fn host_root(release: &str, initrd: bool, modules: bool) -> tempfile::TempDir {
+        let root = tempfile::tempdir().expect("tempdir");
+        let boot = root.path().join("boot");
+        std::fs::create_dir_all(&boot).expect("mkdir");
+        std::fs::write(
+            boot.join(format!("vmlinuz-{release}")),
+            fake_kernel::gzip_bzimage(release),
+        )
+        .expect("write");
+        // Another release's files must not be picked up.
+        std::fs::write(boot.join("vmlinuz-5.10.0-old"), b"other").expect("write");
+        if initrd {
+            std::fs::write(boot.join(format!("initrd.img-{release}")), b"initrd").expect("write");
+        }
+        if modules {
+            let m = root.path().join(format!("lib/modules/{release}/kernel/fs"));
+            std::fs::create_dir_all(&m).expect("mkdir");
+            std::fs::write(m.join("ext4.ko"), b"ko").expect("write");
+        }
+        root
+    }
+
+    #[test]
+    fn takes_the_running_release_with_initrd_and_modules() {
+        let root = host_root("6.1.0-99-amd64", true, true);
+        let staging = tempfile::tempdir().expect("tempdir");
+        let staged = import_release(root.path(), "6.1.0-99-amd64", staging.path()).expect("ok");
+        assert!(staged.source.ends_with("boot/vmlinuz-6.1.0-99-amd64"));
+        assert_eq!(
+            std::fs::read(staging.path().join("vmlinuz")).expect("vmlinuz"),
+            fake_kernel::gzip_bzimage("6.1.0-99-amd64")
+        );
+        assert_eq!(
+            std::fs::read(staging.path().join(INITRD)).expect("initrd"),
+            b"initrd"
+        );
+        assert!(staging.path().join("modules/kernel/fs/ext4.ko").is_file());
+    }
+
+    #[test]
+    fn initrd_and_modules_are_optional() {
+        let root = host_root("6.1.0-99-amd64", false, false);
+        let staging = tempfile::tempdir().expect("tempdir");
+        import_release(root.path(), "6.1.0-99-amd64", staging.path()).expect("ok");
+        assert!(staging.path().join("vmlinuz").is_file());
+        assert!(!staging.path().join(INITRD).exists());
+        assert!(!staging.path().join(MODULES).exists());
+    }
+
+    #[test]
+    fn a_missing_boot_image_is_not_found_and_says_what_to_do() {
+        let root = host_root("6.1.0-99-amd64", true, true);
+        let staging = tempfile::tempdir().expect("tempdir");
+        let err = import_release(root.path(), "6.12.0-running", staging.path())
+            .expect_err("no image for this release");
+        assert_eq!(err.code(), banger_api::ErrorCode::NotFound);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("boot/vmlinuz-6.12.0-running") && msg.contains("--deb"),
+            "{msg}"
+        );
+        // Nothing was staged.
+        assert_eq!(std::fs::read_dir(staging.path()).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn a_boot_file_that_is_not_a_kernel_is_refused() {
+        let root = host_root("6.1.0-99-amd64", false, false);
+        std::fs::write(root.path().join("boot/vmlinuz-broken"), b"not a kernel").expect("w");
+        let staging = tempfile::tempdir().expect("tempdir");
+        let err = import_release(root.path(), "broken", staging.path()).expect_err("refused");
+        assert!(
+            err.to_string().contains("not a Linux kernel image"),
+            "{err}"
+        );
+    }
+}

@@ -164,34 +164,8 @@ impl Kernels {
             .into_iter()
             .map(|k| k.name)
             .collect();
-        let mut removed = Vec::new();
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(removed),
-            Err(e) => return Err(OpError::io(format!("reading {}", self.dir.display()), e)),
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if owned.contains(&name) {
-                continue;
-            }
-            let path = entry.path();
-            let res = if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            match res {
-                Ok(()) => {
-                    tracing::info!(path = %path.display(), "removed kernel-store leftover");
-                    removed.push(name);
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "could not remove leftover")
-                }
-            }
-        }
-        Ok(removed)
+        crate::recovery::remove_unowned(&self.dir, &owned)
+            .map_err(|e| OpError::io(format!("sweeping {}", self.dir.display()), e))
     }
 
     fn claim(&self, name: &str) -> Result<Claim<'_>, OpError> {

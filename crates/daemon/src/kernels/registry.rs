@@ -22,7 +22,7 @@ use sha2::{Digest as _, Sha256};
 
 use banger_api::pull::PullEvent;
 
-use crate::backend::{layer_event, oci_error, until_cancelled};
+use crate::backend::{layer_event, oci_error, resolved_event, until_cancelled};
 use crate::error::OpError;
 use crate::progress::OpContext;
 use crate::store::KernelRow;
@@ -176,12 +176,7 @@ impl KernelRegistry {
         let image = handle
             .block_on(until_cancelled(ctx, puller.resolve(&parsed, &platform)))?
             .map_err(oci_error)?;
-        ctx.emit(PullEvent::Resolved {
-            manifest_digest: image.manifest_digest.to_string(),
-            platform: image.platform.to_string(),
-            layers: image.layers.len(),
-            total_bytes: image.layers.iter().filter_map(|l| l.size).sum(),
-        });
+        ctx.emit(resolved_event(&image));
         let sizes: Vec<Option<u64>> = image.layers.iter().map(|l| l.size).collect();
         let events = ctx.clone();
         let progress: oci::ProgressFn = Arc::new(move |p| {
