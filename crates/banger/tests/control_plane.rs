@@ -3,6 +3,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::process::Command;
 
 use common::{TestEnv, is_root, mode_of, wait_gone};
@@ -407,4 +408,72 @@ fn doctor_and_version_report() {
     let v = env.json(&["version"]);
     assert_eq!(v["cli"], env!("CARGO_PKG_VERSION"));
     assert!(v["daemon"].is_null(), "version must not start the daemon");
+}
+
+/// `--state-dir/--cache-dir/--runtime-dir` on the CLI beat the XDG variables, and a daemon
+/// the CLI starts serves exactly those directories (relative ones made absolute).
+#[test]
+fn directories_given_as_flags_override_xdg() {
+    let env = TestEnv::new();
+    let f = env.fixture_files();
+    let elsewhere = env.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    let dirs = ["--state-dir", "s", "--cache-dir", "c", "--runtime-dir", "r"];
+    let banger = |args: &[&str]| {
+        let mut all = dirs.to_vec();
+        all.extend_from_slice(args);
+        let out = env
+            .banger_cmd(&all)
+            .current_dir(&elsewhere)
+            .output()
+            .expect("run banger");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Stops the flag-configured daemon even if an assertion fails first.
+    struct StopDaemon<'a>(&'a TestEnv, PathBuf);
+    impl Drop for StopDaemon<'_> {
+        fn drop(&mut self) {
+            let runtime = self.1.join("r");
+            let _ = self
+                .0
+                .banger_cmd(&[
+                    "--runtime-dir",
+                    &runtime.to_string_lossy(),
+                    "daemon",
+                    "stop",
+                ])
+                .output();
+        }
+    }
+    let _stop = StopDaemon(&env, elsewhere.clone());
+    banger(&[
+        "image",
+        "register",
+        "--name",
+        "flagged",
+        "--rootfs",
+        &f.p("rootfs.ext4"),
+        "--kernel",
+        &f.p("vmlinux"),
+    ]);
+    assert!(elsewhere.join("s/banger.db").is_file());
+    assert!(elsewhere.join("s/bangerd.log").is_file());
+    assert!(elsewhere.join("r/bangerd.sock").exists());
+    let status: serde_json::Value =
+        serde_json::from_str(&banger(&["--json", "version"])).expect("json");
+    assert_eq!(
+        status["daemon"]["state_dir"],
+        elsewhere.join("s").to_string_lossy().as_ref()
+    );
+    // The XDG installation is untouched: its own daemon starts empty.
+    assert!(!env.socket().exists());
+    assert_eq!(env.json(&["image", "list"]), serde_json::json!([]));
+    assert!(banger(&["image", "list"]).contains("flagged"));
+    banger(&["daemon", "stop"]);
+    assert!(!elsewhere.join("r/bangerd.sock").exists());
 }

@@ -17,6 +17,16 @@ pub struct Cli {
     /// Print machine-readable JSON instead of tables (for scripts).
     #[arg(long, global = true)]
     pub json: bool,
+    /// State directory: database, images, kernels, daemon log [default: $XDG_STATE_HOME/banger].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Cache directory: downloaded image layers [default: $XDG_CACHE_HOME/banger].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Runtime directory: the daemon's socket [default: $XDG_RUNTIME_DIR/banger]. A daemon
+    /// the CLI starts gets the same three directories.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub runtime_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

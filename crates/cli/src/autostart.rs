@@ -50,8 +50,8 @@ pub fn daemon_binary() -> PathBuf {
     PathBuf::from("bangerd")
 }
 
-/// Spawns a detached daemon with this process's environment (hence the same layout) and
-/// waits until it answers `ping`.
+/// Spawns a detached daemon for `layout`, with this process's environment, and waits until
+/// it answers `ping`.
 pub async fn start_daemon(layout: &Layout) -> anyhow::Result<PingResult> {
     std::fs::create_dir_all(&layout.state_dir)
         .with_context(|| format!("creating {}", layout.state_dir.display()))?;
@@ -63,6 +63,13 @@ pub async fn start_daemon(layout: &Layout) -> anyhow::Result<PingResult> {
         .with_context(|| format!("opening {}", log_path.display()))?;
     let binary = daemon_binary();
     let mut child = Command::new(&binary)
+        // Explicit directories: the daemon serves exactly the layout this CLI talks to.
+        .arg("--state-dir")
+        .arg(&layout.state_dir)
+        .arg("--cache-dir")
+        .arg(&layout.cache_dir)
+        .arg("--runtime-dir")
+        .arg(&layout.runtime_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)

@@ -36,10 +36,29 @@ impl Context {
     }
 }
 
+/// The XDG layout, with the directories given on the command line (made absolute: the
+/// daemon may run elsewhere) taking precedence.
+fn cli_layout(cli: &Cli) -> anyhow::Result<Layout> {
+    let absolute =
+        |p: &Option<std::path::PathBuf>| p.as_deref().map(std::path::absolute).transpose();
+    Ok(Layout::from_env().with_overrides(
+        absolute(&cli.state_dir)?.as_deref(),
+        absolute(&cli.cache_dir)?.as_deref(),
+        absolute(&cli.runtime_dir)?.as_deref(),
+    ))
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let layout = match cli_layout(&cli) {
+        Ok(layout) => layout,
+        Err(e) => {
+            report(&e);
+            return ExitCode::FAILURE;
+        }
+    };
     let ctx = Context {
-        layout: Layout::from_env(),
+        layout,
         json: cli.json,
         style: Style::detect(),
     };
