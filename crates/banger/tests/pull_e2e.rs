@@ -574,3 +574,94 @@ fn private_registry_needs_docker_login() {
         b"private\n"
     );
 }
+
+/// Rootless operation: CLI and daemon both run as uid 65534, yet the rootfs holds
+/// root-owned setuid files, device nodes, foreign owners and `security.*` xattrs exactly as
+/// the image says, the same tree root's `umoci unpack` makes. Nothing is extracted to the
+/// host, so no privilege is needed.
+#[test]
+fn an_unprivileged_user_pulls_exactly_the_image() {
+    assert!(
+        tools::is_root(),
+        "this test switches to uid 65534 and must run as root (CI does)"
+    );
+    let env = TestEnv::new();
+    let f = env.fixture_files();
+    let home = env.root.path().to_path_buf();
+    // All the unprivileged user touches lives in the env dir (binaries copied too: the
+    // build tree may sit below a directory it cannot enter).
+    let bin = home.join("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    for (exe, name) in [
+        (env!("CARGO_BIN_EXE_banger"), "banger"),
+        (env!("CARGO_BIN_EXE_bangerd"), "bangerd"),
+    ] {
+        std::fs::copy(exe, bin.join(name)).expect("copy binary");
+    }
+    let kernel = home.join("kernel");
+    std::fs::copy(f.p("vmlinux"), &kernel).expect("copy kernel");
+    let layers = pitfall_layers();
+    let layout = home.join("layout");
+    oci_image::single(&layout, "v1", &layers);
+    tools::run(
+        std::process::Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(&home),
+    );
+    let nobody_cmd = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin.join("banger"))
+            .args(args);
+        env.apply(&mut cmd);
+        cmd.env("BANGER_DAEMON", bin.join("bangerd"))
+            .env("HOME", &home);
+        cmd
+    };
+    let as_nobody = |args: &[&str]| {
+        let out = nobody_cmd(args).output().expect("setpriv (util-linux)");
+        assert!(
+            out.status.success(),
+            "banger {args:?} as uid 65534: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+    // Stops the unprivileged daemon however the test ends (root's `daemon stop` in
+    // TestEnv's drop is refused by its peer-credential check).
+    struct StopDaemon(std::process::Command);
+    impl Drop for StopDaemon {
+        fn drop(&mut self) {
+            let _ = self.0.output();
+        }
+    }
+    let _stop = StopDaemon(nobody_cmd(&["daemon", "stop"]));
+    let source = format!("oci:{}:v1", layout.display());
+    let pulled = as_nobody(&[
+        "--json",
+        "image",
+        "pull",
+        &source,
+        "--name",
+        "rootless",
+        "--kernel",
+        &kernel.to_string_lossy(),
+    ]);
+    // The daemon really is unprivileged.
+    let pid = as_nobody(&["--json", "daemon", "status"])["daemon"]["pid"]
+        .as_i64()
+        .expect("pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let uids = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .expect("Uid line");
+    assert!(
+        uids.split_whitespace().all(|u| u == "65534"),
+        "daemon uids: {uids}"
+    );
+    let rootfs = PathBuf::from(pulled["rootfs_path"].as_str().expect("rootfs_path"));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&rootfs).expect("stat").uid(), 65534);
+    assert_matches_umoci(&rootfs, &layers);
+}
