@@ -9,6 +9,7 @@
 #
 # Usage: scripts/bench-pull.sh [--prepare-only] [IMAGE...]   (default: minbase dev)
 #   BANGER_TEST_CACHE   cache dir (default /var/tmp/banger-test-cache)
+#   BENCH_RUNS=N        runs per measurement, the median is shown (default 3)
 #   BENCH_ENFORCE=1     exit non-zero when a target is missed (cold >= 4x faster,
 #                       warm pull of a converted digest < 0.2 s, daemon peak RSS < 256 MiB)
 # Needs (Debian): debootstrap docker-registry skopeo umoci e2fsprogs time curl.
@@ -131,34 +132,43 @@ secs() { # secs CMD...: wall seconds of one run
     cat "$WORK/t"
 }
 
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+
+RUNS=${BENCH_RUNS:-3}
 ROWS=()
 STATUS=0
 for img in "${IMAGES[@]}"; do
     skopeo copy --quiet --dest-tls-verify=false "oci:$BENCH/oci-$img:t" "docker://$REG/$img:t"
     ref=$REG/$img:t
 
-    fresh_banger
-    cold=$(secs "$BANGER" image pull "$ref" --name cold --kernel "$KERNEL" --quiet)
-    size=$("$BANGER" --json image show cold | python3 -c 'import json,sys; print(json.load(sys.stdin)["size_bytes"])')
-    rootfs=$("$BANGER" --json image show cold | python3 -c 'import json,sys; print(json.load(sys.stdin)["rootfs_path"])')
-    e2fsck -fn "$rootfs" >"$WORK/fsck.log" 2>&1 || { tail "$WORK/fsck.log"; STATUS=1; }
-    # Warm, same digest: the converted rootfs is reused.
-    warm=$(secs "$BANGER" image pull "$ref" --name warm --kernel "$KERNEL" --quiet)
-    # Blobs cached but no converted image left: measures flatten + write alone.
-    "$BANGER" image delete cold >/dev/null
-    "$BANGER" image delete warm >/dev/null
-    reconvert=$(secs "$BANGER" image pull "$ref" --name again --kernel "$KERNEL" --quiet)
-    pid=$("$BANGER" --json daemon status | python3 -c 'import json,sys; print(json.load(sys.stdin)["daemon"]["pid"])')
-    rss_kib=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")
-    "$BANGER" daemon stop >/dev/null
+    colds=() warms=() reconverts=() bases=() rss_kib=0
+    for _ in $(seq "$RUNS"); do
+        fresh_banger
+        colds+=("$(secs "$BANGER" image pull "$ref" --name cold --kernel "$KERNEL" --quiet)")
+        size=$("$BANGER" --json image show cold | python3 -c 'import json,sys; print(json.load(sys.stdin)["size_bytes"])')
+        rootfs=$("$BANGER" --json image show cold | python3 -c 'import json,sys; print(json.load(sys.stdin)["rootfs_path"])')
+        e2fsck -fn "$rootfs" >"$WORK/fsck.log" 2>&1 || { tail "$WORK/fsck.log"; STATUS=1; }
+        # Warm, same digest: the converted rootfs is reused.
+        warms+=("$(secs "$BANGER" image pull "$ref" --name warm --kernel "$KERNEL" --quiet)")
+        # Blobs cached but no converted image left: measures flatten + write alone.
+        "$BANGER" image delete cold >/dev/null
+        "$BANGER" image delete warm >/dev/null
+        reconverts+=("$(secs "$BANGER" image pull "$ref" --name again --kernel "$KERNEL" --quiet)")
+        pid=$("$BANGER" --json daemon status | python3 -c 'import json,sys; print(json.load(sys.stdin)["daemon"]["pid"])')
+        run_rss=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")
+        [ "$run_rss" -gt "$rss_kib" ] && rss_kib=$run_rss
+        "$BANGER" daemon stop >/dev/null
 
-    # Baseline: skopeo + umoci + mkfs.ext4 -d, same size, then sync.
-    export REF=$ref WORK SIZE_KIB=$((size / 1024))
-    base=$(secs bash -c 'rm -rf "$WORK/b" && mkdir "$WORK/b" &&
-        skopeo copy --quiet --src-tls-verify=false "docker://$REF" "oci:$WORK/b/oci:t" &&
-        umoci unpack --image "$WORK/b/oci:t" "$WORK/b/bundle" >/dev/null &&
-        mkfs.ext4 -q -F -d "$WORK/b/bundle/rootfs" "$WORK/b/img" "${SIZE_KIB}k" && sync')
-    rm -rf "$WORK/b"
+        # Baseline: skopeo + umoci + mkfs.ext4 -d, same size, then sync.
+        export REF=$ref WORK SIZE_KIB=$((size / 1024))
+        bases+=("$(secs bash -c 'rm -rf "$WORK/b" && mkdir "$WORK/b" &&
+            skopeo copy --quiet --src-tls-verify=false "docker://$REF" "oci:$WORK/b/oci:t" &&
+            umoci unpack --image "$WORK/b/oci:t" "$WORK/b/bundle" >/dev/null &&
+            mkfs.ext4 -q -F -d "$WORK/b/bundle/rootfs" "$WORK/b/img" "${SIZE_KIB}k" && sync')")
+        rm -rf "$WORK/b"
+    done
+    cold=$(median "${colds[@]}") warm=$(median "${warms[@]}")
+    reconvert=$(median "${reconverts[@]}") base=$(median "${bases[@]}")
 
     speedup=$(awk -v a="$base" -v b="$cold" 'BEGIN {printf "%.2f", a / (b > 0 ? b : 0.001)}')
     ROWS+=("$(printf '%-8s %9s %9s %11s %9s %8s %10.0f' "$img" "$cold" "$warm" "$reconvert" "$base" "${speedup}x" "$((rss_kib / 1024))")")
@@ -168,11 +178,12 @@ for img in "${IMAGES[@]}"; do
 done
 
 echo
-echo "banger image pull vs skopeo copy + umoci unpack + mkfs.ext4 -d (wall seconds, one run each)"
+echo "banger image pull vs skopeo copy + umoci unpack + mkfs.ext4 -d (wall seconds, median of $RUNS runs)"
 printf '%-8s %9s %9s %11s %9s %8s %10s\n' image cold warm reconvert baseline speed-up "RSS MiB"
 for r in "${ROWS[@]}"; do echo "$r"; done
 echo
 echo "cold: empty cache; warm: new name, same digest (rootfs reused); reconvert: blobs cached,"
-echo "rootfs rebuilt; baseline: the classic pipeline from the same registry; RSS: daemon peak."
+echo "rootfs rebuilt; baseline: the classic pipeline from the same registry; RSS: daemon peak"
+echo "(largest of the runs)."
 echo "targets: cold >= 4x faster than baseline, warm < 0.2 s, daemon peak RSS < 256 MiB"
 exit $STATUS

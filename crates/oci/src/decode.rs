@@ -104,43 +104,48 @@ impl<R: BufRead> Read for ZstdFrames<R> {
     }
 }
 
+/// Size of the decompressed chunks handed from the decoding thread to the reader.
+const CHUNK: usize = 256 * 1024;
+/// Chunks in flight: bounds memory (about 1 MiB) while letting both threads run.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
 /// An open layer: `reader` yields the uncompressed tar; `finish` drains the rest and
-/// checks both digests.
+/// returns both digests.
+///
+/// Decompression (and the blob digest) run on a thread of their own, a few chunks ahead
+/// of the reader, so inflating overlaps with what the caller does with the tar (parsing,
+/// the `diff_id` digest, writing the filesystem): on two cores a pull takes about the
+/// time of the slower half instead of the sum.
 pub(crate) struct LayerStream {
     pub reader: Box<dyn Read>,
-    blob: Rc<RefCell<Tally>>,
     diff: Rc<RefCell<Tally>>,
+    decoder: std::thread::JoinHandle<io::Result<(Digest, u64)>>,
 }
 
 impl LayerStream {
     pub fn open(
-        file: impl Read + 'static,
+        file: impl Read + Send + 'static,
         budget: Option<Rc<RefCell<u64>>>,
     ) -> io::Result<LayerStream> {
-        let blob = Rc::new(RefCell::new(Tally::default()));
+        let (tx, rx) = std::sync::mpsc::sync_channel(CHUNKS_IN_FLIGHT);
+        let decoder = std::thread::Builder::new()
+            .name("layer-decode".into())
+            .spawn(move || decode(file, &tx))?;
         let diff = Rc::new(RefCell::new(Tally::default()));
-        let mut raw = BufReader::with_capacity(
-            256 * 1024,
-            TallyReader {
-                inner: file,
-                tally: blob.clone(),
-                budget: None,
-            },
-        );
-        let decoded: Box<dyn Read> = match sniff(raw.fill_buf()?) {
-            Compression::None => Box::new(raw),
-            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
-            Compression::Zstd => Box::new(ZstdFrames {
-                current: None,
-                idle: Some(raw),
-            }),
-        };
         let reader = Box::new(TallyReader {
-            inner: decoded,
+            inner: ChunkReader {
+                chunks: rx,
+                current: Vec::new(),
+                at: 0,
+            },
             tally: diff.clone(),
             budget,
         });
-        Ok(LayerStream { reader, blob, diff })
+        Ok(LayerStream {
+            reader,
+            diff,
+            decoder,
+        })
     }
 
     /// Reads whatever the tar reader left (padding, trailing zero blocks) so both digests
@@ -148,12 +153,167 @@ impl LayerStream {
     pub fn finish(mut self) -> io::Result<(Digest, u64, Digest, u64)> {
         io::copy(&mut self.reader, &mut io::sink())?;
         drop(self.reader);
-        let take = |t: Rc<RefCell<Tally>>| {
-            let t = t.replace(Tally::default());
-            (Digest::from_hasher(t.hasher), t.bytes)
+        let (bd, bn) = self
+            .decoder
+            .join()
+            .map_err(|_| io::Error::other("the layer decoding thread panicked"))??;
+        let t = self.diff.replace(Tally::default());
+        Ok((bd, bn, Digest::from_hasher(t.hasher), t.bytes))
+    }
+}
+
+/// The decoding thread: blob → (digest) → decompressor → chunks. An error is sent in
+/// order, where the reader would have met it; a reader that went away stops the work.
+fn decode(
+    file: impl Read,
+    chunks: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+) -> io::Result<(Digest, u64)> {
+    let blob = Rc::new(RefCell::new(Tally::default()));
+    let result = (|| {
+        let mut raw = BufReader::with_capacity(
+            CHUNK,
+            TallyReader {
+                inner: file,
+                tally: blob.clone(),
+                budget: None,
+            },
+        );
+        let mut decoded: Box<dyn Read> = match sniff(raw.fill_buf()?) {
+            Compression::None => Box::new(raw),
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
+            Compression::Zstd => Box::new(ZstdFrames {
+                current: None,
+                idle: Some(raw),
+            }),
         };
-        let (bd, bn) = take(self.blob);
-        let (dd, dn) = take(self.diff);
-        Ok((bd, bn, dd, dn))
+        loop {
+            let mut chunk = vec![0u8; CHUNK];
+            let mut filled = 0;
+            while filled < CHUNK {
+                match decoded.read(&mut chunk[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if filled == 0 {
+                return Ok(true);
+            }
+            chunk.truncate(filled);
+            if chunks.send(Ok(chunk)).is_err() {
+                return Ok(false);
+            }
+        }
+    })();
+    match result {
+        Ok(_) => {
+            let t = blob.replace(Tally::default());
+            Ok((Digest::from_hasher(t.hasher), t.bytes))
+        }
+        Err(e) => {
+            let kind = e.kind();
+            // The reader gets the error itself; `finish` is never reached after it.
+            let _ = chunks.send(Err(e));
+            Err(io::Error::new(kind, "layer decoding failed"))
+        }
+    }
+}
+
+/// The reading end: yields the decoding thread's chunks in order; the end of the channel
+/// is the end of the tar (a decoder that died says so through [`LayerStream::finish`]).
+struct ChunkReader {
+    chunks: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.at == self.current.len() {
+            match self.chunks.recv() {
+                Ok(Ok(chunk)) => {
+                    self.current = chunk;
+                    self.at = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// Several chunks' worth, not a multiple of the chunk size.
+    fn sample() -> Vec<u8> {
+        (0..(3 * CHUNK + 4321))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn chunks_arrive_whole_and_in_order_with_both_digests() {
+        let data = sample();
+        let blob = gzip(&data);
+        let mut s = LayerStream::open(std::io::Cursor::new(blob.clone()), None).unwrap();
+        // Read a little, in odd sizes, then let finish drain the rest.
+        let mut head = vec![0u8; 1000];
+        s.reader.read_exact(&mut head).unwrap();
+        assert_eq!(head, data[..1000]);
+        let (bd, bn, dd, dn) = s.finish().unwrap();
+        assert_eq!((bd, bn), (Digest::of(&blob), blob.len() as u64));
+        assert_eq!((dd, dn), (Digest::of(&data), data.len() as u64));
+    }
+
+    #[test]
+    fn a_corrupt_stream_is_an_error_not_a_short_tar() {
+        let data = sample();
+        let mut blob = gzip(&data);
+        blob.truncate(blob.len() / 2);
+        let mut s = LayerStream::open(std::io::Cursor::new(blob), None).unwrap();
+        let mut out = Vec::new();
+        assert!(s.reader.read_to_end(&mut out).is_err());
+        assert!(out.len() < data.len());
+    }
+
+    #[test]
+    fn the_budget_stops_a_bomb_on_the_reading_side() {
+        let data = sample();
+        let budget = Rc::new(RefCell::new(CHUNK as u64));
+        let mut s = LayerStream::open(std::io::Cursor::new(gzip(&data)), Some(budget)).unwrap();
+        let err = s.reader.read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(
+            err.get_ref().is_some_and(|e| e.is::<BudgetExhausted>()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_reader_that_stops_early_releases_the_decoder() {
+        let data: Vec<u8> = (0..(64 * CHUNK)).map(|i| (i % 13) as u8).collect();
+        let mut s = LayerStream::open(std::io::Cursor::new(gzip(&data)), None).unwrap();
+        let mut head = [0u8; 10];
+        s.reader.read_exact(&mut head).unwrap();
+        let decoder = s.decoder;
+        drop(s.reader);
+        // Its next send fails and it returns: no thread is left blocked on a full channel.
+        assert!(decoder.join().is_ok());
     }
 }
