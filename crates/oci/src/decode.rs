@@ -9,11 +9,24 @@ use std::cell::RefCell;
 use std::io::{self, BufRead, BufReader, Read};
 use std::rc::Rc;
 
-/// Running sha256 + byte count shared between a reader and its owner.
+/// Running sha256 (unless not wanted) + byte count shared between a reader and its owner.
 #[derive(Default)]
 pub(crate) struct Tally {
-    pub hasher: Sha256,
+    pub hasher: Option<Sha256>,
     pub bytes: u64,
+}
+
+impl Tally {
+    fn hashing() -> Tally {
+        Tally {
+            hasher: Some(Sha256::new()),
+            bytes: 0,
+        }
+    }
+
+    fn digest(self) -> Option<Digest> {
+        self.hasher.map(Digest::from_hasher)
+    }
 }
 
 /// Reader that feeds everything it reads into a shared [`Tally`], optionally refusing
@@ -45,7 +58,9 @@ impl<R: Read> Read for TallyReader<R> {
             *left -= n as u64;
         }
         let mut t = self.tally.borrow_mut();
-        t.hasher.update(&buf[..n]);
+        if let Some(h) = &mut t.hasher {
+            h.update(&buf[..n]);
+        }
         t.bytes += n as u64;
         Ok(n)
     }
@@ -119,19 +134,21 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 pub(crate) struct LayerStream {
     pub reader: Box<dyn Read>,
     diff: Rc<RefCell<Tally>>,
-    decoder: std::thread::JoinHandle<io::Result<(Digest, u64)>>,
+    decoder: std::thread::JoinHandle<io::Result<(Option<Digest>, u64)>>,
 }
 
 impl LayerStream {
+    /// Opens a layer; `hash_blob` false skips the blob digest (already verified).
     pub fn open(
         file: impl Read + Send + 'static,
+        hash_blob: bool,
         budget: Option<Rc<RefCell<u64>>>,
     ) -> io::Result<LayerStream> {
         let (tx, rx) = std::sync::mpsc::sync_channel(CHUNKS_IN_FLIGHT);
         let decoder = std::thread::Builder::new()
             .name("layer-decode".into())
-            .spawn(move || decode(file, &tx))?;
-        let diff = Rc::new(RefCell::new(Tally::default()));
+            .spawn(move || decode(file, hash_blob, &tx))?;
+        let diff = Rc::new(RefCell::new(Tally::hashing()));
         let reader = Box::new(TallyReader {
             inner: ChunkReader {
                 chunks: rx,
@@ -149,8 +166,9 @@ impl LayerStream {
     }
 
     /// Reads whatever the tar reader left (padding, trailing zero blocks) so both digests
-    /// cover the whole blob, then returns (blob digest, blob size, diff_id, tar size).
-    pub fn finish(mut self) -> io::Result<(Digest, u64, Digest, u64)> {
+    /// cover the whole blob, then returns (blob digest if hashed, blob size, diff_id, tar
+    /// size).
+    pub fn finish(mut self) -> io::Result<(Option<Digest>, u64, Digest, u64)> {
         io::copy(&mut self.reader, &mut io::sink())?;
         drop(self.reader);
         let (bd, bn) = self
@@ -158,7 +176,11 @@ impl LayerStream {
             .join()
             .map_err(|_| io::Error::other("the layer decoding thread panicked"))??;
         let t = self.diff.replace(Tally::default());
-        Ok((bd, bn, Digest::from_hasher(t.hasher), t.bytes))
+        let tar_bytes = t.bytes;
+        let diff_id = t
+            .digest()
+            .ok_or_else(|| io::Error::other("the diff_id was not computed"))?;
+        Ok((bd, bn, diff_id, tar_bytes))
     }
 }
 
@@ -166,9 +188,14 @@ impl LayerStream {
 /// order, where the reader would have met it; a reader that went away stops the work.
 fn decode(
     file: impl Read,
+    hash_blob: bool,
     chunks: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
-) -> io::Result<(Digest, u64)> {
-    let blob = Rc::new(RefCell::new(Tally::default()));
+) -> io::Result<(Option<Digest>, u64)> {
+    let blob = Rc::new(RefCell::new(if hash_blob {
+        Tally::hashing()
+    } else {
+        Tally::default()
+    }));
     let result = (|| {
         let mut raw = BufReader::with_capacity(
             CHUNK,
@@ -209,7 +236,8 @@ fn decode(
     match result {
         Ok(_) => {
             let t = blob.replace(Tally::default());
-            Ok((Digest::from_hasher(t.hasher), t.bytes))
+            let bytes = t.bytes;
+            Ok((t.digest(), bytes))
         }
         Err(e) => {
             let kind = e.kind();
@@ -272,13 +300,13 @@ mod tests {
     fn chunks_arrive_whole_and_in_order_with_both_digests() {
         let data = sample();
         let blob = gzip(&data);
-        let mut s = LayerStream::open(std::io::Cursor::new(blob.clone()), None).unwrap();
+        let mut s = LayerStream::open(std::io::Cursor::new(blob.clone()), true, None).unwrap();
         // Read a little, in odd sizes, then let finish drain the rest.
         let mut head = vec![0u8; 1000];
         s.reader.read_exact(&mut head).unwrap();
         assert_eq!(head, data[..1000]);
         let (bd, bn, dd, dn) = s.finish().unwrap();
-        assert_eq!((bd, bn), (Digest::of(&blob), blob.len() as u64));
+        assert_eq!((bd, bn), (Some(Digest::of(&blob)), blob.len() as u64));
         assert_eq!((dd, dn), (Digest::of(&data), data.len() as u64));
     }
 
@@ -287,7 +315,7 @@ mod tests {
         let data = sample();
         let mut blob = gzip(&data);
         blob.truncate(blob.len() / 2);
-        let mut s = LayerStream::open(std::io::Cursor::new(blob), None).unwrap();
+        let mut s = LayerStream::open(std::io::Cursor::new(blob), true, None).unwrap();
         let mut out = Vec::new();
         assert!(s.reader.read_to_end(&mut out).is_err());
         assert!(out.len() < data.len());
@@ -297,7 +325,8 @@ mod tests {
     fn the_budget_stops_a_bomb_on_the_reading_side() {
         let data = sample();
         let budget = Rc::new(RefCell::new(CHUNK as u64));
-        let mut s = LayerStream::open(std::io::Cursor::new(gzip(&data)), Some(budget)).unwrap();
+        let mut s =
+            LayerStream::open(std::io::Cursor::new(gzip(&data)), true, Some(budget)).unwrap();
         let err = s.reader.read_to_end(&mut Vec::new()).unwrap_err();
         assert!(
             err.get_ref().is_some_and(|e| e.is::<BudgetExhausted>()),
@@ -308,7 +337,7 @@ mod tests {
     #[test]
     fn a_reader_that_stops_early_releases_the_decoder() {
         let data: Vec<u8> = (0..(64 * CHUNK)).map(|i| (i % 13) as u8).collect();
-        let mut s = LayerStream::open(std::io::Cursor::new(gzip(&data)), None).unwrap();
+        let mut s = LayerStream::open(std::io::Cursor::new(gzip(&data)), true, None).unwrap();
         let mut head = [0u8; 10];
         s.reader.read_exact(&mut head).unwrap();
         let decoder = s.decoder;

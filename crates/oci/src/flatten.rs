@@ -52,10 +52,13 @@ impl Default for Limits {
 #[derive(Clone, Debug)]
 pub struct LayerInput {
     pub path: PathBuf,
-    /// Digest of the blob itself, re-verified while reading.
+    /// Digest of the blob itself, verified while reading unless `verified`.
     pub digest: Digest,
     /// Expected sha256 of the uncompressed tar, from the image config.
     pub diff_id: Option<Digest>,
+    /// The blob was hashed against `digest` just before (the cache does so for every blob
+    /// it hands out), so reading it need not hash it again.
+    pub verified: bool,
 }
 
 /// What flattening did.
@@ -254,7 +257,8 @@ impl<'s> Merger<'s> {
     ) -> Result<()> {
         let file = std::fs::File::open(&layer.path)
             .map_err(|e| Error::io(format!("open layer {}", layer.path.display()), e))?;
-        let mut stream = LayerStream::open(file, Some(budget)).map_err(|e| map_io(st, "", e))?;
+        let mut stream = LayerStream::open(file, !layer.verified, Some(budget))
+            .map_err(|e| map_io(st, "", e))?;
         {
             let mut archive = tar::Archive::new(&mut stream.reader);
             let mut last = String::new();
@@ -278,7 +282,9 @@ impl<'s> Merger<'s> {
         let (blob, _, diff, _) = stream
             .finish()
             .map_err(|e| map_io(st, "(end of layer)", e))?;
-        if blob != layer.digest {
+        if let Some(blob) = blob
+            && blob != layer.digest
+        {
             return Err(Error::DigestMismatch {
                 what: format!("layer blob {}", layer.path.display()),
                 expected: layer.digest.clone(),
@@ -560,7 +566,7 @@ impl<'s> Merger<'s> {
         self.stats.layers_reread += 1;
         let file = std::fs::File::open(&layer.path)
             .map_err(|e| Error::io(format!("open layer {}", layer.path.display()), e))?;
-        let mut stream = LayerStream::open(file, None).map_err(|e| map_io(st, "", e))?;
+        let mut stream = LayerStream::open(file, false, None).map_err(|e| map_io(st, "", e))?;
         let mut archive = tar::Archive::new(&mut stream.reader);
         let entries = archive.entries().map_err(|e| map_io(st, "", e))?;
         for (ordinal, item) in (0u64..).zip(entries) {

@@ -518,6 +518,7 @@ impl Puller {
                     digest: d.clone(),
                     total: layer.size,
                 });
+                let in_place_blob = matches!(&origin, ImageOrigin::Files { in_place: true, .. });
                 let (path, fetched) = match &origin {
                     ImageOrigin::Registry {
                         registry,
@@ -561,6 +562,9 @@ impl Puller {
                         path,
                         digest: d,
                         diff_id: layer.diff_id.clone(),
+                        // The cache hashes every blob it hands out (a fresh download while
+                        // streaming, a cached one on reuse); a blob read in place is not.
+                        verified: !in_place_blob,
                     },
                 ))
             });

@@ -72,6 +72,7 @@ fn p09_files_over_2_and_4_gib() {
         path,
         digest: Digest::of(&blob),
         diff_id: None,
+        verified: false,
     };
     let mut sink = Counting(Vec::new());
     flatten(&[input], &mut sink, &Limits::default()).unwrap();

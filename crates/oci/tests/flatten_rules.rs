@@ -134,6 +134,7 @@ fn p14_truncated_and_corrupt_streams() {
         path: p,
         digest: Digest::of(&gz),
         diff_id: None,
+        verified: false,
     };
     let e = flatten(&[input], &mut CollectSink::default(), &Limits::default()).unwrap_err();
     assert!(matches!(e, Error::InvalidLayer { .. }), "{e}");
@@ -147,6 +148,7 @@ fn p14_truncated_and_corrupt_streams() {
         path: p,
         digest: Digest::of(&zs),
         diff_id: None,
+        verified: false,
     };
     assert!(flatten(&[input], &mut CollectSink::default(), &Limits::default()).is_err());
     // Garbage header.
@@ -237,6 +239,7 @@ fn compressions_and_multi_member_gzip() {
             path: p,
             digest: Digest::of(&blob),
             diff_id: Some(Digest::of(&tar)),
+            verified: false,
         };
         let mut s = CollectSink::default();
         flatten(&[input], &mut s, &Limits::default())
@@ -263,6 +266,7 @@ fn p17_digest_and_diff_id_mismatch() {
             path: p.clone(),
             digest: Digest::of(&gz),
             diff_id: Some(wrong.clone()),
+            verified: false,
         }],
         &mut CollectSink::default(),
         &Limits::default(),
@@ -277,6 +281,7 @@ fn p17_digest_and_diff_id_mismatch() {
             path: p,
             digest: wrong,
             diff_id: None,
+            verified: false,
         }],
         &mut CollectSink::default(),
         &Limits::default(),

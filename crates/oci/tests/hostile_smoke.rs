@@ -104,6 +104,7 @@ fn mutated_layers_never_panic() {
                     path,
                     digest: Digest::of(l),
                     diff_id: None,
+                    verified: false,
                 }
             })
             .collect();

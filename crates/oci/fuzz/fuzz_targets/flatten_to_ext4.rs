@@ -66,7 +66,7 @@ fuzz_target!(|data: &[u8]| {
         };
         let path = dir.path().join(format!("l{}", inputs.len()));
         std::fs::write(&path, part).expect("write layer");
-        inputs.push(oci::LayerInput { path, digest: oci::Digest::of(part), diff_id: None });
+        inputs.push(oci::LayerInput { path, digest: oci::Digest::of(part), diff_id: None, verified: false });
         match next {
             Some(n) if inputs.len() < 4 => rest = n,
             _ => break,

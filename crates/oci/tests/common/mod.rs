@@ -26,6 +26,7 @@ pub fn inputs(dir: &Path, layers: &[Layer]) -> Vec<LayerInput> {
             path: dir.join("blobs/sha256").join(&d[7..]),
             digest: Digest::parse(d).unwrap(),
             diff_id: Some(Digest::parse(id).unwrap()),
+            verified: false,
         })
         .collect()
 }
