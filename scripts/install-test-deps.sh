@@ -17,6 +17,7 @@ declare -A PACKAGES=(
   [zstd]=zstd
   [xz]=xz-utils
   [curl]=curl
+  [openssl]=openssl
   [setpriv]=util-linux
   [dpkg-deb]=dpkg
   [debootstrap]=debootstrap

@@ -486,10 +486,10 @@ fn assert_no_leftovers(env: &TestEnv) {
     }
 }
 
-#[test]
-fn private_registry_needs_docker_login() {
+/// A private registry: refused with advice until `docker login`, then pulled, with the
+/// daemon still running (credentials are read on each use).
+fn private_registry_needs_docker_login(registry: &Registry) {
     use banger_testkit::registry::{AUTH_PASSWORD, AUTH_USER};
-    let registry = Registry::start_with_basic_auth();
     let work = tempfile::tempdir().expect("tempdir");
     let layout = work.path().join("layout");
     oci_image::single(
@@ -541,26 +541,11 @@ fn private_registry_needs_docker_login() {
     assert_no_leftovers(&env);
 
     // `docker login` (as the config it writes), with the daemon still running: now it works.
-    let auth = {
-        let out = std::process::Command::new("base64")
-            .arg("-w0")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write;
-                child
-                    .stdin
-                    .take()
-                    .expect("stdin")
-                    .write_all(creds.as_bytes())?;
-                child.wait_with_output()
-            })
-            .expect("base64");
-        String::from_utf8(out.stdout).expect("utf8")
-    };
-    let config = serde_json::json!({ "auths": { registry.host(): { "auth": auth } } });
-    std::fs::write(docker_config.join("config.json"), config.to_string()).expect("config.json");
+    std::fs::write(
+        docker_config.join("config.json"),
+        registry.docker_config_json(),
+    )
+    .expect("config.json");
     let out = pull("private");
     assert!(
         out.status.success(),
@@ -572,6 +557,29 @@ fn private_registry_needs_docker_login() {
     assert_eq!(
         std::fs::read(mounted.path().join("secret")).expect("read"),
         b"private\n"
+    );
+}
+
+#[test]
+fn private_registry_with_basic_auth() {
+    private_registry_needs_docker_login(&Registry::start_with_basic_auth());
+}
+
+/// Bearer tokens, as Docker Hub and GHCR do it: the registry's challenge sends the daemon
+/// to the token server, which grants a signed token for the logged-in user only.
+#[test]
+fn private_registry_with_bearer_tokens() {
+    let registry = Registry::start_with_token_auth();
+    private_registry_needs_docker_login(&registry);
+    let requests = registry.token_server().expect("token server").requests();
+    // The daemon asked for a pull token: refused before `docker login`, granted after.
+    let ours: Vec<&String> = requests
+        .iter()
+        .filter(|r| r.contains("scope=repository%3Aprivate%3Apull&"))
+        .collect();
+    assert!(
+        ours.len() == 2 && ours[0].ends_with("refused") && ours[1].ends_with("granted"),
+        "{requests:#?}"
     );
 }
 

@@ -280,3 +280,43 @@ async fn a_retried_file_upload_starts_again_from_the_first_byte() {
         "each attempt sends the whole file"
     );
 }
+
+/// Pushing to a registry with bearer-token auth: the upload's challenge asks for a
+/// `pull,push` token, which the token server grants to the configured user only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_with_bearer_tokens_from_docker_config() {
+    let reg = Registry::start_with_token_auth();
+    let host = reg.host();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(&config, reg.docker_config_json()).unwrap();
+    let authed = RegistryClient::new(
+        RegistryOptions {
+            backoff: std::time::Duration::from_millis(10),
+            ..Default::default()
+        },
+        CredentialStore::load(Some(&config)).unwrap(),
+    )
+    .unwrap();
+    let data = noise(100_000, 4);
+    let digest = Digest::of(&data);
+    // Anonymous: refused, and said so.
+    match client().push_blob(&host, "t/tok", &digest, &data).await {
+        Err(Error::Unauthorized(_)) => {}
+        other => panic!("expected unauthorized, got {other:?}"),
+    }
+    assert!(
+        authed
+            .push_blob(&host, "t/tok", &digest, &data)
+            .await
+            .unwrap()
+    );
+    assert!(authed.blob_exists(&host, "t/tok", &digest).await.unwrap());
+    let requests = reg.token_server().unwrap().requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.contains("repository%3At%2Ftok%3Apull%2Cpush") && r.ends_with("granted")),
+        "{requests:#?}"
+    );
+}

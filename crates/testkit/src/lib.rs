@@ -9,6 +9,7 @@ pub mod layers;
 pub mod oci_image;
 pub mod qemu;
 pub mod registry;
+pub mod token_auth;
 pub mod tools;
 pub mod tree;
 pub mod wait;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::token_auth::{self, TokenServer};
 use crate::tools;
 
 /// How long a fresh registry gets to answer `GET /v2/`.
@@ -21,6 +22,8 @@ pub struct Registry {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    /// The token issuer of a registry started with [`Registry::start_with_token_auth`].
+    token: Option<TokenServer>,
 }
 
 /// User of a registry started with [`Registry::start_with_basic_auth`].
@@ -30,21 +33,55 @@ pub const AUTH_PASSWORD: &str = "s3cret-pass";
 /// `htpasswd -Bbn banger s3cret-pass` (bcrypt, the only scheme the registry accepts),
 /// precomputed so tests need no extra tool.
 const AUTH_HTPASSWD: &str = "banger:$2y$05$iVbYhyKykoe.B3DSPz5Ds.vW4dlMV/lm/hIIhtrDeDn/0F1YHX1ta\n";
-/// Present in an instance's directory when it requires basic auth.
-const HTPASSWD_NAME: &str = "htpasswd";
+/// The `auth:` section of an instance's config, when it requires auth.
+const AUTH_CONFIG_NAME: &str = "auth.yml";
 
 impl Registry {
     /// Starts a registry on `127.0.0.1:<free port>` and waits until it answers.
     pub fn start() -> Registry {
-        Self::start_in(Self::new_dir())
+        Self::start_in(Self::new_dir(), None)
     }
 
     /// Like [`Registry::start`], but every request needs HTTP basic auth as
     /// [`AUTH_USER`]/[`AUTH_PASSWORD`] (the registry's `htpasswd` auth).
     pub fn start_with_basic_auth() -> Registry {
         let dir = Self::new_dir();
-        std::fs::write(dir.path().join(HTPASSWD_NAME), AUTH_HTPASSWD).expect("write htpasswd");
-        Self::start_in(dir)
+        let htpasswd = dir.path().join("htpasswd");
+        std::fs::write(&htpasswd, AUTH_HTPASSWD).expect("write htpasswd");
+        let auth = format!(
+            "auth:\n  htpasswd:\n    realm: banger-test\n    path: {}\n",
+            htpasswd.display()
+        );
+        std::fs::write(dir.path().join(AUTH_CONFIG_NAME), auth).expect("write auth config");
+        Self::start_in(dir, None)
+    }
+
+    /// Like [`Registry::start`], but with bearer-token auth as hosted registries do it: a
+    /// [`TokenServer`] issues signed tokens to [`AUTH_USER`]/[`AUTH_PASSWORD`] only.
+    pub fn start_with_token_auth() -> Registry {
+        let dir = Self::new_dir();
+        let token = TokenServer::start(dir.path());
+        let auth = format!(
+            "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+            token.realm(),
+            token_auth::SERVICE,
+            token_auth::ISSUER,
+            token.cert().display()
+        );
+        std::fs::write(dir.path().join(AUTH_CONFIG_NAME), auth).expect("write auth config");
+        Self::start_in(dir, Some(token))
+    }
+
+    /// A Docker `config.json` holding [`AUTH_USER`]'s credentials for this registry, as
+    /// `docker login` writes it.
+    pub fn docker_config_json(&self) -> String {
+        let auth = token_auth::base64(format!("{AUTH_USER}:{AUTH_PASSWORD}").as_bytes(), false);
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, self.host())
+    }
+
+    /// The token issuer, for a registry with token auth.
+    pub fn token_server(&self) -> Option<&TokenServer> {
+        self.token.as_ref()
     }
 
     fn new_dir() -> tempfile::TempDir {
@@ -56,7 +93,7 @@ impl Registry {
         dir
     }
 
-    fn start_in(dir: tempfile::TempDir) -> Registry {
+    fn start_in(dir: tempfile::TempDir, token: Option<TokenServer>) -> Registry {
         let mut last_err = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
@@ -66,6 +103,7 @@ impl Registry {
                         dir,
                         port,
                         child: Some(child),
+                        token,
                     };
                 }
                 Err(e) => last_err = e,
@@ -165,8 +203,8 @@ const LOG_NAME: &str = "registry.log";
 fn spawn_ready(dir: &Path, port: u16) -> Result<Child, String> {
     let config = dir.join("config.yml");
     let log_path = dir.join(LOG_NAME);
-    let htpasswd = Some(dir.join(HTPASSWD_NAME)).filter(|p| p.is_file());
-    write_config(&config, &dir.join("storage"), port, htpasswd.as_deref())
+    let auth = std::fs::read_to_string(dir.join(AUTH_CONFIG_NAME)).ok();
+    write_config(&config, &dir.join("storage"), port, auth.as_deref())
         .map_err(|e| format!("write {}: {e}", config.display()))?;
     let log = OpenOptions::new()
         .create(true)
@@ -221,13 +259,8 @@ impl Drop for Registry {
     }
 }
 
-fn write_config(
-    path: &Path,
-    storage: &Path,
-    port: u16,
-    htpasswd: Option<&Path>,
-) -> std::io::Result<()> {
-    // No TLS, no periodic health checks: plain HTTP on loopback only; basic auth on request.
+fn write_config(path: &Path, storage: &Path, port: u16, auth: Option<&str>) -> std::io::Result<()> {
+    // No TLS, no periodic health checks: plain HTTP on loopback only; auth on request.
     let mut yaml = format!(
         "version: 0.1\n\
          log:\n  level: info\n  accesslog:\n    disabled: true\n\
@@ -235,11 +268,8 @@ fn write_config(
          http:\n  addr: 127.0.0.1:{port}\n",
         storage.display()
     );
-    if let Some(file) = htpasswd {
-        yaml.push_str(&format!(
-            "auth:\n  htpasswd:\n    realm: banger-test\n    path: {}\n",
-            file.display()
-        ));
+    if let Some(auth) = auth {
+        yaml.push_str(auth);
     }
     let mut f = File::create(path)?;
     f.write_all(yaml.as_bytes())
