@@ -14,14 +14,9 @@ use banger_testkit::registry::Registry;
 use banger_testkit::{tools, wait};
 use common::{TestEnv, wait_gone};
 
-/// A ~192 MiB single-layer image: big enough that a pull is still downloading or writing
-/// when the test strikes.
-fn push_big_image(registry: &Registry, work: &Path) {
-    let layout = work.join("big");
-    let tar = LayerBuilder::new()
-        .file("blob-a", &noise(96 << 20, 1))
-        .file("blob-b", &noise(96 << 20, 2))
-        .finish();
+/// Pushes `tar` as the one uncompressed layer of `registry/repo:v1` (laid out in `work`).
+fn push_one_layer(registry: &Registry, work: &Path, repo: &str, tar: Vec<u8>) {
+    let layout = work.join(repo.replace('/', "-"));
     oci_image::single(
         &layout,
         "v1",
@@ -30,7 +25,17 @@ fn push_big_image(registry: &Registry, work: &Path) {
             compression: Compression::None,
         }],
     );
-    oci_image::skopeo_push(&layout, "v1", &registry.host(), "big", &[]);
+    oci_image::skopeo_push(&layout, "v1", &registry.host(), repo, &[]);
+}
+
+/// A ~192 MiB single-layer image: big enough that a pull is still downloading or writing
+/// when the test strikes.
+fn push_big_image(registry: &Registry, work: &Path) {
+    let tar = LayerBuilder::new()
+        .file("blob-a", &noise(96 << 20, 1))
+        .file("blob-b", &noise(96 << 20, 2))
+        .finish();
+    push_one_layer(registry, work, "big", tar);
 }
 
 fn staging_dirs(env: &TestEnv) -> Vec<PathBuf> {
@@ -316,7 +321,6 @@ fn ctrl_c_cancels_a_kernel_pull() {
     let registry = Registry::start();
     let work = tempfile::tempdir().expect("tempdir");
     // A kernel image whose initrd is big enough to interrupt mid-download.
-    let layout = work.path().join("kernel");
     let tar = LayerBuilder::new()
         .file(
             "vmlinuz",
@@ -324,15 +328,7 @@ fn ctrl_c_cancels_a_kernel_pull() {
         )
         .file("initrd.img", &noise(160 << 20, 3))
         .finish();
-    oci_image::single(
-        &layout,
-        "v1",
-        &[Layer {
-            tar,
-            compression: Compression::None,
-        }],
-    );
-    oci_image::skopeo_push(&layout, "v1", &registry.host(), "kernels/big", &[]);
+    push_one_layer(&registry, work.path(), "kernels/big", tar);
     let reference = format!("{}/kernels/big:v1", registry.host());
     let env = TestEnv::new();
     env.ok(&["daemon", "start"]);

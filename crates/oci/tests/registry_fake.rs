@@ -46,23 +46,7 @@ struct Fake {
 }
 
 fn b64(s: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = s.as_bytes();
-    let mut o = String::new();
-    for c in b.chunks(3) {
-        let n = c
-            .iter()
-            .enumerate()
-            .fold(0u32, |a, (i, x)| a | (u32::from(*x) << (16 - 8 * i)));
-        for i in 0..4 {
-            o.push(if i <= c.len() {
-                T[((n >> (18 - 6 * i)) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    o
+    banger_testkit::token_auth::base64(s.as_bytes(), false)
 }
 
 async fn respond(

@@ -248,7 +248,7 @@ fn libtrust_key_id(spki_der: &[u8]) -> String {
 }
 
 /// Standard base64, or URL-safe without padding (JWT) when `url`.
-pub(crate) fn base64(data: &[u8], url: bool) -> String {
+pub fn base64(data: &[u8], url: bool) -> String {
     let alphabet: &[u8; 64] = if url {
         b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
     } else {
