@@ -161,22 +161,7 @@ impl ResolvedImage for OciResolved {
         size_bytes: Option<u64>,
         ctx: &OpContext,
     ) -> Result<(), OpError> {
-        let progress_ctx = ctx.clone();
-        let sizes: Vec<Option<u64>> = self.image.layers.iter().map(|l| l.size).collect();
-        // Byte counts arrive per network chunk; forward at most ~10 a second.
-        let last_bytes = std::sync::Mutex::new(Instant::now());
-        let progress: oci::ProgressFn = Arc::new(move |p| {
-            if matches!(p, oci::Progress::LayerBytes { .. }) {
-                let mut last = last_bytes.lock().unwrap_or_else(|e| e.into_inner());
-                if last.elapsed() < Duration::from_millis(100) {
-                    return;
-                }
-                *last = Instant::now();
-            }
-            if let Some(event) = layer_event(&p, &sizes) {
-                progress_ctx.emit(event);
-            }
-        });
+        let progress = layer_progress(ctx, &self.image);
         // Downloads run concurrently in the background (top layer first) while the merge,
         // which goes top-down, takes each layer the moment it is verified.
         let (tx, rx) = std::sync::mpsc::channel::<Result<(usize, oci::LayerInput), OpError>>();
@@ -388,7 +373,27 @@ pub(crate) fn resolved_event(image: &oci::ResolvedImage) -> PullEvent {
     }
 }
 
-pub(crate) fn layer_event(p: &oci::Progress, sizes: &[Option<u64>]) -> Option<PullEvent> {
+/// Forwards the download progress of `image`'s layers to the client as `layer` events.
+/// Byte counts arrive per network chunk; at most ~10 a second go out.
+pub(crate) fn layer_progress(ctx: &OpContext, image: &oci::ResolvedImage) -> oci::ProgressFn {
+    let ctx = ctx.clone();
+    let sizes: Vec<Option<u64>> = image.layers.iter().map(|l| l.size).collect();
+    let last_bytes = std::sync::Mutex::new(Instant::now());
+    Arc::new(move |p| {
+        if matches!(p, oci::Progress::LayerBytes { .. }) {
+            let mut last = last_bytes.lock().unwrap_or_else(|e| e.into_inner());
+            if last.elapsed() < Duration::from_millis(100) {
+                return;
+            }
+            *last = Instant::now();
+        }
+        if let Some(event) = layer_event(&p, &sizes) {
+            ctx.emit(event);
+        }
+    })
+}
+
+fn layer_event(p: &oci::Progress, sizes: &[Option<u64>]) -> Option<PullEvent> {
     let total_of = |index: usize, total: Option<u64>| {
         total.or(sizes.get(index).copied().flatten()).unwrap_or(0)
     };

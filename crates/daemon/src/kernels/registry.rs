@@ -22,7 +22,7 @@ use sha2::{Digest as _, Sha256};
 
 use banger_api::pull::PullEvent;
 
-use crate::backend::{layer_event, oci_error, resolved_event, until_cancelled};
+use crate::backend::{layer_progress, oci_error, resolved_event, until_cancelled};
 use crate::error::OpError;
 use crate::progress::OpContext;
 use crate::store::KernelRow;
@@ -177,13 +177,7 @@ impl KernelRegistry {
             .block_on(until_cancelled(ctx, puller.resolve(&parsed, &platform)))?
             .map_err(oci_error)?;
         ctx.emit(resolved_event(&image));
-        let sizes: Vec<Option<u64>> = image.layers.iter().map(|l| l.size).collect();
-        let events = ctx.clone();
-        let progress: oci::ProgressFn = Arc::new(move |p| {
-            if let Some(event) = layer_event(&p, &sizes) {
-                events.emit(event);
-            }
-        });
+        let progress = layer_progress(ctx, &image);
         let layers = handle
             .block_on(until_cancelled(ctx, puller.fetch_layers(&image, progress)))?
             .map_err(oci_error)?;
