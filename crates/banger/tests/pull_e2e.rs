@@ -577,8 +577,11 @@ fn private_registry_with_bearer_tokens() {
         .iter()
         .filter(|r| r.contains("scope=repository%3Aprivate%3Apull&"))
         .collect();
+    let refused = ours.iter().filter(|r| r.ends_with("refused")).count();
     assert!(
-        ours.len() == 2 && ours[0].ends_with("refused") && ours[1].ends_with("granted"),
+        refused >= 1
+            && ours[..refused].iter().all(|r| r.ends_with("refused"))
+            && ours.len() > refused,
         "{requests:#?}"
     );
 }
