@@ -100,7 +100,14 @@ pub fn parse_source(source: &str) -> Result<ParsedSource, OpError> {
         oci::Source::Registry(r) => oci::default_image_name(r),
         oci::Source::OciDir { dir, tag } => local_name(dir, tag.as_deref()),
         oci::Source::OciArchive { file, tag } => local_name(file, tag.as_deref()),
-        oci::Source::DockerArchive { file } => local_name(file, None),
+        oci::Source::DockerArchive { file, image } => match image {
+            // A tag names the image as a registry reference would.
+            Some(oci::ArchiveImage::Tag(t)) => oci::Reference::parse(t)
+                .map(|r| oci::default_image_name(&r))
+                .unwrap_or_else(|_| local_name(file, Some(t))),
+            Some(oci::ArchiveImage::Index(i)) => local_name(file, Some(&i.to_string())),
+            None => local_name(file, None),
+        },
     };
     Ok(ParsedSource {
         canonical: parsed.to_string(),
@@ -526,6 +533,18 @@ mod tests {
                 .expect("parse")
                 .default_name,
             "debian"
+        );
+        assert_eq!(
+            parse_source("docker-archive:/x/save.tar:debian:bookworm")
+                .expect("parse")
+                .default_name,
+            "debian-bookworm"
+        );
+        assert_eq!(
+            parse_source("docker-archive:/x/save.tar:@1")
+                .expect("parse")
+                .default_name,
+            "save-1"
         );
     }
 

@@ -28,4 +28,4 @@ pub use manifest::{ImageConfig, Platform};
 pub use pull::{ImageOrigin, LayerDescriptor, Progress, ProgressFn, Puller, ResolvedImage};
 pub use reference::{Reference, ReferenceError, default_image_name};
 pub use registry::{RegistryClient, RegistryOptions, UploadProgress};
-pub use source::Source;
+pub use source::{ArchiveImage, Source};

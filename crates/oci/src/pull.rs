@@ -10,8 +10,9 @@ use crate::flatten::LayerInput;
 use crate::manifest::{
     Descriptor, ImageConfig, ImageManifest, ManifestDoc, Platform, select_platform,
 };
+use crate::reference::Reference;
 use crate::registry::{RegistryClient, RegistryOptions};
-use crate::source::{Source, extract_archive};
+use crate::source::{ArchiveImage, Source, extract_archive};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -198,8 +199,8 @@ impl Puller {
                 )
                 .await
             }
-            Source::DockerArchive { file } => {
-                self.resolve_docker_archive(source.to_string(), file, platform)
+            Source::DockerArchive { file, image } => {
+                self.resolve_docker_archive(source.to_string(), file, image.as_ref(), platform)
                     .await
             }
         }
@@ -384,6 +385,7 @@ impl Puller {
         &self,
         name: String,
         file: &Path,
+        image: Option<&ArchiveImage>,
         platform: &Platform,
     ) -> Result<ResolvedImage> {
         let tmp = Arc::new(
@@ -394,28 +396,14 @@ impl Puller {
         tokio::task::spawn_blocking(move || extract_archive(&f, &d))
             .await
             .map_err(blocking_err)??;
-        #[derive(serde::Deserialize)]
-        struct Item {
-            #[serde(rename = "Config")]
-            config: String,
-            #[serde(rename = "Layers")]
-            layers: Vec<String>,
-        }
         let mp = tmp.path().join("manifest.json");
         let body = tokio::fs::read(&mp)
             .await
             .map_err(|e| Error::Source(name.clone(), format!("manifest.json: {e}")))?;
-        let items: Vec<Item> = serde_json::from_slice(&body)
+        let items: Vec<ArchiveItem> = serde_json::from_slice(&body)
             .map_err(|e| Error::Source(name.clone(), format!("manifest.json: {e}")))?;
-        let [item] = items.as_slice() else {
-            return Err(Error::Source(
-                name,
-                format!(
-                    "archive holds {} images; exactly one is supported",
-                    items.len()
-                ),
-            ));
-        };
+        let item =
+            select_archive_item(&items, image).map_err(|m| Error::Source(name.clone(), m))?;
         let member = |p: &str| -> Result<PathBuf> {
             let n = crate::tarentry::normalize(p.as_bytes())
                 .map_err(|m| Error::Source(name.clone(), format!("{p}: {m}")))?;
@@ -607,4 +595,67 @@ fn layers_of(m: &ImageManifest, config: &ImageConfig) -> Result<Vec<LayerDescrip
             })
         })
         .collect()
+}
+
+/// One image of a `docker save` archive's `manifest.json`.
+#[derive(serde::Deserialize)]
+struct ArchiveItem {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags", default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(rename = "Layers")]
+    layers: Vec<String>,
+}
+
+/// The image `wanted` names (a tag, compared in Docker's normalised form, or an index);
+/// without a choice, the archive must hold exactly one. Errors list what is there.
+fn select_archive_item<'a>(
+    items: &'a [ArchiveItem],
+    wanted: Option<&ArchiveImage>,
+) -> std::result::Result<&'a ArchiveItem, String> {
+    let normal = |t: &str| Reference::parse(t).map(|r| r.to_string()).ok();
+    let listing = || {
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| {
+                let tags = it.repo_tags.as_deref().unwrap_or_default();
+                if tags.is_empty() {
+                    format!("@{i} (untagged)")
+                } else {
+                    format!("@{i} {}", tags.join(", "))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    match wanted {
+        None => match items {
+            [one] => Ok(one),
+            [] => Err("the archive's manifest.json lists no image".into()),
+            _ => Err(format!(
+                "the archive holds {} images ({}); pick one with docker-archive:FILE:NAME:TAG or docker-archive:FILE:@INDEX",
+                items.len(),
+                listing()
+            )),
+        },
+        Some(ArchiveImage::Index(i)) => items
+            .get(*i)
+            .ok_or_else(|| format!("no image @{i} in the archive; it holds {}", listing())),
+        Some(ArchiveImage::Tag(t)) => {
+            let want = normal(t);
+            items
+                .iter()
+                .find(|it| {
+                    it.repo_tags
+                        .iter()
+                        .flatten()
+                        .any(|have| have == t || (want.is_some() && normal(have) == want))
+                })
+                .ok_or_else(|| {
+                    format!("no image tagged {t} in the archive; it holds {}", listing())
+                })
+        }
+    }
 }

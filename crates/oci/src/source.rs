@@ -19,10 +19,30 @@ pub enum Source {
         file: PathBuf,
         tag: Option<String>,
     },
-    /// `docker-archive:FILE`
+    /// `docker-archive:FILE[:NAME:TAG|:@INDEX]` (skopeo's syntax: the part after the
+    /// first `:` picks one image of a multi-image `docker save`)
     DockerArchive {
         file: PathBuf,
+        image: Option<ArchiveImage>,
     },
+}
+
+/// Which image of a `docker save` archive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArchiveImage {
+    /// One of its `RepoTags` (`debian:bookworm`).
+    Tag(String),
+    /// Its position in `manifest.json`, from 0.
+    Index(usize),
+}
+
+impl std::fmt::Display for ArchiveImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ArchiveImage::Tag(t) => f.write_str(t),
+            ArchiveImage::Index(i) => write!(f, "@{i}"),
+        }
+    }
 }
 
 /// Splits `PATH[:TAG]`; a suffix counts as a tag only if it has no `/`.
@@ -57,8 +77,28 @@ impl Source {
             if rest.is_empty() {
                 return Err(empty("docker-archive:"));
             }
+            let (file, image) = match rest.split_once(':') {
+                None => (rest, None),
+                Some((file, "")) => (file, None),
+                Some((file, sel)) => {
+                    let image = match sel.strip_prefix('@') {
+                        Some(n) => ArchiveImage::Index(n.parse().map_err(|_| {
+                            Error::Source(
+                                s.to_string(),
+                                format!("{sel:?} is not an image index (write @0, @1, …)"),
+                            )
+                        })?),
+                        None => ArchiveImage::Tag(sel.to_string()),
+                    };
+                    (file, Some(image))
+                }
+            };
+            if file.is_empty() {
+                return Err(empty("docker-archive:"));
+            }
             return Ok(Source::DockerArchive {
-                file: PathBuf::from(rest),
+                file: PathBuf::from(file),
+                image,
             });
         }
         let r = s.strip_prefix("docker://").unwrap_or(s);
@@ -75,7 +115,13 @@ impl std::fmt::Display for Source {
             Source::OciArchive { file, tag: t } => {
                 write!(f, "oci-archive:{}{}", file.display(), tag(t))
             }
-            Source::DockerArchive { file } => write!(f, "docker-archive:{}", file.display()),
+            Source::DockerArchive { file, image } => {
+                write!(f, "docker-archive:{}", file.display())?;
+                match image {
+                    Some(image) => write!(f, ":{image}"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -207,9 +253,33 @@ mod tests {
         assert_eq!(
             Source::parse("docker-archive:/x/a.tar").unwrap(),
             Source::DockerArchive {
-                file: "/x/a.tar".into()
+                file: "/x/a.tar".into(),
+                image: None
             }
         );
+        for (text, image) in [
+            (
+                "docker-archive:/x/a.tar:debian:bookworm",
+                ArchiveImage::Tag("debian:bookworm".into()),
+            ),
+            (
+                "docker-archive:/x/a.tar:localhost:5000/app:v1",
+                ArchiveImage::Tag("localhost:5000/app:v1".into()),
+            ),
+            ("docker-archive:/x/a.tar:@1", ArchiveImage::Index(1)),
+        ] {
+            let parsed = Source::parse(text).unwrap();
+            assert_eq!(
+                parsed,
+                Source::DockerArchive {
+                    file: "/x/a.tar".into(),
+                    image: Some(image)
+                }
+            );
+            assert_eq!(parsed.to_string(), text, "round trip");
+        }
+        assert!(Source::parse("docker-archive:/x/a.tar:@one").is_err());
+        assert!(Source::parse("docker-archive::debian").is_err());
         assert!(matches!(
             Source::parse("debian").unwrap(),
             Source::Registry(_)

@@ -314,3 +314,67 @@ async fn local_multi_arch_layout_and_docker_save_symlinks() {
     .unwrap_err();
     assert!(e.to_string().contains("escapes"), "{e}");
 }
+
+/// `docker save a b` holds two images: the source names one with skopeo's syntax, by tag
+/// (Docker-normalised) or by index; without a choice the error lists what is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_image_docker_save_picks_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = puller(&tmp.path().join("cache"));
+    let mut archive = LayerBuilder::new();
+    let mut manifest = Vec::new();
+    for (i, (tag, content)) in [
+        ("debian:bookworm", "first"),
+        ("localhost:5000/app:v2", "second"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let layer = LayerBuilder::new()
+            .file("which", content.as_bytes())
+            .finish();
+        let config = serde_json::json!({"architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [oci_image::sha256(&layer)]}});
+        archive = archive
+            .file(
+                &format!("cfg{i}.json"),
+                &serde_json::to_vec(&config).unwrap(),
+            )
+            .file(&format!("l{i}/layer.tar"), &layer);
+        manifest.push(serde_json::json!({
+            "Config": format!("cfg{i}.json"), "RepoTags": [tag], "Layers": [format!("l{i}/layer.tar")]
+        }));
+    }
+    let archive = archive
+        .file("manifest.json", &serde_json::to_vec(&manifest).unwrap())
+        .finish();
+    let path = tmp.path().join("two.tar");
+    std::fs::write(&path, archive).unwrap();
+    let src = |sel: &str| format!("docker-archive:{}{sel}", path.display());
+
+    for (sel, want) in [
+        (":debian:bookworm", "first"),
+        // The same tag as Docker spells it in full.
+        (":docker.io/library/debian:bookworm", "first"),
+        (":localhost:5000/app:v2", "second"),
+        (":@1", "second"),
+        (":@0", "first"),
+    ] {
+        let (s, _, _) = pull(&p, &src(sel), "linux/amd64").await.unwrap();
+        assert_eq!(file(&s, "which").as_deref(), Some(want.as_bytes()), "{sel}");
+    }
+    for (sel, says) in [
+        ("", "holds 2 images"),
+        (":alpine:3", "no image tagged alpine:3"),
+        (":@2", "no image @2"),
+    ] {
+        let e = pull(&p, &src(sel), "linux/amd64").await.unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains(says)
+                && text.contains("@0 debian:bookworm")
+                && text.contains("@1 localhost:5000/app:v2"),
+            "{sel}: {text}"
+        );
+    }
+}

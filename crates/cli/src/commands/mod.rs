@@ -52,22 +52,64 @@ pub fn absolute(path: &Path) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow::anyhow!("path {} is not valid UTF-8", abs.display()))
 }
 
-/// `oci:DIR`, `oci-archive:FILE` and `docker-archive:FILE` name paths on the CLI's side:
-/// make them absolute, as the daemon has another working directory.
+/// `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]` and `docker-archive:FILE[:IMAGE]` name paths
+/// on the CLI's side: make them absolute, as the daemon has another working directory.
+/// What follows the path stays as typed (paths with ':' are not supported, as in skopeo).
 pub fn local_source_absolute(reference: &str) -> anyhow::Result<String> {
     for prefix in ["oci:", "oci-archive:", "docker-archive:"] {
         if let Some(rest) = reference.strip_prefix(prefix) {
-            // A `:tag` suffix stays as typed (paths with ':' are not supported here).
-            let (path, tag) = match rest.rsplit_once(':') {
-                Some((p, t)) if prefix == "oci:" && !t.contains('/') => (p, Some(t)),
-                _ => (rest, None),
+            let (path, suffix) = if prefix == "docker-archive:" {
+                // The image selector may itself hold ':' and '/' (`localhost:5000/app:v1`).
+                match rest.split_once(':') {
+                    Some((p, sel)) => (p, Some(sel)),
+                    None => (rest, None),
+                }
+            } else {
+                match rest.rsplit_once(':') {
+                    Some((p, t)) if !t.contains('/') => (p, Some(t)),
+                    _ => (rest, None),
+                }
             };
             let abs = absolute(std::path::Path::new(path))?;
-            return Ok(match tag {
-                Some(t) => format!("{prefix}{abs}:{t}"),
+            return Ok(match suffix {
+                Some(s) => format!("{prefix}{abs}:{s}"),
                 None => format!("{prefix}{abs}"),
             });
         }
     }
     Ok(reference.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_sources_become_absolute_and_keep_their_suffix() {
+        let cwd = std::env::current_dir().expect("cwd");
+        let here = |p: &str| cwd.join(p).to_string_lossy().into_owned();
+        for (typed, want) in [
+            ("oci:layout", format!("oci:{}", here("layout"))),
+            ("oci:layout:v1", format!("oci:{}:v1", here("layout"))),
+            (
+                "oci-archive:x.tar:v1",
+                format!("oci-archive:{}:v1", here("x.tar")),
+            ),
+            (
+                "docker-archive:/abs/s.tar",
+                "docker-archive:/abs/s.tar".to_string(),
+            ),
+            (
+                "docker-archive:s.tar:localhost:5000/app:v1",
+                format!("docker-archive:{}:localhost:5000/app:v1", here("s.tar")),
+            ),
+            (
+                "docker-archive:s.tar:@1",
+                format!("docker-archive:{}:@1", here("s.tar")),
+            ),
+            ("debian:bookworm", "debian:bookworm".to_string()),
+        ] {
+            assert_eq!(local_source_absolute(typed).expect(typed), want, "{typed}");
+        }
+    }
 }
