@@ -135,8 +135,11 @@ pub(crate) struct LayerStream {
     pub reader: Box<dyn Read>,
     diff: Rc<RefCell<Tally>>,
     /// Joined by `finish`, or on drop: no decoding thread outlives its stream.
-    decoder: Option<std::thread::JoinHandle<io::Result<(Option<Digest>, u64)>>>,
+    decoder: Option<std::thread::JoinHandle<Decoded>>,
 }
+
+/// What the decoding thread returns: the blob digest (when hashed) and size.
+type Decoded = io::Result<(Option<Digest>, u64)>;
 
 impl Drop for LayerStream {
     /// A stream dropped early (an error in the caller) closes the channel first, so the
@@ -205,7 +208,7 @@ fn decode(
     file: impl Read,
     hash_blob: bool,
     chunks: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
-) -> io::Result<(Option<Digest>, u64)> {
+) -> Decoded {
     let blob = Rc::new(RefCell::new(if hash_blob {
         Tally::hashing()
     } else {
