@@ -649,3 +649,52 @@ fn daemon_start_sweeps_kernel_store_leftovers() {
         "6.1.99-sweep"
     );
 }
+
+/// arm64 kernels: Debian's arm64 `vmlinuz` is a gzip'd `Image`. It is stored as given, and
+/// the raw `Image` (what QEMU and Firecracker boot there) is extracted as `vmlinux`.
+#[test]
+fn arm64_images_are_kernels_too() {
+    let env = TestEnv::new();
+    let dir = env.path("arm64");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let image = fixture::arm64_image("6.1.0-30-arm64");
+    std::fs::write(dir.join("vmlinuz"), fixture::gzip(&image)).expect("write");
+    std::fs::write(dir.join("Image"), &image).expect("write");
+
+    let k = env.json(&[
+        "kernel",
+        "import",
+        "arm",
+        "--kernel",
+        &s(&dir.join("vmlinuz")),
+    ]);
+    assert_eq!(k["version"], "6.1.0-30-arm64");
+    assert_eq!(k["arch"], "arm64");
+    assert_eq!(
+        std::fs::read(k["vmlinux_path"].as_str().expect("vmlinux")).expect("read"),
+        image
+    );
+    assert_eq!(
+        k["kernel_path"], k["vmlinuz_path"],
+        "the compressed kernel stays the one images get"
+    );
+    // Through a registry to an amd64 host: the one architecture there is, is taken.
+    let registry = banger_testkit::registry::Registry::start();
+    let reference = format!("{}/kernels/arm:6.1", registry.host());
+    env.ok(&["kernel", "push", "arm", &reference]);
+    let other = TestEnv::new();
+    let pulled = other.json(&["kernel", "pull", &reference, "--name", "arm"]);
+    assert_eq!(pulled["arch"], "arm64");
+    assert_eq!(pulled["files"], k["files"]);
+    // A bare Image is an uncompressed kernel on its own.
+    let bare = env.json(&[
+        "kernel",
+        "import",
+        "arm-raw",
+        "--kernel",
+        &s(&dir.join("Image")),
+    ]);
+    assert_eq!(bare["arch"], "arm64");
+    assert!(bare["vmlinuz_path"].is_null());
+    assert_eq!(bare["kernel_path"], bare["vmlinux_path"]);
+}

@@ -1,6 +1,7 @@
 //! Synthetic kernel images for tests (here and in the end-to-end tests): a minimal ELF64
-//! x86-64 `vmlinux` carrying a `Linux version` banner, and a bzImage wrapping a compressed
-//! payload the way the kernel build does (setup header, payload fields, size appended).
+//! x86-64 `vmlinux` carrying a `Linux version` banner, a bzImage wrapping a compressed
+//! payload the way the kernel build does (setup header, payload fields, size appended),
+//! and an arm64 `Image` (its 64-byte boot header, then the banner).
 //! They do not boot; they are exactly what the store's inspection reads.
 
 /// A minimal ELF64 x86-64 executable: one PT_LOAD segment holding the banner and filler.
@@ -53,6 +54,24 @@ pub fn bzimage(version: &str, payload: &[u8]) -> Vec<u8> {
     b.extend_from_slice(payload);
     // The kernel build appends the uncompressed size; decoders must ignore it.
     b.extend_from_slice(&0x0123_4567u32.to_le_bytes());
+    b
+}
+
+/// An arm64 `Image`: the boot header (branch, text offset, image size, flags, the
+/// `ARM\x64` magic at 0x38), then code-like filler with the banner.
+pub fn arm64_image(version: &str) -> Vec<u8> {
+    let mut b = vec![0u8; 64];
+    b[0..4].copy_from_slice(&0x1400_0010u32.to_le_bytes()); // b #0x40
+    b[8..16].copy_from_slice(&0u64.to_le_bytes()); // text_offset
+    b[24..32].copy_from_slice(&0xau64.to_le_bytes()); // flags: LE, 4K pages
+    b[0x38..0x3c].copy_from_slice(b"ARM\x64");
+    b.extend((0..8192u32).map(|i| (i * 11 % 253) as u8));
+    b.extend_from_slice(
+        format!("Linux version {version} (banger@test) (gcc) #1 SMP\n\0").as_bytes(),
+    );
+    b.extend((0..4096u32).map(|i| (i * 3 % 241) as u8));
+    let len = b.len() as u64;
+    b[16..24].copy_from_slice(&len.to_le_bytes()); // image_size
     b
 }
 

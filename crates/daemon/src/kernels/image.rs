@@ -1,6 +1,7 @@
 //! What a kernel file is, read from its bytes: an x86 bzImage (setup header, compressed
-//! payload, version string) or an ELF `vmlinux` (machine, `Linux version` banner), and the
-//! extraction of the ELF from a bzImage's payload.
+//! payload, version string), an ELF `vmlinux` (machine, `Linux version` banner), or an
+//! arm64 `Image` (its header's magic), bare or compressed as Debian's arm64 `vmlinuz` is;
+//! and the extraction of the uncompressed kernel from the compressed ones.
 
 use super::decompress::{self, Compression, DecompressError};
 
@@ -10,7 +11,7 @@ const MAX_VMLINUX: u64 = 1 << 30;
 #[derive(Debug, thiserror::Error)]
 pub enum KernelImageError {
     #[error(
-        "not a Linux kernel image ({0}); expected an x86 bzImage (vmlinuz) or an uncompressed ELF vmlinux"
+        "not a Linux kernel image ({0}); expected an x86 bzImage (vmlinuz), an ELF vmlinux, or an arm64 Image (bare or compressed)"
     )]
     NotAKernel(String),
     #[error("the bzImage's setup header is damaged: {0}")]
@@ -19,6 +20,8 @@ pub enum KernelImageError {
     Payload(#[from] DecompressError),
     #[error("the bzImage's payload did not decompress to an ELF vmlinux")]
     PayloadNotElf,
+    #[error("not a compressed kernel: a bzImage or a compressed arm64 Image is needed")]
+    NotCompressed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +31,20 @@ pub enum Format {
         payload: Compression,
     },
     Elf,
+    /// An arm64 `Image`: the uncompressed kernel that QEMU and Firecracker boot there.
+    Arm64Image,
+    /// An arm64 `Image` compressed whole (`Image.gz`; Debian's arm64 `vmlinuz`).
+    CompressedArm64Image {
+        compression: Compression,
+    },
+}
+
+impl Format {
+    /// An uncompressed kernel (stored as `vmlinux`), as opposed to a compressed one
+    /// (`vmlinuz`) that one is extracted from.
+    pub fn is_uncompressed(&self) -> bool {
+        matches!(self, Format::Elf | Format::Arm64Image)
+    }
 }
 
 /// What a kernel file says about itself.
@@ -60,6 +77,14 @@ fn is_bzimage(b: &[u8]) -> bool {
     b.get(0x202..0x206) == Some(b"HdrS")
 }
 
+/// The arm64 boot header's magic, `ARM\x64` at offset 0x38.
+fn is_arm64_image(b: &[u8]) -> bool {
+    b.get(0x38..0x3c) == Some(b"ARM\x64")
+}
+
+/// Largest kernel decompressed just to find out what it is.
+const MAX_SNIFF: u64 = 256 << 20;
+
 /// Identifies a kernel file and reads its version and architecture.
 pub fn inspect(b: &[u8]) -> Result<KernelInfo, KernelImageError> {
     if is_elf(b) {
@@ -71,13 +96,36 @@ pub fn inspect(b: &[u8]) -> Result<KernelInfo, KernelImageError> {
             arch: elf_arch(b),
         });
     }
+    if is_arm64_image(b) {
+        let (banner, version) = banner_of(b).unzip();
+        return Ok(KernelInfo {
+            format: Format::Arm64Image,
+            version,
+            banner,
+            arch: Some("arm64".into()),
+        });
+    }
     if !is_bzimage(b) {
         let what = match Compression::sniff(b) {
-            Compression::None => "no bzImage header, no ELF magic".to_string(),
-            c => format!(
-                "a bare {} stream; decompress it first or pass the bzImage",
-                c.name()
-            ),
+            Compression::None => "no bzImage header, no ELF or arm64 Image magic".to_string(),
+            c => {
+                // A compressed arm64 Image is a kernel; any other stream is not.
+                if let Ok(inner) = decompress::decode_all(b, MAX_SNIFF)
+                    && is_arm64_image(&inner)
+                {
+                    let (banner, version) = banner_of(&inner).unzip();
+                    return Ok(KernelInfo {
+                        format: Format::CompressedArm64Image { compression: c },
+                        version,
+                        banner,
+                        arch: Some("arm64".into()),
+                    });
+                }
+                format!(
+                    "a bare {} stream that holds no arm64 Image; decompress it first or pass the bzImage",
+                    c.name()
+                )
+            }
         };
         return Err(KernelImageError::NotAKernel(what));
     }
@@ -188,6 +236,21 @@ fn elf_arch(b: &[u8]) -> Option<String> {
     )
 }
 
+/// The uncompressed kernel inside a compressed one: the ELF `vmlinux` of a bzImage, or
+/// the arm64 `Image` of an `Image.gz`.
+pub fn extract_uncompressed(b: &[u8]) -> Result<Vec<u8>, KernelImageError> {
+    if is_bzimage(b) {
+        return extract_vmlinux(b);
+    }
+    if Compression::sniff(b) != Compression::None {
+        let inner = decompress::decode_all(b, MAX_VMLINUX)?;
+        if is_arm64_image(&inner) {
+            return Ok(inner);
+        }
+    }
+    Err(KernelImageError::NotCompressed)
+}
+
 /// Decompresses the bzImage's payload into the ELF `vmlinux`, trimmed to the ELF's own
 /// extent (x86 appends relocation data after it).
 pub fn extract_vmlinux(bz: &[u8]) -> Result<Vec<u8>, KernelImageError> {
@@ -262,6 +325,29 @@ mod tests {
         assert_eq!(info.format, Format::Elf);
         assert_eq!(info.version.as_deref(), Some("6.6.6-test"));
         assert_eq!(info.arch.as_deref(), Some("amd64"));
+    }
+
+    #[test]
+    fn arm64_images_bare_and_gzipped() {
+        let image = fixture::arm64_image("6.1.0-30-arm64");
+        let info = inspect(&image).expect("inspect");
+        assert_eq!(info.format, Format::Arm64Image);
+        assert_eq!(info.version.as_deref(), Some("6.1.0-30-arm64"));
+        assert_eq!(info.arch.as_deref(), Some("arm64"));
+        let gz = fixture::gzip(&image);
+        let info = inspect(&gz).expect("inspect gzip");
+        assert_eq!(
+            info.format,
+            Format::CompressedArm64Image {
+                compression: Compression::Gzip
+            }
+        );
+        assert_eq!(info.version.as_deref(), Some("6.1.0-30-arm64"));
+        assert_eq!(extract_uncompressed(&gz).expect("extract"), image);
+        // Other compressed data is still not a kernel, and says what it is.
+        let err = inspect(&fixture::gzip(b"an initrd, say")).expect_err("not a kernel");
+        assert!(err.to_string().contains("bare gzip stream"), "{err}");
+        assert!(extract_uncompressed(&image).is_err());
     }
 
     #[test]

@@ -38,7 +38,7 @@ use crate::paths::{self, Expect};
 use crate::progress::OpContext;
 use crate::store::{KernelRow, Store, StoreError};
 
-use self::image::{Format, KernelInfo};
+use self::image::KernelInfo;
 use self::manifest::{INITRD, MODULES, Manifest, VMLINUX, VMLINUZ};
 
 /// Daemon environment variable naming where `image pull --kernel-ref NAME` finds kernels
@@ -482,9 +482,10 @@ pub fn stage_kernel_file(kernel: &Path, staging: &Path) -> Result<(), OpError> {
     let bytes = read_kernel(kernel)?;
     let info = image::inspect(&bytes)
         .map_err(|e| OpError::BadRequest(format!("{}: {e}", kernel.display())))?;
-    let name = match info.format {
-        Format::BzImage { .. } => VMLINUZ,
-        Format::Elf => VMLINUX,
+    let name = if info.format.is_uncompressed() {
+        VMLINUX
+    } else {
+        VMLINUZ
     };
     fsutil::copy_file(kernel, &staging.join(name))
 }
@@ -502,9 +503,10 @@ fn read_kernel(path: &Path) -> Result<Vec<u8>, OpError> {
     std::fs::read(path).map_err(|e| OpError::io(format!("reading {}", path.display()), e))
 }
 
-/// Checks what `staging` holds and completes it: `vmlinuz` must be a bzImage (its
-/// `vmlinux` is extracted unless present), a lone `vmlinux` must be an ELF. Returns what
-/// the image says about itself.
+/// Checks what `staging` holds and completes it: `vmlinuz` must be a compressed kernel
+/// (an x86 bzImage or a compressed arm64 Image) and its uncompressed `vmlinux` (the ELF, or
+/// the arm64 Image) is extracted unless present; a lone `vmlinux` must be uncompressed.
+/// Returns what the image says about itself.
 fn prepare(staging: &Path) -> Result<KernelInfo, OpError> {
     let vmlinuz = staging.join(VMLINUZ);
     let vmlinux = staging.join(VMLINUX);
@@ -514,47 +516,51 @@ fn prepare(staging: &Path) -> Result<KernelInfo, OpError> {
             p.file_name().unwrap_or_default().to_string_lossy()
         ))
     };
+    let not_uncompressed = "is not an uncompressed kernel (an ELF vmlinux or an arm64 Image)";
     if vmlinuz.is_file() {
-        let bz = read_kernel(&vmlinuz)?;
-        let mut info = image::inspect(&bz).map_err(|e| bad(&vmlinuz, &e))?;
-        if info.format == Format::Elf {
-            return Err(bad(&vmlinuz, &"is an ELF vmlinux, not a bzImage"));
+        let packed = read_kernel(&vmlinuz)?;
+        let mut info = image::inspect(&packed).map_err(|e| bad(&vmlinuz, &e))?;
+        if info.format.is_uncompressed() {
+            return Err(bad(
+                &vmlinuz,
+                &"is an uncompressed kernel, not a bzImage or compressed Image",
+            ));
         }
-        let elf = if vmlinux.is_file() {
+        let plain = if vmlinux.is_file() {
             read_kernel(&vmlinux)?
         } else {
-            let elf = image::extract_vmlinux(&bz).map_err(|e| bad(&vmlinuz, &e))?;
-            write_synced(&vmlinux, &elf)?;
-            elf
+            let plain = image::extract_uncompressed(&packed).map_err(|e| bad(&vmlinuz, &e))?;
+            write_synced(&vmlinux, &plain)?;
+            plain
         };
-        let elf_info = image::inspect(&elf).map_err(|e| bad(&vmlinux, &e))?;
-        if elf_info.format != Format::Elf {
-            return Err(bad(&vmlinux, &"is not an ELF vmlinux"));
+        let plain_info = image::inspect(&plain).map_err(|e| bad(&vmlinux, &e))?;
+        if !plain_info.format.is_uncompressed() {
+            return Err(bad(&vmlinux, &not_uncompressed));
         }
-        // A vmlinux that came with the bzImage (a pulled kernel image) must be its twin.
-        if let (Some(a), Some(b)) = (&info.version, &elf_info.version)
+        // A vmlinux that came with the vmlinuz (a pulled kernel image) must be its twin.
+        if let (Some(a), Some(b)) = (&info.version, &plain_info.version)
             && a != b
         {
             return Err(OpError::BadRequest(format!(
                 "vmlinux ({b}) and vmlinuz ({a}) are different kernels"
             )));
         }
-        // The ELF knows its machine for sure; its banner is the complete one.
-        info.arch = elf_info.arch.or(info.arch);
-        info.banner = elf_info.banner.or(info.banner);
-        info.version = info.version.or(elf_info.version);
+        // The uncompressed kernel knows its machine for sure; its banner is the complete one.
+        info.arch = plain_info.arch.or(info.arch);
+        info.banner = plain_info.banner.or(info.banner);
+        info.version = info.version.or(plain_info.version);
         return Ok(info);
     }
     if vmlinux.is_file() {
-        let elf = read_kernel(&vmlinux)?;
-        let info = image::inspect(&elf).map_err(|e| bad(&vmlinux, &e))?;
-        if info.format != Format::Elf {
-            return Err(bad(&vmlinux, &"is not an ELF vmlinux"));
+        let plain = read_kernel(&vmlinux)?;
+        let info = image::inspect(&plain).map_err(|e| bad(&vmlinux, &e))?;
+        if !info.format.is_uncompressed() {
+            return Err(bad(&vmlinux, &not_uncompressed));
         }
         return Ok(info);
     }
     Err(OpError::BadRequest(
-        "no kernel found: expected a vmlinuz (bzImage) or vmlinux (ELF)".into(),
+        "no kernel found: expected a vmlinuz (bzImage or compressed arm64 Image) or a vmlinux (ELF or arm64 Image)".into(),
     ))
 }
 

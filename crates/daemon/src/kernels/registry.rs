@@ -173,9 +173,19 @@ impl KernelRegistry {
         ctx.emit(PullEvent::Resolving {
             reference: source.to_string(),
         });
-        let image = handle
-            .block_on(until_cancelled(ctx, puller.resolve(&parsed, &platform)))?
-            .map_err(oci_error)?;
+        let resolve = |platform: oci::Platform| {
+            handle.block_on(until_cancelled(ctx, puller.resolve(&parsed, &platform)))
+        };
+        // The host's architecture is preferred among several; a kernel image made for one
+        // architecture is taken as it is (an arm64 kernel can be kept on an amd64 host).
+        let image = match resolve(platform)? {
+            Err(oci::Error::PlatformNotAvailable { available, .. }) if available.len() == 1 => {
+                let only = oci::Platform::parse(&available[0]).map_err(oci_error)?;
+                resolve(only)?
+            }
+            other => other,
+        }
+        .map_err(oci_error)?;
         ctx.emit(resolved_event(&image));
         let progress = layer_progress(ctx, &image);
         let layers = handle
