@@ -678,6 +678,14 @@ fn arm64_images_are_kernels_too() {
         k["kernel_path"], k["vmlinuz_path"],
         "the compressed kernel stays the one images get"
     );
+    // An amd64 image with an arm64 kernel would not boot: refused before any layer is
+    // downloaded, nothing staged.
+    let err = env.fails(&["image", "pull", &rootfs_layout(&env), "--kernel-ref", "arm"]);
+    assert!(
+        err.contains("bad_request") && err.contains("arm64") && err.contains("linux/amd64"),
+        "{err}"
+    );
+    assert_eq!(env.json(&["image", "list"]), serde_json::json!([]));
     // Through a registry to an amd64 host: the one architecture there is, is taken.
     let registry = banger_testkit::registry::Registry::start();
     let reference = format!("{}/kernels/arm:6.1", registry.host());

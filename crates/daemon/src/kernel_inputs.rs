@@ -24,9 +24,11 @@ pub struct KernelArgs {
 pub struct KernelInputs {
     pub kernel_ref: Option<String>,
     pub kernel: PathBuf,
-    /// The uncompressed ELF beside a stored bzImage (what Firecracker boots); only kernels
-    /// from the store have one, direct `--kernel` paths are taken as given.
+    /// The uncompressed kernel beside a stored compressed one (what Firecracker boots);
+    /// only kernels from the store have one, direct `--kernel` paths are taken as given.
     pub vmlinux: Option<PathBuf>,
+    /// The kernel's architecture, known for kernels from the store.
+    pub arch: Option<String>,
     pub initrd: Option<PathBuf>,
     pub modules: Option<PathBuf>,
 }
@@ -47,6 +49,22 @@ impl KernelInputs {
             fsutil::copy_tree(modules, &dir.join("modules"))?;
         }
         Ok(())
+    }
+}
+
+impl KernelInputs {
+    /// Refuses a stored kernel built for another architecture than the image's platform
+    /// (`os/arch[/variant]`): such an image would not boot.
+    pub fn check_platform(&self, platform: &str) -> Result<(), OpError> {
+        let image_arch = platform.split('/').nth(1).unwrap_or_default();
+        match (&self.kernel_ref, &self.arch) {
+            (Some(name), Some(arch)) if !image_arch.is_empty() && arch != image_arch => {
+                Err(OpError::BadRequest(format!(
+                    "kernel {name:?} is for {arch} but the image is {platform}; use a kernel for {image_arch} or pull the image with --platform linux/{arch}"
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -85,11 +103,13 @@ pub fn resolve(store: &Store, args: &KernelArgs) -> Result<KernelInputs, OpError
                     .map(|p| paths::validate("modules", &p, Expect::Dir))
                     .transpose()?,
                 kernel_ref: Some(name),
+                arch: files.arch,
             })
         }
         (None, Some(kernel)) => Ok(KernelInputs {
             kernel: paths::validate("kernel", &kernel, Expect::File)?,
             vmlinux: None,
+            arch: None,
             initrd: initrd_path
                 .map(|p| paths::validate("initrd", &p, Expect::File))
                 .transpose()?,
@@ -110,6 +130,32 @@ mod tests {
 
     fn store() -> Store {
         Store::open_in_memory().expect("store")
+    }
+
+    #[test]
+    fn a_stored_kernel_must_match_the_image_architecture() {
+        let stored = KernelInputs {
+            kernel_ref: Some("cloud".into()),
+            kernel: PathBuf::from("/k/vmlinuz"),
+            vmlinux: None,
+            arch: Some("arm64".into()),
+            initrd: None,
+            modules: None,
+        };
+        assert!(stored.check_platform("linux/arm64/v8").is_ok());
+        let err = stored.check_platform("linux/amd64").expect_err("mismatch");
+        assert!(err.to_string().contains("--platform linux/arm64"), "{err}");
+        // Unknown on either side: nothing to compare.
+        let unknown = KernelInputs {
+            arch: None,
+            ..stored.clone()
+        };
+        assert!(unknown.check_platform("linux/amd64").is_ok());
+        let direct = KernelInputs {
+            kernel_ref: None,
+            ..stored
+        };
+        assert!(direct.check_platform("linux/amd64").is_ok());
     }
 
     #[test]

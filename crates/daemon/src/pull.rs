@@ -179,6 +179,7 @@ impl Puller {
         let resolved = self
             .backend
             .resolve(&source, params.platform.as_deref(), ctx)?;
+        kernel.check_platform(resolved.platform())?;
         ctx.check()?;
         let rootfs = staging.join("rootfs.ext4");
         if !self.reuse_rootfs(resolved.as_ref(), params.size_bytes, &rootfs, ctx) {

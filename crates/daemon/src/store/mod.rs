@@ -32,6 +32,8 @@ pub struct KernelFiles {
     pub dir: String,
     pub initrd_path: Option<String>,
     pub modules_dir: Option<String>,
+    /// Architecture read from the kernel at import (`amd64`, `arm64`), when known.
+    pub arch: Option<String>,
 }
 
 /// A row of the `kernels` table: where a stored kernel's files are.
@@ -206,12 +208,13 @@ impl Store {
         Ok(self
             .conn()
             .query_row(
-                "SELECT kernel_path, initrd_path, modules_dir, dir FROM kernels WHERE name = ?1",
+                "SELECT kernel_path, initrd_path, modules_dir, dir, arch FROM kernels WHERE name = ?1",
                 [name],
                 |r| {
                     Ok(KernelFiles {
                         kernel_path: r.get(0)?,
                         dir: r.get(3)?,
+                        arch: r.get(4)?,
                         initrd_path: r.get(1)?,
                         modules_dir: r.get(2)?,
                     })
