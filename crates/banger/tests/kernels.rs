@@ -685,6 +685,18 @@ fn arm64_images_are_kernels_too() {
         err.contains("bad_request") && err.contains("arm64") && err.contains("linux/amd64"),
         "{err}"
     );
+    // The same for a kernel file given directly.
+    let err = env.fails(&[
+        "image",
+        "pull",
+        &rootfs_layout(&env),
+        "--kernel",
+        &s(&dir.join("vmlinuz")),
+    ]);
+    assert!(
+        err.contains("bad_request") && err.contains("is for arm64"),
+        "{err}"
+    );
     assert_eq!(env.json(&["image", "list"]), serde_json::json!([]));
     // Through a registry to an amd64 host: the one architecture there is, is taken.
     let registry = banger_testkit::registry::Registry::start();

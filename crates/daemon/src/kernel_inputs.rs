@@ -53,14 +53,24 @@ impl KernelInputs {
 }
 
 impl KernelInputs {
-    /// Refuses a stored kernel built for another architecture than the image's platform
-    /// (`os/arch[/variant]`): such an image would not boot.
+    /// Refuses a kernel built for another architecture than the image's platform
+    /// (`os/arch[/variant]`): such an image would not boot. A stored kernel's arch is
+    /// known; a direct `--kernel` file is read for it, and one we cannot identify passes.
     pub fn check_platform(&self, platform: &str) -> Result<(), OpError> {
         let image_arch = platform.split('/').nth(1).unwrap_or_default();
-        match (&self.kernel_ref, &self.arch) {
-            (Some(name), Some(arch)) if !image_arch.is_empty() && arch != image_arch => {
+        let arch = match (&self.arch, &self.kernel_ref) {
+            (Some(arch), _) => Some(arch.clone()),
+            (None, None) => crate::kernels::arch_of(&self.kernel),
+            (None, Some(_)) => None,
+        };
+        match arch {
+            Some(arch) if !image_arch.is_empty() && arch != image_arch => {
+                let which = match &self.kernel_ref {
+                    Some(name) => format!("kernel {name:?}"),
+                    None => format!("the kernel {}", self.kernel.display()),
+                };
                 Err(OpError::BadRequest(format!(
-                    "kernel {name:?} is for {arch} but the image is {platform}; use a kernel for {image_arch} or pull the image with --platform linux/{arch}"
+                    "{which} is for {arch} but the image is {platform}; use a kernel for {image_arch} or pull the image with --platform linux/{arch}"
                 )))
             }
             _ => Ok(()),
@@ -133,7 +143,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stored_kernel_must_match_the_image_architecture() {
+    fn a_kernel_must_match_the_image_architecture() {
         let stored = KernelInputs {
             kernel_ref: Some("cloud".into()),
             kernel: PathBuf::from("/k/vmlinuz"),
@@ -151,11 +161,26 @@ mod tests {
             ..stored.clone()
         };
         assert!(unknown.check_platform("linux/amd64").is_ok());
+        // A direct file is read for its arch; one that is no kernel we know passes.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("Image.gz");
+        let image = banger_testkit::fake_kernel::arm64_image("6.1.0");
+        std::fs::write(&file, banger_testkit::fake_kernel::gzip(&image)).expect("write");
         let direct = KernelInputs {
             kernel_ref: None,
+            arch: None,
+            kernel: file,
             ..stored
         };
-        assert!(direct.check_platform("linux/amd64").is_ok());
+        let err = direct
+            .check_platform("linux/amd64")
+            .expect_err("arm64 file");
+        assert!(err.to_string().contains("Image.gz is for arm64"), "{err}");
+        let unknown_file = KernelInputs {
+            kernel: dir.path().join("missing"),
+            ..direct
+        };
+        assert!(unknown_file.check_platform("linux/amd64").is_ok());
     }
 
     #[test]

@@ -490,6 +490,11 @@ pub fn stage_kernel_file(kernel: &Path, staging: &Path) -> Result<(), OpError> {
     fsutil::copy_file(kernel, &staging.join(name))
 }
 
+/// The architecture a kernel file says it is for, if it is a kernel we can read.
+pub fn arch_of(path: &Path) -> Option<String> {
+    image::inspect(&read_kernel(path).ok()?).ok()?.arch
+}
+
 fn read_kernel(path: &Path) -> Result<Vec<u8>, OpError> {
     let meta = std::fs::metadata(path)
         .map_err(|e| OpError::BadRequest(format!("kernel {}: {e}", path.display())))?;
