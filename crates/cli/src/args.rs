@@ -60,7 +60,7 @@ pub enum Command {
 pub enum ImageCommand {
     /// Pull an OCI/Docker image and turn it into a bootable image (ext4 rootfs + kernel).
     #[command(
-        after_help = "REF forms:\n  debian:bookworm                      Docker Hub (docker.io/library/debian:bookworm)\n  ghcr.io/org/app:v2.1                 any registry\n  localhost:5000/app@sha256:<hex>      pinned by digest (plain HTTP on loopback)\n  oci:/path/to/layout[:tag]            an OCI layout directory\n  oci-archive:/path/to/image.tar       an OCI layout tarball\n  docker-archive:/path/to/save.tar     `docker save` output (one image)\n  docker-archive:/path/save.tar:app:v1 one image of several, by tag (or :@INDEX)\n\nExamples:\n  banger image pull debian:bookworm --kernel ./vmlinux\n  banger image pull alpine:3.20 --name tiny --kernel-ref cloud --size 2GiB\n  banger image pull ghcr.io/org/dev:latest --platform linux/arm64 --kernel ./vmlinux\n\nCredentials come from ~/.docker/config.json (auths, credsStore, credHelpers).\nCtrl-C cancels the pull; nothing half-made is kept."
+        after_help = "REF forms:\n  debian:bookworm                      Docker Hub (docker.io/library/debian:bookworm)\n  ghcr.io/org/app:v2.1                 any registry\n  localhost:5000/app@sha256:<hex>      pinned by digest (plain HTTP on loopback)\n  oci:/path/to/layout[:tag]            an OCI layout directory\n  oci-archive:/path/to/image.tar       an OCI layout tarball\n  docker-archive:/path/to/save.tar     `docker save` output (one image)\n  docker-archive:/path/save.tar:app:v1 one image of several, by tag (or :@INDEX)\n\nExamples:\n  banger image pull debian:bookworm --kernel ./vmlinux\n  banger image pull alpine:3.20 --name tiny --kernel-ref cloud --size 2GiB\n  banger image pull ghcr.io/org/dev:latest --platform linux/arm64 --kernel ./Image.gz\n\nCredentials come from ~/.docker/config.json (auths, credsStore, credHelpers).\nCtrl-C cancels the pull; nothing half-made is kept."
     )]
     Pull(PullArgs),
     /// Register files you already have as an image (they stay where they are; deleting
@@ -114,7 +114,8 @@ pub struct PullArgs {
     /// [default: content × 1.25, at least 1 GiB].
     #[arg(long, value_name = "SIZE", value_parser = crate::size::parse_size)]
     pub size: Option<u64>,
-    /// Platform to pick from a multi-platform image: os/arch[/variant].
+    /// Platform to pick from a multi-platform image: os/arch[/variant]. The kernel must be
+    /// built for the same architecture.
     #[arg(long, value_name = "OS/ARCH", default_value = "linux/amd64")]
     pub platform: String,
     /// No progress output.
