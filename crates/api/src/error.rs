@@ -14,6 +14,12 @@ pub enum ErrorCode {
     Unauthorized,
     UnknownMethod,
     Unavailable,
+    /// The VM is not running (exec, stop on a stopped VM).
+    NotRunning,
+    /// The VM is already running or starting (start, delete without force).
+    AlreadyRunning,
+    /// The resource is used by others (an image that VMs boot from).
+    InUse,
 }
 
 impl ErrorCode {
@@ -26,6 +32,9 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::UnknownMethod => "unknown_method",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::NotRunning => "not_running",
+            ErrorCode::AlreadyRunning => "already_running",
+            ErrorCode::InUse => "in_use",
         }
     }
 
@@ -35,7 +44,10 @@ impl ErrorCode {
             ErrorCode::BadRequest => 400,
             ErrorCode::Unauthorized => 403,
             ErrorCode::NotFound | ErrorCode::UnknownMethod => 404,
-            ErrorCode::AlreadyExists => 409,
+            ErrorCode::AlreadyExists
+            | ErrorCode::NotRunning
+            | ErrorCode::AlreadyRunning
+            | ErrorCode::InUse => 409,
             ErrorCode::OperationFailed => 500,
             ErrorCode::Unavailable => 503,
         }

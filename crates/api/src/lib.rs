@@ -16,6 +16,7 @@ pub mod methods;
 pub mod names;
 pub mod pull;
 pub mod system;
+pub mod vm;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};
 

@@ -78,6 +78,16 @@ pub enum PullEvent {
         total_bytes: u64,
     },
     Publishing,
+    /// A VM reached a readiness stage (`vm.create`, `vm.start`).
+    VmStage {
+        stage: String,
+        /// Milliseconds since the start began.
+        elapsed_ms: u64,
+    },
+    /// Console output of a VM (`vm.logs --follow`).
+    Log {
+        text: String,
+    },
     Done {
         elapsed_ms: u64,
     },

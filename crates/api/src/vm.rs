@@ -1,0 +1,203 @@
+//! `vm.*`: params and results of the VM lifecycle.
+//!
+//! `vm.create` and `vm.start` stream [`crate::pull::PullEvent::VmStage`] events while the
+//! guest comes up; `vm.logs` with `follow` streams [`crate::pull::PullEvent::Log`] chunks.
+//! `vm.exec` upgrades the HTTP/1.1 connection (`Upgrade: banger-exec`, answered with
+//! `101 Switching Protocols`); after that both directions carry `banger-guest-proto`
+//! frames: the client sends `ExecInput` frames, the daemon relays `ExecOutput` frames from
+//! the guest agent, ending with `Exited` or `FailedToStart`.
+
+use serde::{Deserialize, Serialize};
+
+/// The `Upgrade` token of `vm.exec`.
+pub const EXEC_UPGRADE: &str = "banger-exec";
+
+/// Where a VM is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    /// Disks made, never started (`vm create --no-start`).
+    Created,
+    /// The VMM runs; the agent has not reported ready yet.
+    Starting,
+    /// The agent reported ready; exec works.
+    Running,
+    /// A stop is in progress.
+    Stopping,
+    /// No process runs; disks kept.
+    Stopped,
+    /// The last start or run failed; see `last_error`. Disks and logs kept.
+    Error,
+}
+
+impl VmState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Created => "created",
+            VmState::Starting => "starting",
+            VmState::Running => "running",
+            VmState::Stopping => "stopping",
+            VmState::Stopped => "stopped",
+            VmState::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<VmState> {
+        Some(match s {
+            "created" => VmState::Created,
+            "starting" => VmState::Starting,
+            "running" => VmState::Running,
+            "stopping" => VmState::Stopping,
+            "stopped" => VmState::Stopped,
+            "error" => VmState::Error,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmCreateParams {
+    pub name: String,
+    /// Image name or id.
+    pub image: String,
+    #[serde(default)]
+    pub cpus: Option<u32>,
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+    /// Apparent size of the copy-on-write root disk (what `/` can grow by).
+    #[serde(default)]
+    pub disk_bytes: Option<u64>,
+    /// Apparent size of the work disk mounted at `/root`.
+    #[serde(default)]
+    pub work_disk_bytes: Option<u64>,
+    /// `auto` (default), `agent` or `image`.
+    #[serde(default)]
+    pub init: Option<String>,
+    /// Only make the VM; `vm start` boots it.
+    #[serde(default)]
+    pub no_start: bool,
+    /// `auto` (default: vsock when its backend is installed), `vsock` or `serial`.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Seconds the guest gets to report ready (default 120 under software emulation,
+    /// 30 with KVM).
+    #[serde(default)]
+    pub ready_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmRef {
+    pub vm: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmStartParams {
+    pub vm: String,
+    #[serde(default)]
+    pub ready_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmDeleteParams {
+    pub vm: String,
+    /// Kill a running VM first instead of refusing.
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmLogsParams {
+    pub vm: String,
+    /// Keep streaming new console output until the VM stops or the client leaves.
+    #[serde(default)]
+    pub follow: bool,
+    /// Only the last N lines of what is there now.
+    #[serde(default)]
+    pub tail_lines: Option<usize>,
+}
+
+/// Params of `vm.exec` (the request body before the upgrade).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmExecParams {
+    pub vm: String,
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Allocate a pty of this size (`[rows, cols]`).
+    #[serde(default)]
+    pub tty: Option<(u16, u16)>,
+    #[serde(default)]
+    pub term: Option<String>,
+}
+
+/// One readiness stage as the daemon saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmStageRecord {
+    /// `vmm_spawned`, `kernel_started`, `agent_connected`, the guest's own stages
+    /// (`modules_loaded`, `root_assembled`, …), `ready`.
+    pub stage: String,
+    /// Milliseconds since the start began (host clock).
+    pub at_ms: u64,
+    /// Guest uptime at that stage, for stages the guest reported.
+    #[serde(default)]
+    pub guest_uptime_ms: Option<u64>,
+}
+
+/// Apparent and allocated bytes of one disk file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskUsage {
+    pub apparent_bytes: u64,
+    pub allocated_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Vm {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub image_id: String,
+    pub state: VmState,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    /// `agent` or `image` once resolved at first start; `auto` before.
+    pub init: String,
+    /// `qemu` or `firecracker`.
+    pub vmm: String,
+    /// `kvm` or `tcg`, and why.
+    pub accel: String,
+    pub accel_reason: String,
+    /// `vsock` or `serial`.
+    pub channel: String,
+    pub last_error: Option<String>,
+    /// Stages of the last start, in order.
+    pub stages: Vec<VmStageRecord>,
+    pub root_disk: DiskUsage,
+    pub work_disk: DiskUsage,
+    /// Process id of the VMM while running.
+    pub pid: Option<u32>,
+    pub dir: String,
+    pub created_at: String,
+    pub started_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmList {
+    pub vms: Vec<Vm>,
+}
+
+/// Result of `vm.logs` without `follow` (with `follow`, the text streams as events and
+/// this is the final result with empty `text`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmLogs {
+    pub text: String,
+}
