@@ -34,6 +34,13 @@ if ! dpkg -s busybox-static >/dev/null 2>&1; then
   missing+=(busybox-static)
 fi
 
+# The vhost-user vsock backend QEMU uses for the agent channel: only crates.io has it.
+export PATH="$PATH:$HOME/.cargo/bin"
+if ! command -v vhost-device-vsock >/dev/null 2>&1; then
+  echo "install-test-deps: cargo install --locked vhost-device-vsock (once, ~1-3 min)"
+  cargo install --quiet --locked vhost-device-vsock
+fi
+
 if ((${#missing[@]} == 0)); then
   echo "install-test-deps: all test tools present"
   exit 0

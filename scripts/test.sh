@@ -4,6 +4,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-test-deps.sh
+export PATH="$PATH:$HOME/.cargo/bin"
+
+echo "== guest agent (static)"
+# VM tests boot guests whose /init is this binary; bangerd finds it through BANGER_AGENT.
+BANGER_AGENT=$(scripts/build-agent.sh)
+export BANGER_AGENT
+ls -l "$BANGER_AGENT"
 
 echo "== cargo fmt --check"
 cargo fmt --all --check
@@ -20,6 +27,7 @@ set +e
 cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+echo "test.sh: ${SECONDS}s in all"
 # cargo's last lines are the (empty) doc-test runs; close with the real totals.
 awk '/^test result:/ {p += $4; f += $6} END {printf "Total: %d passed, %d failed\n", p, f}' "$log"
 exit "$status"

@@ -1,1 +1,5 @@
-fn main() {}
+//! `/init` of banger's guests; see the crate docs of `banger_agent`.
+
+fn main() {
+    banger_agent::boot::main()
+}

@@ -98,6 +98,16 @@ impl Layout {
     pub fn images_dir(&self) -> PathBuf {
         self.state_dir.join("images")
     }
+    /// One directory per VM: its disks, console log, sockets and pid file.
+    pub fn vms_dir(&self) -> PathBuf {
+        self.state_dir.join("vms")
+    }
+
+    /// Guest initramfs files, built per kernel and agent and reused.
+    pub fn initramfs_dir(&self) -> PathBuf {
+        self.state_dir.join("initramfs")
+    }
+
     pub fn kernels_dir(&self) -> PathBuf {
         self.state_dir.join("kernels")
     }

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "banger",
     version,
-    after_help = "Examples:\n  banger image register --name dev --rootfs ./rootfs.ext4 --kernel ./vmlinux\n  banger image list\n  banger image show dev --json\n  banger doctor"
+    after_help = "Examples:\n  banger image register --name dev --rootfs ./rootfs.ext4 --kernel ./vmlinux\n  banger image list\n  banger image show dev --json\n  banger vm create dev --image debian-bookworm --memory 2GiB\n  banger vm exec dev -- uname -a\n  banger vm exec -it dev -- bash\n  banger vm list\n  banger doctor"
 )]
 pub struct Cli {
     /// Print machine-readable JSON instead of tables (for scripts).
@@ -39,6 +39,9 @@ pub enum Command {
     /// Manage kernels (the kernel store that `--kernel-ref NAME` refers to).
     #[command(subcommand)]
     Kernel(crate::commands::kernel::KernelCommand),
+    /// Create, run and inspect microVMs booted from images; run commands in them.
+    #[command(subcommand)]
+    Vm(crate::commands::vm::VmCommand),
     /// Start, stop or inspect the bangerd daemon.
     #[command(subcommand)]
     Daemon(DaemonCommand),

@@ -7,6 +7,7 @@ use banger_api::{ApiError, ErrorBody, NDJSON, RPC_PREFIX};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -114,13 +115,57 @@ impl Client {
         ))
     }
 
-    async fn send<P: Serialize>(
+    /// Calls a method that switches the connection to another protocol (`vm.exec`): the
+    /// request carries `Connection: Upgrade` and `Upgrade: <protocol>`; a `101 Switching
+    /// Protocols` answer hands back the raw connection. Any other answer is decoded like a
+    /// plain call's, so the daemon's errors (`not_found`, `not_running`, …) surface as
+    /// [`ClientError::Api`].
+    pub async fn upgrade<P: Serialize>(
         &self,
         method: &str,
         params: &P,
-        accept: &str,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
-        let stream = UnixStream::connect(&self.socket).await.map_err(|source| {
+        protocol: &str,
+    ) -> Result<TokioIo<Upgraded>, ClientError> {
+        let stream = self.connect().await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| protocol_error(&e))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        let body = serde_json::to_vec(params).map_err(|e| protocol_error(&e))?;
+        let request = Request::post(format!("http://banger{RPC_PREFIX}{method}"))
+            .header(hyper::header::HOST, "banger")
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::CONNECTION, "Upgrade")
+            .header(hyper::header::UPGRADE, protocol)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| protocol_error(&e))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| protocol_error(&e))?;
+        let status = response.status();
+        if status == hyper::StatusCode::SWITCHING_PROTOCOLS {
+            let upgraded = hyper::upgrade::on(response)
+                .await
+                .map_err(|e| protocol_error(&e))?;
+            return Ok(TokioIo::new(upgraded));
+        }
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?
+            .to_bytes();
+        decode::<serde_json::Value>(status, &bytes)?;
+        Err(ClientError::Protocol(format!(
+            "bangerd answered HTTP {status} to {method} instead of switching to {protocol} (an older daemon?)"
+        )))
+    }
+
+    async fn connect(&self) -> Result<UnixStream, ClientError> {
+        UnixStream::connect(&self.socket).await.map_err(|source| {
             if source.kind() == std::io::ErrorKind::PermissionDenied {
                 ClientError::PermissionDenied {
                     socket: self.socket.clone(),
@@ -131,23 +176,38 @@ impl Client {
                     source,
                 }
             }
-        })?;
-        let protocol = |e: &dyn std::fmt::Display| ClientError::Protocol(e.to_string());
+        })
+    }
+
+    async fn send<P: Serialize>(
+        &self,
+        method: &str,
+        params: &P,
+        accept: &str,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let stream = self.connect().await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| protocol(&e))?;
+            .map_err(|e| protocol_error(&e))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let body = serde_json::to_vec(params).map_err(|e| protocol(&e))?;
+        let body = serde_json::to_vec(params).map_err(|e| protocol_error(&e))?;
         let request = Request::post(format!("http://banger{RPC_PREFIX}{method}"))
             .header(hyper::header::HOST, "banger")
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header(hyper::header::ACCEPT, accept)
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| protocol(&e))?;
-        sender.send_request(request).await.map_err(|e| protocol(&e))
+            .map_err(|e| protocol_error(&e))?;
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| protocol_error(&e))
     }
+}
+
+fn protocol_error(e: &dyn std::fmt::Display) -> ClientError {
+    ClientError::Protocol(e.to_string())
 }
 
 /// A whole (non-streamed) response: the result, or the daemon's error.

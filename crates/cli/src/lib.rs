@@ -7,6 +7,7 @@ pub mod commands;
 pub mod output;
 pub mod progress;
 pub mod size;
+pub mod terminal;
 
 use std::process::ExitCode;
 
@@ -85,6 +86,7 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Image(c) => commands::image::run(ctx, c).await.map(|()| 0),
         Command::Kernel(c) => commands::kernel::run(ctx, c).await.map(|()| 0),
+        Command::Vm(c) => commands::vm::run(ctx, c).await,
         Command::Daemon(c) => commands::daemon::run(ctx, c).await,
         Command::Version => commands::version::run(ctx).await.map(|()| 0),
         Command::Doctor => commands::doctor::run(ctx).await,

@@ -99,8 +99,13 @@ pub fn human_bytes(bytes: u64) -> String {
 
 /// Prints a value as pretty JSON (the `--json` output).
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    println!("{}", json_string(value)?);
     Ok(())
+}
+
+/// The `--json` text of a value (what [`print_json`] prints, without the newline).
+pub fn json_string<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(value)?)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Renders the progress of long operations (image pull, kernel pull and push): a live
-//! status line on a terminal, plain lines otherwise (logs, CI), never both.
+//! Renders the progress of long operations (image pull, kernel pull and push, VM start): a
+//! live status line on a terminal, plain lines otherwise (logs, CI), never both.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -111,6 +111,17 @@ impl PullProgress {
                 }
             }
             PullEvent::Publishing => self.line("Publishing"),
+            PullEvent::VmStage { stage, elapsed_ms } => self.line(&format!(
+                "  {stage} (+{:.1} s)",
+                *elapsed_ms as f64 / 1000.0
+            )),
+            PullEvent::Log { text } => {
+                // Console output belongs to stdout, not to the progress on stderr.
+                self.finish();
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+            }
             PullEvent::Done { elapsed_ms } => {
                 self.line(&format!("Done in {:.1}s", *elapsed_ms as f64 / 1000.0))
             }

@@ -30,6 +30,12 @@ pub enum OpError {
     Cancelled,
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    NotRunning(String),
+    #[error("{0}")]
+    AlreadyRunning(String),
+    #[error("{0}")]
+    InUse(String),
 }
 
 impl OpError {
@@ -44,15 +50,18 @@ impl OpError {
         match self {
             OpError::BadRequest(_) => ErrorCode::BadRequest,
             OpError::NotFound(_) => ErrorCode::NotFound,
-            OpError::AlreadyExists(_) | OpError::Store(StoreError::NameTaken(_)) => {
-                ErrorCode::AlreadyExists
-            }
+            OpError::AlreadyExists(_)
+            | OpError::Store(StoreError::NameTaken(_))
+            | OpError::Store(StoreError::VmNameTaken(_)) => ErrorCode::AlreadyExists,
             OpError::Unauthorized(_) => ErrorCode::Unauthorized,
             OpError::UnknownMethod(_) => ErrorCode::UnknownMethod,
             OpError::Io { .. } | OpError::Store(_) | OpError::Failed(_) | OpError::Cancelled => {
                 ErrorCode::OperationFailed
             }
             OpError::Unavailable(_) => ErrorCode::Unavailable,
+            OpError::NotRunning(_) => ErrorCode::NotRunning,
+            OpError::AlreadyRunning(_) => ErrorCode::AlreadyRunning,
+            OpError::InUse(_) => ErrorCode::InUse,
         }
     }
 

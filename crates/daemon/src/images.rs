@@ -135,6 +135,14 @@ impl Images {
     /// an orphan directory that the next start sweeps, never a record without files.
     pub fn delete(&self, name_or_id: &str) -> Result<ImageDeleted, OpError> {
         let image = self.show(name_or_id)?;
+        let users = self.store.vm_names_of_image(&image.id)?;
+        if !users.is_empty() {
+            return Err(OpError::InUse(format!(
+                "image {} is used by VM(s) {}; delete them first (`banger vm delete NAME`)",
+                image.name,
+                users.join(", ")
+            )));
+        }
         if !self.store.delete_image(&image.id)? {
             return Err(not_found(name_or_id));
         }

@@ -22,3 +22,4 @@ pub mod run;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod vms;

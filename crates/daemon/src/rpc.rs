@@ -11,6 +11,7 @@ use banger_api::kernel::{
 use banger_api::methods;
 use banger_api::pull::ImagePullParams;
 use banger_api::system::{Empty, PingResult, VersionInfo};
+use banger_api::vm::{VmCreateParams, VmDeleteParams, VmLogsParams, VmRef, VmStartParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -36,13 +37,27 @@ pub const KNOWN_METHODS: &[&str] = &[
     methods::KERNEL_DELETE,
     methods::KERNEL_PUSH,
     methods::KERNEL_PULL,
+    methods::VM_CREATE,
+    methods::VM_START,
+    methods::VM_STOP,
+    methods::VM_KILL,
+    methods::VM_DELETE,
+    methods::VM_LIST,
+    methods::VM_SHOW,
+    methods::VM_LOGS,
+    methods::VM_EXEC,
 ];
 
 /// Methods that can stream progress events (`Accept: application/x-ndjson`).
 pub fn is_streaming(method: &str) -> bool {
     matches!(
         method,
-        methods::IMAGE_PULL | methods::KERNEL_PULL | methods::KERNEL_PUSH
+        methods::IMAGE_PULL
+            | methods::KERNEL_PULL
+            | methods::KERNEL_PUSH
+            | methods::VM_CREATE
+            | methods::VM_START
+            | methods::VM_LOGS
     )
 }
 
@@ -140,6 +155,41 @@ pub async fn dispatch(
             let p: KernelPullParams = parse(method, params)?;
             blocking(state, move |s| s.kernels.pull(p, &ctx)).await
         }
+        methods::VM_CREATE => {
+            let p: VmCreateParams = parse(method, params)?;
+            to_value(state.vms.create(p, &ctx).await?)
+        }
+        methods::VM_START => {
+            let p: VmStartParams = parse(method, params)?;
+            to_value(state.vms.start(p, &ctx).await?)
+        }
+        methods::VM_STOP => {
+            let p: VmRef = parse(method, params)?;
+            to_value(state.vms.stop(p).await?)
+        }
+        methods::VM_KILL => {
+            let p: VmRef = parse(method, params)?;
+            to_value(state.vms.kill(p).await?)
+        }
+        methods::VM_DELETE => {
+            let p: VmDeleteParams = parse(method, params)?;
+            to_value(state.vms.delete(p).await?)
+        }
+        methods::VM_LIST => {
+            let _: Empty = parse(method, params)?;
+            to_value(state.vms.list()?)
+        }
+        methods::VM_SHOW => {
+            let p: VmRef = parse(method, params)?;
+            to_value(state.vms.show(&p.vm)?)
+        }
+        methods::VM_LOGS => {
+            let p: VmLogsParams = parse(method, params)?;
+            to_value(state.vms.logs(p, &ctx).await?)
+        }
+        methods::VM_EXEC => Err(OpError::BadRequest(
+            "vm.exec needs an upgraded connection (`Connection: Upgrade`, `Upgrade: banger-exec`); see docs/api.md".into(),
+        )),
         other => Err(OpError::UnknownMethod(format!(
             "unknown method {other:?}; this daemon knows: {}",
             KNOWN_METHODS.join(", ")

@@ -23,6 +23,7 @@ pub async fn run(layout: Layout) -> anyhow::Result<()> {
         layout.images_dir(),
         layout.kernels_dir(),
         layout.oci_cache_dir(),
+        layout.vms_dir(),
     ] {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -53,6 +54,11 @@ pub async fn run(layout: Layout) -> anyhow::Result<()> {
     let backend =
         crate::backend::default_backend(&layout).context("setting up the image backend")?;
     let state = Arc::new(DaemonState::new(layout.clone(), store, backend));
+    // VMs outlive the daemon: adopt the live ones again before clients can ask about them.
+    let report = state.vms.adopt_all().await.context("re-adopting VMs")?;
+    if !report.adopted.is_empty() || !report.stopped.is_empty() || !report.swept_dirs.is_empty() {
+        tracing::info!(adopted = ?report.adopted, stopped = ?report.stopped, swept = report.swept_dirs.len(), "VMs after restart");
+    }
     spawn_signal_handler(state.clone())?;
     tracing::info!(socket = %socket.display(), pid = std::process::id(), version = env!("CARGO_PKG_VERSION"), "bangerd ready");
 

@@ -17,7 +17,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::UnixListener;
 use tracing::Instrument;
 
@@ -26,6 +25,7 @@ use crate::ids;
 use crate::progress::OpContext;
 use crate::rpc;
 use crate::state::DaemonState;
+use crate::vms::ExecSession;
 
 /// Params are small JSON documents; anything bigger is a mistake or an attack.
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -38,13 +38,18 @@ pub type Body = BoxBody<Bytes, Infallible>;
 enum Reply {
     Json(serde_json::Value),
     Stream(tokio::sync::mpsc::UnboundedReceiver<StreamLine>),
+    /// `vm.exec`: answer `101 Switching Protocols`, then relay frames.
+    Upgrade(Box<(ExecSession, hyper::upgrade::OnUpgrade)>),
 }
 
 /// Serves until `state.shutdown` is notified, then drains open connections.
 pub async fn serve(listener: UnixListener, state: Arc<DaemonState>) {
     // SAFETY: geteuid has no preconditions.
     let my_uid = unsafe { libc::geteuid() };
-    let graceful = GracefulShutdown::new();
+    // Connections are tracked by hand rather than with hyper-util's GracefulShutdown,
+    // which does not take upgradeable connections (`vm.exec`).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -62,23 +67,35 @@ pub async fn serve(listener: UnixListener, state: Arc<DaemonState>) {
                 }
                 let state = state.clone();
                 let service = service_fn(move |req| handle(state.clone(), allowed, peer_uid, req));
-                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                let conn = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                let mut stop = stop_rx.clone();
+                connections.spawn(async move {
+                    let mut conn = std::pin::pin!(conn);
+                    let result = tokio::select! {
+                        r = conn.as_mut() => r,
+                        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
+                        }
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });
+                // Reap finished connection tasks as we go.
+                while connections.try_join_next().is_some() {}
             }
             () = state.shutdown.notified() => break,
         }
     }
     drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => {
-            tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
-        }
+    let _ = stop_tx.send(true);
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+        connections.abort_all();
     }
 }
 
@@ -101,6 +118,11 @@ async fn handle(
                 json_response(StatusCode::OK, &value, &op)
             }
             Ok(Reply::Stream(rx)) => stream_response(rx, &op),
+            Ok(Reply::Upgrade(upgrade)) => {
+                let (session, on_upgrade) = *upgrade;
+                tokio::spawn(relay_exec(on_upgrade, session).in_current_span());
+                upgrade_response(&op)
+            }
             Err(err) => {
                 let api = err.to_api(&op);
                 tracing::warn!(elapsed_ms, code = %api.code, message = %api.message, "failed");
@@ -119,7 +141,7 @@ async fn route(
     state: Arc<DaemonState>,
     allowed: bool,
     peer_uid: Option<u32>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     path: &str,
     op: &str,
 ) -> Result<Reply, OpError> {
@@ -141,6 +163,7 @@ async fn route(
         )));
     }
     let method = method.to_owned();
+    let upgrade = (method == banger_api::methods::VM_EXEC).then(|| hyper::upgrade::on(&mut req));
     let wants_stream = req
         .headers()
         .get(hyper::header::ACCEPT)
@@ -158,6 +181,12 @@ async fn route(
             .map_err(|e| OpError::BadRequest(format!("request body is not valid JSON: {e}")))?
     };
     tracing::debug!(method = %method, "dispatch");
+    if let Some(on_upgrade) = upgrade {
+        let p = serde_json::from_value(params)
+            .map_err(|e| OpError::BadRequest(format!("invalid params for {method}: {e}")))?;
+        let session = state.vms.exec(p).await?;
+        return Ok(Reply::Upgrade(Box::new((session, on_upgrade))));
+    }
     if wants_stream && rpc::is_streaming(&method) {
         return Ok(Reply::Stream(spawn_streaming(
             state,
@@ -241,6 +270,69 @@ fn stream_response(
         headers.insert(OPERATION_ID_HEADER, v);
     }
     response
+}
+
+fn upgrade_response(op: &str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::new()).boxed());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("Upgrade"),
+    );
+    headers.insert(
+        hyper::header::UPGRADE,
+        hyper::header::HeaderValue::from_static(banger_api::vm::EXEC_UPGRADE),
+    );
+    if let Ok(v) = hyper::header::HeaderValue::from_str(op) {
+        headers.insert(OPERATION_ID_HEADER, v);
+    }
+    response
+}
+
+/// Copies the client's frames to the agent and the agent's frames to the client, verbatim
+/// (both hops use the same framing). The exec ends when the agent's stream ends; a client
+/// that goes away drops the agent stream, which kills the guest process.
+async fn relay_exec(on_upgrade: hyper::upgrade::OnUpgrade, session: ExecSession) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upgraded = match on_upgrade.await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::warn!(error = %e, "exec upgrade failed");
+            return;
+        }
+    };
+    let (mut from_client, mut to_client) = tokio::io::split(TokioIo::new(upgraded));
+    let ExecSession { input, mut output } = session;
+    let client_to_agent = async move {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            match from_client.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if input.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                        // The agent finished reading input; keep the output flowing.
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        }
+    };
+    let agent_to_client = async move {
+        while let Some(frame) = output.frame().await {
+            let Ok(frame) = frame else { break };
+            if let Ok(data) = frame.into_data()
+                && (to_client.write_all(&data).await.is_err() || to_client.flush().await.is_err())
+            {
+                break;
+            }
+        }
+        let _ = to_client.shutdown().await;
+    };
+    tokio::select! {
+        () = agent_to_client => tracing::info!("exec finished"),
+        () = client_to_agent => tracing::info!("exec client went away; the guest process is stopped"),
+    }
 }
 
 fn json_response<T: serde::Serialize>(status: StatusCode, body: &T, op: &str) -> Response<Body> {

@@ -10,6 +10,7 @@ use crate::images::Images;
 use crate::kernels::Kernels;
 use crate::pull::{PullBackend, Puller};
 use crate::store::Store;
+use crate::vms::Vms;
 
 pub struct DaemonState {
     pub layout: Layout,
@@ -17,6 +18,7 @@ pub struct DaemonState {
     pub images: Images,
     pub puller: Puller,
     pub kernels: Kernels,
+    pub vms: Arc<Vms>,
     pub started: Instant,
     /// Notified once to stop accepting and drain connections.
     pub shutdown: Notify,
@@ -28,6 +30,7 @@ impl DaemonState {
             images: Images::new(layout.clone(), store.clone()),
             puller: Puller::new(layout.images_dir(), store.clone(), backend),
             kernels: Kernels::new(layout.clone(), store.clone()),
+            vms: Vms::new(layout.clone(), store.clone()),
             layout,
             store,
             started: Instant::now(),

@@ -74,6 +74,8 @@ impl FrameBuffer {
     }
 
     /// The next complete frame as a message, if one has arrived.
+    // Not `Iterator::next`: it is fallible and typed per call.
+    #[allow(clippy::should_implement_trait)]
     pub fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
         match self.next_payload()? {
             Some(p) => decode(&p).map(Some),

@@ -1,1 +1,26 @@
-//! placeholder
+//! Kernel-file knowledge that needs no daemon types.
+//!
+//! - [`decompress`]: in-process decoders for what kernels and their modules come
+//!   wrapped in (gzip, xz, zstd, the kernel's legacy lz4).
+//! - [`modules`]: module dependency resolution against a `lib/modules/<release>` tree
+//!   (`modules.dep`, or each module's `.modinfo`; `modules.builtin`).
+//! - [`cpio`]: a deterministic `newc` cpio writer.
+//! - [`initramfs`]: the per-VM guest initramfs (agent as `/init`, the needed modules).
+//! - [`image`]: what a kernel file is (x86 bzImage, ELF `vmlinux`, arm64 `Image`, bare
+//!   or compressed), its release and architecture, and extracting the uncompressed
+//!   kernel.
+//!
+//! Errors are typed ([`KernelError`], [`cpio::CpioError`],
+//! [`decompress::DecompressError`], [`image::KernelImageError`]) and say what failed, on
+//! which file, and what to do.
+
+pub mod cpio;
+pub mod decompress;
+mod error;
+pub mod image;
+pub mod initramfs;
+pub mod modules;
+
+pub use error::KernelError;
+pub use initramfs::{InitramfsInfo, build_guest_initramfs, guest_modules};
+pub use modules::{Module, ModuleIndex, resolve_modules};

@@ -13,3 +13,4 @@ pub mod token_auth;
 pub mod tools;
 pub mod tree;
 pub mod wait;
+pub mod vm;

@@ -4,18 +4,20 @@
 //! The kernel is Debian's `linux-image-*-cloud-amd64`, downloaded once into the test
 //! cache ([`crate::tools::cache_dir`]). Its virtio drivers are modules, so every boot
 //! uses a small initramfs built here: static busybox, the needed `.ko` files
-//! (dependency-resolved, decompressed) and a generated `/init` that mounts `/dev/vda`
-//! at `/mnt` and then either runs the caller's script or `switch_root`s into the image.
+//! (dependency-resolved and decompressed by `banger_kernel`, packed with its `newc`
+//! writer) and a generated `/init` that mounts `/dev/vda` at `/mnt` and then either runs
+//! the caller's script or `switch_root`s into the image.
 //!
 //! The guest reports through the serial console: the line `BANGER-GUEST-EXIT=<n>`.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use banger_kernel::cpio::Newc;
 
 use crate::tools;
 
@@ -85,21 +87,13 @@ impl Kernel {
     }
 
     /// Module files (in load order, decompressed bytes) for `names` and their
-    /// dependencies, skipping those built into the kernel.
+    /// dependencies, skipping those built into the kernel (resolved by
+    /// [`banger_kernel::modules`]). Panics if one is missing.
     pub fn modules_for(&self, names: &[&str]) -> Vec<(String, Vec<u8>)> {
-        let index = ModuleIndex::load(&self.modules_dir);
-        let mut order = Vec::new();
-        let mut seen = BTreeSet::new();
-        for n in names {
-            index.visit(&normalize(n), &mut seen, &mut order);
-        }
-        order
+        banger_kernel::resolve_modules(Some(&self.modules_dir), names)
+            .unwrap_or_else(|e| panic!("{e}"))
             .into_iter()
-            .map(|name| {
-                let rel = &index.paths[&name];
-                let bytes = read_module(&self.modules_dir.join(rel));
-                (name, bytes)
-            })
+            .map(|m| (m.name, m.bytes))
             .collect()
     }
 }
@@ -205,125 +199,6 @@ fn resolve_kernel_package(cache: &Path) -> String {
             cache.display()
         )
     })
-}
-
-/// Module name → path (relative to the modules dir), dependencies, built-ins.
-struct ModuleIndex {
-    paths: BTreeMap<String, PathBuf>,
-    deps: BTreeMap<String, Vec<String>>,
-    builtin: BTreeSet<String>,
-    dir: PathBuf,
-}
-
-impl ModuleIndex {
-    fn load(dir: &Path) -> ModuleIndex {
-        let builtin = std::fs::read_to_string(dir.join("modules.builtin"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(module_name)
-            .collect();
-        let mut paths = BTreeMap::new();
-        let mut deps = BTreeMap::new();
-        // modules.dep is written by depmod at install time; an extracted (not installed)
-        // package usually lacks it, so fall back to each module's own `depends=`.
-        if let Ok(dep_file) = std::fs::read_to_string(dir.join("modules.dep")) {
-            for line in dep_file.lines() {
-                let Some((m, ds)) = line.split_once(':') else {
-                    continue;
-                };
-                let Some(name) = module_name(m) else { continue };
-                paths.insert(name.clone(), PathBuf::from(m));
-                deps.insert(
-                    name,
-                    ds.split_whitespace().filter_map(module_name).collect(),
-                );
-            }
-        } else {
-            walk_modules(dir, Path::new("kernel"), &mut paths);
-        }
-        ModuleIndex {
-            paths,
-            deps,
-            builtin,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn visit(&self, name: &str, seen: &mut BTreeSet<String>, order: &mut Vec<String>) {
-        if self.builtin.contains(name) || !seen.insert(name.to_string()) {
-            return;
-        }
-        let rel = self.paths.get(name).unwrap_or_else(|| {
-            panic!(
-                "kernel module `{name}` is neither built in nor shipped in {}",
-                self.dir.display()
-            )
-        });
-        let deps = match self.deps.get(name) {
-            Some(d) => d.clone(),
-            None => modinfo_depends(&read_module(&self.dir.join(rel))),
-        };
-        for d in deps {
-            self.visit(&normalize(&d), seen, order);
-        }
-        order.push(name.to_string());
-    }
-}
-
-fn walk_modules(root: &Path, rel: &Path, out: &mut BTreeMap<String, PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(root.join(rel)) else {
-        return;
-    };
-    for e in entries.filter_map(Result::ok) {
-        let rel = rel.join(e.file_name());
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            walk_modules(root, &rel, out);
-        } else if let Some(name) = rel.to_str().and_then(module_name) {
-            out.insert(name, rel);
-        }
-    }
-}
-
-/// `kernel/drivers/block/virtio_blk.ko.xz` → `virtio_blk` (`-` and `_` are equivalent).
-fn module_name(path: &str) -> Option<String> {
-    let file = path.trim().rsplit('/').next()?;
-    let stem = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
-        .iter()
-        .find_map(|ext| file.strip_suffix(ext))?;
-    Some(normalize(stem))
-}
-
-fn normalize(name: &str) -> String {
-    name.replace('-', "_")
-}
-
-/// A module's bytes, decompressed at build time since busybox `insmod` may not.
-fn read_module(path: &Path) -> Vec<u8> {
-    let name = path.to_string_lossy();
-    let tool = if name.ends_with(".xz") {
-        "xz"
-    } else if name.ends_with(".zst") {
-        "zstd"
-    } else if name.ends_with(".gz") {
-        "gzip"
-    } else {
-        return std::fs::read(path).unwrap_or_else(|e| panic!("read {name}: {e}"));
-    };
-    tools::run(tools::command(tool).arg("-dc").arg(path)).stdout
-}
-
-/// The `depends=a,b` entry of a module's `.modinfo` section (NUL-separated strings).
-fn modinfo_depends(ko: &[u8]) -> Vec<String> {
-    ko.split(|&b| b == 0)
-        .find_map(|s| s.strip_prefix(b"depends="))
-        .map(|d| {
-            String::from_utf8_lossy(d)
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(normalize)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// What the initramfs does once `/dev/vda` is mounted at `/mnt`.
@@ -619,7 +494,8 @@ fn write_initrd(path: &Path, kernel: &Kernel, run: &GuestRun) {
     let modules = kernel.modules_for(NEEDED_MODULES);
     let names: Vec<String> = modules.iter().map(|(n, _)| n.clone()).collect();
     let busybox = std::fs::read(tools::require("busybox")).expect("read busybox");
-    let mut cpio = Newc::default();
+    let f = File::create(path).expect("create initrd");
+    let mut cpio = Newc::new(std::io::BufWriter::new(f));
     for dir in [
         "bin",
         "lib",
@@ -630,66 +506,22 @@ fn write_initrd(path: &Path, kernel: &Kernel, run: &GuestRun) {
         "mnt",
         "tmp",
     ] {
-        cpio.dir(dir);
+        cpio.dir(dir, 0o755).expect("initrd dir");
     }
-    cpio.file("bin/busybox", 0o755, &busybox);
+    cpio.file("bin/busybox", 0o755, &busybox)
+        .expect("initrd busybox");
     for (name, bytes) in &modules {
-        cpio.file(&format!("lib/modules/{name}.ko"), 0o644, bytes);
+        cpio.file(&format!("lib/modules/{name}.ko"), 0o644, bytes)
+            .expect("initrd module");
     }
-    cpio.file("init", 0o755, init_script(&names, run).as_bytes());
+    cpio.file("init", 0o755, init_script(&names, run).as_bytes())
+        .expect("initrd init");
     if let Mode::Script(sh) = &run.mode {
-        cpio.file("check.sh", 0o755, sh.as_bytes());
+        cpio.file("check.sh", 0o755, sh.as_bytes())
+            .expect("initrd check.sh");
     }
-    let mut f = File::create(path).expect("create initrd");
-    f.write_all(&cpio.finish()).expect("write initrd");
-}
-
-/// A minimal `newc` cpio writer (the initramfs format).
-#[derive(Default)]
-struct Newc {
-    out: Vec<u8>,
-    ino: u32,
-}
-
-impl Newc {
-    fn dir(&mut self, name: &str) {
-        self.entry(name, 0o040755, &[]);
-    }
-
-    fn file(&mut self, name: &str, perm: u32, data: &[u8]) {
-        self.entry(name, 0o100000 | perm, data);
-    }
-
-    fn entry(&mut self, name: &str, mode: u32, data: &[u8]) {
-        self.ino += 1;
-        let nlink = if mode & 0o170000 == 0o040000 { 2 } else { 1 };
-        let size = u32::try_from(data.len()).expect("initrd member under 4 GiB");
-        let namesize = u32::try_from(name.len() + 1).expect("short name");
-        let fields = [
-            self.ino, mode, 0, 0, nlink, 0, size, 0, 0, 0, 0, namesize, 0,
-        ];
-        self.out.extend_from_slice(b"070701");
-        for f in fields {
-            self.out.extend_from_slice(format!("{f:08x}").as_bytes());
-        }
-        self.out.extend_from_slice(name.as_bytes());
-        self.out.push(0);
-        self.pad();
-        self.out.extend_from_slice(data);
-        self.pad();
-    }
-
-    fn pad(&mut self) {
-        while !self.out.len().is_multiple_of(4) {
-            self.out.push(0);
-        }
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        self.ino = 0;
-        self.entry("TRAILER!!!", 0, &[]);
-        self.out
-    }
+    let (mut w, _) = cpio.finish().expect("initrd trailer");
+    w.flush().expect("write initrd");
 }
 
 #[cfg(test)]
@@ -697,24 +529,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn module_names_and_modinfo() {
-        assert_eq!(
-            module_name("kernel/drivers/block/virtio-blk.ko.zst").as_deref(),
-            Some("virtio_blk")
-        );
-        assert_eq!(module_name("kernel/x/readme.txt"), None);
-        let ko = b"\x7fELF\0junk\0license=GPL\0depends=virtio,virtio-ring\0vermagic=6.1\0";
-        assert_eq!(modinfo_depends(ko), vec!["virtio", "virtio_ring"]);
-        assert!(modinfo_depends(b"\0depends=\0").is_empty());
-    }
-
-    #[test]
-    fn newc_layout_is_aligned() {
-        let mut c = Newc::default();
-        c.file("init", 0o755, b"abc");
-        let out = c.finish();
-        assert_eq!(out.len() % 4, 0);
-        assert!(out.starts_with(b"070701"));
-        assert!(out.windows(10).any(|w| w == b"TRAILER!!!"));
+    fn init_script_loads_modules_in_order() {
+        let run = GuestRun::new("/nonexistent.ext4").disk("/x", true);
+        let s = init_script(&["virtio".into(), "virtio_blk".into()], &run);
+        let a = s.find("insmod /lib/modules/virtio.ko").expect("virtio");
+        let b = s
+            .find("insmod /lib/modules/virtio_blk.ko")
+            .expect("virtio_blk");
+        assert!(a < b);
+        assert!(s.contains("/dev/vdb"), "{s}");
     }
 }

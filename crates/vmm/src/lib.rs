@@ -1,1 +1,133 @@
-//! placeholder
+//! banger-vmm: virtual machine monitors behind one trait.
+//!
+//! [`detect`] finds out what this host can run (QEMU, a KVM that really boots guests or
+//! software emulation, the vsock helper) and [`driver`] turns that into a [`Vmm`]. A
+//! [`Vmm`] launches a [`VmConfig`] as processes that outlive the caller, described by
+//! [`ProcessRecord`]s the caller stores. Nothing here knows about images, the store or
+//! the daemon.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), banger_vmm::VmmError> {
+//! use banger_vmm::{detect, driver, DetectOptions};
+//! let detection = detect(&DetectOptions::default());
+//! println!("{}", detection.reason);
+//! let vmm = driver(&detection)?;
+//! # let cfg: banger_vmm::VmConfig = todo!();
+//! // Bind `vmm.channel_endpoint(&cfg)` first if it is a `VsockListen`.
+//! let launched = vmm.launch(&cfg)?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Invariants
+//! - The daemon never names a driver: [`driver`] picks it from a [`Detection`].
+//! - A launch either returns with every process running, or fails having started
+//!   nothing that still runs. Configuration errors and taken host ports are reported
+//!   before any process starts.
+//! - Every file of a VM is under its run directory, at the names of [`RunFiles`].
+//!
+//! # Errors
+//! Every message says what failed, with the value at fault, and what to do next.
+
+mod config;
+mod detect;
+mod files;
+mod host;
+mod ports;
+mod process;
+pub mod qemu;
+pub mod qmp;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use config::{
+    Accel, ChannelKind, ConfigError, DiskConfig, MAX_CMDLINE, MAX_CPUS, MAX_DISKS,
+    MIN_MEMORY_MIB, NetConfig, PortForward, Proto, VmConfig,
+};
+pub use detect::{
+    AccelChoice, DetectOptions, Detection, KvmStatus, PROBE_TIMEOUT, QEMU_PROGRAM, VSOCK_ENV,
+    VSOCK_PROGRAM, detect,
+};
+pub use files::RunFiles;
+pub use ports::PortError;
+pub use process::{ProcessRecord, ROLE_VMM, ROLE_VSOCK};
+pub use qemu::{LaunchError, Qemu};
+pub use qmp::QmpError;
+
+/// Where the host side of the agent channel is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelEndpoint {
+    /// The caller binds and listens on this Unix socket **before** launching; the guest's
+    /// connection to host port [`banger_guest_proto::AGENT_VSOCK_PORT`] arrives there.
+    VsockListen(PathBuf),
+    /// The VMM listens on this Unix socket; the caller connects after launching.
+    SerialConnect(PathBuf),
+}
+
+/// What a launch started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launched {
+    /// The processes, helper(s) first, the VMM ([`ROLE_VMM`]) last. Also written to
+    /// [`RunFiles::pids_json`].
+    pub processes: Vec<ProcessRecord>,
+    /// The serial console log (the guest kernel's and init's output).
+    pub console_log: PathBuf,
+    /// The VMM's stdout and stderr.
+    pub vmm_stderr: PathBuf,
+}
+
+/// One virtual machine monitor.
+pub trait Vmm: Send + Sync {
+    /// The driver's name (`"qemu"`).
+    fn name(&self) -> &'static str;
+
+    /// Where the agent channel's host side will be for `cfg`: a pure function of its run
+    /// directory and channel, callable before [`Vmm::launch`].
+    fn channel_endpoint(&self, cfg: &VmConfig) -> ChannelEndpoint;
+
+    /// Starts the VM's processes and returns once they run (not when the guest is up).
+    /// Blocks for up to a few seconds: call it from a blocking context.
+    fn launch(&self, cfg: &VmConfig) -> Result<Launched, VmmError>;
+
+    /// Asks the VMM to power the guest off (ACPI power button); returns once asked. The
+    /// guest may ignore it: callers follow up with a deadline and a kill.
+    fn power_down(&self, run_dir: &Path) -> Result<(), VmmError>;
+}
+
+/// Any failure of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// The configuration cannot be launched.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A published host port is taken.
+    #[error(transparent)]
+    Port(#[from] PortError),
+    /// Starting the processes failed.
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    /// Talking to a running VMM failed.
+    #[error(transparent)]
+    Qmp(#[from] QmpError),
+    /// No VMM can run on this host.
+    #[error("no VMM is available: {reason}")]
+    NoVmm {
+        /// Why (from the detection).
+        reason: String,
+    },
+}
+
+/// The driver for this host, from a [`detect`] result: QEMU (the only driver so far).
+pub fn driver(detection: &Detection) -> Result<Arc<dyn Vmm>, VmmError> {
+    match &detection.qemu {
+        Some(qemu) => Ok(Arc::new(Qemu::new(
+            qemu.clone(),
+            detection.vsock_backend.clone(),
+        ))),
+        None => Err(VmmError::NoVmm {
+            reason: format!(
+                "{QEMU_PROGRAM} was not found: install the qemu-system-x86 package"
+            ),
+        }),
+    }
+}

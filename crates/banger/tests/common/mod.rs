@@ -41,6 +41,7 @@ impl TestEnv {
             .env("XDG_RUNTIME_DIR", self.runtime_home())
             .env("BANGER_DAEMON", env!("CARGO_BIN_EXE_bangerd"))
             .env("NO_COLOR", "1")
+            .env("BANGER_AGENT", banger_testkit::vm::agent_binary())
             .env_remove("BANGER_LOG");
     }
 
@@ -110,6 +111,23 @@ impl TestEnv {
         self.ok(&[
             "image", "register", "--name", name, "--rootfs", &rootfs, "--kernel", &kernel,
         ])
+    }
+
+    /// Imports the Debian cloud kernel (as `cloud`) and pulls the debootstrap image `name`
+    /// (`minbase` or `dev`) under that name: a bootable image as a user would make it.
+    pub fn debian_image(&self, name: &str) -> String {
+        let kernels = self.json(&["kernel", "list"]);
+        let has_cloud = kernels["kernels"]
+            .as_array()
+            .is_some_and(|ks| ks.iter().any(|k| k["name"] == "cloud"));
+        if !has_cloud {
+            let deb = banger_testkit::qemu::Kernel::get().deb();
+            self.ok(&["kernel", "import", "cloud", "--deb", deb.to_str().expect("utf8")]);
+        }
+        let layout = banger_testkit::vm::debian_layout(name);
+        let source = format!("oci:{}:t", layout.display());
+        self.ok(&["image", "pull", &source, "--name", name, "--kernel-ref", "cloud", "-q"]);
+        name.to_string()
     }
 
     pub fn daemon_pid(&self) -> i32 {

@@ -5,6 +5,7 @@ pub mod doctor;
 pub mod image;
 pub mod kernel;
 pub mod version;
+pub mod vm;
 
 use std::path::Path;
 

@@ -50,4 +50,24 @@ pub const MIGRATIONS: &[&str] = &[
         updated_at      TEXT NOT NULL
     ) STRICT;
     "#,
+    // 2: the VM lifecycle. The v1 `vms` table was a placeholder nothing wrote to.
+    r#"
+    DROP TABLE vms;
+    CREATE TABLE vms (
+        id              TEXT PRIMARY KEY,
+        name            TEXT NOT NULL UNIQUE,
+        image_id        TEXT NOT NULL REFERENCES images (id),
+        state           TEXT NOT NULL,
+        -- JSON of `vms::spec::VmSpec`: what the user asked for, fixed at create.
+        spec            TEXT NOT NULL,
+        -- JSON of `vms::spec::VmRuntime`: processes (pid + start time), stages, VMM, or NULL.
+        runtime         TEXT,
+        last_error      TEXT,
+        dir             TEXT NOT NULL,
+        created_at      TEXT NOT NULL,
+        started_at      TEXT,
+        updated_at      TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX vms_image_id ON vms (image_id);
+    "#,
 ];

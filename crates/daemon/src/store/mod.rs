@@ -4,6 +4,9 @@
 //! is negligible next to the work (pulls, boots) the daemon does between them.
 
 mod migrations;
+mod vms;
+
+pub use vms::VmRow;
 
 use banger_api::image::Image;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -18,6 +21,10 @@ pub enum StoreError {
     NameTaken(String),
     #[error("a kernel named {0:?} already exists")]
     KernelNameTaken(String),
+    #[error(
+        "a VM named {0:?} already exists; pick another name or delete it with `banger vm delete {0}`"
+    )]
+    VmNameTaken(String),
     #[error(
         "the database schema is version {found}, newer than this bangerd understands ({known}); upgrade banger"
     )]
@@ -100,7 +107,7 @@ impl Store {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions
         // roll back on drop), so a poisoned mutex is safe to reuse.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())

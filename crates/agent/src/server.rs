@@ -1,0 +1,233 @@
+//! The agent's HTTP/2 server: routing of the guest-proto methods over one connection.
+//!
+//! [`Agent::serve`] runs on any byte stream, so tests drive it over a socket pair on the
+//! host. What touches the machine as a whole (the wall clock, power) goes through
+//! [`Machine`]: the real guest, or a recorder for tests. Exec only needs a root for
+//! `/etc/passwd` and the ability to fork, which works anywhere.
+//!
+//! Every non-200 answer carries a JSON [`AgentError`]; handlers never panic on input.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use banger_guest_proto::{
+    AgentError, Empty, Hello, HelloRequest, InitMode, PROTO_MIN, PROTO_VERSION, SetClock,
+    ShutdownRequest, StageTime, negotiate, paths,
+};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use crate::body::AgentBody;
+use crate::{exec, log, power, reaper, sys};
+
+/// JSON request bodies larger than this are refused.
+const MAX_JSON: usize = 64 << 10;
+/// HTTP/2 pings find a dead peer on transports that do not report one (virtio-serial).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What the clock and shutdown methods act on.
+#[derive(Debug, Clone)]
+pub enum Machine {
+    /// This guest: CLOCK sets `CLOCK_REALTIME`, SHUTDOWN powers it off.
+    Guest,
+    /// Nothing is touched; each request is sent here (tests on the host).
+    Recorder(mpsc::UnboundedSender<MachineRequest>),
+}
+
+/// A machine-wide request, as a [`Machine::Recorder`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MachineRequest {
+    /// CLOCK was called.
+    SetClock(SetClock),
+    /// SHUTDOWN was called.
+    Shutdown,
+}
+
+/// What the agent knows about its guest.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Where `etc/passwd` and `etc/group` are read from (`/` in the guest).
+    pub root: PathBuf,
+    /// The init mode in effect (not `Auto`).
+    pub init: InitMode,
+    /// Boot stages reached, in order.
+    pub stages: Vec<StageTime>,
+    /// `/proc/sys/kernel/random/boot_id`.
+    pub boot_id: String,
+    /// `uname -r`.
+    pub kernel_release: String,
+    /// What CLOCK and SHUTDOWN act on.
+    pub machine: Machine,
+}
+
+impl AgentConfig {
+    /// A config with the running kernel's boot id and release, and no stages.
+    pub fn new(root: impl Into<PathBuf>, init: InitMode, machine: Machine) -> AgentConfig {
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        AgentConfig {
+            root: root.into(),
+            init,
+            stages: Vec::new(),
+            boot_id,
+            kernel_release: sys::kernel_release(),
+            machine,
+        }
+    }
+}
+
+/// The agent: shared by every connection and request.
+#[derive(Debug)]
+pub struct Agent {
+    cfg: AgentConfig,
+}
+
+type Reply = Response<AgentBody>;
+
+fn reply(status: StatusCode, body: AgentBody) -> Reply {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    r
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Reply {
+    let mut r = reply(StatusCode::OK, AgentBody::json(value));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Reply {
+    let mut r = json(&AgentError {
+        message: message.into(),
+    });
+    *r.status_mut() = status;
+    r
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(body: Incoming) -> Result<T, Reply> {
+    let bytes = Limited::new(body, MAX_JSON)
+        .collect()
+        .await
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("request body: {e}")))?
+        .to_bytes();
+    serde_json::from_slice(&bytes)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("request body: {e}")))
+}
+
+impl Agent {
+    /// Creates the agent and starts reaping children in the current tokio runtime
+    /// (call it inside one; see [`reaper`](crate::reaper)).
+    pub fn new(cfg: AgentConfig) -> std::io::Result<Arc<Agent>> {
+        reaper::start()?;
+        Ok(Arc::new(Agent { cfg }))
+    }
+
+    /// Serves HTTP/2 on `io` until the connection ends. Requests still running (exec
+    /// sessions) end with it: their streams are gone.
+    pub async fn serve<IO>(self: &Arc<Self>, io: IO) -> Result<(), hyper::Error>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let agent = self.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let agent = agent.clone();
+            async move { Ok::<_, Infallible>(agent.handle(req).await) }
+        });
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .serve_connection(TokioIo::new(io), service)
+            .await
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Reply {
+        if req.method() != Method::POST {
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} {}: only POST is served", req.method(), req.uri().path()),
+            );
+        }
+        let path = req.uri().path().to_string();
+        let body = req.into_body();
+        let result = match path.as_str() {
+            paths::HELLO => self.hello(body).await,
+            paths::CLOCK => self.clock(body).await,
+            paths::SHUTDOWN => self.shutdown(body).await,
+            paths::EXEC => exec::handle(&self.cfg.root, body)
+                .await
+                .map(|b| reply(StatusCode::OK, b))
+                .map_err(|m| error(StatusCode::BAD_REQUEST, m)),
+            _ => Err(error(StatusCode::NOT_FOUND, format!("no method at {path}"))),
+        };
+        result.unwrap_or_else(|e| e)
+    }
+
+    async fn hello(&self, body: Incoming) -> Result<Reply, Reply> {
+        let req: HelloRequest = read_json(body).await?;
+        let Some(version) = negotiate(req.proto_min, req.proto_max, PROTO_MIN, PROTO_VERSION)
+        else {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "no common protocol version: the host speaks {}..={}, this agent {}..={}",
+                    req.proto_min, req.proto_max, PROTO_MIN, PROTO_VERSION
+                ),
+            ));
+        };
+        log!(
+            "host banger {} connected (protocol {version})",
+            req.host_version
+        );
+        Ok(json(&Hello {
+            proto_version: version,
+            proto_min: PROTO_MIN,
+            proto_max: PROTO_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            boot_id: self.cfg.boot_id.clone(),
+            init: self.cfg.init,
+            stages: self.cfg.stages.clone(),
+            kernel_release: self.cfg.kernel_release.clone(),
+        }))
+    }
+
+    async fn clock(&self, body: Incoming) -> Result<Reply, Reply> {
+        let req: SetClock = read_json(body).await?;
+        match &self.cfg.machine {
+            Machine::Guest => sys::set_realtime(req.unix_nanos).map_err(|e| {
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("clock_settime({} ns): {e}", req.unix_nanos),
+                )
+            })?,
+            Machine::Recorder(tx) => {
+                let _ = tx.send(MachineRequest::SetClock(req));
+            }
+        }
+        Ok(json(&Empty {}))
+    }
+
+    async fn shutdown(&self, body: Incoming) -> Result<Reply, Reply> {
+        let _: ShutdownRequest = read_json(body).await?;
+        match &self.cfg.machine {
+            Machine::Guest => {
+                log!("shutdown requested by the host");
+                tokio::spawn(power::power_off(self.cfg.init));
+            }
+            Machine::Recorder(tx) => {
+                let _ = tx.send(MachineRequest::Shutdown);
+            }
+        }
+        Ok(json(&Empty {}))
+    }
+}

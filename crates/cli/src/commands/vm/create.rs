@@ -1,0 +1,262 @@
+//! `banger vm create NAME --image IMG …`
+
+use banger_api::methods;
+use banger_api::vm::{Vm, VmCreateParams, VmState};
+use clap::{Args, ValueEnum};
+
+use crate::Context;
+use crate::client::Client;
+use crate::commands::with_progress;
+use crate::output;
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Name for the VM, also its hostname: lower-case letters, digits, '.', '_' and '-'
+    /// (max 64).
+    pub name: String,
+    /// Image to boot (name or id; see `banger image list`).
+    #[arg(long, value_name = "IMAGE")]
+    pub image: String,
+    /// Virtual CPUs [default: 2, or the host's core count if lower].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub cpus: Option<u32>,
+    /// Guest memory: 2GiB, 512MiB, 1.5G; a bare number is MiB; rounded down to whole MiB
+    /// [default: 1 GiB, at most half the host's RAM].
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory_mib)]
+    pub memory: Option<u64>,
+    /// Apparent size of the root filesystem's copy-on-write disk, i.e. how much the guest
+    /// may add to or change under / (sparse: only written blocks take host space)
+    /// [default: 8 GiB].
+    #[arg(long, value_name = "SIZE", value_parser = crate::size::parse_size)]
+    pub disk: Option<u64>,
+    /// Apparent size of the work disk mounted at /root, kept across stop/start and
+    /// seeded with the image's /root (sparse) [default: 8 GiB].
+    #[arg(long, value_name = "SIZE", value_parser = crate::size::parse_size)]
+    pub work_disk: Option<u64>,
+    /// Who runs as PID 1: `agent` (banger's agent; right for container images), `image`
+    /// (the image's own /sbin/init, e.g. systemd, with the agent as a service), or `auto`
+    /// (`image` when the image has an executable /sbin/init) [default: auto].
+    #[arg(long, value_name = "MODE")]
+    pub init: Option<InitArg>,
+    /// Only make the VM (disks and record); boot it later with `banger vm start`.
+    #[arg(long)]
+    pub no_start: bool,
+    /// The host↔agent channel: vsock, or the virtio-serial fallback (for tests).
+    #[arg(long, value_name = "CHANNEL", hide = true)]
+    pub channel: Option<ChannelArg>,
+    /// Seconds the guest gets to report ready before the start counts as failed
+    /// [default: 30 with KVM, 120 under software emulation].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub ready_timeout: Option<u64>,
+    /// No progress output (the boot stages).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InitArg {
+    Auto,
+    Agent,
+    Image,
+}
+
+impl InitArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            InitArg::Auto => "auto",
+            InitArg::Agent => "agent",
+            InitArg::Image => "image",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChannelArg {
+    Auto,
+    Vsock,
+    Serial,
+}
+
+impl ChannelArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChannelArg::Auto => "auto",
+            ChannelArg::Vsock => "vsock",
+            ChannelArg::Serial => "serial",
+        }
+    }
+}
+
+/// `--memory`: a size (bare numbers are MiB, as everywhere) in whole MiB, as the wire wants.
+pub fn parse_memory_mib(text: &str) -> Result<u64, String> {
+    let bytes = crate::size::parse_size(text)?;
+    let mib = bytes >> 20;
+    if mib == 0 {
+        return Err(format!("memory {text:?} is less than 1 MiB"));
+    }
+    Ok(mib)
+}
+
+pub fn params(args: &CreateArgs) -> VmCreateParams {
+    VmCreateParams {
+        name: args.name.clone(),
+        image: args.image.clone(),
+        cpus: args.cpus,
+        memory_mib: args.memory,
+        disk_bytes: args.disk,
+        work_disk_bytes: args.work_disk,
+        init: args.init.map(|i| i.as_str().to_string()),
+        no_start: args.no_start,
+        channel: args.channel.map(|c| c.as_str().to_string()),
+        ready_timeout_secs: args.ready_timeout,
+    }
+}
+
+pub async fn run(ctx: &Context, client: &Client, args: CreateArgs) -> anyhow::Result<u8> {
+    let started = std::time::Instant::now();
+    let vm: Vm = with_progress(
+        client,
+        methods::VM_CREATE,
+        &params(&args),
+        args.quiet || ctx.json,
+        "the daemon discards the half-made VM",
+    )
+    .await?;
+    if ctx.json {
+        output::print_json(&vm)?;
+    } else {
+        println!("{}", summary(&vm, started.elapsed().as_secs_f64()));
+    }
+    Ok(0)
+}
+
+/// `created vm dev (running, ready in 3.4s)`; `elapsed` stands in when the daemon
+/// reported no `ready` stage.
+pub fn summary(vm: &Vm, elapsed: f64) -> String {
+    match vm.state {
+        VmState::Running => {
+            let ready = super::ready_secs(vm).unwrap_or(elapsed);
+            format!("created vm {} (running, ready in {ready:.1}s)", vm.name)
+        }
+        VmState::Created => format!(
+            "created vm {} (not started; boot it with: banger vm start {})",
+            vm.name, vm.name
+        ),
+        other => format!("created vm {} ({})", vm.name, other.as_str()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::args::{Cli, Command};
+    use crate::commands::vm::VmCommand;
+    use crate::commands::vm::testing::sample_vm;
+
+    fn parse(args: &[&str]) -> Result<CreateArgs, clap::Error> {
+        let argv = ["banger", "vm", "create"]
+            .into_iter()
+            .chain(args.iter().copied());
+        match Cli::try_parse_from(argv)?.command {
+            Command::Vm(VmCommand::Create(a)) => Ok(a),
+            other => panic!("not vm create: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_left_to_the_daemon() {
+        let a = parse(&["dev", "--image", "debian-bookworm"]).expect("parses");
+        let p = params(&a);
+        assert_eq!(p.name, "dev");
+        assert_eq!(p.image, "debian-bookworm");
+        assert_eq!(
+            (p.cpus, p.memory_mib, p.disk_bytes, p.work_disk_bytes),
+            (None, None, None, None)
+        );
+        assert_eq!(
+            (p.init, p.channel, p.ready_timeout_secs),
+            (None, None, None)
+        );
+        assert!(!p.no_start && !a.quiet);
+    }
+
+    #[test]
+    fn sizes_and_modes_reach_the_wire() {
+        let a = parse(&[
+            "dev",
+            "--image",
+            "img",
+            "--cpus",
+            "4",
+            "--memory",
+            "2GiB",
+            "--disk",
+            "20GiB",
+            "--work-disk",
+            "512",
+            "--init",
+            "image",
+            "--no-start",
+            "--channel",
+            "serial",
+            "--ready-timeout",
+            "300",
+            "-q",
+        ])
+        .expect("parses");
+        let p = params(&a);
+        assert_eq!(p.cpus, Some(4));
+        assert_eq!(p.memory_mib, Some(2048));
+        assert_eq!(p.disk_bytes, Some(20 << 30));
+        assert_eq!(p.work_disk_bytes, Some(512 << 20), "a bare number is MiB");
+        assert_eq!(p.init.as_deref(), Some("image"));
+        assert_eq!(p.channel.as_deref(), Some("serial"));
+        assert_eq!(p.ready_timeout_secs, Some(300));
+        assert!(p.no_start && a.quiet);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for bad in [
+            &["dev", "--image", "i", "--cpus", "0"][..],
+            &["dev", "--image", "i", "--memory", "lots"],
+            &["dev", "--image", "i", "--memory", "100K"],
+            &["dev", "--image", "i", "--disk", "4 parsecs"],
+            &["dev", "--image", "i", "--init", "systemd"],
+            &["dev", "--image", "i", "--channel", "tcp"],
+            &["dev", "--image", "i", "--ready-timeout", "0"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn memory_is_whole_mib() {
+        assert_eq!(parse_memory_mib("1.5G"), Ok(1536));
+        assert_eq!(parse_memory_mib("1000"), Ok(1000));
+        assert_eq!(
+            parse_memory_mib("2GB"),
+            Ok(1907),
+            "decimal units round down"
+        );
+        assert!(parse_memory_mib("512K").is_err());
+    }
+
+    #[test]
+    fn the_summary_says_state_and_ready_time() {
+        let mut vm = sample_vm();
+        assert_eq!(summary(&vm, 9.9), "created vm dev (running, ready in 3.4s)");
+        vm.stages.clear();
+        assert_eq!(
+            summary(&vm, 5.04),
+            "created vm dev (running, ready in 5.0s)"
+        );
+        vm.state = VmState::Created;
+        assert_eq!(
+            summary(&vm, 0.1),
+            "created vm dev (not started; boot it with: banger vm start dev)"
+        );
+    }
+}

@@ -1,0 +1,33 @@
+//! `banger vm kill NAME`
+
+use banger_api::methods;
+use banger_api::vm::VmRef;
+use clap::Args;
+
+use crate::Context;
+use crate::client::Client;
+use crate::output;
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// VM name or id.
+    pub vm: String,
+}
+
+pub async fn run(ctx: &Context, client: &Client, args: KillArgs) -> anyhow::Result<u8> {
+    let result: serde_json::Value = client
+        .call(
+            methods::VM_KILL,
+            &VmRef {
+                vm: args.vm.clone(),
+            },
+        )
+        .await?;
+    if ctx.json {
+        output::print_json(&result)?;
+    } else {
+        let name = super::as_vm(&result).map_or(args.vm, |v| v.name);
+        println!("killed vm {name}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,81 @@
+//! `banger vm start NAME`
+
+use banger_api::methods;
+use banger_api::vm::VmStartParams;
+use clap::Args;
+
+use crate::Context;
+use crate::client::Client;
+use crate::commands::with_progress;
+use crate::output;
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// VM name or id.
+    pub vm: String,
+    /// Seconds the guest gets to report ready before the start counts as failed
+    /// [default: 30 with KVM, 120 under software emulation].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub ready_timeout: Option<u64>,
+    /// No progress output (the boot stages).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+pub async fn run(ctx: &Context, client: &Client, args: StartArgs) -> anyhow::Result<u8> {
+    let params = VmStartParams {
+        vm: args.vm.clone(),
+        ready_timeout_secs: args.ready_timeout,
+    };
+    let started = std::time::Instant::now();
+    let result: serde_json::Value = with_progress(
+        client,
+        methods::VM_START,
+        &params,
+        args.quiet || ctx.json,
+        "the daemon stops the VM again",
+    )
+    .await?;
+    if ctx.json {
+        output::print_json(&result)?;
+    } else {
+        let vm = super::as_vm(&result);
+        let name = vm.as_ref().map_or(args.vm.as_str(), |v| v.name.as_str());
+        let ready = vm
+            .as_ref()
+            .and_then(super::ready_secs)
+            .unwrap_or_else(|| started.elapsed().as_secs_f64());
+        println!("started vm {name} (ready in {ready:.1}s)");
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::args::{Cli, Command};
+    use crate::commands::vm::VmCommand;
+
+    #[test]
+    fn parses() {
+        let cli = Cli::try_parse_from([
+            "banger",
+            "vm",
+            "start",
+            "dev",
+            "--ready-timeout",
+            "60",
+            "-q",
+        ])
+        .expect("parses");
+        match cli.command {
+            Command::Vm(VmCommand::Start(a)) => {
+                assert_eq!(a.vm, "dev");
+                assert_eq!(a.ready_timeout, Some(60));
+                assert!(a.quiet);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

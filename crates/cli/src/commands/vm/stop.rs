@@ -1,0 +1,33 @@
+//! `banger vm stop NAME`
+
+use banger_api::methods;
+use banger_api::vm::VmRef;
+use clap::Args;
+
+use crate::Context;
+use crate::client::Client;
+use crate::output;
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// VM name or id.
+    pub vm: String,
+}
+
+pub async fn run(ctx: &Context, client: &Client, args: StopArgs) -> anyhow::Result<u8> {
+    let result: serde_json::Value = client
+        .call(
+            methods::VM_STOP,
+            &VmRef {
+                vm: args.vm.clone(),
+            },
+        )
+        .await?;
+    if ctx.json {
+        output::print_json(&result)?;
+    } else {
+        let name = super::as_vm(&result).map_or(args.vm, |v| v.name);
+        println!("stopped vm {name}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,139 @@
+//! What a guest boots with: the kernel from the image, banger's own initramfs (the agent
+//! as `/init` plus the modules that kernel needs), and the kernel command line.
+//!
+//! Initramfs files are cached in `<state>/initramfs/<key>.cpio`, the key hashing the agent
+//! binary, the kernel file, the modules tree's path and the channel: one build per kernel
+//! and agent version, shared by every VM.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use banger_api::image::Image;
+use banger_guest_proto::{InitMode, cmdline};
+use sha2::{Digest, Sha256};
+
+use crate::error::OpError;
+
+/// Environment variable naming the agent binary (tests, custom installs).
+pub const AGENT_ENV: &str = "BANGER_AGENT";
+const AGENT_FILE: &str = "banger-agent";
+
+/// The guest agent binary: `$BANGER_AGENT`, or `banger-agent` next to `bangerd`.
+pub fn agent_binary() -> Result<PathBuf, OpError> {
+    if let Some(p) = std::env::var_os(AGENT_ENV) {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        return Err(OpError::Unavailable(format!(
+            "{AGENT_ENV}={} is not a file; build the agent with scripts/build-agent.sh",
+            p.display()
+        )));
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join(AGENT_FILE)));
+    match beside {
+        Some(p) if p.is_file() => Ok(p),
+        other => Err(OpError::Unavailable(format!(
+            "the guest agent `{AGENT_FILE}` is not installed (looked at {}); build and install it with scripts/build-agent.sh, or set {AGENT_ENV}",
+            other.map(|p| p.display().to_string()).unwrap_or_default()
+        ))),
+    }
+}
+
+/// The initramfs for `image`'s kernel with the given channel, built if not cached.
+/// Fails (with the module named) when the kernel lacks a module the guest needs.
+pub fn initramfs(
+    cache_dir: &Path,
+    image: &Image,
+    vsock: bool,
+    net: bool,
+) -> Result<PathBuf, OpError> {
+    let agent = agent_binary()?;
+    let modules_dir = image.modules_dir.as_deref().map(Path::new);
+    let mut key = Sha256::new();
+    hash_file(&mut key, &agent)?;
+    hash_file(&mut key, Path::new(&image.kernel_path))?;
+    key.update(image.modules_dir.as_deref().unwrap_or("").as_bytes());
+    key.update([u8::from(vsock), u8::from(net)]);
+    let digest = key.finalize();
+    let name: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(cache_dir)
+        .map_err(|e| OpError::io(format!("creating {}", cache_dir.display()), e))?;
+    let out = cache_dir.join(format!("{name}.cpio"));
+    if out.is_file() {
+        return Ok(out);
+    }
+    let wanted = banger_kernel::initramfs::guest_modules(vsock, net);
+    banger_kernel::initramfs::build_guest_initramfs(&agent, modules_dir, &wanted, &out).map_err(
+        |e| {
+            OpError::BadRequest(format!(
+                "image {}'s kernel cannot boot a banger VM: {e}",
+                image.name
+            ))
+        },
+    )?;
+    Ok(out)
+}
+
+fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), OpError> {
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| OpError::io(format!("reading {}", path.display()), e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| OpError::io(format!("reading {}", path.display()), e))?;
+        if n == 0 {
+            return Ok(());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// The guest kernel command line banger owns (the VMM driver appends its console and
+/// timing flags).
+///
+/// - `rw`-less: the agent mounts everything itself; the kernel mounts no root.
+/// - `panic=-1` (set by the driver) with the VMM's no-reboot turns a guest crash into a
+///   VMM exit that the daemon sees.
+/// - `banger.*`: read by the agent (see `banger_guest_proto::cmdline`).
+pub fn kernel_cmdline(hostname: &str, channel_vsock: bool, init: InitMode, net: bool) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    [
+        // No kernel log on the console beyond warnings: the serial port is slow under
+        // emulation; `vm logs` still shows errors and the agent's own lines.
+        "loglevel=4".to_string(),
+        format!(
+            "{}={}",
+            cmdline::CHANNEL,
+            if channel_vsock { "vsock" } else { "serial" }
+        ),
+        format!("{}={hostname}", cmdline::HOSTNAME),
+        format!("{}={}", cmdline::INIT, init.as_str()),
+        format!("{}={}", cmdline::NET, if net { "user" } else { "none" }),
+        format!("{}={now}", cmdline::CLOCK),
+    ]
+    .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_carries_the_agent_keys() {
+        let c = kernel_cmdline("dev", true, InitMode::Image, false);
+        assert!(c.contains("banger.channel=vsock"), "{c}");
+        assert!(c.contains("banger.hostname=dev"), "{c}");
+        assert!(c.contains("banger.init=image"), "{c}");
+        assert!(c.contains("banger.net=none"), "{c}");
+        assert!(c.contains("banger.clock="), "{c}");
+        let c = kernel_cmdline("x", false, InitMode::Auto, true);
+        assert!(c.contains("banger.channel=serial") && c.contains("banger.net=user"));
+    }
+}

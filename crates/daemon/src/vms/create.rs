@@ -1,0 +1,176 @@
+//! `vm.create`: validate everything, build what the guest boots with, make the disks,
+//! record the VM, then start it (unless `no_start`). Anything that fails before the record
+//! exists removes what it made; nothing half-made is ever listed.
+
+use std::sync::Arc;
+
+use banger_api::names::validate_name;
+use banger_api::vm::{Vm, VmCreateParams, VmState};
+use banger_guest_proto::InitMode;
+
+use super::spec::{DEFAULT_DISK_BYTES, VmSpec, validate_disk};
+use super::{Vms, boot, disks};
+use crate::error::OpError;
+use crate::fsutil::DirGuard;
+use crate::progress::OpContext;
+use crate::store::{StoreError, VmRow};
+
+/// Releases a create's claim on its name however the create ends.
+struct NameClaim<'a> {
+    vms: &'a Vms,
+    name: String,
+}
+
+impl Drop for NameClaim<'_> {
+    fn drop(&mut self) {
+        self.vms
+            .creating
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.name);
+    }
+}
+
+impl Vms {
+    pub async fn create(self: &Arc<Self>, p: VmCreateParams, ctx: &OpContext) -> Result<Vm, OpError> {
+        validate_name(&p.name).map_err(|e| OpError::BadRequest(format!("VM {e}")))?;
+        let _claim = self.claim(&p.name)?;
+        if self.store.find_vm(&p.name)?.is_some_and(|v| v.name == p.name) {
+            return Err(taken(&p.name));
+        }
+        let image = self.store.find_image(&p.image)?.ok_or_else(|| {
+            OpError::NotFound(format!(
+                "no image named {:?}; see `banger image list`, or make one with `banger image pull`",
+                p.image
+            ))
+        })?;
+        check_architecture(&image.name, image.platform.as_deref())?;
+        let cpus = p.cpus.unwrap_or_else(|| self.resources.default_cpus());
+        let memory_mib = p
+            .memory_mib
+            .unwrap_or_else(|| self.resources.default_memory_mib());
+        self.resources.validate(cpus, memory_mib)?;
+        let disk_bytes = validate_disk("--disk", p.disk_bytes.unwrap_or(DEFAULT_DISK_BYTES))?;
+        let work_disk_bytes = validate_disk(
+            "--work-disk",
+            p.work_disk_bytes.unwrap_or(DEFAULT_DISK_BYTES),
+        )?;
+        let init = match p.init.as_deref() {
+            None => InitMode::Auto,
+            Some(s) => InitMode::parse(s).ok_or_else(|| {
+                OpError::BadRequest(format!("--init {s:?}: use auto, agent or image"))
+            })?,
+        };
+        let channel = p.channel.clone().unwrap_or_else(|| "auto".into());
+        let host = self.host().await?;
+        let vsock = super::start::use_vsock(&channel, &host)?;
+
+        // The kernel must be able to boot the agent: checked (and cached) before anything
+        // of the VM exists.
+        let cache = self.layout.initramfs_dir();
+        let for_check = image.clone();
+        tokio::task::spawn_blocking(move || boot::initramfs(&cache, &for_check, vsock, false))
+            .await
+            .map_err(|e| OpError::Failed(format!("initramfs build aborted: {e}")))??;
+
+        let id = crate::ids::new_id();
+        let dir = self.vm_dir(&id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| OpError::io(format!("creating {}", dir.display()), e))?;
+        let guard = DirGuard::new(dir.clone());
+        let (root, work) = disks::paths(&dir);
+        let seed_id = id.clone();
+        tokio::task::spawn_blocking(move || {
+            disks::create_empty(&root, disk_bytes, "banger-root", disks::seed_from_id(&seed_id, 1))?;
+            disks::create_empty(&work, work_disk_bytes, "banger-work", disks::seed_from_id(&seed_id, 2))
+        })
+        .await
+        .map_err(|e| OpError::Failed(format!("disk creation aborted: {e}")))??;
+
+        let spec = VmSpec {
+            cpus,
+            memory_mib,
+            disk_bytes,
+            work_disk_bytes,
+            init,
+            init_resolved: None,
+            channel,
+        };
+        let row = VmRow {
+            id: id.clone(),
+            name: p.name.clone(),
+            image_id: image.id.clone(),
+            state: VmState::Created.as_str().into(),
+            spec: serde_json::to_string(&spec)
+                .map_err(|e| OpError::Failed(format!("encoding VM spec: {e}")))?,
+            runtime: None,
+            last_error: None,
+            dir: crate::paths::to_string(&dir)?,
+            created_at: crate::ids::now_rfc3339(),
+            started_at: None,
+        };
+        match self.store.insert_vm(&row) {
+            Ok(()) => guard.disarm(),
+            Err(StoreError::VmNameTaken(n)) => return Err(taken(&n)),
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(vm = %row.name, id = %row.id, image = %image.name, cpus, memory_mib, "created VM");
+        if p.no_start {
+            return self.show(&id);
+        }
+        let lock = self.op_lock(&id);
+        let _op = lock.lock().await;
+        self.boot(row, ctx, p.ready_timeout_secs).await
+    }
+
+    fn claim(&self, name: &str) -> Result<NameClaim<'_>, OpError> {
+        let mut creating = self.creating.lock().unwrap_or_else(|e| e.into_inner());
+        if !creating.insert(name.to_string()) {
+            return Err(taken(name));
+        }
+        Ok(NameClaim {
+            vms: self,
+            name: name.to_string(),
+        })
+    }
+}
+
+fn taken(name: &str) -> OpError {
+    OpError::AlreadyExists(format!(
+        "a VM named {name:?} already exists; pick another name or delete it with `banger vm delete {name}`"
+    ))
+}
+
+/// The guest runs this host's architecture (no cross-architecture emulation).
+fn check_architecture(image: &str, platform: Option<&str>) -> Result<(), OpError> {
+    let host = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let Some(arch) = platform.and_then(|p| p.split('/').nth(1)) else {
+        return Ok(());
+    };
+    if arch != host {
+        return Err(OpError::BadRequest(format!(
+            "image {image} is for {}, but this host runs {host} guests; pull the image with --platform linux/{host}",
+            platform.unwrap_or(arch)
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_architecture_is_refused_with_the_fix() {
+        assert!(check_architecture("a", Some("linux/amd64")).is_ok() || cfg!(not(target_arch = "x86_64")));
+        assert!(check_architecture("a", None).is_ok());
+        let e = check_architecture("a", Some("linux/riscv64"))
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("--platform"), "{e}");
+    }
+}

@@ -1,0 +1,217 @@
+//! The daemon's view of VMs whose processes run: the agent connection (replaced on every
+//! reconnect), the channel task that accepts or dials it, and the exit watcher.
+//!
+//! Invariant: a [`LiveVm`] exists for a VM exactly while the store says it is
+//! `starting`, `running` or `stopping`; it is dropped after cleanup.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use banger_vmm::{ChannelEndpoint, ProcessRecord};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::agent::AgentConn;
+use super::spec::VmRuntime;
+use crate::error::OpError;
+
+/// Sockets and pid files a VM's processes leave in its directory.
+const RUNTIME_FILES: &[&str] = &[
+    "vsock.sock",
+    "vsock.sock_1025",
+    "vhost-vsock.sock",
+    "agent.sock",
+    "qmp.sock",
+    "pids.json",
+];
+
+pub struct LiveVm {
+    pub id: String,
+    pub name: String,
+    pub dir: PathBuf,
+    pub runtime: Mutex<VmRuntime>,
+    agent: watch::Sender<Option<AgentConn>>,
+    /// Set by stop/kill/delete: the exit watcher then leaves the state to them.
+    pub stopping: AtomicBool,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl LiveVm {
+    pub fn new(id: &str, name: &str, dir: &Path, runtime: VmRuntime) -> Arc<LiveVm> {
+        Arc::new(LiveVm {
+            id: id.to_string(),
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            runtime: Mutex::new(runtime),
+            agent: watch::Sender::new(None),
+            stopping: AtomicBool::new(false),
+            tasks: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn runtime(&self) -> VmRuntime {
+        self.runtime.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn processes(&self) -> Vec<ProcessRecord> {
+        self.runtime().processes
+    }
+
+    pub fn vmm(&self) -> Option<ProcessRecord> {
+        self.runtime().vmm_process().cloned()
+    }
+
+    pub fn add_task(&self, task: JoinHandle<()>) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
+    }
+
+    pub fn mark_stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// A receiver that sees every new agent connection.
+    pub fn agent_updates(&self) -> watch::Receiver<Option<AgentConn>> {
+        self.agent.subscribe()
+    }
+
+    /// The current agent connection, waiting up to `timeout` for one (after a daemon
+    /// restart the agent redials within a second).
+    pub async fn agent(&self, timeout: Duration) -> Result<AgentConn, OpError> {
+        let mut rx = self.agent.subscribe();
+        let wait = rx.wait_for(|c| c.as_ref().is_some_and(|c| !c.is_closed()));
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(conn)) => conn
+                .clone()
+                .ok_or_else(|| OpError::Failed("agent connection vanished".into())),
+            _ => Err(OpError::Failed(format!(
+                "VM {} is running but its agent did not answer within {}s; see `banger vm logs {}`",
+                self.name,
+                timeout.as_secs(),
+                self.name
+            ))),
+        }
+    }
+
+    /// Starts the task that keeps an agent connection up for as long as this VM lives.
+    pub fn spawn_channel(self: &Arc<Self>, endpoint: ChannelEndpoint, listener: Option<UnixListener>) {
+        let live = self.clone();
+        let task = tokio::spawn(async move {
+            match (endpoint, listener) {
+                (ChannelEndpoint::VsockListen(_), Some(listener)) => live.accept_loop(listener).await,
+                (ChannelEndpoint::SerialConnect(path), _) => live.dial_loop(&path).await,
+                (ChannelEndpoint::VsockListen(path), None) => {
+                    tracing::error!(vm = %live.name, path = %path.display(), "vsock channel without a listener");
+                }
+            }
+        });
+        self.add_task(task);
+    }
+
+    async fn accept_loop(self: Arc<Self>, listener: UnixListener) {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(vm = %self.name, error = %e, "agent accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            self.adopt_stream(stream).await;
+        }
+    }
+
+    async fn dial_loop(self: Arc<Self>, path: &Path) {
+        loop {
+            match UnixStream::connect(path).await {
+                Ok(stream) => {
+                    if let Some(closed) = self.adopt_stream(stream).await {
+                        let _ = closed.await;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(vm = %self.name, error = %e, "agent serial socket not ready");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Handshakes over a fresh stream and publishes the connection. Returns a receiver
+    /// that fires when it closes.
+    async fn adopt_stream(
+        self: &Arc<Self>,
+        stream: UnixStream,
+    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+        match AgentConn::handshake(stream, closed_tx).await {
+            Ok(conn) => {
+                tracing::info!(vm = %self.name, agent = %conn.hello.agent_version, boot_id = %conn.hello.boot_id, "agent connected");
+                self.agent.send_replace(Some(conn));
+                Some(closed_rx)
+            }
+            Err(e) => {
+                tracing::warn!(vm = %self.name, error = %e, "agent handshake failed");
+                None
+            }
+        }
+    }
+
+    /// Stops the channel and watcher tasks.
+    pub fn abort_tasks(&self) {
+        for t in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            t.abort();
+        }
+        self.agent.send_replace(None);
+    }
+}
+
+/// Binds the Unix socket the guest's vsock connections arrive on, replacing a stale one.
+pub fn bind_vsock_listener(path: &Path) -> Result<UnixListener, OpError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(OpError::io(format!("removing {}", path.display()), e)),
+    }
+    UnixListener::bind(path).map_err(|e| OpError::io(format!("binding {}", path.display()), e))
+}
+
+/// Kills whatever of `processes` still runs and removes the sockets they leave. Every
+/// step runs even if an earlier one failed; failures are logged.
+pub fn cleanup_processes(dir: &Path, processes: &[ProcessRecord]) {
+    for p in processes {
+        if p.is_alive()
+            && let Err(e) = p.signal(libc::SIGKILL)
+        {
+            tracing::warn!(pid = p.pid, role = %p.role, error = %e, "could not kill a VM process");
+        }
+    }
+    for name in RUNTIME_FILES {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "could not remove"),
+        }
+    }
+}
+
+/// Waits until none of `processes` is alive, up to `timeout`. True when all are gone.
+pub async fn wait_gone(processes: &[ProcessRecord], timeout: Duration) -> bool {
+    let all = async {
+        for p in processes {
+            p.exited().await;
+        }
+    };
+    tokio::time::timeout(timeout, all).await.is_ok()
+}

@@ -1,0 +1,189 @@
+//! The VM lifecycle: one file per verb, over the pieces they share.
+//!
+//! ```text
+//! create ─┬─ spec (defaults, limits) ─ boot (initramfs, cmdline) ─ disks ─ store row
+//!         └─ start ─ vmm launch ─ live (agent channel) ─ readiness ─ running
+//! stop / kill / delete ─ live::cleanup_processes ─ store
+//! exec ─ live.agent() ─ agent::AgentConn::exec (relayed by the server)
+//! adopt (daemon start) ─ store rows + /proc ─ live again, or stopped and cleaned
+//! ```
+//!
+//! Locks: `op_lock(id)` serialises the verbs of one VM (start vs stop vs delete); the store
+//! row is written at every state change and is the truth a restarted daemon reads;
+//! `live` holds the in-memory side of VMs whose processes run.
+
+mod adopt;
+pub mod agent;
+pub mod boot;
+mod create;
+mod delete;
+pub mod disks;
+mod exec;
+mod kill;
+pub mod live;
+mod logs;
+mod show;
+pub mod spec;
+mod start;
+mod stop;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use banger_api::layout::Layout;
+use banger_api::vm::VmState;
+use banger_vmm::{Detection, Vmm};
+
+pub use exec::ExecSession;
+
+use crate::error::OpError;
+use crate::store::{Store, VmRow};
+use live::LiveVm;
+use spec::{HostResources, VmRuntime, VmSpec};
+
+/// What `vm create` will boot with on this host (detected once per daemon).
+pub struct Host {
+    pub detection: Detection,
+    pub vmm: Arc<dyn Vmm>,
+}
+
+pub struct Vms {
+    layout: Layout,
+    store: Arc<Store>,
+    resources: HostResources,
+    host: tokio::sync::OnceCell<Arc<Host>>,
+    live: Mutex<HashMap<String, Arc<LiveVm>>>,
+    op_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Names with a create in flight (the store's UNIQUE is the final arbiter).
+    creating: Mutex<std::collections::HashSet<String>>,
+}
+
+impl Vms {
+    pub fn new(layout: Layout, store: Arc<Store>) -> Arc<Vms> {
+        Arc::new(Vms {
+            layout,
+            store,
+            resources: HostResources::read(),
+            host: tokio::sync::OnceCell::new(),
+            live: Mutex::new(HashMap::new()),
+            op_locks: Mutex::new(HashMap::new()),
+            creating: Mutex::new(Default::default()),
+        })
+    }
+
+    /// The VMM and acceleration to use, probing KVM the first time.
+    pub async fn host(&self) -> Result<Arc<Host>, OpError> {
+        let cache = self.layout.runtime_dir.join("accel-probe.json");
+        self.host
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || {
+                    let detection = banger_vmm::detect(&banger_vmm::DetectOptions {
+                        cache: Some(cache),
+                        ..Default::default()
+                    });
+                    let vmm = banger_vmm::driver(&detection).map_err(|e| {
+                        OpError::Unavailable(format!("no VMM to run VMs with: {e}"))
+                    })?;
+                    Ok(Arc::new(Host { detection, vmm }))
+                })
+                .await
+                .map_err(|e| OpError::Failed(format!("VMM detection aborted: {e}")))?
+            })
+            .await
+            .cloned()
+    }
+
+    fn vm_dir(&self, id: &str) -> PathBuf {
+        self.layout.vms_dir().join(id)
+    }
+
+    fn op_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.op_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn live(&self, id: &str) -> Option<Arc<LiveVm>> {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn set_live(&self, vm: Arc<LiveVm>) {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(vm.id.clone(), vm);
+    }
+
+    fn drop_live(&self, id: &str) -> Option<Arc<LiveVm>> {
+        let vm = self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        if let Some(vm) = &vm {
+            vm.abort_tasks();
+        }
+        vm
+    }
+
+    /// The row of a VM by name or id.
+    fn find(&self, name_or_id: &str) -> Result<VmRow, OpError> {
+        self.store.find_vm(name_or_id)?.ok_or_else(|| {
+            OpError::NotFound(format!(
+                "no VM named {name_or_id:?} (nor with that id); see `banger vm list`"
+            ))
+        })
+    }
+
+    /// Records a state change (and keeps the live map in step with it).
+    fn set_state(
+        &self,
+        row: &VmRow,
+        state: VmState,
+        runtime: Option<&VmRuntime>,
+        last_error: Option<&str>,
+    ) -> Result<(), OpError> {
+        let runtime = runtime
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| OpError::Failed(format!("encoding VM runtime: {e}")))?;
+        let started = (state == VmState::Starting).then(crate::ids::now_rfc3339);
+        self.store.update_vm_state(
+            &row.id,
+            state.as_str(),
+            runtime.as_deref(),
+            last_error,
+            started.as_deref(),
+        )?;
+        Ok(())
+    }
+}
+
+pub(crate) fn parse_spec(row: &VmRow) -> Result<VmSpec, OpError> {
+    serde_json::from_str(&row.spec)
+        .map_err(|e| OpError::Failed(format!("VM {}'s stored spec is unreadable: {e}", row.name)))
+}
+
+pub(crate) fn parse_runtime(row: &VmRow) -> VmRuntime {
+    row.runtime
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or_default()
+}
+
+pub(crate) fn state_of(row: &VmRow) -> VmState {
+    VmState::parse(&row.state).unwrap_or(VmState::Error)
+}
+
+/// Milliseconds since `t`.
+pub(crate) fn ms_since(t: std::time::Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,57 @@
+//! `vm.show` and `vm.list`: the record, its runtime, and the disks' real sizes.
+
+use banger_api::vm::{Vm, VmList};
+
+use super::{Vms, disks, parse_runtime, parse_spec, state_of};
+use crate::error::OpError;
+use crate::store::VmRow;
+
+impl Vms {
+    pub fn show(&self, name_or_id: &str) -> Result<Vm, OpError> {
+        let row = self.find(name_or_id)?;
+        self.to_api(&row)
+    }
+
+    pub fn list(&self) -> Result<VmList, OpError> {
+        let vms = self
+            .store
+            .list_vms()?
+            .iter()
+            .map(|row| self.to_api(row))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(VmList { vms })
+    }
+
+    fn to_api(&self, row: &VmRow) -> Result<Vm, OpError> {
+        let spec = parse_spec(row)?;
+        let runtime = parse_runtime(row);
+        let image = self
+            .store
+            .find_image(&row.image_id)?
+            .map(|i| i.name)
+            .unwrap_or_else(|| "(deleted)".into());
+        let (root, work) = disks::paths(std::path::Path::new(&row.dir));
+        Ok(Vm {
+            id: row.id.clone(),
+            name: row.name.clone(),
+            image,
+            image_id: row.image_id.clone(),
+            state: state_of(row),
+            cpus: spec.cpus,
+            memory_mib: spec.memory_mib,
+            init: spec.init_resolved.unwrap_or(spec.init).as_str().into(),
+            vmm: if runtime.vmm.is_empty() { "qemu".into() } else { runtime.vmm.clone() },
+            accel: runtime.accel.clone(),
+            accel_reason: runtime.accel_reason.clone(),
+            channel: if runtime.channel.is_empty() { spec.channel.clone() } else { runtime.channel.clone() },
+            last_error: row.last_error.clone(),
+            stages: runtime.stages.clone(),
+            root_disk: disks::usage(&root),
+            work_disk: disks::usage(&work),
+            pid: runtime.vmm_process().map(|p| p.pid),
+            dir: row.dir.clone(),
+            created_at: row.created_at.clone(),
+            started_at: row.started_at.clone(),
+        })
+    }
+}

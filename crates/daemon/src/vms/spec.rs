@@ -1,0 +1,196 @@
+//! What a VM is (its spec, fixed at create) and what it is doing (its runtime, while
+//! processes run), as persisted in the `vms` table; host-derived defaults and limits.
+
+use banger_api::vm::VmStageRecord;
+use banger_guest_proto::InitMode;
+use banger_vmm::ProcessRecord;
+use serde::{Deserialize, Serialize};
+
+use crate::error::OpError;
+
+/// Default apparent size of the copy-on-write root disk and of the work disk. Sparse:
+/// only what the guest writes is allocated.
+pub const DEFAULT_DISK_BYTES: u64 = 8 << 30;
+/// Smallest disk that holds an ext4 journal and some work.
+pub const MIN_DISK_BYTES: u64 = 64 << 20;
+/// Default guest memory, capped at half the host's.
+pub const DEFAULT_MEMORY_MIB: u64 = 1024;
+/// Default vCPUs, capped at the host's.
+pub const DEFAULT_CPUS: u32 = 2;
+
+/// The user's choices, resolved to concrete values at create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSpec {
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub disk_bytes: u64,
+    pub work_disk_bytes: u64,
+    /// As asked (`auto` until the first boot tells which one ran).
+    pub init: InitMode,
+    /// What the first boot resolved `auto` to.
+    #[serde(default)]
+    pub init_resolved: Option<InitMode>,
+    /// `auto`, `vsock` or `serial`.
+    pub channel: String,
+}
+
+/// What runs for a started VM: enough to re-adopt it after a daemon restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmRuntime {
+    pub processes: Vec<ProcessRecord>,
+    /// `vsock` or `serial`.
+    pub channel: String,
+    /// The Unix socket of the agent channel: listened on (vsock) or dialled (serial).
+    #[serde(default)]
+    pub channel_path: String,
+    pub vmm: String,
+    pub accel: String,
+    pub accel_reason: String,
+    pub stages: Vec<VmStageRecord>,
+    /// The agent's boot id, to tell a reconnect from a reboot.
+    #[serde(default)]
+    pub boot_id: Option<String>,
+}
+
+impl VmRuntime {
+    pub fn vmm_process(&self) -> Option<&ProcessRecord> {
+        self.processes.iter().find(|p| p.role == "vmm")
+    }
+
+    /// Where the agent channel of these processes is.
+    pub fn endpoint(&self) -> banger_vmm::ChannelEndpoint {
+        let path = std::path::PathBuf::from(&self.channel_path);
+        if self.channel == "vsock" {
+            banger_vmm::ChannelEndpoint::VsockListen(path)
+        } else {
+            banger_vmm::ChannelEndpoint::SerialConnect(path)
+        }
+    }
+}
+
+/// The host's size, for defaults and limits.
+#[derive(Debug, Clone, Copy)]
+pub struct HostResources {
+    pub cpus: u32,
+    pub memory_mib: u64,
+}
+
+impl HostResources {
+    pub fn read() -> HostResources {
+        let cpus = std::thread::available_parallelism()
+            .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+            .unwrap_or(1);
+        let memory_mib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map(|kib| kib / 1024)
+            .unwrap_or(DEFAULT_MEMORY_MIB * 2);
+        HostResources { cpus, memory_mib }
+    }
+
+    pub fn default_cpus(&self) -> u32 {
+        DEFAULT_CPUS.min(self.cpus).max(1)
+    }
+
+    pub fn default_memory_mib(&self) -> u64 {
+        DEFAULT_MEMORY_MIB.min(self.memory_mib / 2).max(128)
+    }
+
+    /// Refuses what this host cannot give, with the numbers.
+    pub fn validate(&self, cpus: u32, memory_mib: u64) -> Result<(), OpError> {
+        if cpus == 0 {
+            return Err(OpError::BadRequest("--cpus must be at least 1".into()));
+        }
+        if cpus > self.cpus {
+            return Err(OpError::BadRequest(format!(
+                "--cpus {cpus} is more than this host's {} CPUs; pick at most {}",
+                self.cpus, self.cpus
+            )));
+        }
+        if memory_mib < 128 {
+            return Err(OpError::BadRequest(format!(
+                "--memory {memory_mib} MiB is too small to boot; give at least 128MiB"
+            )));
+        }
+        if memory_mib >= self.memory_mib {
+            return Err(OpError::BadRequest(format!(
+                "--memory {memory_mib} MiB is larger than this host's {} MiB of RAM; pick less (the default is {} MiB)",
+                self.memory_mib,
+                self.default_memory_mib()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a disk size asked for (`what` names the flag).
+pub fn validate_disk(what: &str, bytes: u64) -> Result<u64, OpError> {
+    if bytes < MIN_DISK_BYTES {
+        return Err(OpError::BadRequest(format!(
+            "{what} {bytes} bytes is too small; give at least 64MiB"
+        )));
+    }
+    if bytes > 16 << 40 {
+        return Err(OpError::BadRequest(format!(
+            "{what} {bytes} bytes is larger than ext4's 16 TiB file limit"
+        )));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_host() {
+        let small = HostResources {
+            cpus: 1,
+            memory_mib: 1024,
+        };
+        assert_eq!(small.default_cpus(), 1);
+        assert_eq!(small.default_memory_mib(), 512);
+        let big = HostResources {
+            cpus: 16,
+            memory_mib: 65536,
+        };
+        assert_eq!(big.default_cpus(), 2);
+        assert_eq!(big.default_memory_mib(), 1024);
+    }
+
+    #[test]
+    fn limits_name_the_numbers() {
+        let host = HostResources {
+            cpus: 2,
+            memory_mib: 4096,
+        };
+        assert!(host.validate(2, 1024).is_ok());
+        let e = host.validate(3, 1024).expect_err("too many cpus").to_string();
+        assert!(e.contains("2 CPUs"), "{e}");
+        let e = host.validate(1, 8192).expect_err("too much memory").to_string();
+        assert!(e.contains("4096 MiB"), "{e}");
+        assert!(validate_disk("--disk", 1 << 20).is_err());
+        assert!(validate_disk("--disk", 1 << 30).is_ok());
+    }
+
+    #[test]
+    fn spec_round_trips_and_refuses_unknown_fields() {
+        let spec = VmSpec {
+            cpus: 1,
+            memory_mib: 512,
+            disk_bytes: 1 << 30,
+            work_disk_bytes: 1 << 30,
+            init: InitMode::Auto,
+            init_resolved: Some(InitMode::Agent),
+            channel: "auto".into(),
+        };
+        let json = serde_json::to_string(&spec).expect("encode");
+        assert_eq!(serde_json::from_str::<VmSpec>(&json).expect("decode"), spec);
+        assert!(serde_json::from_str::<VmSpec>("{\"cpus\":1,\"bogus\":2}").is_err());
+    }
+}

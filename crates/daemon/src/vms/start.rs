@@ -1,0 +1,351 @@
+//! `vm.start` (and the second half of `vm.create`): launch the VMM and wait for the agent
+//! to report the guest ready, streaming the stages as they happen.
+//!
+//! Readiness is pushed: the agent dials the host once the root is assembled and
+//! configured; the daemon never polls the guest. A guest that does not come up within its
+//! deadline, or whose VMM exits first, fails with the stage reached, the VMM's stderr and
+//! the console tail, and stays (state `error`) for `vm logs`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use banger_api::pull::PullEvent;
+use banger_api::vm::{Vm, VmStageRecord, VmStartParams, VmState};
+use banger_guest_proto::{Empty, SetClock, paths};
+use banger_vmm::{Accel, ChannelEndpoint, ChannelKind, DiskConfig, NetConfig, VmConfig};
+
+use super::live::{self, LiveVm};
+use super::spec::VmRuntime;
+use super::{Host, Vms, boot, disks, ms_since, parse_spec, state_of};
+use crate::error::OpError;
+use crate::progress::OpContext;
+use crate::store::VmRow;
+
+/// Lines of the serial console quoted in a failure.
+const CONSOLE_TAIL_LINES: usize = 50;
+
+impl Vms {
+    pub async fn start(self: &Arc<Self>, p: VmStartParams, ctx: &OpContext) -> Result<Vm, OpError> {
+        let row = self.find(&p.vm)?;
+        let lock = self.op_lock(&row.id);
+        let _op = lock.lock().await;
+        let row = self.find(&row.id)?;
+        self.boot(row, ctx, p.ready_timeout_secs).await
+    }
+
+    /// Boots a VM whose op lock the caller holds.
+    pub(super) async fn boot(
+        self: &Arc<Self>,
+        row: VmRow,
+        ctx: &OpContext,
+        ready_timeout_secs: Option<u64>,
+    ) -> Result<Vm, OpError> {
+        match state_of(&row) {
+            VmState::Created | VmState::Stopped | VmState::Error => {}
+            VmState::Running | VmState::Starting | VmState::Stopping => {
+                return Err(OpError::AlreadyRunning(format!(
+                    "VM {} is already {}",
+                    row.name, row.state
+                )));
+            }
+        }
+        let mut spec = parse_spec(&row)?;
+        let image = self.store.find_image(&row.image_id)?.ok_or_else(|| {
+            OpError::Failed(format!(
+                "VM {}'s image (id {}) no longer exists; delete the VM",
+                row.name, row.image_id
+            ))
+        })?;
+        let host = self.host().await?;
+        let vsock = use_vsock(&spec.channel, &host)?;
+        let cache = self.layout.initramfs_dir();
+        let for_build = image.clone();
+        let initramfs =
+            tokio::task::spawn_blocking(move || boot::initramfs(&cache, &for_build, vsock, false))
+                .await
+                .map_err(|e| OpError::Failed(format!("initramfs build aborted: {e}")))??;
+
+        let dir = std::path::PathBuf::from(&row.dir);
+        let (root_disk, work_disk) = disks::paths(&dir);
+        let cfg = VmConfig {
+            name: row.name.clone(),
+            run_dir: dir.clone(),
+            cpus: spec.cpus,
+            memory_mib: spec.memory_mib,
+            kernel: image.kernel_path.clone().into(),
+            initrd: Some(initramfs),
+            cmdline: boot::kernel_cmdline(&row.name, vsock, spec.init, false),
+            disks: vec![
+                DiskConfig {
+                    path: image.rootfs_path.clone().into(),
+                    read_only: true,
+                },
+                DiskConfig {
+                    path: root_disk,
+                    read_only: false,
+                },
+                DiskConfig {
+                    path: work_disk,
+                    read_only: false,
+                },
+            ],
+            channel: if vsock {
+                ChannelKind::Vsock
+            } else {
+                ChannelKind::Serial
+            },
+            net: NetConfig::None,
+            accel: host.detection.accel.clone(),
+        };
+        let endpoint = host.vmm.channel_endpoint(&cfg);
+        let listener = match &endpoint {
+            ChannelEndpoint::VsockListen(path) => Some(live::bind_vsock_listener(path)?),
+            ChannelEndpoint::SerialConnect(_) => None,
+        };
+
+        let started = Instant::now();
+        let mut runtime = VmRuntime {
+            processes: Vec::new(),
+            channel: if vsock { "vsock" } else { "serial" }.into(),
+            channel_path: match &endpoint {
+                ChannelEndpoint::VsockListen(p) | ChannelEndpoint::SerialConnect(p) => {
+                    crate::paths::to_string(p)?
+                }
+            },
+            vmm: host.vmm.name().into(),
+            accel: accel_name(&host.detection.accel).into(),
+            accel_reason: host.detection.reason.clone(),
+            stages: Vec::new(),
+            boot_id: None,
+        };
+        self.set_state(&row, VmState::Starting, Some(&runtime), None)?;
+        let vmm = host.vmm.clone();
+        let launch_cfg = cfg.clone();
+        let launched = tokio::task::spawn_blocking(move || vmm.launch(&launch_cfg))
+            .await
+            .map_err(|e| OpError::Failed(format!("VMM launch aborted: {e}")))?;
+        let launched = match launched {
+            Ok(l) => l,
+            Err(e) => {
+                let msg = format!("VM {} could not start: {e}", row.name);
+                live::cleanup_processes(&dir, &[]);
+                self.set_state(&row, VmState::Error, Some(&runtime), Some(&msg))?;
+                return Err(OpError::Failed(msg));
+            }
+        };
+        runtime.processes = launched.processes.clone();
+        stage(ctx, &mut runtime, "vmm_spawned", started, None);
+        // Persist the pids at once: a daemon killed from here on still finds them.
+        self.set_state(&row, VmState::Starting, Some(&runtime), None)?;
+
+        let live = LiveVm::new(&row.id, &row.name, &dir, runtime.clone());
+        self.set_live(live.clone());
+        live.spawn_channel(endpoint, listener);
+
+        let timeout = Duration::from_secs(ready_timeout_secs.unwrap_or(match cfg.accel {
+            Accel::Kvm => 30,
+            Accel::Tcg { .. } => 120,
+        }));
+        let outcome = wait_ready(&live, &launched.console_log, ctx, started, &mut runtime, timeout).await;
+        match outcome {
+            Ok(conn) => {
+                let clock = SetClock {
+                    unix_nanos: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos())
+                        .unwrap_or(0),
+                };
+                if let Err(e) = conn.call::<_, Empty>(paths::CLOCK, &clock).await {
+                    tracing::warn!(vm = %row.name, error = %e, "could not set the guest clock");
+                }
+                runtime.boot_id = Some(conn.hello.boot_id.clone());
+                stage(ctx, &mut runtime, "ready", started, None);
+                *live.runtime.lock().unwrap_or_else(|e| e.into_inner()) = runtime.clone();
+                if spec.init_resolved != Some(conn.hello.init) {
+                    spec.init_resolved = Some(conn.hello.init);
+                    if let Ok(json) = serde_json::to_string(&spec) {
+                        self.store.update_vm_spec(&row.id, &json)?;
+                    }
+                }
+                self.set_state(&row, VmState::Running, Some(&runtime), None)?;
+                self.spawn_exit_watcher(live);
+                tracing::info!(vm = %row.name, ready_ms = ms_since(started), "VM ready");
+                self.show(&row.id)
+            }
+            Err(reason) => {
+                live.mark_stopping();
+                live::cleanup_processes(&dir, &runtime.processes);
+                live::wait_gone(&runtime.processes, Duration::from_secs(5)).await;
+                self.drop_live(&row.id);
+                let reached = runtime
+                    .stages
+                    .last()
+                    .map(|s| s.stage.clone())
+                    .unwrap_or_else(|| "none".into());
+                let msg = failure_report(&row.name, &reason, &reached, &dir, &launched.vmm_stderr, &launched.console_log);
+                runtime.processes.clear();
+                self.set_state(&row, VmState::Error, Some(&runtime), Some(&msg))?;
+                Err(OpError::Failed(msg))
+            }
+        }
+    }
+
+    /// When the VMM exits on its own (the guest powered off, crashed, or was killed from
+    /// outside), clean up and record it; deliberate stops mark the VM first and are left
+    /// to their verb.
+    pub(super) fn spawn_exit_watcher(self: &Arc<Self>, live: Arc<LiveVm>) {
+        let Some(vmm) = live.vmm() else { return };
+        let vms = self.clone();
+        let watched = live.clone();
+        let task = tokio::spawn(async move {
+            vmm.exited().await;
+            if watched.is_stopping() {
+                return;
+            }
+            let lock = vms.op_lock(&watched.id);
+            let _op = lock.lock().await;
+            if watched.is_stopping() {
+                return;
+            }
+            live::cleanup_processes(&watched.dir, &watched.processes());
+            let stderr = std::fs::read_to_string(watched.dir.join("qemu.stderr")).unwrap_or_default();
+            let note = if stderr.trim().is_empty() {
+                "the guest powered off or its VMM exited on its own".to_string()
+            } else {
+                format!("the VMM exited on its own: {}", tail(&stderr, 5))
+            };
+            tracing::info!(vm = %watched.name, %note, "VM stopped");
+            match vms.find(&watched.id) {
+                Ok(row) => {
+                    if let Err(e) = vms.set_state(&row, VmState::Stopped, None, Some(&note)) {
+                        tracing::warn!(vm = %watched.name, error = %e, "could not record the stop");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "VM gone before its exit was recorded"),
+            }
+            vms.live
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&watched.id);
+            watched.abort_tasks();
+        });
+        live.add_task(task);
+    }
+}
+
+/// Whether this start talks to the agent over vsock (else virtio-serial).
+pub(super) fn use_vsock(channel: &str, host: &Host) -> Result<bool, OpError> {
+    let has_backend = host.detection.vsock_backend.is_some();
+    match channel {
+        "auto" => Ok(has_backend),
+        "serial" => Ok(false),
+        "vsock" if has_backend => Ok(true),
+        "vsock" => Err(OpError::BadRequest(
+            "--channel vsock needs vhost-device-vsock, which is not installed: `cargo install --locked vhost-device-vsock`".into(),
+        )),
+        other => Err(OpError::BadRequest(format!(
+            "--channel {other:?}: use auto, vsock or serial"
+        ))),
+    }
+}
+
+fn accel_name(accel: &Accel) -> &'static str {
+    match accel {
+        Accel::Kvm => "kvm",
+        Accel::Tcg { .. } => "tcg",
+    }
+}
+
+fn stage(ctx: &OpContext, runtime: &mut VmRuntime, name: &str, started: Instant, guest_uptime_ms: Option<u64>) {
+    let at_ms = ms_since(started);
+    runtime.stages.push(VmStageRecord {
+        stage: name.to_string(),
+        at_ms,
+        guest_uptime_ms,
+    });
+    ctx.emit(PullEvent::VmStage {
+        stage: name.to_string(),
+        elapsed_ms: at_ms,
+    });
+}
+
+/// Waits for the first agent connection, reporting `kernel_started` when the console
+/// shows output and the guest's own stages when the agent says hello.
+async fn wait_ready(
+    live: &Arc<LiveVm>,
+    console: &Path,
+    ctx: &OpContext,
+    started: Instant,
+    runtime: &mut VmRuntime,
+    timeout: Duration,
+) -> Result<super::agent::AgentConn, String> {
+    let Some(vmm) = live.vmm() else {
+        return Err("no VMM process was recorded".into());
+    };
+    let mut updates = live.agent_updates();
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let exited = vmm.exited();
+    tokio::pin!(exited);
+    let mut kernel_seen = false;
+    let mut console_tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            changed = updates.changed() => {
+                if changed.is_err() {
+                    return Err("the agent channel closed".into());
+                }
+                let conn = updates.borrow_and_update().clone();
+                if let Some(conn) = conn {
+                    if !kernel_seen {
+                        stage(ctx, runtime, "kernel_started", started, None);
+                    }
+                    stage(ctx, runtime, "agent_connected", started, None);
+                    for s in &conn.hello.stages {
+                        let name = serde_json::to_value(s.stage)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_else(|| format!("{:?}", s.stage));
+                        runtime.stages.push(VmStageRecord {
+                            stage: name,
+                            at_ms: ms_since(started),
+                            guest_uptime_ms: Some(s.uptime_ms),
+                        });
+                    }
+                    return Ok(conn);
+                }
+            }
+            () = &mut exited => {
+                return Err("the VMM exited before the agent was ready".into());
+            }
+            () = &mut deadline => {
+                return Err(format!("the guest did not become ready within {} s", timeout.as_secs()));
+            }
+            _ = console_tick.tick(), if !kernel_seen => {
+                if std::fs::metadata(console).map(|m| m.len() > 0).unwrap_or(false) {
+                    kernel_seen = true;
+                    stage(ctx, runtime, "kernel_started", started, None);
+                }
+            }
+        }
+    }
+}
+
+fn failure_report(name: &str, reason: &str, reached: &str, dir: &Path, stderr: &Path, console: &Path) -> String {
+    let stderr = std::fs::read_to_string(stderr).unwrap_or_default();
+    let console = std::fs::read(console)
+        .map(|b| String::from_utf8_lossy(&b).replace('\r', ""))
+        .unwrap_or_default();
+    format!(
+        "VM {name} failed to start: {reason} (last stage reached: {reached}); it is kept for `banger vm logs {name}` ({})\n--- VMM stderr ---\n{}\n--- console (last {CONSOLE_TAIL_LINES} lines) ---\n{}",
+        dir.display(),
+        tail(&stderr, 20),
+        tail(&console, CONSOLE_TAIL_LINES)
+    )
+}
+
+pub(super) fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

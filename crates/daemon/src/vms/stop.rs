@@ -1,0 +1,87 @@
+//! `vm.stop`: agent shutdown (sync, unmount) → VMM power-down (SIGTERM) → kill, each with
+//! a deadline; then the helpers and sockets go. Every step runs even if one before failed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use banger_api::vm::{Vm, VmRef, VmState};
+use banger_guest_proto::{Empty, ShutdownRequest, paths};
+
+use super::live::{self, LiveVm};
+use super::{Vms, parse_runtime, state_of};
+use crate::error::OpError;
+use crate::store::VmRow;
+
+/// How long the guest gets to sync and power off after the agent's shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+/// How long the VMM gets to exit after SIGTERM, and after SIGKILL.
+const SIGNAL_GRACE: Duration = Duration::from_secs(5);
+
+impl Vms {
+    pub async fn stop(self: &Arc<Self>, p: VmRef) -> Result<Vm, OpError> {
+        let row = self.find(&p.vm)?;
+        let lock = self.op_lock(&row.id);
+        let _op = lock.lock().await;
+        let row = self.find(&row.id)?;
+        self.require_running(&row)?;
+        let live = self.live_or_adopted(&row);
+        live.mark_stopping();
+        self.set_state(&row, VmState::Stopping, Some(&live.runtime()), None)?;
+        let processes = live.processes();
+        let graceful = match live.agent(Duration::from_secs(2)).await {
+            Ok(conn) => {
+                let asked = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    conn.call::<_, Empty>(paths::SHUTDOWN, &ShutdownRequest {}),
+                )
+                .await;
+                matches!(asked, Ok(Ok(_)))
+            }
+            Err(_) => false,
+        };
+        let vmm: Vec<_> = live.vmm().into_iter().collect();
+        let mut gone = graceful && live::wait_gone(&vmm, SHUTDOWN_GRACE).await;
+        for signal in [libc::SIGTERM, libc::SIGKILL] {
+            if gone {
+                break;
+            }
+            for p in &vmm {
+                if p.is_alive()
+                    && let Err(e) = p.signal(signal)
+                {
+                    tracing::warn!(vm = %row.name, pid = p.pid, error = %e, "signal failed");
+                }
+            }
+            gone = live::wait_gone(&vmm, SIGNAL_GRACE).await;
+        }
+        live::cleanup_processes(&live.dir, &processes);
+        live::wait_gone(&processes, SIGNAL_GRACE).await;
+        self.drop_live(&row.id);
+        let note = (!graceful).then_some("the guest did not shut down cleanly; it was killed");
+        self.set_state(&row, VmState::Stopped, None, note)?;
+        tracing::info!(vm = %row.name, graceful, "VM stopped");
+        self.show(&row.id)
+    }
+
+    pub(super) fn require_running(&self, row: &VmRow) -> Result<(), OpError> {
+        match state_of(row) {
+            VmState::Running | VmState::Starting | VmState::Stopping => Ok(()),
+            other => Err(OpError::NotRunning(format!(
+                "VM {} is not running (it is {}); start it with `banger vm start {}`",
+                row.name,
+                other.as_str(),
+                row.name
+            ))),
+        }
+    }
+
+    /// The live view of a VM the store says runs (rebuilt from the row if missing).
+    pub(super) fn live_or_adopted(&self, row: &VmRow) -> Arc<LiveVm> {
+        if let Some(live) = self.live(&row.id) {
+            return live;
+        }
+        let live = LiveVm::new(&row.id, &row.name, std::path::Path::new(&row.dir), parse_runtime(row));
+        self.set_live(live.clone());
+        live
+    }
+}

@@ -1,0 +1,46 @@
+//! Fixtures for tests that boot banger VMs: the static guest agent and Debian images.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::tools;
+
+/// The static guest agent `bangerd` puts into every initramfs: `$BANGER_AGENT` (set by
+/// `scripts/test.sh`), else the release build `scripts/build-agent.sh` makes. Panics with
+/// the command to run when neither exists: VM tests never skip.
+pub fn agent_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("BANGER_AGENT").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "BANGER_AGENT={} is not a file", p.display());
+        return p;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let built = target.join("x86_64-unknown-linux-gnu/release/banger-agent");
+    assert!(
+        built.is_file(),
+        "the static guest agent is not built ({} missing): run scripts/build-agent.sh (scripts/test.sh does)",
+        built.display()
+    );
+    built
+}
+
+/// An OCI layout (tag `t`) of a Debian bookworm root built with debootstrap, once, into
+/// the test cache by `scripts/bench-pull.sh --prepare-only`: `minbase` (no init system,
+/// ~200 MB) or `dev` (systemd, sshd, python3, build-essential, git).
+pub fn debian_layout(name: &str) -> PathBuf {
+    assert!(matches!(name, "minbase" | "dev"), "unknown image {name}");
+    tools::require("debootstrap");
+    tools::require("umoci");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench-pull.sh");
+    tools::run(Command::new("bash").arg(&script).args(["--prepare-only", name]));
+    let layout = tools::cache_dir().join(format!("bench/oci-{name}"));
+    assert!(
+        layout.join("index.json").is_file(),
+        "{} missing after prepare",
+        layout.display()
+    );
+    layout
+}

@@ -1,0 +1,448 @@
+//! The QEMU driver: `qemu-system-x86_64 -M microvm`, under KVM or TCG, with the agent
+//! channel over hybrid vsock (through `vhost-device-vsock`) or virtio-serial.
+//!
+//! # Launch
+//! 1. The config is validated and every published host port is bound once to prove it
+//!    free: nothing starts for a config that cannot work.
+//! 2. With the vsock channel, `vhost-device-vsock` starts first; the launch waits until
+//!    its vhost-user socket is listening (read from `/proc/net/unix`), while it lives.
+//! 3. QEMU starts; the launch waits until QMP answers `query-status` with `running`,
+//!    which QEMU only does once every device was realised and the guest started. If QEMU
+//!    exits with an error first, the error carries the tail of `qemu.stderr`.
+//!
+//! # Invariants
+//! - Both processes run in their own session with stdin from `/dev/null` and their output
+//!   in the run directory; `pids.json` lists them from the moment they exist.
+//! - A failed launch leaves no process behind: what it started is killed (SIGKILL) and
+//!   waited for before the error returns.
+//! - The helper does not exit with QEMU by itself (it waits for the next frontend): while
+//!   the launching process lives, QEMU's reaper thread sends it SIGTERM. A daemon that
+//!   re-adopts a VM whose `vmm` record is dead stops its `vsock` record itself.
+
+mod args;
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::config::{ChannelKind, ConfigError, MAX_CMDLINE, NetConfig, VmConfig};
+use crate::files::RunFiles;
+use crate::process::{self, ProcessRecord, ROLE_VMM, ROLE_VSOCK};
+use crate::qmp::Qmp;
+use crate::{ChannelEndpoint, Launched, Vmm, VmmError, ports};
+
+/// How long the vsock helper may take to listen on its socket.
+const HELPER_READY: Duration = Duration::from_secs(10);
+/// How long QEMU may take from spawn to a running guest (device setup, not the boot).
+const VMM_READY: Duration = Duration::from_secs(30);
+/// How many lines of a process's stderr an error carries.
+const TAIL_LINES: usize = 20;
+
+/// Why a launch failed after validation. Whatever was started has been stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The vsock channel was asked for but no helper is known.
+    #[error(
+        "the vsock channel needs vhost-device-vsock, which was not found: install it \
+         (`cargo install --locked vhost-device-vsock`, or set $BANGER_VHOST_VSOCK) or use \
+         the serial channel"
+    )]
+    NoVsockBackend,
+    /// A file in the run directory could not be created or removed.
+    #[error("cannot prepare {path}: {source}: check the run directory's permissions")]
+    RunFile {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A program could not be started.
+    #[error("cannot start {program}: {source}: check that it is installed and executable")]
+    Spawn {
+        /// The program.
+        program: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A process exited before it was ready.
+    #[error("{program} exited during startup ({status}); its output ({log}) ends with:\n{tail}")]
+    Exited {
+        /// The program.
+        program: PathBuf,
+        /// How it ended.
+        status: String,
+        /// Its output file.
+        log: PathBuf,
+        /// The last lines of that file.
+        tail: String,
+    },
+    /// A process did not become ready in time.
+    #[error(
+        "{program} was not ready after {timeout:?} ({waiting_for}); the host may be \
+         overloaded. Its output ({log}) ends with:\n{tail}"
+    )]
+    NotReady {
+        /// The program.
+        program: PathBuf,
+        /// The deadline.
+        timeout: Duration,
+        /// What was awaited.
+        waiting_for: String,
+        /// Its output file.
+        log: PathBuf,
+        /// The last lines of that file.
+        tail: String,
+    },
+}
+
+/// The QEMU driver.
+#[derive(Debug, Clone)]
+pub struct Qemu {
+    qemu: PathBuf,
+    vsock_backend: Option<PathBuf>,
+    vmm_ready: Duration,
+}
+
+impl Qemu {
+    /// A driver running `qemu` (a `qemu-system-x86_64`) and, for the vsock channel,
+    /// `vsock_backend` (a `vhost-device-vsock`).
+    pub fn new(qemu: PathBuf, vsock_backend: Option<PathBuf>) -> Qemu {
+        Qemu {
+            qemu,
+            vsock_backend,
+            vmm_ready: VMM_READY,
+        }
+    }
+
+    /// QEMU's full argument list for `cfg` (for `vm show` and debugging; no checks).
+    pub fn command_line(&self, cfg: &VmConfig) -> Vec<OsString> {
+        let mut v = vec![self.qemu.clone().into_os_string()];
+        v.extend(args::qemu_args(cfg, &RunFiles::new(&cfg.run_dir)));
+        v
+    }
+
+    fn launch_inner(&self, cfg: &VmConfig) -> Result<Launched, VmmError> {
+        cfg.validate()?;
+        let cmdline = args::kernel_cmdline(cfg);
+        if cmdline.len() > MAX_CMDLINE {
+            return Err(ConfigError::CmdlineTooLong {
+                len: cmdline.len(),
+            }
+            .into());
+        }
+        if let NetConfig::User { forwards } = &cfg.net {
+            ports::check_free(forwards)?;
+        }
+        let helper = match (cfg.channel, &self.vsock_backend) {
+            (ChannelKind::Vsock, Some(h)) => Some(h.clone()),
+            (ChannelKind::Vsock, None) => return Err(LaunchError::NoVsockBackend.into()),
+            (ChannelKind::Serial, _) => None,
+        };
+        let files = RunFiles::new(&cfg.run_dir);
+        for s in files.driver_sockets() {
+            remove_stale(s)?;
+        }
+
+        let mut started = Started::new(&files.pids_json);
+        let mut helper_record = None;
+        if let Some(program) = &helper {
+            let log = create(&files.vsock_stderr)?;
+            let mut cmd = Command::new(program);
+            cmd.args(args::vsock_helper_args(&files))
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(clone_file(&log, &files.vsock_stderr)?)
+                .stderr(log);
+            let spawned =
+                process::spawn_detached(&mut cmd, ROLE_VSOCK, |_| {}).map_err(|source| {
+                    LaunchError::Spawn {
+                        program: program.clone(),
+                        source,
+                    }
+                })?;
+            started.add(spawned.record.clone())?;
+            wait_listening(program, &files, &spawned.exit)?;
+            helper_record = Some(spawned.record);
+        }
+
+        let log = create(&files.vmm_stderr)?;
+        let mut cmd = Command::new(&self.qemu);
+        cmd.args(args::qemu_args(cfg, &files))
+            .stdin(Stdio::null())
+            .stdout(clone_file(&log, &files.vmm_stderr)?)
+            .stderr(log);
+        let stop_helper = helper_record.clone();
+        let vmm = process::spawn_detached(&mut cmd, ROLE_VMM, move |_| {
+            // The helper would wait for another QEMU forever.
+            if let Some(h) = stop_helper {
+                let _ = h.signal(libc::SIGTERM);
+            }
+        })
+        .map_err(|source| LaunchError::Spawn {
+            program: self.qemu.clone(),
+            source,
+        })?;
+        started.add(vmm.record.clone())?;
+        self.wait_running(&files, &vmm.exit)?;
+        let processes = started.keep();
+        tracing::debug!(vm = %cfg.name, ?processes, "launched");
+        Ok(Launched {
+            processes,
+            console_log: files.console_log,
+            vmm_stderr: files.vmm_stderr,
+        })
+    }
+
+    /// Waits until QMP reports the guest running. A QEMU that exits successfully first
+    /// (a guest that was done very fast) counts as launched.
+    fn wait_running(
+        &self,
+        files: &RunFiles,
+        exit: &mpsc::Receiver<ExitStatus>,
+    ) -> Result<(), LaunchError> {
+        let deadline = Instant::now() + self.vmm_ready;
+        let mut last = String::from("QMP socket not connectable yet");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(LaunchError::NotReady {
+                    program: self.qemu.clone(),
+                    timeout: self.vmm_ready,
+                    waiting_for: format!("QMP status `running`; last: {last}"),
+                    log: files.vmm_stderr.clone(),
+                    tail: tail(&files.vmm_stderr),
+                });
+            }
+            match exit.try_recv() {
+                Ok(status) if status.success() => return Ok(()),
+                Ok(status) => {
+                    return Err(exited(&self.qemu, status, &files.vmm_stderr));
+                }
+                Err(_) => {}
+            }
+            match Qmp::connect(&files.qmp_socket, left).and_then(|mut q| q.status()) {
+                Ok(s) if s == "running" => return Ok(()),
+                Ok(s) => last = format!("status `{s}`"),
+                Err(e) => last = e.to_string(),
+            }
+            // Not yet: wait a little, but wake at once if QEMU exits meanwhile.
+            if let Ok(status) = exit.recv_timeout(Duration::from_millis(10)) {
+                if status.success() {
+                    return Ok(());
+                }
+                return Err(exited(&self.qemu, status, &files.vmm_stderr));
+            }
+        }
+    }
+}
+
+impl Vmm for Qemu {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn channel_endpoint(&self, cfg: &VmConfig) -> ChannelEndpoint {
+        let files = RunFiles::new(&cfg.run_dir);
+        match cfg.channel {
+            ChannelKind::Vsock => ChannelEndpoint::VsockListen(files.vsock_agent_listen),
+            ChannelKind::Serial => ChannelEndpoint::SerialConnect(files.serial_socket),
+        }
+    }
+
+    fn launch(&self, cfg: &VmConfig) -> Result<Launched, VmmError> {
+        self.launch_inner(cfg)
+    }
+
+    fn power_down(&self, run_dir: &Path) -> Result<(), VmmError> {
+        let files = RunFiles::new(run_dir);
+        let mut q = Qmp::connect(&files.qmp_socket, Duration::from_secs(5))?;
+        q.execute("system_powerdown")?;
+        Ok(())
+    }
+}
+
+/// Processes of a launch in progress: written to `pids.json` as they start, killed if the
+/// launch fails (dropped without [`Started::keep`]).
+struct Started<'a> {
+    pids_json: &'a Path,
+    records: Vec<ProcessRecord>,
+    keep: bool,
+}
+
+impl<'a> Started<'a> {
+    fn new(pids_json: &'a Path) -> Started<'a> {
+        Started {
+            pids_json,
+            records: Vec::new(),
+            keep: false,
+        }
+    }
+
+    fn add(&mut self, r: ProcessRecord) -> Result<(), LaunchError> {
+        self.records.push(r);
+        write_pids(self.pids_json, &self.records)
+    }
+
+    fn keep(mut self) -> Vec<ProcessRecord> {
+        self.keep = true;
+        std::mem::take(&mut self.records)
+    }
+}
+
+impl Drop for Started<'_> {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        for r in self.records.iter().rev() {
+            r.kill_now();
+        }
+        if !self.records.is_empty() {
+            let _ = std::fs::remove_file(self.pids_json);
+        }
+    }
+}
+
+/// `pids.json`, replaced atomically.
+fn write_pids(path: &Path, records: &[ProcessRecord]) -> Result<(), LaunchError> {
+    let err = |source| LaunchError::RunFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let json = serde_json::to_vec_pretty(records).map_err(|e| err(e.into()))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, json).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+fn create(path: &Path) -> Result<File, LaunchError> {
+    File::create(path).map_err(|source| LaunchError::RunFile {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn clone_file(f: &File, path: &Path) -> Result<File, LaunchError> {
+    f.try_clone().map_err(|source| LaunchError::RunFile {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn remove_stale(path: &Path) -> Result<(), LaunchError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LaunchError::RunFile {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Waits until the helper listens on its vhost-user socket (while it runs).
+fn wait_listening(
+    program: &Path,
+    files: &RunFiles,
+    exit: &mpsc::Receiver<ExitStatus>,
+) -> Result<(), LaunchError> {
+    let deadline = Instant::now() + HELPER_READY;
+    loop {
+        if is_listening(&files.vhost_socket) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(LaunchError::NotReady {
+                program: program.to_path_buf(),
+                timeout: HELPER_READY,
+                waiting_for: format!("a listener on {}", files.vhost_socket.display()),
+                log: files.vsock_stderr.clone(),
+                tail: tail(&files.vsock_stderr),
+            });
+        }
+        if let Ok(status) = exit.recv_timeout(Duration::from_millis(5)) {
+            return Err(exited(program, status, &files.vsock_stderr));
+        }
+    }
+}
+
+/// Whether a Unix socket bound at `path` is listening, from `/proc/net/unix` (connecting
+/// to find out would be taken for a frontend by a vhost-user backend).
+fn is_listening(path: &Path) -> bool {
+    std::fs::read_to_string("/proc/net/unix").is_ok_and(|t| unix_table_listens(&t, path))
+}
+
+/// `Num RefCount Protocol Flags Type St Inode Path`; flag `__SO_ACCEPTCON` (0x10000)
+/// marks a listening socket.
+fn unix_table_listens(table: &str, path: &Path) -> bool {
+    let want = path.as_os_str().to_string_lossy();
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() >= 8
+            && f[7..].join(" ") == want
+            && u32::from_str_radix(f[3], 16).is_ok_and(|flags| flags & 0x10000 != 0)
+    })
+}
+
+fn exited(program: &Path, status: ExitStatus, log: &Path) -> LaunchError {
+    LaunchError::Exited {
+        program: program.to_path_buf(),
+        status: status.to_string(),
+        log: log.to_path_buf(),
+        tail: tail(log),
+    }
+}
+
+/// The last [`TAIL_LINES`] lines of a log (read from its last 16 KiB).
+fn tail(path: &Path) -> String {
+    let mut buf = Vec::new();
+    if let Ok(mut f) = File::open(path) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)));
+        let _ = f.read_to_end(&mut buf);
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    let t = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
+    if t.trim().is_empty() {
+        "(nothing)".to_string()
+    } else {
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listening_sockets_are_found_in_proc_net_unix() {
+        let table = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+                     0000000000000000: 00000002 00000000 00010000 0001 01 1234 /run/a b/x.sock\n\
+                     0000000000000000: 00000002 00000000 00000000 0001 01 1235 /run/y.sock\n";
+        assert!(unix_table_listens(table, Path::new("/run/a b/x.sock")));
+        assert!(!unix_table_listens(table, Path::new("/run/y.sock")));
+        assert!(!unix_table_listens(table, Path::new("/run/z.sock")));
+
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&p).unwrap();
+        assert!(is_listening(&p));
+    }
+
+    #[test]
+    fn tails_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        let text: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&p, text).unwrap();
+        let t = tail(&p);
+        assert!(t.starts_with("line 80\n") && t.ends_with("line 99"), "{t}");
+        assert_eq!(tail(&dir.path().join("missing")), "(nothing)");
+    }
+}
