@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets banger up and does its main job: turns an OCI image into a bootable microVM image.
+# Sets banger up and does its main job: turns an OCI image into a bootable microVM image
+# and runs a disposable VM from it.
 #
 # Usage: scripts/quickstart.sh [REF]     (default: debian:bookworm)
 #   REF is anything `banger image pull` takes: a registry reference, oci:DIR[:TAG],
@@ -7,7 +8,7 @@
 #
 # Builds banger (release) and installs `banger` and `bangerd` into ~/.cargo/bin, checks the
 # machine, imports a kernel into banger's kernel store (the host's, else Debian's cloud
-# kernel package) and pulls REF.
+# kernel package), pulls REF, boots a VM from it and runs a command inside.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REF=${1:-debian:bookworm}
@@ -16,8 +17,12 @@ cargo build --release --locked -p banger
 BIN=${CARGO_HOME:-$HOME/.cargo}/bin
 mkdir -p "$BIN"
 install -m 0755 target/release/banger target/release/bangerd "$BIN/"
+# The guest agent (static; PID 1 of every VM) goes next to bangerd, where it looks.
+scripts/build-agent.sh --install "$BIN" >/dev/null
 export PATH="$BIN:$PATH"
-echo "installed banger and bangerd into $BIN"
+echo "installed banger, bangerd and banger-agent into $BIN"
+# The vsock backend of the agent channel (without it banger falls back to virtio-serial).
+command -v vhost-device-vsock >/dev/null || cargo install --locked vhost-device-vsock
 
 banger doctor || true
 
@@ -36,5 +41,11 @@ if ! banger kernel show quickstart >/dev/null 2>&1; then
   fi
 fi
 
-banger image pull "$REF" --kernel-ref quickstart
+banger image show quickstart >/dev/null 2>&1 ||
+  banger image pull "$REF" --name quickstart --kernel-ref quickstart
 banger image list
+
+# A disposable VM: boot it, run a command inside, and leave it for you.
+banger vm show quickstart >/dev/null 2>&1 || banger vm create quickstart --image quickstart
+banger vm exec quickstart -- sh -c '. /etc/os-release; echo "hello from $PRETTY_NAME in VM $(hostname)"'
+echo "next: banger vm exec -it quickstart -- sh    (banger vm delete --force quickstart when done)"

@@ -21,10 +21,15 @@ const SMALL: &[&str] = &["--cpus", "1", "--memory", "384MiB"];
 
 fn create(env: &TestEnv, name: &str, image: &str, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["vm", "create", name, "--image", image];
-    args.extend_from_slice(SMALL);
+    if !extra.contains(&"--memory") {
+        args.extend_from_slice(SMALL);
+    }
     args.extend_from_slice(extra);
     let (_, stderr) = env.ok_with_stderr(&args);
-    assert!(stderr.contains("ready"), "create showed no ready stage: {stderr}");
+    assert!(
+        stderr.contains("ready"),
+        "create showed no ready stage: {stderr}"
+    );
     env.json(&["vm", "show", name])
 }
 
@@ -33,15 +38,25 @@ fn exec(env: &TestEnv, name: &str, args: &[&str]) -> Output {
     exec_with(env, name, &[], args, None)
 }
 
-fn exec_with(env: &TestEnv, name: &str, flags: &[&str], args: &[&str], stdin: Option<Vec<u8>>) -> Output {
+fn exec_with(
+    env: &TestEnv,
+    name: &str,
+    flags: &[&str],
+    args: &[&str],
+    stdin: Option<Vec<u8>>,
+) -> Output {
     let mut all = vec!["vm", "exec", name];
     all.extend_from_slice(flags);
     all.push("--");
     all.extend_from_slice(args);
     let mut cmd = env.banger_cmd(&all);
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn banger vm exec");
     let writer = stdin.map(|data| {
         let mut pipe = child.stdin.take().expect("stdin");
@@ -51,9 +66,11 @@ fn exec_with(env: &TestEnv, name: &str, flags: &[&str], args: &[&str], stdin: Op
     });
     let pid = child.id();
     let out = std::thread::spawn(move || child.wait_with_output().expect("wait exec"));
-    wait::until_for(&format!("`banger vm exec {name} -- {args:?}` to finish"), Duration::from_secs(120), || {
-        out.is_finished()
-    });
+    wait::until_for(
+        &format!("`banger vm exec {name} -- {args:?}` to finish"),
+        Duration::from_secs(120),
+        || out.is_finished(),
+    );
     if let Some(w) = writer {
         w.join().expect("stdin writer");
     }
@@ -82,7 +99,10 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
         };
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         if cmdline.contains(needle) && !cmdline.contains("vm_lifecycle") {
-            found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
+            found.push(format!(
+                "{}: {cmdline}",
+                entry.file_name().to_string_lossy()
+            ));
         }
     }
     found
@@ -125,30 +145,61 @@ fn a_container_image_boots_execs_persists_and_leaves_nothing() {
 
     // Exit codes, stdin, separate streams, signals, start failures, a tty.
     assert_eq!(exec(&env, "a", &["true"]).status.code(), Some(0));
-    assert_eq!(exec(&env, "a", &["sh", "-c", "exit 7"]).status.code(), Some(7));
+    assert_eq!(
+        exec(&env, "a", &["sh", "-c", "exit 7"]).status.code(),
+        Some(7)
+    );
     let input: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
     let echoed = exec_with(&env, "a", &["-i"], &["cat"], Some(input.clone()));
     assert_eq!(echoed.status.code(), Some(0), "{}", stderr(&echoed));
-    assert!(echoed.stdout == input, "stdin came back with {} bytes", echoed.stdout.len());
+    assert!(
+        echoed.stdout == input,
+        "stdin came back with {} bytes",
+        echoed.stdout.len()
+    );
     let split = exec(&env, "a", &["sh", "-c", "echo out; echo err >&2"]);
     assert_eq!(stdout(&split), "out\n");
     assert_eq!(stderr(&split), "err\n");
-    let made = exec(&env, "a", &["sh", "-c", "head -c 52428800 /dev/urandom > /tmp/big && sha256sum /tmp/big"]);
+    let made = exec(
+        &env,
+        "a",
+        &[
+            "sh",
+            "-c",
+            "head -c 52428800 /dev/urandom > /tmp/big && sha256sum /tmp/big",
+        ],
+    );
     assert_eq!(made.status.code(), Some(0), "{}", stderr(&made));
-    let guest_sha = stdout(&made).split_whitespace().next().expect("sha").to_string();
+    let guest_sha = stdout(&made)
+        .split_whitespace()
+        .next()
+        .expect("sha")
+        .to_string();
     let big = exec(&env, "a", &["cat", "/tmp/big"]);
     assert_eq!(big.stdout.len(), 52_428_800);
     assert_eq!(sha256(&big.stdout).trim_start_matches("sha256:"), guest_sha);
     let missing = exec(&env, "a", &["no-such-program", "x"]);
     assert_eq!(missing.status.code(), Some(127));
-    assert!(stderr(&missing).contains("no-such-program"), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("no-such-program"),
+        "{}",
+        stderr(&missing)
+    );
     let signalled = exec(&env, "a", &["sh", "-c", "kill -TERM $$"]);
     assert_eq!(signalled.status.code(), Some(128 + 15));
     let tty = exec_with(&env, "a", &["-t"], &["tty"], None);
     assert!(stdout(&tty).starts_with("/dev/pts/"), "{}", stdout(&tty));
 
     // Both disks persist across stop/start.
-    let wrote = exec(&env, "a", &["sh", "-c", "echo root > /etc/banger-note && echo work > /root/work-note && sync"]);
+    let wrote = exec(
+        &env,
+        "a",
+        &[
+            "sh",
+            "-c",
+            "echo root > /etc/banger-note && echo work > /root/work-note && sync",
+        ],
+    );
     assert_eq!(wrote.status.code(), Some(0), "{}", stderr(&wrote));
     let stopped = env.json(&["vm", "stop", "a"]);
     assert_eq!(stopped["state"], "stopped", "{stopped}");
@@ -162,7 +213,15 @@ fn a_container_image_boots_execs_persists_and_leaves_nothing() {
     // A new VM of the same image sees none of it, over the virtio-serial fallback.
     let b = create(&env, "b", &image, &["--channel", "serial"]);
     assert_eq!(b["channel"], "serial", "{b}");
-    let clean = exec(&env, "b", &["sh", "-c", "test ! -e /etc/banger-note && test ! -e /root/work-note && hostname"]);
+    let clean = exec(
+        &env,
+        "b",
+        &[
+            "sh",
+            "-c",
+            "test ! -e /etc/banger-note && test ! -e /root/work-note && hostname",
+        ],
+    );
     assert_eq!(clean.status.code(), Some(0), "{}", stderr(&clean));
     assert_eq!(stdout(&clean), "b\n");
 
@@ -179,7 +238,11 @@ fn a_container_image_boots_execs_persists_and_leaves_nothing() {
         assert!(!vm_dir(vm).exists(), "{} left behind", vm_dir(vm).display());
         assert!(processes_mentioning(vm_dir(vm).to_str().expect("utf8")).is_empty());
     }
-    assert_eq!(file_sha256(&rootfs), rootfs_sha, "the image's rootfs changed");
+    assert_eq!(
+        file_sha256(&rootfs),
+        rootfs_sha,
+        "the image's rootfs changed"
+    );
     env.ok(&["image", "delete", &image]);
 }
 
@@ -237,13 +300,20 @@ fn parallel_creates_all_come_up_and_a_name_is_taken_once() {
             })
         })
         .collect();
-    let results: Vec<(&str, Output)> = handles.into_iter().map(|h| h.join().expect("thread")).collect();
+    let results: Vec<(&str, Output)> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
     for (name, out) in &results {
         if *name != "same" {
             assert!(out.status.success(), "create {name}: {}", stderr(out));
         }
     }
-    let same: Vec<&Output> = results.iter().filter(|(n, _)| *n == "same").map(|(_, o)| o).collect();
+    let same: Vec<&Output> = results
+        .iter()
+        .filter(|(n, _)| *n == "same")
+        .map(|(_, o)| o)
+        .collect();
     let won = same.iter().filter(|o| o.status.success()).count();
     assert_eq!(won, 1, "two creates of one name: {} succeeded", won);
     let lost = same.iter().find(|o| !o.status.success()).expect("a loser");
@@ -253,10 +323,15 @@ fn parallel_creates_all_come_up_and_a_name_is_taken_once() {
     assert_eq!(vms.len(), 5, "{list}");
     assert!(vms.iter().all(|v| v["state"] == "running"), "{list}");
     for name in ["p1", "p2", "p3", "p4", "same"] {
-        assert_eq!(stdout(&exec(&env, name, &["hostname"])), format!("{name}\n"));
+        assert_eq!(
+            stdout(&exec(&env, name, &["hostname"])),
+            format!("{name}\n")
+        );
         env.ok(&["vm", "delete", name, "--force"]);
     }
-    let left: Vec<_> = std::fs::read_dir(env.state_dir().join("vms")).expect("vms dir").collect();
+    let left: Vec<_> = std::fs::read_dir(env.state_dir().join("vms"))
+        .expect("vms dir")
+        .collect();
     assert!(left.is_empty(), "VM dirs left: {left:?}");
 }
 
@@ -267,7 +342,9 @@ fn bad_requests_are_clear_and_leave_nothing() {
     let vms_dir = env.state_dir().join("vms");
     let nothing_left = || {
         assert_eq!(env.json(&["vm", "list"])["vms"], serde_json::json!([]));
-        let left: Vec<_> = std::fs::read_dir(&vms_dir).map(|d| d.flatten().collect()).unwrap_or_default();
+        let left: Vec<_> = std::fs::read_dir(&vms_dir)
+            .map(|d| d.flatten().collect())
+            .unwrap_or_default();
         assert!(left.is_empty(), "{left:?}");
     };
 
@@ -278,15 +355,40 @@ fn bad_requests_are_clear_and_leave_nothing() {
     std::fs::write(mods.join("modules.builtin"), b"").expect("write");
     std::fs::write(mods.join("modules.dep"), b"").expect("write");
     let vmlinuz = kernel.vmlinuz.to_str().expect("utf8");
-    env.ok(&["kernel", "import", "bare", "--kernel", vmlinuz, "--modules", mods.to_str().expect("utf8")]);
+    env.ok(&[
+        "kernel",
+        "import",
+        "bare",
+        "--kernel",
+        vmlinuz,
+        "--modules",
+        mods.to_str().expect("utf8"),
+    ]);
     let layout = banger_testkit::vm::debian_layout("minbase");
     let source = format!("oci:{}:t", layout.display());
-    env.ok(&["image", "pull", &source, "--name", "nomods", "--kernel-ref", "bare", "-q"]);
+    env.ok(&[
+        "image",
+        "pull",
+        &source,
+        "--name",
+        "nomods",
+        "--kernel-ref",
+        "bare",
+        "-q",
+    ]);
     let e = env.fails(&["vm", "create", "x", "--image", "nomods"]);
     assert!(e.contains("module") && e.contains("virtio"), "{e}");
     nothing_left();
 
-    let e = env.fails(&["vm", "create", "x", "--image", &image, "--memory", "100000GiB"]);
+    let e = env.fails(&[
+        "vm",
+        "create",
+        "x",
+        "--image",
+        &image,
+        "--memory",
+        "100000GiB",
+    ]);
     assert!(e.contains("host") && e.contains("MiB"), "{e}");
     let e = env.fails(&["vm", "create", "x", "--image", &image, "--cpus", "999"]);
     assert!(e.contains("CPUs"), "{e}");
@@ -321,7 +423,18 @@ fn bad_requests_are_clear_and_leave_nothing() {
     let odd_kernel = env.path("odd-kernel");
     std::fs::write(&odd_kernel, b"not a kernel banger can identify").expect("write");
     let arm_source = format!("oci:{}:latest", arm.display());
-    let pulled = env.banger(&["image", "pull", &arm_source, "--name", "armimg", "--platform", "linux/arm64", "--kernel", odd_kernel.to_str().expect("utf8"), "-q"]);
+    let pulled = env.banger(&[
+        "image",
+        "pull",
+        &arm_source,
+        "--name",
+        "armimg",
+        "--platform",
+        "linux/arm64",
+        "--kernel",
+        odd_kernel.to_str().expect("utf8"),
+        "-q",
+    ]);
     if pulled.status.success() {
         let e = env.fails(&["vm", "create", "x", "--image", "armimg"]);
         assert!(e.contains("arm64") && e.contains("--platform"), "{e}");
@@ -349,13 +462,41 @@ fn a_guest_that_cannot_come_up_says_why_and_stays_for_logs() {
     std::fs::File::create(&junk)
         .and_then(|f| f.set_len(64 << 20))
         .expect("junk rootfs");
-    env.ok(&["image", "register", "--name", "broken", "--rootfs", junk.to_str().expect("utf8"), "--kernel-ref", "cloud"]);
-    let e = env.fails(&["vm", "create", "z", "--image", "broken", "--ready-timeout", "90"]);
-    assert!(e.contains("failed to start") && e.contains("last stage reached"), "{e}");
-    assert!(e.contains("FATAL"), "the console tail should show the agent's error: {e}");
+    env.ok(&[
+        "image",
+        "register",
+        "--name",
+        "broken",
+        "--rootfs",
+        junk.to_str().expect("utf8"),
+        "--kernel-ref",
+        "cloud",
+    ]);
+    let e = env.fails(&[
+        "vm",
+        "create",
+        "z",
+        "--image",
+        "broken",
+        "--ready-timeout",
+        "90",
+    ]);
+    assert!(
+        e.contains("failed to start") && e.contains("last stage reached"),
+        "{e}"
+    );
+    assert!(
+        e.contains("FATAL"),
+        "the console tail should show the agent's error: {e}"
+    );
     let z = env.json(&["vm", "show", "z"]);
     assert_eq!(z["state"], "error", "{z}");
-    assert!(z["last_error"].as_str().is_some_and(|m| m.contains("FATAL")), "{z}");
+    assert!(
+        z["last_error"]
+            .as_str()
+            .is_some_and(|m| m.contains("FATAL")),
+        "{z}"
+    );
     let logs = env.ok(&["vm", "logs", "z"]);
     assert!(logs.contains("FATAL"), "{logs}");
     assert!(processes_mentioning(vm_dir(&z).to_str().expect("utf8")).is_empty());
@@ -366,16 +507,24 @@ fn a_guest_that_cannot_come_up_says_why_and_stays_for_logs() {
 fn a_systemd_image_hands_pid_1_over_and_keeps_exec() {
     let env = TestEnv::new();
     let image = env.debian_image("dev");
-    let d = create(&env, "d", &image, &["--init", "image", "--memory", "768MiB"]);
+    let d = create(
+        &env,
+        "d",
+        &image,
+        &["--init", "image", "--memory", "768MiB"],
+    );
     assert_eq!(d["init"], "image", "{d}");
     let pid1 = exec(&env, "d", &["cat", "/proc/1/comm"]);
     assert_eq!(stdout(&pid1), "systemd\n", "{}", stderr(&pid1));
-    wait::until_for("systemd to reach multi-user", Duration::from_secs(300), || {
-        let s = exec(&env, "d", &["systemctl", "is-active", "multi-user.target"]);
-        stdout(&s).trim() == "active"
-    });
+    wait::until_for(
+        "systemd to reach multi-user",
+        Duration::from_secs(300),
+        || {
+            let s = exec(&env, "d", &["systemctl", "is-active", "multi-user.target"]);
+            stdout(&s).trim() == "active"
+        },
+    );
     assert_eq!(stdout(&exec(&env, "d", &["echo", "ok"])), "ok\n");
     env.ok(&["vm", "stop", "d"]);
     env.ok(&["vm", "delete", "d"]);
 }
-

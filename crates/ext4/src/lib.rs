@@ -59,6 +59,10 @@ pub struct Options {
     pub inode_ratio: u32,
     /// Superblock/mkfs timestamps (seconds since the epoch).
     pub fs_time: u32,
+    /// With [`SizePolicy::Exact`], reserve GDT blocks (resize_inode) so the kernel can grow
+    /// the filesystem 1024-fold online, as `mkfs.ext4` does. Those blocks are written, so
+    /// they cost up to 4 MiB on disk; a VM's scratch disks, which never grow, turn it off.
+    pub online_resize: bool,
 }
 
 impl Default for Options {
@@ -70,6 +74,7 @@ impl Default for Options {
             journal_blocks: None,
             inode_ratio: 16384,
             fs_time: 0,
+            online_resize: true,
         }
     }
 }

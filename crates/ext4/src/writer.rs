@@ -145,7 +145,12 @@ impl Ext4Writer {
         let gdt_area = match opts.size {
             SizePolicy::Exact(bytes) => {
                 let blocks = bytes / BS;
-                gdt_blocks(blocks.div_ceil(BLOCKS_PER_GROUP).max(1)) + reserved_gdt_for(blocks)
+                let reserve = if opts.online_resize {
+                    reserved_gdt_for(blocks)
+                } else {
+                    0
+                };
+                gdt_blocks(blocks.div_ceil(BLOCKS_PER_GROUP).max(1)) + reserve
             }
             SizePolicy::Auto { .. } => AUTO_GDT_AREA,
         };

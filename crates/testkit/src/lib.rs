@@ -12,5 +12,5 @@ pub mod registry;
 pub mod token_auth;
 pub mod tools;
 pub mod tree;
-pub mod wait;
 pub mod vm;
+pub mod wait;

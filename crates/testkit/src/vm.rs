@@ -35,7 +35,11 @@ pub fn debian_layout(name: &str) -> PathBuf {
     tools::require("debootstrap");
     tools::require("umoci");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench-pull.sh");
-    tools::run(Command::new("bash").arg(&script).args(["--prepare-only", name]));
+    tools::run(
+        Command::new("bash")
+            .arg(&script)
+            .args(["--prepare-only", name]),
+    );
     let layout = tools::cache_dir().join(format!("bench/oci-{name}"));
     assert!(
         layout.join("index.json").is_file(),

@@ -384,7 +384,12 @@ mod tests {
         let ok = config(dir.path());
         ok.validate().unwrap();
 
-        let e = VmConfig { cpus: 0, ..ok.clone() }.validate().unwrap_err();
+        let e = VmConfig {
+            cpus: 0,
+            ..ok.clone()
+        }
+        .validate()
+        .unwrap_err();
         assert!(e.to_string().contains("cpus = 0"), "{e}");
         let e = VmConfig {
             memory_mib: 4,
@@ -434,9 +439,16 @@ mod tests {
     fn forwards_are_checked() {
         let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let check = |f: Vec<PortForward>| check_forwards(&f);
-        check(vec![fwd(Proto::Tcp, lo, 8080, 80), fwd(Proto::Udp, lo, 8080, 80)]).unwrap();
+        check(vec![
+            fwd(Proto::Tcp, lo, 8080, 80),
+            fwd(Proto::Udp, lo, 8080, 80),
+        ])
+        .unwrap();
         assert!(matches!(
-            check(vec![fwd(Proto::Tcp, lo, 8080, 80), fwd(Proto::Tcp, lo, 8080, 81)]),
+            check(vec![
+                fwd(Proto::Tcp, lo, 8080, 80),
+                fwd(Proto::Tcp, lo, 8080, 81)
+            ]),
             Err(ConfigError::DuplicatePort { .. })
         ));
         assert!(matches!(

@@ -14,6 +14,7 @@ use banger_guest_proto::AGENT_VSOCK_PORT;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunFiles {
     /// The serial console (written by the VMM, survives it; `vm logs` reads it).
+    /// Truncated at each launch, like the two stderr files.
     pub console_log: PathBuf,
     /// The VMM's stdout and stderr.
     pub vmm_stderr: PathBuf,

@@ -120,8 +120,7 @@ fn parse_cpu_mhz(cpuinfo: &str) -> Option<u64> {
     if !mhz.is_finite() || mhz <= 0.0 || mhz > 1.0e6 {
         return None;
     }
-    // In range for u64 by the check above.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    // Positive and below 1e9 kHz by the check above: the cast is exact after rounding.
     Some((mhz * 1000.0).round() as u64)
 }
 

@@ -1,6 +1,6 @@
 //! banger-vmm: virtual machine monitors behind one trait.
 //!
-//! [`detect`] finds out what this host can run (QEMU, a KVM that really boots guests or
+//! [`detect()`] finds out what this host can run (QEMU, a KVM that really boots guests or
 //! software emulation, the vsock helper) and [`driver`] turns that into a [`Vmm`]. A
 //! [`Vmm`] launches a [`VmConfig`] as processes that outlive the caller, described by
 //! [`ProcessRecord`]s the caller stores. Nothing here knows about images, the store or
@@ -28,6 +28,9 @@
 //! # Errors
 //! Every message says what failed, with the value at fault, and what to do next.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![warn(missing_docs)]
+
 mod config;
 mod detect;
 mod files;
@@ -41,8 +44,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use config::{
-    Accel, ChannelKind, ConfigError, DiskConfig, MAX_CMDLINE, MAX_CPUS, MAX_DISKS,
-    MIN_MEMORY_MIB, NetConfig, PortForward, Proto, VmConfig,
+    Accel, ChannelKind, ConfigError, DiskConfig, MAX_CMDLINE, MAX_CPUS, MAX_DISKS, MIN_MEMORY_MIB,
+    NetConfig, PortForward, Proto, VmConfig,
 };
 pub use detect::{
     AccelChoice, DetectOptions, Detection, KvmStatus, PROBE_TIMEOUT, QEMU_PROGRAM, VSOCK_ENV,
@@ -117,7 +120,7 @@ pub enum VmmError {
     },
 }
 
-/// The driver for this host, from a [`detect`] result: QEMU (the only driver so far).
+/// The driver for this host, from a [`detect()`] result: QEMU (the only driver so far).
 pub fn driver(detection: &Detection) -> Result<Arc<dyn Vmm>, VmmError> {
     match &detection.qemu {
         Some(qemu) => Ok(Arc::new(Qemu::new(
@@ -125,9 +128,7 @@ pub fn driver(detection: &Detection) -> Result<Arc<dyn Vmm>, VmmError> {
             detection.vsock_backend.clone(),
         ))),
         None => Err(VmmError::NoVmm {
-            reason: format!(
-                "{QEMU_PROGRAM} was not found: install the qemu-system-x86 package"
-            ),
+            reason: format!("{QEMU_PROGRAM} was not found: install the qemu-system-x86 package"),
         }),
     }
 }

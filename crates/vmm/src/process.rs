@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 
 /// One process of a VM, as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ProcessRecord {
     /// What it is: [`ROLE_VMM`] or [`ROLE_VSOCK`].
     pub role: String,
@@ -192,8 +191,8 @@ pub(crate) struct Pidfd(OwnedFd);
 
 impl Pidfd {
     pub(crate) fn open(pid: u32) -> io::Result<Pidfd> {
-        let pid = libc::pid_t::try_from(pid)
-            .map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+        let pid =
+            libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
         // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory
         // is passed.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -287,15 +286,15 @@ pub(crate) fn spawn_detached(
     };
     let (tx, rx) = mpsc::channel();
     let name = format!("reap-{role}-{}", record.pid);
-    let spawned = std::thread::Builder::new().name(name).spawn(move || {
-        match child.wait() {
+    let spawned = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || match child.wait() {
             Ok(status) => {
                 after_exit(status);
                 let _ = tx.send(status);
             }
             Err(e) => tracing::warn!("waiting for child {}: {e}", child.id()),
-        }
-    });
+        });
     if let Err(e) = spawned {
         // No reaper: kill it rather than leave an unmanaged child (the thread closure, and
         // the Child with it, is gone; the zombie stays until this process exits).
@@ -328,7 +327,10 @@ mod tests {
             start_time: me.start_time + 1,
             ..me.clone()
         };
-        assert!(!older.is_alive(), "a different start time is another process");
+        assert!(
+            !older.is_alive(),
+            "a different start time is another process"
+        );
         let e = older.signal(0).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ESRCH));
         me.signal(0).unwrap();
@@ -351,7 +353,10 @@ mod tests {
             .expect("exited() resolves after SIGTERM");
         assert!(!rec.is_alive());
         let status = s.exit.recv_timeout(Duration::from_secs(30)).unwrap();
-        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(15));
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(15)
+        );
         // Gone for good: exited() on a dead record resolves at once, stop() is a no-op.
         rec.exited().await;
         rec.stop(Duration::from_secs(1)).await.unwrap();

@@ -122,11 +122,26 @@ impl TestEnv {
             .is_some_and(|ks| ks.iter().any(|k| k["name"] == "cloud"));
         if !has_cloud {
             let deb = banger_testkit::qemu::Kernel::get().deb();
-            self.ok(&["kernel", "import", "cloud", "--deb", deb.to_str().expect("utf8")]);
+            self.ok(&[
+                "kernel",
+                "import",
+                "cloud",
+                "--deb",
+                deb.to_str().expect("utf8"),
+            ]);
         }
         let layout = banger_testkit::vm::debian_layout(name);
         let source = format!("oci:{}:t", layout.display());
-        self.ok(&["image", "pull", &source, "--name", name, "--kernel-ref", "cloud", "-q"]);
+        self.ok(&[
+            "image",
+            "pull",
+            &source,
+            "--name",
+            name,
+            "--kernel-ref",
+            "cloud",
+            "-q",
+        ]);
         name.to_string()
     }
 
@@ -154,6 +169,46 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         // Stop this test's daemon; ignore failures (it may be stopped or killed already).
         let _ = self.banger_cmd(&["daemon", "stop"]).output();
+        // VMs outlive the daemon by design: a test that failed half-way still must not
+        // leave its guests running. Every VM process names its directory under our root.
+        kill_processes_mentioning(&self.root.path().to_string_lossy());
+    }
+}
+
+/// SIGKILLs every process (but this one) whose command line contains `needle`, and waits
+/// for them to go.
+pub fn kill_processes_mentioning(needle: &str) {
+    let me = std::process::id().to_string();
+    let mut killed = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(pid) = name.parse::<i32>() else {
+            continue;
+        };
+        if name == me {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            // SAFETY: plain kill(2) of a process this test's banger started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            killed.push(pid);
+        }
+    }
+    // Never panic here (this runs in Drop, maybe while unwinding): wait, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline
+        && killed.iter().any(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| !r.trim_start().starts_with('Z'))
+            })
+        })
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 

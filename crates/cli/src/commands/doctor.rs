@@ -50,9 +50,10 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
             "install Firecracker from its release page; QEMU works meanwhile",
             Verdict::Warn,
         ),
-        kvm_check(),
-        disk_check(&ctx.layout.state_dir),
     ];
+    let mut checks = checks;
+    checks.extend(vm_checks(&ctx.layout.runtime_dir).await);
+    checks.push(disk_check(&ctx.layout.state_dir));
     let failed = checks.iter().any(|c| c.verdict == Verdict::Fail);
     if ctx.json {
         crate::output::print_json(&checks)?;
@@ -106,6 +107,91 @@ fn tool_check(name: &'static str, purpose: &str, fix: &str, missing: Verdict) ->
             fix: Some(fix.to_string()),
         },
     }
+}
+
+/// What `vm create` will use, from the same detection the daemon runs (sharing its cached
+/// KVM probe): the accelerator and why, QEMU's version, the vsock backend, the agent.
+async fn vm_checks(runtime_dir: &Path) -> Vec<Check> {
+    let cache = runtime_dir.join("accel-probe.json");
+    let detection = tokio::task::spawn_blocking(move || {
+        banger_vmm::detect(&banger_vmm::DetectOptions {
+            cache: Some(cache),
+            ..Default::default()
+        })
+    })
+    .await;
+    let Ok(d) = detection else {
+        return vec![kvm_check()];
+    };
+    let mut checks = vec![kvm_check()];
+    let accel = match d.accel {
+        banger_vmm::Accel::Kvm => Check {
+            name: "acceleration",
+            verdict: Verdict::Pass,
+            detail: format!("vm create uses QEMU with KVM: {}", d.reason),
+            fix: None,
+        },
+        banger_vmm::Accel::Tcg { .. } => Check {
+            name: "acceleration",
+            verdict: Verdict::Warn,
+            detail: format!(
+                "vm create uses QEMU with software emulation (slow boots): {}",
+                d.reason
+            ),
+            fix: Some("on a host whose KVM runs guests, VMs boot in well under a second".into()),
+        },
+    };
+    checks.push(accel);
+    if let Some(v) = &d.qemu_version {
+        checks.push(Check {
+            name: "qemu version",
+            verdict: Verdict::Pass,
+            detail: format!("QEMU {v}"),
+            fix: None,
+        });
+    }
+    checks.push(match &d.vsock_backend {
+        Some(p) => Check {
+            name: "vsock backend",
+            verdict: Verdict::Pass,
+            detail: format!("{} (the agent channel is vsock)", p.display()),
+            fix: None,
+        },
+        None => Check {
+            name: "vsock backend",
+            verdict: Verdict::Warn,
+            detail: "vhost-device-vsock not found: the agent channel falls back to virtio-serial"
+                .into(),
+            fix: Some("cargo install --locked vhost-device-vsock".into()),
+        },
+    });
+    checks.push(match agent_binary() {
+        Some(p) => Check {
+            name: "guest agent",
+            verdict: Verdict::Pass,
+            detail: format!("{} (PID 1 of every VM)", p.display()),
+            fix: None,
+        },
+        None => Check {
+            name: "guest agent",
+            verdict: Verdict::Fail,
+            detail: "banger-agent not found next to bangerd (nor $BANGER_AGENT): VMs cannot boot"
+                .into(),
+            fix: Some("scripts/build-agent.sh --install ~/.cargo/bin".into()),
+        },
+    });
+    checks
+}
+
+/// Where bangerd will look for the guest agent.
+fn agent_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("BANGER_AGENT") {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let daemon = std::env::var_os("BANGER_DAEMON")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_exe().ok())?;
+    Some(daemon.parent()?.join("banger-agent")).filter(|p| p.is_file())
 }
 
 fn kvm_check() -> Check {

@@ -26,7 +26,9 @@ pub enum AgentCallError {
     Transport(String),
     #[error("the guest agent refused {path}: {message}")]
     Refused { path: String, message: String },
-    #[error("the guest agent speaks protocol {agent_min}..={agent_max}, this bangerd {host_min}..={host_max}; recreate the VM or upgrade banger")]
+    #[error(
+        "the guest agent speaks protocol {agent_min}..={agent_max}, this bangerd {host_min}..={host_max}; recreate the VM or upgrade banger"
+    )]
     Incompatible {
         agent_min: u32,
         agent_max: u32,
@@ -102,7 +104,9 @@ impl AgentConn {
         req: &Q,
     ) -> Result<R, AgentCallError> {
         let body = serde_json::to_vec(req).map_err(|e| AgentCallError::Transport(e.to_string()))?;
-        let response = self.send(path, Full::new(Bytes::from(body)).boxed()).await?;
+        let response = self
+            .send(path, Full::new(Bytes::from(body)).boxed())
+            .await?;
         let status = response.status();
         let bytes = response
             .into_body()

@@ -32,10 +32,18 @@ impl Drop for NameClaim<'_> {
 }
 
 impl Vms {
-    pub async fn create(self: &Arc<Self>, p: VmCreateParams, ctx: &OpContext) -> Result<Vm, OpError> {
+    pub async fn create(
+        self: &Arc<Self>,
+        p: VmCreateParams,
+        ctx: &OpContext,
+    ) -> Result<Vm, OpError> {
         validate_name(&p.name).map_err(|e| OpError::BadRequest(format!("VM {e}")))?;
         let _claim = self.claim(&p.name)?;
-        if self.store.find_vm(&p.name)?.is_some_and(|v| v.name == p.name) {
+        if self
+            .store
+            .find_vm(&p.name)?
+            .is_some_and(|v| v.name == p.name)
+        {
             return Err(taken(&p.name));
         }
         let image = self.store.find_image(&p.image)?.ok_or_else(|| {
@@ -81,8 +89,18 @@ impl Vms {
         let (root, work) = disks::paths(&dir);
         let seed_id = id.clone();
         tokio::task::spawn_blocking(move || {
-            disks::create_empty(&root, disk_bytes, "banger-root", disks::seed_from_id(&seed_id, 1))?;
-            disks::create_empty(&work, work_disk_bytes, "banger-work", disks::seed_from_id(&seed_id, 2))
+            disks::create_empty(
+                &root,
+                disk_bytes,
+                "banger-root",
+                disks::seed_from_id(&seed_id, 1),
+            )?;
+            disks::create_empty(
+                &work,
+                work_disk_bytes,
+                "banger-work",
+                disks::seed_from_id(&seed_id, 2),
+            )
         })
         .await
         .map_err(|e| OpError::Failed(format!("disk creation aborted: {e}")))??;
@@ -166,7 +184,10 @@ mod tests {
 
     #[test]
     fn another_architecture_is_refused_with_the_fix() {
-        assert!(check_architecture("a", Some("linux/amd64")).is_ok() || cfg!(not(target_arch = "x86_64")));
+        assert!(
+            check_architecture("a", Some("linux/amd64")).is_ok()
+                || cfg!(not(target_arch = "x86_64"))
+        );
         assert!(check_architecture("a", None).is_ok());
         let e = check_architecture("a", Some("linux/riscv64"))
             .expect_err("refused")

@@ -53,7 +53,10 @@ impl LiveVm {
     }
 
     pub fn runtime(&self) -> VmRuntime {
-        self.runtime.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.runtime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn processes(&self) -> Vec<ProcessRecord> {
@@ -103,11 +106,17 @@ impl LiveVm {
     }
 
     /// Starts the task that keeps an agent connection up for as long as this VM lives.
-    pub fn spawn_channel(self: &Arc<Self>, endpoint: ChannelEndpoint, listener: Option<UnixListener>) {
+    pub fn spawn_channel(
+        self: &Arc<Self>,
+        endpoint: ChannelEndpoint,
+        listener: Option<UnixListener>,
+    ) {
         let live = self.clone();
         let task = tokio::spawn(async move {
             match (endpoint, listener) {
-                (ChannelEndpoint::VsockListen(_), Some(listener)) => live.accept_loop(listener).await,
+                (ChannelEndpoint::VsockListen(_), Some(listener)) => {
+                    live.accept_loop(listener).await
+                }
                 (ChannelEndpoint::SerialConnect(path), _) => live.dial_loop(&path).await,
                 (ChannelEndpoint::VsockListen(path), None) => {
                     tracing::error!(vm = %live.name, path = %path.display(), "vsock channel without a listener");
@@ -169,7 +178,12 @@ impl LiveVm {
 
     /// Stops the channel and watcher tasks.
     pub fn abort_tasks(&self) {
-        for t in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
             t.abort();
         }
         self.agent.send_replace(None);

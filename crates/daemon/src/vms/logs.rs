@@ -17,7 +17,11 @@ use crate::progress::OpContext;
 pub const CONSOLE_LOG: &str = "console.log";
 
 impl Vms {
-    pub async fn logs(self: &Arc<Self>, p: VmLogsParams, ctx: &OpContext) -> Result<VmLogs, OpError> {
+    pub async fn logs(
+        self: &Arc<Self>,
+        p: VmLogsParams,
+        ctx: &OpContext,
+    ) -> Result<VmLogs, OpError> {
         let row = self.find(&p.vm)?;
         let path = std::path::Path::new(&row.dir).join(CONSOLE_LOG);
         let bytes = match std::fs::read(&path) {
@@ -62,12 +66,16 @@ impl Vms {
                     }
                 }
             }
-            let running = self
-                .store
-                .find_vm(&row.id)?
-                .is_some_and(|r| matches!(state_of(&r), VmState::Running | VmState::Starting | VmState::Stopping));
+            let running = self.store.find_vm(&row.id)?.is_some_and(|r| {
+                matches!(
+                    state_of(&r),
+                    VmState::Running | VmState::Starting | VmState::Stopping
+                )
+            });
             if !running {
-                return Ok(VmLogs { text: String::new() });
+                return Ok(VmLogs {
+                    text: String::new(),
+                });
             }
         }
     }

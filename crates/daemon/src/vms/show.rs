@@ -40,10 +40,18 @@ impl Vms {
             cpus: spec.cpus,
             memory_mib: spec.memory_mib,
             init: spec.init_resolved.unwrap_or(spec.init).as_str().into(),
-            vmm: if runtime.vmm.is_empty() { "qemu".into() } else { runtime.vmm.clone() },
+            vmm: if runtime.vmm.is_empty() {
+                "qemu".into()
+            } else {
+                runtime.vmm.clone()
+            },
             accel: runtime.accel.clone(),
             accel_reason: runtime.accel_reason.clone(),
-            channel: if runtime.channel.is_empty() { spec.channel.clone() } else { runtime.channel.clone() },
+            channel: if runtime.channel.is_empty() {
+                spec.channel.clone()
+            } else {
+                runtime.channel.clone()
+            },
             last_error: row.last_error.clone(),
             stages: runtime.stages.clone(),
             root_disk: disks::usage(&root),

@@ -170,9 +170,15 @@ mod tests {
             memory_mib: 4096,
         };
         assert!(host.validate(2, 1024).is_ok());
-        let e = host.validate(3, 1024).expect_err("too many cpus").to_string();
+        let e = host
+            .validate(3, 1024)
+            .expect_err("too many cpus")
+            .to_string();
         assert!(e.contains("2 CPUs"), "{e}");
-        let e = host.validate(1, 8192).expect_err("too much memory").to_string();
+        let e = host
+            .validate(1, 8192)
+            .expect_err("too much memory")
+            .to_string();
         assert!(e.contains("4096 MiB"), "{e}");
         assert!(validate_disk("--disk", 1 << 20).is_err());
         assert!(validate_disk("--disk", 1 << 30).is_ok());

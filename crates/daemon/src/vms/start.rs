@@ -96,7 +96,7 @@ impl Vms {
                 ChannelKind::Serial
             },
             net: NetConfig::None,
-            accel: host.detection.accel.clone(),
+            accel: host.detection.accel,
         };
         let endpoint = host.vmm.channel_endpoint(&cfg);
         let listener = match &endpoint {
@@ -114,7 +114,7 @@ impl Vms {
                 }
             },
             vmm: host.vmm.name().into(),
-            accel: accel_name(&host.detection.accel).into(),
+            accel: host.detection.accel.as_str().into(),
             accel_reason: host.detection.reason.clone(),
             stages: Vec::new(),
             boot_id: None,
@@ -147,7 +147,15 @@ impl Vms {
             Accel::Kvm => 30,
             Accel::Tcg { .. } => 120,
         }));
-        let outcome = wait_ready(&live, &launched.console_log, ctx, started, &mut runtime, timeout).await;
+        let outcome = wait_ready(
+            &live,
+            &launched.console_log,
+            ctx,
+            started,
+            &mut runtime,
+            timeout,
+        )
+        .await;
         match outcome {
             Ok(conn) => {
                 let clock = SetClock {
@@ -183,7 +191,14 @@ impl Vms {
                     .last()
                     .map(|s| s.stage.clone())
                     .unwrap_or_else(|| "none".into());
-                let msg = failure_report(&row.name, &reason, &reached, &dir, &launched.vmm_stderr, &launched.console_log);
+                let msg = failure_report(
+                    &row.name,
+                    &reason,
+                    &reached,
+                    &dir,
+                    &launched.vmm_stderr,
+                    &launched.console_log,
+                );
                 runtime.processes.clear();
                 self.set_state(&row, VmState::Error, Some(&runtime), Some(&msg))?;
                 Err(OpError::Failed(msg))
@@ -209,7 +224,8 @@ impl Vms {
                 return;
             }
             live::cleanup_processes(&watched.dir, &watched.processes());
-            let stderr = std::fs::read_to_string(watched.dir.join("qemu.stderr")).unwrap_or_default();
+            let stderr =
+                std::fs::read_to_string(watched.dir.join("qemu.stderr")).unwrap_or_default();
             let note = if stderr.trim().is_empty() {
                 "the guest powered off or its VMM exited on its own".to_string()
             } else {
@@ -250,14 +266,13 @@ pub(super) fn use_vsock(channel: &str, host: &Host) -> Result<bool, OpError> {
     }
 }
 
-fn accel_name(accel: &Accel) -> &'static str {
-    match accel {
-        Accel::Kvm => "kvm",
-        Accel::Tcg { .. } => "tcg",
-    }
-}
-
-fn stage(ctx: &OpContext, runtime: &mut VmRuntime, name: &str, started: Instant, guest_uptime_ms: Option<u64>) {
+fn stage(
+    ctx: &OpContext,
+    runtime: &mut VmRuntime,
+    name: &str,
+    started: Instant,
+    guest_uptime_ms: Option<u64>,
+) {
     let at_ms = ms_since(started);
     runtime.stages.push(VmStageRecord {
         stage: name.to_string(),
@@ -332,7 +347,14 @@ async fn wait_ready(
     }
 }
 
-fn failure_report(name: &str, reason: &str, reached: &str, dir: &Path, stderr: &Path, console: &Path) -> String {
+fn failure_report(
+    name: &str,
+    reason: &str,
+    reached: &str,
+    dir: &Path,
+    stderr: &Path,
+    console: &Path,
+) -> String {
     let stderr = std::fs::read_to_string(stderr).unwrap_or_default();
     let console = std::fs::read(console)
         .map(|b| String::from_utf8_lossy(&b).replace('\r', ""))

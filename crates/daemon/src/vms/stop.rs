@@ -80,7 +80,12 @@ impl Vms {
         if let Some(live) = self.live(&row.id) {
             return live;
         }
-        let live = LiveVm::new(&row.id, &row.name, std::path::Path::new(&row.dir), parse_runtime(row));
+        let live = LiveVm::new(
+            &row.id,
+            &row.name,
+            std::path::Path::new(&row.dir),
+            parse_runtime(row),
+        );
         self.set_live(live.clone());
         live
     }

@@ -159,10 +159,10 @@ pub fn detect(opts: &DetectOptions) -> Detection {
             }
         }
     };
-    if facts != cached {
-        if let (Some(path), Some(key)) = (&opts.cache, &key) {
-            cache::store(path, key, &facts);
-        }
+    if facts != cached
+        && let (Some(path), Some(key)) = (&opts.cache, &key)
+    {
+        cache::store(path, key, &facts);
     }
     let reason = reason(opts.accel, &kvm, qemu.is_some(), opts.qemu.as_deref());
     Detection {
@@ -351,6 +351,10 @@ mod tests {
         assert_eq!(d.qemu, None);
         assert_eq!(d.vsock_backend, None);
         assert_eq!(d.channel, ChannelKind::Serial);
-        assert!(d.channel_reason.contains("/nonexistent/vhost"), "{}", d.channel_reason);
+        assert!(
+            d.channel_reason.contains("/nonexistent/vhost"),
+            "{}",
+            d.channel_reason
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! - a real-mode `out` to `isa-debug-exit` passes under `-cpu qemu64` (~100 ms),
 //! - `-cpu host` (what the driver uses) aborts at once (`failed to set MSR 0x10a`),
 //! - long mode works, but a 16 Mi-iteration loop takes ~21 s (TCG: ~40 ms; KVM on
-//!   hardware: a few ms), and a kernel takes minutes to reach init.
+//!   hardware: a few ms); a kernel had not reached init after 500 s.
 //!
 //! So the probe runs with the driver's exact machine and CPU (`-M microvm -accel kvm -cpu
 //! host`) a 64 KiB firmware image that enters long mode, computes a value only 64-bit code
@@ -108,7 +108,13 @@ pub(crate) fn run_with(
     let mut cmd = Command::new(qemu);
     cmd.args(["-M", "microvm", "-accel", accel, "-cpu", cpu])
         .args(["-smp", "1", "-m", "16"])
-        .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ])
         .arg("-bios")
         .arg(&file.0)
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"])
@@ -175,11 +181,7 @@ fn qemu_message(stderr: &str) -> String {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    let Some(line) = lines
-        .iter()
-        .find(|l| l.contains("error"))
-        .or(lines.last())
-    else {
+    let Some(line) = lines.iter().find(|l| l.contains("error")).or(lines.last()) else {
         return String::new();
     };
     let msg = line.strip_prefix("qemu-system-x86_64: ").unwrap_or(line);

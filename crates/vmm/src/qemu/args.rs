@@ -29,10 +29,7 @@ fn driver_params(accel: &Accel) -> Vec<String> {
         // Reboot (so QEMU exits) at once on a panic instead of hanging forever.
         "panic=-1".to_string(),
     ];
-    if let Accel::Tcg {
-        tsc_khz: Some(khz),
-    } = accel
-    {
+    if let Accel::Tcg { tsc_khz: Some(khz) } = accel {
         // Under emulation the TSC calibration can fail on a loaded host and hang the boot
         // before init (VM.md §3); the host's rate is the guest's rate.
         p.push(format!("tsc_early_khz={khz}"));
@@ -126,12 +123,7 @@ pub(crate) fn qemu_args(cfg: &VmConfig, files: &RunFiles) -> Vec<OsString> {
             &format!("memory-backend-memfd,id={MEM_ID},size={mem}M,share=on"),
         ]);
     }
-    push(&[
-        "-nodefaults",
-        "-no-user-config",
-        "-nographic",
-        "-no-reboot",
-    ]);
+    push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
     a.push("-name".into());
     a.push(name);
     a.push("-kernel".into());
@@ -197,13 +189,7 @@ pub(crate) fn qemu_args(cfg: &VmConfig, files: &RunFiles) -> Vec<OsString> {
             ));
         }
         a.extend(
-            [
-                "-netdev",
-                &netdev,
-                "-device",
-                "virtio-net-device,netdev=n0",
-            ]
-            .map(OsString::from),
+            ["-netdev", &netdev, "-device", "virtio-net-device,netdev=n0"].map(OsString::from),
         );
     }
     a

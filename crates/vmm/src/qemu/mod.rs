@@ -2,8 +2,9 @@
 //! channel over hybrid vsock (through `vhost-device-vsock`) or virtio-serial.
 //!
 //! # Launch
-//! 1. The config is validated and every published host port is bound once to prove it
-//!    free: nothing starts for a config that cannot work.
+//! 1. The config is validated, every published host port is bound once to prove it
+//!    free, and `pids.json` must name no live process: nothing starts (and no file is
+//!    touched) for a launch that cannot work.
 //! 2. With the vsock channel, `vhost-device-vsock` starts first; the launch waits until
 //!    its vhost-user socket is listening (read from `/proc/net/unix`), while it lives.
 //! 3. QEMU starts; the launch waits until QMP answers `query-status` with `running`,
@@ -70,8 +71,24 @@ pub enum LaunchError {
         #[source]
         source: std::io::Error,
     },
+    /// The run directory's `pids.json` names a process that still runs.
+    #[error(
+        "the VM in {run_dir} still runs ({role} process {pid}): stop it before launching \
+         it again"
+    )]
+    AlreadyRunning {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// The live process's role.
+        role: String,
+        /// Its pid.
+        pid: u32,
+    },
     /// A process exited before it was ready.
-    #[error("{program} exited during startup ({status}); its output ({log}) ends with:\n{tail}")]
+    #[error(
+        "{program} exited during startup ({status}): the cause is in its last lines below \
+         (all of its output is in {log}):\n{tail}"
+    )]
     Exited {
         /// The program.
         program: PathBuf,
@@ -106,7 +123,6 @@ pub enum LaunchError {
 pub struct Qemu {
     qemu: PathBuf,
     vsock_backend: Option<PathBuf>,
-    vmm_ready: Duration,
 }
 
 impl Qemu {
@@ -116,7 +132,6 @@ impl Qemu {
         Qemu {
             qemu,
             vsock_backend,
-            vmm_ready: VMM_READY,
         }
     }
 
@@ -131,10 +146,7 @@ impl Qemu {
         cfg.validate()?;
         let cmdline = args::kernel_cmdline(cfg);
         if cmdline.len() > MAX_CMDLINE {
-            return Err(ConfigError::CmdlineTooLong {
-                len: cmdline.len(),
-            }
-            .into());
+            return Err(ConfigError::CmdlineTooLong { len: cmdline.len() }.into());
         }
         if let NetConfig::User { forwards } = &cfg.net {
             ports::check_free(forwards)?;
@@ -145,6 +157,14 @@ impl Qemu {
             (ChannelKind::Serial, _) => None,
         };
         let files = RunFiles::new(&cfg.run_dir);
+        if let Some(live) = still_running(&files.pids_json) {
+            return Err(LaunchError::AlreadyRunning {
+                run_dir: cfg.run_dir.clone(),
+                role: live.role,
+                pid: live.pid,
+            }
+            .into());
+        }
         for s in files.driver_sockets() {
             remove_stale(s)?;
         }
@@ -206,14 +226,14 @@ impl Qemu {
         files: &RunFiles,
         exit: &mpsc::Receiver<ExitStatus>,
     ) -> Result<(), LaunchError> {
-        let deadline = Instant::now() + self.vmm_ready;
+        let deadline = Instant::now() + VMM_READY;
         let mut last = String::from("QMP socket not connectable yet");
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(LaunchError::NotReady {
                     program: self.qemu.clone(),
-                    timeout: self.vmm_ready,
+                    timeout: VMM_READY,
                     waiting_for: format!("QMP status `running`; last: {last}"),
                     log: files.vmm_stderr.clone(),
                     tail: tail(&files.vmm_stderr),
@@ -307,6 +327,13 @@ impl Drop for Started<'_> {
             let _ = std::fs::remove_file(self.pids_json);
         }
     }
+}
+
+/// A live process of an earlier launch in the same run directory, if any.
+fn still_running(pids_json: &Path) -> Option<ProcessRecord> {
+    let bytes = std::fs::read(pids_json).ok()?;
+    let records: Vec<ProcessRecord> = serde_json::from_slice(&bytes).ok()?;
+    records.into_iter().find(ProcessRecord::is_alive)
 }
 
 /// `pids.json`, replaced atomically.

@@ -31,9 +31,10 @@ pub fn detection() -> &'static Detection {
 /// The QEMU driver with the vsock helper; panics naming what to install.
 pub fn qemu() -> Qemu {
     let d = detection();
-    let qemu = d.qemu.clone().unwrap_or_else(|| {
-        panic!("qemu-system-x86_64 not found: apt-get install qemu-system-x86")
-    });
+    let qemu = d
+        .qemu
+        .clone()
+        .unwrap_or_else(|| panic!("qemu-system-x86_64 not found: apt-get install qemu-system-x86"));
     let helper = d.vsock_backend.clone().unwrap_or_else(|| {
         panic!(
             "vhost-device-vsock not found ({}): cargo install --locked vhost-device-vsock",
@@ -59,7 +60,12 @@ pub fn run_dir() -> tempfile::TempDir {
 }
 
 /// A VM of Debian's cloud kernel, 1 vCPU, 256 MiB, no disks, no network.
-pub fn config(run: &Path, channel: ChannelKind, initrd: Option<PathBuf>, cmdline: &str) -> VmConfig {
+pub fn config(
+    run: &Path,
+    channel: ChannelKind,
+    initrd: Option<PathBuf>,
+    cmdline: &str,
+) -> VmConfig {
     VmConfig {
         name: "test".into(),
         run_dir: run.to_path_buf(),
@@ -97,7 +103,9 @@ pub fn processes_mentioning(dir: &Path) -> Vec<u32> {
         .filter(|pid| *pid != me)
         .filter(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = stat.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'));
+            let zombie = stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, r)| r.starts_with('Z'));
             !zombie
                 && std::fs::read(format!("/proc/{pid}/cmdline"))
                     .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle.as_slice()))
