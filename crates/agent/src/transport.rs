@@ -35,10 +35,15 @@ pub async fn serve_forever(agent: Arc<Agent>, channel: Channel) -> ! {
             Channel::Serial => open_serial(),
         };
         let outcome = match opened {
-            Ok(stream) => agent
-                .serve(stream)
-                .await
-                .map_err(|e| format!("connection to the host ended: {e}")),
+            Ok(stream) => {
+                log!("DEBUG opened");
+                let r = agent
+                    .serve(stream)
+                    .await
+                    .map_err(|e| format!("connection to the host ended: {e:?}"));
+                log!("DEBUG ended {r:?}");
+                r
+            }
             Err(e) => Err(format!(
                 "cannot reach the host yet ({e}); retrying every {RETRY:?}"
             )),

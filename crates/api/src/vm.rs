@@ -11,6 +11,16 @@ use serde::{Deserialize, Serialize};
 
 /// The `Upgrade` token of `vm.exec`.
 pub const EXEC_UPGRADE: &str = "banger-exec";
+/// The `Upgrade` token of the raw byte streams: `vm.cp.put`, `vm.cp.get`, `vm.proxy`.
+///
+/// - `vm.cp.put`: after `101` the client sends a tar stream and half-closes its side
+///   (`shutdown(SHUT_WR)`); the daemon answers one JSON `banger_guest_proto::PutResult` and
+///   closes.
+/// - `vm.cp.get`: after `101` the daemon sends a tar stream of the path and closes (errors,
+///   e.g. a missing path, come before the upgrade as ordinary JSON errors).
+/// - `vm.proxy`: raw TCP bytes both ways to `127.0.0.1:<port>` in the guest; the client's
+///   half-close half-closes the guest socket; the guest closing ends the stream.
+pub const STREAM_UPGRADE: &str = "banger-stream";
 
 /// Where a VM is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +94,76 @@ pub struct VmCreateParams {
     /// 30 with KVM).
     #[serde(default)]
     pub ready_timeout_secs: Option<u64>,
+    /// `user` (default: outbound NAT and DNS through QEMU's user networking) or `none`.
+    #[serde(default)]
+    pub net: Option<String>,
+    /// Published ports, `[IP:]HOST:GUEST[/tcp|udp]` (IP defaults to 127.0.0.1).
+    #[serde(default)]
+    pub publish: Vec<String>,
+}
+
+/// A guest port published on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedPort {
+    /// `tcp` or `udp`.
+    pub proto: String,
+    pub host_ip: String,
+    pub host_port: u16,
+    pub guest_port: u16,
+}
+
+/// A socket listening inside the guest (from its `/proc/net/{tcp,tcp6,udp,udp6}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListeningSocket {
+    pub proto: String,
+    pub address: String,
+    pub port: u16,
+}
+
+/// Result of `vm.ports`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmPorts {
+    pub published: Vec<PublishedPort>,
+    /// Empty when the VM is not running.
+    pub listening: Vec<ListeningSocket>,
+}
+
+/// Params of `vm.cp.put` (see [`STREAM_UPGRADE`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmCpPutParams {
+    pub vm: String,
+    /// Absolute guest directory the archive is extracted into (created if missing).
+    pub dest: String,
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+/// Params of `vm.cp.get` (see [`STREAM_UPGRADE`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmCpGetParams {
+    pub vm: String,
+    /// Absolute guest path (file or directory).
+    pub path: String,
+}
+
+/// Params of `vm.proxy` (see [`STREAM_UPGRADE`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmProxyParams {
+    pub vm: String,
+    pub port: u16,
+}
+
+/// Result of `ssh.config`: banger's own SSH identity and known_hosts (the daemon creates
+/// the key on first use; known_hosts holds `NAME.vm` lines for running VMs whose host keys
+/// the agent reported).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SshInfo {
+    pub identity_file: String,
+    pub public_key: String,
+    pub known_hosts_file: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,6 +258,11 @@ pub struct Vm {
     pub accel_reason: String,
     /// `vsock` or `serial`.
     pub channel: String,
+    /// `user` or `none`.
+    #[serde(default)]
+    pub net: String,
+    #[serde(default)]
+    pub published: Vec<PublishedPort>,
     pub last_error: Option<String>,
     /// Stages of the last start, in order.
     pub stages: Vec<VmStageRecord>,

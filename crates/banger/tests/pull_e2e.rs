@@ -49,6 +49,20 @@ fn pitfall_layers() -> Vec<Layer> {
         .block_dev("dev/vda", 254, 0)
         .fifo("run/initctl")
         .symlink("bin", "usr/bin")
+        // symlink(2) ignores modes: these must come out 0777 (owner from the header).
+        .member(Member {
+            link: b"../etc/passwd".to_vec(),
+            mode: 0o644,
+            uid: 1000,
+            gid: 1000,
+            ..Member::new("usr/passwd-0644", b'2')
+        })
+        .member(Member {
+            link: b"/etc/passwd".to_vec(),
+            mode: 0o600,
+            ..Member::new("usr/passwd-0600", b'2')
+        })
+        .hardlink("usr/passwd-hard", "usr/passwd-0600")
         .dir("a", 0o755)
         .dir("a/b", 0o755)
         .file("a/b/c", b"lower\n")
@@ -133,6 +147,40 @@ fn assert_matches_umoci(rootfs: &Path, layers: &[Layer]) {
     let ours = tree::snapshot(mounted.path(), &["lost+found"]);
     let theirs = tree::snapshot(&reference, &[]);
     tree::assert_same("rootfs.ext4", &ours, "umoci", &theirs);
+    // The snapshot leaves symlink modes out; Linux always has 0777 there.
+    assert_eq!(
+        symlink_modes(mounted.path()),
+        symlink_modes(&reference),
+        "symlink modes differ from umoci's"
+    );
+    assert!(
+        symlink_modes(mounted.path())
+            .iter()
+            .all(|(_, mode)| *mode == 0o777),
+        "{:?}",
+        symlink_modes(mounted.path())
+    );
+}
+
+/// (path, permission bits) of every symlink under `root`, sorted.
+fn symlink_modes(root: &Path) -> Vec<(PathBuf, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir").flatten() {
+            let path = entry.path();
+            let meta = std::fs::symlink_metadata(&path).expect("lstat");
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.file_type().is_symlink() {
+                let rel = path.strip_prefix(root).expect("under root").to_path_buf();
+                out.push((rel, meta.mode() & 0o7777));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 fn gzip_copies(layers: &[Layer]) -> Vec<Layer> {

@@ -674,8 +674,16 @@ impl Ext4Writer {
                     Body::Fifo => (inode::S_IFIFO, 0, 0, [0u8; 60]),
                     Body::Socket => (inode::S_IFSOCK, 0, 0, [0u8; 60]),
                 };
+                // symlink(2) ignores the umask and Linux never changes a link's mode:
+                // every reference extraction (umoci, GNU tar, mkfs.ext4 -d) gives 0777,
+                // whatever the tar header says.
+                let perm = if mode_type == inode::S_IFLNK {
+                    0o777
+                } else {
+                    data.meta.mode
+                };
                 InodeRec {
-                    mode: mode_type | data.meta.mode,
+                    mode: mode_type | perm,
                     uid: data.meta.uid,
                     gid: data.meta.gid,
                     size,

@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
-use banger_ext4::{EntryKind, Error, Ext4Writer, Options, SizePolicy, Xattr};
+use banger_ext4::{EntryKind, Error, Ext4Writer, Metadata, Options, SizePolicy, Xattr};
 use common::*;
 
 /// Zeros with a few marked bytes at given offsets; never holds the data in memory.
@@ -626,4 +626,62 @@ fn names_with_control_bytes() {
     fsck(&img);
     let st = debugfs1(&img, "stat /ctrl");
     assert!(st.contains("Flags: 0x81000"), "{st}");
+}
+
+#[test]
+fn symlinks_are_always_0777_and_other_mode_subtleties_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = img_path(&dir, "modes.img");
+    let mut w = Ext4Writer::create(&img, small_opts()).unwrap();
+    add_file(&mut w, "target", &meta(0o644), b"t");
+    let owned = meta_full(0o644, 7, 8, 1_000_000, vec![]);
+    // Short (in-inode) and long (block) targets, with header modes symlink(2) ignores.
+    for (path, mode, target) in [
+        ("short-0644", 0o644, "target".to_string()),
+        ("short-0600", 0o600, "target".to_string()),
+        ("long-0600", 0o600, "x".repeat(100)),
+    ] {
+        let m = Metadata {
+            mode,
+            ..owned.clone()
+        };
+        w.add(
+            Path::new(path),
+            &m,
+            EntryKind::Symlink {
+                target: OsStr::new(&target),
+            },
+        )
+        .unwrap();
+    }
+    // A hardlink to a symlink shares the link's inode (and so its 0777).
+    w.add(
+        Path::new("hard-to-link"),
+        &meta(0o600),
+        EntryKind::Hardlink {
+            target: Path::new("short-0600"),
+        },
+    )
+    .unwrap();
+    // A directory without x bits still gets its children (no host permission checks).
+    w.add(Path::new("locked"), &meta(0o600), EntryKind::Directory)
+        .unwrap();
+    add_file(&mut w, "locked/child", &meta(0o644), b"inside");
+    w.finish().unwrap();
+    fsck(&img);
+    let root = ls(&img, "/");
+    let get = |n: &str| root.iter().find(|e| e.name == n).unwrap().clone();
+    for name in ["short-0644", "short-0600", "long-0600"] {
+        let e = get(name);
+        assert_eq!(e.mode, 0o120777, "{name}");
+        // Owner still comes from the header.
+        assert_eq!((e.uid, e.gid), (7, 8), "{name}");
+    }
+    assert_eq!(get("hard-to-link").ino, get("short-0600").ino);
+    assert_eq!(get("hard-to-link").mode, 0o120777);
+    assert_eq!(get("locked").mode, 0o40600);
+    assert_eq!(cat(&img, "/locked/child"), b"inside");
+    // Times still come from the header (debugfs prints them as raw hex seconds).
+    let stat = debugfs1(&img, "stat /short-0644");
+    assert!(stat.contains("mtime: 0x000f4240"), "{stat}");
 }

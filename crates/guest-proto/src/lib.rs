@@ -20,6 +20,20 @@
 //! - [`paths::SHUTDOWN`]: `POST`, JSON [`ShutdownRequest`] → JSON [`Empty`]; the agent
 //!   answers, then syncs, unmounts and reboots the guest (the VMM exits on guest reboot:
 //!   QEMU runs with `-no-reboot`, Firecracker always does).
+//! - [`paths::READ_FILE`]: `POST`, JSON [`ReadFile`] → JSON [`FileContent`] (404 with an
+//!   [`AgentError`] when missing): small text files (host keys, `/proc/net/tcp`).
+//! - [`paths::AUTHORIZED_KEY`]: `POST`, JSON [`AddAuthorizedKey`] → JSON [`Empty`]: appends the
+//!   key to the user's `~/.ssh/authorized_keys` unless present (dirs 0700, file 0600, owned by
+//!   the user).
+//! - [`paths::FILES_PUT`]: `POST`, params in the [`PARAMS_HEADER`] header as JSON [`PutFiles`],
+//!   the request body a tar stream; after the body ends the agent answers 200 with JSON
+//!   [`PutResult`] (whose `error` says what failed: the status cannot, the upload came first).
+//! - [`paths::FILES_GET`]: `POST`, params header JSON [`GetFiles`]; 200 and a tar stream of the
+//!   path (a file or a tree, named by its base name), or 404 with an [`AgentError`].
+//! - [`paths::CONNECT`]: `POST`, params header JSON [`Connect`]; the agent connects to
+//!   `127.0.0.1:<port>` in the guest, answers 200 (502 with an [`AgentError`] when refused) and
+//!   then pipes raw bytes: request body → socket, socket → response body. The end of the
+//!   request body half-closes the socket.
 //! - [`paths::EXEC`]: `POST`, both bodies are [frames](frame): the request body starts with
 //!   one [`ExecRequest`] frame followed by [`ExecInput`] frames; the response body is
 //!   [`ExecOutput`] frames, ending with exactly one [`ExecOutput::Exited`] or
@@ -59,6 +73,81 @@ pub mod paths {
     pub const SHUTDOWN: &str = "/v1/shutdown";
     /// See the crate docs.
     pub const EXEC: &str = "/v1/exec";
+    /// See the crate docs.
+    pub const READ_FILE: &str = "/v1/read-file";
+    /// See the crate docs.
+    pub const AUTHORIZED_KEY: &str = "/v1/authorized-key";
+    /// See the crate docs.
+    pub const FILES_PUT: &str = "/v1/files/put";
+    /// See the crate docs.
+    pub const FILES_GET: &str = "/v1/files/get";
+    /// See the crate docs.
+    pub const CONNECT: &str = "/v1/connect";
+}
+
+/// The request header carrying the JSON params of methods whose body is a raw stream.
+pub const PARAMS_HEADER: &str = "banger-params";
+
+/// Reads a small file in the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadFile {
+    /// Absolute path in the guest.
+    pub path: String,
+    /// Refuse files larger than this (the agent answers 400).
+    pub max_bytes: u64,
+}
+
+/// A small file's content (lossy UTF-8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileContent {
+    /// The text.
+    pub data: String,
+}
+
+/// Authorizes an SSH public key for a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddAuthorizedKey {
+    /// User name (`root`).
+    pub user: String,
+    /// One `authorized_keys` line (`ssh-ed25519 AAAA… banger`).
+    pub key: String,
+}
+
+/// Where an uploaded tar stream goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutFiles {
+    /// An absolute guest directory; created (with parents) if missing. Entries are
+    /// extracted below it; entries escaping it (`..`, absolute, through symlinks) are
+    /// refused.
+    pub dest: String,
+    /// Owner of what is extracted (`uid:gid` or a user name); default root. Modes, symlinks
+    /// and mtimes come from the archive.
+    pub owner: Option<String>,
+}
+
+/// The outcome of an upload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutResult {
+    /// Entries extracted.
+    pub entries: u64,
+    /// File bytes written.
+    pub bytes: u64,
+    /// Why the upload failed, if it did (what was extracted before stays).
+    pub error: Option<String>,
+}
+
+/// What to download.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetFiles {
+    /// An absolute guest path: a file or a directory tree.
+    pub path: String,
+}
+
+/// A TCP connection to a port inside the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connect {
+    /// The guest port on 127.0.0.1.
+    pub port: u16,
 }
 
 /// Kernel command-line keys the agent reads from `/proc/cmdline` (set by the host).

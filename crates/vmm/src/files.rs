@@ -34,6 +34,13 @@ pub struct RunFiles {
     pub qmp_socket: PathBuf,
     /// The launched processes as JSON ([`crate::ProcessRecord`]s).
     pub pids_json: PathBuf,
+    /// Firecracker's API socket (Firecracker creates it; the driver removes it).
+    pub fc_api_socket: PathBuf,
+    /// Firecracker's stdout and stderr (its log; the serial console goes to
+    /// [`RunFiles::console_log`]).
+    pub fc_log: PathBuf,
+    /// pasta's log, when Firecracker's network namespace is plumbed by it.
+    pub pasta_log: PathBuf,
 }
 
 impl RunFiles {
@@ -52,6 +59,9 @@ impl RunFiles {
             serial_socket: run_dir.join("agent.sock"),
             qmp_socket: run_dir.join("qmp.sock"),
             pids_json: run_dir.join("pids.json"),
+            fc_api_socket: run_dir.join("fc.sock"),
+            fc_log: run_dir.join("firecracker.log"),
+            pasta_log: run_dir.join("pasta.log"),
         }
     }
 
@@ -63,16 +73,18 @@ impl RunFiles {
             self.vsock_agent_listen.clone(),
             self.serial_socket.clone(),
             self.qmp_socket.clone(),
+            self.fc_api_socket.clone(),
         ]
     }
 
     /// The sockets the driver itself creates (and may remove when stale).
-    pub(crate) fn driver_sockets(&self) -> [&Path; 4] {
+    pub(crate) fn driver_sockets(&self) -> [&Path; 5] {
         [
             &self.vhost_socket,
             &self.vsock_uds,
             &self.serial_socket,
             &self.qmp_socket,
+            &self.fc_api_socket,
         ]
     }
 
@@ -88,6 +100,8 @@ impl RunFiles {
             self.vmm_stderr.clone(),
             self.vsock_stderr.clone(),
             self.pids_json.clone(),
+            self.fc_log.clone(),
+            self.pasta_log.clone(),
         ]);
         v
     }

@@ -70,6 +70,18 @@ impl Vms {
             })?,
         };
         let channel = p.channel.clone().unwrap_or_else(|| "auto".into());
+        let net = super::net::parse_mode(p.net.as_deref())?;
+        let publish = p
+            .publish
+            .iter()
+            .map(|s| super::net::parse_publish(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        if net == "none" && !publish.is_empty() {
+            return Err(OpError::BadRequest(
+                "-p needs networking; drop --net none".into(),
+            ));
+        }
+        super::net::check_free(&publish)?;
         let host = self.host().await?;
         let vsock = super::start::use_vsock(&channel, &host)?;
 
@@ -77,7 +89,8 @@ impl Vms {
         // of the VM exists.
         let cache = self.layout.initramfs_dir();
         let for_check = image.clone();
-        tokio::task::spawn_blocking(move || boot::initramfs(&cache, &for_check, vsock, false))
+        let with_net = net == "user";
+        tokio::task::spawn_blocking(move || boot::initramfs(&cache, &for_check, vsock, with_net))
             .await
             .map_err(|e| OpError::Failed(format!("initramfs build aborted: {e}")))??;
 
@@ -113,6 +126,8 @@ impl Vms {
             init,
             init_resolved: None,
             channel,
+            net,
+            publish,
         };
         let row = VmRow {
             id: id.clone(),

@@ -22,6 +22,7 @@ mod exec;
 mod kill;
 pub mod live;
 mod logs;
+pub mod net;
 mod show;
 pub mod spec;
 mod start;

@@ -52,6 +52,8 @@ impl Vms {
             } else {
                 runtime.channel.clone()
             },
+            net: spec.net.clone(),
+            published: spec.publish.iter().map(super::net::to_api).collect(),
             last_error: row.last_error.clone(),
             stages: runtime.stages.clone(),
             root_disk: disks::usage(&root),

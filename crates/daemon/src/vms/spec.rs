@@ -33,6 +33,16 @@ pub struct VmSpec {
     pub init_resolved: Option<InitMode>,
     /// `auto`, `vsock` or `serial`.
     pub channel: String,
+    /// `user` or `none`.
+    #[serde(default = "default_net")]
+    pub net: String,
+    /// Published ports.
+    #[serde(default)]
+    pub publish: Vec<banger_vmm::PortForward>,
+}
+
+fn default_net() -> String {
+    "none".into()
 }
 
 /// What runs for a started VM: enough to re-adopt it after a daemon restart.
@@ -194,6 +204,8 @@ mod tests {
             init: InitMode::Auto,
             init_resolved: Some(InitMode::Agent),
             channel: "auto".into(),
+            net: "user".into(),
+            publish: Vec::new(),
         };
         let json = serde_json::to_string(&spec).expect("encode");
         assert_eq!(serde_json::from_str::<VmSpec>(&json).expect("decode"), spec);

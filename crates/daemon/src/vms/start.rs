@@ -59,12 +59,15 @@ impl Vms {
         })?;
         let host = self.host().await?;
         let vsock = use_vsock(&spec.channel, &host)?;
+        let with_net = spec.net == "user";
+        super::net::check_free(&spec.publish)?;
         let cache = self.layout.initramfs_dir();
         let for_build = image.clone();
-        let initramfs =
-            tokio::task::spawn_blocking(move || boot::initramfs(&cache, &for_build, vsock, false))
-                .await
-                .map_err(|e| OpError::Failed(format!("initramfs build aborted: {e}")))??;
+        let initramfs = tokio::task::spawn_blocking(move || {
+            boot::initramfs(&cache, &for_build, vsock, with_net)
+        })
+        .await
+        .map_err(|e| OpError::Failed(format!("initramfs build aborted: {e}")))??;
 
         let dir = std::path::PathBuf::from(&row.dir);
         let (root_disk, work_disk) = disks::paths(&dir);
@@ -75,7 +78,7 @@ impl Vms {
             memory_mib: spec.memory_mib,
             kernel: image.kernel_path.clone().into(),
             initrd: Some(initramfs),
-            cmdline: boot::kernel_cmdline(&row.name, vsock, spec.init, false),
+            cmdline: boot::kernel_cmdline(&row.name, vsock, spec.init, with_net),
             disks: vec![
                 DiskConfig {
                     path: image.rootfs_path.clone().into(),
@@ -95,7 +98,13 @@ impl Vms {
             } else {
                 ChannelKind::Serial
             },
-            net: NetConfig::None,
+            net: if with_net {
+                NetConfig::User {
+                    forwards: spec.publish.clone(),
+                }
+            } else {
+                NetConfig::None
+            },
             accel: host.detection.accel,
         };
         let endpoint = host.vmm.channel_endpoint(&cfg);

@@ -41,7 +41,7 @@ const HELPER_READY: Duration = Duration::from_secs(10);
 /// How long QEMU may take from spawn to a running guest (device setup, not the boot).
 const VMM_READY: Duration = Duration::from_secs(30);
 /// How many lines of a process's stderr an error carries.
-const TAIL_LINES: usize = 20;
+pub(crate) const TAIL_LINES: usize = 20;
 
 /// Why a launch failed after validation. Whatever was started has been stopped.
 #[derive(Debug, thiserror::Error)]
@@ -289,14 +289,14 @@ impl Vmm for Qemu {
 
 /// Processes of a launch in progress: written to `pids.json` as they start, killed if the
 /// launch fails (dropped without [`Started::keep`]).
-struct Started<'a> {
+pub(crate) struct Started<'a> {
     pids_json: &'a Path,
     records: Vec<ProcessRecord>,
     keep: bool,
 }
 
 impl<'a> Started<'a> {
-    fn new(pids_json: &'a Path) -> Started<'a> {
+    pub(crate) fn new(pids_json: &'a Path) -> Started<'a> {
         Started {
             pids_json,
             records: Vec::new(),
@@ -304,12 +304,12 @@ impl<'a> Started<'a> {
         }
     }
 
-    fn add(&mut self, r: ProcessRecord) -> Result<(), LaunchError> {
+    pub(crate) fn add(&mut self, r: ProcessRecord) -> Result<(), LaunchError> {
         self.records.push(r);
         write_pids(self.pids_json, &self.records)
     }
 
-    fn keep(mut self) -> Vec<ProcessRecord> {
+    pub(crate) fn keep(mut self) -> Vec<ProcessRecord> {
         self.keep = true;
         std::mem::take(&mut self.records)
     }
@@ -330,7 +330,7 @@ impl Drop for Started<'_> {
 }
 
 /// A live process of an earlier launch in the same run directory, if any.
-fn still_running(pids_json: &Path) -> Option<ProcessRecord> {
+pub(crate) fn still_running(pids_json: &Path) -> Option<ProcessRecord> {
     let bytes = std::fs::read(pids_json).ok()?;
     let records: Vec<ProcessRecord> = serde_json::from_slice(&bytes).ok()?;
     records.into_iter().find(ProcessRecord::is_alive)
@@ -348,21 +348,21 @@ fn write_pids(path: &Path, records: &[ProcessRecord]) -> Result<(), LaunchError>
     std::fs::rename(&tmp, path).map_err(err)
 }
 
-fn create(path: &Path) -> Result<File, LaunchError> {
+pub(crate) fn create(path: &Path) -> Result<File, LaunchError> {
     File::create(path).map_err(|source| LaunchError::RunFile {
         path: path.to_path_buf(),
         source,
     })
 }
 
-fn clone_file(f: &File, path: &Path) -> Result<File, LaunchError> {
+pub(crate) fn clone_file(f: &File, path: &Path) -> Result<File, LaunchError> {
     f.try_clone().map_err(|source| LaunchError::RunFile {
         path: path.to_path_buf(),
         source,
     })
 }
 
-fn remove_stale(path: &Path) -> Result<(), LaunchError> {
+pub(crate) fn remove_stale(path: &Path) -> Result<(), LaunchError> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LaunchError::RunFile {
             path: path.to_path_buf(),
@@ -416,7 +416,7 @@ fn unix_table_listens(table: &str, path: &Path) -> bool {
     })
 }
 
-fn exited(program: &Path, status: ExitStatus, log: &Path) -> LaunchError {
+pub(crate) fn exited(program: &Path, status: ExitStatus, log: &Path) -> LaunchError {
     LaunchError::Exited {
         program: program.to_path_buf(),
         status: status.to_string(),
@@ -426,7 +426,7 @@ fn exited(program: &Path, status: ExitStatus, log: &Path) -> LaunchError {
 }
 
 /// The last [`TAIL_LINES`] lines of a log (read from its last 16 KiB).
-fn tail(path: &Path) -> String {
+pub(crate) fn tail(path: &Path) -> String {
     let mut buf = Vec::new();
     if let Ok(mut f) = File::open(path) {
         let len = f.metadata().map(|m| m.len()).unwrap_or(0);

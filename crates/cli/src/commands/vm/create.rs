@@ -48,9 +48,33 @@ pub struct CreateArgs {
     /// [default: 30 with KVM, 120 under software emulation].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub ready_timeout: Option<u64>,
+    /// Networking: `user` (outbound IPv4 with NAT and DNS, rootless; the host is the
+    /// gateway 10.0.2.2) or `none` [default: user].
+    #[arg(long, value_name = "MODE")]
+    pub net: Option<NetArg>,
+    /// Publish a guest port on the host: `[IP:]HOST:GUEST[/tcp|udp]`, e.g. `-p 8080:80`.
+    /// Bound to 127.0.0.1 unless an IP is given; a taken host port is refused before boot.
+    /// Repeatable.
+    #[arg(long = "publish", short = 'p', value_name = "SPEC")]
+    pub publish: Vec<String>,
     /// No progress output (the boot stages).
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetArg {
+    User,
+    None,
+}
+
+impl NetArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetArg::User => "user",
+            NetArg::None => "none",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -109,6 +133,8 @@ pub fn params(args: &CreateArgs) -> VmCreateParams {
         no_start: args.no_start,
         channel: args.channel.map(|c| c.as_str().to_string()),
         ready_timeout_secs: args.ready_timeout,
+        net: args.net.map(|n| n.as_str().to_string()),
+        publish: args.publish.clone(),
     }
 }
 
