@@ -28,6 +28,22 @@ pub struct Image {
     pub created_at: String,
 }
 
+/// `image.show`: the image, and what its files occupy on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageDetails {
+    #[serde(flatten)]
+    pub image: Image,
+    pub disk: ImageDisk,
+}
+
+/// Allocated bytes of an image's files: its own, and those it shares with other images
+/// or kernels (kernel files are stored once; a reused rootfs is one inode).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageDisk {
+    pub own_bytes: u64,
+    pub shared_bytes: u64,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageRegisterParams {

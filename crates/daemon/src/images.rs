@@ -4,7 +4,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use banger_api::image::{Image, ImageDeleted, ImageRegisterParams};
+use banger_api::image::{Image, ImageDeleted, ImageDetails, ImageDisk, ImageRegisterParams};
 use banger_api::layout::Layout;
 use banger_api::names::validate_name;
 
@@ -12,6 +12,7 @@ use crate::error::OpError;
 use crate::fsutil::{self, DirGuard};
 use crate::ids;
 use crate::kernel_inputs::{self, KernelArgs, KernelInputs};
+use crate::kernels::shared::{SharedFiles, StagedKernel};
 use crate::paths::{self, Expect};
 use crate::recovery::STAGING_SUFFIX;
 use crate::store::Store;
@@ -19,16 +20,22 @@ use crate::store::Store;
 pub struct Images {
     layout: Layout,
     store: Arc<Store>,
+    shared: Arc<SharedFiles>,
 }
 
 impl Images {
     pub fn new(layout: Layout, store: Arc<Store>) -> Self {
-        Images { layout, store }
+        let shared = SharedFiles::for_state_dir(&layout.state_dir);
+        Images {
+            layout,
+            store,
+            shared,
+        }
     }
 
     /// Records an unmanaged image: the rootfs (and directly given kernel files) stay where
-    /// the user keeps them. A kernel from the store is copied into `<images>/<id>/` (ours,
-    /// removed with the record), so deleting the kernel never breaks this image.
+    /// the user keeps them. A kernel from the store is hardlinked into `<images>/<id>/`
+    /// (ours, removed with the record), so deleting the kernel never breaks this image.
     pub fn register(&self, params: ImageRegisterParams) -> Result<Image, OpError> {
         validate_name(&params.name).map_err(OpError::BadRequest)?;
         self.ensure_name_free(&params.name)?;
@@ -46,7 +53,7 @@ impl Images {
         let id = ids::new_id();
         let mut copies = None;
         let (kernel_path, initrd_path, modules_dir) = if kernel.kernel_ref.is_some() {
-            let (guard, dir) = self.copy_kernel(&id, &kernel)?;
+            let (guard, dir, staged) = self.copy_kernel(&id, &kernel)?;
             let file = |rel: &str| paths::to_string(&dir.join(rel));
             let files = (
                 file("kernel")?,
@@ -55,13 +62,13 @@ impl Images {
                     .as_ref()
                     .map(|_| file("initrd.img"))
                     .transpose()?,
-                kernel
-                    .modules
-                    .as_ref()
-                    .map(|_| file("modules"))
+                staged
+                    .modules_dir
+                    .as_deref()
+                    .map(paths::to_string)
                     .transpose()?,
             );
-            copies = Some((guard, paths::to_string(&dir)?));
+            copies = Some((guard, paths::to_string(&dir)?, staged.pin));
             files
         } else {
             let own =
@@ -76,7 +83,7 @@ impl Images {
             id,
             name: params.name,
             managed: false,
-            artifact_dir: copies.as_ref().map(|(_, dir)| dir.clone()),
+            artifact_dir: copies.as_ref().map(|(_, dir, _)| dir.clone()),
             rootfs_path: paths::to_string(&rootfs)?,
             kernel_path,
             initrd_path,
@@ -92,33 +99,35 @@ impl Images {
         // The insert re-checks the name under the UNIQUE constraint: a concurrent register
         // of the same name loses here with `already_exists` (and its copies are removed).
         self.store.insert_image(&image)?;
-        if let Some((guard, _)) = copies {
+        if let Some((guard, _, _pin)) = copies {
             guard.disarm();
         }
         tracing::info!(id = %image.id, name = %image.name, "registered image");
         Ok(image)
     }
 
-    /// Stages a copy of the kernel triple and publishes it as `<images>/<id>/`; the guard
-    /// removes it unless the caller records the image.
+    /// Stages links to the shared kernel triple and publishes them as `<images>/<id>/`; the
+    /// guard removes it unless the caller records the image.
     fn copy_kernel(
         &self,
         id: &str,
         kernel: &KernelInputs,
-    ) -> Result<(DirGuard, std::path::PathBuf), OpError> {
+    ) -> Result<(DirGuard, std::path::PathBuf, StagedKernel), OpError> {
         let images = self.layout.images_dir();
         let staging = images.join(format!("{id}{STAGING_SUFFIX}"));
+        std::fs::create_dir_all(&images)
+            .map_err(|e| OpError::io(format!("creating {}", images.display()), e))?;
         std::fs::create_dir(&staging)
             .map_err(|e| OpError::io(format!("creating {}", staging.display()), e))?;
         let mut guard = DirGuard::new(staging.clone());
-        kernel.stage_into(&staging)?;
+        let staged = self.shared.stage(kernel, &staging)?;
         fsutil::fsync_dir(&staging)?;
         let dir = images.join(id);
         std::fs::rename(&staging, &dir)
             .map_err(|e| OpError::io(format!("publishing {}", dir.display()), e))?;
         guard.moved_to(dir.clone());
         fsutil::fsync_dir(&images)?;
-        Ok((guard, dir))
+        Ok((guard, dir, staged))
     }
 
     pub fn list(&self) -> Result<Vec<Image>, OpError> {
@@ -129,6 +138,19 @@ impl Images {
         self.store
             .find_image(name_or_id)?
             .ok_or_else(|| not_found(name_or_id))
+    }
+
+    /// `image.show`: the record plus what its files occupy, own and shared.
+    pub fn details(&self, name_or_id: &str) -> Result<ImageDetails, OpError> {
+        let image = self.show(name_or_id)?;
+        let usage = self.shared.usage(&image);
+        Ok(ImageDetails {
+            image,
+            disk: ImageDisk {
+                own_bytes: usage.own_bytes,
+                shared_bytes: usage.shared_bytes,
+            },
+        })
     }
 
     /// Removes the record first, then (managed only) the files: a crash in between leaves
@@ -163,6 +185,10 @@ impl Images {
             } else {
                 tracing::warn!(dir = %dir.display(), "managed image dir outside the images dir; left alone");
             }
+        }
+        // Kernel files only this image used go now (a failure here waits for the next start).
+        if let Err(e) = self.shared.gc(&self.store) {
+            tracing::warn!(error = %e, "collecting unused kernel files failed");
         }
         tracing::info!(id = %image.id, name = %image.name, files_removed, "deleted image");
         Ok(ImageDeleted {

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::OpError;
-use crate::fsutil;
 use crate::kernels::manifest::VMLINUX;
 use crate::paths::{self, Expect};
 use crate::store::Store;
@@ -31,25 +30,6 @@ pub struct KernelInputs {
     pub arch: Option<String>,
     pub initrd: Option<PathBuf>,
     pub modules: Option<PathBuf>,
-}
-
-impl KernelInputs {
-    /// Copies the triple into an image directory as `kernel`, `initrd.img` and
-    /// `modules/` (plus `vmlinux` when the store extracted one), so deleting the kernel (or
-    /// the user's files) never breaks the image.
-    pub fn stage_into(&self, dir: &std::path::Path) -> Result<(), OpError> {
-        fsutil::copy_file(&self.kernel, &dir.join("kernel"))?;
-        if let Some(vmlinux) = &self.vmlinux {
-            fsutil::copy_file(vmlinux, &dir.join(VMLINUX))?;
-        }
-        if let Some(initrd) = &self.initrd {
-            fsutil::copy_file(initrd, &dir.join("initrd.img"))?;
-        }
-        if let Some(modules) = &self.modules {
-            fsutil::copy_tree(modules, &dir.join("modules"))?;
-        }
-        Ok(())
-    }
 }
 
 impl KernelInputs {

@@ -21,6 +21,7 @@ use crate::fsutil::{self, DirGuard};
 use crate::ids;
 use crate::images::{Images, file_sizes};
 use crate::kernel_inputs::{self, KernelArgs};
+use crate::kernels::shared::SharedFiles;
 use crate::paths;
 use crate::progress::OpContext;
 use crate::recovery::STAGING_SUFFIX;
@@ -105,16 +106,20 @@ pub struct Puller {
     /// Held only around "check name, rename, insert" so publication is atomic with respect
     /// to other pulls and registers; the long work runs outside it.
     pub publish_lock: Mutex<()>,
+    /// Kernel files, shared by content with the kernel store and the other images.
+    pub shared: Arc<SharedFiles>,
 }
 
 impl Puller {
     pub fn new(images_dir: PathBuf, store: Arc<Store>, backend: Arc<dyn PullBackend>) -> Self {
         Puller {
-            images_dir,
             store,
             backend,
             claims: NameClaims::default(),
             publish_lock: Mutex::new(()),
+            // The images dir is `<state>/images`; the shared files live beside it.
+            shared: SharedFiles::for_state_dir(images_dir.parent().unwrap_or(&images_dir)),
+            images_dir,
         }
     }
 
@@ -168,6 +173,9 @@ impl Puller {
         // 3. Staging.
         let id = ids::new_id();
         let staging = self.images_dir.join(format!("{id}{STAGING_SUFFIX}"));
+        // Recreated if someone removed it under us: a missing directory is no failure.
+        std::fs::create_dir_all(&self.images_dir)
+            .map_err(|e| OpError::io(format!("creating {}", self.images_dir.display()), e))?;
         std::fs::create_dir(&staging)
             .map_err(|e| OpError::io(format!("creating {}", staging.display()), e))?;
         let mut guard = DirGuard::new(staging.clone());
@@ -189,7 +197,8 @@ impl Puller {
 
         // 5. Kernel files.
         ctx.emit(PullEvent::StagingKernel);
-        kernel.stage_into(&staging)?;
+        // Hardlinks to the shared copies; the pin keeps the modules tree until recorded.
+        let shared = self.shared.stage(&kernel, &staging)?;
         fsutil::fsync_dir(&staging)?;
         ctx.check()?;
 
@@ -210,10 +219,10 @@ impl Puller {
                 .as_ref()
                 .map(|_| artifact("initrd.img"))
                 .transpose()?,
-            modules_dir: kernel
-                .modules
-                .as_ref()
-                .map(|_| artifact("modules"))
+            modules_dir: shared
+                .modules_dir
+                .as_deref()
+                .map(paths::to_string)
                 .transpose()?,
             kernel_ref: kernel.kernel_ref.clone(),
             source_ref: Some(source.canonical.clone()),

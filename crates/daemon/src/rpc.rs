@@ -46,6 +46,11 @@ pub const KNOWN_METHODS: &[&str] = &[
     methods::VM_SHOW,
     methods::VM_LOGS,
     methods::VM_EXEC,
+    methods::VM_PORTS,
+    methods::VM_CP_PUT,
+    methods::VM_CP_GET,
+    methods::VM_PROXY,
+    methods::SSH_CONFIG,
 ];
 
 /// Methods that can stream progress events (`Accept: application/x-ndjson`).
@@ -107,7 +112,7 @@ pub async fn dispatch(
         }
         methods::IMAGE_SHOW => {
             let p: ImageRef = parse(method, params)?;
-            blocking(state, move |s| s.images.show(&p.image)).await
+            blocking(state, move |s| s.images.details(&p.image)).await
         }
         methods::IMAGE_DELETE => {
             let p: ImageRef = parse(method, params)?;
@@ -187,9 +192,19 @@ pub async fn dispatch(
             let p: VmLogsParams = parse(method, params)?;
             to_value(state.vms.logs(p, &ctx).await?)
         }
-        methods::VM_EXEC => Err(OpError::BadRequest(
-            "vm.exec needs an upgraded connection (`Connection: Upgrade`, `Upgrade: banger-exec`); see docs/api.md".into(),
-        )),
+        methods::VM_PORTS => {
+            let p: VmRef = parse(method, params)?;
+            to_value(state.vms.ports(p).await?)
+        }
+        methods::SSH_CONFIG => {
+            let _: Empty = parse(method, params)?;
+            blocking(state, |s| s.vms.ssh_info()).await
+        }
+        methods::VM_EXEC | methods::VM_CP_PUT | methods::VM_CP_GET | methods::VM_PROXY => {
+            Err(OpError::BadRequest(format!(
+                "{method} needs an upgraded connection (`Connection: Upgrade`, `Upgrade: banger-exec` or `banger-stream`); see docs/api.md"
+            )))
+        }
         other => Err(OpError::UnknownMethod(format!(
             "unknown method {other:?}; this daemon knows: {}",
             KNOWN_METHODS.join(", ")

@@ -56,6 +56,7 @@ pub async fn run(layout: Layout) -> anyhow::Result<()> {
     let state = Arc::new(DaemonState::new(layout.clone(), store, backend));
     // VMs outlive the daemon: adopt the live ones again before clients can ask about them.
     let report = state.vms.adopt_all().await.context("re-adopting VMs")?;
+    state.vms.spawn_clock_watch();
     if !report.adopted.is_empty() || !report.stopped.is_empty() || !report.swept_dirs.is_empty() {
         tracing::info!(adopted = ?report.adopted, stopped = ?report.stopped, swept = report.swept_dirs.len(), "VMs after restart");
     }

@@ -25,7 +25,7 @@ use crate::ids;
 use crate::progress::OpContext;
 use crate::rpc;
 use crate::state::DaemonState;
-use crate::vms::ExecSession;
+use crate::vms::{RelayMode, StreamSession};
 
 /// Params are small JSON documents; anything bigger is a mistake or an attack.
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -39,7 +39,7 @@ enum Reply {
     Json(serde_json::Value),
     Stream(tokio::sync::mpsc::UnboundedReceiver<StreamLine>),
     /// `vm.exec`: answer `101 Switching Protocols`, then relay frames.
-    Upgrade(Box<(ExecSession, hyper::upgrade::OnUpgrade)>),
+    Upgrade(Box<(StreamSession, hyper::upgrade::OnUpgrade)>),
 }
 
 /// Serves until `state.shutdown` is notified, then drains open connections.
@@ -120,8 +120,13 @@ async fn handle(
             Ok(Reply::Stream(rx)) => stream_response(rx, &op),
             Ok(Reply::Upgrade(upgrade)) => {
                 let (session, on_upgrade) = *upgrade;
-                tokio::spawn(relay_exec(on_upgrade, session).in_current_span());
-                upgrade_response(&op)
+                let token = if session.mode == RelayMode::ClientGoneCancels {
+                    banger_api::vm::EXEC_UPGRADE
+                } else {
+                    banger_api::vm::STREAM_UPGRADE
+                };
+                tokio::spawn(relay(on_upgrade, session).in_current_span());
+                upgrade_response(&op, token)
             }
             Err(err) => {
                 let api = err.to_api(&op);
@@ -163,7 +168,14 @@ async fn route(
         )));
     }
     let method = method.to_owned();
-    let upgrade = (method == banger_api::methods::VM_EXEC).then(|| hyper::upgrade::on(&mut req));
+    let upgrade = matches!(
+        method.as_str(),
+        banger_api::methods::VM_EXEC
+            | banger_api::methods::VM_CP_PUT
+            | banger_api::methods::VM_CP_GET
+            | banger_api::methods::VM_PROXY
+    )
+    .then(|| hyper::upgrade::on(&mut req));
     let wants_stream = req
         .headers()
         .get(hyper::header::ACCEPT)
@@ -182,9 +194,20 @@ async fn route(
     };
     tracing::debug!(method = %method, "dispatch");
     if let Some(on_upgrade) = upgrade {
-        let p = serde_json::from_value(params)
-            .map_err(|e| OpError::BadRequest(format!("invalid params for {method}: {e}")))?;
-        let session = state.vms.exec(p).await?;
+        fn parse<T: serde::de::DeserializeOwned>(
+            m: &str,
+            v: serde_json::Value,
+        ) -> Result<T, OpError> {
+            serde_json::from_value(v)
+                .map_err(|e| OpError::BadRequest(format!("invalid params for {m}: {e}")))
+        }
+        let vms = &state.vms;
+        let session = match method.as_str() {
+            banger_api::methods::VM_EXEC => vms.exec(parse(&method, params)?).await?,
+            banger_api::methods::VM_CP_PUT => vms.cp_put(parse(&method, params)?).await?,
+            banger_api::methods::VM_CP_GET => vms.cp_get(parse(&method, params)?).await?,
+            _ => vms.proxy(parse(&method, params)?).await?,
+        };
         return Ok(Reply::Upgrade(Box::new((session, on_upgrade))));
     }
     if wants_stream && rpc::is_streaming(&method) {
@@ -272,7 +295,7 @@ fn stream_response(
     response
 }
 
-fn upgrade_response(op: &str) -> Response<Body> {
+fn upgrade_response(op: &str, token: &'static str) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::new()).boxed());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
@@ -282,7 +305,7 @@ fn upgrade_response(op: &str) -> Response<Body> {
     );
     headers.insert(
         hyper::header::UPGRADE,
-        hyper::header::HeaderValue::from_static(banger_api::vm::EXEC_UPGRADE),
+        hyper::header::HeaderValue::from_static(token),
     );
     if let Ok(v) = hyper::header::HeaderValue::from_str(op) {
         headers.insert(OPERATION_ID_HEADER, v);
@@ -290,20 +313,25 @@ fn upgrade_response(op: &str) -> Response<Body> {
     response
 }
 
-/// Copies the client's frames to the agent and the agent's frames to the client, verbatim
-/// (both hops use the same framing). The exec ends when the agent's stream ends; a client
-/// that goes away drops the agent stream, which kills the guest process.
-async fn relay_exec(on_upgrade: hyper::upgrade::OnUpgrade, session: ExecSession) {
+/// Copies the client's bytes to the agent and the agent's response body to the client,
+/// verbatim (exec frames use the same framing on both hops). The stream ends when the
+/// agent's body ends. For exec, a client that goes away drops the agent stream, which kills
+/// the guest process; for files and proxies the client's EOF only ends the input.
+async fn relay(on_upgrade: hyper::upgrade::OnUpgrade, session: StreamSession) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let upgraded = match on_upgrade.await {
         Ok(u) => u,
         Err(e) => {
-            tracing::warn!(error = %e, "exec upgrade failed");
+            tracing::warn!(error = %e, "upgrade failed");
             return;
         }
     };
     let (mut from_client, mut to_client) = tokio::io::split(TokioIo::new(upgraded));
-    let ExecSession { input, mut output } = session;
+    let StreamSession {
+        input,
+        output,
+        mode,
+    } = session;
     let client_to_agent = async move {
         let mut buf = vec![0u8; 64 << 10];
         loop {
@@ -317,21 +345,62 @@ async fn relay_exec(on_upgrade: hyper::upgrade::OnUpgrade, session: ExecSession)
                 }
             }
         }
+        drop(input);
     };
     let agent_to_client = async move {
-        while let Some(frame) = output.frame().await {
-            let Ok(frame) = frame else { break };
-            if let Ok(data) = frame.into_data()
-                && (to_client.write_all(&data).await.is_err() || to_client.flush().await.is_err())
-            {
-                break;
+        match output.await {
+            Ok(response) => {
+                let refused = response.status() != hyper::StatusCode::OK;
+                let mut body = response.into_body();
+                if refused && mode == RelayMode::Upload {
+                    let bytes = body
+                        .collect()
+                        .await
+                        .map(|c| c.to_bytes())
+                        .unwrap_or_default();
+                    let message = crate::vms::agent::refused("upload", &bytes).to_string();
+                    let result = banger_guest_proto::PutResult {
+                        error: Some(message),
+                        ..Default::default()
+                    };
+                    let _ = to_client
+                        .write_all(&serde_json::to_vec(&result).unwrap_or_default())
+                        .await;
+                } else {
+                    while let Some(frame) = body.frame().await {
+                        let Ok(frame) = frame else { break };
+                        if let Ok(data) = frame.into_data()
+                            && (to_client.write_all(&data).await.is_err()
+                                || to_client.flush().await.is_err())
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "agent stream failed");
+                if mode == RelayMode::Upload {
+                    let result = banger_guest_proto::PutResult {
+                        error: Some(e.to_string()),
+                        ..Default::default()
+                    };
+                    let _ = to_client
+                        .write_all(&serde_json::to_vec(&result).unwrap_or_default())
+                        .await;
+                }
             }
         }
         let _ = to_client.shutdown().await;
     };
-    tokio::select! {
-        () = agent_to_client => tracing::info!("exec finished"),
-        () = client_to_agent => tracing::info!("exec client went away; the guest process is stopped"),
+    if mode == RelayMode::ClientGoneCancels {
+        tokio::select! {
+            () = agent_to_client => tracing::info!("exec finished"),
+            () = client_to_agent => tracing::info!("exec client went away; the guest process is stopped"),
+        }
+    } else {
+        let (_, ()) = tokio::join!(client_to_agent, agent_to_client);
+        tracing::info!("stream finished");
     }
 }
 

@@ -90,15 +90,22 @@ pub(crate) fn hash_file(p: &Path) -> std::io::Result<(Digest, u64)> {
 impl BlobCache {
     /// Opens (creating) a cache rooted at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<BlobCache> {
-        let root = root.into();
-        for d in ["blobs/sha256", "tmp"] {
-            std::fs::create_dir_all(root.join(d))
-                .map_err(|e| Error::io(format!("create {}", root.join(d).display()), e))?;
-        }
-        Ok(BlobCache {
-            root,
+        let cache = BlobCache {
+            root: root.into(),
             locks: Mutex::new(HashMap::new()),
-        })
+        };
+        cache.ensure_dirs()?;
+        Ok(cache)
+    }
+
+    /// Creates the cache's directories if missing (cheap when they exist).
+    fn ensure_dirs(&self) -> Result<()> {
+        for d in ["blobs/sha256", "tmp"] {
+            let dir = self.root.join(d);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        }
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -152,6 +159,8 @@ impl BlobCache {
         if self.verify(d, size).await? {
             return Ok((self.path(d), false));
         }
+        // The cache is re-creatable data: a user may `rm -rf` it while we run.
+        self.ensure_dirs()?;
         let tmp = tempfile::Builder::new()
             .prefix(&format!("{}.", d.hex()))
             .tempfile_in(self.root.join("tmp"))
@@ -195,6 +204,7 @@ impl BlobCache {
             .map_err(|e| Error::io("fsync cache temp file", e))?;
         drop(file);
         let dest = self.path(d);
+        self.ensure_dirs()?;
         tmp.persist(&dest)
             .map_err(|e| Error::io(format!("rename into {}", dest.display()), e.error))?;
         if let Ok(dir) = std::fs::File::open(self.root.join("blobs/sha256")) {
@@ -234,8 +244,12 @@ impl BlobCache {
     pub fn prune(&self, keep: &HashSet<Digest>, dry_run: bool) -> Result<PruneReport> {
         let mut report = PruneReport::default();
         let dir = self.root.join("blobs/sha256");
-        let rd =
-            std::fs::read_dir(&dir).map_err(|e| Error::io(format!("read {}", dir.display()), e))?;
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            // Nothing cached (the directory was removed): nothing to prune.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
+            Err(e) => return Err(Error::io(format!("read {}", dir.display()), e)),
+        };
         for e in rd {
             let e = e.map_err(|e| Error::io("read cache dir", e))?;
             let name = e.file_name().to_string_lossy().into_owned();

@@ -199,3 +199,26 @@ async fn disk_full_is_reported_as_no_space() {
     assert!(blobs(&cache).is_empty());
     assert_eq!(tmp_files(&cache), 0);
 }
+
+#[tokio::test]
+async fn a_removed_cache_directory_is_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cache");
+    let cache = BlobCache::open(&root).unwrap();
+    let data = b"layer bytes".to_vec();
+    let d = Digest::of(&data);
+    // What `rm -rf ~/.cache/banger` does under a running daemon.
+    std::fs::remove_dir_all(&root).unwrap();
+    let report = cache.prune(&HashSet::new(), false).unwrap();
+    assert_eq!(report.blobs, 0);
+    let (p, fetched) = cache
+        .ensure(&d, Some(data.len() as u64), async |w: &mut BlobWriter| {
+            w.write(&data).await
+        })
+        .await
+        .unwrap();
+    assert!(fetched);
+    assert_eq!(std::fs::read(&p).unwrap(), data);
+    assert_eq!(blobs(&cache), vec![d.hex().to_string()]);
+    assert_eq!(tmp_files(&cache), 0);
+}

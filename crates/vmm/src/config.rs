@@ -224,6 +224,17 @@ pub enum ConfigError {
         /// Host port.
         host_port: u16,
     },
+    /// Something this driver cannot do (Firecracker: software emulation, the serial
+    /// channel, a compressed kernel).
+    #[error("{vmm} does not support {what}: {fix}")]
+    Unsupported {
+        /// The driver (`"firecracker"`).
+        vmm: &'static str,
+        /// What it cannot do, with the value at fault.
+        what: String,
+        /// What to do instead.
+        fix: &'static str,
+    },
     /// QEMU's user networking (7.2) cannot forward from an IPv6 address.
     #[error(
         "published port {proto} [{host_ip}]:{host_port}: user-mode networking cannot \

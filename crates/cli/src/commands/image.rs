@@ -1,7 +1,8 @@
 //! `banger image …`
 
 use banger_api::image::{
-    CachePruneParams, CachePruned, Image, ImageDeleted, ImageList, ImageRef, ImageRegisterParams,
+    CachePruneParams, CachePruned, Image, ImageDeleted, ImageDetails, ImageDisk, ImageList,
+    ImageRef, ImageRegisterParams,
 };
 use banger_api::methods;
 use banger_api::pull::ImagePullParams;
@@ -64,13 +65,13 @@ pub async fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ImageCommand::Show { image } => {
-            let image: Image = client
+            let shown: ImageDetails = client
                 .call(methods::IMAGE_SHOW, &ImageRef { image })
                 .await?;
             if ctx.json {
-                output::print_json(&image)
+                output::print_json(&shown)
             } else {
-                print!("{}", details(ctx, &image));
+                print!("{}", details(ctx, &shown.image, &shown.disk));
                 Ok(())
             }
         }
@@ -185,7 +186,7 @@ fn list_row(image: &Image) -> Vec<String> {
     ]
 }
 
-fn details(ctx: &Context, image: &Image) -> String {
+fn details(ctx: &Context, image: &Image, disk: &ImageDisk) -> String {
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| ctx.style.paint(Tone::Dim, "-"));
     let size = match (image.size_bytes, image.allocated_bytes) {
         (Some(s), Some(a)) => format!(
@@ -210,8 +211,18 @@ fn details(ctx: &Context, image: &Image) -> String {
         ("Digest", opt(&image.manifest_digest)),
         ("Platform", opt(&image.platform)),
         ("Size", size),
-        ("Created", image.created_at.clone()),
     ];
+    let mut fields = fields;
+    // Kernel files are stored once for all images; a reused rootfs is one inode.
+    fields.push((
+        "Disk",
+        format!(
+            "{} own, {} shared with other images or kernels",
+            output::human_bytes(disk.own_bytes),
+            output::human_bytes(disk.shared_bytes)
+        ),
+    ));
+    fields.push(("Created", image.created_at.clone()));
     let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     fields
         .into_iter()

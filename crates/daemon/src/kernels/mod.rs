@@ -9,8 +9,9 @@
 //! staging names start with `.` and are swept at daemon start, as is any kernel directory
 //! without a record.
 //!
-//! Images made with `--kernel-ref` (by `image pull` or `image register`) copy the kernel
-//! files into their image directory, so deleting a kernel never breaks them. Records that
+//! Kernel files are stored once by content (`shared.rs`): the store's files and those of
+//! every image made with `--kernel-ref` (by `image pull` or `image register`) are hardlinks
+//! of the shared copies, so deleting a kernel never breaks an image. Records that
 //! point into a kernel's own directory (older registers) make a delete refuse unless
 //! forced; the answer names the images that then need a new kernel.
 
@@ -20,6 +21,7 @@ pub mod host;
 pub mod image;
 pub mod manifest;
 pub mod registry;
+pub mod shared;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -60,6 +62,8 @@ pub struct Kernels {
     registry: registry::KernelRegistry,
     /// Repository that missing `--kernel-ref` kernels are pulled from, if configured.
     source: Option<String>,
+    /// The content-addressed copies this store's files are hardlinks of.
+    shared: Arc<shared::SharedFiles>,
 }
 
 /// Releases a claimed name on drop.
@@ -90,6 +94,7 @@ impl Kernels {
     pub fn new(layout: Layout, store: Arc<Store>) -> Kernels {
         let kernels = Kernels {
             dir: layout.kernels_dir(),
+            shared: shared::SharedFiles::for_state_dir(&layout.state_dir),
             registry: registry::KernelRegistry::new(&layout),
             layout,
             store,
@@ -106,6 +111,10 @@ impl Kernels {
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "kernel-store sweep failed"),
+        }
+        // After the sweeps of images and kernels: whatever shared file none of them links.
+        if let Err(e) = kernels.shared.gc(&kernels.store) {
+            tracing::warn!(error = %e, "collecting unused kernel files failed");
         }
         kernels
     }
@@ -259,6 +268,8 @@ impl Kernels {
             files: manifest::describe_files(&staging)?,
         };
         manifest.write(&staging)?;
+        // One copy of each file for the store and every image made from it.
+        self.shared.adopt(&staging)?;
         fsutil::fsync_dir(&staging)?;
 
         let final_dir = self.dir.join(name);
@@ -367,6 +378,9 @@ impl Kernels {
             } else {
                 tracing::warn!(dir = %dir.display(), "kernel dir outside the kernels dir; left alone");
             }
+        }
+        if let Err(e) = self.shared.gc(&self.store) {
+            tracing::warn!(error = %e, "collecting unused kernel files failed");
         }
         tracing::info!(name, files_removed, "deleted kernel");
         Ok(KernelDeleted {

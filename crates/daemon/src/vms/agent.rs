@@ -146,6 +146,43 @@ impl AgentConn {
         Ok((tx, response))
     }
 
+    /// Starts a raw-stream request (`FILES_PUT`, `FILES_GET`, `CONNECT`): `params` go in the
+    /// params header, the body comes from the returned sender. The response future is
+    /// returned unawaited: an upload is answered only after its body ends.
+    pub fn stream<P: Serialize>(
+        &self,
+        path: &str,
+        params: &P,
+    ) -> Result<
+        (
+            mpsc::Sender<Bytes>,
+            impl std::future::Future<Output = Result<Response<Incoming>, AgentCallError>>
+            + Send
+            + 'static,
+        ),
+        AgentCallError,
+    > {
+        let json =
+            serde_json::to_string(params).map_err(|e| AgentCallError::Transport(e.to_string()))?;
+        let (tx, rx) = mpsc::channel::<Bytes>(16);
+        let req = Request::post(format!("http://agent{path}"))
+            .header(proto::PARAMS_HEADER, json)
+            .body(ChannelBody { rx }.boxed())
+            .map_err(|e| AgentCallError::Transport(e.to_string()))?;
+        let mut sender = self.sender.clone();
+        let response = async move {
+            sender
+                .ready()
+                .await
+                .map_err(|e| AgentCallError::Transport(e.to_string()))?;
+            sender
+                .send_request(req)
+                .await
+                .map_err(|e| AgentCallError::Transport(e.to_string()))
+        };
+        Ok((tx, response))
+    }
+
     async fn send(&self, path: &str, body: Body) -> Result<Response<Incoming>, AgentCallError> {
         let req = Request::post(format!("http://agent{path}"))
             .header(hyper::header::CONTENT_TYPE, "application/json")
@@ -167,7 +204,8 @@ impl AgentConn {
     }
 }
 
-fn refused(path: &str, body: &[u8]) -> AgentCallError {
+/// The agent's error message in a non-200 body.
+pub fn refused(path: &str, body: &[u8]) -> AgentCallError {
     let message = serde_json::from_slice::<AgentError>(body)
         .map(|e| e.message)
         .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());

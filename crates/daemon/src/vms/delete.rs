@@ -35,6 +35,7 @@ impl Vms {
             self.kill_locked(&row).await?;
         }
         self.store.delete_vm(&row.id)?;
+        self.forget_host_keys(&row.name);
         let dir = std::path::Path::new(&row.dir);
         if dir.parent() == Some(self.layout.vms_dir().as_path()) {
             match std::fs::remove_dir_all(dir) {

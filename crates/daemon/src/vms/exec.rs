@@ -15,31 +15,46 @@ use crate::error::OpError;
 /// How long an exec waits for the agent (it redials within a second of a daemon restart).
 const AGENT_WAIT: Duration = Duration::from_secs(30);
 
-/// An open exec: frames for the agent go into `input`; `output` is the agent's response
-/// body of `ExecOutput` frames.
-pub struct ExecSession {
+/// The agent's answer to a stream, possibly still to come (an upload is answered after
+/// its body).
+pub type PendingResponse = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<
+                    hyper::Response<hyper::body::Incoming>,
+                    super::agent::AgentCallError,
+                >,
+            > + Send,
+    >,
+>;
+
+/// How the relay treats the client closing its side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayMode {
+    /// Exec: the client going away ends the stream (and kills the guest process).
+    ClientGoneCancels,
+    /// Files and proxy: the client's EOF ends the input; the output still flows to the end.
+    HalfClose,
+    /// An upload: as `HalfClose`, and a refusal is turned into a `PutResult` error.
+    Upload,
+}
+
+/// An open stream to the agent: bytes for the agent go into `input`; `output` resolves to
+/// the agent's response, whose body is relayed to the client verbatim.
+pub struct StreamSession {
     pub input: mpsc::Sender<Bytes>,
-    pub output: hyper::body::Incoming,
+    pub output: PendingResponse,
+    pub mode: RelayMode,
 }
 
 impl Vms {
-    pub async fn exec(self: &Arc<Self>, p: VmExecParams) -> Result<ExecSession, OpError> {
+    pub async fn exec(self: &Arc<Self>, p: VmExecParams) -> Result<StreamSession, OpError> {
         if p.argv.is_empty() {
             return Err(OpError::BadRequest(
                 "no command given; e.g. `banger vm exec NAME -- uname -a`".into(),
             ));
         }
-        let row = self.find(&p.vm)?;
-        if state_of(&row) != VmState::Running {
-            return Err(OpError::NotRunning(format!(
-                "VM {} is not running (it is {}); start it with `banger vm start {}`",
-                row.name, row.state, row.name
-            )));
-        }
-        let live = self.live(&row.id).ok_or_else(|| {
-            OpError::NotRunning(format!("VM {} has no running processes", row.name))
-        })?;
-        let conn = live.agent(AGENT_WAIT).await?;
+        let (row, conn) = self.agent_of(&p.vm).await?;
         let request = ExecRequest {
             argv: p.argv,
             env: p.env,
@@ -54,9 +69,29 @@ impl Vms {
             .exec(first)
             .await
             .map_err(|e| OpError::Failed(format!("exec in VM {}: {e}", row.name)))?;
-        Ok(ExecSession {
+        Ok(StreamSession {
             input,
-            output: response.into_body(),
+            output: Box::pin(async move { Ok(response) }),
+            mode: RelayMode::ClientGoneCancels,
         })
+    }
+
+    /// The agent connection of a running VM, waiting briefly for a reconnect.
+    pub(super) async fn agent_of(
+        &self,
+        vm: &str,
+    ) -> Result<(crate::store::VmRow, super::agent::AgentConn), OpError> {
+        let row = self.find(vm)?;
+        if state_of(&row) != VmState::Running {
+            return Err(OpError::NotRunning(format!(
+                "VM {} is not running (it is {}); start it with `banger vm start {}`",
+                row.name, row.state, row.name
+            )));
+        }
+        let live = self.live(&row.id).ok_or_else(|| {
+            OpError::NotRunning(format!("VM {} has no running processes", row.name))
+        })?;
+        let conn = live.agent(AGENT_WAIT).await?;
+        Ok((row, conn))
     }
 }

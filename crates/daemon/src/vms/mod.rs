@@ -15,16 +15,20 @@
 mod adopt;
 pub mod agent;
 pub mod boot;
+mod clock;
 mod create;
 mod delete;
 pub mod disks;
 mod exec;
+mod files;
 mod kill;
 pub mod live;
 mod logs;
 pub mod net;
+mod ports;
 mod show;
 pub mod spec;
+pub mod ssh;
 mod start;
 mod stop;
 
@@ -36,7 +40,7 @@ use banger_api::layout::Layout;
 use banger_api::vm::VmState;
 use banger_vmm::{Detection, Vmm};
 
-pub use exec::ExecSession;
+pub use exec::{RelayMode, StreamSession};
 
 use crate::error::OpError;
 use crate::store::{Store, VmRow};

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use banger_api::pull::PullEvent;
 use banger_api::vm::{Vm, VmStageRecord, VmStartParams, VmState};
-use banger_guest_proto::{Empty, SetClock, paths};
 use banger_vmm::{Accel, ChannelEndpoint, ChannelKind, DiskConfig, NetConfig, VmConfig};
 
 use super::live::{self, LiveVm};
@@ -167,15 +166,8 @@ impl Vms {
         .await;
         match outcome {
             Ok(conn) => {
-                let clock = SetClock {
-                    unix_nanos: std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_nanos())
-                        .unwrap_or(0),
-                };
-                if let Err(e) = conn.call::<_, Empty>(paths::CLOCK, &clock).await {
-                    tracing::warn!(vm = %row.name, error = %e, "could not set the guest clock");
-                }
+                super::clock::push(&row.name, &conn).await;
+                self.setup_ssh(&row.name, &conn).await;
                 runtime.boot_id = Some(conn.hello.boot_id.clone());
                 stage(ctx, &mut runtime, "ready", started, None);
                 *live.runtime.lock().unwrap_or_else(|e| e.into_inner()) = runtime.clone();
