@@ -34,11 +34,14 @@
 mod config;
 mod detect;
 mod files;
+pub mod firecracker;
 mod host;
+pub mod netns;
 mod ports;
 mod process;
 pub mod qemu;
 pub mod qmp;
+mod select;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,10 +51,13 @@ pub use config::{
     NetConfig, PortForward, Proto, VmConfig,
 };
 pub use detect::{
-    AccelChoice, DetectOptions, Detection, KvmStatus, PROBE_TIMEOUT, QEMU_PROGRAM, VSOCK_ENV,
-    VSOCK_PROGRAM, detect,
+    AccelChoice, DetectOptions, Detection, FirecrackerInfo, KvmStatus, PROBE_TIMEOUT,
+    QEMU_PROGRAM, VSOCK_ENV, VSOCK_PROGRAM, detect,
 };
 pub use files::RunFiles;
+pub use firecracker::{ApiError, FIRECRACKER_ENV, FIRECRACKER_PROGRAM, Firecracker};
+pub use netns::{NetnsError, ROLE_NET};
+pub use select::{SelectError, Selected, VmmChoice, select};
 pub use ports::PortError;
 pub use process::{ProcessRecord, ROLE_VMM, ROLE_VSOCK};
 pub use qemu::{LaunchError, Qemu};
@@ -95,6 +101,18 @@ pub trait Vmm: Send + Sync {
     /// Asks the VMM to power the guest off (ACPI power button); returns once asked. The
     /// guest may ignore it: callers follow up with a deadline and a kill.
     fn power_down(&self, run_dir: &Path) -> Result<(), VmmError>;
+
+    /// Removes the sockets the driver's processes leave in `run_dir` (Firecracker leaves
+    /// its API and vsock sockets). Call it only once every process of the VM is gone: a
+    /// launcher that lived through the VM's end already did it, a daemon that re-adopted
+    /// the VM has to. Never touches the caller's listen socket; missing files are fine.
+    fn cleanup(&self, run_dir: &Path) -> Result<(), VmmError> {
+        let files = RunFiles::new(run_dir);
+        for s in files.driver_sockets() {
+            qemu::remove_stale(s)?;
+        }
+        Ok(())
+    }
 }
 
 /// Any failure of this crate.
@@ -112,6 +130,15 @@ pub enum VmmError {
     /// Talking to a running VMM failed.
     #[error(transparent)]
     Qmp(#[from] QmpError),
+    /// Firecracker's API refused a request or did not answer.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// Rootless networking (namespace, TAP, pasta) could not be set up.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    /// The VMM asked for cannot be used on this host.
+    #[error(transparent)]
+    Select(#[from] SelectError),
     /// No VMM can run on this host.
     #[error("no VMM is available: {reason}")]
     NoVmm {
@@ -120,7 +147,8 @@ pub enum VmmError {
     },
 }
 
-/// The driver for this host, from a [`detect()`] result: QEMU (the only driver so far).
+/// The QEMU driver for this host, from a [`detect()`] result. [`select`] picks between
+/// QEMU and Firecracker for a [`VmmChoice`].
 pub fn driver(detection: &Detection) -> Result<Arc<dyn Vmm>, VmmError> {
     match &detection.qemu {
         Some(qemu) => Ok(Arc::new(Qemu::new(

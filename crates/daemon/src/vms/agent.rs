@@ -20,6 +20,11 @@ use tokio::sync::mpsc;
 
 type Body = BoxBody<Bytes, Infallible>;
 
+/// The agent's answer to a stream, possibly still to come (an upload is answered after its
+/// body).
+pub type PendingResponse =
+    Pin<Box<dyn std::future::Future<Output = Result<Response<Incoming>, AgentCallError>> + Send>>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AgentCallError {
     #[error("the guest agent connection failed: {0}")]
@@ -153,15 +158,7 @@ impl AgentConn {
         &self,
         path: &str,
         params: &P,
-    ) -> Result<
-        (
-            mpsc::Sender<Bytes>,
-            impl std::future::Future<Output = Result<Response<Incoming>, AgentCallError>>
-            + Send
-            + 'static,
-        ),
-        AgentCallError,
-    > {
+    ) -> Result<(mpsc::Sender<Bytes>, PendingResponse), AgentCallError> {
         let json =
             serde_json::to_string(params).map_err(|e| AgentCallError::Transport(e.to_string()))?;
         let (tx, rx) = mpsc::channel::<Bytes>(16);
@@ -180,7 +177,7 @@ impl AgentConn {
                 .await
                 .map_err(|e| AgentCallError::Transport(e.to_string()))
         };
-        Ok((tx, response))
+        Ok((tx, Box::pin(response)))
     }
 
     async fn send(&self, path: &str, body: Body) -> Result<Response<Incoming>, AgentCallError> {

@@ -15,18 +15,7 @@ use crate::error::OpError;
 /// How long an exec waits for the agent (it redials within a second of a daemon restart).
 const AGENT_WAIT: Duration = Duration::from_secs(30);
 
-/// The agent's answer to a stream, possibly still to come (an upload is answered after
-/// its body).
-pub type PendingResponse = std::pin::Pin<
-    Box<
-        dyn std::future::Future<
-                Output = Result<
-                    hyper::Response<hyper::body::Incoming>,
-                    super::agent::AgentCallError,
-                >,
-            > + Send,
-    >,
->;
+pub use super::agent::PendingResponse;
 
 /// How the relay treats the client closing its side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

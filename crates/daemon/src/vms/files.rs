@@ -24,7 +24,7 @@ impl Vms {
             .map_err(|e| OpError::Failed(format!("copy into VM {}: {e}", row.name)))?;
         Ok(StreamSession {
             input,
-            output: Box::pin(response),
+            output: response,
             mode: RelayMode::Upload,
         })
     }
