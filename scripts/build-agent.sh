@@ -11,7 +11,7 @@ target=x86_64-unknown-linux-gnu
 case "$(uname -m)" in
   aarch64) target=aarch64-unknown-linux-gnu ;;
 esac
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --locked --release \
+RUSTFLAGS="-C target-feature=+crt-static -C strip=symbols" cargo build --quiet --locked --release \
   -p banger-agent --target "$target"
 out="${CARGO_TARGET_DIR:-target}/$target/release/banger-agent"
 if [[ "${1:-}" == "--install" ]]; then

@@ -1,8 +1,8 @@
 //! HTTP bodies of the agent: one response body type for every method (a whole JSON
-//! document or a stream of frames), and a reader that turns a request body back into
-//! typed frames.
+//! document, a stream of frames, or a raw byte stream that may fail), and a reader that
+//! turns a request body back into typed frames.
 
-use std::convert::Infallible;
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -22,6 +22,10 @@ pub enum AgentBody {
     /// Encoded frames from a bounded channel: the sender waits while the host is slow,
     /// and notices (`closed()`) when the host dropped the stream.
     Frames(mpsc::Receiver<Bytes>),
+    /// Raw bytes from a bounded channel (tar streams, proxied sockets). An `Err` item resets
+    /// the HTTP/2 stream, so the host sees a broken body instead of a truncated one that
+    /// looks complete; the channel closing ends the body cleanly.
+    Raw(mpsc::Receiver<io::Result<Bytes>>),
 }
 
 impl AgentBody {
@@ -36,15 +40,16 @@ impl AgentBody {
 
 impl Body for AgentBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match self.get_mut() {
             AgentBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             AgentBody::Frames(rx) => rx.poll_recv(cx).map(|d| d.map(|d| Ok(Frame::data(d)))),
+            AgentBody::Raw(rx) => rx.poll_recv(cx).map(|d| d.map(|d| d.map(Frame::data))),
         }
     }
 
@@ -56,7 +61,7 @@ impl Body for AgentBody {
         match self {
             AgentBody::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
             AgentBody::Full(None) => SizeHint::with_exact(0),
-            AgentBody::Frames(_) => SizeHint::default(),
+            AgentBody::Frames(_) | AgentBody::Raw(_) => SizeHint::default(),
         }
     }
 }

@@ -6,15 +6,15 @@ use std::io::Write;
 
 /// Writes one `banger-agent: …` line to stderr in a single `write`, so lines from the
 /// agent and its children do not interleave mid-line.
-pub fn log(args: std::fmt::Arguments<'_>) {
+pub fn write_line(args: std::fmt::Arguments<'_>) {
     let line = format!("banger-agent: {args}\n");
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
-/// `log!("fmt", args…)`: a console line, see [`log`].
-#[macro_export]
+/// `log!("fmt", args…)`: a console line, see [`write_line`].
 macro_rules! log {
     ($($arg:tt)*) => {
-        $crate::console::log(format_args!($($arg)*))
+        $crate::console::write_line(format_args!($($arg)*))
     };
 }
+pub(crate) use log;

@@ -2,6 +2,11 @@
 //! through tokio's `AsyncFd`: the fd is made non-blocking and registered with the
 //! runtime's epoll. Only pollable fds belong here (not regular files). A read of 0 bytes
 //! is end of stream; callers decide what `EIO` means (a pty whose slave closed).
+//!
+//! tokio keeps a hang-up (EPOLLHUP) in the fd's readiness for good, so "ready" can stay
+//! true while the fd would block: a virtio-serial port whose host left and came back.
+//! Such a fd would spin; instead, would-block after a hang-up is the end of the stream
+//! (reads return 0, writes fail with `BrokenPipe`), and the owner reopens it.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -59,8 +64,10 @@ impl FdStream {
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.readable().await?;
+            let hung_up = guard.ready().is_read_closed();
             match guard.try_io(|fd| raw_read(fd.get_ref(), buf)) {
                 Ok(r) => return r,
+                Err(_would_block) if hung_up => return Ok(0),
                 Err(_would_block) => continue,
             }
         }
@@ -70,8 +77,10 @@ impl FdStream {
     pub async fn write(&self, buf: &[u8]) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.writable().await?;
+            let hung_up = guard.ready().is_write_closed();
             match guard.try_io(|fd| raw_write(fd.get_ref(), buf)) {
                 Ok(r) => return r,
+                Err(_would_block) if hung_up => return Err(io::ErrorKind::BrokenPipe.into()),
                 Err(_would_block) => continue,
             }
         }
@@ -98,6 +107,7 @@ impl AsyncRead for FdStream {
     ) -> Poll<io::Result<()>> {
         loop {
             let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            let hung_up = guard.ready().is_read_closed();
             let unfilled = buf.initialize_unfilled();
             match guard.try_io(|fd| raw_read(fd.get_ref(), unfilled)) {
                 Ok(Ok(n)) => {
@@ -105,6 +115,8 @@ impl AsyncRead for FdStream {
                     return Poll::Ready(Ok(()));
                 }
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
+                // End of stream: nothing is added to `buf`.
+                Err(_would_block) if hung_up => return Poll::Ready(Ok(())),
                 Err(_would_block) => continue,
             }
         }
@@ -119,8 +131,12 @@ impl AsyncWrite for FdStream {
     ) -> Poll<io::Result<usize>> {
         loop {
             let mut guard = ready!(self.fd.poll_write_ready(cx))?;
+            let hung_up = guard.ready().is_write_closed();
             match guard.try_io(|fd| raw_write(fd.get_ref(), buf)) {
                 Ok(r) => return Poll::Ready(r),
+                Err(_would_block) if hung_up => {
+                    return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+                }
                 Err(_would_block) => continue,
             }
         }
@@ -139,5 +155,52 @@ impl AsyncWrite for FdStream {
 impl AsRef<FdStream> for FdStream {
     fn as_ref(&self) -> &FdStream {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::time::Duration;
+
+    /// A pty master whose slave closes and reopens goes through the same hang-up and
+    /// return as a virtio-serial port whose host reconnects.
+    #[test]
+    fn would_block_after_a_hang_up_ends_the_stream_instead_of_spinning() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let result = rt.block_on(async {
+                let master = sys::open(Path::new("/dev/ptmx"), libc::O_RDWR | libc::O_NOCTTY, 0)
+                    .expect("ptmx");
+                let unlock: libc::c_int = 0;
+                let mut n: libc::c_uint = 0;
+                // SAFETY: TIOCSPTLCK reads and TIOCGPTN writes one int at valid pointers.
+                unsafe {
+                    libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock);
+                    libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut n);
+                }
+                let slave_path = format!("/dev/pts/{n}");
+                let slave = sys::open(Path::new(&slave_path), libc::O_RDWR | libc::O_NOCTTY, 0)
+                    .expect("slave");
+                let master = FdStream::new(master).expect("register");
+                drop(slave);
+                let mut buf = [0u8; 16];
+                let hup = master.read(&mut buf).await;
+                assert_eq!(hup.err().and_then(|e| e.raw_os_error()), Some(libc::EIO));
+                let _again = sys::open(Path::new(&slave_path), libc::O_RDWR | libc::O_NOCTTY, 0)
+                    .expect("reopen slave");
+                master.read(&mut buf).await.map_err(|e| e.to_string())
+            });
+            let _ = tx.send(result);
+        });
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(r) => assert_eq!(r, Ok(0)),
+            Err(_) => panic!("the read spun instead of ending the stream"),
+        }
     }
 }

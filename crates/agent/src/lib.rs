@@ -5,28 +5,29 @@
 //! - [`boot`] (only meaningful as PID 1 in a guest): mounts, kernel modules, the overlay
 //!   root and work disk, the switch to the new root, per-VM configuration, and the choice
 //!   of who stays PID 1. Synchronous, before any thread exists.
-//! - [`server`] with [`exec`]: the HTTP/2 service over one byte stream ([`transport`] in
-//!   the guest, a socket pair in tests), and the process engine behind `exec`.
+//! - [`Agent`] (module `server`, with `exec`): the HTTP/2 service over one byte stream
+//!   (`transport` in the guest, a socket pair in tests), and the process engine behind
+//!   the exec method. Tests start it with [`Agent::new`] and [`Agent::serve`].
 //!
 //! Crate-wide invariants:
 //! - Every fd the agent opens is `CLOEXEC` (children inherit exactly their stdio), and
 //!   fds 0–2 are always open.
-//! - Only [`reaper`] waits for children, process-wide.
-//! - The static binary does no NSS lookups: users come from the guest's files ([`users`]).
-//! - Console lines start with `banger-agent:` ([`console`]).
+//! - Only the `reaper` module waits for children, process-wide.
+//! - The static binary does no NSS lookups: users come from the guest's files (`users`).
+//! - Console lines start with `banger-agent:` (`console`).
 
 pub mod boot;
-pub mod cmdline;
-pub mod console;
-pub mod exec;
-pub mod power;
-pub mod reaper;
-pub mod server;
-pub mod transport;
-pub mod users;
 
 mod body;
+mod cmdline;
+mod console;
+mod exec;
 mod fdio;
+mod power;
+mod reaper;
+mod server;
 mod sys;
+mod transport;
+mod users;
 
 pub use server::{Agent, AgentConfig, Machine, MachineRequest};

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use banger_guest_proto::InitMode;
 
-use crate::{log, sys};
+use crate::console::log;
+use crate::sys;
 
 /// How long processes get between SIGTERM and SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(2);

@@ -25,7 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use crate::body::AgentBody;
-use crate::{exec, log, power, reaper, sys};
+use crate::console::log;
+use crate::{exec, power, reaper, sys};
 
 /// JSON request bodies larger than this are refused.
 const MAX_JSON: usize = 64 << 10;
@@ -126,7 +127,7 @@ async fn read_json<T: serde::de::DeserializeOwned>(body: Incoming) -> Result<T, 
 
 impl Agent {
     /// Creates the agent and starts reaping children in the current tokio runtime
-    /// (call it inside one; see [`reaper`](crate::reaper)).
+    /// (call it inside one: children are reaped process-wide, from any runtime that serves).
     pub fn new(cfg: AgentConfig) -> std::io::Result<Arc<Agent>> {
         reaper::start()?;
         Ok(Arc::new(Agent { cfg }))

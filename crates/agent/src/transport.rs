@@ -19,9 +19,10 @@ use banger_guest_proto::{AGENT_VSOCK_PORT, HOST_CID, SERIAL_PORT_NAME};
 use tokio::io::unix::AsyncFd;
 
 use crate::cmdline::Channel;
+use crate::console::log;
 use crate::fdio::FdStream;
 use crate::server::Agent;
-use crate::{log, sys};
+use crate::sys;
 
 /// Between a failed or ended connection and the next attempt.
 pub const RETRY: Duration = Duration::from_millis(100);
@@ -35,15 +36,10 @@ pub async fn serve_forever(agent: Arc<Agent>, channel: Channel) -> ! {
             Channel::Serial => open_serial(),
         };
         let outcome = match opened {
-            Ok(stream) => {
-                log!("DEBUG opened");
-                let r = agent
-                    .serve(stream)
-                    .await
-                    .map_err(|e| format!("connection to the host ended: {e:?}"));
-                log!("DEBUG ended {r:?}");
-                r
-            }
+            Ok(stream) => agent
+                .serve(stream)
+                .await
+                .map_err(|e| format!("connection to the host ended: {e}")),
             Err(e) => Err(format!(
                 "cannot reach the host yet ({e}); retrying every {RETRY:?}"
             )),

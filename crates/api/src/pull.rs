@@ -53,10 +53,16 @@ pub enum PullEvent {
         total_bytes: u64,
         cached: bool,
     },
-    /// The root filesystem is being written (entries and file bytes so far).
+    /// The root filesystem is being written (entries and file bytes so far). Progress is
+    /// `compressed_done` of `compressed_total`: layer blob bytes consumed, a total known
+    /// before the first entry (0 from daemons that do not report it).
     Writing {
         entries: u64,
         bytes: u64,
+        #[serde(default)]
+        compressed_done: u64,
+        #[serde(default)]
+        compressed_total: u64,
     },
     /// An identical digest was converted before: its rootfs is reused.
     Reused {

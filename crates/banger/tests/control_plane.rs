@@ -391,6 +391,10 @@ fn doctor_and_version_report() {
         "qemu-system-x86_64",
         "firecracker",
         "/dev/kvm",
+        "acceleration",
+        "qemu version",
+        "vsock backend",
+        "guest agent",
         "disk",
     ] {
         assert!(text.contains(name), "doctor does not check {name}: {text}");
@@ -403,7 +407,26 @@ fn doctor_and_version_report() {
         "{text}"
     );
     let v = env.json(&["doctor"]);
-    assert!(v.as_array().is_some_and(|a| a.len() == 5), "{v}");
+    let checks = v.as_array().expect("a list of checks");
+    let accel = checks
+        .iter()
+        .find(|c| c["name"] == "acceleration")
+        .expect("acceleration check");
+    let detail = accel["detail"].as_str().expect("detail");
+    // Which VMM and accelerator `vm create` will use, and why (the probe's verdict here).
+    assert!(detail.contains("vm create uses QEMU with"), "{detail}");
+    assert!(
+        detail.contains("KVM") && (detail.contains("probe") || accel["verdict"] == "PASS"),
+        "{detail}"
+    );
+    let agent = checks
+        .iter()
+        .find(|c| c["name"] == "guest agent")
+        .expect("agent check");
+    assert_eq!(
+        agent["verdict"], "PASS",
+        "the tests' agent is found: {agent}"
+    );
 
     let v = env.json(&["version"]);
     assert_eq!(v["cli"], env!("CARGO_PKG_VERSION"));

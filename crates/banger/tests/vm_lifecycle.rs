@@ -189,6 +189,33 @@ fn a_container_image_boots_execs_persists_and_leaves_nothing() {
     assert_eq!(signalled.status.code(), Some(128 + 15));
     let tty = exec_with(&env, "a", &["-t"], &["tty"], None);
     assert!(stdout(&tty).starts_with("/dev/pts/"), "{}", stdout(&tty));
+    // Ctrl-C reaches the guest process, whose death by SIGINT is the exit code.
+    let mut sleeper = env
+        .banger_cmd(&[
+            "vm",
+            "exec",
+            "a",
+            "--",
+            "sh",
+            "-c",
+            "echo started; exec sleep 300",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn exec");
+    let mut first = [0u8; 8];
+    std::io::Read::read_exact(sleeper.stdout.as_mut().expect("stdout"), &mut first)
+        .expect("started");
+    // SAFETY: kill(2) of the banger CLI this test spawned.
+    unsafe { libc::kill(sleeper.id() as i32, libc::SIGINT) };
+    let status = sleeper.wait().expect("wait");
+    assert_eq!(
+        status.code(),
+        Some(128 + 2),
+        "Ctrl-C should end the guest's sleep"
+    );
 
     // Both disks persist across stop/start.
     let wrote = exec(
@@ -246,41 +273,71 @@ fn a_container_image_boots_execs_persists_and_leaves_nothing() {
     env.ok(&["image", "delete", &image]);
 }
 
+fn kill_daemon(env: &TestEnv) {
+    let daemon = env.daemon_pid();
+    // SAFETY: plain kill(2) of the daemon this test started (through banger).
+    unsafe { libc::kill(daemon, libc::SIGKILL) };
+    common::wait_gone(daemon);
+}
+
+fn states(env: &TestEnv) -> Vec<(String, String)> {
+    env.json(&["vm", "list"])["vms"]
+        .as_array()
+        .expect("vms")
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap_or("").to_string(),
+                v["state"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn vms_outlive_a_killed_daemon() {
     let env = TestEnv::new();
     let image = env.debian_image("minbase");
     let keep = create(&env, "keep", &image, &[]);
-    let lose = create(&env, "lose", &image, &[]);
+    let lose = create(&env, "lose", &image, &["--channel", "serial"]);
+
+    // Both survive a kill -9 of the daemon and are adopted again by the next one.
+    kill_daemon(&env);
+    let pairs = |v: &[(&str, &str)]| {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        states(&env),
+        pairs(&[("keep", "running"), ("lose", "running")])
+    );
+    for name in ["keep", "lose"] {
+        let hi = exec(&env, name, &["echo", "still here"]);
+        assert_eq!(stdout(&hi), "still here\n", "{name}: {}", stderr(&hi));
+    }
+    assert_eq!(env.json(&["vm", "show", "keep"])["pid"], keep["pid"]);
+
+    // A VM whose QEMU dies while no daemon runs comes back stopped, with nothing left.
+    kill_daemon(&env);
     let lose_pid = lose["pid"].as_i64().expect("pid") as i32;
-    let daemon = env.daemon_pid();
-    // SAFETY: plain kill(2) of pids this test started (through banger).
-    unsafe { libc::kill(daemon, libc::SIGKILL) };
-    common::wait_gone(daemon);
-    // SAFETY: as above.
+    // SAFETY: as above, a QEMU this test started.
     unsafe { libc::kill(lose_pid, libc::SIGKILL) };
     common::wait_gone(lose_pid);
-
-    let list = env.json(&["vm", "list"]);
-    let state = |name: &str| {
-        list["vms"]
-            .as_array()
-            .expect("vms")
-            .iter()
-            .find(|v| v["name"] == name)
-            .map(|v| v["state"].clone())
-    };
-    assert_eq!(state("keep"), Some("running".into()), "{list}");
-    assert_eq!(state("lose"), Some("stopped".into()), "{list}");
-    let hi = exec(&env, "keep", &["echo", "still here"]);
-    assert_eq!(stdout(&hi), "still here\n", "{}", stderr(&hi));
+    assert_eq!(
+        states(&env),
+        pairs(&[("keep", "running"), ("lose", "stopped")])
+    );
     let lose_dir = vm_dir(&lose);
     assert!(processes_mentioning(lose_dir.to_str().expect("utf8")).is_empty());
-    for leftover in ["vsock.sock", "vsock.sock_1025", "vhost-vsock.sock"] {
+    for leftover in ["agent.sock", "vsock.sock", "vhost-vsock.sock", "pids.json"] {
         assert!(!lose_dir.join(leftover).exists(), "{leftover} left behind");
     }
+    assert_eq!(stdout(&exec(&env, "keep", &["echo", "ok"])), "ok\n");
+    env.ok(&["vm", "start", "lose"]);
+    assert_eq!(stdout(&exec(&env, "lose", &["hostname"])), "lose\n");
     env.ok(&["vm", "delete", "keep", "--force"]);
-    env.ok(&["vm", "delete", "lose"]);
+    env.ok(&["vm", "delete", "lose", "--force"]);
     assert!(processes_mentioning(vm_dir(&keep).to_str().expect("utf8")).is_empty());
 }
 

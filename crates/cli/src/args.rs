@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "banger",
     version,
-    after_help = "Examples:\n  banger image register --name dev --rootfs ./rootfs.ext4 --kernel ./vmlinux\n  banger image list\n  banger image show dev --json\n  banger vm create dev --image debian-bookworm --memory 2GiB\n  banger vm exec dev -- uname -a\n  banger vm exec -it dev -- bash\n  banger vm list\n  banger doctor"
+    after_help = "Examples:\n  banger vm run ~/src/app -- make test\n  banger vm run --rm -- uname -a\n  banger image register --name dev --rootfs ./rootfs.ext4 --kernel ./vmlinux\n  banger image list\n  banger image show dev --json\n  banger vm create dev --image debian-bookworm --memory 2GiB\n  banger vm exec dev -- uname -a\n  banger vm exec -it dev -- bash\n  banger vm list\n  banger doctor"
 )]
 pub struct Cli {
     /// Print machine-readable JSON instead of tables (for scripts).
@@ -45,6 +45,16 @@ pub enum Command {
     /// Start, stop or inspect the bangerd daemon.
     #[command(subcommand)]
     Daemon(DaemonCommand),
+    /// The CLI's configuration file (default image and kernel, VM defaults).
+    #[command(subcommand)]
+    Config(crate::commands::config::ConfigCommand),
+    /// Set up real OpenSSH for VMs: `ssh NAME.vm` through banger's agent channel, with
+    /// banger's own key and known_hosts.
+    #[command(
+        name = "ssh-config",
+        after_help = "Writes $XDG_CONFIG_HOME/banger/ssh_config (Host *.vm, ProxyCommand banger vm proxy %h %p,\nbanger's key and known_hosts, strict host key checking). --install adds one Include\nline for it at the top of ~/.ssh/config; --uninstall removes it. Run it again after\nmoving the banger binary.\n\nExamples:\n  banger ssh-config --install && ssh dev.vm\n  banger ssh-config --print\n  scp ./file dev.vm:/root/\n  banger ssh-config --uninstall"
+    )]
+    SshConfig(crate::commands::ssh_config::SshConfigArgs),
     /// Print the CLI's and the daemon's versions.
     Version,
     /// Check this machine for what banger needs, and say how to fix what is missing.

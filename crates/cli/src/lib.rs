@@ -4,6 +4,7 @@ pub mod args;
 pub mod autostart;
 pub mod client;
 pub mod commands;
+pub mod config;
 pub mod output;
 pub mod progress;
 pub mod size;
@@ -88,6 +89,8 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Kernel(c) => commands::kernel::run(ctx, c).await.map(|()| 0),
         Command::Vm(c) => commands::vm::run(ctx, c).await,
         Command::Daemon(c) => commands::daemon::run(ctx, c).await,
+        Command::Config(c) => commands::config::run(ctx, c).await,
+        Command::SshConfig(a) => commands::ssh_config::run(ctx, a).await,
         Command::Version => commands::version::run(ctx).await.map(|()| 0),
         Command::Doctor => commands::doctor::run(ctx).await,
         Command::Completions { shell } => {

@@ -1,37 +1,67 @@
-//! Renders the progress of long operations (image pull, kernel pull and push, VM start): a
-//! live status line on a terminal, plain lines otherwise (logs, CI), never both.
+//! Renders the progress of long operations (image pull, kernel pull and push, VM start).
+//!
+//! On a terminal: `indicatif` bars, as docker and podman users expect — one per layer
+//! download (bytes of total, rate, time left), then one for the conversion (layer bytes
+//! consumed of their known total, so the percentage and ETA mean something), then a line
+//! per step. Otherwise (logs, CI): plain lines, never a control character.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use banger_api::pull::PullEvent;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::output::human_bytes;
 
 pub struct PullProgress {
-    live: bool,
-    /// index → (done, total, cached)
-    layers: BTreeMap<usize, (u64, u64, bool)>,
-    last_draw: Option<Instant>,
-    drawn: bool,
+    /// Bars when stderr is a terminal; `None` for plain lines.
+    live: Option<MultiProgress>,
+    /// index → bar (live) and (done, total, cached) as last reported.
+    layers: BTreeMap<usize, (Option<ProgressBar>, u64, u64)>,
+    writing: Option<ProgressBar>,
+    upload: Option<(String, ProgressBar)>,
     /// Blobs already reported as uploaded (a retried upload reports its bytes again).
     uploaded: Vec<String>,
+    wrote_line: bool,
+}
+
+const TRANSFER: &str = "{prefix:<22} [{bar:30}] {percent:>3}% {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} ETA {eta}";
+const CONVERT: &str = "{prefix:<22} [{bar:30}] {percent:>3}% {msg} ETA {eta}";
+
+fn style(template: &str) -> ProgressStyle {
+    // The templates are constants; a typo would show at the first test run.
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
 }
 
 impl PullProgress {
-    /// Live output only when stderr is a terminal; `quiet` silences everything.
+    /// Bars only when stderr is a terminal; `quiet` silences everything.
     pub fn new(quiet: bool) -> Option<Self> {
         if quiet {
             return None;
         }
+        let live = std::io::stderr()
+            .is_terminal()
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)));
         Some(PullProgress {
-            live: std::io::stderr().is_terminal(),
+            live,
             layers: BTreeMap::new(),
-            last_draw: None,
-            drawn: false,
+            writing: None,
+            upload: None,
             uploaded: Vec::new(),
+            wrote_line: false,
         })
+    }
+
+    fn bar(&self, len: u64, template: &str, prefix: String) -> Option<ProgressBar> {
+        let multi = self.live.as_ref()?;
+        let bar = multi.add(ProgressBar::new(len));
+        bar.set_style(style(template));
+        bar.set_prefix(prefix);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Some(bar)
     }
 
     pub fn on_event(&mut self, event: &PullEvent) {
@@ -52,30 +82,29 @@ impl PullProgress {
                 done_bytes,
                 total_bytes,
                 cached,
+            } => self.layer(*index, digest, *done_bytes, *total_bytes, *cached),
+            PullEvent::Writing {
+                entries,
+                bytes,
+                compressed_done,
+                compressed_total,
             } => {
-                let before = self
-                    .layers
-                    .insert(*index, (*done_bytes, *total_bytes, *cached));
-                let finished = done_bytes >= total_bytes;
-                let was_finished = before.is_some_and(|(d, t, _)| d >= t);
-                if self.live {
-                    self.status(&self.download_summary(), finished && !was_finished);
-                } else if finished && !was_finished {
-                    let short = digest.strip_prefix("sha256:").unwrap_or(digest);
-                    let how = if *cached { "cached" } else { "downloaded" };
-                    self.line(&format!(
-                        "Layer {} {} {how} ({})",
-                        index + 1,
-                        &short[..short.len().min(12)],
-                        human_bytes(*total_bytes)
-                    ));
+                let msg = format!("{entries} entries, {}", human_bytes(*bytes));
+                if self.live.is_none() {
+                    if !self.wrote_line {
+                        self.wrote_line = true;
+                        self.line("Writing the root filesystem");
+                    }
+                    return;
                 }
-            }
-            PullEvent::Writing { entries, bytes } => {
-                if self.live {
-                    let text =
-                        format!("Writing rootfs: {entries} entries, {}", human_bytes(*bytes));
-                    self.status(&text, false);
+                if self.writing.is_none() {
+                    self.writing =
+                        self.bar(*compressed_total, CONVERT, "Writing rootfs".to_string());
+                }
+                if let Some(bar) = &self.writing {
+                    bar.set_length((*compressed_total).max(1));
+                    bar.set_position(*compressed_done);
+                    bar.set_message(msg);
                 }
             }
             PullEvent::Reused { from_image } => self.line(&format!(
@@ -90,26 +119,7 @@ impl PullProgress {
                 digest,
                 done_bytes,
                 total_bytes,
-            } => {
-                let finished = done_bytes >= total_bytes;
-                if self.live {
-                    let text = format!(
-                        "Uploading layer: {} / {}",
-                        human_bytes(*done_bytes),
-                        human_bytes(*total_bytes)
-                    );
-                    self.status(&text, finished);
-                }
-                if finished && !self.uploaded.contains(digest) {
-                    self.uploaded.push(digest.clone());
-                    let short = digest.strip_prefix("sha256:").unwrap_or(digest);
-                    self.line(&format!(
-                        "Uploaded layer {} ({})",
-                        &short[..short.len().min(12)],
-                        human_bytes(*total_bytes)
-                    ));
-                }
-            }
+            } => self.uploading(digest, *done_bytes, *total_bytes),
             PullEvent::Publishing => self.line("Publishing"),
             PullEvent::VmStage { stage, elapsed_ms } => self.line(&format!(
                 "  {stage} (+{:.1} s)",
@@ -117,10 +127,15 @@ impl PullProgress {
             )),
             PullEvent::Log { text } => {
                 // Console output belongs to stdout, not to the progress on stderr.
-                self.finish();
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(text.as_bytes());
-                let _ = out.flush();
+                let write = || {
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(text.as_bytes());
+                    let _ = out.flush();
+                };
+                match &self.live {
+                    Some(multi) => multi.suspend(write),
+                    None => write(),
+                }
             }
             PullEvent::Done { elapsed_ms } => {
                 self.line(&format!("Done in {:.1}s", *elapsed_ms as f64 / 1000.0))
@@ -128,52 +143,116 @@ impl PullProgress {
         }
     }
 
-    fn download_summary(&self) -> String {
-        let (done, total) = self
+    fn layer(&mut self, index: usize, digest: &str, done: u64, total: u64, cached: bool) {
+        let short = short_digest(digest);
+        if !self.layers.contains_key(&index) {
+            let bar = self.bar(total, TRANSFER, format!("Layer {} {short}", index + 1));
+            self.layers.insert(index, (bar, 0, total));
+        }
+        let Some((bar, last_done, last_total)) = self.layers.get_mut(&index) else {
+            return;
+        };
+        let was_finished = *last_total > 0 && last_done >= last_total;
+        *last_done = done;
+        *last_total = total;
+        let finished = done >= total;
+        if let Some(bar) = bar {
+            if !short.is_empty() {
+                bar.set_prefix(format!("Layer {} {short}", index + 1));
+            }
+            bar.set_length(total.max(1));
+            bar.set_position(done);
+            if finished && !bar.is_finished() {
+                bar.finish_with_message(if cached { "cached" } else { "downloaded" });
+            }
+        } else if finished && !was_finished {
+            let how = if cached { "cached" } else { "downloaded" };
+            self.line(&format!(
+                "Layer {} {short} {how} ({})",
+                index + 1,
+                human_bytes(total)
+            ));
+        }
+    }
+
+    fn uploading(&mut self, digest: &str, done: u64, total: u64) {
+        let finished = done >= total;
+        if self.live.is_some() {
+            if self.upload.as_ref().is_none_or(|(d, _)| d != digest) {
+                let prefix = format!("Upload {}", short_digest(digest));
+                self.upload = self
+                    .bar(total, TRANSFER, prefix)
+                    .map(|b| (digest.to_string(), b));
+            }
+            if let Some((_, bar)) = &self.upload {
+                bar.set_length(total.max(1));
+                bar.set_position(done);
+                if finished {
+                    bar.finish();
+                }
+            }
+        }
+        if finished && !self.uploaded.iter().any(|d| d == digest) {
+            self.uploaded.push(digest.to_string());
+            if self.live.is_none() {
+                self.line(&format!(
+                    "Uploaded layer {} ({})",
+                    short_digest(digest),
+                    human_bytes(total)
+                ));
+            }
+        }
+    }
+
+    /// A permanent line, above the bars; a running conversion bar is complete by then
+    /// (every step after it follows the conversion).
+    fn line(&mut self, text: &str) {
+        if let Some(bar) = self.writing.take() {
+            if let Some(len) = bar.length() {
+                bar.set_position(len);
+            }
+            bar.finish();
+        }
+        match &self.live {
+            Some(multi) => {
+                let _ = multi.println(text);
+            }
+            None => {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "{text}");
+            }
+        }
+    }
+
+    /// Leaves the terminal clean (after an error or Ctrl-C): unfinished bars are removed.
+    pub fn finish(&mut self) {
+        let bars = self
             .layers
             .values()
-            .fold((0, 0), |(d, t), (ld, lt, _)| (d + ld.min(lt), t + lt));
-        let complete = self.layers.values().filter(|(d, t, _)| d >= t).count();
-        format!(
-            "Downloading layers: {complete}/{} complete, {} / {}",
-            self.layers.len(),
-            human_bytes(done),
-            human_bytes(total)
-        )
-    }
-
-    /// Rewrites the status line, at most ten times a second unless `force`.
-    fn status(&mut self, text: &str, force: bool) {
-        let now = Instant::now();
-        if !force
-            && self
-                .last_draw
-                .is_some_and(|t| now.duration_since(t) < Duration::from_millis(100))
-        {
-            return;
+            .filter_map(|(b, _, _)| b.clone())
+            .chain(self.writing.take())
+            .chain(self.upload.take().map(|(_, b)| b));
+        for bar in bars {
+            if !bar.is_finished() {
+                bar.finish_and_clear();
+            }
         }
-        self.last_draw = Some(now);
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K{text}");
-        let _ = err.flush();
-        self.drawn = true;
     }
+}
 
-    /// A permanent line (clears a live status line first).
-    fn line(&mut self, text: &str) {
-        let mut err = std::io::stderr().lock();
-        if self.drawn {
-            let _ = write!(err, "\r\x1b[2K");
-            self.drawn = false;
-        }
-        let _ = writeln!(err, "{text}");
-    }
+fn short_digest(digest: &str) -> &str {
+    let short = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &short[..short.len().min(12)]
+}
 
-    /// Leaves the terminal clean (after an error or Ctrl-C).
-    pub fn finish(&mut self) {
-        if self.drawn {
-            let _ = write!(std::io::stderr(), "\r\x1b[2K");
-            self.drawn = false;
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_digests_are_twelve_hex_digits() {
+        assert_eq!(short_digest("sha256:0123456789abcdef"), "0123456789ab");
+        assert_eq!(short_digest("abc"), "abc");
+        assert_eq!(short_digest(""), "");
     }
 }

@@ -192,6 +192,20 @@ impl ResolvedImage for OciResolved {
             failure: None,
         };
 
+        let compressed_total: u64 = self.image.layers.iter().filter_map(|l| l.size).sum();
+        let dir = dest.parent().unwrap_or(dest);
+        // The filesystem holds the uncompressed content, never less than the compressed
+        // layers: when even that does not fit, say so before writing a byte.
+        if let Some(free) = crate::fsutil::free_bytes(dir)
+            && free < compressed_total
+        {
+            return Err(disk_full(
+                dir,
+                "the root filesystem",
+                compressed_total,
+                free,
+            ));
+        }
         let size = match size_bytes {
             Some(bytes) => ext4::SizePolicy::Exact(bytes),
             None => ext4::SizePolicy::default(),
@@ -206,18 +220,25 @@ impl ResolvedImage for OciResolved {
             },
         )
         .map_err(ext4_error)?;
+        let consumed = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut sink = Ext4Sink {
             writer,
             ctx,
             entries: 0,
             bytes: 0,
             last_report: Instant::now(),
+            consumed: consumed.clone(),
+            compressed_total,
+            no_space: false,
         };
         let flattened = oci::flatten_as_ready(
             self.image.layers.len(),
             &mut |i| arrived.wait_for(i),
             &mut sink,
-            &oci::Limits::default(),
+            &oci::Limits {
+                blob_bytes_read: Some(consumed.clone()),
+                ..oci::Limits::default()
+            },
         );
         if ctx.is_cancelled() {
             return Err(OpError::Cancelled);
@@ -225,12 +246,28 @@ impl ResolvedImage for OciResolved {
         if let Some(failure) = arrived.failure.take() {
             return Err(failure);
         }
-        flattened.map_err(oci_error)?;
-        ctx.emit(PullEvent::Writing {
-            entries: sink.entries,
-            bytes: sink.bytes,
-        });
-        sink.writer.finish().map_err(ext4_error)?;
+        let needed = |sink: &Ext4Sink| {
+            // Extrapolated from what was written for the share of the layers consumed.
+            let done = consumed.load(std::sync::atomic::Ordering::Relaxed).max(1);
+            let ratio = compressed_total.max(done) as f64 / done as f64;
+            ((sink.bytes as f64 * ratio) as u64).max(compressed_total)
+        };
+        if let Err(e) = flattened {
+            if sink.no_space || e.is_no_space() {
+                let free = crate::fsutil::free_bytes(dir).unwrap_or(0);
+                return Err(disk_full(dir, "the root filesystem", needed(&sink), free));
+            }
+            return Err(oci_error(e));
+        }
+        sink.emit();
+        let bytes = sink.bytes;
+        sink.writer.finish().map_err(|e| match e {
+            ext4::Error::Io(ref io) if io.raw_os_error() == Some(libc::ENOSPC) => {
+                let free = crate::fsutil::free_bytes(dir).unwrap_or(0);
+                disk_full(dir, "the root filesystem", bytes, free)
+            }
+            other => ext4_error(other),
+        })?;
         Ok(())
     }
 }
@@ -289,6 +326,25 @@ struct Ext4Sink<'a> {
     entries: u64,
     bytes: u64,
     last_report: Instant,
+    /// Layer blob bytes the merge has read, of `compressed_total`.
+    consumed: Arc<std::sync::atomic::AtomicU64>,
+    compressed_total: u64,
+    /// The writer hit ENOSPC (the merge only sees "sink rejected entry").
+    no_space: bool,
+}
+
+impl Ext4Sink<'_> {
+    fn emit(&self) {
+        self.ctx.emit(PullEvent::Writing {
+            entries: self.entries,
+            bytes: self.bytes,
+            compressed_done: self
+                .consumed
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .min(self.compressed_total),
+            compressed_total: self.compressed_total,
+        });
+    }
 }
 
 impl oci::EntrySink for Ext4Sink<'_> {
@@ -352,14 +408,16 @@ impl oci::EntrySink for Ext4Sink<'_> {
             oci::EntryKind::Fifo => ext4::EntryKind::Fifo,
             oci::EntryKind::Socket => ext4::EntryKind::Socket,
         };
-        self.writer.add(Path::new(&entry.path), &meta, kind)?;
+        if let Err(e) = self.writer.add(Path::new(&entry.path), &meta, kind) {
+            if matches!(&e, ext4::Error::Io(io) if io.raw_os_error() == Some(libc::ENOSPC)) {
+                self.no_space = true;
+            }
+            return Err(e.into());
+        }
         self.entries += 1;
         if self.last_report.elapsed() >= WRITE_PROGRESS_EVERY {
             self.last_report = Instant::now();
-            self.ctx.emit(PullEvent::Writing {
-                entries: self.entries,
-                bytes: self.bytes,
-            });
+            self.emit();
         }
         Ok(())
     }
@@ -468,6 +526,18 @@ pub(crate) async fn until_cancelled<T>(
             }
         }
     }
+}
+
+/// Disk full, said so it can be acted on: where, how much was needed and is free, and
+/// the ways out.
+pub(crate) fn disk_full(dir: &Path, what: &str, needed: u64, free: u64) -> OpError {
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64);
+    OpError::Failed(format!(
+        "no space left in {} for {what}: the image needs about {}, {} is free there; free space (`banger image cache prune` removes cached layers, `banger image delete` unused images), pass a smaller --size, or use another --state-dir",
+        dir.display(),
+        mib(needed),
+        mib(free)
+    ))
 }
 
 /// Maps OCI failures to codes and messages that say what to do.

@@ -37,6 +37,9 @@ pub struct Limits {
     pub max_unpacked_bytes: u64,
     /// Total tar members across all layers.
     pub max_entries: u64,
+    /// Where to count the layer blob bytes read so far (compressed), for progress that
+    /// knows its total in advance. Not a limit, but the one options struct flattening takes.
+    pub blob_bytes_read: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for Limits {
@@ -44,7 +47,23 @@ impl Default for Limits {
         Limits {
             max_unpacked_bytes: 256 << 30,
             max_entries: 10_000_000,
+            blob_bytes_read: None,
         }
+    }
+}
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counter
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
     }
 }
 
@@ -179,6 +198,7 @@ struct Merger<'s> {
     pending: HashMap<String, Vec<PendingLink>>,
     stats: FlattenStats,
     entries_left: u64,
+    blob_bytes_read: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// Per-layer state.
@@ -257,8 +277,18 @@ impl<'s> Merger<'s> {
     ) -> Result<()> {
         let file = std::fs::File::open(&layer.path)
             .map_err(|e| Error::io(format!("open layer {}", layer.path.display()), e))?;
-        let mut stream = LayerStream::open(file, !layer.verified, Some(budget))
-            .map_err(|e| map_io(st, "", e))?;
+        let opened = match &self.blob_bytes_read {
+            Some(counter) => LayerStream::open(
+                Counted {
+                    inner: file,
+                    counter: counter.clone(),
+                },
+                !layer.verified,
+                Some(budget),
+            ),
+            None => LayerStream::open(file, !layer.verified, Some(budget)),
+        };
+        let mut stream = opened.map_err(|e| map_io(st, "", e))?;
         {
             let mut archive = tar::Archive::new(&mut stream.reader);
             let mut last = String::new();
@@ -677,6 +707,7 @@ pub fn flatten_as_ready(
         pending: HashMap::new(),
         stats: FlattenStats::default(),
         entries_left: limits.max_entries,
+        blob_bytes_read: limits.blob_bytes_read.clone(),
     };
     let budget = Rc::new(RefCell::new(limits.max_unpacked_bytes));
     for index in (0..count).rev() {

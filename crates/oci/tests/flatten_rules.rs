@@ -173,6 +173,7 @@ fn p14_decompression_bomb_and_entry_limits() {
     let limits = Limits {
         max_unpacked_bytes: 1 << 20,
         max_entries: 1000,
+        blob_bytes_read: None,
     };
     let e = flatten(&ins, &mut CollectSink::default(), &limits).unwrap_err();
     assert!(matches!(e, Error::LimitExceeded(_)), "{e}");
@@ -194,6 +195,7 @@ fn p14_decompression_bomb_and_entry_limits() {
         &Limits {
             max_unpacked_bytes: u64::MAX,
             max_entries: 10,
+            blob_bytes_read: None,
         },
     )
     .unwrap_err();

@@ -57,6 +57,7 @@ fn mutated_layers_never_panic() {
     let limits = Limits {
         max_unpacked_bytes: 16 << 20,
         max_entries: 10_000,
+        blob_bytes_read: None,
     };
     for case in 0..3000 {
         let mut layers = Vec::new();

@@ -46,6 +46,26 @@ pub(crate) fn qemu_version(qemu: &Path) -> Option<String> {
     parse_qemu_version(&String::from_utf8_lossy(&out.stdout))
 }
 
+/// `1.16.1` from `firecracker --version` (first line, `Firecracker v1.16.1`).
+pub(crate) fn firecracker_version(program: &Path) -> Option<String> {
+    let out = Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    parse_firecracker_version(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_firecracker_version(text: &str) -> Option<String> {
+    let line = text.lines().find(|l| l.starts_with("Firecracker v"))?;
+    let v = line
+        .strip_prefix("Firecracker v")?
+        .split_whitespace()
+        .next()?;
+    Some(v.to_string())
+}
+
 fn parse_qemu_version(text: &str) -> Option<String> {
     let line = text.lines().next()?;
     let rest = line.split("version").nth(1)?.trim();
@@ -138,6 +158,12 @@ mod tests {
             Some("7.2.22")
         );
         assert_eq!(parse_qemu_version(""), None);
+        assert_eq!(
+            parse_firecracker_version("Firecracker v1.16.1\n\n2026-12-01T10:22 [main] exiting\n")
+                .as_deref(),
+            Some("1.16.1")
+        );
+        assert_eq!(parse_firecracker_version("garbage"), None);
         assert_eq!(
             parse_cpu_mhz("processor\t: 0\ncpu MHz\t\t: 2596.122\n"),
             Some(2_596_122)

@@ -1,7 +1,8 @@
 //! banger-vmm: virtual machine monitors behind one trait.
 //!
 //! [`detect()`] finds out what this host can run (QEMU, a KVM that really boots guests or
-//! software emulation, the vsock helper) and [`driver`] turns that into a [`Vmm`]. A
+//! software emulation, the vsock helper, Firecracker) and [`driver`] (QEMU) or [`select`]
+//! (for a [`VmmChoice`]: QEMU or [`Firecracker`]) turns that into a [`Vmm`]. A
 //! [`Vmm`] launches a [`VmConfig`] as processes that outlive the caller, described by
 //! [`ProcessRecord`]s the caller stores. Nothing here knows about images, the store or
 //! the daemon.
@@ -51,17 +52,17 @@ pub use config::{
     NetConfig, PortForward, Proto, VmConfig,
 };
 pub use detect::{
-    AccelChoice, DetectOptions, Detection, FirecrackerInfo, KvmStatus, PROBE_TIMEOUT,
-    QEMU_PROGRAM, VSOCK_ENV, VSOCK_PROGRAM, detect,
+    AccelChoice, DetectOptions, Detection, FirecrackerInfo, KvmStatus, PROBE_TIMEOUT, QEMU_PROGRAM,
+    VSOCK_ENV, VSOCK_PROGRAM, detect,
 };
 pub use files::RunFiles;
 pub use firecracker::{ApiError, FIRECRACKER_ENV, FIRECRACKER_PROGRAM, Firecracker};
 pub use netns::{NetnsError, ROLE_NET};
-pub use select::{SelectError, Selected, VmmChoice, select};
 pub use ports::PortError;
 pub use process::{ProcessRecord, ROLE_VMM, ROLE_VSOCK};
 pub use qemu::{LaunchError, Qemu};
 pub use qmp::QmpError;
+pub use select::{SelectError, Selected, VmmChoice, select};
 
 /// Where the host side of the agent channel is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -82,3 +82,53 @@ fn detection_probes_once_and_caches() {
     let vmm = driver(&first).unwrap();
     assert_eq!(vmm.name(), "qemu");
 }
+
+/// Firecracker is found where it is given, with its version; here the probe fails, so it
+/// is not usable: `auto` picks QEMU and says why, `firecracker` is refused saying KVM
+/// cannot boot guests on this host.
+#[test]
+fn firecracker_is_detected_but_not_usable_without_a_working_kvm() {
+    let fc =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/firecracker");
+    if !fc.is_file() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but {} is missing",
+            fc.display()
+        );
+        eprintln!("SKIPPED: no Firecracker at {}", fc.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = detect(&DetectOptions {
+        cache: Some(dir.path().join("kvm-probe.json")),
+        firecracker: Some(fc.clone()),
+        ..DetectOptions::default()
+    });
+    eprintln!("{}\n{}", d.reason, d.firecracker_reason);
+    let info = d.firecracker.clone().expect("firecracker found");
+    assert_eq!(info.path, fc);
+    assert_eq!(info.version.as_deref(), Some("1.16.1"));
+    assert_eq!(info.origin, "given");
+    if hardware_virtualization() {
+        eprintln!("this host has VMX/SVM: the not-usable half does not apply");
+        return;
+    }
+    assert!(!d.firecracker_usable());
+    assert!(
+        d.firecracker_reason.contains("not usable"),
+        "{}",
+        d.firecracker_reason
+    );
+    let s = banger_vmm::select(banger_vmm::VmmChoice::Auto, &d).unwrap();
+    assert_eq!(s.name, "qemu");
+    assert!(
+        s.reason
+            .starts_with("auto: Firecracker is installed but KVM cannot run guests here (")
+            && s.reason.ends_with("): using QEMU with software emulation"),
+        "{}",
+        s.reason
+    );
+    let e = banger_vmm::select(banger_vmm::VmmChoice::Firecracker, &d).unwrap_err();
+    assert!(e.to_string().contains("KVM cannot run guests here"), "{e}");
+}

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use super::net;
 use crate::cmdline::{BootArgs, Net};
-use crate::log;
+use crate::console::log;
 
 /// What the user-mode network's DNS forwarder listens on.
 const NAMESERVER: &str = "10.0.2.3";

@@ -27,12 +27,20 @@ use banger_guest_proto::{GuestStage, InitMode, StageTime};
 
 use self::error::{BootError, Context};
 use crate::cmdline::BootArgs;
+use crate::console::log;
 use crate::server::{Agent, AgentConfig, Machine};
-use crate::{log, power, sys, transport};
+use crate::{power, sys, transport};
 
 /// Where the initramfs keeps its modules and their load order.
 const MODULES: &str = "/lib/modules/banger";
-const INIT: &str = "/sbin/init";
+/// Inits the image may have, in order: `/sbin/init` (systemd-sysv, sysvinit, busybox), then
+/// systemd itself for images that install it without the `/sbin/init` link (Debian's
+/// `systemd` package without `systemd-sysv`).
+const INITS: &[&str] = &[
+    "/sbin/init",
+    "/lib/systemd/systemd",
+    "/usr/lib/systemd/systemd",
+];
 
 struct Boot {
     args: BootArgs,
@@ -142,26 +150,30 @@ fn executable(path: &str) -> bool {
 /// Decides who is PID 1. With `image` the process forks: the parent execs the image's
 /// init, the child returns and serves. Returns the mode in effect for the caller.
 fn hand_over(boot: &mut Boot) -> InitMode {
-    let has_init = executable(INIT);
+    let init = INITS.iter().copied().find(|p| executable(p));
+    let has_init = init.is_some();
     let mode = match boot.args.init {
         InitMode::Agent => InitMode::Agent,
         InitMode::Auto if has_init => InitMode::Image,
         InitMode::Auto => InitMode::Agent,
         InitMode::Image if has_init => InitMode::Image,
         InitMode::Image => {
-            log!("banger.init=image but {INIT} is not an executable file; the agent stays PID 1");
+            log!(
+                "banger.init=image but none of {} is an executable file; the agent stays PID 1",
+                INITS.join(", ")
+            );
             InitMode::Agent
         }
     };
-    if mode == InitMode::Agent {
-        return mode;
-    }
+    let Some(init) = init.filter(|_| mode == InitMode::Image) else {
+        return InitMode::Agent;
+    };
     boot.reached(GuestStage::InitHandedOver);
     // SAFETY: single-threaded here (no runtime yet), so fork is unrestricted.
     match unsafe { libc::fork() } {
         -1 => {
             log!(
-                "fork for {INIT}: {}; the agent stays PID 1",
+                "fork for {init}: {}; the agent stays PID 1",
                 std::io::Error::last_os_error()
             );
             boot.stages.pop();
@@ -172,23 +184,28 @@ fn hand_over(boot: &mut Boot) -> InitMode {
             unsafe { libc::setsid() };
             InitMode::Image
         }
-        _ => exec_init(),
+        _ => exec_init(init),
     }
 }
 
 /// PID 1 becomes the image's init. If that fails, it stays a bare reaper so the guest
 /// keeps running and the agent (already forked) keeps serving.
-fn exec_init() -> ! {
+fn exec_init(init: &str) -> ! {
     // SAFETY: restoring the default disposition Rust's runtime changed; exec keeps
     // ignored signals, and an init with SIGPIPE ignored would pass that on.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let argv = [INIT_C.as_ptr(), std::ptr::null()];
-    // SAFETY: a valid C string path and a NULL-terminated argv of valid C strings.
-    unsafe { libc::execv(INIT_C.as_ptr(), argv.as_ptr()) };
-    log!(
-        "exec {INIT}: {}; PID 1 now only reaps zombies",
-        std::io::Error::last_os_error()
-    );
+    match std::ffi::CString::new(init) {
+        Ok(path) => {
+            let argv = [path.as_ptr(), std::ptr::null()];
+            // SAFETY: a valid C string path and a NULL-terminated argv of valid C strings.
+            unsafe { libc::execv(path.as_ptr(), argv.as_ptr()) };
+            log!(
+                "exec {init}: {}; PID 1 now only reaps zombies",
+                std::io::Error::last_os_error()
+            );
+        }
+        Err(_) => log!("init path {init:?} has a NUL byte; PID 1 now only reaps zombies"),
+    }
     loop {
         let mut status = 0;
         // SAFETY: `status` is a valid int to fill.
@@ -197,8 +214,6 @@ fn exec_init() -> ! {
         }
     }
 }
-
-const INIT_C: &std::ffi::CStr = c"/sbin/init";
 
 /// Serves forever; returns only the error that made serving impossible.
 fn serve(boot: Boot, init: InitMode) -> String {

@@ -11,7 +11,8 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use crate::{log, sys};
+use crate::console::log;
+use crate::sys;
 
 /// Loads every module listed in `dir/order`.
 pub fn load_all(dir: &Path) {

@@ -21,7 +21,8 @@ use banger_guest_proto::disks;
 
 use super::error::{BootError, Context};
 use super::seed;
-use crate::{log, sys, users};
+use crate::console::log;
+use crate::{sys, users};
 
 const LOWER: &str = "/.banger/lower";
 const UPPER: &str = "/.banger/upper";

@@ -33,12 +33,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::body::{AgentBody, FrameReader, ReadError};
+use crate::console::log;
 use crate::fdio::FdStream;
-use crate::log;
 use crate::reaper::WaitStatus;
 use crate::sys;
-
-pub use spawn::DEFAULT_PATH;
 
 /// Output frames buffered per session before the pumps wait for the host.
 const OUTPUT_QUEUE: usize = 8;

@@ -1,9 +1,11 @@
 //! One module per command group; each turns parsed args into RPCs and output.
 
+pub mod config;
 pub mod daemon;
 pub mod doctor;
 pub mod image;
 pub mod kernel;
+pub mod ssh_config;
 pub mod version;
 pub mod vm;
 

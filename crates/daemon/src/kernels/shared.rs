@@ -449,6 +449,11 @@ fn replace_with_link(blob: &Path, path: &Path) -> Result<(), OpError> {
 
 /// `to` as a copy of the tree `from` whose files are hardlinks of `from`'s.
 fn link_tree(from: &Path, to: &Path) -> Result<(), OpError> {
+    link_tree_unsynced(from, to)?;
+    fsutil::syncfs(to)
+}
+
+fn link_tree_unsynced(from: &Path, to: &Path) -> Result<(), OpError> {
     let io = |what: &str, p: &Path, e| OpError::io(format!("{what} {}", p.display()), e);
     std::fs::create_dir(to).map_err(|e| io("creating", to, e))?;
     for entry in std::fs::read_dir(from).map_err(|e| io("reading", from, e))? {
@@ -457,7 +462,7 @@ fn link_tree(from: &Path, to: &Path) -> Result<(), OpError> {
         let dst = to.join(entry.file_name());
         let kind = entry.file_type().map_err(|e| io("stat", &src, e))?;
         if kind.is_dir() {
-            link_tree(&src, &dst)?;
+            link_tree_unsynced(&src, &dst)?;
         } else if kind.is_symlink() {
             let target = std::fs::read_link(&src).map_err(|e| io("readlink", &src, e))?;
             std::os::unix::fs::symlink(&target, &dst).map_err(|e| io("symlink", &dst, e))?;
@@ -465,11 +470,11 @@ fn link_tree(from: &Path, to: &Path) -> Result<(), OpError> {
             link_or_copy(&src, &dst)?;
         }
     }
-    fsutil::fsync_dir(to)
+    Ok(())
 }
 
-/// Identity of a tree without reading its files: every entry's path, type, inode, size
-/// and mtime. Equal fingerprints mean the same inodes, hence (for our immutable trees and a
+/// Identity of a tree without reading its files: every file's path, type, inode, size
+/// and mtime (directories by name only). Equal fingerprints mean the same inodes, hence (for our immutable trees and a
 /// user's untouched ones) the same content.
 fn fingerprint(root: &Path) -> Result<String, OpError> {
     let mut lines = Vec::new();
@@ -484,7 +489,11 @@ fn fingerprint(root: &Path) -> Result<String, OpError> {
             let m = std::fs::symlink_metadata(entry.path())
                 .map_err(|e| OpError::io(format!("stat {}", entry.path().display()), e))?;
             if m.is_dir() {
-                stack.push((entry.path(), path.clone()));
+                // A directory's inode and mtime are its own in every copy of a tree: only
+                // its name counts.
+                lines.push(format!("{path}\0dir\n"));
+                stack.push((entry.path(), path));
+                continue;
             }
             lines.push(format!(
                 "{path}\0{:o}\0{}\0{}\0{}.{}\n",

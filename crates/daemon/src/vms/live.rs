@@ -163,7 +163,17 @@ impl LiveVm {
         stream: UnixStream,
     ) -> Option<tokio::sync::oneshot::Receiver<()>> {
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
-        match AgentConn::handshake(stream, closed_tx).await {
+        // A handshake that stalls (bytes lost across a serial reconnect) is retried on a new
+        // connection rather than waited on forever.
+        let handshake = tokio::time::timeout(
+            Duration::from_secs(10),
+            AgentConn::handshake(stream, closed_tx),
+        );
+        match handshake.await.unwrap_or_else(|_| {
+            Err(super::agent::AgentCallError::Transport(
+                "handshake timed out after 10 s".into(),
+            ))
+        }) {
             Ok(conn) => {
                 tracing::info!(vm = %self.name, agent = %conn.hello.agent_version, boot_id = %conn.hello.boot_id, "agent connected");
                 self.agent.send_replace(Some(conn));

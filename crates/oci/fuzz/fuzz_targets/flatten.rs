@@ -28,6 +28,6 @@ fuzz_target!(|data: &[u8]| {
         std::fs::write(&path, part).expect("write layer");
         inputs.push(LayerInput { path, digest: Digest::of(part), diff_id: None, verified: false });
     }
-    let limits = Limits { max_unpacked_bytes: 16 << 20, max_entries: 10_000 };
+    let limits = Limits { max_unpacked_bytes: 16 << 20, max_entries: 10_000, blob_bytes_read: None };
     let _ = flatten(&inputs, &mut CollectSink::default(), &limits);
 });

@@ -75,7 +75,7 @@ fuzz_target!(|data: &[u8]| {
     let opts = ext4::Options { size: ext4::SizePolicy::Exact(64 << 20), ..Default::default() };
     let Ok(writer) = ext4::Ext4Writer::create(&dir.path().join("out.ext4"), opts) else { return };
     let mut sink = Sink(writer);
-    let limits = oci::Limits { max_unpacked_bytes: 16 << 20, max_entries: 10_000 };
+    let limits = oci::Limits { max_unpacked_bytes: 16 << 20, max_entries: 10_000, blob_bytes_read: None };
     if oci::flatten(&inputs, &mut sink, &limits).is_ok() {
         let _ = sink.0.finish();
     }

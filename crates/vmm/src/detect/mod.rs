@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Accel, ChannelKind};
+use crate::firecracker::{FIRECRACKER_ENV, FIRECRACKER_PROGRAM};
 use crate::host;
 
 /// The QEMU program detection looks for.
@@ -57,6 +58,9 @@ pub struct DetectOptions {
     pub accel: AccelChoice,
     /// Deadline of the probe guest.
     pub probe_timeout: Duration,
+    /// The Firecracker binary (from `config.toml`); default `$BANGER_FIRECRACKER`, then
+    /// `firecracker` on `$PATH`.
+    pub firecracker: Option<PathBuf>,
 }
 
 impl Default for DetectOptions {
@@ -67,6 +71,7 @@ impl Default for DetectOptions {
             vsock_backend: None,
             accel: AccelChoice::Auto,
             probe_timeout: PROBE_TIMEOUT,
+            firecracker: None,
         }
     }
 }
@@ -119,6 +124,33 @@ pub struct Detection {
     pub channel_reason: String,
     /// What is known about KVM.
     pub kvm: KvmStatus,
+    /// The Firecracker binary, if found.
+    #[serde(default)]
+    pub firecracker: Option<FirecrackerInfo>,
+    /// One sentence on Firecracker: where it is, its version, whether it can be used
+    /// and why (for `banger doctor`).
+    #[serde(default)]
+    pub firecracker_reason: String,
+}
+
+/// A Firecracker binary detection found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirecrackerInfo {
+    /// Its path.
+    pub path: PathBuf,
+    /// Its version from `firecracker --version` (`1.16.1`), when it answered.
+    pub version: Option<String>,
+    /// Where it was found: `"given"`, `"$BANGER_FIRECRACKER"` or `"PATH"`.
+    pub origin: String,
+}
+
+impl Detection {
+    /// Whether Firecracker can run guests here: it is installed and the KVM probe proved
+    /// that KVM runs guest code (`auto` picks it only then). A forced KVM
+    /// ([`KvmStatus::Forced`]) lets an explicit `firecracker` choice through, not `auto`.
+    pub fn firecracker_usable(&self) -> bool {
+        self.firecracker.is_some() && matches!(self.kvm, KvmStatus::Works { .. })
+    }
 }
 
 /// Finds QEMU, the vsock helper and a working accelerator. Blocks while the probe runs
@@ -165,6 +197,7 @@ pub fn detect(opts: &DetectOptions) -> Detection {
         cache::store(path, key, &facts);
     }
     let reason = reason(opts.accel, &kvm, qemu.is_some(), opts.qemu.as_deref());
+    let (firecracker, firecracker_reason) = find_firecracker(opts, &kvm);
     Detection {
         accel,
         reason,
@@ -174,7 +207,85 @@ pub fn detect(opts: &DetectOptions) -> Detection {
         channel,
         channel_reason,
         kvm,
+        firecracker,
+        firecracker_reason,
     }
+}
+
+/// Firecracker from [`DetectOptions::firecracker`], `$BANGER_FIRECRACKER` or `PATH`, and
+/// a sentence on whether it can be used with this KVM.
+fn find_firecracker(opts: &DetectOptions, kvm: &KvmStatus) -> (Option<FirecrackerInfo>, String) {
+    let explicit = opts
+        .firecracker
+        .clone()
+        .map(|p| (p, "given".to_string()))
+        .or_else(|| {
+            std::env::var_os(FIRECRACKER_ENV)
+                .filter(|v| !v.is_empty())
+                .map(|v| (PathBuf::from(v), format!("${FIRECRACKER_ENV}")))
+        });
+    let found = match explicit {
+        Some((p, origin)) if host::is_executable(&p) => Some((p, origin)),
+        Some((p, origin)) => {
+            return (
+                None,
+                format!(
+                    "Firecracker {} ({origin}) is not an executable file: fix the path",
+                    p.display()
+                ),
+            );
+        }
+        None => host::find_program(FIRECRACKER_PROGRAM, &[]).map(|p| (p, "PATH".to_string())),
+    };
+    let Some((path, origin)) = found else {
+        return (
+            None,
+            format!(
+                "{FIRECRACKER_PROGRAM} was found neither on PATH nor in ${FIRECRACKER_ENV}:                  VMs use QEMU (install Firecracker to use it on a KVM host)"
+            ),
+        );
+    };
+    let version = host::firecracker_version(&path);
+    let info = FirecrackerInfo {
+        path,
+        version,
+        origin,
+    };
+    let reason = firecracker_reason(&info, kvm);
+    (Some(info), reason)
+}
+
+fn firecracker_reason(info: &FirecrackerInfo, kvm: &KvmStatus) -> String {
+    let what = format!(
+        "Firecracker {} at {} ({})",
+        info.version.as_deref().unwrap_or("(version unknown)"),
+        info.path.display(),
+        info.origin
+    );
+    match kvm {
+        KvmStatus::Works { probe_ms } => {
+            format!("{what}: usable, a probe guest ran under KVM in {probe_ms} ms")
+        }
+        KvmStatus::Forced => format!(
+            "{what}: KVM is forced, not probed: `auto` keeps QEMU, an explicit `firecracker`              choice is allowed"
+        ),
+        other => format!("{what}: not usable, {}", kvm_cannot_run_guests(other)),
+    }
+}
+
+/// Why KVM cannot run guests, for messages: `KVM cannot run guests here (…)`.
+pub(crate) fn kvm_cannot_run_guests(kvm: &KvmStatus) -> String {
+    let why = match kvm {
+        KvmStatus::Missing => "/dev/kvm does not exist".to_string(),
+        KvmStatus::NoAccess { error, .. } => format!("/dev/kvm does not open read-write: {error}"),
+        KvmStatus::ProbeFailed { detail } => {
+            format!("/dev/kvm is present but a probe guest did not boot under it: {detail}")
+        }
+        KvmStatus::NotProbed => "KVM was not probed (software emulation was configured, or                                  QEMU, which runs the probe, is missing)"
+            .to_string(),
+        KvmStatus::Forced | KvmStatus::Works { .. } => "KVM works".to_string(),
+    };
+    format!("KVM cannot run guests here ({why})")
 }
 
 fn find_vsock_backend(opts: &DetectOptions) -> (Option<PathBuf>, String) {

@@ -147,7 +147,8 @@ fn send(
     };
     stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(io)?;
     stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(io)?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n");
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n");
     if let Some(b) = body {
         req.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",
@@ -217,10 +218,7 @@ fn read_response(mut r: impl BufRead) -> Result<Response, ReadError> {
 
 fn read_line(r: &mut impl BufRead, line: &mut String) -> Result<(), ReadError> {
     // Bounded: a header line longer than 8 KiB is not Firecracker's.
-    let n = r
-        .take(8192)
-        .read_line(line)
-        .map_err(ReadError::Io)?;
+    let n = r.take(8192).read_line(line).map_err(ReadError::Io)?;
     if n == 0 {
         return Err(ReadError::Bad("the connection closed mid-response".into()));
     }
@@ -310,7 +308,10 @@ mod tests {
                 if fault_message == "The kernel file cannot be opened"),
             "{e:?}"
         );
-        assert!(text.contains("/nope") && text.contains("PUT /boot-source"), "{text}");
+        assert!(
+            text.contains("/nope") && text.contains("PUT /boot-source"),
+            "{text}"
+        );
 
         let gone = dir.path().join("gone.sock");
         assert!(matches!(

@@ -163,8 +163,13 @@ impl Firecracker {
         }
         remember(&created, &files.vsock_uds);
         let start = api::instance_start();
-        http::call(&files.fc_api_socket, start.method, &start.path, Some(&start.body))
-            .map_err(failed)?;
+        http::call(
+            &files.fc_api_socket,
+            start.method,
+            &start.path,
+            Some(&start.body),
+        )
+        .map_err(failed)?;
         let mut processes = started.keep();
         // The VMM last, as `Launched` promises.
         processes.sort_by_key(|p| p.role == ROLE_VMM);
@@ -262,7 +267,10 @@ pub(crate) fn check_config(cfg: &VmConfig) -> Result<(), ConfigError> {
     }
     if !is_elf(&cfg.kernel) {
         return Err(unsupported(
-            format!("the kernel {}, which is not an ELF vmlinux", cfg.kernel.display()),
+            format!(
+                "the kernel {}, which is not an ELF vmlinux",
+                cfg.kernel.display()
+            ),
             "give it the uncompressed vmlinux (the kernel store extracts it from vmlinuz)",
         ));
     }

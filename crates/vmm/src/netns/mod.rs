@@ -87,7 +87,9 @@ pub enum NetnsError {
         error: String,
     },
     /// pasta could not be started or did not set up its interface.
-    #[error("pasta did not connect the VM's network namespace: {detail}: its output ({log}) ends with:\n{tail}")]
+    #[error(
+        "pasta did not connect the VM's network namespace: {detail}: its output ({log}) ends with:\n{tail}"
+    )]
     Pasta {
         /// What went wrong.
         detail: String,
@@ -112,18 +114,37 @@ pub(crate) struct Tools {
     unshare: PathBuf,
     pasta: PathBuf,
     nsenter: PathBuf,
+    /// Run before each program (tests: `setpriv --reuid=…` to act as another user).
+    prefix: Vec<OsString>,
+}
+
+impl Tools {
+    fn command(&self, program: &Path) -> Command {
+        match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
 }
 
 /// Checks, before anything starts, that the plumbing can work for this user.
 pub(crate) fn check() -> Result<Tools, NetnsError> {
     let find = |program: &'static str, fix: &'static str| {
-        host::find_program(program, &[PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
-            .ok_or(NetnsError::Missing { program, fix })
+        host::find_program(
+            program,
+            &[PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")],
+        )
+        .ok_or(NetnsError::Missing { program, fix })
     };
     let tools = Tools {
         unshare: find("unshare", "install util-linux")?,
         nsenter: find("nsenter", "install util-linux")?,
         pasta: find("pasta", "install the passt package")?,
+        prefix: Vec::new(),
     };
     find("ip", "install iproute2")?;
     if let Err(e) = std::fs::OpenOptions::new()
@@ -141,11 +162,19 @@ pub(crate) fn check() -> Result<Tools, NetnsError> {
 /// The command running `program args` in a new user + network namespace holding
 /// [`TAP_NAME`] on [`BRIDGE_NAME`].
 pub(crate) fn wrap(tools: &Tools, program: &Path, args: &[OsString]) -> Command {
-    let mut c = Command::new(&tools.unshare);
-    c.args(["--user", "--map-root-user", "--net", "--", "/bin/sh", "-c", SETUP])
-        .arg("banger-netns")
-        .arg(program)
-        .args(args);
+    let mut c = tools.command(&tools.unshare);
+    c.args([
+        "--user",
+        "--map-root-user",
+        "--net",
+        "--",
+        "/bin/sh",
+        "-c",
+        SETUP,
+    ])
+    .arg("banger-netns")
+    .arg(program)
+    .args(args);
     c
 }
 
@@ -156,7 +185,19 @@ pub(crate) fn pasta_args(pid: u32, forwards: &[PortForward], as_root: bool) -> V
         .map(|s| s.to_string())
         .collect();
     v.push(GUEST_PREFIX.to_string());
-    v.extend(["-g", GATEWAY, "--dns-forward", DNS, "-T", "none", "-U", "none"].map(String::from));
+    v.extend(
+        [
+            "-g",
+            GATEWAY,
+            "--dns-forward",
+            DNS,
+            "-T",
+            "none",
+            "-U",
+            "none",
+        ]
+        .map(String::from),
+    );
     if as_root {
         v.extend(["--runas".into(), "0:0".into()]);
     }
@@ -201,8 +242,8 @@ pub(crate) fn attach(
         .try_clone()
         .map_err(|e| pasta_err(format!("cannot duplicate a file descriptor: {e}")))?;
     // SAFETY: geteuid has no preconditions and touches no memory.
-    let as_root = unsafe { libc::geteuid() } == 0;
-    let mut cmd = Command::new(&tools.pasta);
+    let as_root = unsafe { libc::geteuid() } == 0 && tools.prefix.is_empty();
+    let mut cmd = tools.command(&tools.pasta);
     cmd.args(pasta_args(vmm.pid, forwards, as_root))
         .stdin(Stdio::null())
         .stdout(out)
@@ -229,8 +270,18 @@ pub(crate) fn attach(
             return Err(pasta_err(format!("pasta exited ({status})")));
         }
     }
-    let out = Command::new(&tools.nsenter)
-        .args(["-t", &vmm.pid.to_string(), "-U", "-n", "--", "ip", "link", "set"])
+    let out = tools
+        .command(&tools.nsenter)
+        // Keeps the caller's ids (mapped to root inside): the namespace denies setgroups.
+        .args([
+            "-t",
+            &vmm.pid.to_string(),
+            "-U",
+            "-n",
+            "--preserve-credentials",
+            "--",
+        ])
+        .args(["ip", "link", "set"])
         .args([PASTA_IFNAME, "master", BRIDGE_NAME, "up"])
         .stdin(Stdio::null())
         .output();
@@ -238,7 +289,11 @@ pub(crate) fn attach(
         Ok(o) if o.status.success() => Ok(Attached { pasta }),
         Ok(o) => Err(stop(NetnsError::Bridge {
             pid: vmm.pid,
-            detail: format!("{}: {}", o.status, String::from_utf8_lossy(&o.stderr).trim()),
+            detail: format!(
+                "{}: {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
         })),
         Err(e) => Err(stop(NetnsError::Bridge {
             pid: vmm.pid,
@@ -270,16 +325,106 @@ mod tests {
             host_port,
             guest_port,
         };
-        let a = pasta_args(42, &[f(Proto::Tcp, 8080, 80), f(Proto::Tcp, 2222, 22)], false);
+        let a = pasta_args(
+            42,
+            &[f(Proto::Tcp, 8080, 80), f(Proto::Tcp, 2222, 22)],
+            false,
+        );
         let s = a.join(" ");
         assert!(
             s.starts_with("-f -q -I pasta0 -a 10.0.2.15 -n 24 -g 10.0.2.2 --dns-forward 10.0.2.3 -T none -U none "),
             "{s}"
         );
-        assert!(s.contains("-t 127.0.0.1/8080:80 -t 127.0.0.1/2222:22 -u none 42"), "{s}");
+        assert!(
+            s.contains("-t 127.0.0.1/8080:80 -t 127.0.0.1/2222:22 -u none 42"),
+            "{s}"
+        );
         assert!(!s.contains("--runas"));
         let s = pasta_args(7, &[f(Proto::Udp, 5353, 53)], true).join(" ");
-        assert!(s.contains("--runas 0:0 -t none -u 127.0.0.1/5353:53 7"), "{s}");
+        assert!(
+            s.contains("--runas 0:0 -t none -u 127.0.0.1/5353:53 7"),
+            "{s}"
+        );
+    }
+
+    /// As an unprivileged user (`nobody`, through `setpriv`), the namespace + TAP + pasta
+    /// plumbing comes up around a stand-in VMM and goes away with it. Needs root (for
+    /// setpriv) and a world read-write `/dev/net/tun`; skipped with a message otherwise.
+    #[test]
+    fn the_plumbing_comes_up_and_goes_away_as_an_unprivileged_user() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: switching to an unprivileged user needs root");
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata("/dev/net/tun")
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0);
+        if mode & 0o006 != 0o006 {
+            eprintln!(
+                "SKIPPED: /dev/net/tun has mode {mode:o}, not world read-write, so no \
+                 unprivileged user can create a TAP here (Debian's default is 0666)"
+            );
+            return;
+        }
+        let mut tools = check().expect("unshare, nsenter, pasta and ip");
+        tools.prefix = [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ]
+        .map(OsString::from)
+        .to_vec();
+        let dir = tempfile::Builder::new()
+            .prefix("bnetns-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let files = RunFiles::new(dir.path());
+        let mut cmd = wrap(&tools, Path::new("/bin/sleep"), &["600".into()]);
+        cmd.stdin(Stdio::null());
+        let holder = process::spawn_detached(&mut cmd, "vmm", |_| {}).unwrap();
+        struct Kill(Vec<ProcessRecord>);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                for p in &self.0 {
+                    p.kill_now();
+                }
+            }
+        }
+        let mut guard = Kill(vec![holder.record.clone()]);
+        let pid = holder.record.pid;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !has_interface(pid, BRIDGE_NAME) {
+            assert!(
+                Instant::now() < deadline,
+                "no {BRIDGE_NAME} in the namespace"
+            );
+            assert!(holder.record.is_alive(), "the namespace set-up failed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let uid = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert!(uid.lines().any(|l| l.starts_with("Uid:\t65534")), "{uid}");
+        let attached = attach(&tools, &holder.record, &[], &files).expect("pasta attaches");
+        guard.0.push(attached.pasta.clone());
+        let dev = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap();
+        for ifname in [TAP_NAME, BRIDGE_NAME, PASTA_IFNAME] {
+            assert!(dev.contains(&format!("{ifname}:")), "{ifname}:\n{dev}");
+        }
+        let ns = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+        assert_ne!(ns, std::fs::read_link("/proc/self/ns/net").unwrap());
+
+        // Teardown as the driver does it: the VMM ends, then pasta is told to stop.
+        holder.record.kill_now();
+        assert!(!holder.record.is_alive());
+        attached.pasta.signal(libc::SIGTERM).unwrap();
+        assert!(
+            attached.pasta.wait_gone(Duration::from_secs(30)),
+            "pasta stays"
+        );
     }
 
     #[test]

@@ -1,13 +1,19 @@
 //! `banger vm …`: the VM lifecycle (create, start, stop, kill, delete), inspection (list,
-//! show, logs) and running commands inside (exec). One module per verb.
+//! show, logs, ports), running commands inside (exec, ssh, run), files (cp) and TCP
+//! tunnels (proxy). One module per verb.
 
+pub mod cp;
 pub mod create;
 pub mod delete;
 pub mod exec;
 pub mod kill;
 pub mod list;
 pub mod logs;
+pub mod ports;
+pub mod proxy;
+pub mod run;
 pub mod show;
+pub mod ssh;
 pub mod start;
 pub mod stop;
 
@@ -18,6 +24,10 @@ use crate::Context;
 
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
+    /// Run a command (or a shell) in a new VM, with a directory copied in: the one command
+    /// for a disposable Linux box with your project in it.
+    #[command(after_help = RUN_HELP)]
+    Run(run::RunArgs),
     /// Create a VM from an image and boot it. Nothing is copied: the VM gets a sparse
     /// copy-on-write disk over the image's read-only root filesystem and its own work disk
     /// for /root, so a new VM costs only the blocks it writes.
@@ -69,11 +79,83 @@ pub enum VmCommand {
         after_help = "Everything after the VM name (or after `--`) is the command and its arguments, passed\nas they are, without a shell; use `sh -c '…'` for pipes and variables.\n\nExit status: the command's own; 128+N if a signal N killed it; 127 if the program was not\nfound, 126 if it could not be started (not executable, no such user or directory); 1 with\nan `error:` line if banger itself failed (no such VM, VM not running, connection lost).\n\nSignals banger gets (Ctrl-C's SIGINT, SIGTERM, SIGHUP, SIGQUIT) are passed on to the\ncommand, so Ctrl-C ends it as it would locally (exit status 130). With -t on a terminal,\nkeys go to the guest's pty as typed, Ctrl-C included, and the window size follows yours.\n\nExamples:\n  banger vm exec dev -- uname -a\n  banger vm exec dev -- sh -c 'echo $HOME; exit 7'; echo $?     # prints /root, then 7\n  banger vm exec -it dev -- bash                              # an interactive shell\n  tar c ./src | banger vm exec -i dev -- tar x -C /root       # stdin passed through\n  banger vm exec -e RUST_LOG=debug -w /root/app -u builder dev -- cargo test"
     )]
     Exec(exec::ExecArgs),
+    /// An interactive login shell (or CMD) on a pty in a running VM, over the agent: no sshd
+    /// needed in the guest. Your TERM is passed on and the window size follows yours.
+    #[command(
+        after_help = "Exit status: the shell's (or CMD's). For real OpenSSH (scp, port forwards, an IDE's\nremote mode) see `banger ssh-config`.\n\nExamples:\n  banger vm ssh dev\n  banger vm ssh dev -- htop\n  banger vm ssh -u builder -w /srv dev"
+    )]
+    Ssh(ssh::SshArgs),
+    /// Copy files and directory trees between the host and a VM (NAME:PATH on one side),
+    /// keeping modes, mtimes and symlinks; streamed, so file size does not matter.
+    #[command(after_help = CP_HELP)]
+    Cp(cp::CpArgs),
+    /// Pipe stdin/stdout to a TCP port inside a VM, over the agent (for OpenSSH's
+    /// ProxyCommand; see `banger ssh-config`).
+    #[command(
+        after_help = "The end of stdin half-closes the guest socket; the guest closing it ends the command.\n\nExamples:\n  ssh -o ProxyCommand='banger vm proxy %h %p' root@dev.vm\n  printf 'GET / HTTP/1.0\\r\\n\\r\\n' | banger vm proxy dev 80"
+    )]
+    Proxy(proxy::ProxyArgs),
+    /// List a VM's published ports and the sockets listening inside it.
+    #[command(
+        after_help = "Published ports are set at create time with -p [IP:]HOST:GUEST[/tcp|udp] (bound to\n127.0.0.1 unless an IP is given). Listening sockets come from the running guest.\n\nExamples:\n  banger vm ports dev\n  banger vm ports dev --json | jq '.listening'"
+    )]
+    Ports(ports::PortsArgs),
 }
 
+const RUN_HELP: &str = "\
+Steps: the image (without --image, the configured default image, pulled once with the
+configured default kernel: see `banger config show`), a new VM, PATH copied onto the VM's
+own disk as /root/<dir name>, then CMD run there (exit status, stdin, stdout and stderr
+passed through; a pty when stdin is a terminal) or, without CMD, an interactive login
+shell.
+
+What is copied from PATH: in a git repository (PATH is its top level), the tracked files
+plus the untracked files that are not ignored, and the whole .git (so `git status` and
+`git log` work in the guest); in any other directory, everything. Modes, mtimes and
+symlinks are kept. --dry-run prints the list and stops.
+
+-d creates the VM (and copies PATH), prints its name and leaves it running; it takes no
+CMD: use `banger vm exec NAME -- …` afterwards. --rm deletes the VM at the end, also after
+a failure or Ctrl-C. Without --rm the VM stays (a failed run says how to delete it).
+
+Examples:
+  banger vm run                               # a shell in the default image
+  banger vm run ~/src/app -- make test        # the repo copied in; make's status is ours
+  banger vm run --rm --image alpine-3-20 -- sh -c 'exit 7'; echo $?     # 7, nothing left
+  banger vm run . --dry-run | less            # what would be copied
+  banger vm run -d . -p 8080:80 --name web && banger vm exec web -- ./serve";
+
+const CP_HELP: &str = "\
+NAME:PATH names a path in VM NAME; a relative PATH is under /root (`dev:` is /root).
+Exactly one side is in a VM. Like `cp -r`:
+  to a VM:   SRC lands inside DST when DST ends in / or is a directory in the guest,
+             else SRC is copied as DST (renamed); DST's parents are created.
+  from a VM: SRC lands inside DST when DST is a directory (or ends in /: then it is
+             created), else SRC is written as DST (its parent must exist).
+`-` on the local side is a tar stream on stdin (to a VM) or stdout (from a VM).
+Entries of a downloaded archive that would land outside DST are refused.
+
+Examples:
+  banger vm cp ./file dev:/root/
+  banger vm cp ./src dev:app            # ./src becomes /root/app (if that is no directory)
+  banger vm cp dev:/var/log/syslog .
+  banger vm cp dev:/root/app ./app-copy
+  banger vm cp dev:/etc - | tar t";
+
 pub async fn run(ctx: &Context, command: VmCommand) -> anyhow::Result<u8> {
+    // `vm run` loads the config and lists the workspace before the daemon is needed (so
+    // `--dry-run` never starts one).
+    let command = match command {
+        VmCommand::Run(args) => return run::run(ctx, args).await,
+        VmCommand::Create(mut args) => {
+            apply_config(&crate::config::Config::load()?, &mut args);
+            VmCommand::Create(args)
+        }
+        other => other,
+    };
     let client = ctx.client().await?;
     match command {
+        VmCommand::Run(_) => unreachable!("handled above"),
         VmCommand::Create(args) => create::run(ctx, &client, args).await,
         VmCommand::Start(args) => start::run(ctx, &client, args).await,
         VmCommand::Stop(args) => stop::run(ctx, &client, args).await,
@@ -83,7 +165,24 @@ pub async fn run(ctx: &Context, command: VmCommand) -> anyhow::Result<u8> {
         VmCommand::Show(args) => show::run(ctx, &client, args).await,
         VmCommand::Logs(args) => logs::run(ctx, &client, args).await,
         VmCommand::Exec(args) => exec::run(&client, args).await,
+        VmCommand::Ssh(args) => ssh::run(&client, args).await,
+        VmCommand::Cp(args) => cp::run(&client, args).await,
+        VmCommand::Proxy(args) => proxy::run(&client, args).await,
+        VmCommand::Ports(args) => ports::run(ctx, &client, args).await,
     }
+}
+
+/// `vm create`: the config file's `[vm]` defaults where no flag was given.
+pub fn apply_config(config: &crate::config::Config, args: &mut create::CreateArgs) {
+    let vm = &config.vm;
+    args.cpus = args.cpus.or(vm.cpus.as_ref().map(|s| s.value));
+    args.memory = args.memory.or(vm.memory_mib.as_ref().map(|s| s.value));
+    args.disk = args.disk.or(vm.disk_bytes.as_ref().map(|s| s.value));
+    args.work_disk = args
+        .work_disk
+        .or(vm.work_disk_bytes.as_ref().map(|s| s.value));
+    args.net = args.net.or(vm.net.as_ref().map(|s| s.value));
+    args.init = args.init.or(vm.init.as_ref().map(|s| s.value));
 }
 
 /// Seconds from the start of the last boot to the `ready` stage, if it got there.
@@ -121,6 +220,8 @@ pub(crate) mod testing {
             accel: "tcg".into(),
             accel_reason: "/dev/kvm did not boot the probe guest".into(),
             channel: "vsock".into(),
+            net: "user".into(),
+            published: Vec::new(),
             last_error: None,
             stages: vec![
                 VmStageRecord {
@@ -184,6 +285,12 @@ mod tests {
             &["vm", "show", "dev", "--json"],
             &["vm", "logs", "dev", "-f", "-n", "20"],
             &["vm", "exec", "dev", "--", "true"],
+            &["vm", "run"],
+            &["vm", "run", ".", "--rm", "--", "make"],
+            &["vm", "ssh", "dev"],
+            &["vm", "cp", "./f", "dev:/root/"],
+            &["vm", "proxy", "dev.vm", "22"],
+            &["vm", "ports", "dev", "--json"],
         ];
         for argv in ok {
             parse(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
@@ -217,7 +324,8 @@ mod tests {
         cli.build();
         let vm = cli.find_subcommand_mut("vm").expect("vm command");
         for verb in [
-            "create", "start", "stop", "kill", "delete", "list", "show", "logs", "exec",
+            "create", "start", "stop", "kill", "delete", "list", "show", "logs", "exec", "run",
+            "ssh", "cp", "proxy", "ports",
         ] {
             let sub = vm.find_subcommand_mut(verb).expect(verb);
             let help = sub.render_long_help().to_string();
@@ -228,6 +336,26 @@ mod tests {
             top.contains("banger vm exec"),
             "top-level examples mention vm"
         );
+    }
+
+    #[test]
+    fn vm_create_takes_the_config_defaults_under_its_flags() {
+        let config = crate::config::Config::parse(
+            "[vm]\ncpus = 4\nmemory = \"2GiB\"\nnet = \"none\"\n",
+            std::path::Path::new("/c.toml"),
+        )
+        .expect("config");
+        let VmCommand::Create(mut args) =
+            parse(&["vm", "create", "dev", "--image", "i", "--cpus", "1"]).expect("parses")
+        else {
+            panic!("not create")
+        };
+        apply_config(&config, &mut args);
+        let p = create::params(&args);
+        assert_eq!(p.cpus, Some(1), "the flag wins");
+        assert_eq!(p.memory_mib, Some(2048), "the file fills in");
+        assert_eq!(p.net.as_deref(), Some("none"));
+        assert_eq!(p.disk_bytes, None, "the daemon decides");
     }
 
     #[test]

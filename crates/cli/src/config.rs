@@ -1,0 +1,679 @@
+//! The CLI's configuration file: `$XDG_CONFIG_HOME/banger/config.toml` (default
+//! `~/.config/banger/config.toml`; the `BANGER_CONFIG` environment variable names another
+//! file, e.g. for tests). A missing file means every default applies.
+//!
+//! Every key, with its default:
+//!
+//! ```toml
+//! # The image `banger vm run` boots when no --image is given: an image reference as
+//! # `banger image pull` takes it. Pulled on first use.
+//! default_image = "debian:bookworm"
+//! # What that image is called locally (looked up before pulling, and the name it is pulled
+//! # as). Default: derived from default_image as `image pull` does: the last path segment
+//! # plus the tag, '.' and ':' turned into '-' (debian:bookworm → debian-bookworm).
+//! default_image_name = "debian-bookworm"
+//! # A kernel in banger's kernel store (`banger kernel list`), used as --kernel-ref when
+//! # the default image is pulled.
+//! default_kernel = "default"
+//!
+//! # Defaults for `banger vm run` and `banger vm create`; flags win. Unset keys are left to
+//! # the daemon (its defaults are named in `banger config show`).
+//! [vm]
+//! cpus = 2                # virtual CPUs, >= 1
+//! memory = "1GiB"         # guest memory: a size string, or a number of MiB
+//! disk = "8GiB"           # copy-on-write root disk (apparent size; sparse)
+//! work_disk = "8GiB"      # the work disk mounted at /root (apparent size; sparse)
+//! net = "user"            # "user" (rootless NAT + DNS, published ports) or "none"
+//! init = "auto"           # "auto", "agent" or "image": who runs as PID 1
+//! ```
+//!
+//! An unknown key or a bad value is an error naming the key and the file: a typo never
+//! silently falls back to a default. Precedence: command-line flags, then the file, then
+//! the defaults; `banger config show` prints each effective value with where it came from.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::commands::vm::create::{InitArg, NetArg};
+
+/// `default_image` when the file does not set it.
+pub const DEFAULT_IMAGE: &str = "debian:bookworm";
+/// `default_kernel` when the file does not set it.
+pub const DEFAULT_KERNEL: &str = "default";
+/// The environment variable naming another configuration file.
+pub const CONFIG_ENV: &str = "BANGER_CONFIG";
+
+/// Where an effective value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File(PathBuf),
+    Flag,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(p) => write!(f, "config file {}", p.display()),
+            Source::Flag => f.write_str("flag"),
+        }
+    }
+}
+
+impl Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+/// A value and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting<T> {
+    pub value: T,
+    pub source: Source,
+}
+
+impl<T> Setting<T> {
+    fn new(value: T, source: Source) -> Self {
+        Setting { value, source }
+    }
+}
+
+/// Defaults for new VMs (`[vm]`). `None`: the daemon decides.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmDefaults {
+    pub cpus: Option<Setting<u32>>,
+    pub memory_mib: Option<Setting<u64>>,
+    pub disk_bytes: Option<Setting<u64>>,
+    pub work_disk_bytes: Option<Setting<u64>>,
+    pub net: Option<Setting<NetArg>>,
+    pub init: Option<Setting<InitArg>>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file that was (or would be) read.
+    pub path: PathBuf,
+    /// Whether that file exists.
+    pub file_found: bool,
+    pub default_image: Setting<String>,
+    pub default_image_name: Setting<String>,
+    pub default_kernel: Setting<String>,
+    pub vm: VmDefaults,
+}
+
+/// The file as written: every key optional, values checked after parsing so that each
+/// error names its key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    default_image: Option<toml::Value>,
+    default_image_name: Option<toml::Value>,
+    default_kernel: Option<toml::Value>,
+    #[serde(default)]
+    vm: RawVm,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVm {
+    cpus: Option<toml::Value>,
+    memory: Option<toml::Value>,
+    disk: Option<toml::Value>,
+    work_disk: Option<toml::Value>,
+    net: Option<toml::Value>,
+    init: Option<toml::Value>,
+}
+
+/// The configuration file's path: `$BANGER_CONFIG`, else `$XDG_CONFIG_HOME/banger/config.toml`,
+/// else `~/.config/banger/config.toml`.
+pub fn config_path() -> PathBuf {
+    if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
+        return PathBuf::from(p);
+    }
+    config_dir().join("config.toml")
+}
+
+/// `$XDG_CONFIG_HOME/banger` (relative or empty values ignored, as the XDG spec says),
+/// else `$HOME/.config/banger`.
+pub fn config_dir() -> PathBuf {
+    let xdg = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute());
+    xdg.unwrap_or_else(|| home_dir().join(".config"))
+        .join("banger")
+}
+
+/// `$HOME` (tests set it), else the password database's home, else `/`.
+pub fn home_dir() -> PathBuf {
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h);
+    }
+    // SAFETY: getpwuid returns a pointer into static storage or null; we copy out at once.
+    unsafe {
+        let pw = libc::getpwuid(libc::getuid());
+        if !pw.is_null() && !(*pw).pw_dir.is_null() {
+            let dir = std::ffi::CStr::from_ptr((*pw).pw_dir);
+            use std::os::unix::ffi::OsStrExt;
+            return PathBuf::from(std::ffi::OsStr::from_bytes(dir.to_bytes()));
+        }
+    }
+    PathBuf::from("/")
+}
+
+impl Config {
+    /// Reads the file at [`config_path`] (absent: all defaults).
+    pub fn load() -> anyhow::Result<Config> {
+        Config::load_from(&config_path())
+    }
+
+    pub fn load_from(path: &Path) -> anyhow::Result<Config> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(Config::parse(&text, path)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut c = Config::parse("", path)?;
+                c.file_found = false;
+                Ok(c)
+            }
+            Err(e) => Err(anyhow::anyhow!(
+                "cannot read config file {}: {e}",
+                path.display()
+            )),
+        }
+    }
+
+    /// Parses `text` as the file at `path` (named in errors and sources).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            key: None,
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let file = Source::File(path.to_path_buf());
+        let err = |key: &str, message: String| ConfigError {
+            path: path.to_path_buf(),
+            key: Some(key.to_string()),
+            message,
+        };
+        let string = |key: &str, v: Option<toml::Value>| -> Result<Option<String>, ConfigError> {
+            match v {
+                None => Ok(None),
+                Some(toml::Value::String(s)) if !s.trim().is_empty() => Ok(Some(s)),
+                Some(toml::Value::String(_)) => Err(err(key, "must not be empty".into())),
+                Some(other) => Err(err(
+                    key,
+                    format!("expected a string, found {}", other.type_str()),
+                )),
+            }
+        };
+        let name = |key: &str, v: Option<toml::Value>| -> Result<Option<String>, ConfigError> {
+            let s = string(key, v)?;
+            if let Some(s) = &s {
+                banger_api::names::validate_name(s).map_err(|m| err(key, m))?;
+            }
+            Ok(s)
+        };
+        let size = |key: &str, v: Option<toml::Value>| -> Result<Option<u64>, ConfigError> {
+            match v {
+                None => Ok(None),
+                Some(toml::Value::Integer(n)) if n > 0 => Ok(Some((n as u64) << 20)),
+                Some(toml::Value::Integer(n)) => Err(err(
+                    key,
+                    format!("{n} is not a size; use e.g. \"2GiB\" or a positive number of MiB"),
+                )),
+                Some(toml::Value::String(s)) => {
+                    let bytes = crate::size::parse_size(&s).map_err(|m| err(key, m))?;
+                    if bytes == 0 {
+                        return Err(err(key, format!("{s:?} is zero")));
+                    }
+                    Ok(Some(bytes))
+                }
+                Some(other) => Err(err(
+                    key,
+                    format!(
+                        "expected a size such as \"2GiB\" (or a number of MiB), found {}",
+                        other.type_str()
+                    ),
+                )),
+            }
+        };
+        let choice = |key: &str, v: Option<toml::Value>, allowed: &[&str]| {
+            let s = string(key, v)?;
+            match s {
+                Some(s) if !allowed.contains(&s.as_str()) => Err(err(
+                    key,
+                    format!("{s:?} is not one of {}", allowed.join(", ")),
+                )),
+                other => Ok(other),
+            }
+        };
+
+        let image = string("default_image", raw.default_image)?;
+        let image_name = name("default_image_name", raw.default_image_name)?;
+        let kernel = name("default_kernel", raw.default_kernel)?;
+
+        let default_image = match image {
+            Some(v) => Setting::new(v, file.clone()),
+            None => Setting::new(DEFAULT_IMAGE.to_string(), Source::Default),
+        };
+        let default_image_name = match image_name {
+            Some(v) => Setting::new(v, file.clone()),
+            None => {
+                let derived = derive_image_name(&default_image.value);
+                banger_api::names::validate_name(&derived).map_err(|m| {
+                    err(
+                        "default_image_name",
+                        format!(
+                            "the name derived from default_image {:?} is not usable ({m}); set default_image_name",
+                            default_image.value
+                        ),
+                    )
+                })?;
+                // Derived from a value: it comes from where that value came from.
+                Setting::new(derived, default_image.source.clone())
+            }
+        };
+        let default_kernel = match kernel {
+            Some(v) => Setting::new(v, file.clone()),
+            None => Setting::new(DEFAULT_KERNEL.to_string(), Source::Default),
+        };
+
+        let vm = raw.vm;
+        let cpus = match vm.cpus {
+            None => None,
+            Some(toml::Value::Integer(n)) if (1..=i64::from(u32::MAX)).contains(&n) => {
+                Some(n as u32)
+            }
+            Some(toml::Value::Integer(n)) => {
+                return Err(err(
+                    "vm.cpus",
+                    format!("{n} is not a CPU count (at least 1)"),
+                ));
+            }
+            Some(other) => {
+                return Err(err(
+                    "vm.cpus",
+                    format!("expected a whole number, found {}", other.type_str()),
+                ));
+            }
+        };
+        let memory = size("vm.memory", vm.memory)?;
+        let memory_mib = match memory {
+            Some(b) if b >> 20 == 0 => {
+                return Err(err("vm.memory", "is less than 1 MiB".into()));
+            }
+            other => other.map(|b| b >> 20),
+        };
+        let disk = size("vm.disk", vm.disk)?;
+        let work_disk = size("vm.work_disk", vm.work_disk)?;
+        let net = choice("vm.net", vm.net, &["user", "none"])?.map(|s| match s.as_str() {
+            "none" => NetArg::None,
+            _ => NetArg::User,
+        });
+        let init =
+            choice("vm.init", vm.init, &["auto", "agent", "image"])?.map(|s| match s.as_str() {
+                "agent" => InitArg::Agent,
+                "image" => InitArg::Image,
+                _ => InitArg::Auto,
+            });
+        fn from<T>(file: &Source) -> impl Fn(T) -> Setting<T> + '_ {
+            move |v| Setting::new(v, file.clone())
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            file_found: true,
+            default_image,
+            default_image_name,
+            default_kernel,
+            vm: VmDefaults {
+                cpus: cpus.map(from(&file)),
+                memory_mib: memory_mib.map(from(&file)),
+                disk_bytes: disk.map(from(&file)),
+                work_disk_bytes: work_disk.map(from(&file)),
+                net: net.map(from(&file)),
+                init: init.map(from(&file)),
+            },
+        })
+    }
+
+    /// The `[vm]` defaults with flags laid over them (a flag given wins).
+    pub fn vm_with_flags(&self, flags: &VmFlags) -> VmDefaults {
+        fn over<T: Clone>(flag: Option<T>, file: &Option<Setting<T>>) -> Option<Setting<T>> {
+            match flag {
+                Some(v) => Some(Setting::new(v, Source::Flag)),
+                None => file.clone(),
+            }
+        }
+        VmDefaults {
+            cpus: over(flags.cpus, &self.vm.cpus),
+            memory_mib: over(flags.memory_mib, &self.vm.memory_mib),
+            disk_bytes: over(flags.disk_bytes, &self.vm.disk_bytes),
+            work_disk_bytes: over(flags.work_disk_bytes, &self.vm.work_disk_bytes),
+            net: over(flags.net, &self.vm.net),
+            init: over(flags.init, &self.vm.init),
+        }
+    }
+
+    /// Every key with its effective value (as text) and source, in file order, for
+    /// `banger config show`. Keys the daemon decides say so.
+    pub fn rows(&self, flags: &VmFlags) -> Vec<ConfigRow> {
+        let vm = self.vm_with_flags(flags);
+        let row = |key: &str, value: Option<String>, source: Source, daemon: &str| ConfigRow {
+            key: key.to_string(),
+            value: value.clone(),
+            display: value.unwrap_or_else(|| format!("(daemon default: {daemon})")),
+            source,
+        };
+        fn split<T>(s: Option<Setting<T>>, f: impl Fn(T) -> String) -> (Option<String>, Source) {
+            match s {
+                Some(s) => (Some(f(s.value)), s.source),
+                None => (None, Source::Default),
+            }
+        }
+        let size = |b: u64| {
+            crate::output::human_bytes(b)
+                .replace(".0 ", " ")
+                .replace(' ', "")
+        };
+        let mut rows = vec![
+            row(
+                "default_image",
+                Some(self.default_image.value.clone()),
+                self.default_image.source.clone(),
+                "",
+            ),
+            row(
+                "default_image_name",
+                Some(self.default_image_name.value.clone()),
+                self.default_image_name.source.clone(),
+                "",
+            ),
+            row(
+                "default_kernel",
+                Some(self.default_kernel.value.clone()),
+                self.default_kernel.source.clone(),
+                "",
+            ),
+        ];
+        let (v, s) = split(vm.cpus, |n| n.to_string());
+        rows.push(row("vm.cpus", v, s, "2, or the host's core count if lower"));
+        let (v, s) = split(vm.memory_mib, |m| size(m << 20));
+        rows.push(row("vm.memory", v, s, "1GiB, at most half the host's RAM"));
+        let (v, s) = split(vm.disk_bytes, size);
+        rows.push(row("vm.disk", v, s, "8GiB"));
+        let (v, s) = split(vm.work_disk_bytes, size);
+        rows.push(row("vm.work_disk", v, s, "8GiB"));
+        let (v, s) = split(vm.net, |n| n.as_str().to_string());
+        rows.push(row("vm.net", v, s, "user"));
+        let (v, s) = split(vm.init, |i| init_str(i).to_string());
+        rows.push(row("vm.init", v, s, "auto"));
+        rows
+    }
+}
+
+pub fn init_str(i: InitArg) -> &'static str {
+    match i {
+        InitArg::Auto => "auto",
+        InitArg::Agent => "agent",
+        InitArg::Image => "image",
+    }
+}
+
+/// One line of `banger config show`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigRow {
+    pub key: String,
+    /// `null` where the daemon decides.
+    pub value: Option<String>,
+    #[serde(skip)]
+    pub display: String,
+    pub source: Source,
+}
+
+/// VM settings given as flags (each `None` when not given).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VmFlags {
+    pub cpus: Option<u32>,
+    pub memory_mib: Option<u64>,
+    pub disk_bytes: Option<u64>,
+    pub work_disk_bytes: Option<u64>,
+    pub net: Option<NetArg>,
+    pub init: Option<InitArg>,
+}
+
+/// A bad configuration file: which file, which key (when the parser knows), what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(
+                f,
+                "config file {}: key `{key}`: {} (see `banger config show --help`)",
+                self.path.display(),
+                self.message
+            ),
+            None => write!(
+                f,
+                "config file {}: {} (see `banger config show --help` for the keys)",
+                self.path.display(),
+                self.message
+            ),
+        }
+    }
+}
+
+/// The local name `image pull` gives a reference when no --name is given: the last path
+/// segment plus the tag (or the first 12 hex digits of a digest), `.` and `:` → `-`,
+/// lower-cased (`debian:bookworm` → `debian-bookworm`, `ghcr.io/o/app:v2.1` → `app-v2-1`).
+pub fn derive_image_name(reference: &str) -> String {
+    let (rest, digest) = match reference.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (reference, None),
+    };
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (path, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    let last = path.rsplit('/').next().unwrap_or(path);
+    let mut name = last.to_string();
+    if let Some(tag) = tag {
+        name.push('-');
+        name.push_str(tag);
+    } else if let Some(d) = digest {
+        let hex = d.split_once(':').map_or(d, |(_, h)| h);
+        name.push('-');
+        name.push_str(&hex[..hex.len().min(12)]);
+    }
+    name.chars()
+        .map(|c| {
+            if c == '.' || c == ':' {
+                '-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/cfg/config.toml"))
+    }
+
+    #[test]
+    fn an_empty_file_is_all_defaults() {
+        let c = parse("").expect("parses");
+        assert_eq!(c.default_image.value, "debian:bookworm");
+        assert_eq!(c.default_image.source, Source::Default);
+        assert_eq!(c.default_image_name.value, "debian-bookworm");
+        assert_eq!(c.default_kernel.value, "default");
+        assert_eq!(c.vm, VmDefaults::default());
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let c = parse(
+            r#"
+default_image = "ghcr.io/org/dev:v2.1"
+default_kernel = "cloud"
+[vm]
+cpus = 4
+memory = "2GiB"
+disk = 20480
+work_disk = "50G"
+net = "none"
+init = "agent"
+"#,
+        )
+        .expect("parses");
+        let file = Source::File("/cfg/config.toml".into());
+        assert_eq!(c.default_image.value, "ghcr.io/org/dev:v2.1");
+        assert_eq!(c.default_image_name.value, "dev-v2-1", "derived");
+        assert_eq!(c.default_image_name.source, file, "from the file's image");
+        assert_eq!(c.default_kernel, Setting::new("cloud".into(), file.clone()));
+        assert_eq!(c.vm.cpus, Some(Setting::new(4, file.clone())));
+        assert_eq!(c.vm.memory_mib.as_ref().map(|s| s.value), Some(2048));
+        assert_eq!(c.vm.disk_bytes.as_ref().map(|s| s.value), Some(20 << 30));
+        assert_eq!(
+            c.vm.work_disk_bytes.as_ref().map(|s| s.value),
+            Some(50 << 30)
+        );
+        assert_eq!(c.vm.net.as_ref().map(|s| s.value), Some(NetArg::None));
+        assert_eq!(c.vm.init.as_ref().map(|s| s.value), Some(InitArg::Agent));
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_it_and_the_file() {
+        for (text, key) in [
+            ("defualt_image = \"x\"\n", "defualt_image"),
+            ("[vm]\nmemroy = \"1G\"\n", "memroy"),
+            ("[network]\nmode = \"user\"\n", "network"),
+        ] {
+            let e = parse(text).expect_err(text).to_string();
+            assert!(e.contains(key), "{e}");
+            assert!(e.contains("/cfg/config.toml"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_bad_value_is_an_error_naming_the_key() {
+        for (text, key, what) in [
+            ("[vm]\nmemory = \"lots\"\n", "vm.memory", "lots"),
+            ("[vm]\nmemory = true\n", "vm.memory", "boolean"),
+            ("[vm]\nmemory = \"100K\"\n", "vm.memory", "1 MiB"),
+            ("[vm]\ncpus = 0\n", "vm.cpus", "0"),
+            ("[vm]\ncpus = \"two\"\n", "vm.cpus", "string"),
+            ("[vm]\nnet = \"bridge\"\n", "vm.net", "bridge"),
+            ("[vm]\ninit = \"systemd\"\n", "vm.init", "systemd"),
+            ("[vm]\ndisk = -1\n", "vm.disk", "-1"),
+            ("default_image = 3\n", "default_image", "integer"),
+            ("default_kernel = \"bad name\"\n", "default_kernel", "' '"),
+            ("default_image_name = \"\"\n", "default_image_name", "empty"),
+        ] {
+            let e = parse(text).expect_err(text).to_string();
+            assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
+            assert!(e.contains(what), "{text}: {e}");
+            assert!(e.contains("/cfg/config.toml"), "{e}");
+        }
+        let e = parse("default_image = \n").expect_err("syntax").to_string();
+        assert!(e.contains("/cfg/config.toml"), "{e}");
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_defaults() {
+        let c = parse("[vm]\ncpus = 4\nmemory = 512\n").expect("parses");
+        let flags = VmFlags {
+            cpus: Some(1),
+            net: Some(NetArg::None),
+            ..VmFlags::default()
+        };
+        let vm = c.vm_with_flags(&flags);
+        assert_eq!(vm.cpus, Some(Setting::new(1, Source::Flag)));
+        assert_eq!(
+            vm.memory_mib,
+            Some(Setting::new(512, Source::File("/cfg/config.toml".into())))
+        );
+        assert_eq!(vm.net, Some(Setting::new(NetArg::None, Source::Flag)));
+        assert_eq!(vm.disk_bytes, None, "left to the daemon");
+    }
+
+    #[test]
+    fn show_rows_report_every_key_and_its_source() {
+        let c = parse("default_kernel = \"cloud\"\n[vm]\nmemory = \"2GiB\"\n").expect("parses");
+        let rows = c.rows(&VmFlags {
+            cpus: Some(3),
+            ..VmFlags::default()
+        });
+        let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "default_image",
+                "default_image_name",
+                "default_kernel",
+                "vm.cpus",
+                "vm.memory",
+                "vm.disk",
+                "vm.work_disk",
+                "vm.net",
+                "vm.init"
+            ]
+        );
+        let get = |k: &str| rows.iter().find(|r| r.key == k).expect(k);
+        assert_eq!(get("default_image").source.to_string(), "default");
+        assert_eq!(
+            get("default_kernel").source.to_string(),
+            "config file /cfg/config.toml"
+        );
+        assert_eq!(get("vm.cpus").source.to_string(), "flag");
+        assert_eq!(get("vm.cpus").display, "3");
+        assert_eq!(get("vm.memory").display, "2GiB");
+        assert_eq!(get("vm.disk").value, None);
+        assert!(get("vm.disk").display.contains("daemon default"));
+    }
+
+    #[test]
+    fn a_missing_file_is_all_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = Config::load_from(&dir.path().join("none.toml")).expect("loads");
+        assert!(!c.file_found);
+        assert_eq!(c.default_image.source, Source::Default);
+        std::fs::write(dir.path().join("c.toml"), "[vm]\ncpus = 2\n").expect("write");
+        let c = Config::load_from(&dir.path().join("c.toml")).expect("loads");
+        assert!(c.file_found);
+        assert_eq!(c.vm.cpus.map(|s| s.value), Some(2));
+    }
+
+    #[test]
+    fn image_names_derive_like_image_pull() {
+        for (r, want) in [
+            ("debian:bookworm", "debian-bookworm"),
+            ("docker.io/library/debian:bookworm", "debian-bookworm"),
+            ("alpine:3.20", "alpine-3-20"),
+            ("debian", "debian"),
+            ("ghcr.io/some/org/my-image:v2.1", "my-image-v2-1"),
+            ("localhost:5000/x:Latest", "x-latest"),
+            (
+                "debian@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                "debian-e3b0c44298fc",
+            ),
+            ("debian:12@sha256:e3b0c4", "debian-12"),
+        ] {
+            assert_eq!(derive_image_name(r), want, "{r}");
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! The driver's configuration against Firecracker v1.16.1's published API schema, and
+//! the checks that refuse what Firecracker cannot run.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::api::{self, Request};
+use super::*;
+use crate::config::{DiskConfig, PortForward, Proto};
+
+/// `../shared/tools` beside the repository (where CI has it too).
+fn tools_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools")
+}
+
+/// The schema as JSON, or `None` (skipped, loudly) outside CI when it is missing.
+fn schema() -> Option<Value> {
+    let path = tools_dir().join("firecracker-v1.16.1-api.yaml");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!(
+                "CI=true but Firecracker's API schema {} is missing: {e}",
+                path.display()
+            )
+        }
+        Err(e) => {
+            eprintln!(
+                "SKIPPED: Firecracker's API schema {} is not readable ({e}); these checks \
+                 run where ../shared/tools is present (and fail in CI without it)",
+                path.display()
+            );
+            return None;
+        }
+    };
+    Some(serde_yaml::from_str(&text).expect("the schema parses as YAML"))
+}
+
+/// Checks `v` against `schema` (a swagger 2.0 schema object), resolving `$ref`s in
+/// `root`: types, `required`, `enum`, `minimum`/`maximum`, and no properties beyond
+/// `properties`. Returns every violation, with its JSON path.
+fn violations(root: &Value, schema: &Value, v: &Value, at: &str, out: &mut Vec<String>) {
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        let name = r.trim_start_matches("#/definitions/");
+        let def = &root["definitions"][name];
+        assert!(!def.is_null(), "unresolved $ref {r}");
+        return violations(root, def, v, at, out);
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(v)
+    {
+        out.push(format!("{at}: {v} is not one of {allowed:?}"));
+    }
+    let ty = schema.get("type").and_then(Value::as_str);
+    let ok = match ty {
+        Some("object") => v.is_object(),
+        Some("string") => v.is_string(),
+        Some("integer") => v.is_i64() || v.is_u64(),
+        Some("number") => v.is_number(),
+        Some("boolean") => v.is_boolean(),
+        Some("array") => v.is_array(),
+        Some(other) => panic!("schema type {other} not handled"),
+        None => true,
+    };
+    if !ok {
+        out.push(format!("{at}: {v} is not of type {}", ty.unwrap_or("?")));
+        return;
+    }
+    if let Some(n) = v.as_f64() {
+        if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
+            && n < min
+        {
+            out.push(format!("{at}: {n} < minimum {min}"));
+        }
+        if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
+            && n > max
+        {
+            out.push(format!("{at}: {n} > maximum {max}"));
+        }
+    }
+    if let Some(obj) = v.as_object() {
+        let props = schema.get("properties").and_then(Value::as_object);
+        for req in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = req.as_str().unwrap_or_default();
+            if !obj.contains_key(name) {
+                out.push(format!("{at}: required property {name} is missing"));
+            }
+        }
+        for (k, val) in obj {
+            match props.and_then(|p| p.get(k)) {
+                Some(s) => violations(root, s, val, &format!("{at}.{k}"), out),
+                None => out.push(format!("{at}: unknown property {k}")),
+            }
+        }
+    }
+}
+
+/// The schema of `PUT <path>`'s body, by the path template (`/drives/{drive_id}`), and
+/// that the endpoint takes PUT at all.
+fn body_schema<'a>(root: &'a Value, r: &Request) -> &'a Value {
+    let paths = root["paths"].as_object().expect("paths");
+    let (template, item) = paths
+        .iter()
+        .find(|(t, _)| {
+            let (a, b): (Vec<&str>, Vec<&str>) =
+                (t.split('/').collect(), r.path.split('/').collect());
+            a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x.starts_with('{') || x == y)
+        })
+        .unwrap_or_else(|| panic!("{} is not an API path", r.path));
+    let op = &item[r.method.to_ascii_lowercase()];
+    assert!(
+        op.is_object(),
+        "{} {template} is not an operation",
+        r.method
+    );
+    let body = op["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["in"] == "body"))
+        .unwrap_or_else(|| panic!("{} {template} takes no body", r.method));
+    &body["schema"]
+}
+
+fn full_config(dir: &Path) -> VmConfig {
+    let kernel = dir.join("vmlinux");
+    std::fs::write(&kernel, b"\x7fELF\x02\x01\x01").unwrap();
+    let disk = |n: &str| {
+        let p = dir.join(n);
+        std::fs::write(&p, b"").unwrap();
+        p
+    };
+    VmConfig {
+        name: "web 1".into(),
+        run_dir: dir.to_path_buf(),
+        cpus: 2,
+        memory_mib: 512,
+        kernel,
+        initrd: Some(disk("initrd")),
+        cmdline: "quiet banger.channel=vsock".into(),
+        disks: vec![
+            DiskConfig {
+                path: disk("base.ext4"),
+                read_only: true,
+            },
+            DiskConfig {
+                path: disk("upper.ext4"),
+                read_only: false,
+            },
+            DiskConfig {
+                path: disk("work.ext4"),
+                read_only: false,
+            },
+        ],
+        channel: ChannelKind::Vsock,
+        net: NetConfig::User {
+            forwards: vec![PortForward {
+                proto: Proto::Tcp,
+                host_ip: "127.0.0.1".parse().unwrap(),
+                host_port: 8080,
+                guest_port: 80,
+            }],
+        },
+        accel: Accel::Kvm,
+    }
+}
+
+fn all_requests(cfg: &VmConfig) -> Vec<Request> {
+    let files = RunFiles::new(&cfg.run_dir);
+    let mut v = api::requests(cfg, &files, Some(crate::netns::TAP_NAME));
+    v.push(api::instance_start());
+    v.push(api::ctrl_alt_del());
+    v
+}
+
+#[test]
+fn every_request_body_matches_the_published_schema() {
+    let Some(root) = schema() else { return };
+    assert_eq!(root["info"]["version"], "1.16.1");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = full_config(dir.path());
+    let reqs = all_requests(&cfg);
+    let kinds: std::collections::BTreeSet<&str> = reqs.iter().map(|r| r.schema).collect();
+    for want in [
+        "MachineConfiguration",
+        "BootSource",
+        "SerialDevice",
+        "Drive",
+        "Vsock",
+        "NetworkInterface",
+        "InstanceActionInfo",
+    ] {
+        assert!(kinds.contains(want), "no {want} request in {kinds:?}");
+    }
+    for r in &reqs {
+        let s = body_schema(&root, r);
+        assert_eq!(
+            s["$ref"],
+            format!("#/definitions/{}", r.schema),
+            "{} {} is documented with another body type",
+            r.method,
+            r.path
+        );
+        let mut errs = Vec::new();
+        violations(&root, s, &r.body, r.schema, &mut errs);
+        assert!(
+            errs.is_empty(),
+            "{} {}: {errs:#?}\nbody: {}",
+            r.method,
+            r.path,
+            r.body
+        );
+    }
+}
+
+#[test]
+fn the_schema_check_catches_what_firecracker_refuses() {
+    let Some(root) = schema() else { return };
+    let check = |def: &str, v: Value| {
+        let mut errs = Vec::new();
+        violations(&root, &root["definitions"][def], &v, def, &mut errs);
+        errs
+    };
+    assert!(
+        check(
+            "MachineConfiguration",
+            serde_json::json!({"vcpu_count": 2, "mem_size_mib": 1})
+        )
+        .is_empty()
+    );
+    let e = check(
+        "MachineConfiguration",
+        serde_json::json!({"vcpu_count": 2, "mem": 1}),
+    );
+    assert!(
+        e.iter().any(|e| e.contains("mem_size_mib is missing")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|e| e.contains("unknown property mem")),
+        "{e:?}"
+    );
+    let e = check(
+        "MachineConfiguration",
+        serde_json::json!({"vcpu_count": 33, "mem_size_mib": "1"}),
+    );
+    assert_eq!(e.len(), 2, "{e:?}");
+    let e = check(
+        "InstanceActionInfo",
+        serde_json::json!({"action_type": "Reboot"}),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    let e = check(
+        "Drive",
+        serde_json::json!({"drive_id": "vda", "is_root_device": "no"}),
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+}
+
+#[test]
+fn requests_follow_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = full_config(dir.path());
+    let reqs = all_requests(&cfg);
+    let paths: Vec<&str> = reqs.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/machine-config",
+            "/boot-source",
+            "/serial",
+            "/drives/vda",
+            "/drives/vdb",
+            "/drives/vdc",
+            "/vsock",
+            "/network-interfaces/eth0",
+            "/actions",
+            "/actions"
+        ]
+    );
+    let run = dir.path().display();
+    assert_eq!(
+        reqs[0].body,
+        serde_json::json!({"vcpu_count": 2, "mem_size_mib": 512})
+    );
+    assert_eq!(
+        reqs[1].body["boot_args"],
+        "quiet banger.channel=vsock console=ttyS0 reboot=k panic=-1 pci=off"
+    );
+    assert_eq!(reqs[1].body["initrd_path"], format!("{run}/initrd"));
+    assert_eq!(
+        reqs[2].body["serial_out_path"],
+        format!("{run}/console.log")
+    );
+    assert_eq!(
+        reqs[3].body,
+        serde_json::json!({"drive_id": "vda", "path_on_host": format!("{run}/base.ext4"),
+                           "is_root_device": false, "is_read_only": true})
+    );
+    assert_eq!(reqs[4].body["is_read_only"], false);
+    assert_eq!(reqs[5].body["path_on_host"], format!("{run}/work.ext4"));
+    assert_eq!(
+        reqs[6].body,
+        serde_json::json!({"guest_cid": 3, "uds_path": format!("{run}/vsock.sock")})
+    );
+    assert_eq!(reqs[7].body["host_dev_name"], "tap0");
+    assert_eq!(reqs[8].body["action_type"], "InstanceStart");
+    assert_eq!(reqs[9].body["action_type"], "SendCtrlAltDel");
+
+    // No network, no initrd, no caller command line: those requests and fields go.
+    let bare = VmConfig {
+        net: NetConfig::None,
+        initrd: None,
+        cmdline: String::new(),
+        disks: vec![],
+        ..cfg.clone()
+    };
+    let reqs = api::requests(&bare, &RunFiles::new(dir.path()), None);
+    assert_eq!(reqs.len(), 4, "{reqs:#?}");
+    assert!(reqs[1].body.get("initrd_path").is_none());
+    assert_eq!(reqs[1].body["boot_args"], api::CMDLINE_SUFFIX);
+    let shown = Firecracker::new("/fc".into()).api_calls(&cfg);
+    assert_eq!(
+        shown.last().unwrap().2,
+        r#"{"action_type":"InstanceStart"}"#
+    );
+}
+
+#[test]
+fn what_firecracker_cannot_run_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = VmConfig {
+        net: NetConfig::None,
+        ..full_config(dir.path())
+    };
+    check_config(&ok).unwrap();
+    let refused = |cfg: VmConfig| check_config(&cfg).unwrap_err().to_string();
+
+    let e = refused(VmConfig {
+        channel: ChannelKind::Serial,
+        ..ok.clone()
+    });
+    assert_eq!(
+        e,
+        "firecracker does not support the serial agent channel: use the vsock channel \
+         (Firecracker has hybrid vsock built in)"
+    );
+    let e = refused(VmConfig {
+        accel: Accel::Tcg { tsc_khz: None },
+        ..ok.clone()
+    });
+    assert!(
+        e.contains("software emulation") && e.contains("use QEMU"),
+        "{e}"
+    );
+    let e = refused(VmConfig {
+        cpus: 3,
+        ..ok.clone()
+    });
+    assert!(e.contains("cpus = 3") && e.contains("even number"), "{e}");
+    let bz = dir.path().join("vmlinuz");
+    std::fs::write(&bz, b"MZ\0\0").unwrap();
+    let e = refused(VmConfig {
+        kernel: bz.clone(),
+        ..ok.clone()
+    });
+    assert!(
+        e.contains(&bz.display().to_string()) && e.contains("vmlinux"),
+        "{e}"
+    );
+    let e = refused(VmConfig {
+        cmdline: "x".repeat(2040),
+        ..ok.clone()
+    });
+    assert!(e.contains("command line"), "{e}");
+    // The channel endpoint is vsock whatever the config says.
+    assert_eq!(
+        Firecracker::new("/fc".into()).channel_endpoint(&ok),
+        ChannelEndpoint::VsockListen(dir.path().join("vsock.sock_1025"))
+    );
+}
+
+#[test]
+fn instance_ids_are_what_firecracker_accepts() {
+    assert_eq!(instance_id("web 1"), "web-1");
+    assert_eq!(instance_id(""), "banger");
+    assert_eq!(instance_id(&"é".repeat(100)).len(), 64);
+    assert_eq!(api::drive_id(0), "vda");
+    assert_eq!(api::drive_id(25), "vdz");
+}

@@ -1,0 +1,313 @@
+//! The Firecracker driver against the real Firecracker v1.16.1 (`../shared/tools`), with
+//! Debian's cloud kernel extracted to a `vmlinux`. On these hosts KVM has no VMX: the
+//! guest gets through early boot and then Firecracker stops with
+//! `KVM_EXIT_INTERNAL_ERROR`, which is exactly what lets us test that the driver notices.
+//!
+//! A missing Firecracker fails these tests when `CI=true` and skips them (with a message
+//! on stderr) otherwise. Every wait is on observable state with a deadline; every process
+//! a test starts it stops through its record, also when the test fails.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use banger_testkit::qemu::Kernel;
+use banger_vmm::{
+    Accel, ApiError, ChannelEndpoint, ChannelKind, DiskConfig, Firecracker, LaunchError, Launched,
+    NetConfig, PortForward, ProcessRecord, Proto, ROLE_NET, ROLE_VMM, VmConfig, Vmm, VmmError,
+};
+use support::{GUEST_DEADLINE, Reap};
+
+/// The binary, or `None` (skipped with a message) outside CI.
+fn firecracker() -> Option<Arc<Firecracker>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/firecracker");
+    if path.is_file() {
+        return Some(Arc::new(Firecracker::new(path)));
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "CI=true but the Firecracker binary {} is missing: these tests need it",
+            path.display()
+        );
+    }
+    eprintln!(
+        "SKIPPED: no Firecracker at {} (../shared/tools); these tests run where it is present",
+        path.display()
+    );
+    None
+}
+
+/// Debian's cloud kernel as an ELF vmlinux, extracted once into the test cache.
+fn vmlinux() -> PathBuf {
+    static V: OnceLock<PathBuf> = OnceLock::new();
+    V.get_or_init(|| {
+        let k = Kernel::get();
+        let out = banger_testkit::tools::cache_dir().join(format!("vmlinux-{}", k.release));
+        if !out.is_file() {
+            let bz = std::fs::read(&k.vmlinuz).expect("read vmlinuz");
+            let elf = banger_kernel::image::extract_vmlinux(&bz).expect("extract vmlinux");
+            let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, elf).expect("write vmlinux");
+            std::fs::rename(&tmp, &out).expect("rename vmlinux");
+        }
+        out
+    })
+    .clone()
+}
+
+fn config(run: &Path, cmdline: &str) -> VmConfig {
+    let disk = |name: &str| {
+        let p = run.join(name);
+        std::fs::write(&p, vec![0u8; 1 << 20]).unwrap();
+        DiskConfig {
+            path: p,
+            read_only: name == "base.img",
+        }
+    };
+    VmConfig {
+        name: "fc test".into(),
+        run_dir: run.to_path_buf(),
+        cpus: 1,
+        memory_mib: 128,
+        kernel: vmlinux(),
+        initrd: None,
+        cmdline: cmdline.into(),
+        disks: vec![disk("base.img"), disk("upper.img"), disk("work.img")],
+        channel: ChannelKind::Vsock,
+        net: NetConfig::None,
+        accel: Accel::Kvm,
+    }
+}
+
+async fn launch(vmm: &Arc<Firecracker>, cfg: &VmConfig) -> Result<Launched, VmmError> {
+    let (vmm, cfg) = (Arc::clone(vmm), cfg.clone());
+    tokio::task::spawn_blocking(move || vmm.launch(&cfg))
+        .await
+        .expect("launch task")
+}
+
+fn vmm_of(l: &Launched) -> &ProcessRecord {
+    let last = l.processes.last().expect("a process");
+    assert_eq!(last.role, ROLE_VMM);
+    last
+}
+
+async fn gone(p: &ProcessRecord, run: &Path) {
+    tokio::time::timeout(GUEST_DEADLINE, p.exited())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} process {} still runs; console:\n{}",
+                p.role,
+                p.pid,
+                support::console(run)
+            )
+        });
+    assert!(!p.is_alive());
+}
+
+fn sockets(run: &Path) -> [PathBuf; 2] {
+    [run.join("fc.sock"), run.join("vsock.sock")]
+}
+
+/// The configuration is accepted, `InstanceStart` succeeds, the kernel's first lines
+/// reach the console log, and when the guest dies (no VMX here) Firecracker exits, the
+/// record says so and the sockets are removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guest_starts_writes_its_console_and_its_end_is_noticed() {
+    let Some(vmm) = firecracker() else { return };
+    let run = support::run_dir();
+    let cfg = config(run.path(), "earlyprintk=ttyS0");
+    let ChannelEndpoint::VsockListen(listen) = vmm.channel_endpoint(&cfg) else {
+        panic!("vsock expected");
+    };
+    assert_eq!(listen, run.path().join("vsock.sock_1025"));
+    let _agent = std::os::unix::net::UnixListener::bind(&listen).unwrap();
+
+    let launched = launch(&vmm, &cfg).await.expect("launch");
+    let _reap = Reap(launched.processes.clone());
+    assert_eq!(launched.processes.len(), 1);
+    let fc = vmm_of(&launched);
+    // SAFETY: getsid only reads the process table.
+    assert_eq!(
+        unsafe { libc::getsid(fc.pid as libc::pid_t) },
+        fc.pid as i32
+    );
+    let pids: Vec<ProcessRecord> =
+        serde_json::from_slice(&std::fs::read(run.path().join("pids.json")).unwrap()).unwrap();
+    assert_eq!(pids, launched.processes);
+    assert_eq!(launched.console_log, run.path().join("console.log"));
+    assert_eq!(launched.vmm_stderr, run.path().join("firecracker.log"));
+    for s in sockets(run.path()) {
+        assert!(s.exists(), "{} while Firecracker runs", s.display());
+    }
+
+    // The memory map follows the command line: once it shows, that line is complete.
+    support::until(run.path(), "the kernel's first console lines", || {
+        support::console(run.path()).contains("BIOS-e820")
+    })
+    .await;
+    let console = support::console(run.path());
+    assert!(console.contains("Linux version"), "{console}");
+    assert!(
+        console.contains("earlyprintk=ttyS0 console=ttyS0 reboot=k panic=-1 pci=off"),
+        "{console}"
+    );
+    // Three drives on virtio-mmio, as Firecracker appends them to the command line.
+    assert_eq!(
+        console.matches("virtio_mmio.device=").count(),
+        4,
+        "{console}"
+    );
+    let log = std::fs::read_to_string(&launched.vmm_stderr).unwrap();
+    assert!(
+        !log.contains("linux version"),
+        "the console is not in the log"
+    );
+
+    gone(fc, run.path()).await;
+    let log = std::fs::read_to_string(&launched.vmm_stderr).unwrap();
+    eprintln!(
+        "firecracker's log ends with:\n{}",
+        banger_testkit::tools::tail(&log, 5)
+    );
+    // The reaper removes the sockets Firecracker leaves (not the caller's listener).
+    banger_testkit::wait::until("the sockets to be removed", || {
+        sockets(run.path()).iter().all(|s| !s.exists())
+    });
+    assert!(listen.exists());
+    assert!(support::processes_mentioning(run.path()).is_empty());
+}
+
+/// Killing the record leaves no process and no socket; a second launch into the same
+/// run directory is refused while the first runs; power-down is an accepted request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_record_leaves_nothing_behind() {
+    let Some(vmm) = firecracker() else { return };
+    let run = support::run_dir();
+    let cfg = config(run.path(), "");
+    let launched = launch(&vmm, &cfg).await.expect("launch");
+    let _reap = Reap(launched.processes.clone());
+    let fc = vmm_of(&launched).clone();
+    assert!(fc.is_alive());
+
+    let err = launch(&vmm, &cfg).await.unwrap_err();
+    assert!(
+        matches!(err, VmmError::Launch(LaunchError::AlreadyRunning { pid, .. }) if pid == fc.pid),
+        "{err}"
+    );
+    vmm.power_down(run.path()).expect("SendCtrlAltDel accepted");
+
+    fc.signal(libc::SIGKILL).unwrap();
+    gone(&fc, run.path()).await;
+    banger_testkit::wait::until("the sockets to be removed", || {
+        sockets(run.path()).iter().all(|s| !s.exists())
+    });
+    assert!(support::processes_mentioning(run.path()).is_empty());
+    // Without a reaper (a daemon that re-adopted the VM), cleanup() does it; it is
+    // idempotent and keeps the caller's listen socket.
+    for s in sockets(run.path()) {
+        std::fs::write(&s, b"").unwrap();
+    }
+    std::fs::write(run.path().join("vsock.sock_1025"), b"").unwrap();
+    vmm.cleanup(run.path()).unwrap();
+    vmm.cleanup(run.path()).unwrap();
+    assert!(sockets(run.path()).iter().all(|s| !s.exists()));
+    assert!(run.path().join("vsock.sock_1025").exists());
+    // Power-down of a VM that is gone says so.
+    let e = vmm.power_down(run.path()).unwrap_err();
+    assert!(matches!(e, VmmError::Api(ApiError::Connect { .. })), "{e}");
+}
+
+/// A configuration Firecracker itself refuses comes back with its `fault_message`, and
+/// nothing is left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_carries_firecrackers_fault_message() {
+    let Some(vmm) = firecracker() else { return };
+    let run = support::run_dir();
+    let bogus = run.path().join("bogus-vmlinux");
+    let mut elf = b"\x7fELF".to_vec();
+    elf.resize(4096, 0);
+    std::fs::write(&bogus, elf).unwrap();
+    let cfg = VmConfig {
+        kernel: bogus,
+        ..config(run.path(), "")
+    };
+    let err = launch(&vmm, &cfg).await.unwrap_err();
+    let VmmError::Api(ApiError::Rejected {
+        path,
+        fault_message,
+        ..
+    }) = &err
+    else {
+        panic!("a refusal expected, got {err}");
+    };
+    eprintln!("{err}");
+    assert!(path == "/boot-source" || path == "/actions", "{err}");
+    assert!(!fault_message.is_empty());
+    assert!(support::processes_mentioning(run.path()).is_empty());
+    let pids = run.path().join("pids.json");
+    assert!(!pids.exists(), "a failed launch removes its pids.json");
+}
+
+/// With user networking, Firecracker runs in a user + network namespace holding the TAP,
+/// pasta connects it and binds the published port; killing Firecracker tears it all down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_networking_is_plumbed_and_torn_down_with_the_vm() {
+    let Some(vmm) = firecracker() else { return };
+    let run = support::run_dir();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = VmConfig {
+        net: NetConfig::User {
+            forwards: vec![PortForward {
+                proto: Proto::Tcp,
+                host_ip: "127.0.0.1".parse().unwrap(),
+                host_port: port,
+                guest_port: 80,
+            }],
+        },
+        ..config(run.path(), "")
+    };
+    let launched = match launch(&vmm, &cfg).await {
+        Ok(l) => l,
+        Err(VmmError::Netns(e)) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("SKIPPED: rootless networking is not available here: {e}");
+            return;
+        }
+        Err(e) => panic!("launch: {e}"),
+    };
+    let _reap = Reap(launched.processes.clone());
+    let roles: Vec<&str> = launched.processes.iter().map(|p| p.role.as_str()).collect();
+    assert_eq!(roles, [ROLE_NET, ROLE_VMM]);
+    let fc = vmm_of(&launched).clone();
+    let pasta = launched.processes[0].clone();
+    let dev = std::fs::read_to_string(format!("/proc/{}/net/dev", fc.pid)).unwrap();
+    for ifname in ["tap0", "br0", "pasta0"] {
+        assert!(
+            dev.contains(&format!("{ifname}:")),
+            "{ifname} missing:\n{dev}"
+        );
+    }
+    let own_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_ne!(
+        std::fs::read_link(format!("/proc/{}/ns/net", fc.pid)).unwrap(),
+        own_ns
+    );
+    // pasta listens on the published port (binding it again fails).
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_err());
+    let log = std::fs::read_to_string(run.path().join("firecracker.log")).unwrap();
+    assert!(log.contains("tap0"), "the NIC was configured:\n{log}");
+
+    fc.signal(libc::SIGKILL).unwrap();
+    gone(&fc, run.path()).await;
+    gone(&pasta, run.path()).await;
+    banger_testkit::wait::until("the published port to be free again", || {
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+    });
+    assert!(support::processes_mentioning(run.path()).is_empty());
+}
