@@ -140,3 +140,32 @@ pub fn sync() {
     // SAFETY: no arguments, cannot fail.
     unsafe { libc::sync() };
 }
+
+/// Sets atime and mtime of `path` to `secs` since the epoch without following a symlink
+/// (`utimensat(AT_SYMLINK_NOFOLLOW)`).
+pub fn set_mtime_nofollow(path: &Path, secs: u64) -> io::Result<()> {
+    let p = cpath(path)?;
+    let t = libc::timespec {
+        tv_sec: libc::time_t::try_from(secs)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "time out of range"))?,
+        tv_nsec: 0,
+    };
+    let times = [t, t];
+    // SAFETY: `p` is a valid C string and `times` two valid timespecs.
+    cvt(unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+/// `mknod(2)`: `mode` holds the file type (`S_IFIFO`, `S_IFCHR`, `S_IFBLK`) and permissions.
+pub fn mknod(path: &Path, mode: u32, dev: libc::dev_t) -> io::Result<()> {
+    let p = cpath(path)?;
+    // SAFETY: `p` is a valid C string; the rest are plain integers.
+    cvt(unsafe { libc::mknod(p.as_ptr(), mode as libc::mode_t, dev) }).map(drop)
+}

@@ -97,6 +97,10 @@ pub struct VmCreateParams {
     /// `user` (default: outbound NAT and DNS through QEMU's user networking) or `none`.
     #[serde(default)]
     pub net: Option<String>,
+    /// `auto` (default: Firecracker where installed and KVM proven, else QEMU), `qemu` or
+    /// `firecracker`.
+    #[serde(default)]
+    pub vmm: Option<String>,
     /// Published ports, `[IP:]HOST:GUEST[/tcp|udp]` (IP defaults to 127.0.0.1).
     #[serde(default)]
     pub publish: Vec<String>,
@@ -253,6 +257,9 @@ pub struct Vm {
     pub init: String,
     /// `qemu` or `firecracker`.
     pub vmm: String,
+    /// Why that VMM (for `--vmm auto`, what decided it).
+    #[serde(default)]
+    pub vmm_reason: String,
     /// `kvm` or `tcg`, and why.
     pub accel: String,
     pub accel_reason: String,

@@ -210,7 +210,10 @@ fn a_full_disk_says_where_how_much_and_what_to_do() {
         let err = env.fails(&[
             "image", "pull", source, "--name", "full", "--kernel", &kernel,
         ]);
-        assert!(err.contains(&images_s), "names the directory: {err}");
+        assert!(
+            err.contains(&format!("no space left in {images_s} ")),
+            "names the directory: {err}"
+        );
         assert!(
             err.contains("needs about") && err.contains("MiB is free"),
             "sizes: {err}"

@@ -193,7 +193,8 @@ impl ResolvedImage for OciResolved {
         };
 
         let compressed_total: u64 = self.image.layers.iter().filter_map(|l| l.size).sum();
-        let dir = dest.parent().unwrap_or(dest);
+        // The directory users know (`<state>/images`), not the staging dir inside it.
+        let dir = dest.parent().and_then(Path::parent).unwrap_or(dest);
         // The filesystem holds the uncompressed content, never less than the compressed
         // layers: when even that does not fit, say so before writing a byte.
         if let Some(free) = crate::fsutil::free_bytes(dir)

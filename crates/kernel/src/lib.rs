@@ -14,6 +14,7 @@
 //! [`decompress::DecompressError`], [`image::KernelImageError`]) and say what failed, on
 //! which file, and what to do.
 
+pub mod agent;
 pub mod cpio;
 pub mod decompress;
 mod error;
@@ -21,6 +22,7 @@ pub mod image;
 pub mod initramfs;
 pub mod modules;
 
+pub use agent::needs_interpreter;
 pub use error::KernelError;
 pub use initramfs::{InitramfsInfo, build_guest_initramfs, guest_modules};
 pub use modules::{Module, ModuleIndex, resolve_modules};

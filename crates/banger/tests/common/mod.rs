@@ -42,6 +42,7 @@ impl TestEnv {
             .env("BANGER_DAEMON", env!("CARGO_BIN_EXE_bangerd"))
             .env("NO_COLOR", "1")
             .env("BANGER_AGENT", banger_testkit::vm::agent_binary())
+            .env("BANGER_FIRECRACKER", firecracker())
             .env_remove("BANGER_LOG");
     }
 
@@ -234,6 +235,16 @@ pub fn mode_of(path: &Path) -> u32 {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// The Firecracker build at `../shared/tools/firecracker` (beside the repository). CI has
+/// it and must use it; elsewhere a missing one is reported by the tests that need it.
+pub fn firecracker() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/firecracker");
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        assert!(p.is_file(), "CI must have Firecracker at {}", p.display());
+    }
+    p
 }
 
 /// Waits (bounded) for a process to be gone.

@@ -44,12 +44,6 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
             "apt-get install qemu-system-x86",
             Verdict::Warn,
         ),
-        tool_check(
-            "firecracker",
-            "the fastest VMM, used when present",
-            "install Firecracker from its release page; QEMU works meanwhile",
-            Verdict::Warn,
-        ),
     ];
     let mut checks = checks;
     checks.extend(vm_checks(&ctx.layout.runtime_dir).await);
@@ -150,6 +144,35 @@ async fn vm_checks(runtime_dir: &Path) -> Vec<Check> {
             fix: None,
         });
     }
+    checks.push(match &d.firecracker {
+        Some(fc) => Check {
+            name: "firecracker",
+            verdict: if d.firecracker_usable() {
+                Verdict::Pass
+            } else {
+                Verdict::Warn
+            },
+            detail: format!(
+                "{} {}: {}",
+                fc.path.display(),
+                fc.version.as_deref().unwrap_or("(version unknown)"),
+                d.firecracker_reason
+            ),
+            fix: (!d.firecracker_usable())
+                .then(|| "Firecracker needs KVM that runs guests; QEMU is used meanwhile".into()),
+        },
+        None => Check {
+            name: "firecracker",
+            verdict: Verdict::Warn,
+            detail: format!(
+                "not found (the fastest VMM, used when present): {}",
+                d.firecracker_reason
+            ),
+            fix: Some(
+                "install Firecracker (or set BANGER_FIRECRACKER); QEMU works meanwhile".into(),
+            ),
+        },
+    });
     checks.push(match &d.vsock_backend {
         Some(p) => Check {
             name: "vsock backend",
@@ -166,6 +189,15 @@ async fn vm_checks(runtime_dir: &Path) -> Vec<Check> {
         },
     });
     checks.push(match agent_binary() {
+        Some(p) if banger_kernel::needs_interpreter(&p).unwrap_or(true) => Check {
+            name: "guest agent",
+            verdict: Verdict::Fail,
+            detail: format!(
+                "{} is not a static executable: it cannot be a guest's /init",
+                p.display()
+            ),
+            fix: Some("scripts/build-agent.sh --install ~/.cargo/bin".into()),
+        },
         Some(p) => Check {
             name: "guest agent",
             verdict: Verdict::Pass,
@@ -201,7 +233,7 @@ fn kvm_check() -> Check {
             verdict: Verdict::Pass,
             // Opening proves access, not that guests boot: nested virtualisation can accept
             // a toy guest and still fail a real kernel.
-            detail: "opens read-write: VMs can use hardware acceleration".into(),
+            detail: "opens read-write (whether guests really boot under it: see acceleration)".into(),
             fix: None,
         },
         Err(e) => Check {

@@ -18,8 +18,24 @@ use crate::error::OpError;
 pub const AGENT_ENV: &str = "BANGER_AGENT";
 const AGENT_FILE: &str = "banger-agent";
 
-/// The guest agent binary: `$BANGER_AGENT`, or `banger-agent` next to `bangerd`.
+/// The guest agent binary: `$BANGER_AGENT`, or `banger-agent` next to `bangerd`. It must be
+/// statically linked: an initramfs has no dynamic loader.
 pub fn agent_binary() -> Result<PathBuf, OpError> {
+    let agent = find_agent()?;
+    match banger_kernel::needs_interpreter(&agent) {
+        Ok(false) => Ok(agent),
+        Ok(true) => Err(OpError::Unavailable(format!(
+            "the guest agent {} is dynamically linked and cannot run as a guest's /init; build the static one with scripts/build-agent.sh",
+            agent.display()
+        ))),
+        Err(e) => Err(OpError::io(
+            format!("reading the guest agent {}", agent.display()),
+            e,
+        )),
+    }
+}
+
+fn find_agent() -> Result<PathBuf, OpError> {
     if let Some(p) = std::env::var_os(AGENT_ENV) {
         let p = PathBuf::from(p);
         if p.is_file() {

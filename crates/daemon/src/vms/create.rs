@@ -82,8 +82,17 @@ impl Vms {
             ));
         }
         super::net::check_free(&publish)?;
+        let vmm: banger_vmm::VmmChoice = p
+            .vmm
+            .as_deref()
+            .unwrap_or("auto")
+            .parse()
+            .map_err(|e: banger_vmm::SelectError| OpError::BadRequest(e.to_string()))?;
         let host = self.host().await?;
-        let vsock = super::start::use_vsock(&channel, &host)?;
+        // `--vmm firecracker` where KVM cannot boot guests fails here, before anything exists.
+        let selected = banger_vmm::select(vmm, &host.detection)
+            .map_err(|e| OpError::BadRequest(e.to_string()))?;
+        let vsock = super::start::use_vsock(&channel, &host, selected.channel)?;
 
         // The kernel must be able to boot the agent: checked (and cached) before anything
         // of the VM exists.
@@ -128,6 +137,7 @@ impl Vms {
             channel,
             net,
             publish,
+            vmm,
         };
         let row = VmRow {
             id: id.clone(),

@@ -25,6 +25,7 @@ const RUNTIME_FILES: &[&str] = &[
     "vhost-vsock.sock",
     "agent.sock",
     "qmp.sock",
+    "fc.sock",
     "pids.json",
 ];
 

@@ -41,10 +41,11 @@ impl Vms {
             memory_mib: spec.memory_mib,
             init: spec.init_resolved.unwrap_or(spec.init).as_str().into(),
             vmm: if runtime.vmm.is_empty() {
-                "qemu".into()
+                spec.vmm.as_str().into()
             } else {
                 runtime.vmm.clone()
             },
+            vmm_reason: runtime.vmm_reason.clone(),
             accel: runtime.accel.clone(),
             accel_reason: runtime.accel_reason.clone(),
             channel: if runtime.channel.is_empty() {

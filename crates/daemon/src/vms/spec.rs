@@ -39,6 +39,9 @@ pub struct VmSpec {
     /// Published ports.
     #[serde(default)]
     pub publish: Vec<banger_vmm::PortForward>,
+    /// `--vmm` as asked; resolved at every start (the host may have changed).
+    #[serde(default)]
+    pub vmm: banger_vmm::VmmChoice,
 }
 
 fn default_net() -> String {
@@ -55,6 +58,9 @@ pub struct VmRuntime {
     #[serde(default)]
     pub channel_path: String,
     pub vmm: String,
+    /// Why this VMM (`--vmm auto`'s reasoning).
+    #[serde(default)]
+    pub vmm_reason: String,
     pub accel: String,
     pub accel_reason: String,
     pub stages: Vec<VmStageRecord>,
@@ -206,6 +212,7 @@ mod tests {
             channel: "auto".into(),
             net: "user".into(),
             publish: Vec::new(),
+            vmm: banger_vmm::VmmChoice::Auto,
         };
         let json = serde_json::to_string(&spec).expect("encode");
         assert_eq!(serde_json::from_str::<VmSpec>(&json).expect("decode"), spec);

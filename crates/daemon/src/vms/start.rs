@@ -57,7 +57,9 @@ impl Vms {
             ))
         })?;
         let host = self.host().await?;
-        let vsock = use_vsock(&spec.channel, &host)?;
+        let selected = banger_vmm::select(spec.vmm, &host.detection)
+            .map_err(|e| OpError::BadRequest(e.to_string()))?;
+        let vsock = use_vsock(&spec.channel, &host, selected.channel)?;
         let with_net = spec.net == "user";
         super::net::check_free(&spec.publish)?;
         let cache = self.layout.initramfs_dir();
@@ -104,9 +106,9 @@ impl Vms {
             } else {
                 NetConfig::None
             },
-            accel: host.detection.accel,
+            accel: selected.accel,
         };
-        let endpoint = host.vmm.channel_endpoint(&cfg);
+        let endpoint = selected.vmm.channel_endpoint(&cfg);
         let listener = match &endpoint {
             ChannelEndpoint::VsockListen(path) => Some(live::bind_vsock_listener(path)?),
             ChannelEndpoint::SerialConnect(_) => None,
@@ -121,14 +123,15 @@ impl Vms {
                     crate::paths::to_string(p)?
                 }
             },
-            vmm: host.vmm.name().into(),
-            accel: host.detection.accel.as_str().into(),
+            vmm: selected.name.into(),
+            vmm_reason: selected.reason.clone(),
+            accel: selected.accel.as_str().into(),
             accel_reason: host.detection.reason.clone(),
             stages: Vec::new(),
             boot_id: None,
         };
         self.set_state(&row, VmState::Starting, Some(&runtime), None)?;
-        let vmm = host.vmm.clone();
+        let vmm = selected.vmm.clone();
         let launch_cfg = cfg.clone();
         let launched = tokio::task::spawn_blocking(move || vmm.launch(&launch_cfg))
             .await
@@ -251,9 +254,23 @@ impl Vms {
     }
 }
 
-/// Whether this start talks to the agent over vsock (else virtio-serial).
-pub(super) fn use_vsock(channel: &str, host: &Host) -> Result<bool, OpError> {
-    let has_backend = host.detection.vsock_backend.is_some();
+/// Whether this start talks to the agent over vsock (else virtio-serial). `driver_channel`
+/// is what the chosen VMM wants (Firecracker only speaks vsock).
+pub(super) fn use_vsock(
+    channel: &str,
+    host: &Host,
+    driver_channel: ChannelKind,
+) -> Result<bool, OpError> {
+    let has_backend =
+        host.detection.vsock_backend.is_some() || driver_channel == ChannelKind::Vsock;
+    if driver_channel == ChannelKind::Vsock && host.detection.vsock_backend.is_none() {
+        return match channel {
+            "serial" => Err(OpError::BadRequest(
+                "--channel serial is not available with Firecracker (vsock only)".into(),
+            )),
+            _ => Ok(true),
+        };
+    }
     match channel {
         "auto" => Ok(has_backend),
         "serial" => Ok(false),

@@ -1279,8 +1279,7 @@ mod tests {
         assert_eq!(up.entries, 9);
         assert!(names.contains(&"proj/big".to_string()));
         assert_eq!(up.packed.bytes, (5 << 20) + 6 + 18 + 1);
-        std::fs::set_permissions(src.join("ro"), PermissionsExt::from_mode(0o755))
-            .expect("chmod");
+        std::fs::set_permissions(src.join("ro"), PermissionsExt::from_mode(0o755)).expect("chmod");
     }
 
     #[tokio::test]

@@ -57,9 +57,31 @@ pub struct CreateArgs {
     /// Repeatable.
     #[arg(long = "publish", short = 'p', value_name = "SPEC")]
     pub publish: Vec<String>,
+    /// The VMM: `firecracker` (fastest; needs KVM that really runs guests), `qemu` (runs
+    /// everywhere, software emulation without KVM), or `auto` (Firecracker when installed
+    /// and a probe guest proved KVM, else QEMU; `vm show` says why) [default: auto].
+    #[arg(long, value_name = "VMM")]
+    pub vmm: Option<VmmArg>,
     /// No progress output (the boot stages).
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VmmArg {
+    Auto,
+    Qemu,
+    Firecracker,
+}
+
+impl VmmArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmmArg::Auto => "auto",
+            VmmArg::Qemu => "qemu",
+            VmmArg::Firecracker => "firecracker",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -135,6 +157,7 @@ pub fn params(args: &CreateArgs) -> VmCreateParams {
         ready_timeout_secs: args.ready_timeout,
         net: args.net.map(|n| n.as_str().to_string()),
         publish: args.publish.clone(),
+        vmm: args.vmm.map(|v| v.as_str().to_string()),
     }
 }
 

@@ -294,6 +294,7 @@ pub fn create_params(
         ready_timeout_secs: None,
         net: vm.net.as_ref().map(|s| s.value.as_str().to_string()),
         publish: publish.to_vec(),
+        vmm: None,
     }
 }
 
@@ -366,28 +367,50 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<u8> {
     if let Some(name) = &args.name {
         banger_api::names::validate_name(name).map_err(|m| anyhow::anyhow!("--name: {m}"))?;
     }
+    let client = ctx.client().await?;
+    execute(
+        ctx,
+        &client,
+        &args,
+        &config,
+        ws,
+        async |client: &Client, exec: ExecArgs| exec::run(client, exec).await,
+    )
+    .await
+}
+
+/// Everything after the daemon is reached; `run_exec` runs the final exec (the real
+/// terminal pump, or a stand-in in tests).
+pub async fn execute(
+    ctx: &Context,
+    client: &Client,
+    args: &RunArgs,
+    config: &Config,
+    ws: Option<Workspace>,
+    run_exec: impl AsyncFnOnce(&Client, ExecArgs) -> anyhow::Result<u8>,
+) -> anyhow::Result<u8> {
     let name = args
         .name
         .clone()
         .unwrap_or_else(|| derive_vm_name(ws.as_ref().map(|w| w.name.as_str()), random_u16()));
-    let client = ctx.client().await?;
     // From here on Ctrl-C, SIGTERM and SIGHUP are ours: they cancel the step at hand, and
     // --rm still deletes the VM.
     let mut interrupts = Interrupts::install()?;
     let mut made = false;
     let outcome = steps(
         ctx,
-        &client,
-        &args,
-        &config,
+        client,
+        args,
+        config,
         ws,
         &name,
         &mut interrupts,
         &mut made,
+        run_exec,
     )
     .await;
     if args.rm && made {
-        if let Err(e) = delete(&client, &name).await {
+        if let Err(e) = delete(client, &name).await {
             eprintln!(
                 "banger: could not delete vm {name}: {e:#}; delete it with `banger vm delete --force {name}`"
             );
@@ -408,6 +431,7 @@ async fn steps(
     name: &str,
     interrupts: &mut Interrupts,
     made: &mut bool,
+    run_exec: impl AsyncFnOnce(&Client, ExecArgs) -> anyhow::Result<u8>,
 ) -> anyhow::Result<u8> {
     let quiet = args.quiet || ctx.json;
     // 1. The image.
@@ -515,7 +539,7 @@ async fn steps(
         &args.command,
         std::io::stdin().is_terminal(),
     );
-    exec::run(client, exec).await
+    run_exec(client, exec).await
 }
 
 /// `copied 1234 files (56.7 MiB) to /root/app in 2.1s: 27.0 MiB/s`.
@@ -894,5 +918,335 @@ mod tests {
         let ws = workspace(&repo.join("sub")).expect("workspace");
         assert!(!ws.git);
         assert_eq!(ws.tree.listing(), ["f"]);
+    }
+
+    // --- The whole flow against a fake daemon (image.show/pull, vm.show/create/cp.put/delete).
+
+    mod fake {
+        use std::convert::Infallible;
+        use std::sync::{Arc, Mutex};
+
+        use banger_api::{ApiError, ErrorBody};
+        use banger_guest_proto::PutResult;
+        use bytes::Bytes;
+        use http_body_util::{BodyExt, Full};
+        use hyper::body::Incoming;
+        use hyper::{Request, Response, StatusCode};
+        use hyper_util::rt::TokioIo;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::UnixListener;
+
+        use super::*;
+        use crate::commands::vm::testing::sample_vm;
+
+        #[derive(Default)]
+        pub struct Log {
+            pub calls: Vec<(String, serde_json::Value)>,
+            pub uploaded: Vec<String>,
+        }
+
+        pub struct Daemon {
+            pub _dir: tempfile::TempDir,
+            pub client: Client,
+            pub log: Arc<Mutex<Log>>,
+        }
+
+        /// `put_error`: what the guest says about the upload.
+        pub async fn start(has_image: bool, put_error: Option<&'static str>) -> Daemon {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("bangerd.sock");
+            let listener = UnixListener::bind(&path).expect("bind");
+            let log = Arc::new(Mutex::new(Log::default()));
+            let shared = log.clone();
+            tokio::spawn(async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let log = shared.clone();
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |req| {
+                            answer(req, log.clone(), has_image, put_error)
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades()
+                            .await;
+                    });
+                }
+            });
+            Daemon {
+                _dir: dir,
+                client: Client::new(&path),
+                log,
+            }
+        }
+
+        fn json(status: u16, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+            Response::builder()
+                .status(status)
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(
+                    serde_json::to_vec(value).expect("json"),
+                )))
+                .expect("response")
+        }
+
+        fn not_found(what: &str) -> Response<Full<Bytes>> {
+            json(
+                404,
+                &ErrorBody {
+                    error: ApiError::new(ErrorCode::NotFound, format!("no {what}")),
+                },
+            )
+        }
+
+        fn image(name: &str) -> Image {
+            Image {
+                id: "img-1".into(),
+                name: name.into(),
+                managed: true,
+                artifact_dir: None,
+                rootfs_path: "/r".into(),
+                kernel_path: "/k".into(),
+                initrd_path: None,
+                modules_dir: None,
+                kernel_ref: Some("default".into()),
+                source_ref: None,
+                manifest_digest: None,
+                platform: None,
+                size_bytes: None,
+                allocated_bytes: None,
+                created_at: "2025-01-01T00:00:00Z".into(),
+            }
+        }
+
+        async fn answer(
+            mut req: Request<Incoming>,
+            log: Arc<Mutex<Log>>,
+            has_image: bool,
+            put_error: Option<&'static str>,
+        ) -> Result<Response<Full<Bytes>>, Infallible> {
+            let method = req.uri().path().trim_start_matches("/v1/").to_string();
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            let body = req.into_body().collect().await.expect("body").to_bytes();
+            let params: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            log.lock()
+                .expect("log")
+                .calls
+                .push((method.clone(), params.clone()));
+            Ok(match method.as_str() {
+                "image.show" if has_image => {
+                    json(200, &image(params["image"].as_str().unwrap_or("")))
+                }
+                "image.show" => not_found("image"),
+                "image.pull" => json(200, &image(params["name"].as_str().unwrap_or(""))),
+                "vm.show" => not_found("vm"),
+                "vm.create" => {
+                    let mut vm = sample_vm();
+                    vm.name = params["name"].as_str().unwrap_or("").into();
+                    json(200, &vm)
+                }
+                "vm.delete" => json(200, &serde_json::json!({})),
+                "vm.cp.put" => {
+                    tokio::spawn(async move {
+                        let Ok(upgraded) = on_upgrade.await else {
+                            return;
+                        };
+                        let mut io = TokioIo::new(upgraded);
+                        let mut tar_bytes = Vec::new();
+                        if put_error.is_none() {
+                            io.read_to_end(&mut tar_bytes).await.expect("read tar");
+                        }
+                        let mut names = Vec::new();
+                        let mut ar = tar::Archive::new(&tar_bytes[..]);
+                        for e in ar.entries().expect("entries") {
+                            let e = e.expect("entry");
+                            names.push(e.path().expect("path").to_string_lossy().into_owned());
+                        }
+                        let result = PutResult {
+                            entries: names.len() as u64,
+                            bytes: 0,
+                            error: put_error.map(str::to_string),
+                        };
+                        log.lock().expect("log").uploaded = names;
+                        io.write_all(&serde_json::to_vec(&result).expect("json"))
+                            .await
+                            .expect("answer");
+                        let _ = io.shutdown().await;
+                    });
+                    Response::builder()
+                        .status(StatusCode::SWITCHING_PROTOCOLS)
+                        .header(hyper::header::CONNECTION, "upgrade")
+                        .header(hyper::header::UPGRADE, banger_api::vm::STREAM_UPGRADE)
+                        .body(Full::default())
+                        .expect("response")
+                }
+                other => panic!("unexpected call {other}"),
+            })
+        }
+    }
+
+    fn ctx() -> Context {
+        Context {
+            layout: banger_api::layout::Layout::from_env(),
+            json: false,
+            style: crate::output::Style::plain(),
+        }
+    }
+
+    fn calls(d: &fake::Daemon) -> Vec<String> {
+        d.log
+            .lock()
+            .expect("log")
+            .calls
+            .iter()
+            .map(|(m, _)| m.clone())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn run_pulls_the_default_image_copies_execs_and_removes() {
+        let d = fake::start(false, None).await;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("proj");
+        write(&dir.join("Makefile"), "test:\n\ttrue\n");
+        let config = Config::parse(
+            "default_kernel = \"cloud\"\n[vm]\ncpus = 3\n",
+            Path::new("/c"),
+        )
+        .expect("config");
+        let args = parse(&[
+            dir.to_str().expect("utf-8"),
+            "--rm",
+            "-q",
+            "--",
+            "make",
+            "test",
+        ])
+        .expect("args");
+        let ws = workspace(&dir).expect("workspace");
+        let seen = std::sync::Mutex::new(None);
+        let code = execute(
+            &ctx(),
+            &d.client,
+            &args,
+            &config,
+            Some(ws),
+            async |_: &Client, e: ExecArgs| {
+                *seen.lock().expect("seen") = Some(e);
+                Ok(7)
+            },
+        )
+        .await
+        .expect("ran");
+        assert_eq!(code, 7, "the command's exit code");
+        assert_eq!(
+            calls(&d),
+            [
+                "image.show",
+                "image.pull",
+                "vm.show",
+                "vm.create",
+                "vm.cp.put",
+                "vm.delete"
+            ]
+        );
+        let log = d.log.lock().expect("log");
+        let pull = &log.calls[1].1;
+        assert_eq!(pull["ref"], "debian:bookworm");
+        assert_eq!(pull["name"], "debian-bookworm");
+        assert_eq!(pull["kernel_ref"], "cloud");
+        let create = &log.calls[3].1;
+        assert_eq!(create["image"], "debian-bookworm");
+        assert_eq!(create["cpus"], 3);
+        let name = create["name"].as_str().expect("name").to_string();
+        assert!(name.starts_with("proj-") && name.len() == 9, "{name}");
+        assert_eq!(log.calls[4].1["dest"], "/root");
+        assert_eq!(
+            log.calls[5].1,
+            serde_json::json!({"vm": name, "force": true})
+        );
+        assert_eq!(log.uploaded, ["proj", "proj/Makefile"]);
+        let e = seen.lock().expect("seen").take().expect("exec ran");
+        assert_eq!(e.vm, name);
+        assert_eq!(e.workdir.as_deref(), Some("/root/proj"));
+        assert_eq!(e.command, ["make", "test"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_upload_still_removes_the_vm_and_skips_the_command() {
+        let d = fake::start(true, Some("/root: no space left on device")).await;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("w");
+        write(&dir.join("f"), "x");
+        let config = Config::parse("", Path::new("/c")).expect("config");
+        let args = parse(&[
+            dir.to_str().expect("utf-8"),
+            "--rm",
+            "-q",
+            "--name",
+            "w1",
+            "--",
+            "true",
+        ])
+        .expect("args");
+        let ws = workspace(&dir).expect("workspace");
+        let err = execute(
+            &ctx(),
+            &d.client,
+            &args,
+            &config,
+            Some(ws),
+            async |_: &Client, _: ExecArgs| panic!("no exec after a failed upload"),
+        )
+        .await
+        .expect_err("failed");
+        assert!(format!("{err:#}").contains("no space left"), "{err:#}");
+        assert_eq!(
+            calls(&d),
+            [
+                "image.show",
+                "vm.show",
+                "vm.create",
+                "vm.cp.put",
+                "vm.delete"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_command_still_removes_the_vm_and_without_rm_it_stays() {
+        let d = fake::start(true, None).await;
+        let config = Config::parse("", Path::new("/c")).expect("config");
+        let args = parse(&["--rm", "-q", "--image", "img", "--", "false"]).expect("args");
+        let err = execute(
+            &ctx(),
+            &d.client,
+            &args,
+            &config,
+            None,
+            async |_: &Client, _: ExecArgs| anyhow::bail!("the VM's agent went away"),
+        )
+        .await
+        .expect_err("failed");
+        assert!(err.to_string().contains("went away"));
+        assert_eq!(
+            calls(&d),
+            ["vm.show", "vm.create", "vm.delete"],
+            "--image: no lookup"
+        );
+
+        let d = fake::start(true, None).await;
+        let args = parse(&["-q", "--image", "img", "--", "false"]).expect("args");
+        let code = execute(
+            &ctx(),
+            &d.client,
+            &args,
+            &config,
+            None,
+            async |_: &Client, _: ExecArgs| Ok(1),
+        )
+        .await
+        .expect("ran");
+        assert_eq!(code, 1);
+        assert_eq!(calls(&d), ["vm.show", "vm.create"], "no --rm: the VM stays");
     }
 }
