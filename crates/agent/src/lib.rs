@@ -6,8 +6,8 @@
 //!   root and work disk, the switch to the new root, per-VM configuration, and the choice
 //!   of who stays PID 1. Synchronous, before any thread exists.
 //! - [`Agent`] (module `server`, with `exec`): the HTTP/2 service over one byte stream
-//!   (`transport` in the guest, a socket pair in tests), and the process engine behind
-//!   the exec method. Tests start it with [`Agent::new`] and [`Agent::serve`].
+//!   (`transport` in the guest, a socket pair in tests), the process engine behind
+//!   the exec method, the file methods (`files`, `keys`) and port connections (`connect`). Tests start it with [`Agent::new`] and [`Agent::serve`].
 //!
 //! Crate-wide invariants:
 //! - Every fd the agent opens is `CLOEXEC` (children inherit exactly their stdio), and
@@ -20,9 +20,12 @@ pub mod boot;
 
 mod body;
 mod cmdline;
+mod connect;
 mod console;
 mod exec;
 mod fdio;
+mod files;
+mod keys;
 mod power;
 mod reaper;
 mod server;

@@ -13,12 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use banger_guest_proto::{
-    AgentError, Empty, Hello, HelloRequest, InitMode, PROTO_MIN, PROTO_VERSION, SetClock,
-    ShutdownRequest, StageTime, negotiate, paths,
+    AddAuthorizedKey, AgentError, Connect, Empty, GetFiles, Hello, HelloRequest, InitMode,
+    PARAMS_HEADER, PROTO_MIN, PROTO_VERSION, PutFiles, ReadFile, SetClock, ShutdownRequest,
+    StageTime, negotiate, paths,
 };
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -26,7 +27,8 @@ use tokio::sync::mpsc;
 
 use crate::body::AgentBody;
 use crate::console::log;
-use crate::{exec, power, reaper, sys};
+use crate::keys::KeyError;
+use crate::{connect, exec, files, keys, power, reaper, sys};
 
 /// JSON request bodies larger than this are refused.
 const MAX_JSON: usize = 64 << 10;
@@ -125,6 +127,19 @@ async fn read_json<T: serde::de::DeserializeOwned>(body: Incoming) -> Result<T, 
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("request body: {e}")))
 }
 
+/// The JSON params of a raw-stream method, from the [`PARAMS_HEADER`] header (Err: a
+/// message for a 400).
+fn read_params<T: serde::de::DeserializeOwned>(headers: &HeaderMap) -> Result<T, String> {
+    let value = headers
+        .get(PARAMS_HEADER)
+        .ok_or_else(|| format!("the {PARAMS_HEADER} header with the JSON params is missing"))?;
+    serde_json::from_slice(value.as_bytes()).map_err(|e| format!("the {PARAMS_HEADER} header: {e}"))
+}
+
+fn bad_params(message: String) -> Reply {
+    error(StatusCode::BAD_REQUEST, message)
+}
+
 impl Agent {
     /// Creates the agent and starts reaping children in the current tokio runtime
     /// (call it inside one: children are reaped process-wide, from any runtime that serves).
@@ -160,7 +175,8 @@ impl Agent {
             );
         }
         let path = req.uri().path().to_string();
-        let body = req.into_body();
+        let (parts, body) = req.into_parts();
+        let headers = parts.headers;
         let result = match path.as_str() {
             paths::HELLO => self.hello(body).await,
             paths::CLOCK => self.clock(body).await,
@@ -169,6 +185,11 @@ impl Agent {
                 .await
                 .map(|b| reply(StatusCode::OK, b))
                 .map_err(|m| error(StatusCode::BAD_REQUEST, m)),
+            paths::READ_FILE => self.read_file(body).await,
+            paths::AUTHORIZED_KEY => self.authorized_key(body).await,
+            paths::FILES_PUT => self.files_put(&headers, body).await,
+            paths::FILES_GET => self.files_get(&headers).await,
+            paths::CONNECT => self.connect(&headers, body).await,
             _ => Err(error(StatusCode::NOT_FOUND, format!("no method at {path}"))),
         };
         result.unwrap_or_else(|e| e)
@@ -230,5 +251,69 @@ impl Agent {
             }
         }
         Ok(json(&Empty {}))
+    }
+
+    async fn read_file(&self, body: Incoming) -> Result<Reply, Reply> {
+        let req: ReadFile = read_json(body).await?;
+        files::read_file(&self.cfg.root, req)
+            .await
+            .map(|c| json(&c))
+            .map_err(|(status, m)| error(status, m))
+    }
+
+    async fn authorized_key(&self, body: Incoming) -> Result<Reply, Reply> {
+        let req: AddAuthorizedKey = read_json(body).await?;
+        let root = self.cfg.root.clone();
+        let user = req.user.clone();
+        let added = tokio::task::spawn_blocking(move || keys::add(&root, &req))
+            .await
+            .map_err(|e| KeyError::Failed(format!("the worker thread failed: {e}")))
+            .and_then(|r| r);
+        match added {
+            Ok(()) => {
+                log!("authorized an SSH key for {user}");
+                Ok(json(&Empty {}))
+            }
+            Err(KeyError::BadRequest(m)) => Err(error(StatusCode::BAD_REQUEST, m)),
+            Err(KeyError::Failed(m)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, m)),
+        }
+    }
+
+    async fn files_put(&self, headers: &HeaderMap, body: Incoming) -> Result<Reply, Reply> {
+        let req: PutFiles = read_params(headers).map_err(bad_params)?;
+        let dest = req.dest.clone();
+        let result = files::put(&self.cfg.root, req, body).await;
+        match &result.error {
+            None => log!(
+                "files/put {dest}: {} entries, {} bytes",
+                result.entries,
+                result.bytes
+            ),
+            Some(e) => log!("files/put {dest}: {e}"),
+        }
+        Ok(json(&result))
+    }
+
+    async fn files_get(&self, headers: &HeaderMap) -> Result<Reply, Reply> {
+        // The request body carries nothing; it is dropped unread.
+        let req: GetFiles = read_params(headers).map_err(bad_params)?;
+        files::get(&self.cfg.root, req)
+            .await
+            .map(|b| reply(StatusCode::OK, b))
+            .map_err(|(status, m)| error(status, m))
+    }
+
+    async fn connect(&self, headers: &HeaderMap, body: Incoming) -> Result<Reply, Reply> {
+        let req: Connect = read_params(headers).map_err(bad_params)?;
+        if req.port == 0 {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "port 0 cannot be connected to",
+            ));
+        }
+        connect::open(req.port, body)
+            .await
+            .map(|b| reply(StatusCode::OK, b))
+            .map_err(|m| error(StatusCode::BAD_GATEWAY, m))
     }
 }

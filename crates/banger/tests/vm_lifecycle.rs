@@ -128,7 +128,10 @@ fn a_container_image_boots_execs_persists_and_leaves_nothing() {
     assert_eq!(a["init"], "agent", "minbase has no init system: {a}");
     assert_eq!(a["channel"], "vsock", "{a}");
     assert_eq!(a["vmm"], "qemu", "{a}");
-    assert!(a["vmm_reason"].as_str().is_some_and(|r| r.contains("QEMU")), "`--vmm auto` says why: {a}");
+    assert!(
+        a["vmm_reason"].as_str().is_some_and(|r| r.contains("QEMU")),
+        "`--vmm auto` says why: {a}"
+    );
     let stages: Vec<&str> = a["stages"]
         .as_array()
         .expect("stages")
@@ -457,10 +460,21 @@ fn bad_requests_are_clear_and_leave_nothing() {
     assert!(e.contains("no image"), "{e}");
     if common::firecracker().is_file() {
         // Firecracker is installed, but KVM cannot boot guests on this host.
-        let e = env.fails(&["vm", "create", "x", "--image", &image, "--vmm", "firecracker"]);
+        let e = env.fails(&[
+            "vm",
+            "create",
+            "x",
+            "--image",
+            &image,
+            "--vmm",
+            "firecracker",
+        ]);
         assert!(e.contains("KVM"), "{e}");
     } else {
-        eprintln!("SKIP --vmm firecracker check: no Firecracker at {}", common::firecracker().display());
+        eprintln!(
+            "SKIP --vmm firecracker check: no Firecracker at {}",
+            common::firecracker().display()
+        );
     }
     nothing_left();
 

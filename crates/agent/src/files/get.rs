@@ -100,6 +100,8 @@ fn append<W: Write>(
     let Item { real, name, meta } = item;
     let mut header = Header::new_gnu();
     header.set_metadata_in_mode(meta, HeaderMode::Complete);
+    // Permission bits only, as tar writes them (the file type is the entry type).
+    header.set_mode(meta.mode() & 0o7777);
     let kind = meta.file_type();
     if kind.is_file() {
         if meta.nlink() > 1 {

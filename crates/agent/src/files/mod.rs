@@ -155,7 +155,9 @@ pub async fn get(root: &Path, req: GetFiles) -> Result<AgentBody, Refusal> {
             .ok_or_else(|| {
                 refuse(
                     StatusCode::BAD_REQUEST,
-                    format!("{shown}: has no name to archive it under (ask for a directory below /)"),
+                    format!(
+                        "{shown}: has no name to archive it under (ask for a directory below /)"
+                    ),
                 )
             })
     })

@@ -169,8 +169,7 @@ impl Extractor {
                         .ok_or_else(|| describe(&raw, "a symlink without a target"))?
                         .into_owned();
                     clear_for_non_dir(&target)?;
-                    std::os::unix::fs::symlink(&link, &target)
-                        .map_err(|e| describe(&target, e))?;
+                    std::os::unix::fs::symlink(&link, &target).map_err(|e| describe(&target, e))?;
                     self.own(&target)?;
                     sys::set_mtime_nofollow(&target, mtime).map_err(|e| describe(&target, e))?;
                     true

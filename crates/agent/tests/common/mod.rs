@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use banger_agent::{Agent, AgentConfig, Machine, MachineRequest};
 use banger_guest_proto::frame::{self, FrameBuffer};
-use banger_guest_proto::{ExecInput, ExecOutput, ExecRequest, InitMode, paths};
+use banger_guest_proto::{ExecInput, ExecOutput, ExecRequest, InitMode, PARAMS_HEADER, paths};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
@@ -47,6 +47,10 @@ impl Body for ChanBody {
             .map(|d| d.map(|d| Ok(Frame::data(d))))
     }
 }
+
+/// The answer to a stream request, to await while its body is fed.
+pub type PendingResponse =
+    Pin<Box<dyn std::future::Future<Output = hyper::Response<Incoming>> + Send>>;
 
 pub struct Guest {
     sender: SendRequest<ChanBody>,
@@ -133,6 +137,33 @@ impl Guest {
     ) -> (StatusCode, Bytes) {
         let body = serde_json::to_vec(v).expect("json");
         self.call("POST", path, &body).await
+    }
+
+    /// Opens a raw-stream method (params in the header): a sender for the request body
+    /// (dropping it ends the body) and the pending response, to await while feeding.
+    pub fn stream<P: serde::Serialize>(
+        &mut self,
+        path: &str,
+        params: &P,
+    ) -> (mpsc::Sender<Bytes>, PendingResponse) {
+        let (tx, rx) = mpsc::channel(16);
+        let req = Request::builder()
+            .method("POST")
+            .uri(format!("http://agent{path}"))
+            .header(PARAMS_HEADER, serde_json::to_string(params).expect("json"))
+            .body(ChanBody(rx))
+            .expect("request");
+        let mut sender = self.sender.clone();
+        let path = path.to_string();
+        let response = async move {
+            within("ready", sender.ready())
+                .await
+                .expect("connection alive");
+            within(&path, sender.send_request(req))
+                .await
+                .expect("response")
+        };
+        (tx, Box::pin(response))
     }
 
     /// Starts an exec stream; input stays open until [`Exec::close_input`] or drop.
@@ -311,4 +342,44 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// A `Write` that sends what it gets as chunks into a request body (for a blocking thread
+/// that builds an archive while the test streams it).
+pub struct ChanWriter(pub mpsc::Sender<Bytes>);
+
+impl std::io::Write for ChanWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Bytes::copy_from_slice(buf))
+            .map_err(|_| std::io::ErrorKind::BrokenPipe)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A whole response body, within the deadline.
+pub async fn body_bytes(resp: hyper::Response<Incoming>) -> Bytes {
+    within("body", resp.into_body().collect())
+        .await
+        .expect("body")
+        .to_bytes()
+}
+
+/// The process's peak resident set (`VmHWM`), in bytes.
+pub fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM value");
+    kib * 1024
 }

@@ -217,6 +217,7 @@ pub(crate) mod testing {
             memory_mib: 1024,
             init: "agent".into(),
             vmm: "qemu".into(),
+            vmm_reason: String::new(),
             accel: "tcg".into(),
             accel_reason: "/dev/kvm did not boot the probe guest".into(),
             channel: "vsock".into(),

@@ -415,8 +415,16 @@ pub async fn execute(
                 "banger: could not delete vm {name}: {e:#}; delete it with `banger vm delete --force {name}`"
             );
         }
-    } else if made && outcome.is_err() && !args.rm {
-        eprintln!("banger: vm {name} is kept; `banger vm delete --force {name}` removes it");
+    } else if made
+        && outcome.is_err()
+        && client
+            .call::<_, Vm>(methods::VM_SHOW, &VmRef { vm: name.clone() })
+            .await
+            .is_ok()
+    {
+        eprintln!(
+            "banger: vm {name} is kept (see `banger vm logs {name}`); `banger vm delete --force {name}` removes it"
+        );
     }
     outcome
 }
