@@ -8,7 +8,8 @@
 #
 # Builds banger (release) and installs `banger` and `bangerd` into ~/.cargo/bin, checks the
 # machine, imports a kernel into banger's kernel store (the host's, else Debian's cloud
-# kernel package), pulls REF, boots a VM from it and runs a command inside.
+# kernel package), pulls REF, and ends inside a disposable VM booted from it, with this
+# repository copied in (`banger vm run`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REF=${1:-debian:bookworm}
@@ -45,7 +46,10 @@ banger image show quickstart >/dev/null 2>&1 ||
   banger image pull "$REF" --name quickstart --kernel-ref quickstart
 banger image list
 
-# A disposable VM: boot it, run a command inside, and leave it for you.
-banger vm show quickstart >/dev/null 2>&1 || banger vm create quickstart --image quickstart
-banger vm exec quickstart -- sh -c '. /etc/os-release; echo "hello from $PRETTY_NAME in VM $(hostname)"'
-echo "next: banger vm exec -it quickstart -- sh    (banger vm delete --force quickstart when done)"
+# The main job: a disposable VM with this directory copied in. On a terminal you land in a
+# shell inside it (exit to leave; --rm deletes the VM); otherwise a command runs there.
+if [[ -t 0 && -t 1 ]]; then
+  exec banger vm run . --image quickstart --rm
+fi
+banger vm run . --image quickstart --rm -- sh -c \
+  '. /etc/os-release; echo "hello from $PRETTY_NAME in VM $(hostname), in $(pwd) ($(ls | wc -l) entries copied)"'

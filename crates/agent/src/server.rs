@@ -5,6 +5,9 @@
 //! [`Machine`]: the real guest, or a recorder for tests. Exec only needs a root for
 //! `/etc/passwd` and the ability to fork, which works anywhere.
 //!
+//! Raw-stream methods (FILES_PUT, FILES_GET, CONNECT) take their JSON params from the
+//! [`PARAMS_HEADER`] header; a missing or malformed one is a 400 before anything streams.
+//!
 //! Every non-200 answer carries a JSON [`AgentError`]; handlers never panic on input.
 
 use std::convert::Infallible;

@@ -472,6 +472,9 @@ impl Read for SyncChunks {
     }
 }
 
+/// Name, type, link target.
+type RawEntry = (String, EntryType, Option<String>);
+
 /// A raw header whose name is written as given (tar's Builder refuses `..` and `/`).
 fn raw_entry(b: &mut tar::Builder<ChanWriter>, name: &str, kind: EntryType, link: Option<&str>) {
     let data: &[u8] = if kind == EntryType::Regular {
@@ -498,7 +501,7 @@ async fn put_refuses_entries_that_escape_the_destination() {
     let out = outside.path().to_str().expect("utf-8").to_string();
     let victim = g.root.path().join("victim");
     std::fs::create_dir(&victim).expect("mkdir");
-    let cases: Vec<(&str, Vec<(String, EntryType, Option<String>)>)> = vec![
+    let cases: Vec<(&str, Vec<RawEntry>)> = vec![
         (
             "`..`",
             vec![("../victim/pwned".into(), EntryType::Regular, None)],
@@ -784,6 +787,25 @@ async fn get_streams_a_tree_and_a_file_that_round_trip() {
         .expect("entry");
     assert_eq!(first.path().expect("path").to_str(), Some("shortcut/"));
     assert_eq!(first.header().entry_type(), EntryType::Directory);
+
+    // Params are JSON in a header: a non-ASCII path travels as UTF-8.
+    std::fs::create_dir_all(g.root.path().join("work/été")).expect("mkdir");
+    std::fs::write(g.root.path().join("work/été/ü.txt"), "ü").expect("write");
+    let (status, archive) = get(&mut g, "/work/été").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut ar = tar::Archive::new(&archive[..]);
+    let names: Vec<String> = ar
+        .entries()
+        .expect("entries")
+        .map(|e| {
+            e.expect("entry")
+                .path()
+                .expect("path")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(names, ["été/", "été/ü.txt"]);
 
     let (status, body) = get(&mut g, "/work/nothing-here").await;
     assert_eq!(status, StatusCode::NOT_FOUND);

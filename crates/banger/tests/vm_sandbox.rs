@@ -186,7 +186,7 @@ fn run_copies_a_git_workspace_and_dry_run_lists_it() {
     let dry_files: Vec<String> = listed
         .iter()
         .map(|l| l.trim_start_matches("app/").to_string())
-        .filter(|l| !l.starts_with(".git/"))
+        .filter(|l| !l.starts_with(".git/") && l != ".git" && !l.ends_with('/'))
         .collect();
     let mut sorted = dry_files.clone();
     sorted.sort();
@@ -232,12 +232,12 @@ def read_until(token, limit=60):
             except OSError:
                 break
     return buf
-os.write(fd, b"tty; echo TTY-DONE\n")
-print(read_until(b"TTY-DONE\r\n").decode(errors="replace"))
+os.write(fd, b"tty; echo TTY-$((40+2))\n")
+print(read_until(b"TTY-42\r\n").decode(errors="replace"))
 fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 37, 101, 0, 0))
 time.sleep(0.2)
-os.write(fd, b"stty size; echo SIZE-DONE\n")
-print(read_until(b"SIZE-DONE\r\n").decode(errors="replace"))
+os.write(fd, b"stty size; echo SIZE-$((40+2))\n")
+print(read_until(b"SIZE-42\r\n").decode(errors="replace"))
 os.write(fd, b"exit 0\n")
 _, status = os.waitpid(pid, 0)
 print("EXIT", os.waitstatus_to_exitcode(status))
@@ -406,6 +406,9 @@ fn openssh_reaches_guests_without_prompts_or_warnings() {
     };
     let ssh = |env: &TestEnv| {
         let mut cmd = Command::new(tools::require("ssh"));
+        // OpenSSH finds ~/.ssh through the passwd entry, not $HOME: name the config that
+        // `ssh-config --install` wrote (it only Includes banger's).
+        cmd.arg("-F").arg(home.join(".ssh/config"));
         cmd.args([
             "-o",
             "BatchMode=yes",

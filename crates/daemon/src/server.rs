@@ -339,8 +339,13 @@ async fn relay(on_upgrade: hyper::upgrade::OnUpgrade, session: StreamSession) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     if input.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
-                        // The agent finished reading input; keep the output flowing.
-                        std::future::pending::<()>().await;
+                        if mode == RelayMode::ClientGoneCancels {
+                            // The process closed its stdin; its output keeps flowing, and
+                            // this side must not end the select below.
+                            std::future::pending::<()>().await;
+                        }
+                        // The agent takes no more input (a download ignores it): done.
+                        break;
                     }
                 }
             }

@@ -112,8 +112,9 @@ fn ensure_key(dir: &Path) -> Result<PathBuf, OpError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| OpError::io(format!("creating {}", dir.display()), e))?;
     let tmp = dir.join(format!(".id_ed25519.tmp-{}", std::process::id()));
+    let tmp_pub = dir.join(format!(".id_ed25519.tmp-{}.pub", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
-    let _ = std::fs::remove_file(tmp.with_extension("pub"));
+    let _ = std::fs::remove_file(&tmp_pub);
     let out = std::process::Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "banger"])
         .arg("-f")
@@ -130,7 +131,7 @@ fn ensure_key(dir: &Path) -> Result<PathBuf, OpError> {
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    std::fs::rename(tmp.with_extension("pub"), key.with_extension("pub"))
+    std::fs::rename(&tmp_pub, key.with_extension("pub"))
         .and_then(|()| std::fs::rename(&tmp, &key))
         .map_err(|e| OpError::io(format!("installing {}", key.display()), e))?;
     Ok(key)
