@@ -7,7 +7,9 @@
 #
 # Prints: create→ready (median, p95) over BENCH_BOOTS boots, `vm exec -- true` round trip,
 # allocated disk per new VM (at create and after boot), host RSS of QEMU + vsock helper per
-# VM, create time for a ~200 MB and a ~800 MB image, BENCH_SOAK boots without a hang.
+# VM, create time for a ~200 MB and a ~800 MB image, BENCH_SOAK boots without a hang,
+# `vm run --rm -- true` end to end against the by-hand SSH equivalent (copy the rootfs, boot
+# it, wait for its sshd, `ssh true`), and the workspace copy rate of a 10,000-file repo.
 #
 # Usage: scripts/bench-vm.sh
 #   BENCH_BOOTS=N  (default 10)   BENCH_SOAK=N (default 50)   BENCH_BASELINE_RUNS=N (default 3)
@@ -20,9 +22,10 @@ TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 BOOTS=${BENCH_BOOTS:-10}
 SOAK=${BENCH_SOAK:-50}
 BASE_RUNS=${BENCH_BASELINE_RUNS:-3}
+RUNS=${BENCH_RUNS:-10}
 export PATH=$PATH:$HOME/.cargo/bin:/usr/sbin:/sbin
 die() { echo "bench-vm: $*" >&2; exit 1; }
-for t in qemu-system-x86_64 busybox umoci debootstrap dpkg-deb; do
+for t in qemu-system-x86_64 busybox umoci debootstrap dpkg-deb ssh ssh-keygen debugfs git; do
     command -v "$t" >/dev/null || die "missing $t (scripts/install-test-deps.sh installs it)"
 done
 
@@ -131,6 +134,37 @@ for i in $(seq 1 "$SOAK"); do
     "$B" vm delete "k$i" --force >/dev/null 2>&1 || true
 done
 
+echo "bench-vm: $RUNS × vm run --rm -- true ..." >&2
+runs=()
+for i in $(seq 1 "$RUNS"); do
+    t0=$(now)
+    "$B" vm run --image minbase --rm --cpus 1 --memory 512MiB -q -- true
+    t1=$(now)
+    runs+=("$(echo "$t1 - $t0" | bc)")
+done
+read -r run_med run_p95 < <(printf '%s\n' "${runs[@]}" | stats)
+
+echo "bench-vm: workspace copy of a 10,000-file repository ..." >&2
+repo=$WORK/repo
+mkdir -p "$repo"
+git -C "$repo" init -q
+python3 - "$repo" <<'PY'
+import os, sys
+root = sys.argv[1]
+for d in range(100):
+    os.makedirs(f"{root}/src/d{d:03}", exist_ok=True)
+    for f in range(100):
+        with open(f"{root}/src/d{d:03}/f{f:03}.txt", "w") as fh:
+            fh.write(f"file {d}/{f}\n" * 40)
+PY
+git -C "$repo" add -A && git -C "$repo" -c user.name=b -c user.email=b@example.invalid commit -qm files
+t0=$(now)
+"$B" vm run "$repo" --image minbase --rm --cpus 1 --memory 512MiB -- sh -c 'find /root/repo/src -type f | wc -l' >"$WORK/count" 2>"$WORK/copy.err"
+t1=$(now)
+copied=$(tr -d ' ' <"$WORK/count")
+copy_s=$(echo "$t1 - $t0" | bc)
+copy_line=$(grep -i -m1 "copied\|MiB/s" "$WORK/copy.err" || echo "(no rate line)")
+
 echo "bench-vm: baseline (copy rootfs, QEMU + busybox initrd, systemd to multi-user) ..." >&2
 rel=$(dpkg-deb -f "$deb" Package | sed 's/^linux-image-//')
 kdir=$(ls -d "$CACHE"/kernel/linux-image-"$rel" 2>/dev/null || true)
@@ -165,6 +199,37 @@ for i in $(seq 1 "$BASE_RUNS"); do
 done
 read -r base_med _ < <(printf '%s\n' "${baseline[@]}" | stats)
 
+echo "bench-vm: baseline for run -- true (copy rootfs, boot, wait for sshd, ssh true) ..." >&2
+ssh-keygen -q -t ed25519 -N "" -f "$WORK/key"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+ssh_base=()
+for i in $(seq 1 "$BASE_RUNS"); do
+    t0=$(now)
+    cp --sparse=always "$dev_rootfs" "$WORK/copy.ext4"
+    debugfs -w -R "mkdir /root/.ssh" "$WORK/copy.ext4" >/dev/null 2>&1
+    debugfs -w -R "write $WORK/key.pub /root/.ssh/authorized_keys" "$WORK/copy.ext4" >/dev/null 2>&1
+    : >"$WORK/console.log"
+    qemu-system-x86_64 -M microvm,accel=tcg -cpu max -smp 1 -m 512 -nodefaults -no-user-config \
+        -nographic -no-reboot -serial "file:$WORK/console.log" \
+        -kernel "$kdir/boot/vmlinuz-$rel" -initrd "$WORK/baseline.cpio" \
+        -append "console=ttyS0 panic=-1 tsc_early_khz=$khz" \
+        -drive "id=d0,file=$WORK/copy.ext4,format=raw,if=none" -device virtio-blk-device,drive=d0 \
+        -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$port-:22" -device virtio-net-device,netdev=n0 &
+    QEMU_PID=$!
+    deadline=$(( $(date +%s) + 300 ))
+    until ssh -q -i "$WORK/key" -p "$port" -o BatchMode=yes -o StrictHostKeyChecking=no \
+        -o UserKnownHostsFile=/dev/null -o ConnectTimeout=2 root@127.0.0.1 true 2>/dev/null; do
+        [ "$(date +%s)" -gt "$deadline" ] && die "baseline sshd never answered in 300 s: $(tail -n 5 "$WORK/console.log")"
+        kill -0 "$QEMU_PID" 2>/dev/null || die "baseline QEMU exited: $(tail -n 5 "$WORK/console.log")"
+        sleep 0.2
+    done
+    t1=$(now)
+    kill "$QEMU_PID"; wait "$QEMU_PID" 2>/dev/null || true; QEMU_PID=""
+    ssh_base+=("$(echo "$t1 - $t0" | bc)")
+    rm -f "$WORK/copy.ext4"
+done
+read -r ssh_med _ < <(printf '%s\n' "${ssh_base[@]}" | stats)
+
 cat <<EOF
 
 | measure | banger | baseline (by hand) | target |
@@ -175,4 +240,6 @@ cat <<EOF
 | host RSS of QEMU + vsock helper per VM (512 MiB guest) | ${rss_mib} MiB | - | report |
 | create → ready: minbase ($(size_of minbase) MiB) vs dev ($(size_of dev) MiB) | ${small} s vs ${big} s | - | equal ±10 % |
 | boots without a hang | $((SOAK - hangs)) / $SOAK | - | all |
+| \`vm run --rm -- true\` end to end, median / p95 of $RUNS | ${run_med} s / ${run_p95} s | ${ssh_med} s (copy, boot, wait for sshd, ssh true) | ≤ 4 s median |
+| workspace copy: 10,000-file repo, \`vm run REPO -- find\` in all | ${copy_s} s, ${copied} files in the guest; ${copy_line} | - | report |
 EOF

@@ -1,5 +1,8 @@
 //! CONNECT against TCP servers the test runs on 127.0.0.1.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use banger_guest_proto::{AgentError, Connect, paths};

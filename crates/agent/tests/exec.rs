@@ -1,6 +1,9 @@
 //! The exec engine through the HTTP/2 server: exit codes, stdio, start failures, signals,
 //! ptys, cwd/env/user, and what happens when the host goes away.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

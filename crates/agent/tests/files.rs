@@ -1,6 +1,9 @@
 //! READ_FILE, AUTHORIZED_KEY, FILES_PUT and FILES_GET over a real HTTP/2 connection, on a
 //! temporary root.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

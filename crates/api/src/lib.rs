@@ -3,7 +3,7 @@
 //! Transport: HTTP/1.1 over a Unix socket. Every method is `POST /v1/<method>` with the
 //! params as a JSON body (an empty body means `{}`). Success is `200` with the result as the
 //! body; failure is a non-2xx status with an [`ErrorBody`]. Streaming methods (pulls) answer
-//! `application/x-ndjson` lines of [`StreamLine`] when the request says
+//! `application/x-ndjson` lines of [`StreamLine`](pull::StreamLine) when the request says
 //! `Accept: application/x-ndjson`.
 //!
 //! This crate holds only data: no I/O beyond reading environment variables for [`layout`].

@@ -1,5 +1,8 @@
 //! The curl examples in docs/api.md are run as written, so the documentation cannot rot.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::Command;

@@ -1,5 +1,8 @@
 //! The control plane end to end: `banger` → socket → `bangerd` → SQLite/files.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

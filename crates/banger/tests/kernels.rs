@@ -1,6 +1,9 @@
 //! The kernel store end to end: `banger kernel …` → socket → `bangerd` → files/SQLite,
 //! and `--kernel-ref` in `image register` and `image pull`.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -2,6 +2,9 @@
 //! root into the `rootfs.ext4` that `banger image pull` wrote and runs the image's own
 //! test init, which checks what the layers said — as the guest kernel sees it.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use banger_testkit::layers::{LayerBuilder, Member};

@@ -3,6 +3,9 @@
 //! resulting `rootfs.ext4` must pass `e2fsck -fn` and, loop-mounted by the host kernel,
 //! equal `umoci unpack` of the same image.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -2,6 +2,9 @@
 //! of one name, Ctrl-C, a full disk. After each: no staging, no partial blob, no record,
 //! and the next pull works.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,9 @@
 //! Pulls survive what users do to the daemon's directories, show real progress bars on a
 //! terminal (and plain lines elsewhere), and say exactly what to do when the disk is full.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -5,6 +5,9 @@
 //! Guests are expensive (seconds each): every test boots as few as its assertions need
 //! and reuses a running guest across assertions that do not interfere.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::Write;

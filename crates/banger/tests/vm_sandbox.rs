@@ -2,6 +2,9 @@
 //! real OpenSSH through the agent, `vm cp`, user-mode networking with published ports, and
 //! the config file. Real QEMU guests of debootstrap images, as in `vm_lifecycle.rs`.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{Read, Write};
@@ -82,6 +85,29 @@ fn run_returns_the_exit_code_and_rm_leaves_nothing() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
     assert_eq!(processes_mentioning(s(&env.state_dir().join("vms"))), 0);
+
+    // --net none: no network device at all.
+    let out = env.banger(&[
+        "vm",
+        "run",
+        "--image",
+        &image,
+        "--rm",
+        "--cpus",
+        "1",
+        "--net",
+        "none",
+        "--",
+        "sh",
+        "-c",
+        "! grep -q eth0 /proc/net/dev",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the guest has an eth0 with --net none: {}",
+        stderr(&out)
+    );
 }
 
 #[test]

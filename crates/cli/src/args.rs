@@ -159,6 +159,8 @@ pub struct KernelArgs {
     #[arg(long, value_name = "PATH", requires = "kernel")]
     pub initrd: Option<PathBuf>,
     /// Kernel modules tree (the contents of /lib/modules/<version>).
+    // Doc comment = clap help text, shown verbatim: not rustdoc markup.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(long, value_name = "DIR", requires = "kernel")]
     pub modules: Option<PathBuf>,
     /// Use a kernel from the kernel store instead of paths (see `banger kernel list`).

@@ -1,5 +1,5 @@
 //! The production pull backend: `banger-oci` resolves and fetches into the verified blob
-//! cache and flattens the layers top-down; [`Ext4Sink`] writes each entry straight into
+//! cache and flattens the layers top-down; `Ext4Sink` writes each entry straight into
 //! `banger-ext4`. No layer is ever extracted to a host directory.
 
 use std::ffi::OsStr;

@@ -25,6 +25,8 @@ pub struct Args {
     #[arg(long, default_value = "info", env = "BANGER_LOG")]
     pub log_level: LevelFilter,
     /// Also write logs to stderr (they always go to <state>/bangerd.log).
+    // The doc comment is clap's help text, printed verbatim: `<state>` stays unescaped.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(long)]
     pub log_stderr: bool,
 }

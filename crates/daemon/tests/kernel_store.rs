@@ -2,6 +2,9 @@
 //! compression (made by the real `gzip`, `xz`, `zstd`, `lz4`), Debian's cloud kernel and
 //! its `.deb`, a fake host root, hostile packages, and concurrent imports.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 

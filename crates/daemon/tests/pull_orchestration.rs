@@ -2,6 +2,9 @@
 //! publication cases. The image world is stubbed at the backend seam (as the seed stubbed
 //! `pullAndFlatten`); reference parsing is the real one.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -6,6 +6,9 @@
 //! devices, FIFOs, numeric owners, and PAX records (`SCHILY.xattr.*` xattrs and
 //! sub-second `mtime`/`atime`/`ctime`). Used by `scripts/bench-ext4.sh`.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::error::Error;
 use std::fs::File;
 use std::io::{BufReader, Read};

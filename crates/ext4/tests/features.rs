@@ -1,4 +1,8 @@
 //! Feature tests: every image must pass `e2fsck -fn` and read back identically.
+
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::ffi::OsStr;

@@ -2,6 +2,9 @@
 //! (Debian's cloud kernel under QEMU/TCG), read back with correct metadata, written
 //! to by the guest, and still passes `e2fsck -fn` afterwards.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

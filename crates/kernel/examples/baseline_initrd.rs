@@ -1,8 +1,13 @@
 //! The hand-scripted baseline of `scripts/bench-vm.sh`: a minimal busybox initramfs that
 //! loads the block-device modules, mounts `/dev/vda` and hands over to the image's own
-//! init (what a user booting a copied rootfs with QEMU would put together).
+//! init (what a user booting a copied rootfs with QEMU would put together). When a virtio
+//! NIC is attached it is configured for QEMU's user network (10.0.2.15/24 via 10.0.2.2), so
+//! the image's sshd is reachable through a host forward.
 //!
 //! Usage: baseline_initrd BUSYBOX MODULES_DIR INIT OUT
+
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 
@@ -22,6 +27,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for m in &mods {
         script.push_str(&format!("insmod /lib/modules/{}.ko\n", m.name));
     }
+    script.push_str(
+        "if ip link set eth0 up 2>/dev/null; then ip addr add 10.0.2.15/24 dev eth0; \
+         ip route add default via 10.0.2.2; fi\nip link set lo up\n",
+    );
     script.push_str(&format!(
         "while [ ! -b /dev/vda ]; do sleep 0.05; done\nmount -t ext4 -o rw /dev/vda /mnt\n\
          umount /proc /sys\nmount --move /dev /mnt/dev\nexec switch_root /mnt {init}\n"

@@ -29,7 +29,7 @@ pub const ORDER_FILE: &str = "lib/modules/banger/order";
 /// image) and overlayfs (the writable layer over it).
 const BASE_MODULES: [&str; 4] = ["virtio_mmio", "virtio_blk", "ext4", "overlay"];
 
-/// The kernel modules a guest needs, before dependencies: [`BASE_MODULES`], then the
+/// The kernel modules a guest needs, before dependencies: `BASE_MODULES`, then the
 /// agent channel's driver (`vmw_vsock_virtio_transport` for vsock, `virtio_console` for
 /// a virtio serial port), then `virtio_net` when the VM has networking.
 pub fn guest_modules(channel_vsock: bool, net: bool) -> Vec<&'static str> {

@@ -148,13 +148,10 @@ impl EntrySink for HostDirSink {
             EntryKind::Hardlink { target } => {
                 let t = cstr(&self.root.join(target))?;
                 // SAFETY: valid C strings; flags 0 = do not follow a symlink target.
-                check(
-                    unsafe {
-                        libc::linkat(libc::AT_FDCWD, t.as_ptr(), libc::AT_FDCWD, c.as_ptr(), 0)
-                    },
-                    "link",
-                    &p,
-                )?;
+                let rc = unsafe {
+                    libc::linkat(libc::AT_FDCWD, t.as_ptr(), libc::AT_FDCWD, c.as_ptr(), 0)
+                };
+                check(rc, "link", &p)?;
                 return Ok(());
             }
             EntryKind::CharDevice { major, minor } => {

@@ -1,5 +1,8 @@
 //! Blob cache: only whole verified blobs become visible (PITFALLS #16, #17).
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use banger_oci::{BlobCache, BlobWriter, Digest, Error};
 use banger_testkit::wait;
 use std::collections::HashSet;

@@ -1,6 +1,9 @@
 //! Flattening rules checked on the emitted stream itself: hostile input, limits,
 //! compression, digests, and the stream guarantees the ext4 writer relies on.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 use banger_oci::{CollectSink, Digest, EntryKind, Error, LayerInput, Limits, flatten};
 use banger_testkit::layers::{LayerBuilder, Member, gzip, zstd};

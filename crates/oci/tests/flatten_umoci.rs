@@ -1,5 +1,8 @@
 //! Flattening compared against `umoci unpack` (as root), one test per PITFALLS item.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 use banger_testkit::layers::{LayerBuilder, Member};
 use common::{assert_same_as_umoci, layer};

@@ -2,6 +2,9 @@
 //! deterministic mutations of valid layers (bit flips, truncation, splices, header
 //! field garbage), each flattened; every outcome must be Ok or Err, never a panic.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use banger_oci::{CollectSink, Digest, LayerInput, Limits, flatten};
 use banger_testkit::layers::{LayerBuilder, Member, gzip};
 

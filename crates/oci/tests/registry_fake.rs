@@ -1,6 +1,9 @@
 //! Auth flows and network faults against an in-process fake registry (raw HTTP/1.1 on
 //! loopback, one request per connection, so bodies can be cut or stalled at will).
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use banger_oci::{
     BlobCache, CollectSink, CredentialStore, Error, Limits, Platform, Puller, RegistryOptions,
     Source, flatten,

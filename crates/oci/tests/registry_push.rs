@@ -1,6 +1,9 @@
 //! Pushes to a real `docker-registry` on loopback: blobs (monolithic upload, skipped
 //! when present), a manifest by tag; then `skopeo` and our own puller read it back.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use banger_oci::{
     BlobCache, CollectSink, CredentialStore, Digest, Error, Limits, Platform, Puller,
     RegistryClient, RegistryOptions, Source, flatten,

@@ -1,6 +1,9 @@
 //! Pulls from a real `docker-registry` on loopback, images pushed with `skopeo`, and
 //! from local `oci:`, `oci-archive:`, `docker-archive:` sources.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use banger_oci::{
     BlobCache, CollectSink, CredentialStore, Error, Limits, Platform, Progress, Puller,
     RegistryOptions, Source, flatten,

@@ -4,6 +4,9 @@
 //! `qemu-system-x86_64`). A missing tool is a loud failure, never a silent skip: the
 //! README's test command installs them all.
 
+// Test harness code: a failed setup step panics on purpose, failing the test that called it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod fake_kernel;
 pub mod layers;
 pub mod oci_image;

@@ -1,5 +1,8 @@
 //! The QEMU harness against a baseline image made by `mkfs.ext4 -d` (not our writer).
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use banger_testkit::qemu::GuestRun;

@@ -1,5 +1,8 @@
 //! The registry harness against real `docker-registry`, `skopeo` and `umoci`.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::Command;
 

@@ -37,6 +37,9 @@ mod detect;
 mod files;
 pub mod firecracker;
 mod host;
+// TODO(issue 10): netns/ is being reworked; its module docs link private steps (`wrap`,
+// `attach`). Drop this allow once they are plain code spans or public.
+#[allow(rustdoc::private_intra_doc_links)]
 pub mod netns;
 mod ports;
 mod process;

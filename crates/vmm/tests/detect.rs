@@ -1,5 +1,8 @@
 //! Detection on the machine the tests run on, with the real KVM probe.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Instant;
 
 use banger_vmm::{Accel, DetectOptions, KvmStatus, detect, driver};

@@ -7,6 +7,9 @@
 //! on stderr) otherwise. Every wait is on observable state with a deadline; every process
 //! a test starts it stops through its record, also when the test fails.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -130,10 +133,8 @@ async fn the_guest_starts_writes_its_console_and_its_end_is_noticed() {
     assert_eq!(launched.processes.len(), 1);
     let fc = vmm_of(&launched);
     // SAFETY: getsid only reads the process table.
-    assert_eq!(
-        unsafe { libc::getsid(fc.pid as libc::pid_t) },
-        fc.pid as i32
-    );
+    let sid = unsafe { libc::getsid(fc.pid as libc::pid_t) };
+    assert_eq!(sid, fc.pid as i32);
     let pids: Vec<ProcessRecord> =
         serde_json::from_slice(&std::fs::read(run.path().join("pids.json")).unwrap()).unwrap();
     assert_eq!(pids, launched.processes);

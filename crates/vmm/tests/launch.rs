@@ -2,6 +2,9 @@
 //! or the serial channel. No sleeps for timing: every wait is on observable state with a
 //! deadline, and every process a test starts it stops.
 
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::io::{BufRead, BufReader, Write};

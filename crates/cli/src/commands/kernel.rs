@@ -82,6 +82,8 @@ pub struct ImportArgs {
     #[arg(long, value_name = "PATH", requires = "kernel")]
     pub initrd: Option<PathBuf>,
     /// Kernel modules tree (the contents of /lib/modules/<version>).
+    // Doc comment = clap help text, shown verbatim: not rustdoc markup.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(long, value_name = "DIR", requires = "kernel")]
     pub modules: Option<PathBuf>,
     /// A Debian/Ubuntu linux-image-*.deb: kernel and modules are taken without installing it.

@@ -26,8 +26,17 @@ fuzz_target!(|data: &[u8]| {
     for (i, part) in split(data).into_iter().enumerate() {
         let path = dir.path().join(format!("l{i}"));
         std::fs::write(&path, part).expect("write layer");
-        inputs.push(LayerInput { path, digest: Digest::of(part), diff_id: None, verified: false });
+        inputs.push(LayerInput {
+            path,
+            digest: Digest::of(part),
+            diff_id: None,
+            verified: false,
+        });
     }
-    let limits = Limits { max_unpacked_bytes: 16 << 20, max_entries: 10_000, blob_bytes_read: None };
+    let limits = Limits {
+        max_unpacked_bytes: 16 << 20,
+        max_entries: 10_000,
+        blob_bytes_read: None,
+    };
     let _ = flatten(&inputs, &mut CollectSink::default(), &limits);
 });

@@ -18,7 +18,10 @@ struct Sink(ext4::Ext4Writer);
 
 impl oci::EntrySink for Sink {
     fn entry(&mut self, e: &oci::Entry, data: Option<&mut dyn Read>) -> Result<(), oci::SinkError> {
-        let ts = |t: &oci::Timestamp| ext4::Timestamp { sec: t.sec, nsec: t.nsec };
+        let ts = |t: &oci::Timestamp| ext4::Timestamp {
+            sec: t.sec,
+            nsec: t.nsec,
+        };
         let meta = ext4::Metadata {
             uid: e.meta.uid,
             gid: e.meta.gid,
@@ -26,7 +29,15 @@ impl oci::EntrySink for Sink {
             mtime: ts(&e.meta.mtime),
             atime: ts(&e.meta.atime),
             ctime: ts(&e.meta.ctime),
-            xattrs: e.meta.xattrs.iter().map(|(n, v)| ext4::Xattr { name: n.clone(), value: v.clone() }).collect(),
+            xattrs: e
+                .meta
+                .xattrs
+                .iter()
+                .map(|(n, v)| ext4::Xattr {
+                    name: n.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
         };
         let mut empty: &[u8] = &[];
         let kind = match &e.kind {
@@ -38,10 +49,20 @@ impl oci::EntrySink for Sink {
                     None => &mut empty,
                 },
             },
-            oci::EntryKind::Symlink { target } => ext4::EntryKind::Symlink { target: OsStr::from_bytes(target) },
-            oci::EntryKind::Hardlink { target } => ext4::EntryKind::Hardlink { target: Path::new(target) },
-            oci::EntryKind::CharDevice { major, minor } => ext4::EntryKind::CharDevice { major: *major, minor: *minor },
-            oci::EntryKind::BlockDevice { major, minor } => ext4::EntryKind::BlockDevice { major: *major, minor: *minor },
+            oci::EntryKind::Symlink { target } => ext4::EntryKind::Symlink {
+                target: OsStr::from_bytes(target),
+            },
+            oci::EntryKind::Hardlink { target } => ext4::EntryKind::Hardlink {
+                target: Path::new(target),
+            },
+            oci::EntryKind::CharDevice { major, minor } => ext4::EntryKind::CharDevice {
+                major: *major,
+                minor: *minor,
+            },
+            oci::EntryKind::BlockDevice { major, minor } => ext4::EntryKind::BlockDevice {
+                major: *major,
+                minor: *minor,
+            },
             oci::EntryKind::Fifo => ext4::EntryKind::Fifo,
             oci::EntryKind::Socket => ext4::EntryKind::Socket,
         };
@@ -66,16 +87,30 @@ fuzz_target!(|data: &[u8]| {
         };
         let path = dir.path().join(format!("l{}", inputs.len()));
         std::fs::write(&path, part).expect("write layer");
-        inputs.push(oci::LayerInput { path, digest: oci::Digest::of(part), diff_id: None, verified: false });
+        inputs.push(oci::LayerInput {
+            path,
+            digest: oci::Digest::of(part),
+            diff_id: None,
+            verified: false,
+        });
         match next {
             Some(n) if inputs.len() < 4 => rest = n,
             _ => break,
         }
     }
-    let opts = ext4::Options { size: ext4::SizePolicy::Exact(64 << 20), ..Default::default() };
-    let Ok(writer) = ext4::Ext4Writer::create(&dir.path().join("out.ext4"), opts) else { return };
+    let opts = ext4::Options {
+        size: ext4::SizePolicy::Exact(64 << 20),
+        ..Default::default()
+    };
+    let Ok(writer) = ext4::Ext4Writer::create(&dir.path().join("out.ext4"), opts) else {
+        return;
+    };
     let mut sink = Sink(writer);
-    let limits = oci::Limits { max_unpacked_bytes: 16 << 20, max_entries: 10_000, blob_bytes_read: None };
+    let limits = oci::Limits {
+        max_unpacked_bytes: 16 << 20,
+        max_entries: 10_000,
+        blob_bytes_read: None,
+    };
     if oci::flatten(&inputs, &mut sink, &limits).is_ok() {
         let _ = sink.0.finish();
     }

@@ -54,6 +54,7 @@ pub struct Node {
 fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
     let mut buf = vec![0u8; 65536];
+    // SAFETY: `c` is a valid C string; `buf` is writable for `buf.len()` bytes.
     let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     if n <= 0 {
         return Vec::new();
@@ -65,6 +66,7 @@ fn xattrs(p: &Path) -> Vec<(String, Vec<u8>)> {
     {
         let cn = std::ffi::CString::new(name).unwrap();
         let mut v = vec![0u8; 65536];
+        // SAFETY: `c` and `cn` are valid C strings; `v` is writable for `v.len()` bytes.
         let m = unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
         v.truncate(m.max(0) as usize);
         out.push((String::from_utf8_lossy(name).into_owned(), v));

@@ -1,5 +1,5 @@
 //! The Firecracker driver: `firecracker --api-sock <run>/fc.sock`, configured over its
-//! HTTP API (see [`api`] for the bodies, [`http`] for the client), KVM only.
+//! HTTP API (see `api` for the bodies, `http` for the client), KVM only.
 //!
 //! # Launch
 //! 1. The config is validated, plus what Firecracker alone needs: KVM, the vsock

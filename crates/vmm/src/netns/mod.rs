@@ -36,6 +36,9 @@ use crate::files::RunFiles;
 use crate::host;
 use crate::process::{self, ProcessRecord};
 
+mod standalone;
+pub use standalone::{Plumbed, SpawnError, SpawnOptions, spawn};
+
 /// The guest's TAP inside the namespace.
 pub const TAP_NAME: &str = "tap0";
 /// The bridge joining the TAP and pasta's interface.

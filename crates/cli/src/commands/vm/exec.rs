@@ -42,6 +42,8 @@ pub struct ExecArgs {
     #[arg(long, short, value_name = "DIR")]
     pub workdir: Option<String>,
     /// Run as this user: a name from the guest's /etc/passwd, or uid[:gid] [default: root].
+    // Doc comment = clap help text, shown verbatim: not rustdoc markup.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, short, value_name = "USER")]
     pub user: Option<String>,
     /// The program and its arguments (everything after the VM name or `--`).

@@ -81,6 +81,8 @@ impl ResourceArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// A directory to copy into the VM as /root/<its name>; CMD then runs there.
+    // Doc comment = clap help text, shown verbatim: not rustdoc markup.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(value_name = "PATH")]
     pub path: Option<PathBuf>,
     /// Image to boot (name or id) [default: config `default_image_name`, pulled from

@@ -13,6 +13,8 @@ pub struct SshArgs {
     /// VM name or id (a trailing `.vm` is allowed, as in `ssh NAME.vm`).
     pub vm: String,
     /// Run as this user: a name from the guest's /etc/passwd, or uid[:gid] [default: root].
+    // Doc comment = clap help text, shown verbatim: not rustdoc markup.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, short, value_name = "USER")]
     pub user: Option<String>,
     /// Working directory in the guest [default: the user's home].
