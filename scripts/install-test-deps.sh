@@ -40,6 +40,11 @@ if ! command -v vhost-device-vsock >/dev/null 2>&1; then
   echo "install-test-deps: cargo install --locked vhost-device-vsock (once, ~1-3 min)"
   cargo install --quiet --locked vhost-device-vsock
 fi
+# The dependency policy checker scripts/test.sh runs (deny.toml): only crates.io has it.
+if ! command -v cargo-deny >/dev/null 2>&1; then
+  echo "install-test-deps: cargo install --locked cargo-deny (once, ~3-5 min)"
+  cargo install --quiet --locked cargo-deny
+fi
 
 if ((${#missing[@]} == 0)); then
   echo "install-test-deps: all test tools present"

@@ -16,6 +16,17 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo doc (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+# The fuzz crate is its own cargo project (crates/oci/fuzz, not a workspace member): keep it
+# formatted and compiling on stable; fuzzing itself needs nightly (see crates/oci/README.md).
+echo "== fuzz crate: fmt --check, check"
+cargo fmt --manifest-path crates/oci/fuzz/Cargo.toml --check
+cargo check --manifest-path crates/oci/fuzz/Cargo.toml --locked
+# Licences, bans and sources, per deny.toml. Not `advisories`: that needs the RustSec DB
+# fetched from GitHub, which the test machines cannot reach.
+echo "== cargo deny check licenses bans sources"
+cargo deny check licenses bans sources
 # Property tests draw from a seed fixed per commit: a CI run is reproducible, and each new
 # commit still explores new cases. Override with PROPTEST_RNG_SEED=N to replay or vary.
 rev=$(git rev-parse --short=8 HEAD 2>/dev/null || echo 0)

@@ -188,42 +188,26 @@ async fn vm_checks(runtime_dir: &Path) -> Vec<Check> {
             fix: Some("cargo install --locked vhost-device-vsock".into()),
         },
     });
-    checks.push(match agent_binary() {
-        Some(p) if banger_kernel::needs_interpreter(&p).unwrap_or(true) => Check {
-            name: "guest agent",
-            verdict: Verdict::Fail,
-            detail: format!(
-                "{} is not a static executable: it cannot be a guest's /init",
-                p.display()
-            ),
-            fix: Some("scripts/build-agent.sh --install ~/.cargo/bin".into()),
-        },
-        Some(p) => Check {
-            name: "guest agent",
-            verdict: Verdict::Pass,
-            detail: format!("{} (PID 1 of every VM)", p.display()),
-            fix: None,
-        },
-        None => Check {
-            name: "guest agent",
-            verdict: Verdict::Fail,
-            detail: "banger-agent not found next to bangerd (nor $BANGER_AGENT): VMs cannot boot"
-                .into(),
-            fix: Some("scripts/build-agent.sh --install ~/.cargo/bin".into()),
-        },
-    });
-    checks
-}
-
-/// Where bangerd will look for the guest agent.
-fn agent_binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("BANGER_AGENT") {
-        return Some(PathBuf::from(p)).filter(|p| p.is_file());
-    }
     let daemon = std::env::var_os("BANGER_DAEMON")
         .map(PathBuf::from)
-        .or_else(|| std::env::current_exe().ok())?;
-    Some(daemon.parent()?.join("banger-agent")).filter(|p| p.is_file())
+        .or_else(|| std::env::current_exe().ok());
+    checks.push(
+        match banger_kernel::agent::locate(daemon.as_deref().and_then(Path::parent)) {
+            Ok(p) => Check {
+                name: "guest agent",
+                verdict: Verdict::Pass,
+                detail: format!("{} (PID 1 of every VM)", p.display()),
+                fix: None,
+            },
+            Err(e) => Check {
+                name: "guest agent",
+                verdict: Verdict::Fail,
+                detail: format!("{e}: VMs cannot boot"),
+                fix: Some("scripts/build-agent.sh --install ~/.cargo/bin".into()),
+            },
+        },
+    );
+    checks
 }
 
 fn kvm_check() -> Check {

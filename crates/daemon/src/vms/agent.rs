@@ -166,18 +166,7 @@ impl AgentConn {
             .header(proto::PARAMS_HEADER, json)
             .body(ChannelBody { rx }.boxed())
             .map_err(|e| AgentCallError::Transport(e.to_string()))?;
-        let mut sender = self.sender.clone();
-        let response = async move {
-            sender
-                .ready()
-                .await
-                .map_err(|e| AgentCallError::Transport(e.to_string()))?;
-            sender
-                .send_request(req)
-                .await
-                .map_err(|e| AgentCallError::Transport(e.to_string()))
-        };
-        Ok((tx, Box::pin(response)))
+        Ok((tx, Box::pin(dispatch(self.sender.clone(), req))))
     }
 
     async fn send(&self, path: &str, body: Body) -> Result<Response<Incoming>, AgentCallError> {
@@ -185,20 +174,27 @@ impl AgentConn {
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(body)
             .map_err(|e| AgentCallError::Transport(e.to_string()))?;
-        let mut sender = self.sender.clone();
-        sender
-            .ready()
-            .await
-            .map_err(|e| AgentCallError::Transport(e.to_string()))?;
-        sender
-            .send_request(req)
-            .await
-            .map_err(|e| AgentCallError::Transport(e.to_string()))
+        dispatch(self.sender.clone(), req).await
     }
 
     pub fn is_closed(&self) -> bool {
         self.sender.is_closed()
     }
+}
+
+/// Sends one request on the connection once it can take another stream.
+async fn dispatch(
+    mut sender: SendRequest<Body>,
+    req: Request<Body>,
+) -> Result<Response<Incoming>, AgentCallError> {
+    sender
+        .ready()
+        .await
+        .map_err(|e| AgentCallError::Transport(e.to_string()))?;
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| AgentCallError::Transport(e.to_string()))
 }
 
 /// The agent's error message in a non-200 body.

@@ -14,48 +14,12 @@ use sha2::{Digest, Sha256};
 
 use crate::error::OpError;
 
-/// Environment variable naming the agent binary (tests, custom installs).
-pub const AGENT_ENV: &str = "BANGER_AGENT";
-const AGENT_FILE: &str = "banger-agent";
-
-/// The guest agent binary: `$BANGER_AGENT`, or `banger-agent` next to `bangerd`. It must be
-/// statically linked: an initramfs has no dynamic loader.
+/// The guest agent binary (`$BANGER_AGENT`, or `banger-agent` next to `bangerd`), which
+/// must be statically linked: an initramfs has no dynamic loader.
 pub fn agent_binary() -> Result<PathBuf, OpError> {
-    let agent = find_agent()?;
-    match banger_kernel::needs_interpreter(&agent) {
-        Ok(false) => Ok(agent),
-        Ok(true) => Err(OpError::Unavailable(format!(
-            "the guest agent {} is dynamically linked and cannot run as a guest's /init; build the static one with scripts/build-agent.sh",
-            agent.display()
-        ))),
-        Err(e) => Err(OpError::io(
-            format!("reading the guest agent {}", agent.display()),
-            e,
-        )),
-    }
-}
-
-fn find_agent() -> Result<PathBuf, OpError> {
-    if let Some(p) = std::env::var_os(AGENT_ENV) {
-        let p = PathBuf::from(p);
-        if p.is_file() {
-            return Ok(p);
-        }
-        return Err(OpError::Unavailable(format!(
-            "{AGENT_ENV}={} is not a file; build the agent with scripts/build-agent.sh",
-            p.display()
-        )));
-    }
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join(AGENT_FILE)));
-    match beside {
-        Some(p) if p.is_file() => Ok(p),
-        other => Err(OpError::Unavailable(format!(
-            "the guest agent `{AGENT_FILE}` is not installed (looked at {}); build and install it with scripts/build-agent.sh, or set {AGENT_ENV}",
-            other.map(|p| p.display().to_string()).unwrap_or_default()
-        ))),
-    }
+    let exe = std::env::current_exe().ok();
+    banger_kernel::agent::locate(exe.as_deref().and_then(Path::parent))
+        .map_err(|e| OpError::Unavailable(e.to_string()))
 }
 
 /// The initramfs for `image`'s kernel with the given channel, built if not cached.
