@@ -86,6 +86,37 @@ fn run_returns_the_exit_code_and_rm_leaves_nothing() {
     assert!(left.is_empty(), "{left:?}");
     assert_eq!(processes_mentioning(s(&env.state_dir().join("vms"))), 0);
 
+    // A plain directory (no git): everything is copied, modes kept.
+    let plain = env.path("plain");
+    write(&plain.join("a.txt"), b"a\n", 0o640);
+    write(&plain.join("nested/deeper/b.sh"), b"#!/bin/sh\n", 0o755);
+    write(
+        &plain.join("build.log"),
+        b"no .gitignore here, so this is copied too\n",
+        0o644,
+    );
+    let out = env.banger(&[
+        "vm",
+        "run",
+        s(&plain),
+        "--image",
+        &image,
+        "--rm",
+        "--cpus",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        "find . -type f | sort; stat -c '%a' a.txt nested/deeper/b.sh",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "./a.txt\n./build.log\n./nested/deeper/b.sh\n640\n755\n",
+        "{}",
+        stderr(&out)
+    );
+
     // --net none: no network device at all.
     let out = env.banger(&[
         "vm",
@@ -331,6 +362,11 @@ fn a_sandbox_has_a_pty_files_and_a_network() {
     );
     assert_eq!(common::mode_of(&back.join("tree/exec.sh")), 0o750);
     assert_eq!(common::mode_of(&back.join("tree/deep/er/file")), 0o640);
+    assert_eq!(
+        std::fs::read(back.join("tree/deep/er/file")).expect("read"),
+        b"deep\n",
+        "tree content round-trips"
+    );
     assert_eq!(
         std::fs::read_link(back.join("tree/link")).expect("link"),
         PathBuf::from("deep/er/file")

@@ -216,10 +216,12 @@ fn initramfs(out: &Path, busybox: &Path, host_port: u16) {
          ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && \
          ip route add default via 10.0.2.2 || echo BANGER-NET-FAILED\n\
          # (no `wget -T`: it segfaults in Debian 12's static busybox)\n\
+         ip -4 addr show dev eth0; ip route\n\
          n=0\n\
-         until got=$(timeout 20 wget -q -O - http://10.0.2.2:{host_port}/); do\n\
-           n=$((n+1)); [ $n -ge 5 ] && break; sleep 1\n\
+         until got=$(timeout 10 wget -q -O - http://10.0.2.2:{host_port}/); do\n\
+           echo BANGER-WGET-FAILED $?; n=$((n+1)); [ $n -ge 3 ] && break; sleep 1\n\
          done\n\
+         [ -n \"$got\" ] || {{ cat /proc/net/arp; cat /proc/net/dev; }}\n\
          echo \"BANGER-GOT:$got\"\n\
          mkdir -p /www && echo {GUEST_PAGE} > /www/index.html\n\
          echo BANGER-SERVING\n\
