@@ -21,7 +21,21 @@ declare -A PACKAGES=(
   [setpriv]=util-linux
   [dpkg-deb]=dpkg
   [debootstrap]=debootstrap
+  [pasta]=passt
+  [unshare]=util-linux
+  [nsenter]=util-linux
+  [ip]=iproute2
 )
+
+# Rootless TAP networking (crates/vmm/src/netns, tests/netns_guest.rs) needs an
+# unprivileged user to open /dev/net/tun. Debian creates it 0666 (what it grants is
+# bounded by CAP_NET_ADMIN in the opener's own network namespace); some hosts and
+# container runtimes create it 0600, which makes those tests fail under CI=true. Restore
+# Debian's default, only when it is a character device with a stricter mode.
+if [[ -c /dev/net/tun ]] && [[ $(stat -c %a /dev/net/tun) != 666 ]]; then
+  echo "install-test-deps: /dev/net/tun is $(stat -c %a /dev/net/tun): setting Debian's default 0666"
+  if [[ $(id -u) -eq 0 ]]; then chmod 0666 /dev/net/tun; else sudo chmod 0666 /dev/net/tun; fi
+fi
 
 missing=()
 for tool in "${!PACKAGES[@]}"; do

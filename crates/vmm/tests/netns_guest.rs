@@ -5,7 +5,8 @@
 //! tap0. The guest (Debian's cloud kernel, a busybox initramfs) configures
 //! 10.0.2.15/24 via 10.0.2.2, fetches a page from a server this test runs on the host's
 //! 127.0.0.1, prints it on the console and serves an answer on port 80, which this test
-//! fetches through the published port on the host's 127.0.0.1. Then everything goes
+//! fetches through the port published on the host's global IPv4 address (not
+//! 127.0.0.1: see [`public_address`]). Then everything goes
 //! away: QEMU, pasta, the namespace.
 //!
 //! Needs `setpriv`/`unshare`/`nsenter` (util-linux), `ip` (iproute2), `pasta` (passt),
@@ -184,9 +185,33 @@ impl Drop for Guard {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (bound once, then released for pasta).
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+/// The host's first global IPv4 address (`ip -4 -o addr show scope global`).
+///
+/// The published port is bound there, not on 127.0.0.1: Debian 12's pasta
+/// (0.0~git20230309) splices a connection whose source is loopback into the
+/// namespace's own loopback instead of sending it through its interface, and the guest
+/// is on the far side of br0, so a client on 127.0.0.1 gets an empty reply. A client on a
+/// non-loopback address goes through pasta0 → br0 → tap0 to the guest.
+fn public_address() -> Option<Ipv4Addr> {
+    let out = banger_testkit::tools::run_stdout(
+        banger_testkit::tools::command("ip").args(["-4", "-o", "addr", "show", "scope", "global"]),
+    );
+    let addr = out.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        w.find(|x| *x == "inet")?;
+        w.next()?.split('/').next()?.parse().ok()
+    });
+    match addr {
+        Some(a) => Some(a),
+        None => unavailable(format!(
+            "this host has no global IPv4 address to publish on:\n{out}"
+        )),
+    }
+}
+
+/// A free TCP port on `addr` (bound once, then released for pasta).
+fn free_port(addr: Ipv4Addr) -> u16 {
+    TcpListener::bind((addr, 0))
         .unwrap()
         .local_addr()
         .unwrap()
@@ -274,8 +299,8 @@ fn until(run: &Path, p: &Plumbed, what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// One GET through the published port; `None` until the guest answers completely.
-fn fetch(port: u16) -> Option<String> {
-    let mut c = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
+fn fetch(addr: Ipv4Addr, port: u16) -> Option<String> {
+    let mut c = TcpStream::connect((addr, port)).ok()?;
     c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     c.write_all(b"GET / HTTP/1.0\r\nHost: guest\r\n\r\n").ok()?;
     let _ = c.shutdown(Shutdown::Write);
@@ -306,6 +331,9 @@ fn in_namespace(ns: &Path) -> Vec<u32> {
 #[test]
 fn a_qemu_guest_on_the_rootless_tap_reaches_the_host_and_answers_on_a_published_port() {
     let Some((qemu, busybox)) = tools() else {
+        return;
+    };
+    let Some(public) = public_address() else {
         return;
     };
     let Some(prefix) = as_unprivileged() else {
@@ -367,13 +395,13 @@ fn a_qemu_guest_on_the_rootless_tap_reaches_the_host_and_answers_on_a_published_
     ]
     .map(OsString::from)
     .to_vec();
-    let published = free_port();
+    let published = free_port(public);
     let opts = SpawnOptions {
         program: qemu,
         args,
         forwards: vec![PortForward {
             proto: Proto::Tcp,
-            host_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            host_ip: IpAddr::V4(public),
             host_port: published,
             guest_port: 80,
         }],
@@ -428,7 +456,7 @@ fn a_qemu_guest_on_the_rootless_tap_reaches_the_host_and_answers_on_a_published_
     });
     let mut answer = None;
     until(run, p, "an answer on the published port", || {
-        answer = fetch(published);
+        answer = fetch(public, published);
         answer.is_some()
     });
     let answer = answer.unwrap();
@@ -456,7 +484,7 @@ fn a_qemu_guest_on_the_rootless_tap_reaches_the_host_and_answers_on_a_published_
         support::processes_mentioning(run)
     );
     assert!(
-        TcpListener::bind((Ipv4Addr::LOCALHOST, published)).is_ok(),
+        TcpListener::bind((public, published)).is_ok(),
         "the published port is still held"
     );
 }

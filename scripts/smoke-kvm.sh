@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Smoke test for a host whose KVM really boots guests: runs the VM and sandbox scenarios
+# (create / exec / stop / start / delete, `vm run -- true`) once with `--vmm firecracker`
+# and once with `--vmm qemu` (QEMU + KVM), then prints create→ready, `vm run -- true` and
+# `vm exec -- true` round-trip timings of both side by side as a markdown table.
+#
+# On a host where KVM cannot boot guests (no VMX/SVM, PVM-backed /dev/kvm, no /dev/kvm) it
+# stops before building anything, quoting `banger doctor --json`'s acceleration check.
+#
+# Usage: scripts/smoke-kvm.sh
+#   SMOKE_RUNS=N       timing samples per VMM (default 5; medians are printed)
+#   BANGER_FIRECRACKER the firecracker binary (default: on PATH, else ../shared/tools/firecracker)
+#   BANGER_TEST_CACHE  cache of the debootstrap image and the kernel .deb (default /var/tmp/banger-test-cache)
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${BANGER_TEST_CACHE:-/var/tmp/banger-test-cache}
+TARGET=${CARGO_TARGET_DIR:-$REPO/target}
+RUNS=${SMOKE_RUNS:-5}
+export PATH=$PATH:$HOME/.cargo/bin:/usr/sbin:/sbin
+die() { echo "smoke-kvm: $*" >&2; exit 1; }
+for t in qemu-system-x86_64 python3 umoci debootstrap dpkg-deb apt-get; do
+    command -v "$t" >/dev/null || die "missing $t (scripts/install-test-deps.sh installs it)"
+done
+if [ -z "${BANGER_FIRECRACKER:-}" ] && ! command -v firecracker >/dev/null; then
+    [ -x "$REPO/../shared/tools/firecracker" ] || die "no firecracker on PATH; set BANGER_FIRECRACKER"
+    export BANGER_FIRECRACKER=$REPO/../shared/tools/firecracker
+fi
+
+WORK=$(mktemp -d /var/tmp/smoke-kvm.XXXXXX)
+export XDG_STATE_HOME=$WORK/state XDG_CACHE_HOME=$WORK/cache XDG_RUNTIME_DIR=$WORK/run
+B=$TARGET/release/banger
+export BANGER_DAEMON=$TARGET/release/bangerd
+cleanup() {
+    if [ -x "$B" ]; then
+        for vm in $("$B" --json vm list 2>/dev/null | python3 -c 'import json,sys; print(" ".join(v["name"] for v in json.load(sys.stdin)["vms"]))' 2>/dev/null); do
+            "$B" vm delete "$vm" --force >/dev/null 2>&1 || true
+        done
+        "$B" daemon stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "smoke-kvm: building banger ..." >&2
+(cd "$REPO" && cargo build --quiet --locked --release -p banger)
+
+# 1. Stop early where KVM cannot boot guests: the doctor's acceleration check runs the probe.
+accel=$("$B" --json doctor 2>/dev/null | python3 -c '
+import json, sys
+for c in json.load(sys.stdin):
+    if c["name"] == "acceleration":
+        print(c["verdict"] + "\t" + c["detail"]); break
+else:
+    print("MISSING\tdoctor reported no acceleration check")
+' || true)
+verdict=${accel%%$'\t'*}
+detail=${accel#*$'\t'}
+if [ "$verdict" != PASS ]; then
+    die "KVM cannot boot guests on this host, so there is nothing to smoke-test here ($verdict: $detail). Run this on a host with hardware virtualisation (VMX/SVM) exposed to /dev/kvm."
+fi
+
+echo "smoke-kvm: building the agent, preparing kernel and image ..." >&2
+export BANGER_AGENT
+BANGER_AGENT=$("$REPO/scripts/build-agent.sh")
+"$REPO/scripts/bench-pull.sh" --prepare-only minbase
+deb=$(ls "$CACHE"/kernel-deb/linux-image-*-cloud-amd64_*.deb 2>/dev/null | head -n 1 || true)
+if [ -z "$deb" ]; then
+    mkdir -p "$CACHE/kernel-deb"
+    pkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
+    (cd "$CACHE/kernel-deb" && apt-get download -q "$pkg")
+    deb=$(ls "$CACHE"/kernel-deb/linux-image-*-cloud-amd64_*.deb | head -n 1)
+fi
+"$B" kernel import cloud --deb "$deb" >/dev/null
+"$B" image pull "oci:$CACHE/bench/oci-minbase:t" --name minbase --kernel-ref cloud -q >/dev/null
+
+now() { date +%s.%N; }
+ms() { python3 -c "print(round(($2 - $1) * 1000))"; }
+median() { python3 -c 'import sys,statistics as s; print(round(s.median(float(x) for x in sys.stdin)))'; }
+vm_field() { "$B" --json vm show "$1" | python3 -c "import json,sys; v=json.load(sys.stdin); print($2)"; }
+
+declare -A READY RUN EXEC
+FC=${BANGER_FIRECRACKER:-$(command -v firecracker)}
+for vmm in firecracker qemu; do
+    echo "smoke-kvm: --vmm $vmm: lifecycle ..." >&2
+    # `vm run` has no --vmm: it takes `auto`, which picks Firecracker on this host. For the
+    # QEMU pass the daemon is restarted without Firecracker, so `auto` means QEMU there.
+    "$B" daemon stop >/dev/null 2>&1 || true
+    if [ "$vmm" = qemu ]; then export BANGER_FIRECRACKER=$WORK/no-firecracker; else export BANGER_FIRECRACKER=$FC; fi
+    # The VM scenario: create, exec, stop, start, exec, delete.
+    "$B" vm create "s-$vmm" --image minbase --vmm "$vmm" --cpus 1 --memory 512MiB -q >/dev/null
+    got=$(vm_field "s-$vmm" 'v.get("vmm")' 2>/dev/null || true)
+    [ -z "$got" ] || [ "$got" = "$vmm" ] || die "--vmm $vmm: vm show says the VMM is $got"
+    [ "$("$B" vm exec "s-$vmm" -- echo ok)" = ok ] || die "--vmm $vmm: exec after create failed"
+    "$B" vm stop "s-$vmm" >/dev/null
+    "$B" vm start "s-$vmm" >/dev/null
+    [ "$("$B" vm exec "s-$vmm" -- echo ok)" = ok ] || die "--vmm $vmm: exec after restart failed"
+    "$B" vm delete "s-$vmm" --force >/dev/null
+    # The sandbox scenario: a one-shot command in a throw-away VM.
+    "$B" vm run --image minbase --vmm "$vmm" --rm -q -- true || die "--vmm $vmm: vm run -- true failed"
+
+    echo "smoke-kvm: --vmm $vmm: $RUNS timing samples ..." >&2
+    ready=() run=() exec=()
+    for i in $(seq "$RUNS"); do
+        t0=$(now); "$B" vm create "t-$vmm-$i" --image minbase --vmm "$vmm" --cpus 1 --memory 512MiB -q >/dev/null; t1=$(now)
+        ready+=("$(ms "$t0" "$t1")")
+        e0=$(now); "$B" vm exec "t-$vmm-$i" -- true; e1=$(now)
+        exec+=("$(ms "$e0" "$e1")")
+        "$B" vm delete "t-$vmm-$i" --force >/dev/null
+        r0=$(now); "$B" vm run --image minbase --vmm "$vmm" --rm --cpus 1 --memory 512MiB -q -- true; r1=$(now)
+        run+=("$(ms "$r0" "$r1")")
+    done
+    READY[$vmm]=$(printf '%s\n' "${ready[@]}" | median)
+    RUN[$vmm]=$(printf '%s\n' "${run[@]}" | median)
+    EXEC[$vmm]=$(printf '%s\n' "${exec[@]}" | median)
+done
+
+echo
+echo "Medians of $RUNS runs, 1 vCPU, 512 MiB, minbase image ($(uname -r) host):"
+echo
+echo "| | Firecracker | QEMU + KVM |"
+echo "|---|---|---|"
+echo "| create → ready | ${READY[firecracker]} ms | ${READY[qemu]} ms |"
+echo "| \`vm run --rm -- true\` | ${RUN[firecracker]} ms | ${RUN[qemu]} ms |"
+echo "| \`vm exec -- true\` round trip | ${EXEC[firecracker]} ms | ${EXEC[qemu]} ms |"
