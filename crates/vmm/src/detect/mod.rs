@@ -241,7 +241,7 @@ fn find_firecracker(opts: &DetectOptions, kvm: &KvmStatus) -> (Option<Firecracke
         return (
             None,
             format!(
-                "{FIRECRACKER_PROGRAM} was found neither on PATH nor in ${FIRECRACKER_ENV}:                  VMs use QEMU (install Firecracker to use it on a KVM host)"
+                "{FIRECRACKER_PROGRAM} was found neither on PATH nor in ${FIRECRACKER_ENV}: VMs use QEMU (install Firecracker to use it on a KVM host)"
             ),
         );
     };
