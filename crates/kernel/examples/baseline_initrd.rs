@@ -28,7 +28,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         script.push_str(&format!("insmod /lib/modules/{}.ko\n", m.name));
     }
     script.push_str(
-        "if ip link set eth0 up 2>/dev/null; then ip addr add 10.0.2.15/24 dev eth0; \
+        // The NIC appears asynchronously after its module loads: wait for it (briefly).
+        "n=0; while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 100 ]; do sleep 0.05; n=$((n+1)); done\n\
+         if ip link set eth0 up 2>/dev/null; then ip addr add 10.0.2.15/24 dev eth0; \
          ip route add default via 10.0.2.2; fi\nip link set lo up\n",
     );
     script.push_str(&format!(
