@@ -18,7 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mods = banger_kernel::resolve_modules(
         Some(Path::new(modules)),
-        &["virtio_mmio", "virtio_blk", "ext4"],
+        &["virtio_mmio", "virtio_blk", "ext4", "virtio_net"],
     )?;
     let mut script = String::from(
         "#!/bin/busybox sh\n/bin/busybox --install -s /bin\nexport PATH=/bin\n\
