@@ -25,6 +25,10 @@ declare -A PACKAGES=(
   [unshare]=util-linux
   [nsenter]=util-linux
   [ip]=iproute2
+  [ssh]=openssh-client
+  [ssh-keygen]=openssh-client
+  [git]=git
+  [python3]=python3
 )
 
 # Rootless TAP networking (crates/vmm/src/netns, tests/netns_guest.rs) needs an

@@ -33,6 +33,8 @@ pub fn debian_package(tool: &str) -> &str {
         "tar" => "tar",
         "apt-get" | "apt-cache" => "apt",
         "dpkg-deb" => "dpkg",
+        "ssh" | "ssh-keygen" => "openssh-client",
+        "pasta" | "passt" => "passt",
         other => other,
     }
 }
