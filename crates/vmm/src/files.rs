@@ -41,6 +41,8 @@ pub struct RunFiles {
     pub fc_log: PathBuf,
     /// pasta's log, when Firecracker's network namespace is plumbed by it.
     pub pasta_log: PathBuf,
+    /// A jailed Firecracker's jail directory, as a symlink (removed with the jail).
+    pub jail_link: PathBuf,
 }
 
 impl RunFiles {
@@ -62,6 +64,7 @@ impl RunFiles {
             fc_api_socket: run_dir.join("fc.sock"),
             fc_log: run_dir.join("firecracker.log"),
             pasta_log: run_dir.join("pasta.log"),
+            jail_link: run_dir.join("jail"),
         }
     }
 

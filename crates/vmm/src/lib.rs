@@ -59,13 +59,15 @@ pub use detect::{
     VSOCK_ENV, VSOCK_PROGRAM, detect,
 };
 pub use files::RunFiles;
-pub use firecracker::{ApiError, FIRECRACKER_ENV, FIRECRACKER_PROGRAM, Firecracker};
+pub use firecracker::{
+    ApiError, FIRECRACKER_ENV, FIRECRACKER_PROGRAM, Firecracker, JailError, JailerConfig,
+};
 pub use netns::{NetnsError, ROLE_NET};
 pub use ports::PortError;
 pub use process::{ProcessRecord, ROLE_VMM, ROLE_VSOCK};
 pub use qemu::{LaunchError, Qemu};
 pub use qmp::QmpError;
-pub use select::{SelectError, Selected, VmmChoice, select};
+pub use select::{SelectError, Selected, VmmChoice, select, select_with_jailer};
 
 /// Where the host side of the agent channel is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +108,16 @@ pub trait Vmm: Send + Sync {
     /// guest may ignore it: callers follow up with a deadline and a kill.
     fn power_down(&self, run_dir: &Path) -> Result<(), VmmError>;
 
+    /// Tells the driver the caller bound a new listener at the
+    /// [`ChannelEndpoint::VsockListen`] path of a running VM (e.g. a restarted daemon
+    /// that re-adopted it). A jailed Firecracker reaches that socket through a hard link
+    /// inside its jail, which still names the old one: this relinks it. Nothing to do
+    /// for the other drivers.
+    fn listener_rebound(&self, run_dir: &Path) -> Result<(), VmmError> {
+        let _ = run_dir;
+        Ok(())
+    }
+
     /// Removes the sockets the driver's processes leave in `run_dir` (Firecracker leaves
     /// its API and vsock sockets). Call it only once every process of the VM is gone: a
     /// launcher that lived through the VM's end already did it, a daemon that re-adopted
@@ -137,6 +149,9 @@ pub enum VmmError {
     /// Firecracker's API refused a request or did not answer.
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// The Firecracker jail could not be prepared.
+    #[error(transparent)]
+    Jail(#[from] JailError),
     /// Rootless networking (namespace, TAP, pasta) could not be set up.
     #[error(transparent)]
     Netns(#[from] NetnsError),

@@ -118,6 +118,16 @@ impl std::fmt::Debug for Selected {
 
 /// Picks the driver for `choice` on the host `detection` describes.
 pub fn select(choice: VmmChoice, detection: &Detection) -> Result<Selected, VmmError> {
+    select_with_jailer(choice, detection, None)
+}
+
+/// [`select`], with a Firecracker driver that launches through `jailer` when given (and
+/// the daemon runs as root: see [`Firecracker::with_jailer`]). QEMU is unaffected.
+pub fn select_with_jailer(
+    choice: VmmChoice,
+    detection: &Detection,
+    jailer: Option<&crate::JailerConfig>,
+) -> Result<Selected, VmmError> {
     let qemu = |reason: String| -> Result<Selected, VmmError> {
         let vmm = driver(detection)?;
         Ok(Selected {
@@ -129,7 +139,10 @@ pub fn select(choice: VmmChoice, detection: &Detection) -> Result<Selected, VmmE
         })
     };
     let firecracker = |fc: &crate::FirecrackerInfo, reason: String| Selected {
-        vmm: Arc::new(Firecracker::new(fc.path.clone())),
+        vmm: Arc::new(match jailer {
+            Some(j) => Firecracker::new(fc.path.clone()).with_jailer(j.clone()),
+            None => Firecracker::new(fc.path.clone()),
+        }),
         name: "firecracker",
         reason,
         accel: Accel::Kvm,

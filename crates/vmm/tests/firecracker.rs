@@ -17,8 +17,9 @@ use std::sync::{Arc, OnceLock};
 
 use banger_testkit::qemu::Kernel;
 use banger_vmm::{
-    Accel, ApiError, ChannelEndpoint, ChannelKind, DiskConfig, Firecracker, LaunchError, Launched,
-    NetConfig, PortForward, ProcessRecord, Proto, ROLE_NET, ROLE_VMM, VmConfig, Vmm, VmmError,
+    Accel, ApiError, ChannelEndpoint, ChannelKind, DiskConfig, Firecracker, JailError,
+    JailerConfig, LaunchError, Launched, NetConfig, PortForward, ProcessRecord, Proto, ROLE_NET,
+    ROLE_VMM, VmConfig, Vmm, VmmError,
 };
 use support::{GUEST_DEADLINE, Reap};
 
@@ -39,6 +40,95 @@ fn firecracker() -> Option<Arc<Firecracker>> {
         path.display()
     );
     None
+}
+
+/// The uid and gid the jailed Firecracker runs as (`nobody`/`nogroup`).
+const JAILED: u32 = 65534;
+
+/// Firecracker behind the real jailer, with jails under `base`; `None` (skipped with a
+/// message) outside CI when the binaries are missing, or when not root (the jailer needs
+/// root; these machines and CI run the tests as root).
+fn jailed(base: &Path) -> Option<Arc<Firecracker>> {
+    let fc = firecracker()?;
+    let jailer = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/jailer");
+    if !jailer.is_file() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!(
+                "CI=true but the jailer binary {} is missing",
+                jailer.display()
+            );
+        }
+        eprintln!("SKIPPED: no jailer at {}", jailer.display());
+        return None;
+    }
+    if !banger_testkit::tools::is_root() {
+        eprintln!("SKIPPED: the jailer needs root");
+        return None;
+    }
+    let fc = Firecracker::new(fc.program().to_path_buf()).with_jailer(JailerConfig {
+        path: jailer,
+        uid: JAILED,
+        gid: JAILED,
+        chroot_base: base.to_path_buf(),
+    });
+    assert!(fc.jailed());
+    Some(Arc::new(fc))
+}
+
+/// `Uid:` and `Gid:` of `/proc/<pid>/status`.
+fn ids_of(pid: u32) -> (String, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = |k: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(k))
+            .unwrap_or_default()
+            .to_string()
+    };
+    (line("Uid:"), line("Gid:"))
+}
+
+/// Mount points under `dir` in this mount namespace.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let d = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(String::from))
+        .filter(|m| m.starts_with(&d))
+        .collect()
+}
+
+/// The cgroup v2 directory the jailer would make for `id` (it makes none without
+/// `--cgroup`).
+fn cgroup_of(id: &str) -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(2) == Some(&"cgroup2")).then(|| Path::new(f[1]).join("firecracker").join(id))
+    })
+}
+
+/// The output of `cmd` run in the network namespace of `pid` (needs root).
+fn in_netns_of(pid: u32, cmd: &[&str]) -> String {
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "--"])
+        .args(cmd)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{cmd:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The loopback relay for guest port 80 is in `pid`'s namespace (see `netns`).
+fn assert_relay(pid: u32) {
+    if !banger_testkit::tools::is_root() {
+        return;
+    }
+    let addr = in_netns_of(pid, &["ip", "-o", "-4", "addr", "show", "dev", "br0"]);
+    assert!(addr.contains("inet 10.0.2.1/24"), "{addr}");
+    let nat = in_netns_of(pid, &["iptables", "-t", "nat", "-S", "OUTPUT"]);
+    assert!(nat.contains("--to-destination 10.0.2.15:80"), "{nat}");
 }
 
 /// Debian's cloud kernel as an ELF vmlinux, extracted once into the test cache.
@@ -299,8 +389,10 @@ async fn user_networking_is_plumbed_and_torn_down_with_the_vm() {
         std::fs::read_link(format!("/proc/{}/ns/net", fc.pid)).unwrap(),
         own_ns
     );
-    // pasta listens on the published port (binding it again fails).
+    // pasta listens on the published port (binding it again fails), and the namespace
+    // relays what pasta splices into its loopback to the guest.
     assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_err());
+    assert_relay(fc.pid);
     let log = std::fs::read_to_string(run.path().join("firecracker.log")).unwrap();
     assert!(log.contains("tap0"), "the NIC was configured:\n{log}");
 
@@ -311,4 +403,223 @@ async fn user_networking_is_plumbed_and_torn_down_with_the_vm() {
         std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
     });
     assert!(support::processes_mentioning(run.path()).is_empty());
+}
+
+/// Under the real jailer: the configuration is accepted and `InstanceStart` succeeds, the
+/// process is Firecracker itself (the jailer exec'd in place) running as the jailed uid
+/// and gid, the console reaches `<run>/console.log` through the jail's hard link, the
+/// writable drives are the real files (given to the jailed user), and after a SIGKILL
+/// the jail, its sockets, the processes and any cgroup are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jailed_firecracker_runs_as_its_user_and_leaves_nothing() {
+    let base = support::run_dir();
+    let Some(vmm) = jailed(base.path()) else {
+        return;
+    };
+    let run = support::run_dir();
+    let cfg = config(run.path(), "earlyprintk=ttyS0");
+    let ChannelEndpoint::VsockListen(listen) = vmm.channel_endpoint(&cfg) else {
+        panic!("vsock expected");
+    };
+    let _agent = std::os::unix::net::UnixListener::bind(&listen).unwrap();
+
+    let launched = launch(&vmm, &cfg).await.expect("jailed launch");
+    let _reap = Reap(launched.processes.clone());
+    let fc = vmm_of(&launched).clone();
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{}/comm", fc.pid))
+            .unwrap()
+            .trim(),
+        "firecracker",
+        "the recorded pid is Firecracker's"
+    );
+    let (uid, gid) = ids_of(fc.pid);
+    assert!(
+        uid.starts_with(&format!("Uid:\t{JAILED}\t{JAILED}\t")),
+        "{uid}"
+    );
+    assert!(
+        gid.starts_with(&format!("Gid:\t{JAILED}\t{JAILED}\t")),
+        "{gid}"
+    );
+
+    let id = "fc-test";
+    let jail = base.path().join("firecracker").join(id);
+    assert_eq!(std::fs::read_link(run.path().join("jail")).unwrap(), jail);
+    let root = jail.join("root");
+    for f in [
+        "firecracker",
+        "vmlinux",
+        "vda",
+        "vdb",
+        "vdc",
+        "fc.sock",
+        "vsock.sock",
+    ] {
+        assert!(root.join(f).exists(), "{f} in the jail");
+    }
+    // The drives are the real files, the writable ones given to the jailed user.
+    use std::os::unix::fs::MetadataExt;
+    for (disk, drive) in [
+        ("base.img", "vda"),
+        ("upper.img", "vdb"),
+        ("work.img", "vdc"),
+    ] {
+        let (a, b) = (
+            std::fs::metadata(run.path().join(disk)).unwrap(),
+            std::fs::metadata(root.join(drive)).unwrap(),
+        );
+        assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "{drive} is {disk}");
+    }
+    assert_eq!(
+        std::fs::metadata(run.path().join("upper.img"))
+            .unwrap()
+            .uid(),
+        JAILED
+    );
+    assert_eq!(
+        std::fs::metadata(run.path().join("base.img"))
+            .unwrap()
+            .uid(),
+        0
+    );
+    // The run directory's socket names lead into the jail (power-down works through it).
+    for s in sockets(run.path()) {
+        assert!(s.exists(), "{}", s.display());
+    }
+    vmm.power_down(run.path()).expect("SendCtrlAltDel accepted");
+    // The caller's listener is the jail's `vsock.sock_1025`; a new one (a restarted
+    // daemon) is relinked on request.
+    let inode = |p: &Path| std::fs::metadata(p).unwrap().ino();
+    let in_jail = root.join("vsock.sock_1025");
+    assert_eq!(inode(&listen), inode(&in_jail));
+    drop(_agent);
+    std::fs::remove_file(&listen).unwrap();
+    let _agent = std::os::unix::net::UnixListener::bind(&listen).unwrap();
+    assert_ne!(inode(&listen), inode(&in_jail));
+    vmm.listener_rebound(run.path()).unwrap();
+    assert_eq!(inode(&listen), inode(&in_jail));
+    assert_eq!(std::fs::metadata(&listen).unwrap().uid(), JAILED);
+
+    support::until(run.path(), "the kernel's first console lines", || {
+        support::console(run.path()).contains("BIOS-e820")
+    })
+    .await;
+    assert!(support::console(run.path()).contains("Linux version"));
+
+    fc.signal(libc::SIGKILL).unwrap();
+    gone(&fc, run.path()).await;
+    let gone_for_good = |p: &Path| std::fs::symlink_metadata(p).is_err();
+    banger_testkit::wait::until("the jail, its record and the sockets to be removed", || {
+        !jail.exists()
+            && gone_for_good(&run.path().join("jail"))
+            && sockets(run.path()).iter().all(|s| gone_for_good(s))
+    });
+    assert!(listen.exists(), "the caller's listener stays");
+    assert!(
+        mounts_under(base.path()).is_empty(),
+        "{:?}",
+        mounts_under(base.path())
+    );
+    assert!(support::processes_mentioning(run.path()).is_empty());
+    assert!(support::processes_mentioning(base.path()).is_empty());
+    if let Some(cg) = cgroup_of(id) {
+        assert!(!cg.exists(), "{} left", cg.display());
+    }
+    // A daemon that re-adopted the VM has nothing left to do; cleanup() is idempotent.
+    vmm.cleanup(run.path()).unwrap();
+}
+
+/// Jailed with user networking: Firecracker joins a named network namespace holding the
+/// TAP (owned by the jailed user), pasta connects it and holds the published port, and
+/// killing Firecracker removes the namespace, pasta, the port and the jail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jailed_firecracker_gets_user_networking_and_it_goes_away() {
+    let base = support::run_dir();
+    let Some(vmm) = jailed(base.path()) else {
+        return;
+    };
+    let run = support::run_dir();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = VmConfig {
+        name: "fc jailed net".into(),
+        net: NetConfig::User {
+            forwards: vec![PortForward {
+                proto: Proto::Tcp,
+                host_ip: "127.0.0.1".parse().unwrap(),
+                host_port: port,
+                guest_port: 80,
+            }],
+        },
+        ..config(run.path(), "")
+    };
+    let launched = launch(&vmm, &cfg)
+        .await
+        .expect("jailed launch with networking");
+    let _reap = Reap(launched.processes.clone());
+    let roles: Vec<&str> = launched.processes.iter().map(|p| p.role.as_str()).collect();
+    assert_eq!(roles, [ROLE_NET, ROLE_VMM]);
+    let fc = vmm_of(&launched).clone();
+    let pasta = launched.processes[0].clone();
+    let (uid, _) = ids_of(fc.pid);
+    assert!(uid.starts_with(&format!("Uid:\t{JAILED}\t")), "{uid}");
+    let netns = Path::new("/run/netns/banger-fc-jailed-net");
+    assert!(netns.exists());
+    // Firecracker is in the named namespace (its file is a bind mount of the nsfs inode).
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(netns).unwrap().ino();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/ns/net", fc.pid)).unwrap(),
+        PathBuf::from(format!("net:[{ino}]"))
+    );
+    let dev = std::fs::read_to_string(format!("/proc/{}/net/dev", fc.pid)).unwrap();
+    for ifname in ["tap0", "br0", "pasta0"] {
+        assert!(
+            dev.contains(&format!("{ifname}:")),
+            "{ifname} missing:\n{dev}"
+        );
+    }
+    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_err());
+    assert_relay(fc.pid);
+    let log = std::fs::read_to_string(run.path().join("firecracker.log")).unwrap();
+    assert!(log.contains("tap0"), "the NIC was configured:\n{log}");
+
+    fc.signal(libc::SIGKILL).unwrap();
+    gone(&fc, run.path()).await;
+    gone(&pasta, run.path()).await;
+    banger_testkit::wait::until("the namespace, the port and the jail to go", || {
+        !netns.exists()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && !base.path().join("firecracker/fc-jailed-net").exists()
+    });
+    assert!(support::processes_mentioning(run.path()).is_empty());
+    assert!(mounts_under(Path::new("/run/netns/banger-fc-jailed-net")).is_empty());
+}
+
+/// A read-only drive the jailed user cannot read is refused before anything starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drive_the_jailed_user_cannot_read_is_refused_first() {
+    let base = support::run_dir();
+    let Some(vmm) = jailed(base.path()) else {
+        return;
+    };
+    let run = support::run_dir();
+    let cfg = config(run.path(), "");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        run.path().join("base.img"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let err = launch(&vmm, &cfg).await.unwrap_err();
+    assert!(
+        matches!(&err, VmmError::Jail(JailError::Unreadable { uid, .. }) if *uid == JAILED),
+        "{err}"
+    );
+    assert!(!base.path().join("firecracker/fc-test").exists());
+    assert!(!run.path().join("pids.json").exists());
 }

@@ -5,9 +5,11 @@
 //! tap0. The guest (Debian's cloud kernel, a busybox initramfs) configures
 //! 10.0.2.15/24 via 10.0.2.2, fetches a page from a server this test runs on the host's
 //! 127.0.0.1, prints it on the console and serves an answer on port 80, which this test
-//! fetches through the port published on the host's global IPv4 address (not
-//! 127.0.0.1: see [`public_address`]). Then everything goes
-//! away: QEMU, pasta, the namespace.
+//! fetches through two published ports: one on the host's 127.0.0.1 (which Debian 12's
+//! pasta splices into the namespace's loopback, where the namespace's NAT rules relay it
+//! to the guest) and one on the host's global IPv4 address (which pasta sends through its
+//! interface to the guest: see [`public_address`]). Then everything goes away: QEMU,
+//! pasta, the namespace.
 //!
 //! Needs `setpriv`/`unshare`/`nsenter` (util-linux), `ip` (iproute2), `pasta` (passt),
 //! QEMU, static busybox and a `/dev/net/tun` the user may open (Debian's default 0666;
@@ -187,11 +189,9 @@ impl Drop for Guard {
 
 /// The host's first global IPv4 address (`ip -4 -o addr show scope global`).
 ///
-/// The published port is bound there, not on 127.0.0.1: Debian 12's pasta
-/// (0.0~git20230309) splices a connection whose source is loopback into the
-/// namespace's own loopback instead of sending it through its interface, and the guest
-/// is on the far side of br0, so a client on 127.0.0.1 gets an empty reply. A client on a
-/// non-loopback address goes through pasta0 → br0 → tap0 to the guest.
+/// A port published there takes pasta's other path: a client on a non-loopback address
+/// is not spliced (Debian 12's pasta, 0.0~git20230309, splices only loopback sources into
+/// the namespace's loopback) but goes through pasta0 → br0 → tap0 to the guest.
 fn public_address() -> Option<Ipv4Addr> {
     let out = banger_testkit::tools::run_stdout(
         banger_testkit::tools::command("ip").args(["-4", "-o", "addr", "show", "scope", "global"]),
@@ -396,15 +396,24 @@ fn a_qemu_guest_on_the_rootless_tap_reaches_the_host_and_answers_on_a_published_
     .map(OsString::from)
     .to_vec();
     let published = free_port(public);
+    let on_loopback = free_port(Ipv4Addr::LOCALHOST);
     let opts = SpawnOptions {
         program: qemu,
         args,
-        forwards: vec![PortForward {
-            proto: Proto::Tcp,
-            host_ip: IpAddr::V4(public),
-            host_port: published,
-            guest_port: 80,
-        }],
+        forwards: vec![
+            PortForward {
+                proto: Proto::Tcp,
+                host_ip: IpAddr::V4(public),
+                host_port: published,
+                guest_port: 80,
+            },
+            PortForward {
+                proto: Proto::Tcp,
+                host_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                host_port: on_loopback,
+                guest_port: 80,
+            },
+        ],
         run_dir: run.to_path_buf(),
         output: run.join("qemu.out"),
         prefix: prefix.clone(),
@@ -461,6 +470,23 @@ fn a_qemu_guest_on_the_rootless_tap_reaches_the_host_and_answers_on_a_published_
     });
     let answer = answer.unwrap();
     assert!(answer.contains(GUEST_PAGE), "{answer}");
+    // And on the host's loopback, through the namespace's relay (several times: the
+    // guest must keep br0's MAC for the relay's address, not pasta's).
+    for _ in 0..3 {
+        let mut answer = None;
+        until(
+            run,
+            p,
+            "an answer on the port published on 127.0.0.1",
+            || {
+                answer = fetch(Ipv4Addr::LOCALHOST, on_loopback);
+                answer.is_some()
+            },
+        );
+    }
+    // The public path still works after the relay's traffic (pasta kept the guest's
+    // MAC and address).
+    assert!(fetch(public, published).is_some(), "the public port broke");
 
     // Teardown: QEMU, then pasta; the namespace goes with its last process.
     let plumbed = guard.0.take().unwrap();
@@ -486,5 +512,9 @@ fn a_qemu_guest_on_the_rootless_tap_reaches_the_host_and_answers_on_a_published_
     assert!(
         TcpListener::bind((public, published)).is_ok(),
         "the published port is still held"
+    );
+    assert!(
+        TcpListener::bind((Ipv4Addr::LOCALHOST, on_loopback)).is_ok(),
+        "the loopback port is still held"
     );
 }

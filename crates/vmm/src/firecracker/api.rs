@@ -9,6 +9,8 @@
 //!   (the agent's initramfs mounts them), so the guest sees them as `/dev/vda`, … in the
 //!   same order.
 
+use std::path::{Path, PathBuf};
+
 use serde::Serialize;
 
 use crate::config::{NetConfig, VmConfig};
@@ -131,10 +133,35 @@ fn action(action_type: &'static str) -> Request {
     )
 }
 
+/// The paths of a VM's files as Firecracker sees them: the host's for a plain launch,
+/// the jail's (relative to its root) for a jailed one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GuestPaths {
+    pub(crate) kernel: PathBuf,
+    pub(crate) initrd: Option<PathBuf>,
+    /// One per [`VmConfig::disks`], in order.
+    pub(crate) drives: Vec<PathBuf>,
+    pub(crate) console: PathBuf,
+    pub(crate) vsock_uds: PathBuf,
+}
+
+impl GuestPaths {
+    /// The host's paths (no jail).
+    pub(crate) fn direct(cfg: &VmConfig, files: &RunFiles) -> GuestPaths {
+        GuestPaths {
+            kernel: cfg.kernel.clone(),
+            initrd: cfg.initrd.clone(),
+            drives: cfg.disks.iter().map(|d| d.path.clone()).collect(),
+            console: files.console_log.clone(),
+            vsock_uds: files.vsock_uds.clone(),
+        }
+    }
+}
+
 /// Every configuration call for `cfg`, in order, before [`instance_start`]. `tap` is the
 /// TAP device the guest's NIC uses (only with [`NetConfig::User`]).
-pub(crate) fn requests(cfg: &VmConfig, files: &RunFiles, tap: Option<&str>) -> Vec<Request> {
-    let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+pub(crate) fn requests(cfg: &VmConfig, paths: &GuestPaths, tap: Option<&str>) -> Vec<Request> {
+    let s = |p: &Path| p.to_string_lossy().into_owned();
     let mut v = vec![
         put(
             "/machine-config",
@@ -148,8 +175,8 @@ pub(crate) fn requests(cfg: &VmConfig, files: &RunFiles, tap: Option<&str>) -> V
             "/boot-source",
             "BootSource",
             BootSource {
-                kernel_image_path: s(&cfg.kernel),
-                initrd_path: cfg.initrd.as_deref().map(s),
+                kernel_image_path: s(&paths.kernel),
+                initrd_path: paths.initrd.as_deref().map(s),
                 boot_args: boot_args(cfg),
             },
         ),
@@ -157,18 +184,18 @@ pub(crate) fn requests(cfg: &VmConfig, files: &RunFiles, tap: Option<&str>) -> V
             "/serial",
             "SerialDevice",
             SerialDevice {
-                serial_out_path: s(&files.console_log),
+                serial_out_path: s(&paths.console),
             },
         ),
     ];
-    for (i, d) in cfg.disks.iter().enumerate() {
+    for (i, (d, path)) in cfg.disks.iter().zip(&paths.drives).enumerate() {
         let id = drive_id(i);
         v.push(put(
             format!("/drives/{id}"),
             "Drive",
             Drive {
                 drive_id: id,
-                path_on_host: s(&d.path),
+                path_on_host: s(path),
                 is_root_device: false,
                 is_read_only: d.read_only,
             },
@@ -179,7 +206,7 @@ pub(crate) fn requests(cfg: &VmConfig, files: &RunFiles, tap: Option<&str>) -> V
         "Vsock",
         Vsock {
             guest_cid: GUEST_CID,
-            uds_path: s(&files.vsock_uds),
+            uds_path: s(&paths.vsock_uds),
         },
     ));
     if let (NetConfig::User { .. }, Some(tap)) = (&cfg.net, tap) {

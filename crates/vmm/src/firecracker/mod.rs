@@ -25,7 +25,9 @@
 
 pub(crate) mod api;
 pub(crate) mod http;
+mod jail;
 
+use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -33,12 +35,14 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 pub use http::ApiError;
+pub use jail::{JailError, JailerConfig};
 
 use crate::config::{Accel, ChannelKind, ConfigError, MAX_CMDLINE, NetConfig, VmConfig};
 use crate::files::RunFiles;
 use crate::process::{self, ProcessRecord, ROLE_VMM};
 use crate::qemu::{self, LaunchError, Started};
 use crate::{ChannelEndpoint, Launched, Vmm, VmmError, netns, ports};
+use jail::Jail;
 
 /// The program name detection looks for.
 pub const FIRECRACKER_PROGRAM: &str = "firecracker";
@@ -53,12 +57,40 @@ const API_READY: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct Firecracker {
     program: PathBuf,
+    jailer: Option<JailerConfig>,
 }
 
 impl Firecracker {
     /// A driver running `program` (a `firecracker` binary, v1.16 API).
     pub fn new(program: PathBuf) -> Firecracker {
-        Firecracker { program }
+        Firecracker {
+            program,
+            jailer: None,
+        }
+    }
+
+    /// The same driver, launching Firecracker through `jailer` whenever the launching
+    /// process is root (otherwise the jailer cannot chroot or drop privileges, and
+    /// Firecracker runs as the caller, as without it). See the module docs of `jail`.
+    pub fn with_jailer(mut self, jailer: JailerConfig) -> Firecracker {
+        self.jailer = Some(jailer);
+        self
+    }
+
+    /// The jailer configuration, if any (used only as root: see [`Self::jailed`]).
+    pub fn jailer(&self) -> Option<&JailerConfig> {
+        self.jailer.as_ref()
+    }
+
+    /// Whether a launch now would go through the jailer: configured, and running as root.
+    pub fn jailed(&self) -> bool {
+        self.active_jailer().is_some()
+    }
+
+    fn active_jailer(&self) -> Option<&JailerConfig> {
+        // SAFETY: geteuid has no preconditions and touches no memory.
+        let root = unsafe { libc::geteuid() } == 0;
+        self.jailer.as_ref().filter(|_| root)
     }
 
     /// The binary this driver runs.
@@ -71,7 +103,11 @@ impl Firecracker {
     /// [`crate::netns`] creates.
     pub fn api_calls(&self, cfg: &VmConfig) -> Vec<(&'static str, String, String)> {
         let files = RunFiles::new(&cfg.run_dir);
-        let mut v = api::requests(cfg, &files, Some(netns::TAP_NAME));
+        let paths = match self.active_jailer() {
+            Some(_) => Jail::guest_paths(cfg),
+            None => api::GuestPaths::direct(cfg, &files),
+        };
+        let mut v = api::requests(cfg, &paths, Some(netns::TAP_NAME));
         v.push(api::instance_start());
         v.into_iter()
             .map(|r| (r.method, r.path, r.body.to_string()))
@@ -83,7 +119,7 @@ impl Firecracker {
         let net = match &cfg.net {
             NetConfig::User { forwards } => {
                 ports::check_free(forwards)?;
-                Some((netns::check()?, forwards.clone()))
+                Some((netns::check_for(forwards)?, forwards.clone()))
             }
             NetConfig::None => None,
         };
@@ -96,6 +132,15 @@ impl Firecracker {
             }
             .into());
         }
+        let id = instance_id(&cfg.name);
+        let jail = match self.active_jailer() {
+            Some(j) => {
+                let jail = Jail::new(j, &self.program, &id)?;
+                jail.check(cfg, &files)?;
+                Some((j, jail))
+            }
+            None => None,
+        };
         for s in files.driver_sockets() {
             qemu::remove_stale(s)?;
         }
@@ -103,26 +148,57 @@ impl Firecracker {
         drop(qemu::create(&files.console_log)?);
         let log = qemu::create(&files.fc_log)?;
 
-        let fc_args: Vec<std::ffi::OsString> = vec![
-            "--api-sock".into(),
-            files.fc_api_socket.clone().into(),
-            "--id".into(),
-            instance_id(&cfg.name).into(),
-        ];
-        let mut cmd = match &net {
-            Some((tools, _)) => netns::wrap(tools, &self.program, &fc_args),
-            None => {
-                let mut c = Command::new(&self.program);
-                c.args(&fc_args);
+        let mut cmd = match &jail {
+            Some((jailer, jail)) => {
+                jail.prepare(cfg, &files, &self.program)?;
+                let mut args = jail.command_args(jailer, &self.program);
+                if let Some((tools, forwards)) = &net {
+                    // The jailer needs the init user namespace (mknod, chown, setuid),
+                    // so the TAP lives in a named network namespace it joins.
+                    let name = netns_name(&id);
+                    match netns::create_named(tools, &name, (jail.uid, jail.gid), forwards) {
+                        Ok(path) => {
+                            args.splice(0..0, [OsString::from("--netns"), path.into()]);
+                        }
+                        Err(e) => {
+                            jail::remove_recorded(&files);
+                            return Err(e.into());
+                        }
+                    }
+                }
+                let mut c = Command::new(&jailer.path);
+                c.args(args);
                 c
+            }
+            None => {
+                let fc_args: Vec<OsString> = vec![
+                    "--api-sock".into(),
+                    files.fc_api_socket.clone().into(),
+                    "--id".into(),
+                    id.clone().into(),
+                ];
+                match &net {
+                    Some((tools, forwards)) => {
+                        netns::wrap(tools, &self.program, &fc_args, forwards)
+                    }
+                    None => {
+                        let mut c = Command::new(&self.program);
+                        c.args(&fc_args);
+                        c
+                    }
+                }
             }
         };
         cmd.stdin(Stdio::null())
             .stdout(qemu::clone_file(&log, &files.fc_log)?)
             .stderr(log);
-        let created: Arc<Mutex<Leftovers>> = Arc::default();
+        let created: Arc<Mutex<Leftovers>> = Arc::new(Mutex::new(Leftovers {
+            jail: jail.as_ref().map(|(_, j)| j.dir.clone()),
+            run_dir: cfg.run_dir.clone(),
+            ..Leftovers::default()
+        }));
         let to_remove = Arc::clone(&created);
-        let vmm = process::spawn_detached(&mut cmd, ROLE_VMM, move |_| {
+        let spawned = process::spawn_detached(&mut cmd, ROLE_VMM, move |_| {
             let left = to_remove.lock().map(|l| l.clone()).unwrap_or_default();
             // pasta holds the namespace and would stay forever.
             for h in &left.helpers {
@@ -131,11 +207,25 @@ impl Firecracker {
             for (path, ino) in left.sockets {
                 remove_if_same(&path, ino);
             }
-        })
-        .map_err(|source| LaunchError::Spawn {
-            program: self.program.clone(),
-            source,
-        })?;
+            if let Some(dir) = &left.jail {
+                remove_jail(&RunFiles::new(&left.run_dir), dir);
+            }
+        });
+        let vmm = match spawned {
+            Ok(v) => v,
+            Err(source) => {
+                if let Some((_, j)) = &jail {
+                    remove_jail(&files, &j.dir);
+                }
+                return Err(LaunchError::Spawn {
+                    program: jail
+                        .as_ref()
+                        .map_or_else(|| self.program.clone(), |(c, _)| c.path.clone()),
+                    source,
+                }
+                .into());
+            }
+        };
         let mut started = Started::new(&files.pids_json);
         started.add(vmm.record.clone())?;
         let failed = |e: ApiError| -> VmmError {
@@ -144,12 +234,25 @@ impl Firecracker {
                 Err(_) => e.into(),
             }
         };
+        if let Some((_, j)) = &jail {
+            // The run directory's usual names lead into the jail.
+            j.expose(jail::API_SOCKET, &files.fc_api_socket)?;
+            j.expose(
+                &Jail::guest_paths(cfg).vsock_uds.to_string_lossy(),
+                &files.vsock_uds,
+            )?;
+        }
         self.wait_api(&files, &vmm.exit)?;
         remember(&created, &files.fc_api_socket);
 
         let tap = match &net {
             Some((tools, forwards)) => {
-                let attached = netns::attach(tools, &vmm.record, forwards, &files)?;
+                let named = jail.as_ref().map(|_| netns::named_path(&netns_name(&id)));
+                let ns = match &named {
+                    Some(p) => netns::Ns::Named(p),
+                    None => netns::Ns::Process(vmm.record.pid),
+                };
+                let attached = netns::attach_to(tools, ns, &vmm.record, forwards, &files)?;
                 if let Ok(mut l) = created.lock() {
                     l.helpers.push(attached.pasta.clone());
                 }
@@ -158,7 +261,11 @@ impl Firecracker {
             }
             None => None,
         };
-        for r in api::requests(cfg, &files, tap) {
+        let paths = match &jail {
+            Some(_) => Jail::guest_paths(cfg),
+            None => api::GuestPaths::direct(cfg, &files),
+        };
+        for r in api::requests(cfg, &paths, tap) {
             http::call(&files.fc_api_socket, r.method, &r.path, Some(&r.body)).map_err(failed)?;
         }
         remember(&created, &files.vsock_uds);
@@ -173,7 +280,7 @@ impl Firecracker {
         let mut processes = started.keep();
         // The VMM last, as `Launched` promises.
         processes.sort_by_key(|p| p.role == ROLE_VMM);
-        tracing::debug!(vm = %cfg.name, ?processes, "launched under firecracker");
+        tracing::debug!(vm = %cfg.name, ?processes, jailed = jail.is_some(), "launched under firecracker");
         Ok(Launched {
             processes,
             console_log: files.console_log,
@@ -235,6 +342,48 @@ impl Vmm for Firecracker {
         let r = api::ctrl_alt_del();
         http::call(&files.fc_api_socket, r.method, &r.path, Some(&r.body))?;
         Ok(())
+    }
+
+    fn listener_rebound(&self, run_dir: &Path) -> Result<(), VmmError> {
+        listener_rebound(run_dir)
+    }
+
+    fn cleanup(&self, run_dir: &Path) -> Result<(), VmmError> {
+        cleanup(run_dir)
+    }
+}
+
+/// [`Vmm::listener_rebound`] of a Firecracker VM; needs no driver instance (everything is
+/// recorded in the run directory), so a restarted daemon can call it for any VM.
+pub fn listener_rebound(run_dir: &Path) -> Result<(), VmmError> {
+    Ok(jail::relink_listener(&RunFiles::new(run_dir))?)
+}
+
+/// [`Vmm::cleanup`] of a Firecracker VM (its sockets, its jail and the jail's network
+/// namespace); needs no driver instance, and is harmless for a VM of another driver.
+pub fn cleanup(run_dir: &Path) -> Result<(), VmmError> {
+    let files = RunFiles::new(run_dir);
+    for s in files.driver_sockets() {
+        qemu::remove_stale(s)?;
+    }
+    if let Ok(dir) = std::fs::read_link(&files.jail_link) {
+        remove_jail(&files, &dir);
+    }
+    Ok(())
+}
+
+/// The named network namespace of a jailed VM with networking.
+fn netns_name(id: &str) -> String {
+    format!("banger-{id}")
+}
+
+/// Removes a jail (and its named network namespace) if `files` still records `dir`.
+fn remove_jail(files: &RunFiles, dir: &Path) {
+    if std::fs::read_link(&files.jail_link).is_ok_and(|d| d == dir) {
+        if let Some(id) = dir.file_name().and_then(|n| n.to_str()) {
+            netns::delete_named(&netns::named_path(&netns_name(id)));
+        }
+        jail::remove_recorded(files);
     }
 }
 
@@ -303,6 +452,10 @@ fn instance_id(name: &str) -> String {
 /// What the reaper cleans once Firecracker exited.
 #[derive(Debug, Clone, Default)]
 struct Leftovers {
+    /// The jail directory, when jailed.
+    jail: Option<PathBuf>,
+    /// The run directory (whose `jail` link must still name that jail).
+    run_dir: PathBuf,
     /// Sockets Firecracker created, with their inodes.
     sockets: Vec<(PathBuf, u64)>,
     /// Helpers that do not exit with Firecracker (pasta).

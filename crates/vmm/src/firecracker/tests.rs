@@ -171,7 +171,11 @@ fn full_config(dir: &Path) -> VmConfig {
 
 fn all_requests(cfg: &VmConfig) -> Vec<Request> {
     let files = RunFiles::new(&cfg.run_dir);
-    let mut v = api::requests(cfg, &files, Some(crate::netns::TAP_NAME));
+    let mut v = api::requests(
+        cfg,
+        &api::GuestPaths::direct(cfg, &files),
+        Some(crate::netns::TAP_NAME),
+    );
     v.push(api::instance_start());
     v.push(api::ctrl_alt_del());
     v
@@ -319,7 +323,11 @@ fn requests_follow_the_config() {
         disks: vec![],
         ..cfg.clone()
     };
-    let reqs = api::requests(&bare, &RunFiles::new(dir.path()), None);
+    let reqs = api::requests(
+        &bare,
+        &api::GuestPaths::direct(&bare, &RunFiles::new(dir.path())),
+        None,
+    );
     assert_eq!(reqs.len(), 4, "{reqs:#?}");
     assert!(reqs[1].body.get("initrd_path").is_none());
     assert_eq!(reqs[1].body["boot_args"], api::CMDLINE_SUFFIX);

@@ -16,12 +16,25 @@
 //!    `pasta0` there and binding the published host ports; `pasta0` is then added to
 //!    `br0` with `nsenter`. pasta answers the guest as the gateway and as the address it
 //!    was told the namespace has (10.0.2.15), which is the guest's.
+//! 3. With published ports, [`loopback_relay`]'s NAT rules (made in step 1): pasta
+//!    splices a host connection from loopback into the namespace's `127.0.0.1`, which
+//!    DNATs it to the guest from [`NAMESPACE_ADDR`] on br0; `ebtables` keeps br0's own
+//!    frames from pasta (it would take them for the guest's) and pasta's ARP answers for
+//!    that address from the guest.
+//!
+//! A jailed Firecracker (root) cannot live in a user namespace (the jailer needs real
+//! root for `mknod`, `chown` and dropping privileges), so [`create_named`] makes a named
+//! network namespace (`/run/netns/banger-<id>`) with the same set-up, the TAP owned by
+//! the jailed uid:gid; the jailer joins it with `--netns`, pasta with `--netns <path>`
+//! (root's pasta drops its capabilities before joining and cannot open another root
+//! process's `/proc/<pid>/ns`), and it is deleted with the jail.
 //!
 //! # Invariants
 //! - No privilege: everything runs as the caller's user (pasta is told `--runas 0:0` when
 //!   the caller is root, since it would otherwise drop to `nobody` and lose access to
 //!   root's namespace).
-//! - Teardown: the namespace disappears when its last process (the VMM, pasta) exits.
+//! - Teardown: the namespace disappears when its last process (the VMM, pasta) exits
+//!   (a named one when its file is removed, which also makes pasta exit).
 //!   pasta does not exit by itself while it holds the namespace: the VMM's reaper stops
 //!   it, and a caller that re-adopts a VM whose `vmm` record died stops the [`ROLE_NET`]
 //!   record itself.
@@ -58,15 +71,85 @@ pub const DNS: &str = "10.0.2.3";
 /// How long pasta may take to create its interface.
 const PASTA_READY: Duration = Duration::from_secs(10);
 
-/// The namespace set-up run inside `unshare` before the VMM is exec'd.
-const SETUP: &str = "set -e\n\
-    ip link set lo up\n\
-    ip tuntap add dev tap0 mode tap\n\
-    ip link add br0 type bridge\n\
-    ip link set tap0 master br0\n\
-    ip link set tap0 up\n\
-    ip link set br0 up\n\
-    exec \"$@\"\n";
+/// The namespace's own address on [`BRIDGE_NAME`], used only as the source of relayed
+/// loopback connections (see [`loopback_relay`]). Never the guest's gateway or DNS.
+pub const NAMESPACE_ADDR: &str = "10.0.2.1";
+
+/// The namespace set-up run inside the namespace before the VMM is exec'd. `owner`
+/// makes the TAP usable by that uid:gid without privileges (a jailed Firecracker);
+/// `relay` adds [`loopback_relay`]'s rules.
+fn setup_script(owner: Option<(u32, u32)>, relay: Option<&Relay<'_>>) -> String {
+    let owner = owner.map_or_else(String::new, |(u, g)| format!(" user {u} group {g}"));
+    let relay = relay.map_or_else(String::new, loopback_relay);
+    format!(
+        "set -e\n\
+         ip link set lo up\n\
+         ip tuntap add dev tap0 mode tap{owner}\n\
+         ip link add br0 type bridge\n\
+         ip link set tap0 master br0\n\
+         ip link set tap0 up\n\
+         {NO_IPV6}\
+         ip link set br0 up\n\
+         {relay}\
+         exec \"$@\"\n"
+    )
+}
+
+/// br0 must send nothing of its own: pasta takes the source MAC and address of every
+/// frame it receives for the guest's (IPv6 router solicitations from br0 would redirect
+/// the guest's traffic to the namespace until the guest spoke again).
+const NO_IPV6: &str = "f=/proc/sys/net/ipv6/conf/br0/disable_ipv6; [ ! -w $f ] || echo 1 > $f\n";
+
+/// What [`loopback_relay`] needs.
+pub(crate) struct Relay<'a> {
+    iptables: &'a Path,
+    ebtables: &'a Path,
+    forwards: &'a [PortForward],
+}
+
+/// Published ports reached from the host's loopback. pasta (Debian 12's) splices a
+/// connection whose source is loopback to the *namespace's* `127.0.0.1:<guest port>`
+/// instead of sending it through its interface, and nothing listens there: the guest is
+/// behind br0. So the namespace NATs that traffic to the guest:
+/// - `DNAT` of `127.0.0.1:<guest port>` to `10.0.2.15:<guest port>` (TCP and UDP, each
+///   published guest port), `SNAT` of loopback sources leaving on br0 to
+///   [`NAMESPACE_ADDR`] (on br0), `route_localnet` so loopback-addressed packets may be
+///   routed at all;
+/// - pasta must never see the namespace's own frames (it would take their MAC and address
+///   for the guest's), and the guest must learn br0's MAC for [`NAMESPACE_ADDR`], not
+///   pasta's (pasta answers every ARP request but the guest's address): `ebtables` drops
+///   br0 ↔ pasta0 and pasta's ARP replies for [`NAMESPACE_ADDR`].
+///
+/// Connections from other host addresses are not spliced: pasta sends them through
+/// pasta0 → br0 → tap0 as before, and the guest sees their real source.
+fn loopback_relay(r: &Relay<'_>) -> String {
+    let q = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', ""));
+    let (ipt, ebt) = (q(r.iptables), q(r.ebtables));
+    let mut s = format!(
+        "ip addr add {NAMESPACE_ADDR}/{GUEST_PREFIX} dev br0\n\
+         echo 1 > /proc/sys/net/ipv4/conf/all/route_localnet\n\
+         echo 1 > /proc/sys/net/ipv4/conf/br0/route_localnet\n\
+         {ipt} -t nat -A POSTROUTING -o br0 -s 127.0.0.0/8 -j SNAT --to-source {NAMESPACE_ADDR}\n\
+         {ebt} -A OUTPUT -o {PASTA_IFNAME} -j DROP\n\
+         {ebt} -A INPUT -i {PASTA_IFNAME} -j DROP\n\
+         {ebt} -A FORWARD -i {PASTA_IFNAME} -p ARP --arp-ip-src {NAMESPACE_ADDR} -j DROP\n"
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for f in r.forwards {
+        let proto = match f.proto {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        };
+        if seen.insert((proto, f.guest_port)) {
+            s.push_str(&format!(
+                "{ipt} -t nat -A OUTPUT -o lo -d 127.0.0.1 -p {proto} --dport {port} -j DNAT \
+                 --to-destination {GUEST_ADDR}:{port}\n",
+                port = f.guest_port
+            ));
+        }
+    }
+    s
+}
 
 /// Why rootless networking could not be set up. Whatever was started has been stopped.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +184,14 @@ pub enum NetnsError {
         /// Its last lines.
         tail: String,
     },
+    /// A named network namespace (for a jailed Firecracker) could not be made.
+    #[error("cannot set up the network namespace {path}: {detail}")]
+    Named {
+        /// Its path (`/run/netns/<name>`).
+        path: PathBuf,
+        /// The error or the command's output.
+        detail: String,
+    },
     /// Adding pasta's interface to the bridge failed.
     #[error("cannot add {PASTA_IFNAME} to {BRIDGE_NAME} in process {pid}'s namespace: {detail}")]
     Bridge {
@@ -117,11 +208,27 @@ pub(crate) struct Tools {
     unshare: PathBuf,
     pasta: PathBuf,
     nsenter: PathBuf,
+    ip: PathBuf,
+    /// For published ports (see [`loopback_relay`]); looked for only when there are any.
+    iptables: Option<PathBuf>,
+    ebtables: Option<PathBuf>,
     /// Run before each program (tests: `setpriv --reuid=…` to act as another user).
     prefix: Vec<OsString>,
 }
 
 impl Tools {
+    /// The relay rules for `forwards`, when there are any (and the tools were checked).
+    fn relay<'a>(&'a self, forwards: &'a [PortForward]) -> Option<Relay<'a>> {
+        match (&self.iptables, &self.ebtables, forwards.is_empty()) {
+            (Some(iptables), Some(ebtables), false) => Some(Relay {
+                iptables,
+                ebtables,
+                forwards,
+            }),
+            _ => None,
+        }
+    }
+
     fn command(&self, program: &Path) -> Command {
         match self.prefix.split_first() {
             Some((first, rest)) => {
@@ -135,7 +242,13 @@ impl Tools {
 }
 
 /// Checks, before anything starts, that the plumbing can work for this user.
+#[cfg(test)]
 pub(crate) fn check() -> Result<Tools, NetnsError> {
+    check_for(&[])
+}
+
+/// [`check`] for a VM publishing `forwards` (which need `iptables` and `ebtables`).
+pub(crate) fn check_for(forwards: &[PortForward]) -> Result<Tools, NetnsError> {
     let find = |program: &'static str, fix: &'static str| {
         host::find_program(
             program,
@@ -143,13 +256,23 @@ pub(crate) fn check() -> Result<Tools, NetnsError> {
         )
         .ok_or(NetnsError::Missing { program, fix })
     };
+    let relay_fix = "install the iptables package: published ports are relayed from the \
+                     host's loopback by NAT rules in the VM's namespace";
+    let (iptables, ebtables) = if forwards.is_empty() {
+        (None, None)
+    } else {
+        let ebtables = find("ebtables", relay_fix).or_else(|_| find("ebtables-nft", relay_fix))?;
+        (Some(find("iptables", relay_fix)?), Some(ebtables))
+    };
     let tools = Tools {
         unshare: find("unshare", "install util-linux")?,
         nsenter: find("nsenter", "install util-linux")?,
         pasta: find("pasta", "install the passt package")?,
+        ip: find("ip", "install iproute2")?,
+        iptables,
+        ebtables,
         prefix: Vec::new(),
     };
-    find("ip", "install iproute2")?;
     if let Err(e) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -164,7 +287,12 @@ pub(crate) fn check() -> Result<Tools, NetnsError> {
 
 /// The command running `program args` in a new user + network namespace holding
 /// [`TAP_NAME`] on [`BRIDGE_NAME`].
-pub(crate) fn wrap(tools: &Tools, program: &Path, args: &[OsString]) -> Command {
+pub(crate) fn wrap(
+    tools: &Tools,
+    program: &Path,
+    args: &[OsString],
+    forwards: &[PortForward],
+) -> Command {
     let mut c = tools.command(&tools.unshare);
     c.args([
         "--user",
@@ -173,7 +301,7 @@ pub(crate) fn wrap(tools: &Tools, program: &Path, args: &[OsString]) -> Command 
         "--",
         "/bin/sh",
         "-c",
-        SETUP,
+        &setup_script(None, tools.relay(forwards).as_ref()),
     ])
     .arg("banger-netns")
     .arg(program)
@@ -181,8 +309,23 @@ pub(crate) fn wrap(tools: &Tools, program: &Path, args: &[OsString]) -> Command 
     c
 }
 
+/// Which namespace pasta and `nsenter` join.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ns<'a> {
+    /// The user + network namespace of this process ([`wrap`]).
+    Process(u32),
+    /// A named network namespace, in the caller's user namespace ([`create_named`]).
+    Named(&'a Path),
+}
+
 /// pasta's arguments for the namespace of `pid`.
+#[cfg(test)]
 pub(crate) fn pasta_args(pid: u32, forwards: &[PortForward], as_root: bool) -> Vec<String> {
+    pasta_args_for(Ns::Process(pid), forwards, as_root)
+}
+
+/// pasta's arguments for `ns`.
+pub(crate) fn pasta_args_for(ns: Ns<'_>, forwards: &[PortForward], as_root: bool) -> Vec<String> {
     let mut v: Vec<String> = ["-f", "-q", "-I", PASTA_IFNAME, "-a", GUEST_ADDR, "-n"]
         .iter()
         .map(|s| s.to_string())
@@ -217,7 +360,12 @@ pub(crate) fn pasta_args(pid: u32, forwards: &[PortForward], as_root: bool) -> V
             v.extend([flag.to_string(), s]);
         }
     }
-    v.push(pid.to_string());
+    match ns {
+        Ns::Process(pid) => v.push(pid.to_string()),
+        // Root's pasta cannot open another root process's /proc/<pid>/ns files (it drops
+        // its capabilities first); a bind-mounted namespace is a plain file.
+        Ns::Named(path) => v.extend(["--netns".into(), path.to_string_lossy().into_owned()]),
+    }
     v
 }
 
@@ -230,6 +378,17 @@ pub(crate) struct Attached {
 /// Connects the namespace of `vmm` (started through [`wrap`]) outward with pasta.
 pub(crate) fn attach(
     tools: &Tools,
+    vmm: &ProcessRecord,
+    forwards: &[PortForward],
+    files: &RunFiles,
+) -> Result<Attached, NetnsError> {
+    attach_to(tools, Ns::Process(vmm.pid), vmm, forwards, files)
+}
+
+/// Connects `ns`, where `vmm` runs, outward with pasta.
+pub(crate) fn attach_to(
+    tools: &Tools,
+    ns: Ns<'_>,
     vmm: &ProcessRecord,
     forwards: &[PortForward],
     files: &RunFiles,
@@ -247,7 +406,7 @@ pub(crate) fn attach(
     // SAFETY: geteuid has no preconditions and touches no memory.
     let as_root = unsafe { libc::geteuid() } == 0 && tools.prefix.is_empty();
     let mut cmd = tools.command(&tools.pasta);
-    cmd.args(pasta_args(vmm.pid, forwards, as_root))
+    cmd.args(pasta_args_for(ns, forwards, as_root))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(log);
@@ -273,17 +432,20 @@ pub(crate) fn attach(
             return Err(pasta_err(format!("pasta exited ({status})")));
         }
     }
-    let out = tools
-        .command(&tools.nsenter)
+    let mut nsenter = tools.command(&tools.nsenter);
+    match ns {
         // Keeps the caller's ids (mapped to root inside): the namespace denies setgroups.
-        .args([
+        Ns::Process(pid) => nsenter.args([
             "-t",
-            &vmm.pid.to_string(),
+            &pid.to_string(),
             "-U",
             "-n",
             "--preserve-credentials",
             "--",
-        ])
+        ]),
+        Ns::Named(path) => nsenter.arg(net_flag(path)).arg("--"),
+    };
+    let out = nsenter
         .args(["ip", "link", "set"])
         .args([PASTA_IFNAME, "master", BRIDGE_NAME, "up"])
         .stdin(Stdio::null())
@@ -303,6 +465,68 @@ pub(crate) fn attach(
             detail: format!("cannot run {}: {e}", tools.nsenter.display()),
         })),
     }
+}
+
+/// Where `ip netns` keeps the namespace `name`.
+pub(crate) fn named_path(name: &str) -> PathBuf {
+    Path::new("/run/netns").join(name)
+}
+
+fn net_flag(path: &Path) -> OsString {
+    let mut f = OsString::from("--net=");
+    f.push(path);
+    f
+}
+
+/// Makes the named network namespace `name` (root only) with [`TAP_NAME`] on
+/// [`BRIDGE_NAME`], the TAP owned by `owner`. It lives until [`delete_named`].
+pub(crate) fn create_named(
+    tools: &Tools,
+    name: &str,
+    owner: (u32, u32),
+    forwards: &[PortForward],
+) -> Result<PathBuf, NetnsError> {
+    let path = named_path(name);
+    // A stale one of the same VM (a crash before cleanup) goes first.
+    delete_named(&path);
+    let run = |cmd: &mut Command| -> Result<(), NetnsError> {
+        let err = |detail: String| NetnsError::Named {
+            path: path.clone(),
+            detail,
+        };
+        match cmd.stdin(Stdio::null()).output() {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(err(format!(
+                "{}: {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ))),
+            Err(e) => Err(err(format!("cannot run {:?}: {e}", cmd.get_program()))),
+        }
+    };
+    run(Command::new(&tools.ip).args(["netns", "add", name]))?;
+    let made = run(Command::new(&tools.nsenter).arg(net_flag(&path)).args([
+        "--",
+        "/bin/sh",
+        "-c",
+        &setup_script(Some(owner), tools.relay(forwards).as_ref()),
+        "banger-netns",
+        "true",
+    ]));
+    if made.is_err() {
+        delete_named(&path);
+    }
+    made.map(|()| path)
+}
+
+/// Removes a namespace made by [`create_named`] (it ends once no process is in it; pasta
+/// exits when its file goes). Missing is fine.
+pub(crate) fn delete_named(path: &Path) {
+    if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) {
+        // SAFETY: a valid NUL-terminated path; MNT_DETACH needs nothing else.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+    let _ = std::fs::remove_file(path);
 }
 
 /// Whether the network namespace of `pid` has interface `name` (`/proc/<pid>/net/dev`).
@@ -387,7 +611,7 @@ mod tests {
             .unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let files = RunFiles::new(dir.path());
-        let mut cmd = wrap(&tools, Path::new("/bin/sleep"), &["600".into()]);
+        let mut cmd = wrap(&tools, Path::new("/bin/sleep"), &["600".into()], &[]);
         cmd.stdin(Stdio::null());
         let holder = process::spawn_detached(&mut cmd, "vmm", |_| {}).unwrap();
         struct Kill(Vec<ProcessRecord>);
@@ -428,6 +652,51 @@ mod tests {
             attached.pasta.wait_gone(Duration::from_secs(30)),
             "pasta stays"
         );
+    }
+
+    #[test]
+    fn published_ports_get_the_loopback_relay() {
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let f = |proto, host_port, guest_port| PortForward {
+            proto,
+            host_ip: lo,
+            host_port,
+            guest_port,
+        };
+        let forwards = [
+            f(Proto::Tcp, 8080, 80),
+            f(Proto::Tcp, 8081, 80),
+            f(Proto::Udp, 5353, 53),
+        ];
+        let relay = Relay {
+            iptables: Path::new("/usr/sbin/iptables"),
+            ebtables: Path::new("/usr/sbin/ebtables"),
+            forwards: &forwards,
+        };
+        let s = setup_script(Some((123, 100)), Some(&relay));
+        assert!(
+            s.contains("ip tuntap add dev tap0 mode tap user 123 group 100\n"),
+            "{s}"
+        );
+        assert!(s.contains("ip addr add 10.0.2.1/24 dev br0\n"), "{s}");
+        let dnat = "'/usr/sbin/iptables' -t nat -A OUTPUT -o lo -d 127.0.0.1 -p tcp --dport 80 \
+                    -j DNAT --to-destination 10.0.2.15:80\n";
+        assert_eq!(s.matches(dnat).count(), 1, "one rule per guest port:\n{s}");
+        assert!(s.contains("-p udp --dport 53 -j DNAT --to-destination 10.0.2.15:53\n"));
+        assert!(s.contains("-j SNAT --to-source 10.0.2.1\n"), "{s}");
+        assert!(
+            s.contains("'/usr/sbin/ebtables' -A OUTPUT -o pasta0 -j DROP\n"),
+            "{s}"
+        );
+        assert!(s.contains("--arp-ip-src 10.0.2.1 -j DROP\n"), "{s}");
+        assert!(s.ends_with("exec \"$@\"\n"), "{s}");
+        // Without published ports: no address, no rules.
+        let bare = setup_script(None, None);
+        assert!(
+            !bare.contains("10.0.2.1") && !bare.contains("tables"),
+            "{bare}"
+        );
+        assert!(bare.contains("disable_ipv6"), "{bare}");
     }
 
     #[test]

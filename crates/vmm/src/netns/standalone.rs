@@ -78,7 +78,7 @@ pub enum SpawnError {
 /// Starts `opts.program` inside a new user + network namespace with the TAP plumbing and
 /// attaches pasta. Returns once pasta's interface is on the bridge.
 pub fn spawn(opts: &SpawnOptions) -> Result<Plumbed, SpawnError> {
-    let mut tools = super::check()?;
+    let mut tools = super::check_for(&opts.forwards)?;
     tools.prefix = opts.prefix.clone();
     let files = RunFiles::new(&opts.run_dir);
     let start_err = |error: String| SpawnError::Start {
@@ -90,7 +90,7 @@ pub fn spawn(opts: &SpawnOptions) -> Result<Plumbed, SpawnError> {
     let err = out
         .try_clone()
         .map_err(|e| start_err(format!("cannot duplicate a file descriptor: {e}")))?;
-    let mut cmd = super::wrap(&tools, &opts.program, &opts.args);
+    let mut cmd = super::wrap(&tools, &opts.program, &opts.args, &opts.forwards);
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     let spawned = process::spawn_detached(&mut cmd, ROLE_VMM, |_| {})
         .map_err(|e| start_err(e.to_string()))?;
