@@ -9,17 +9,22 @@
 //! - [`image`]: what a kernel file is (x86 bzImage, ELF `vmlinux`, arm64 `Image`, bare
 //!   or compressed), its release and architecture, and extracting the uncompressed
 //!   kernel.
+//! - [`deb`]: reading a Debian kernel package (`ar`, then the data tar) without
+//!   installing it.
+//! - [`manifest`]: a stored kernel's `manifest.json` and the checksums it records.
 //!
 //! Errors are typed ([`KernelError`], [`cpio::CpioError`],
-//! [`decompress::DecompressError`], [`image::KernelImageError`]) and say what failed, on
-//! which file, and what to do.
+//! [`decompress::DecompressError`], [`image::KernelImageError`], [`deb::DebError`],
+//! [`manifest::ManifestError`]) and say what failed, on which file, and what to do.
 
 pub mod agent;
 pub mod cpio;
+pub mod deb;
 pub mod decompress;
 mod error;
 pub mod image;
 pub mod initramfs;
+pub mod manifest;
 pub mod modules;
 
 pub use agent::needs_interpreter;

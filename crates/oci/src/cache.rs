@@ -8,6 +8,12 @@
 //! requests for one digest are serialised by a per-digest lock, so it is fetched once.
 //! Cached blobs are re-checked (size, then full re-hash) before use; a bad one is
 //! deleted and fetched again (PITFALLS #16).
+//!
+//! Users of a blob hold a [`Lease`] on it ([`BlobCache::lease`], then [`Lease::hold`] before
+//! asking for the blob): [`BlobCache::prune`] keeps every blob a live lease holds, so a
+//! pull never has a layer deleted between fetching and reading it. Holding and pruning
+//! take the same lock, so a blob is either held before prune looks at it (kept) or removed
+//! before it is held (and then fetched again by the holder's `ensure`).
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -21,6 +27,64 @@ use tokio::io::AsyncWriteExt;
 pub struct BlobCache {
     root: PathBuf,
     locks: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+    leases: Arc<LeaseTable>,
+}
+
+/// How many live leases hold each digest.
+#[derive(Debug, Default)]
+struct LeaseTable {
+    held: Mutex<HashMap<Digest, usize>>,
+}
+
+impl LeaseTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, usize>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A claim on blobs of one cache: while any clone of it lives, [`BlobCache::prune`] keeps
+/// the blobs it holds. Dropping the last clone releases them.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    inner: Arc<LeaseInner>,
+}
+
+#[derive(Debug)]
+struct LeaseInner {
+    table: Arc<LeaseTable>,
+    digests: Mutex<HashSet<Digest>>,
+}
+
+impl Lease {
+    /// Holds `d` from now on. Call it before [`BlobCache::ensure`]: a blob pruned before
+    /// this is fetched again, one present after it stays.
+    pub fn hold(&self, d: &Digest) {
+        let mut mine = self.inner.digests.lock().unwrap_or_else(|p| p.into_inner());
+        if mine.insert(d.clone()) {
+            *self.inner.table.lock().entry(d.clone()).or_insert(0) += 1;
+        }
+    }
+
+    /// Whether this lease holds `d`.
+    pub fn holds(&self, d: &Digest) -> bool {
+        let mine = self.inner.digests.lock().unwrap_or_else(|p| p.into_inner());
+        mine.contains(d)
+    }
+}
+
+impl Drop for LeaseInner {
+    fn drop(&mut self) {
+        let mine = self.digests.get_mut().unwrap_or_else(|p| p.into_inner());
+        let mut table = self.table.lock();
+        for d in mine.drain() {
+            if let Some(n) = table.get_mut(&d) {
+                *n -= 1;
+                if *n == 0 {
+                    table.remove(&d);
+                }
+            }
+        }
+    }
 }
 
 /// Streaming writer handed to a fetcher; see [`BlobCache::ensure`].
@@ -67,8 +131,12 @@ impl BlobWriter {
 /// Result of [`BlobCache::prune`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PruneReport {
+    /// Blobs removed (or, in a dry run, that would be).
     pub blobs: u64,
     pub bytes: u64,
+    /// Blobs kept because a live [`Lease`] holds them.
+    pub leased_blobs: u64,
+    pub leased_bytes: u64,
 }
 
 pub(crate) fn hash_file(p: &Path) -> std::io::Result<(Digest, u64)> {
@@ -93,6 +161,7 @@ impl BlobCache {
         let cache = BlobCache {
             root: root.into(),
             locks: Mutex::new(HashMap::new()),
+            leases: Arc::default(),
         };
         cache.ensure_dirs()?;
         Ok(cache)
@@ -239,7 +308,18 @@ impl BlobCache {
         Ok(p)
     }
 
-    /// Deletes every blob not in `keep` (and stale temp files older than an hour).
+    /// A new, empty lease on this cache's blobs.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            inner: Arc::new(LeaseInner {
+                table: self.leases.clone(),
+                digests: Mutex::new(HashSet::new()),
+            }),
+        }
+    }
+
+    /// Deletes every blob not in `keep` and held by no live [`Lease`] (and stale temp
+    /// files older than an hour, unless a lease holds their digest: a slow download).
     /// With `dry_run`, only reports what would go.
     pub fn prune(&self, keep: &HashSet<Digest>, dry_run: bool) -> Result<PruneReport> {
         let mut report = PruneReport::default();
@@ -253,20 +333,37 @@ impl BlobCache {
         for e in rd {
             let e = e.map_err(|e| Error::io("read cache dir", e))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            let in_use = Digest::parse(&format!("sha256:{name}")).is_ok_and(|d| keep.contains(&d));
-            if in_use {
+            let digest = Digest::parse(&format!("sha256:{name}")).ok();
+            if digest.as_ref().is_some_and(|d| keep.contains(d)) {
                 continue;
             }
             let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+            // Held across the check and the removal, so no lease starts in between.
+            let leases = self.leases.lock();
+            if digest.as_ref().is_some_and(|d| leases.contains_key(d)) {
+                report.leased_blobs += 1;
+                report.leased_bytes += len;
+                continue;
+            }
             if !dry_run {
                 std::fs::remove_file(e.path())
                     .map_err(|x| Error::io(format!("remove {}", e.path().display()), x))?;
             }
+            drop(leases);
             report.blobs += 1;
             report.bytes += len;
         }
         if !dry_run && let Ok(rd) = std::fs::read_dir(self.root.join("tmp")) {
             for e in rd.flatten() {
+                // Temp files are named `<hex>.<random>` after the blob they will become.
+                let name = e.file_name().to_string_lossy().into_owned();
+                let leased = name.split_once('.').is_some_and(|(hex, _)| {
+                    Digest::parse(&format!("sha256:{hex}"))
+                        .is_ok_and(|d| self.leases.lock().contains_key(&d))
+                });
+                if leased {
+                    continue;
+                }
                 let old = e
                     .metadata()
                     .ok()

@@ -2,7 +2,7 @@
 //! platform, `fetch_layers` into the cache concurrently with progress events, then
 //! `crate::flatten` the returned inputs into a sink.
 
-use crate::cache::{BlobCache, BlobWriter};
+use crate::cache::{BlobCache, BlobWriter, Lease};
 use crate::credentials::CredentialStore;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -19,9 +19,9 @@ use std::sync::Arc;
 
 /// Layer media types we can decode (compression is sniffed anyway).
 const LAYER_TYPES: &[&str] = &[
-    "application/vnd.oci.image.layer.v1.tar",
-    "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.oci.image.layer.v1.tar+zstd",
+    crate::manifest::OCI_LAYER,
+    crate::manifest::OCI_LAYER_GZIP,
+    crate::manifest::OCI_LAYER_ZSTD,
     "application/vnd.docker.image.rootfs.diff.tar.gzip",
     "application/vnd.docker.image.rootfs.diff.tar",
     "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
@@ -67,6 +67,9 @@ pub struct ResolvedImage {
     /// Bottom layer first.
     pub layers: Vec<LayerDescriptor>,
     pub origin: ImageOrigin,
+    /// Holds the image's blobs in the cache (its config from `resolve`, its layers from
+    /// `fetch_layers`): `BlobCache::prune` keeps them while any clone of the image lives.
+    pub lease: Lease,
 }
 
 impl ResolvedImage {
@@ -280,12 +283,14 @@ impl Puller {
         origin: &ImageOrigin,
         d: &Digest,
         size: Option<u64>,
+        lease: &Lease,
     ) -> Result<Vec<u8>> {
         match origin {
             ImageOrigin::Registry {
                 registry,
                 repository,
             } => {
+                lease.hold(d);
                 let (p, _) = self
                     .cache
                     .ensure(d, size, async |w: &mut BlobWriter| {
@@ -314,6 +319,7 @@ impl Puller {
         platform: &Platform,
         origin: ImageOrigin,
     ) -> Result<ResolvedImage> {
+        let lease = self.cache.lease();
         let (manifest, manifest_digest, index_digest, from_index) =
             match ManifestDoc::parse(&body, ct.as_deref())? {
                 ManifestDoc::Image(m) => (m, digest, None, false),
@@ -329,7 +335,10 @@ impl Puller {
                                 .await?
                                 .0
                         }
-                        files => self.document(files, &desc.digest, Some(desc.size)).await?,
+                        files => {
+                            self.document(files, &desc.digest, Some(desc.size), &lease)
+                                .await?
+                        }
                     };
                     if body.len() as u64 != desc.size {
                         return Err(Error::SizeMismatch {
@@ -354,7 +363,12 @@ impl Puller {
                 }
             };
         let config_body = self
-            .document(&origin, &manifest.config.digest, Some(manifest.config.size))
+            .document(
+                &origin,
+                &manifest.config.digest,
+                Some(manifest.config.size),
+                &lease,
+            )
             .await?;
         let config = ImageConfig::parse(&config_body)?;
         let actual = Platform {
@@ -378,6 +392,7 @@ impl Puller {
             config,
             layers,
             origin,
+            lease,
         })
     }
 
@@ -462,6 +477,7 @@ impl Puller {
                 in_place: false,
                 _keep: Some(tmp),
             },
+            lease: self.cache.lease(),
         })
     }
 
@@ -488,12 +504,13 @@ impl Puller {
         let sem = Arc::new(tokio::sync::Semaphore::new(self.concurrency.max(1)));
         let mut set = tokio::task::JoinSet::new();
         for (index, layer) in image.layers.iter().cloned().enumerate().rev() {
-            let (cache, client, origin, progress, sem) = (
+            let (cache, client, origin, progress, sem, lease) = (
                 self.cache.clone(),
                 self.client.clone(),
                 image.origin.clone(),
                 progress.clone(),
                 sem.clone(),
+                image.lease.clone(),
             );
             set.spawn(async move {
                 let _permit = sem
@@ -507,6 +524,10 @@ impl Puller {
                     total: layer.size,
                 });
                 let in_place_blob = matches!(&origin, ImageOrigin::Files { in_place: true, .. });
+                if !in_place_blob {
+                    // Before the cache is asked: see `Lease::hold`.
+                    lease.hold(&d);
+                }
                 let (path, fetched) = match &origin {
                     ImageOrigin::Registry {
                         registry,

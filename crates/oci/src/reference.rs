@@ -232,14 +232,37 @@ fn validate_component(c: &str) -> Result<(), String> {
 /// digest as suffix (`debian-abcd…`), so two pins of one repository don't collide.
 /// With both a tag and a digest the tag is used.
 pub fn default_image_name(r: &Reference) -> String {
-    let last = r.repository.rsplit('/').next().unwrap_or(&r.repository);
-    let mut name = last.to_string();
-    if let Some(tag) = &r.tag {
+    let digest = r.digest.as_ref().map(Digest::hex);
+    name_from(&r.repository, r.tag.as_deref(), digest)
+}
+
+/// [`default_image_name`] of a reference as written, without validating it: the CLI
+/// derives the name its config defaults to from a string it does not parse (a local
+/// source such as `oci:DIR:TAG` is named after its last path segment and tag).
+pub fn default_image_name_of(written: &str) -> String {
+    let (rest, digest) = match written.split_once('@') {
+        Some((r, d)) => (r, Some(d.split_once(':').map_or(d, |(_, hex)| hex))),
+        None => (written, None),
+    };
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    match rest[last_slash..].rfind(':') {
+        Some(i) => name_from(
+            &rest[..last_slash + i],
+            Some(&rest[last_slash + i + 1..]),
+            digest,
+        ),
+        None => name_from(rest, None, digest),
+    }
+}
+
+fn name_from(path: &str, tag: Option<&str>, digest_hex: Option<&str>) -> String {
+    let mut name = path.rsplit('/').next().unwrap_or(path).to_string();
+    if let Some(tag) = tag {
         name.push('-');
         name.push_str(tag);
-    } else if let Some(d) = &r.digest {
+    } else if let Some(hex) = digest_hex {
         name.push('-');
-        name.push_str(&d.hex()[..12]);
+        name.push_str(hex.get(..12).unwrap_or(hex));
     }
     name.chars()
         .map(|c| {
@@ -329,5 +352,28 @@ mod tests {
         assert_eq!(name("localhost:5000/x:Latest"), "x-latest");
         assert_eq!(name(&format!("debian@{D}")), "debian-e3b0c44298fc");
         assert_eq!(name(&format!("debian:12@{D}")), "debian-12");
+    }
+
+    #[test]
+    fn names_as_written_follow_the_same_rule() {
+        for s in [
+            "docker.io/library/debian:bookworm",
+            "alpine:3.20",
+            "debian",
+            "ghcr.io/some/org/my-image:v2.1",
+            "localhost:5000/x:Latest",
+            &format!("debian@{D}"),
+            &format!("debian:12@{D}"),
+        ] {
+            let parsed = default_image_name(&Reference::parse(s).unwrap());
+            assert_eq!(default_image_name_of(s), parsed, "{s}");
+        }
+        // Unparsed: local sources and short digests still get a name.
+        assert_eq!(default_image_name_of("oci:/srv/layout:v1"), "layout-v1");
+        assert_eq!(
+            default_image_name_of("debian:12@sha256:e3b0c4"),
+            "debian-12"
+        );
+        assert_eq!(default_image_name_of("debian@sha256:e3b0"), "debian-e3b0");
     }
 }

@@ -164,6 +164,45 @@ async fn prune_dry_run_reports_and_keeps() {
     assert_eq!(blobs(&cache), vec![ds[0].hex().to_string()]);
 }
 
+/// A blob a live lease holds survives prune (reported as leased); once every clone of the
+/// lease is gone, the next prune removes it.
+#[tokio::test]
+async fn prune_keeps_leased_blobs_until_the_lease_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = BlobCache::open(dir.path()).unwrap();
+    let (held, free) = (&b"held blob"[..], &b"free"[..]);
+    let lease = cache.lease();
+    lease.hold(&Digest::of(held));
+    for body in [held, free] {
+        cache
+            .ensure(&Digest::of(body), None, async |w: &mut BlobWriter| {
+                w.write(body).await
+            })
+            .await
+            .unwrap();
+    }
+    let clone = lease.clone();
+    drop(lease);
+    assert!(clone.holds(&Digest::of(held)));
+    let r = cache.prune(&HashSet::new(), true).unwrap();
+    assert_eq!(
+        (r.blobs, r.bytes, r.leased_blobs, r.leased_bytes),
+        (1, 4, 1, 9)
+    );
+    let r = cache.prune(&HashSet::new(), false).unwrap();
+    assert_eq!((r.blobs, r.leased_blobs), (1, 1));
+    assert_eq!(blobs(&cache), vec![Digest::of(held).hex().to_string()]);
+    // A second lease on the same blob keeps it after the first one goes.
+    let other = cache.lease();
+    other.hold(&Digest::of(held));
+    drop(clone);
+    assert_eq!(cache.prune(&HashSet::new(), false).unwrap().leased_blobs, 1);
+    drop(other);
+    let r = cache.prune(&HashSet::new(), false).unwrap();
+    assert_eq!((r.blobs, r.leased_blobs), (1, 0));
+    assert!(blobs(&cache).is_empty());
+}
+
 /// ENOSPC is reported as an I/O error callers can recognise, and leaves nothing behind.
 #[tokio::test]
 async fn disk_full_is_reported_as_no_space() {

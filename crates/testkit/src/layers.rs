@@ -325,3 +325,35 @@ pub fn gzip(tar: &[u8]) -> Vec<u8> {
 pub fn zstd(tar: &[u8]) -> Vec<u8> {
     pipe("zstd", &["-c", "-q"], tar)
 }
+
+/// A Debian package (`.deb`) as `dpkg-deb` lays it out: an `ar` archive of
+/// `debian-binary`, `control.tar` and `data_member` (`data.tar`, `data.tar.zst`, …)
+/// holding `data`.
+pub fn deb(data_member: &str, data: &[u8]) -> Vec<u8> {
+    let control = LayerBuilder::new()
+        .file("control", b"Package: x\n")
+        .finish();
+    let mut out = b"!<arch>\n".to_vec();
+    for (name, body) in [
+        ("debian-binary", &b"2.0\n"[..]),
+        ("control.tar", &control[..]),
+        (data_member, data),
+    ] {
+        let header = format!(
+            "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+            name,
+            0,
+            0,
+            0,
+            "100644",
+            body.len()
+        );
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(body);
+        // ar pads members to an even offset.
+        if body.len() % 2 == 1 {
+            out.push(b'\n');
+        }
+    }
+    out
+}
