@@ -82,10 +82,8 @@ declare -A READY RUN EXEC
 FC=${BANGER_FIRECRACKER:-$(command -v firecracker)}
 for vmm in firecracker qemu; do
     echo "smoke-kvm: --vmm $vmm: lifecycle ..." >&2
-    # `vm run` has no --vmm: it takes `auto`, which picks Firecracker on this host. For the
-    # QEMU pass the daemon is restarted without Firecracker, so `auto` means QEMU there.
     "$B" daemon stop >/dev/null 2>&1 || true
-    if [ "$vmm" = qemu ]; then export BANGER_FIRECRACKER=$WORK/no-firecracker; else export BANGER_FIRECRACKER=$FC; fi
+    export BANGER_FIRECRACKER=$FC
     # The VM scenario: create, exec, stop, start, exec, delete.
     "$B" vm create "s-$vmm" --image minbase --vmm "$vmm" --cpus 1 --memory 512MiB -q >/dev/null
     got=$(vm_field "s-$vmm" 'v.get("vmm")' 2>/dev/null || true)

@@ -44,11 +44,13 @@ pub struct ImageDisk {
     pub shared_bytes: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImageRegisterParams {
-    pub name: String,
-    pub rootfs_path: String,
+/// Which kernel an image gets, in `image.register` and `image.pull`: `kernel_ref` (a kernel
+/// from the store) XOR `kernel_path` with optional `initrd_path`/`modules_dir` (the daemon
+/// decides and explains). Flattened into the params: on the wire these are top-level keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelChoice {
+    // No `deny_unknown_fields` here: serde checks the keys of the params it is flattened
+    // into, which do deny them.
     #[serde(default)]
     pub kernel_path: Option<String>,
     #[serde(default)]
@@ -57,6 +59,15 @@ pub struct ImageRegisterParams {
     pub modules_dir: Option<String>,
     #[serde(default)]
     pub kernel_ref: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRegisterParams {
+    pub name: String,
+    pub rootfs_path: String,
+    #[serde(flatten)]
+    pub kernel: KernelChoice,
 }
 
 /// Names one image, by name or id.
@@ -92,4 +103,61 @@ pub struct CachePruned {
     pub dry_run: bool,
     pub blobs: u64,
     pub bytes: u64,
+    /// Blobs kept because a pull in flight holds them (pruned by a later run).
+    #[serde(default)]
+    pub in_use_blobs: u64,
+    #[serde(default)]
+    pub in_use_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pull::ImagePullParams;
+
+    #[test]
+    fn kernel_fields_stay_top_level_keys() {
+        let register = ImageRegisterParams {
+            name: "dev".into(),
+            rootfs_path: "/r".into(),
+            kernel: KernelChoice {
+                kernel_path: Some("/k".into()),
+                ..KernelChoice::default()
+            },
+        };
+        let json = serde_json::to_string(&register).unwrap();
+        assert_eq!(
+            json,
+            r#"{"name":"dev","rootfs_path":"/r","kernel_path":"/k","initrd_path":null,"modules_dir":null,"kernel_ref":null}"#
+        );
+        let pull: ImagePullParams =
+            serde_json::from_str(r#"{"ref":"debian","kernel_ref":"cloud","size_bytes":5}"#)
+                .unwrap();
+        assert_eq!(pull.kernel.kernel_ref.as_deref(), Some("cloud"));
+        assert_eq!(pull.size_bytes, Some(5));
+        let pull = serde_json::to_value(&pull).unwrap();
+        let keys: Vec<&str> = pull
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert!(
+            keys.contains(&"kernel_ref") && !keys.contains(&"kernel"),
+            "{keys:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_still_refused() {
+        for json in [
+            r#"{"name":"dev","rootfs_path":"/r","kernel_pth":"/k"}"#,
+            r#"{"name":"dev","rootfs_path":"/r","kernel":{"kernel_path":"/k"}}"#,
+        ] {
+            let err = serde_json::from_str::<ImageRegisterParams>(json).unwrap_err();
+            assert!(err.to_string().contains("unknown field"), "{err}");
+        }
+        let err = serde_json::from_str::<ImagePullParams>(r#"{"ref":"x","bogus":1}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
+    }
 }

@@ -4,7 +4,9 @@
 //! params as a JSON body (an empty body means `{}`). Success is `200` with the result as the
 //! body; failure is a non-2xx status with an [`ErrorBody`]. Streaming methods (pulls) answer
 //! `application/x-ndjson` lines of [`StreamLine`](pull::StreamLine) when the request says
-//! `Accept: application/x-ndjson`.
+//! `Accept: application/x-ndjson`. Each method is a type in [`methods`] naming its params
+//! and result, so the daemon's handlers and the CLI's calls are checked against one
+//! declaration.
 //!
 //! This crate holds only data: no I/O beyond reading environment variables for [`layout`].
 

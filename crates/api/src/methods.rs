@@ -1,32 +1,167 @@
-//! Method names, as in PRODUCT.md. Kept as constants so daemon routing and client calls
-//! cannot drift apart.
+//! Every method as a type: its wire name, how it answers, its params and its result.
+//!
+//! The daemon registers a handler per type and the CLI calls by type, so a method's name,
+//! params and result cannot drift apart between the two. The module path mirrors the wire
+//! name: [`image::Pull`] is `image.pull`, [`vm::CpPut`] is `vm.cp.put`.
+//!
+//! Three kinds of method (see [`Kind`]): plain ones answer one JSON result; streaming ones
+//! answer the same, or progress events then the result when asked for NDJSON; upgrade ones
+//! switch the connection to a byte stream and have no JSON result.
 
-pub const PING: &str = "ping";
-pub const VERSION: &str = "version";
-pub const DAEMON_SHUTDOWN: &str = "daemon.shutdown";
-pub const IMAGE_REGISTER: &str = "image.register";
-pub const IMAGE_LIST: &str = "image.list";
-pub const IMAGE_SHOW: &str = "image.show";
-pub const IMAGE_DELETE: &str = "image.delete";
-pub const IMAGE_PULL: &str = "image.pull";
-pub const IMAGE_CACHE_PRUNE: &str = "image.cache.prune";
-pub const KERNEL_IMPORT: &str = "kernel.import";
-pub const KERNEL_LIST: &str = "kernel.list";
-pub const KERNEL_SHOW: &str = "kernel.show";
-pub const KERNEL_DELETE: &str = "kernel.delete";
-pub const KERNEL_PUSH: &str = "kernel.push";
-pub const KERNEL_PULL: &str = "kernel.pull";
-pub const VM_CREATE: &str = "vm.create";
-pub const VM_START: &str = "vm.start";
-pub const VM_STOP: &str = "vm.stop";
-pub const VM_KILL: &str = "vm.kill";
-pub const VM_DELETE: &str = "vm.delete";
-pub const VM_LIST: &str = "vm.list";
-pub const VM_SHOW: &str = "vm.show";
-pub const VM_LOGS: &str = "vm.logs";
-pub const VM_EXEC: &str = "vm.exec";
-pub const VM_PORTS: &str = "vm.ports";
-pub const VM_CP_PUT: &str = "vm.cp.put";
-pub const VM_CP_GET: &str = "vm.cp.get";
-pub const VM_PROXY: &str = "vm.proxy";
-pub const SSH_CONFIG: &str = "ssh.config";
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// How a method answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// One JSON result.
+    Plain,
+    /// One JSON result; with `Accept: application/x-ndjson`, progress events first.
+    Streaming,
+    /// `101 Switching Protocols` with this `Upgrade` token, then a byte stream.
+    Upgrade(&'static str),
+}
+
+/// What every method has: a name and params.
+pub trait Method {
+    /// The name in `POST /v1/<NAME>`.
+    const NAME: &'static str;
+    /// How it answers; [`Call`], [`Streaming`] and [`Upgrade`] are implemented to match.
+    const KIND: Kind;
+    /// The JSON body of the request.
+    type Params: Serialize + DeserializeOwned + Send + 'static;
+}
+
+/// A method answered with a JSON result ([`Kind::Plain`] or [`Kind::Streaming`]).
+pub trait Call: Method {
+    type Result: Serialize + DeserializeOwned + Send + 'static;
+}
+
+/// A [`Call`] that can stream progress events before its result.
+pub trait Streaming: Call {}
+
+/// A method that upgrades the connection ([`Kind::Upgrade`]).
+pub trait Upgrade: Method {
+    /// The `Upgrade` header token, the same as in [`Kind::Upgrade`].
+    const PROTOCOL: &'static str;
+}
+
+/// Declares one method type; the kind and its marker traits are written together, so
+/// they cannot disagree.
+macro_rules! method {
+    ($(#[$doc:meta])* $ty:ident = $name:literal, plain: $params:ty => $result:ty) => {
+        method!(@type $(#[$doc])* $ty = $name, $crate::methods::Kind::Plain, $params);
+        impl $crate::methods::Call for $ty {
+            type Result = $result;
+        }
+    };
+    ($(#[$doc:meta])* $ty:ident = $name:literal, streaming: $params:ty => $result:ty) => {
+        method!(@type $(#[$doc])* $ty = $name, $crate::methods::Kind::Streaming, $params);
+        impl $crate::methods::Call for $ty {
+            type Result = $result;
+        }
+        impl $crate::methods::Streaming for $ty {}
+    };
+    ($(#[$doc:meta])* $ty:ident = $name:literal, upgrade($token:expr): $params:ty) => {
+        method!(@type $(#[$doc])* $ty = $name, $crate::methods::Kind::Upgrade($token), $params);
+        impl $crate::methods::Upgrade for $ty {
+            const PROTOCOL: &'static str = $token;
+        }
+    };
+    (@type $(#[$doc:meta])* $ty:ident = $name:literal, $kind:expr, $params:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy)]
+        pub struct $ty;
+        impl $crate::methods::Method for $ty {
+            const NAME: &'static str = $name;
+            const KIND: $crate::methods::Kind = $kind;
+            type Params = $params;
+        }
+    };
+}
+
+/// The daemon itself: `ping`, `version`, `daemon.shutdown`.
+pub mod system {
+    use crate::system::{Empty, PingResult, ShutdownResult, VersionInfo};
+
+    method!(
+        /// Is the daemon up (the CLI's autostart polls it).
+        Ping = "ping", plain: Empty => PingResult
+    );
+    method!(Version = "version", plain: Empty => VersionInfo);
+    method!(
+        /// Stop accepting; in-flight requests finish first.
+        Shutdown = "daemon.shutdown", plain: Empty => ShutdownResult
+    );
+}
+
+/// `image.*`.
+pub mod image {
+    use crate::image::{
+        CachePruneParams, CachePruned, Image, ImageDeleted, ImageDetails, ImageList, ImageRef,
+        ImageRegisterParams,
+    };
+    use crate::pull::ImagePullParams;
+    use crate::system::Empty;
+
+    method!(Register = "image.register", plain: ImageRegisterParams => Image);
+    method!(List = "image.list", plain: Empty => ImageList);
+    method!(Show = "image.show", plain: ImageRef => ImageDetails);
+    method!(Delete = "image.delete", plain: ImageRef => ImageDeleted);
+    method!(Pull = "image.pull", streaming: ImagePullParams => Image);
+    method!(CachePrune = "image.cache.prune", plain: CachePruneParams => CachePruned);
+}
+
+/// `kernel.*`.
+pub mod kernel {
+    use crate::kernel::{
+        Kernel, KernelDeleteParams, KernelDeleted, KernelImportParams, KernelList,
+        KernelPullParams, KernelPushParams, KernelPushed, KernelRef,
+    };
+    use crate::system::Empty;
+
+    method!(Import = "kernel.import", plain: KernelImportParams => Kernel);
+    method!(List = "kernel.list", plain: Empty => KernelList);
+    method!(Show = "kernel.show", plain: KernelRef => Kernel);
+    method!(Delete = "kernel.delete", plain: KernelDeleteParams => KernelDeleted);
+    method!(Push = "kernel.push", streaming: KernelPushParams => KernelPushed);
+    method!(Pull = "kernel.pull", streaming: KernelPullParams => Kernel);
+}
+
+/// `vm.*`.
+pub mod vm {
+    use crate::system::Empty;
+    use crate::vm::{
+        EXEC_UPGRADE, STREAM_UPGRADE, Vm, VmCpGetParams, VmCpPutParams, VmCreateParams,
+        VmDeleteParams, VmDeleted, VmExecParams, VmList, VmLogs, VmLogsParams, VmPorts,
+        VmProxyParams, VmRef, VmStartParams,
+    };
+
+    method!(Create = "vm.create", streaming: VmCreateParams => Vm);
+    method!(Start = "vm.start", streaming: VmStartParams => Vm);
+    method!(Stop = "vm.stop", plain: VmRef => Vm);
+    method!(Kill = "vm.kill", plain: VmRef => Vm);
+    method!(Delete = "vm.delete", plain: VmDeleteParams => VmDeleted);
+    method!(List = "vm.list", plain: Empty => VmList);
+    method!(Show = "vm.show", plain: VmRef => Vm);
+    method!(
+        /// Streams only with `follow`.
+        Logs = "vm.logs", streaming: VmLogsParams => VmLogs
+    );
+    method!(Ports = "vm.ports", plain: VmRef => VmPorts);
+    method!(Exec = "vm.exec", upgrade(EXEC_UPGRADE): VmExecParams);
+    method!(CpPut = "vm.cp.put", upgrade(STREAM_UPGRADE): VmCpPutParams);
+    method!(CpGet = "vm.cp.get", upgrade(STREAM_UPGRADE): VmCpGetParams);
+    method!(Proxy = "vm.proxy", upgrade(STREAM_UPGRADE): VmProxyParams);
+}
+
+/// `ssh.*`.
+pub mod ssh {
+    use crate::system::Empty;
+    use crate::vm::SshInfo;
+
+    method!(
+        /// banger's SSH identity and known_hosts, for `banger ssh-config`.
+        Config = "ssh.config", plain: Empty => SshInfo
+    );
+}

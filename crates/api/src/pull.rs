@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
+use crate::image::KernelChoice;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -14,14 +15,8 @@ pub struct ImagePullParams {
     /// Defaults to a name derived from the reference (`debian:bookworm` → `debian-bookworm`).
     #[serde(default)]
     pub name: Option<String>,
-    #[serde(default)]
-    pub kernel_path: Option<String>,
-    #[serde(default)]
-    pub initrd_path: Option<String>,
-    #[serde(default)]
-    pub modules_dir: Option<String>,
-    #[serde(default)]
-    pub kernel_ref: Option<String>,
+    #[serde(flatten)]
+    pub kernel: KernelChoice,
     /// Exact filesystem size; default `max(content × 1.25, 1 GiB)`.
     #[serde(default)]
     pub size_bytes: Option<u64>,

@@ -19,6 +19,12 @@ pub struct VersionInfo {
     pub socket_path: String,
 }
 
+/// Result of `daemon.shutdown`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShutdownResult {
+    pub stopping: bool,
+}
+
 /// Params of methods that take none.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

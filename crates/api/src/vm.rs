@@ -104,6 +104,10 @@ pub struct VmCreateParams {
     /// Published ports, `[IP:]HOST:GUEST[/tcp|udp]` (IP defaults to 127.0.0.1).
     #[serde(default)]
     pub publish: Vec<String>,
+    /// Extra kernel command-line arguments, appended after banger's own (so a later
+    /// `loglevel=` wins); `banger.*` keys are reserved.
+    #[serde(default)]
+    pub kernel_args: Vec<String>,
 }
 
 /// A guest port published on the host.
@@ -191,6 +195,13 @@ pub struct VmDeleteParams {
     /// Kill a running VM first instead of refusing.
     #[serde(default)]
     pub force: bool,
+}
+
+/// Result of `vm.delete`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmDeleted {
+    pub id: String,
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

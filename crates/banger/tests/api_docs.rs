@@ -55,3 +55,42 @@ fn curl_examples_in_api_docs_work() {
     assert_eq!(docs[2]["name"], "dev");
     assert_eq!(docs[2]["managed"], false);
 }
+
+/// The method table and the streaming heading of docs/api.md name only methods the
+/// daemon registers, and the streaming ones are exactly those registered as streaming.
+#[test]
+fn documented_methods_match_the_registrations() {
+    use banger_daemon::rpc::{self, Kind};
+
+    let doc = include_str!("../../../docs/api.md");
+    let methods = &doc[doc.find("## Methods").expect("methods section")..];
+    let table = &methods[methods.find("\n|").expect("the methods table")..];
+    let table = &table[..table.find("\n\n").expect("end of the table")];
+    let documented: Vec<&str> = table
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+        .collect();
+    assert!(documented.len() > 10, "{documented:?}");
+    for m in &documented {
+        assert!(
+            rpc::kind(m).is_some(),
+            "docs/api.md documents {m}, unknown to the daemon"
+        );
+    }
+
+    let heading = doc
+        .lines()
+        .find(|l| l.starts_with("## Streaming:"))
+        .expect("streaming heading");
+    let mut streaming_doc: Vec<&str> = heading.split('`').skip(1).step_by(2).collect();
+    let mut streaming: Vec<&str> = rpc::known_methods()
+        .into_iter()
+        .filter(|m| rpc::kind(m) == Some(Kind::Streaming))
+        .collect();
+    streaming_doc.sort_unstable();
+    streaming.sort_unstable();
+    assert_eq!(
+        streaming_doc, streaming,
+        "the streaming methods in docs/api.md"
+    );
+}

@@ -31,7 +31,7 @@ pub async fn ensure_daemon(layout: &Layout) -> anyhow::Result<Client> {
 }
 
 pub async fn ping(client: &Client) -> Result<PingResult, ClientError> {
-    client.call(methods::PING, &Empty {}).await
+    client.call::<methods::system::Ping>(&Empty {}).await
 }
 
 /// Where the daemon binary is: `$BANGER_DAEMON`, next to this executable, or on PATH.
@@ -50,8 +50,8 @@ pub fn daemon_binary() -> PathBuf {
     PathBuf::from("bangerd")
 }
 
-/// Spawns a detached daemon for `layout`, with this process's environment, and waits until
-/// it answers `ping`.
+/// Spawns a detached daemon for `layout`, with this process's environment and the
+/// config file's `[daemon]` settings, and waits until it answers `ping`.
 pub async fn start_daemon(layout: &Layout) -> anyhow::Result<PingResult> {
     std::fs::create_dir_all(&layout.state_dir)
         .with_context(|| format!("creating {}", layout.state_dir.display()))?;
@@ -62,6 +62,8 @@ pub async fn start_daemon(layout: &Layout) -> anyhow::Result<PingResult> {
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
     let binary = daemon_binary();
+    // `[daemon]` of config.toml: read now, so a bad file is reported before a daemon runs.
+    let settings = crate::config::Config::load()?.daemon;
     let mut child = Command::new(&binary)
         // Explicit directories: the daemon serves exactly the layout this CLI talks to.
         .arg("--state-dir")
@@ -70,6 +72,7 @@ pub async fn start_daemon(layout: &Layout) -> anyhow::Result<PingResult> {
         .arg(&layout.cache_dir)
         .arg("--runtime-dir")
         .arg(&layout.runtime_dir)
+        .args(settings.args())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)

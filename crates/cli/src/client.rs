@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use banger_api::methods::{Call, Streaming, Upgrade};
 use banger_api::pull::{PullEvent, StreamLine};
 use banger_api::{ApiError, ErrorBody, NDJSON, RPC_PREFIX};
 use bytes::Bytes;
@@ -46,48 +47,38 @@ impl Client {
         &self.socket
     }
 
-    /// Calls `method` with `params` and decodes its result.
-    pub async fn call<P: Serialize, R: DeserializeOwned>(
-        &self,
-        method: &str,
-        params: &P,
-    ) -> Result<R, ClientError> {
-        let response = self.send(method, params, "application/json").await?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?
-            .to_bytes();
-        decode(status, &bytes)
+    /// Calls `M` with `params` and decodes its result.
+    pub async fn call<M: Call>(&self, params: &M::Params) -> Result<M::Result, ClientError> {
+        let response = self
+            .send(
+                M::NAME,
+                params,
+                &[(hyper::header::ACCEPT, "application/json")],
+            )
+            .await?;
+        decode_whole(response).await
     }
 
     /// Calls a streaming method: `on_event` sees each progress event as it arrives, then
     /// the final result is decoded. Dropping the returned future closes the connection,
     /// which the daemon treats as cancellation.
-    pub async fn call_streaming<P: Serialize, R: DeserializeOwned>(
+    pub async fn call_streaming<M: Streaming>(
         &self,
-        method: &str,
-        params: &P,
+        params: &M::Params,
         mut on_event: impl FnMut(&PullEvent),
-    ) -> Result<R, ClientError> {
-        let response = self.send(method, params, NDJSON).await?;
-        let status = response.status();
+    ) -> Result<M::Result, ClientError> {
+        let response = self
+            .send(M::NAME, params, &[(hyper::header::ACCEPT, NDJSON)])
+            .await?;
         let streaming = response
             .headers()
             .get(hyper::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with(NDJSON));
-        let mut body = response.into_body();
         if !streaming {
-            let bytes = body
-                .collect()
-                .await
-                .map_err(|e| ClientError::Protocol(e.to_string()))?
-                .to_bytes();
-            return decode(status, &bytes);
+            return decode_whole(response).await;
         }
+        let mut body = response.into_body();
         let mut pending: Vec<u8> = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| ClientError::Protocol(e.to_string()))?;
@@ -116,35 +107,20 @@ impl Client {
     }
 
     /// Calls a method that switches the connection to another protocol (`vm.exec`): the
-    /// request carries `Connection: Upgrade` and `Upgrade: <protocol>`; a `101 Switching
+    /// request carries `Connection: Upgrade` and `Upgrade: <M::PROTOCOL>`; a `101 Switching
     /// Protocols` answer hands back the raw connection. Any other answer is decoded like a
     /// plain call's, so the daemon's errors (`not_found`, `not_running`, …) surface as
     /// [`ClientError::Api`].
-    pub async fn upgrade<P: Serialize>(
+    pub async fn upgrade<M: Upgrade>(
         &self,
-        method: &str,
-        params: &P,
-        protocol: &str,
+        params: &M::Params,
     ) -> Result<TokioIo<Upgraded>, ClientError> {
-        let stream = self.connect().await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| protocol_error(&e))?;
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        let body = serde_json::to_vec(params).map_err(|e| protocol_error(&e))?;
-        let request = Request::post(format!("http://banger{RPC_PREFIX}{method}"))
-            .header(hyper::header::HOST, "banger")
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::CONNECTION, "Upgrade")
-            .header(hyper::header::UPGRADE, protocol)
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| protocol_error(&e))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| protocol_error(&e))?;
+        let (method, protocol) = (M::NAME, M::PROTOCOL);
+        let headers = [
+            (hyper::header::CONNECTION, "Upgrade"),
+            (hyper::header::UPGRADE, protocol),
+        ];
+        let response = self.send(method, params, &headers).await?;
         let status = response.status();
         if status == hyper::StatusCode::SWITCHING_PROTOCOLS {
             let upgraded = hyper::upgrade::on(response)
@@ -152,13 +128,7 @@ impl Client {
                 .map_err(|e| protocol_error(&e))?;
             return Ok(TokioIo::new(upgraded));
         }
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Protocol(e.to_string()))?
-            .to_bytes();
-        decode::<serde_json::Value>(status, &bytes)?;
+        decode_whole::<serde_json::Value>(response).await?;
         Err(ClientError::Protocol(format!(
             "bangerd answered HTTP {status} to {method} instead of switching to {protocol} (an older daemon?)"
         )))
@@ -183,20 +153,24 @@ impl Client {
         &self,
         method: &str,
         params: &P,
-        accept: &str,
+        headers: &[(hyper::header::HeaderName, &str)],
     ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         let stream = self.connect().await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| protocol_error(&e))?;
+        // `with_upgrades` lets `upgrade` take the connection over; other calls never switch.
         tokio::spawn(async move {
-            let _ = conn.await;
+            let _ = conn.with_upgrades().await;
         });
         let body = serde_json::to_vec(params).map_err(|e| protocol_error(&e))?;
-        let request = Request::post(format!("http://banger{RPC_PREFIX}{method}"))
+        let mut request = Request::post(format!("http://banger{RPC_PREFIX}{method}"))
             .header(hyper::header::HOST, "banger")
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::ACCEPT, accept)
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        for (name, value) in headers {
+            request = request.header(name, *value);
+        }
+        let request = request
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| protocol_error(&e))?;
         sender
@@ -208,6 +182,20 @@ impl Client {
 
 fn protocol_error(e: &dyn std::fmt::Display) -> ClientError {
     ClientError::Protocol(e.to_string())
+}
+
+/// Reads a whole (non-streamed) response and decodes it.
+async fn decode_whole<R: DeserializeOwned>(
+    response: hyper::Response<hyper::body::Incoming>,
+) -> Result<R, ClientError> {
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Protocol(e.to_string()))?
+        .to_bytes();
+    decode(status, &bytes)
 }
 
 /// A whole (non-streamed) response: the result, or the daemon's error.

@@ -25,6 +25,14 @@
 //! work_disk = "8GiB"      # the work disk mounted at /root (apparent size; sparse)
 //! net = "user"            # "user" (rootless NAT + DNS, published ports) or "none"
 //! init = "auto"           # "auto", "agent" or "image": who runs as PID 1
+//! vmm = "auto"            # "auto", "qemu" or "firecracker" (see `banger vm create --help`)
+//!
+//! # How the CLI starts bangerd when it is not running (read at that moment: restart the
+//! # daemon with `banger daemon stop` for a change to apply).
+//! [daemon]
+//! firecracker = "/usr/local/bin/firecracker"  # default: $BANGER_FIRECRACKER, then PATH
+//! accel = "auto"          # "auto" (probe KVM), "kvm" (trust /dev/kvm, no probe), "tcg"
+//! jailer = "/usr/local/bin/jailer"  # jail Firecracker VMs (bangerd as root only); default: none
 //! ```
 //!
 //! An unknown key or a bad value is an error naming the key and the file: a typo never
@@ -36,7 +44,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::commands::vm::create::{InitArg, NetArg};
+use crate::commands::vm::create::{InitArg, NetArg, VmmArg};
 
 /// `default_image` when the file does not set it.
 pub const DEFAULT_IMAGE: &str = "debian:bookworm";
@@ -91,6 +99,7 @@ pub struct VmDefaults {
     pub work_disk_bytes: Option<Setting<u64>>,
     pub net: Option<Setting<NetArg>>,
     pub init: Option<Setting<InitArg>>,
+    pub vmm: Option<Setting<VmmArg>>,
 }
 
 /// The effective configuration.
@@ -104,6 +113,35 @@ pub struct Config {
     pub default_image_name: Setting<String>,
     pub default_kernel: Setting<String>,
     pub vm: VmDefaults,
+    pub daemon: DaemonSettings,
+}
+
+/// How an auto-started `bangerd` runs (`[daemon]`); `None`: its own defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DaemonSettings {
+    pub firecracker: Option<Setting<PathBuf>>,
+    pub accel: Option<Setting<String>>,
+    pub jailer: Option<Setting<PathBuf>>,
+}
+
+impl DaemonSettings {
+    /// The `bangerd` arguments these settings stand for.
+    pub fn args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = Vec::new();
+        if let Some(fc) = &self.firecracker {
+            args.push("--firecracker".into());
+            args.push(fc.value.clone().into_os_string());
+        }
+        if let Some(accel) = &self.accel {
+            args.push("--accel".into());
+            args.push(accel.value.clone().into());
+        }
+        if let Some(jailer) = &self.jailer {
+            args.push("--jailer".into());
+            args.push(jailer.value.clone().into_os_string());
+        }
+        args
+    }
 }
 
 /// The file as written: every key optional, values checked after parsing so that each
@@ -116,6 +154,16 @@ struct RawConfig {
     default_kernel: Option<toml::Value>,
     #[serde(default)]
     vm: RawVm,
+    #[serde(default)]
+    daemon: RawDaemon,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    firecracker: Option<toml::Value>,
+    accel: Option<toml::Value>,
+    jailer: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +175,7 @@ struct RawVm {
     work_disk: Option<toml::Value>,
     net: Option<toml::Value>,
     init: Option<toml::Value>,
+    vmm: Option<toml::Value>,
 }
 
 /// The configuration file's path: `$BANGER_CONFIG`, else `$XDG_CONFIG_HOME/banger/config.toml`,
@@ -263,7 +312,7 @@ impl Config {
         let default_image_name = match image_name {
             Some(v) => Setting::new(v, file.clone()),
             None => {
-                let derived = derive_image_name(&default_image.value);
+                let derived = banger_oci::reference::default_image_name_of(&default_image.value);
                 banger_api::names::validate_name(&derived).map_err(|m| {
                     err(
                         "default_image_name",
@@ -320,6 +369,24 @@ impl Config {
                 "image" => InitArg::Image,
                 _ => InitArg::Auto,
             });
+        let vmm =
+            choice("vm.vmm", vm.vmm, &["auto", "qemu", "firecracker"])?.map(|s| match s.as_str() {
+                "qemu" => VmmArg::Qemu,
+                "firecracker" => VmmArg::Firecracker,
+                _ => VmmArg::Auto,
+            });
+        let absolute =
+            |key: &str, v: Option<toml::Value>| -> Result<Option<PathBuf>, ConfigError> {
+                match string(key, v)?.map(PathBuf::from) {
+                    Some(p) if !p.is_absolute() => {
+                        Err(err(key, format!("{p:?} is not an absolute path")))
+                    }
+                    other => Ok(other),
+                }
+            };
+        let firecracker = absolute("daemon.firecracker", raw.daemon.firecracker)?;
+        let jailer = absolute("daemon.jailer", raw.daemon.jailer)?;
+        let accel = choice("daemon.accel", raw.daemon.accel, &["auto", "kvm", "tcg"])?;
         fn from<T>(file: &Source) -> impl Fn(T) -> Setting<T> + '_ {
             move |v| Setting::new(v, file.clone())
         }
@@ -336,6 +403,12 @@ impl Config {
                 work_disk_bytes: work_disk.map(from(&file)),
                 net: net.map(from(&file)),
                 init: init.map(from(&file)),
+                vmm: vmm.map(from(&file)),
+            },
+            daemon: DaemonSettings {
+                firecracker: firecracker.map(from(&file)),
+                accel: accel.map(from(&file)),
+                jailer: jailer.map(from(&file)),
             },
         })
     }
@@ -355,6 +428,7 @@ impl Config {
             work_disk_bytes: over(flags.work_disk_bytes, &self.vm.work_disk_bytes),
             net: over(flags.net, &self.vm.net),
             init: over(flags.init, &self.vm.init),
+            vmm: over(flags.vmm, &self.vm.vmm),
         }
     }
 
@@ -411,6 +485,24 @@ impl Config {
         rows.push(row("vm.net", v, s, "user"));
         let (v, s) = split(vm.init, |i| init_str(i).to_string());
         rows.push(row("vm.init", v, s, "auto"));
+        let (v, s) = split(vm.vmm, |m| m.as_str().to_string());
+        rows.push(row("vm.vmm", v, s, "auto"));
+        let (v, s) = split(self.daemon.firecracker.clone(), |p| p.display().to_string());
+        rows.push(row(
+            "daemon.firecracker",
+            v,
+            s,
+            "$BANGER_FIRECRACKER, then PATH",
+        ));
+        let (v, s) = split(self.daemon.accel.clone(), |a| a);
+        rows.push(row("daemon.accel", v, s, "auto"));
+        let (v, s) = split(self.daemon.jailer.clone(), |p| p.display().to_string());
+        rows.push(row(
+            "daemon.jailer",
+            v,
+            s,
+            "none: Firecracker runs unjailed",
+        ));
         rows
     }
 }
@@ -443,6 +535,7 @@ pub struct VmFlags {
     pub work_disk_bytes: Option<u64>,
     pub net: Option<NetArg>,
     pub init: Option<InitArg>,
+    pub vmm: Option<VmmArg>,
 }
 
 /// A bad configuration file: which file, which key (when the parser knows), what is wrong.
@@ -470,40 +563,6 @@ impl fmt::Display for ConfigError {
             ),
         }
     }
-}
-
-/// The local name `image pull` gives a reference when no --name is given: the last path
-/// segment plus the tag (or the first 12 hex digits of a digest), `.` and `:` → `-`,
-/// lower-cased (`debian:bookworm` → `debian-bookworm`, `ghcr.io/o/app:v2.1` → `app-v2-1`).
-pub fn derive_image_name(reference: &str) -> String {
-    let (rest, digest) = match reference.split_once('@') {
-        Some((r, d)) => (r, Some(d)),
-        None => (reference, None),
-    };
-    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-    let (path, tag) = match rest[last_slash..].rfind(':') {
-        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
-        None => (rest, None),
-    };
-    let last = path.rsplit('/').next().unwrap_or(path);
-    let mut name = last.to_string();
-    if let Some(tag) = tag {
-        name.push('-');
-        name.push_str(tag);
-    } else if let Some(d) = digest {
-        let hex = d.split_once(':').map_or(d, |(_, h)| h);
-        name.push('-');
-        name.push_str(&hex[..hex.len().min(12)]);
-    }
-    name.chars()
-        .map(|c| {
-            if c == '.' || c == ':' {
-                '-'
-            } else {
-                c.to_ascii_lowercase()
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -537,6 +596,11 @@ disk = 20480
 work_disk = "50G"
 net = "none"
 init = "agent"
+vmm = "firecracker"
+[daemon]
+firecracker = "/opt/fc/firecracker"
+accel = "kvm"
+jailer = "/opt/fc/jailer"
 "#,
         )
         .expect("parses");
@@ -554,6 +618,23 @@ init = "agent"
         );
         assert_eq!(c.vm.net.as_ref().map(|s| s.value), Some(NetArg::None));
         assert_eq!(c.vm.init.as_ref().map(|s| s.value), Some(InitArg::Agent));
+        assert_eq!(
+            c.vm.vmm.as_ref().map(|s| s.value),
+            Some(VmmArg::Firecracker)
+        );
+        assert_eq!(
+            c.daemon.args(),
+            [
+                "--firecracker",
+                "/opt/fc/firecracker",
+                "--accel",
+                "kvm",
+                "--jailer",
+                "/opt/fc/jailer"
+            ]
+            .map(std::ffi::OsString::from)
+        );
+        assert!(parse("").expect("empty").daemon.args().is_empty());
     }
 
     #[test]
@@ -580,6 +661,13 @@ init = "agent"
             ("[vm]\nnet = \"bridge\"\n", "vm.net", "bridge"),
             ("[vm]\ninit = \"systemd\"\n", "vm.init", "systemd"),
             ("[vm]\ndisk = -1\n", "vm.disk", "-1"),
+            ("[vm]\nvmm = \"kvm\"\n", "vm.vmm", "kvm"),
+            ("[daemon]\naccel = \"hvf\"\n", "daemon.accel", "hvf"),
+            (
+                "[daemon]\nfirecracker = \"fc\"\n",
+                "daemon.firecracker",
+                "absolute",
+            ),
             ("default_image = 3\n", "default_image", "integer"),
             ("default_kernel = \"bad name\"\n", "default_kernel", "' '"),
             ("default_image_name = \"\"\n", "default_image_name", "empty"),
@@ -630,7 +718,11 @@ init = "agent"
                 "vm.disk",
                 "vm.work_disk",
                 "vm.net",
-                "vm.init"
+                "vm.init",
+                "vm.vmm",
+                "daemon.firecracker",
+                "daemon.accel",
+                "daemon.jailer"
             ]
         );
         let get = |k: &str| rows.iter().find(|r| r.key == k).expect(k);
@@ -656,24 +748,5 @@ init = "agent"
         let c = Config::load_from(&dir.path().join("c.toml")).expect("loads");
         assert!(c.file_found);
         assert_eq!(c.vm.cpus.map(|s| s.value), Some(2));
-    }
-
-    #[test]
-    fn image_names_derive_like_image_pull() {
-        for (r, want) in [
-            ("debian:bookworm", "debian-bookworm"),
-            ("docker.io/library/debian:bookworm", "debian-bookworm"),
-            ("alpine:3.20", "alpine-3-20"),
-            ("debian", "debian"),
-            ("ghcr.io/some/org/my-image:v2.1", "my-image-v2-1"),
-            ("localhost:5000/x:Latest", "x-latest"),
-            (
-                "debian@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-                "debian-e3b0c44298fc",
-            ),
-            ("debian:12@sha256:e3b0c4", "debian-12"),
-        ] {
-            assert_eq!(derive_image_name(r), want, "{r}");
-        }
     }
 }

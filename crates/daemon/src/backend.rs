@@ -1,64 +1,47 @@
 //! The production pull backend: `banger-oci` resolves and fetches into the verified blob
-//! cache and flattens the layers top-down; `Ext4Sink` writes each entry straight into
-//! `banger-ext4`. No layer is ever extracted to a host directory.
+//! cache and flattens the layers top-down; `banger-rootfs` writes each entry straight
+//! into `banger-ext4`. No layer is ever extracted to a host directory.
 
-use std::ffi::OsStr;
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use banger_api::image::CachePruned;
-use banger_api::layout::Layout;
 use banger_api::pull::PullEvent;
 use banger_ext4 as ext4;
 use banger_oci as oci;
+use banger_rootfs as rootfs;
 
 use crate::error::OpError;
-use crate::progress::OpContext;
-use crate::pull::{ParsedSource, PullBackend, ResolvedImage};
+use crate::oci_client::{
+    OciClient, ParsedSource, layer_progress, oci_error, parse_source, resolved_event,
+};
+use crate::progress::{OpContext, until_cancelled};
+use crate::pull::{PullBackend, ResolvedPull};
 
 const DEFAULT_PLATFORM: &str = "linux/amd64";
 /// How often the writer reports progress.
 const WRITE_PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
-pub fn default_backend(layout: &Layout) -> anyhow::Result<Arc<dyn PullBackend>> {
-    Ok(Arc::new(OciBackend::new(layout)?))
+pub fn default_backend(client: Arc<OciClient>) -> Arc<dyn PullBackend> {
+    Arc::new(OciBackend::new(client))
 }
 
+/// Images through the daemon's one [`OciClient`].
 pub struct OciBackend {
-    puller: Arc<oci::Puller>,
+    client: Arc<OciClient>,
 }
 
 impl OciBackend {
-    pub fn new(layout: &Layout) -> anyhow::Result<OciBackend> {
-        let cache = oci::BlobCache::open(layout.oci_cache_dir())?;
-        // Docker's config.json: $DOCKER_CONFIG/config.json or ~/.docker/config.json.
-        let creds = oci::CredentialStore::load(None)?;
-        let puller = oci::Puller::new(cache, oci::RegistryOptions::default(), creds)?;
-        Ok(OciBackend {
-            puller: Arc::new(puller),
-        })
-    }
-
-    pub fn puller(&self) -> &oci::Puller {
-        &self.puller
+    pub fn new(client: Arc<OciClient>) -> OciBackend {
+        OciBackend { client }
     }
 }
 
 impl PullBackend for OciBackend {
     fn prune_cache(&self, dry_run: bool) -> Result<CachePruned, OpError> {
-        let report = self
-            .puller
-            .cache()
-            .prune(&std::collections::HashSet::new(), dry_run)
-            .map_err(oci_error)?;
-        Ok(CachePruned {
-            dry_run,
-            blobs: report.blobs,
-            bytes: report.bytes,
-        })
+        self.client.prune(dry_run)
     }
 
     fn parse(&self, source: &str) -> Result<ParsedSource, OpError> {
@@ -70,12 +53,12 @@ impl PullBackend for OciBackend {
         source: &ParsedSource,
         platform: Option<&str>,
         ctx: &OpContext,
-    ) -> Result<Box<dyn ResolvedImage>, OpError> {
+    ) -> Result<Box<dyn ResolvedPull>, OpError> {
         let parsed = oci::Source::parse(&source.canonical).map_err(oci_error)?;
         let platform = oci::Platform::parse(platform.unwrap_or(DEFAULT_PLATFORM))
             .map_err(|e| OpError::BadRequest(format!("--platform: {e}")))?;
         let handle = tokio::runtime::Handle::current();
-        let puller = self.puller.clone();
+        let puller = self.client.puller().clone();
         let image = handle
             .block_on(until_cancelled(ctx, async move {
                 puller.resolve(&parsed, &platform).await
@@ -86,62 +69,9 @@ impl PullBackend for OciBackend {
             platform: image.platform.to_string(),
             digest: image.manifest_digest.to_string(),
             image,
-            puller: self.puller.clone(),
+            puller: self.client.puller().clone(),
             handle,
         }))
-    }
-}
-
-/// `debian:bookworm` → canonical `docker.io/library/debian:bookworm`, name
-/// `debian-bookworm`; local sources are named after their file or directory.
-pub fn parse_source(source: &str) -> Result<ParsedSource, OpError> {
-    let parsed = oci::Source::parse(source).map_err(oci_error)?;
-    let default_name = match &parsed {
-        oci::Source::Registry(r) => oci::default_image_name(r),
-        oci::Source::OciDir { dir, tag } => local_name(dir, tag.as_deref()),
-        oci::Source::OciArchive { file, tag } => local_name(file, tag.as_deref()),
-        oci::Source::DockerArchive { file, image } => match image {
-            // A tag names the image as a registry reference would.
-            Some(oci::ArchiveImage::Tag(t)) => oci::Reference::parse(t)
-                .map(|r| oci::default_image_name(&r))
-                .unwrap_or_else(|_| local_name(file, Some(t))),
-            Some(oci::ArchiveImage::Index(i)) => local_name(file, Some(&i.to_string())),
-            None => local_name(file, None),
-        },
-    };
-    Ok(ParsedSource {
-        canonical: parsed.to_string(),
-        default_name,
-    })
-}
-
-/// `/x/my-app.tar` + `v1` → `my-app-v1`, folded into the image-name alphabet.
-fn local_name(path: &Path, tag: Option<&str>) -> String {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into());
-    let raw = match tag {
-        Some(t) => format!("{stem}-{t}"),
-        None => stem,
-    };
-    let mut name: String = raw
-        .to_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    name = name.trim_start_matches(['-', '_']).to_string();
-    name.truncate(banger_api::names::MAX_NAME_LEN);
-    if name.is_empty() {
-        "image".into()
-    } else {
-        name
     }
 }
 
@@ -153,7 +83,7 @@ struct OciResolved {
     handle: tokio::runtime::Handle,
 }
 
-impl ResolvedImage for OciResolved {
+impl ResolvedPull for OciResolved {
     fn manifest_digest(&self) -> &str {
         &self.digest
     }
@@ -222,15 +152,12 @@ impl ResolvedImage for OciResolved {
         )
         .map_err(ext4_error)?;
         let consumed = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let mut sink = Ext4Sink {
-            writer,
+        let mut sink = PullSink {
+            rootfs: rootfs::Ext4Sink::new(writer),
             ctx,
-            entries: 0,
-            bytes: 0,
             last_report: Instant::now(),
             consumed: consumed.clone(),
             compressed_total,
-            no_space: false,
         };
         let flattened = oci::flatten_as_ready(
             self.image.layers.len(),
@@ -247,22 +174,22 @@ impl ResolvedImage for OciResolved {
         if let Some(failure) = arrived.failure.take() {
             return Err(failure);
         }
-        let needed = |sink: &Ext4Sink| {
+        let needed = |sink: &PullSink| {
             // Extrapolated from what was written for the share of the layers consumed.
             let done = consumed.load(std::sync::atomic::Ordering::Relaxed).max(1);
             let ratio = compressed_total.max(done) as f64 / done as f64;
-            ((sink.bytes as f64 * ratio) as u64).max(compressed_total)
+            ((sink.rootfs.bytes() as f64 * ratio) as u64).max(compressed_total)
         };
         if let Err(e) = flattened {
-            if sink.no_space || e.is_no_space() {
+            if sink.rootfs.hit_no_space() || e.is_no_space() {
                 let free = crate::fsutil::free_bytes(dir).unwrap_or(0);
                 return Err(disk_full(dir, "the root filesystem", needed(&sink), free));
             }
             return Err(oci_error(e));
         }
         sink.emit();
-        let bytes = sink.bytes;
-        sink.writer.finish().map_err(|e| match e {
+        let bytes = sink.rootfs.bytes();
+        sink.rootfs.finish().map_err(|e| match e {
             ext4::Error::Io(ref io) if io.raw_os_error() == Some(libc::ENOSPC) => {
                 let free = crate::fsutil::free_bytes(dir).unwrap_or(0);
                 disk_full(dir, "the root filesystem", bytes, free)
@@ -320,25 +247,22 @@ impl LayerArrivals<'_> {
     }
 }
 
-/// Feeds flattened entries into the ext4 writer; checks for cancellation per entry.
-struct Ext4Sink<'a> {
-    writer: ext4::Ext4Writer,
+/// The pull's view of [`rootfs::Ext4Sink`] (which maps entries to the ext4 writer):
+/// cancellation checked per entry and `writing` progress events.
+struct PullSink<'a> {
+    rootfs: rootfs::Ext4Sink,
     ctx: &'a OpContext,
-    entries: u64,
-    bytes: u64,
     last_report: Instant,
     /// Layer blob bytes the merge has read, of `compressed_total`.
     consumed: Arc<std::sync::atomic::AtomicU64>,
     compressed_total: u64,
-    /// The writer hit ENOSPC (the merge only sees "sink rejected entry").
-    no_space: bool,
 }
 
-impl Ext4Sink<'_> {
+impl PullSink<'_> {
     fn emit(&self) {
         self.ctx.emit(PullEvent::Writing {
-            entries: self.entries,
-            bytes: self.bytes,
+            entries: self.rootfs.entries(),
+            bytes: self.rootfs.bytes(),
             compressed_done: self
                 .consumed
                 .load(std::sync::atomic::Ordering::Relaxed)
@@ -348,7 +272,7 @@ impl Ext4Sink<'_> {
     }
 }
 
-impl oci::EntrySink for Ext4Sink<'_> {
+impl oci::EntrySink for PullSink<'_> {
     fn entry(
         &mut self,
         entry: &oci::Entry,
@@ -357,65 +281,7 @@ impl oci::EntrySink for Ext4Sink<'_> {
         if self.ctx.is_cancelled() {
             return Err("cancelled".into());
         }
-        let m = &entry.meta;
-        let ts = |t: &oci::Timestamp| ext4::Timestamp {
-            sec: t.sec,
-            nsec: t.nsec,
-        };
-        let meta = ext4::Metadata {
-            uid: m.uid,
-            gid: m.gid,
-            mode: (m.mode & 0o7777) as u16,
-            mtime: ts(&m.mtime),
-            atime: ts(&m.atime),
-            ctime: ts(&m.ctime),
-            xattrs: m
-                .xattrs
-                .iter()
-                .map(|(name, value)| ext4::Xattr {
-                    name: name.clone(),
-                    value: value.clone(),
-                })
-                .collect(),
-        };
-        let mut empty: &[u8] = &[];
-        let kind = match &entry.kind {
-            oci::EntryKind::Directory => ext4::EntryKind::Directory,
-            oci::EntryKind::File { size } => {
-                self.bytes += size;
-                ext4::EntryKind::File {
-                    size: *size,
-                    data: match data {
-                        Some(d) => d,
-                        None if *size == 0 => &mut empty,
-                        None => return Err(format!("no data for {}", entry.path).into()),
-                    },
-                }
-            }
-            oci::EntryKind::Symlink { target } => ext4::EntryKind::Symlink {
-                target: OsStr::from_bytes(target),
-            },
-            oci::EntryKind::Hardlink { target } => ext4::EntryKind::Hardlink {
-                target: Path::new(target),
-            },
-            oci::EntryKind::CharDevice { major, minor } => ext4::EntryKind::CharDevice {
-                major: *major,
-                minor: *minor,
-            },
-            oci::EntryKind::BlockDevice { major, minor } => ext4::EntryKind::BlockDevice {
-                major: *major,
-                minor: *minor,
-            },
-            oci::EntryKind::Fifo => ext4::EntryKind::Fifo,
-            oci::EntryKind::Socket => ext4::EntryKind::Socket,
-        };
-        if let Err(e) = self.writer.add(Path::new(&entry.path), &meta, kind) {
-            if matches!(&e, ext4::Error::Io(io) if io.raw_os_error() == Some(libc::ENOSPC)) {
-                self.no_space = true;
-            }
-            return Err(e.into());
-        }
-        self.entries += 1;
+        self.rootfs.add(entry, data)?;
         if self.last_report.elapsed() >= WRITE_PROGRESS_EVERY {
             self.last_report = Instant::now();
             self.emit();
@@ -424,78 +290,7 @@ impl oci::EntrySink for Ext4Sink<'_> {
     }
 
     fn remove(&mut self, path: &str) -> Result<(), oci::SinkError> {
-        self.writer.remove(Path::new(path))?;
-        Ok(())
-    }
-}
-
-/// What was resolved: digest, platform, layer count and download size.
-pub(crate) fn resolved_event(image: &oci::ResolvedImage) -> PullEvent {
-    PullEvent::Resolved {
-        manifest_digest: image.manifest_digest.to_string(),
-        platform: image.platform.to_string(),
-        layers: image.layers.len(),
-        total_bytes: image.layers.iter().filter_map(|l| l.size).sum(),
-    }
-}
-
-/// Forwards the download progress of `image`'s layers to the client as `layer` events.
-/// Byte counts arrive per network chunk; at most ~10 a second go out.
-pub(crate) fn layer_progress(ctx: &OpContext, image: &oci::ResolvedImage) -> oci::ProgressFn {
-    let ctx = ctx.clone();
-    let sizes: Vec<Option<u64>> = image.layers.iter().map(|l| l.size).collect();
-    let last_bytes = std::sync::Mutex::new(Instant::now());
-    Arc::new(move |p| {
-        if matches!(p, oci::Progress::LayerBytes { .. }) {
-            let mut last = last_bytes.lock().unwrap_or_else(|e| e.into_inner());
-            if last.elapsed() < Duration::from_millis(100) {
-                return;
-            }
-            *last = Instant::now();
-        }
-        if let Some(event) = layer_event(&p, &sizes) {
-            ctx.emit(event);
-        }
-    })
-}
-
-fn layer_event(p: &oci::Progress, sizes: &[Option<u64>]) -> Option<PullEvent> {
-    let total_of = |index: usize, total: Option<u64>| {
-        total.or(sizes.get(index).copied().flatten()).unwrap_or(0)
-    };
-    match p {
-        oci::Progress::LayerStarted {
-            index,
-            digest,
-            total,
-        } => Some(PullEvent::Layer {
-            index: *index,
-            digest: digest.to_string(),
-            done_bytes: 0,
-            total_bytes: total_of(*index, *total),
-            cached: false,
-        }),
-        oci::Progress::LayerBytes { index, done, total } => Some(PullEvent::Layer {
-            index: *index,
-            digest: String::new(),
-            done_bytes: *done,
-            total_bytes: total_of(*index, *total),
-            cached: false,
-        }),
-        oci::Progress::LayerDone {
-            index,
-            digest,
-            cached,
-        } => {
-            let total = total_of(*index, None);
-            Some(PullEvent::Layer {
-                index: *index,
-                digest: digest.to_string(),
-                done_bytes: total,
-                total_bytes: total,
-                cached: *cached,
-            })
-        }
+        Ok(self.rootfs.remove_path(path)?)
     }
 }
 
@@ -510,25 +305,6 @@ fn seed_from_digest(digest: &str) -> [u8; 16] {
     seed
 }
 
-/// Runs `fut` unless the client goes away first (polled: cancellation is rare and a
-/// tenth of a second is prompt enough).
-pub(crate) async fn until_cancelled<T>(
-    ctx: &OpContext,
-    fut: impl std::future::Future<Output = T>,
-) -> Result<T, OpError> {
-    tokio::pin!(fut);
-    loop {
-        tokio::select! {
-            out = &mut fut => return Ok(out),
-            () = tokio::time::sleep(Duration::from_millis(100)) => {
-                if ctx.is_cancelled() {
-                    return Err(OpError::Cancelled);
-                }
-            }
-        }
-    }
-}
-
 /// Disk full, said so it can be acted on: where, how much was needed and is free, and
 /// the ways out.
 pub(crate) fn disk_full(dir: &Path, what: &str, needed: u64, free: u64) -> OpError {
@@ -539,29 +315,6 @@ pub(crate) fn disk_full(dir: &Path, what: &str, needed: u64, free: u64) -> OpErr
         mib(needed),
         mib(free)
     ))
-}
-
-/// Maps OCI failures to codes and messages that say what to do.
-pub fn oci_error(e: oci::Error) -> OpError {
-    if e.is_no_space() {
-        return OpError::Failed(format!(
-            "disk full while pulling ({e}); free space in the cache and state directories and retry"
-        ));
-    }
-    match e {
-        oci::Error::Reference(_) | oci::Error::Source(..) => OpError::BadRequest(e.to_string()),
-        oci::Error::NotFound(m) => OpError::NotFound(format!(
-            "{m}; check the image name and tag (and that you are logged in if it is private)"
-        )),
-        oci::Error::Unauthorized(m) => OpError::Unauthorized(format!(
-            "registry refused access: {m}; log in with `docker login` (banger reads ~/.docker/config.json)"
-        )),
-        oci::Error::PlatformNotAvailable { .. } => {
-            OpError::NotFound(format!("{e}; pick one with --platform"))
-        }
-        oci::Error::Network { .. } => OpError::Failed(format!("{e}; is the registry reachable?")),
-        other => OpError::Failed(other.to_string()),
-    }
 }
 
 fn ext4_error(e: ext4::Error) -> OpError {
@@ -589,44 +342,5 @@ mod tests {
         assert_eq!(seed[0], 0x01);
         assert_eq!(seed[7], 0xef);
         assert_eq!(seed[15], 0xef);
-    }
-
-    #[test]
-    fn local_sources_get_file_based_names() {
-        assert_eq!(
-            parse_source("oci:/tmp/My App:v1.2")
-                .expect("parse")
-                .default_name,
-            "my-app-v1-2"
-        );
-        assert_eq!(
-            parse_source("docker-archive:/x/debian.tar")
-                .expect("parse")
-                .default_name,
-            "debian"
-        );
-        assert_eq!(
-            parse_source("docker-archive:/x/save.tar:debian:bookworm")
-                .expect("parse")
-                .default_name,
-            "debian-bookworm"
-        );
-        assert_eq!(
-            parse_source("docker-archive:/x/save.tar:@1")
-                .expect("parse")
-                .default_name,
-            "save-1"
-        );
-    }
-
-    #[test]
-    fn registry_refs_use_the_seed_rule() {
-        let p = parse_source("debian:bookworm").expect("parse");
-        assert_eq!(p.canonical, "docker.io/library/debian:bookworm");
-        assert_eq!(p.default_name, "debian-bookworm");
-        assert!(matches!(
-            parse_source("Debian"),
-            Err(OpError::BadRequest(_))
-        ));
     }
 }

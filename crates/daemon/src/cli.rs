@@ -29,6 +29,48 @@ pub struct Args {
     #[allow(rustdoc::invalid_html_tags)]
     #[arg(long)]
     pub log_stderr: bool,
+    /// Acceleration for VMs: `auto` (KVM when a probe guest boots under it, else software
+    /// emulation), `kvm` (trust /dev/kvm without probing, for hosts where the probe is
+    /// wrong), `tcg` (software emulation).
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "auto",
+        env = "BANGER_ACCEL"
+    )]
+    pub accel: AccelArg,
+    /// The Firecracker binary [default: $BANGER_FIRECRACKER, then `firecracker` on PATH].
+    #[arg(long, value_name = "PATH")]
+    pub firecracker: Option<PathBuf>,
+    /// Run Firecracker VMs through this `jailer` (chroot under <state>/jail, uid/gid
+    /// 65534, its own network namespace). Only when bangerd runs as root; ignored otherwise.
+    // Clap help text, printed verbatim: `<state>` stays unescaped.
+    #[allow(rustdoc::invalid_html_tags)]
+    #[arg(long, value_name = "PATH")]
+    pub jailer: Option<PathBuf>,
+}
+
+/// `--accel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccelArg {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl Args {
+    /// How VMs are run on this host, from `--accel` and `--firecracker`.
+    pub fn vm_host(&self) -> crate::vms::HostOptions {
+        crate::vms::HostOptions {
+            accel: match self.accel {
+                AccelArg::Auto => banger_vmm::AccelChoice::Auto,
+                AccelArg::Kvm => banger_vmm::AccelChoice::Kvm,
+                AccelArg::Tcg => banger_vmm::AccelChoice::Tcg,
+            },
+            firecracker: self.firecracker.clone(),
+            jailer: self.jailer.clone(),
+        }
+    }
 }
 
 impl Args {
@@ -59,7 +101,7 @@ pub fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::run::run(layout)) {
+    match runtime.block_on(crate::run::run(layout, args.vm_host())) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "bangerd failed");

@@ -44,6 +44,38 @@ pub fn fsync_dir(dir: &Path) -> Result<(), OpError> {
         .map_err(|e| OpError::io(format!("fsync {}", dir.display()), e))
 }
 
+/// The one publication step of images and kernels: fsync the staged directory, then under
+/// `lock` re-check that the name is free (`recheck`), remove a directory at `dest` that no
+/// record owns (a crash's leftover), rename `staging` → `dest`, fsync the parent, and insert
+/// the record (`insert`). `guard` follows the directory, so a failure at any step removes
+/// it; on success it is disarmed. The long work happens before, outside the lock.
+pub fn publish_dir(
+    mut guard: DirGuard,
+    staging: &Path,
+    dest: &Path,
+    lock: &std::sync::Mutex<()>,
+    recheck: impl FnOnce() -> Result<(), OpError>,
+    insert: impl FnOnce() -> Result<(), OpError>,
+) -> Result<(), OpError> {
+    fsync_dir(staging)?;
+    let parent = dest.parent().unwrap_or(Path::new("/"));
+    {
+        let _publishing = lock.lock().unwrap_or_else(|e| e.into_inner());
+        recheck()?;
+        if dest.exists() {
+            std::fs::remove_dir_all(dest)
+                .map_err(|e| OpError::io(format!("removing stale {}", dest.display()), e))?;
+        }
+        std::fs::rename(staging, dest)
+            .map_err(|e| OpError::io(format!("publishing {}", dest.display()), e))?;
+        guard.moved_to(dest.to_path_buf());
+        fsync_dir(parent)?;
+        insert()?;
+    }
+    guard.disarm();
+    Ok(())
+}
+
 /// Copies a file and fsyncs the copy.
 pub fn copy_file(from: &Path, to: &Path) -> Result<(), OpError> {
     std::fs::copy(from, to)

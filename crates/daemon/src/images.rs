@@ -11,7 +11,7 @@ use banger_api::names::validate_name;
 use crate::error::OpError;
 use crate::fsutil::{self, DirGuard};
 use crate::ids;
-use crate::kernel_inputs::{self, KernelArgs, KernelInputs};
+use crate::kernel_inputs::{self, KernelInputs};
 use crate::kernels::shared::{SharedFiles, StagedKernel};
 use crate::paths::{self, Expect};
 use crate::recovery::STAGING_SUFFIX;
@@ -39,15 +39,7 @@ impl Images {
     pub fn register(&self, params: ImageRegisterParams) -> Result<Image, OpError> {
         validate_name(&params.name).map_err(OpError::BadRequest)?;
         self.ensure_name_free(&params.name)?;
-        let kernel = kernel_inputs::resolve(
-            &self.store,
-            &KernelArgs {
-                kernel_ref: params.kernel_ref,
-                kernel_path: params.kernel_path,
-                initrd_path: params.initrd_path,
-                modules_dir: params.modules_dir,
-            },
-        )?;
+        let kernel = kernel_inputs::resolve(&self.store, &params.kernel)?;
         let rootfs = paths::validate("rootfs", &params.rootfs_path, Expect::File)?;
         let (size, allocated) = file_sizes(&rootfs)?;
         let id = ids::new_id();

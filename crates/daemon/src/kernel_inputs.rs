@@ -4,19 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
+use banger_api::image::KernelChoice;
+
 use crate::error::OpError;
 use crate::kernels::manifest::VMLINUX;
 use crate::paths::{self, Expect};
 use crate::store::Store;
-
-/// What the caller asked for.
-#[derive(Debug, Clone, Default)]
-pub struct KernelArgs {
-    pub kernel_ref: Option<String>,
-    pub kernel_path: Option<String>,
-    pub initrd_path: Option<String>,
-    pub modules_dir: Option<String>,
-}
 
 /// A validated kernel triple, absolute paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +33,7 @@ impl KernelInputs {
         let image_arch = platform.split('/').nth(1).unwrap_or_default();
         let arch = match (&self.arch, &self.kernel_ref) {
             (Some(arch), _) => Some(arch.clone()),
-            (None, None) => crate::kernels::arch_of(&self.kernel),
+            (None, None) => crate::kernels::staging::arch_of(&self.kernel),
             (None, Some(_)) => None,
         };
         match arch {
@@ -58,7 +51,7 @@ impl KernelInputs {
     }
 }
 
-pub fn resolve(store: &Store, args: &KernelArgs) -> Result<KernelInputs, OpError> {
+pub fn resolve(store: &Store, args: &KernelChoice) -> Result<KernelInputs, OpError> {
     let non_empty = |o: &Option<String>| o.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
     let kernel_ref = non_empty(&args.kernel_ref);
     let kernel_path = non_empty(&args.kernel_path);
@@ -165,14 +158,14 @@ mod tests {
 
     #[test]
     fn no_kernel_information_mentions_kernel() {
-        let err = resolve(&store(), &KernelArgs::default()).expect_err("must fail");
+        let err = resolve(&store(), &KernelChoice::default()).expect_err("must fail");
         assert!(err.to_string().contains("kernel"), "{err}");
         assert_eq!(err.code(), banger_api::ErrorCode::BadRequest);
     }
 
     #[test]
     fn ref_and_path_are_exclusive() {
-        let args = KernelArgs {
+        let args = KernelChoice {
             kernel_ref: Some("k".into()),
             kernel_path: Some("/k".into()),
             ..Default::default()
@@ -183,7 +176,7 @@ mod tests {
 
     #[test]
     fn unknown_ref_is_not_found() {
-        let args = KernelArgs {
+        let args = KernelChoice {
             kernel_ref: Some("nope".into()),
             ..Default::default()
         };
@@ -196,14 +189,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let kernel = dir.path().join("vmlinux");
         std::fs::write(&kernel, b"k").expect("write");
-        let args = KernelArgs {
+        let args = KernelChoice {
             kernel_path: Some(kernel.to_str().expect("utf8").into()),
             initrd_path: Some(dir.path().join("missing").to_str().expect("utf8").into()),
             ..Default::default()
         };
         let err = resolve(&store(), &args).expect_err("missing initrd");
         assert!(err.to_string().contains("initrd"), "{err}");
-        let args = KernelArgs {
+        let args = KernelChoice {
             initrd_path: None,
             ..args
         };

@@ -4,6 +4,7 @@
 //! operation modules such as [`images`] → [`store`] (SQLite) and the filesystem.
 
 pub mod backend;
+pub mod claims;
 pub mod cli;
 pub mod error;
 pub mod fsutil;
@@ -13,6 +14,7 @@ pub mod kernel_inputs;
 pub mod kernels;
 pub mod lock;
 pub mod logging;
+pub mod oci_client;
 pub mod paths;
 pub mod progress;
 pub mod pull;

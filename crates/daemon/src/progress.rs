@@ -74,3 +74,22 @@ impl OpContext {
         }
     }
 }
+
+/// Runs `fut` unless the client goes away first (polled: cancellation is rare and a
+/// tenth of a second is prompt enough).
+pub async fn until_cancelled<T>(
+    ctx: &OpContext,
+    fut: impl std::future::Future<Output = T>,
+) -> Result<T, OpError> {
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            out = &mut fut => return Ok(out),
+            () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {
+                if ctx.is_cancelled() {
+                    return Err(OpError::Cancelled);
+                }
+            }
+        }
+    }
+}

@@ -1,13 +1,13 @@
-//! `image.pull` orchestration: reference → kernel → staging → rootfs → kernel files →
-//! publish → record. The image world (registries, layers, ext4) sits behind
+//! `image.pull` orchestration: reference → kernel → staging → rootfs and kernel files (at
+//! once) → publish → record. The image world (registries, layers, ext4) sits behind
 //! [`PullBackend`], so this module is only the policy: order, locking and cleanup.
 //!
 //! Invariants: nothing half-made is ever listed (staging is invisible to `image.list`, and
 //! the record is written only after the directory is published); every failure removes
-//! what it made (staging before publication, the final directory after); a name is checked
-//! before any work and again at publication.
+//! what it made (staging before publication, the final directory after, and kernel files
+//! it imported that nothing links); a name is checked before any work and again at
+//! publication.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -16,28 +16,22 @@ use banger_api::image::{CachePruned, Image};
 use banger_api::names::validate_name;
 use banger_api::pull::{ImagePullParams, PullEvent};
 
+use crate::claims::NameClaims;
 use crate::error::OpError;
 use crate::fsutil::{self, DirGuard};
 use crate::ids;
 use crate::images::{Images, file_sizes};
-use crate::kernel_inputs::{self, KernelArgs};
+use crate::kernel_inputs;
 use crate::kernels::shared::SharedFiles;
 use crate::paths;
 use crate::progress::OpContext;
 use crate::recovery::STAGING_SUFFIX;
 use crate::store::Store;
 
-/// A source that parsed (no I/O yet).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParsedSource {
-    /// Canonical form recorded as the image's `source_ref` (`docker.io/library/debian:bookworm`).
-    pub canonical: String,
-    /// Name used when the user gives none (`debian-bookworm`).
-    pub default_name: String,
-}
+pub use crate::oci_client::ParsedSource;
 
 /// One image manifest, chosen for a platform, ready to be turned into a rootfs.
-pub trait ResolvedImage: Send {
+pub trait ResolvedPull: Send {
     fn manifest_digest(&self) -> &str;
     fn platform(&self) -> &str;
     /// Fetches, flattens and writes the root filesystem to `dest` (which must not exist
@@ -59,49 +53,17 @@ pub trait PullBackend: Send + Sync {
         source: &ParsedSource,
         platform: Option<&str>,
         ctx: &OpContext,
-    ) -> Result<Box<dyn ResolvedImage>, OpError>;
-    /// Removes cached download blobs (converted images never need them again).
+    ) -> Result<Box<dyn ResolvedPull>, OpError>;
+    /// Removes cached download blobs (converted images never need them again) that no
+    /// pull in flight holds.
     fn prune_cache(&self, dry_run: bool) -> Result<CachePruned, OpError>;
 }
 
-/// Names with a pull in flight: a second pull of the same name fails at once instead of
-/// after minutes of work.
-#[derive(Default)]
-pub struct NameClaims {
-    names: Mutex<HashSet<String>>,
-}
-
-pub struct NameClaim<'a> {
-    claims: &'a NameClaims,
-    name: String,
-}
-
-impl NameClaims {
-    pub fn claim(&self, name: &str) -> Result<NameClaim<'_>, OpError> {
-        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        if !names.insert(name.to_string()) {
-            return Err(OpError::AlreadyExists(format!(
-                "an image named {name:?} is being pulled right now; wait for it or pick another --name"
-            )));
-        }
-        Ok(NameClaim {
-            claims: self,
-            name: name.to_string(),
-        })
-    }
-}
-
-impl Drop for NameClaim<'_> {
-    fn drop(&mut self) {
-        let mut names = self.claims.names.lock().unwrap_or_else(|e| e.into_inner());
-        names.remove(&self.name);
-    }
-}
-
-pub struct Puller {
+pub struct ImagePuller {
     pub images_dir: PathBuf,
     pub store: Arc<Store>,
     pub backend: Arc<dyn PullBackend>,
+    /// Image names with a pull in flight.
     pub claims: NameClaims,
     /// Held only around "check name, rename, insert" so publication is atomic with respect
     /// to other pulls and registers; the long work runs outside it.
@@ -110,12 +72,16 @@ pub struct Puller {
     pub shared: Arc<SharedFiles>,
 }
 
-impl Puller {
+impl ImagePuller {
     pub fn new(images_dir: PathBuf, store: Arc<Store>, backend: Arc<dyn PullBackend>) -> Self {
-        Puller {
+        ImagePuller {
             store,
             backend,
-            claims: NameClaims::default(),
+            claims: NameClaims::new(|name| {
+                format!(
+                    "an image named {name:?} is being pulled right now; wait for it or pick another --name"
+                )
+            }),
             publish_lock: Mutex::new(()),
             // The images dir is `<state>/images`; the shared files live beside it.
             shared: SharedFiles::for_state_dir(images_dir.parent().unwrap_or(&images_dir)),
@@ -123,21 +89,31 @@ impl Puller {
         }
     }
 
-    /// Prunes the blob cache, refusing while a pull might be using it.
+    /// Prunes the blob cache. Pulls in flight (images and kernels) hold leases on their
+    /// blobs, which the prune keeps; so it need not wait for them.
     pub fn prune_cache(&self, dry_run: bool) -> Result<CachePruned, OpError> {
-        let in_flight = self.claims.names.lock().unwrap_or_else(|e| e.into_inner());
-        if !in_flight.is_empty() && !dry_run {
-            return Err(OpError::Unavailable(format!(
-                "a pull is in progress ({}); prune when it has finished",
-                in_flight.iter().cloned().collect::<Vec<_>>().join(", ")
-            )));
-        }
-        // Holding the claims lock keeps new pulls from starting meanwhile.
         self.backend.prune_cache(dry_run)
     }
 
     /// Runs a whole pull. Blocking: call from a blocking thread.
     pub fn pull(
+        &self,
+        images: &Images,
+        params: ImagePullParams,
+        ctx: &OpContext,
+    ) -> Result<Image, OpError> {
+        let result = self.try_pull(images, params, ctx);
+        if result.is_err() {
+            // The kernel files are staged beside the rootfs, so a failed conversion may
+            // have imported a triple that nothing links now (the staging dir is gone).
+            if let Err(e) = self.shared.gc(&self.store) {
+                tracing::warn!(error = %e, "could not remove the kernel files of a failed pull");
+            }
+        }
+        result
+    }
+
+    fn try_pull(
         &self,
         images: &Images,
         params: ImagePullParams,
@@ -155,15 +131,7 @@ impl Puller {
         let _claim = self.claims.claim(&name)?;
 
         // 2. Kernel inputs: only the kernel triple is validated here.
-        let kernel = kernel_inputs::resolve(
-            &self.store,
-            &KernelArgs {
-                kernel_ref: params.kernel_ref.clone(),
-                kernel_path: params.kernel_path.clone(),
-                initrd_path: params.initrd_path.clone(),
-                modules_dir: params.modules_dir.clone(),
-            },
-        )?;
+        let kernel = kernel_inputs::resolve(&self.store, &params.kernel)?;
         if params.size_bytes == Some(0) {
             return Err(OpError::BadRequest(
                 "--size must be greater than zero".into(),
@@ -178,7 +146,7 @@ impl Puller {
             .map_err(|e| OpError::io(format!("creating {}", self.images_dir.display()), e))?;
         std::fs::create_dir(&staging)
             .map_err(|e| OpError::io(format!("creating {}", staging.display()), e))?;
-        let mut guard = DirGuard::new(staging.clone());
+        let guard = DirGuard::new(staging.clone());
 
         // 4. Rootfs: resolve, then reuse an identical conversion or build.
         ctx.emit(PullEvent::Resolving {
@@ -190,17 +158,44 @@ impl Puller {
         kernel.check_platform(resolved.platform())?;
         ctx.check()?;
         let rootfs = staging.join("rootfs.ext4");
-        if !self.reuse_rootfs(resolved.as_ref(), params.size_bytes, &rootfs, ctx) {
-            resolved.build_rootfs(&rootfs, params.size_bytes, ctx)?;
-        }
+        // 5. Kernel files, on a thread of their own while the rootfs is built: a user's
+        // triple is hashed and copied into the shared store on first use, which would
+        // otherwise add its whole time to a cold pull. Hardlinks to the shared copies; the
+        // pin keeps the modules tree until recorded.
+        let ((built, rootfs_ms), (staged, kernel_ms)) = std::thread::scope(|s| {
+            let kernel_files = s.spawn(|| {
+                let t = Instant::now();
+                let staged = self.shared.stage(&kernel, &staging);
+                if staged.is_err() {
+                    // The pull fails anyway: stop the conversion instead of finishing it.
+                    ctx.cancel();
+                }
+                (staged, t.elapsed().as_millis() as u64)
+            });
+            let t = Instant::now();
+            let built = if self.reuse_rootfs(resolved.as_ref(), params.size_bytes, &rootfs, ctx) {
+                Ok(())
+            } else {
+                resolved.build_rootfs(&rootfs, params.size_bytes, ctx)
+            };
+            let rootfs_ms = t.elapsed().as_millis() as u64;
+            let staged = kernel_files.join().unwrap_or_else(|_| {
+                (
+                    Err(OpError::Failed("staging the kernel files panicked".into())),
+                    0,
+                )
+            });
+            ((built, rootfs_ms), staged)
+        });
+        // Either failure drops the other's result: a `StagedKernel` releases its pin, the
+        // guard removes the staging dir. The build's `Cancelled` is the staging error's echo.
+        let shared = match (built, staged) {
+            (Ok(()), Ok(staged)) => staged,
+            (Err(OpError::Cancelled) | Ok(()), Err(e)) | (Err(e), _) => return Err(e),
+        };
         ctx.check()?;
-
-        // 5. Kernel files.
+        // After the conversion, as before: the CLI's rootfs bar ends at the next step line.
         ctx.emit(PullEvent::StagingKernel);
-        // Hardlinks to the shared copies; the pin keeps the modules tree until recorded.
-        let shared = self.shared.stage(&kernel, &staging)?;
-        fsutil::fsync_dir(&staging)?;
-        ctx.check()?;
 
         // 6. Publish: rename, then record, under the publication lock.
         ctx.emit(PullEvent::Publishing);
@@ -232,19 +227,17 @@ impl Puller {
             allocated_bytes: Some(allocated),
             created_at: ids::now_rfc3339(),
         };
-        {
-            let _publishing = self.publish_lock.lock().unwrap_or_else(|e| e.into_inner());
-            images.ensure_name_free(&name)?;
-            std::fs::rename(&staging, &final_dir)
-                .map_err(|e| OpError::io(format!("publishing {}", final_dir.display()), e))?;
-            guard.moved_to(final_dir.clone());
-            fsutil::fsync_dir(&self.images_dir)?;
-            self.store.insert_image(&image)?;
-        }
-        guard.disarm();
+        fsutil::publish_dir(
+            guard,
+            &staging,
+            &final_dir,
+            &self.publish_lock,
+            || images.ensure_name_free(&name),
+            || Ok(self.store.insert_image(&image)?),
+        )?;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         ctx.emit(PullEvent::Done { elapsed_ms });
-        tracing::info!(id = %image.id, name = %image.name, source = %source.canonical, digest = resolved.manifest_digest(), elapsed_ms, "pulled image");
+        tracing::info!(id = %image.id, name = %image.name, source = %source.canonical, digest = resolved.manifest_digest(), elapsed_ms, rootfs_ms, kernel_ms, "pulled image");
         Ok(image)
     }
 
@@ -253,7 +246,7 @@ impl Puller {
     /// sharing the inode is safe and costs nothing.
     fn reuse_rootfs(
         &self,
-        resolved: &dyn ResolvedImage,
+        resolved: &dyn ResolvedPull,
         size: Option<u64>,
         dest: &Path,
         ctx: &OpContext,

@@ -11,13 +11,14 @@ use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::lock::InstanceLock;
+use crate::oci_client::OciClient;
 use crate::recovery;
 use crate::server;
 use crate::state::DaemonState;
 use crate::store::Store;
 
 /// Runs the daemon until it is told to stop.
-pub async fn run(layout: Layout) -> anyhow::Result<()> {
+pub async fn run(layout: Layout, vm_host: crate::vms::HostOptions) -> anyhow::Result<()> {
     prepare_private_dir(&layout.state_dir)?;
     for dir in [
         layout.images_dir(),
@@ -51,9 +52,11 @@ pub async fn run(layout: Layout) -> anyhow::Result<()> {
 
     let socket = layout.socket_path();
     let listener = bind_socket(&socket)?;
-    let backend =
-        crate::backend::default_backend(&layout).context("setting up the image backend")?;
-    let state = Arc::new(DaemonState::new(layout.clone(), store, backend));
+    // One OCI client for images, kernels and prune: one cache, one set of leases.
+    let oci = Arc::new(OciClient::open(&layout).context("setting up the OCI client")?);
+    let backend = crate::backend::default_backend(oci.clone());
+    let state = Arc::new(DaemonState::new(layout.clone(), store, oci, backend));
+    state.vms.set_host_options(vm_host);
     // VMs outlive the daemon: adopt the live ones again before clients can ask about them.
     let report = state.vms.adopt_all().await.context("re-adopting VMs")?;
     state.vms.spawn_clock_watch();

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use banger_api::methods::Kind;
 use banger_api::pull::StreamLine;
 use banger_api::{ErrorBody, NDJSON, OPERATION_ID_HEADER, RPC_PREFIX};
 use bytes::Bytes;
@@ -38,8 +39,9 @@ pub type Body = BoxBody<Bytes, Infallible>;
 enum Reply {
     Json(serde_json::Value),
     Stream(tokio::sync::mpsc::UnboundedReceiver<StreamLine>),
-    /// `vm.exec`: answer `101 Switching Protocols`, then relay frames.
-    Upgrade(Box<(StreamSession, hyper::upgrade::OnUpgrade)>),
+    /// `vm.exec` and the byte streams: answer `101 Switching Protocols` with the method's
+    /// `Upgrade` token, then relay.
+    Upgrade(Box<(StreamSession, hyper::upgrade::OnUpgrade, &'static str)>),
 }
 
 /// Serves until `state.shutdown` is notified, then drains open connections.
@@ -119,12 +121,7 @@ async fn handle(
             }
             Ok(Reply::Stream(rx)) => stream_response(rx, &op),
             Ok(Reply::Upgrade(upgrade)) => {
-                let (session, on_upgrade) = *upgrade;
-                let token = if session.mode == RelayMode::ClientGoneCancels {
-                    banger_api::vm::EXEC_UPGRADE
-                } else {
-                    banger_api::vm::STREAM_UPGRADE
-                };
+                let (session, on_upgrade, token) = *upgrade;
                 tokio::spawn(relay(on_upgrade, session).in_current_span());
                 upgrade_response(&op, token)
             }
@@ -168,14 +165,11 @@ async fn route(
         )));
     }
     let method = method.to_owned();
-    let upgrade = matches!(
-        method.as_str(),
-        banger_api::methods::VM_EXEC
-            | banger_api::methods::VM_CP_PUT
-            | banger_api::methods::VM_CP_GET
-            | banger_api::methods::VM_PROXY
-    )
-    .then(|| hyper::upgrade::on(&mut req));
+    let kind = rpc::kind(&method);
+    let upgrade = match kind {
+        Some(Kind::Upgrade(token)) => Some((token, hyper::upgrade::on(&mut req))),
+        _ => None,
+    };
     let wants_stream = req
         .headers()
         .get(hyper::header::ACCEPT)
@@ -193,24 +187,11 @@ async fn route(
             .map_err(|e| OpError::BadRequest(format!("request body is not valid JSON: {e}")))?
     };
     tracing::debug!(method = %method, "dispatch");
-    if let Some(on_upgrade) = upgrade {
-        fn parse<T: serde::de::DeserializeOwned>(
-            m: &str,
-            v: serde_json::Value,
-        ) -> Result<T, OpError> {
-            serde_json::from_value(v)
-                .map_err(|e| OpError::BadRequest(format!("invalid params for {m}: {e}")))
-        }
-        let vms = &state.vms;
-        let session = match method.as_str() {
-            banger_api::methods::VM_EXEC => vms.exec(parse(&method, params)?).await?,
-            banger_api::methods::VM_CP_PUT => vms.cp_put(parse(&method, params)?).await?,
-            banger_api::methods::VM_CP_GET => vms.cp_get(parse(&method, params)?).await?,
-            _ => vms.proxy(parse(&method, params)?).await?,
-        };
-        return Ok(Reply::Upgrade(Box::new((session, on_upgrade))));
+    if let Some((token, on_upgrade)) = upgrade {
+        let session = rpc::open(state, &method, params).await?;
+        return Ok(Reply::Upgrade(Box::new((session, on_upgrade, token))));
     }
-    if wants_stream && rpc::is_streaming(&method) {
+    if wants_stream && kind == Some(Kind::Streaming) {
         return Ok(Reply::Stream(spawn_streaming(
             state,
             method,

@@ -8,7 +8,8 @@ use tokio::sync::Notify;
 
 use crate::images::Images;
 use crate::kernels::Kernels;
-use crate::pull::{PullBackend, Puller};
+use crate::oci_client::OciClient;
+use crate::pull::{ImagePuller, PullBackend};
 use crate::store::Store;
 use crate::vms::Vms;
 
@@ -16,7 +17,7 @@ pub struct DaemonState {
     pub layout: Layout,
     pub store: Arc<Store>,
     pub images: Images,
-    pub puller: Puller,
+    pub puller: ImagePuller,
     pub kernels: Kernels,
     pub vms: Arc<Vms>,
     pub started: Instant,
@@ -25,11 +26,18 @@ pub struct DaemonState {
 }
 
 impl DaemonState {
-    pub fn new(layout: Layout, store: Arc<Store>, backend: Arc<dyn PullBackend>) -> Self {
+    /// `oci` is the daemon's one OCI client: kernels use it directly, images through
+    /// `backend` (built on it in production, a stub in tests).
+    pub fn new(
+        layout: Layout,
+        store: Arc<Store>,
+        oci: Arc<OciClient>,
+        backend: Arc<dyn PullBackend>,
+    ) -> Self {
         DaemonState {
             images: Images::new(layout.clone(), store.clone()),
-            puller: Puller::new(layout.images_dir(), store.clone(), backend),
-            kernels: Kernels::new(layout.clone(), store.clone()),
+            puller: ImagePuller::new(layout.images_dir(), store.clone(), backend),
+            kernels: Kernels::new(layout.clone(), store.clone(), oci),
             vms: Vms::new(layout.clone(), store.clone()),
             layout,
             store,

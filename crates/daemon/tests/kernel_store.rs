@@ -11,8 +11,9 @@ use std::sync::{Arc, Barrier};
 use banger_api::ErrorCode;
 use banger_api::kernel::KernelImportParams;
 use banger_api::layout::Layout;
-use banger_daemon::kernels::{Kernels, host, image, manifest};
+use banger_daemon::kernels::{Kernels, host, manifest};
 use banger_daemon::store::Store;
+use banger_kernel::image;
 use banger_testkit::fake_kernel as fixture;
 use banger_testkit::layers::LayerBuilder;
 use banger_testkit::{qemu, tools};
@@ -33,8 +34,9 @@ fn env() -> Env {
     let files = root.path().join("files");
     std::fs::create_dir_all(&files).expect("mkdir");
     let store = Arc::new(Store::open_in_memory().expect("store"));
+    let oci = Arc::new(banger_daemon::oci_client::OciClient::open(&layout).expect("oci client"));
     Env {
-        kernels: Kernels::new(layout, store),
+        kernels: Kernels::new(layout, store, oci),
         files,
         _root: root,
     }
@@ -359,33 +361,7 @@ fn host_import_reads_boot_and_lib_modules() {
 
 /// A hand-made `.deb`: `ar` with `debian-binary`, `control.tar` and `data.tar`.
 fn make_deb(path: &Path, data_tar: &[u8]) {
-    let mut out = b"!<arch>\n".to_vec();
-    for (name, body) in [
-        ("debian-binary", &b"2.0\n"[..]),
-        (
-            "control.tar",
-            &LayerBuilder::new()
-                .file("control", b"Package: x\n")
-                .finish()[..],
-        ),
-        ("data.tar", data_tar),
-    ] {
-        let header = format!(
-            "{:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
-            name,
-            0,
-            0,
-            0,
-            "100644",
-            body.len()
-        );
-        out.extend_from_slice(header.as_bytes());
-        out.extend_from_slice(body);
-        if body.len() % 2 == 1 {
-            out.push(b'\n');
-        }
-    }
-    std::fs::write(path, out).expect("write deb");
+    std::fs::write(path, banger_testkit::layers::deb("data.tar", data_tar)).expect("write deb");
 }
 
 #[test]

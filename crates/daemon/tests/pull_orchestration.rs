@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 
-use banger_api::image::{Image, ImageRegisterParams};
+use banger_api::image::{Image, ImageRegisterParams, KernelChoice};
 use banger_api::pull::ImagePullParams;
 use banger_api::{ErrorCode, layout::Layout};
 use banger_daemon::error::OpError;
 use banger_daemon::images::Images;
 use banger_daemon::progress::OpContext;
-use banger_daemon::pull::{ParsedSource, PullBackend, Puller, ResolvedImage};
+use banger_daemon::pull::{ImagePuller, ParsedSource, PullBackend, ResolvedPull};
 use banger_daemon::store::Store;
 
 #[derive(Clone)]
@@ -28,6 +28,8 @@ enum Behaviour {
     Gate(Arc<Barrier>),
     /// Cancels the operation's own context, then builds (the orchestration must notice).
     CancelMidway,
+    /// Waits (at most 10 s) for the operation to be cancelled, then fails as cancelled.
+    UntilCancelled,
 }
 
 struct Stub {
@@ -52,17 +54,19 @@ impl PullBackend for Stub {
             dry_run,
             blobs: 0,
             bytes: 0,
+            in_use_blobs: 0,
+            in_use_bytes: 0,
         })
     }
     fn parse(&self, source: &str) -> Result<ParsedSource, OpError> {
-        banger_daemon::backend::parse_source(source)
+        banger_daemon::oci_client::parse_source(source)
     }
     fn resolve(
         &self,
         _: &ParsedSource,
         _: Option<&str>,
         _: &OpContext,
-    ) -> Result<Box<dyn ResolvedImage>, OpError> {
+    ) -> Result<Box<dyn ResolvedPull>, OpError> {
         self.resolves.fetch_add(1, Ordering::SeqCst);
         Ok(Box::new(StubImage {
             behaviour: self.behaviour.lock().expect("lock").clone(),
@@ -76,7 +80,7 @@ struct StubImage {
     builds: Arc<AtomicUsize>,
 }
 
-impl ResolvedImage for StubImage {
+impl ResolvedPull for StubImage {
     fn manifest_digest(&self) -> &str {
         "sha256:1111111111111111111111111111111111111111111111111111111111111111"
     }
@@ -92,6 +96,13 @@ impl ResolvedImage for StubImage {
                 b.wait();
             }
             Behaviour::CancelMidway => ctx.cancel(),
+            Behaviour::UntilCancelled => {
+                let start = std::time::Instant::now();
+                while !ctx.is_cancelled() && start.elapsed().as_secs() < 10 {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                return Err(OpError::Cancelled);
+            }
             Behaviour::Build => {}
         }
         write_tiny_ext4(dest, size)
@@ -133,7 +144,7 @@ struct Fixture {
     layout: Layout,
     store: Arc<Store>,
     images: Images,
-    puller: Puller,
+    puller: ImagePuller,
     stub: Arc<Stub>,
     files: PathBuf,
 }
@@ -156,7 +167,7 @@ fn fixture(b: Behaviour) -> Fixture {
     std::fs::write(files.join("modules/modules.dep"), b"").expect("write");
     Fixture {
         images: Images::new(layout.clone(), store.clone()),
-        puller: Puller::new(layout.images_dir(), store.clone(), stub.clone()),
+        puller: ImagePuller::new(layout.images_dir(), store.clone(), stub.clone()),
         layout,
         store,
         stub,
@@ -169,9 +180,12 @@ impl Fixture {
     fn params(&self, reference: &str) -> ImagePullParams {
         ImagePullParams {
             reference: reference.into(),
-            kernel_path: Some(self.file("vmlinux")),
-            initrd_path: Some(self.file("initrd.img")),
-            modules_dir: Some(self.file("modules")),
+            kernel: KernelChoice {
+                kernel_path: Some(self.file("vmlinux")),
+                initrd_path: Some(self.file("initrd.img")),
+                modules_dir: Some(self.file("modules")),
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -229,8 +243,10 @@ fn existing_name_is_rejected_before_any_work() {
         .register(ImageRegisterParams {
             name: "debian-bookworm".into(),
             rootfs_path: f.file("vmlinux"),
-            kernel_path: Some(f.file("vmlinux")),
-            ..Default::default()
+            kernel: KernelChoice {
+                kernel_path: Some(f.file("vmlinux")),
+                ..Default::default()
+            },
         })
         .expect("register");
     let err = f
@@ -313,8 +329,10 @@ fn a_register_racing_the_pull_wins_and_the_pull_cleans_up() {
         .register(ImageRegisterParams {
             name: "alpine-3-20".into(),
             rootfs_path: f.file("vmlinux"),
-            kernel_path: Some(f.file("vmlinux")),
-            ..Default::default()
+            kernel: KernelChoice {
+                kernel_path: Some(f.file("vmlinux")),
+                ..Default::default()
+            },
         })
         .expect("register during the pull");
     gate.wait();
@@ -369,8 +387,10 @@ fn deleting_another_image_during_a_pull_is_fine() {
         .register(ImageRegisterParams {
             name: "bystander".into(),
             rootfs_path: f.file("vmlinux"),
-            kernel_path: Some(f.file("vmlinux")),
-            ..Default::default()
+            kernel: KernelChoice {
+                kernel_path: Some(f.file("vmlinux")),
+                ..Default::default()
+            },
         })
         .expect("register");
     let pull = {
@@ -395,4 +415,53 @@ fn deleting_another_image_during_a_pull_is_fine() {
         .collect();
     assert_eq!(names, vec![image.name]);
     assert!(f.stagings().is_empty());
+}
+
+/// Everything under `<state>/kernel-files/` but its index.
+fn kernel_files(f: &Fixture) -> Vec<String> {
+    let root = f.layout.state_dir.join("kernel-files");
+    let mut names = Vec::new();
+    for sub in ["", "blobs", "trees"] {
+        if let Ok(rd) = std::fs::read_dir(root.join(sub)) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if sub.is_empty() && ["blobs", "trees", "index.json"].contains(&name.as_str()) {
+                    continue;
+                }
+                names.push(format!("{sub}/{name}"));
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn a_failed_build_leaves_no_kernel_files() {
+    // The kernel files are imported while the rootfs is built: a failed build must not
+    // leave them behind.
+    let f = fixture(Behaviour::Fail("layer borked"));
+    let err = f.pull(f.params("alpine:3.20")).expect_err("must fail");
+    assert!(err.to_string().contains("layer borked"), "{err}");
+    assert_eq!(f.image_dirs(), 0);
+    assert_eq!(kernel_files(&f), Vec::<String>::new());
+}
+
+#[test]
+fn a_failed_kernel_import_stops_the_build_and_cleans_up() {
+    let f = fixture(Behaviour::UntilCancelled);
+    let fifo = std::ffi::CString::new(f.file("modules/pipe")).expect("path");
+    // SAFETY: `fifo` is a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let started = std::time::Instant::now();
+    let err = f.pull(f.params("alpine:3.20")).expect_err("must fail");
+    // The import's own error, not the cancellation it caused.
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    assert!(started.elapsed().as_secs() < 5, "the build was not stopped");
+    assert_eq!(f.image_dirs(), 0);
+    assert!(f.store.list_images().expect("list").is_empty());
+    assert_eq!(kernel_files(&f), Vec::<String>::new());
+    // Nothing stays pinned or half-made: the next pull succeeds.
+    std::fs::remove_file(f.file("modules/pipe")).expect("rm fifo");
+    *f.stub.behaviour.lock().expect("lock") = Behaviour::Build;
+    f.pull(f.params("alpine:3.20")).expect("pull");
 }

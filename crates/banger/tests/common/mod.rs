@@ -39,6 +39,8 @@ impl TestEnv {
         cmd.env("XDG_STATE_HOME", self.state_home())
             .env("XDG_CACHE_HOME", self.path("cache"))
             .env("XDG_RUNTIME_DIR", self.runtime_home())
+            // The user's own config.toml must not leak into a test.
+            .env("XDG_CONFIG_HOME", self.path("config"))
             .env("BANGER_DAEMON", env!("CARGO_BIN_EXE_bangerd"))
             .env("NO_COLOR", "1")
             .env("BANGER_AGENT", banger_testkit::vm::agent_binary())
@@ -144,6 +146,14 @@ impl TestEnv {
             "-q",
         ]);
         name.to_string()
+    }
+
+    /// Writes this installation's `config.toml` (read by the CLI, and by the daemon it
+    /// starts for `[daemon]`).
+    pub fn write_config(&self, text: &str) {
+        let dir = self.path("config/banger");
+        std::fs::create_dir_all(&dir).expect("mkdir config");
+        std::fs::write(dir.join("config.toml"), text).expect("write config.toml");
     }
 
     pub fn daemon_pid(&self) -> i32 {

@@ -44,6 +44,14 @@ Keys:
   work_disk           apparent size of the work disk mounted at /root
   net                 \"user\" (rootless NAT, DNS, published ports) or \"none\"
   init                \"auto\", \"agent\" or \"image\" (who runs as PID 1)
+  vmm                 \"auto\", \"qemu\" or \"firecracker\" (see `banger vm create --help`)
+  [daemon]            how the CLI starts bangerd when none runs (`banger daemon stop` to
+                      apply a change)
+  firecracker         absolute path of the Firecracker binary [default: $BANGER_FIRECRACKER,
+                      then PATH]
+  accel               \"auto\" (probe KVM), \"kvm\" (trust /dev/kvm, no probe) or \"tcg\"
+  jailer              absolute path of Firecracker's jailer: Firecracker VMs run jailed
+                      (bangerd as root only) [default: none]
 
 Example config.toml:
   default_image = \"alpine:3.20\"

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use banger_api::methods;
-use banger_api::system::{Empty, VersionInfo};
+use banger_api::system::Empty;
 use serde_json::json;
 
 use crate::Context;
@@ -18,10 +18,7 @@ pub const EXIT_NOT_RUNNING: u8 = 3;
 pub async fn run(ctx: &Context, command: DaemonCommand) -> anyhow::Result<u8> {
     let client = ctx.plain_client();
     match command {
-        DaemonCommand::Status => match client
-            .call::<_, VersionInfo>(methods::VERSION, &Empty {})
-            .await
-        {
+        DaemonCommand::Status => match client.call::<methods::system::Version>(&Empty {}).await {
             Ok(v) => {
                 let ping = autostart::ping(&client).await?;
                 if ctx.json {
@@ -72,10 +69,7 @@ pub async fn run(ctx: &Context, command: DaemonCommand) -> anyhow::Result<u8> {
             Ok(0)
         }
         DaemonCommand::Stop => {
-            match client
-                .call::<_, serde_json::Value>(methods::DAEMON_SHUTDOWN, &Empty {})
-                .await
-            {
+            match client.call::<methods::system::Shutdown>(&Empty {}).await {
                 Ok(_) => {}
                 Err(ClientError::NotRunning { .. }) => {
                     if !ctx.json {

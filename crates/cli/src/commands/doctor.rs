@@ -44,6 +44,24 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
             "apt-get install qemu-system-x86",
             Verdict::Warn,
         ),
+        tool_check(
+            "pasta",
+            "rootless networking of Firecracker VMs (TAP in a user namespace)",
+            "apt-get install passt",
+            Verdict::Warn,
+        ),
+        tool_check(
+            "iptables",
+            "ports published on 127.0.0.1 for Firecracker VMs",
+            "apt-get install iptables",
+            Verdict::Warn,
+        ),
+        tool_check(
+            "ebtables",
+            "ports published on 127.0.0.1 for Firecracker VMs",
+            "apt-get install iptables",
+            Verdict::Warn,
+        ),
     ];
     let mut checks = checks;
     checks.extend(vm_checks(&ctx.layout.runtime_dir).await);
@@ -107,9 +125,22 @@ fn tool_check(name: &'static str, purpose: &str, fix: &str, missing: Verdict) ->
 /// KVM probe): the accelerator and why, QEMU's version, the vsock backend, the agent.
 async fn vm_checks(runtime_dir: &Path) -> Vec<Check> {
     let cache = runtime_dir.join("accel-probe.json");
+    // As the daemon will see it: config.toml's `[daemon]` settings (a bad file is reported
+    // by `banger config show`; doctor still checks the rest).
+    let daemon = crate::config::Config::load()
+        .map(|c| c.daemon)
+        .unwrap_or_default();
+    let accel = match daemon.accel.as_ref().map(|a| a.value.as_str()) {
+        Some("kvm") => banger_vmm::AccelChoice::Kvm,
+        Some("tcg") => banger_vmm::AccelChoice::Tcg,
+        _ => banger_vmm::AccelChoice::Auto,
+    };
+    let firecracker = daemon.firecracker.map(|s| s.value);
     let detection = tokio::task::spawn_blocking(move || {
         banger_vmm::detect(&banger_vmm::DetectOptions {
             cache: Some(cache),
+            accel,
+            firecracker,
             ..Default::default()
         })
     })

@@ -2,7 +2,7 @@
 
 use banger_api::image::{
     CachePruneParams, CachePruned, Image, ImageDeleted, ImageDetails, ImageDisk, ImageList,
-    ImageRef, ImageRegisterParams,
+    ImageRef, ImageRegisterParams, KernelChoice,
 };
 use banger_api::methods;
 use banger_api::pull::ImagePullParams;
@@ -19,7 +19,7 @@ pub async fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
         ImageCommand::Pull(args) => pull(ctx, &client, args).await,
         ImageCommand::Cache(CacheCommand::Prune { dry_run }) => {
             let pruned: CachePruned = client
-                .call(methods::IMAGE_CACHE_PRUNE, &CachePruneParams { dry_run })
+                .call::<methods::image::CachePrune>(&CachePruneParams { dry_run })
                 .await?;
             if ctx.json {
                 return output::print_json(&pruned);
@@ -31,11 +31,19 @@ pub async fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
                 pruned.blobs,
                 if pruned.blobs == 1 { "" } else { "s" }
             );
+            if pruned.in_use_blobs > 0 {
+                println!(
+                    "kept {} in {} blob{} that pulls in flight use (prune again once they finish)",
+                    output::human_bytes(pruned.in_use_bytes),
+                    pruned.in_use_blobs,
+                    if pruned.in_use_blobs == 1 { "" } else { "s" }
+                );
+            }
             Ok(())
         }
         ImageCommand::Register(args) => {
             let image: Image = client
-                .call(methods::IMAGE_REGISTER, &register_params(args)?)
+                .call::<methods::image::Register>(&register_params(args)?)
                 .await?;
             if ctx.json {
                 output::print_json(&image)
@@ -45,7 +53,7 @@ pub async fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
             }
         }
         ImageCommand::List => {
-            let list: ImageList = client.call(methods::IMAGE_LIST, &Empty {}).await?;
+            let list: ImageList = client.call::<methods::image::List>(&Empty {}).await?;
             if ctx.json {
                 return output::print_json(&list.images);
             }
@@ -66,7 +74,7 @@ pub async fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
         }
         ImageCommand::Show { image } => {
             let shown: ImageDetails = client
-                .call(methods::IMAGE_SHOW, &ImageRef { image })
+                .call::<methods::image::Show>(&ImageRef { image })
                 .await?;
             if ctx.json {
                 output::print_json(&shown)
@@ -77,7 +85,7 @@ pub async fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
         }
         ImageCommand::Delete { image } => {
             let deleted: ImageDeleted = client
-                .call(methods::IMAGE_DELETE, &ImageRef { image })
+                .call::<methods::image::Delete>(&ImageRef { image })
                 .await?;
             if ctx.json {
                 output::print_json(&deleted)
@@ -95,21 +103,16 @@ pub async fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
 }
 
 async fn pull(ctx: &Context, client: &crate::client::Client, args: PullArgs) -> anyhow::Result<()> {
-    let kernel = kernel_params(args.kernel)?;
     let params = ImagePullParams {
         reference: local_source_absolute(&args.reference)?,
         name: args.name,
-        kernel_path: kernel.kernel_path,
-        initrd_path: kernel.initrd_path,
-        modules_dir: kernel.modules_dir,
-        kernel_ref: kernel.kernel_ref,
+        kernel: kernel_choice(args.kernel)?,
         size_bytes: args.size,
         platform: Some(args.platform),
     };
     let started = std::time::Instant::now();
-    let image: Image = super::with_progress(
+    let image: Image = super::with_progress::<methods::image::Pull>(
         client,
-        methods::IMAGE_PULL,
         &params,
         args.quiet || ctx.json,
         "the daemon discards the partial image",
@@ -135,16 +138,9 @@ async fn pull(ctx: &Context, client: &crate::client::Client, args: PullArgs) -> 
     Ok(())
 }
 
-struct KernelParams {
-    kernel_path: Option<String>,
-    initrd_path: Option<String>,
-    modules_dir: Option<String>,
-    kernel_ref: Option<String>,
-}
-
-fn kernel_params(args: KernelArgs) -> anyhow::Result<KernelParams> {
+fn kernel_choice(args: KernelArgs) -> anyhow::Result<KernelChoice> {
     let opt = |p: Option<std::path::PathBuf>| p.as_deref().map(absolute).transpose();
-    Ok(KernelParams {
+    Ok(KernelChoice {
         kernel_path: opt(args.kernel)?,
         initrd_path: opt(args.initrd)?,
         modules_dir: opt(args.modules)?,
@@ -153,14 +149,10 @@ fn kernel_params(args: KernelArgs) -> anyhow::Result<KernelParams> {
 }
 
 fn register_params(args: RegisterArgs) -> anyhow::Result<ImageRegisterParams> {
-    let kernel = kernel_params(args.kernel)?;
     Ok(ImageRegisterParams {
         name: args.name,
         rootfs_path: absolute(&args.rootfs)?,
-        kernel_path: kernel.kernel_path,
-        initrd_path: kernel.initrd_path,
-        modules_dir: kernel.modules_dir,
-        kernel_ref: kernel.kernel_ref,
+        kernel: kernel_choice(args.kernel)?,
     })
 }
 

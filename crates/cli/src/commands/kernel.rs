@@ -107,11 +107,11 @@ pub async fn run(ctx: &Context, command: KernelCommand) -> anyhow::Result<()> {
                 deb_path: opt(args.deb)?,
                 host: args.host,
             };
-            let kernel: Kernel = client.call(methods::KERNEL_IMPORT, &params).await?;
+            let kernel: Kernel = client.call::<methods::kernel::Import>(&params).await?;
             done(ctx, "imported", &kernel)
         }
         KernelCommand::List => {
-            let list: KernelList = client.call(methods::KERNEL_LIST, &Empty {}).await?;
+            let list: KernelList = client.call::<methods::kernel::List>(&Empty {}).await?;
             if ctx.json {
                 return output::print_json(&list.kernels);
             }
@@ -145,7 +145,7 @@ pub async fn run(ctx: &Context, command: KernelCommand) -> anyhow::Result<()> {
         }
         KernelCommand::Show { name } => {
             let kernel: Kernel = client
-                .call(methods::KERNEL_SHOW, &KernelRef { kernel: name })
+                .call::<methods::kernel::Show>(&KernelRef { kernel: name })
                 .await?;
             if ctx.json {
                 output::print_json(&kernel)
@@ -156,13 +156,10 @@ pub async fn run(ctx: &Context, command: KernelCommand) -> anyhow::Result<()> {
         }
         KernelCommand::Delete { name, force } => {
             let deleted: KernelDeleted = client
-                .call(
-                    methods::KERNEL_DELETE,
-                    &KernelDeleteParams {
-                        kernel: name,
-                        force,
-                    },
-                )
+                .call::<methods::kernel::Delete>(&KernelDeleteParams {
+                    kernel: name,
+                    force,
+                })
                 .await?;
             if ctx.json {
                 return output::print_json(&deleted);
@@ -192,9 +189,8 @@ pub async fn run(ctx: &Context, command: KernelCommand) -> anyhow::Result<()> {
                 kernel: name,
                 reference,
             };
-            let pushed: KernelPushed = with_progress(
+            let pushed: KernelPushed = with_progress::<methods::kernel::Push>(
                 &client,
-                methods::KERNEL_PUSH,
                 &params,
                 quiet || ctx.json,
                 "blobs already sent stay in the registry; no tag was written",
@@ -221,9 +217,8 @@ pub async fn run(ctx: &Context, command: KernelCommand) -> anyhow::Result<()> {
                 reference: local_source_absolute(&reference)?,
                 name,
             };
-            let kernel: Kernel = with_progress(
+            let kernel: Kernel = with_progress::<methods::kernel::Pull>(
                 &client,
-                methods::KERNEL_PULL,
                 &params,
                 quiet || ctx.json,
                 "the daemon discards the partial kernel",

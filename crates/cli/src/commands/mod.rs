@@ -11,8 +11,7 @@ pub mod vm;
 
 use std::path::Path;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use banger_api::methods::Streaming;
 
 use crate::client::Client;
 use crate::progress::PullProgress;
@@ -20,15 +19,14 @@ use crate::progress::PullProgress;
 /// Calls a long-running method with its progress on stderr (none when `quiet`). Ctrl-C
 /// drops the call, closing the connection: the daemon cancels the operation and cleans
 /// up, and the error says `undone`.
-pub async fn with_progress<P: Serialize, R: DeserializeOwned>(
+pub async fn with_progress<M: Streaming>(
     client: &Client,
-    method: &str,
-    params: &P,
+    params: &M::Params,
     quiet: bool,
     undone: &str,
-) -> anyhow::Result<R> {
+) -> anyhow::Result<M::Result> {
     let mut progress = PullProgress::new(quiet);
-    let call = client.call_streaming::<_, R>(method, params, |event| {
+    let call = client.call_streaming::<M>(params, |event| {
         if let Some(p) = progress.as_mut() {
             p.on_event(event);
         }

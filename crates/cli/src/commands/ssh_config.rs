@@ -224,7 +224,7 @@ pub async fn run(ctx: &Context, args: SshConfigArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     let client = ctx.client().await?;
-    let info: SshInfo = client.call(methods::SSH_CONFIG, &Empty {}).await?;
+    let info: SshInfo = client.call::<methods::ssh::Config>(&Empty {}).await?;
     let exe = std::env::current_exe().context("finding banger's own path")?;
     let text = render(&exe, &info);
     if args.print && !args.install {

@@ -11,7 +11,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<()> {
     // The daemon's version is reported when one runs; `version` never starts one.
     let daemon: Option<VersionInfo> = ctx
         .plain_client()
-        .call(methods::VERSION, &Empty {})
+        .call::<methods::system::Version>(&Empty {})
         .await
         .ok();
     if ctx.json {

@@ -7,7 +7,7 @@ use crate::error::OpError;
 use crate::fsutil;
 
 use super::manifest::{INITRD, MODULES};
-use super::{Staged, stage_kernel_file};
+use super::staging::{Staged, stage_kernel_file};
 
 /// The running kernel's release (`uname -r`).
 pub fn release() -> Result<String, OpError> {

@@ -16,12 +16,11 @@
 //! forced; the answer names the images that then need a new kernel.
 
 pub mod deb;
-pub mod decompress;
 pub mod host;
-pub mod image;
 pub mod manifest;
 pub mod registry;
 pub mod shared;
+pub mod staging;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -32,31 +31,32 @@ use banger_api::kernel::{Kernel, KernelDeleted, KernelImportParams};
 use banger_api::layout::Layout;
 use banger_api::names::validate_name;
 use banger_api::pull::PullEvent;
+use banger_kernel::image::{self, KernelInfo};
 
+use crate::claims::{NameClaim, NameClaims};
 use crate::error::OpError;
 use crate::fsutil::{self, DirGuard};
 use crate::ids;
+use crate::oci_client::{OciClient, parse_source};
 use crate::paths::{self, Expect};
 use crate::progress::OpContext;
 use crate::store::{KernelRow, Store, StoreError};
 
-use self::image::KernelInfo;
 use self::manifest::{INITRD, MODULES, Manifest, VMLINUX, VMLINUZ};
+use self::staging::read_kernel;
+// Re-exported for the sources that stage into the kernel store.
+pub use self::staging::{STAGING_PREFIX, Staged, arch_of, stage_kernel_file};
 
 /// Daemon environment variable naming where `image pull --kernel-ref NAME` finds kernels
 /// that are not local: a repository (`registry/path`); NAME is pulled from `<source>:NAME`.
 pub const KERNEL_SOURCE_ENV: &str = "BANGER_KERNEL_SOURCE";
 
-/// Prefix of in-progress directories in the kernels dir.
-pub const STAGING_PREFIX: &str = ".staging-";
-/// Largest kernel file read into memory for inspection.
-const MAX_KERNEL_FILE: u64 = 512 << 20;
-
 pub struct Kernels {
     dir: PathBuf,
     layout: Layout,
     store: Arc<Store>,
-    claims: Mutex<HashSet<String>>,
+    /// Kernel names with an import or pull in flight.
+    claims: NameClaims,
     /// Held around "check name, rename, insert" and "delete record, move dir away".
     publish: Mutex<()>,
     registry: registry::KernelRegistry,
@@ -66,39 +66,21 @@ pub struct Kernels {
     shared: Arc<shared::SharedFiles>,
 }
 
-/// Releases a claimed name on drop.
-struct Claim<'a> {
-    kernels: &'a Kernels,
-    name: String,
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        let mut names = self
-            .kernels
-            .claims
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        names.remove(&self.name);
-    }
-}
-
-/// What a source put in the staging directory, before [`Kernels::finish`].
-#[derive(Debug, Clone)]
-pub struct Staged {
-    pub source: String,
-}
-
 impl Kernels {
-    /// Opens the store at daemon start, sweeping what an interrupted import left.
-    pub fn new(layout: Layout, store: Arc<Store>) -> Kernels {
+    /// Opens the store at daemon start, sweeping what an interrupted import left. Pulls
+    /// and pushes go through `oci`, the daemon's one OCI client.
+    pub fn new(layout: Layout, store: Arc<Store>, oci: Arc<OciClient>) -> Kernels {
         let kernels = Kernels {
             dir: layout.kernels_dir(),
             shared: shared::SharedFiles::for_state_dir(&layout.state_dir),
-            registry: registry::KernelRegistry::new(&layout),
+            registry: registry::KernelRegistry::new(oci),
             layout,
             store,
-            claims: Mutex::new(HashSet::new()),
+            claims: NameClaims::new(|name| {
+                format!(
+                    "a kernel named {name:?} is being imported right now; wait for it or pick another name"
+                )
+            }),
             publish: Mutex::new(()),
             source: std::env::var(KERNEL_SOURCE_ENV)
                 .ok()
@@ -177,19 +159,10 @@ impl Kernels {
             .map_err(|e| OpError::io(format!("sweeping {}", self.dir.display()), e))
     }
 
-    fn claim(&self, name: &str) -> Result<Claim<'_>, OpError> {
+    fn claim(&self, name: &str) -> Result<NameClaim<'_>, OpError> {
         validate_name(name).map_err(OpError::BadRequest)?;
         self.ensure_free(name)?;
-        let mut names = self.claims.lock().unwrap_or_else(|e| e.into_inner());
-        if !names.insert(name.to_string()) {
-            return Err(OpError::AlreadyExists(format!(
-                "a kernel named {name:?} is being imported right now; wait for it or pick another name"
-            )));
-        }
-        Ok(Claim {
-            kernels: self,
-            name: name.to_string(),
-        })
+        self.claims.claim(name)
     }
 
     fn ensure_free(&self, name: &str) -> Result<(), OpError> {
@@ -253,7 +226,7 @@ impl Kernels {
         &self,
         name: &str,
         staging: PathBuf,
-        mut guard: DirGuard,
+        guard: DirGuard,
         staged: Staged,
     ) -> Result<Kernel, OpError> {
         let info = prepare(&staging)?;
@@ -270,7 +243,6 @@ impl Kernels {
         manifest.write(&staging)?;
         // One copy of each file for the store and every image made from it.
         self.shared.adopt(&staging)?;
-        fsutil::fsync_dir(&staging)?;
 
         let final_dir = self.dir.join(name);
         let at = |rel: &str| paths::to_string(&final_dir.join(rel));
@@ -286,22 +258,14 @@ impl Kernels {
             source: Some(manifest.source.clone()),
             created_at: manifest.imported_at.clone(),
         };
-        {
-            let _publishing = self.publish.lock().unwrap_or_else(|e| e.into_inner());
-            self.ensure_free(name)?;
-            // No record owns a directory of this name: a leftover of a crash.
-            if final_dir.exists() {
-                std::fs::remove_dir_all(&final_dir).map_err(|e| {
-                    OpError::io(format!("removing stale {}", final_dir.display()), e)
-                })?;
-            }
-            std::fs::rename(&staging, &final_dir)
-                .map_err(|e| OpError::io(format!("publishing {}", final_dir.display()), e))?;
-            guard.moved_to(final_dir.clone());
-            fsutil::fsync_dir(&self.dir)?;
-            self.store.insert_kernel(&row).map_err(name_taken)?;
-        }
-        guard.disarm();
+        fsutil::publish_dir(
+            guard,
+            &staging,
+            &final_dir,
+            &self.publish,
+            || self.ensure_free(name),
+            || self.store.insert_kernel(&row).map_err(name_taken),
+        )?;
         tracing::info!(name, version = ?row.version, source = %manifest.source, "imported kernel");
         Ok(to_api(&row, Some(&manifest)))
     }
@@ -418,7 +382,7 @@ impl Kernels {
         ctx: &OpContext,
     ) -> Result<Kernel, OpError> {
         let started = Instant::now();
-        let source = crate::backend::parse_source(&params.reference)?;
+        let source = parse_source(&params.reference)?;
         let name = params.name.unwrap_or(source.default_name);
         let _claim = self.claim(&name)?;
         let (staging, guard) = self.staging(&name)?;
@@ -460,7 +424,7 @@ fn to_api(row: &KernelRow, manifest: Option<&Manifest>) -> Kernel {
         modules_dir: row.modules_dir.clone(),
         source: row.source.clone(),
         created_at: row.created_at.clone(),
-        files: manifest.map(|m| m.files.clone()).unwrap_or_default(),
+        files: manifest.map(manifest::api_files).unwrap_or_default(),
     }
 }
 
@@ -488,38 +452,6 @@ fn import_files(
     Ok(Staged {
         source: format!("files:{}", kernel.display()),
     })
-}
-
-/// Copies a kernel file into `staging` as `vmlinuz` (bzImage) or `vmlinux` (ELF),
-/// refusing anything else with a message naming the file.
-pub fn stage_kernel_file(kernel: &Path, staging: &Path) -> Result<(), OpError> {
-    let bytes = read_kernel(kernel)?;
-    let info = image::inspect(&bytes)
-        .map_err(|e| OpError::BadRequest(format!("{}: {e}", kernel.display())))?;
-    let name = if info.format.is_uncompressed() {
-        VMLINUX
-    } else {
-        VMLINUZ
-    };
-    fsutil::copy_file(kernel, &staging.join(name))
-}
-
-/// The architecture a kernel file says it is for, if it is a kernel we can read.
-pub fn arch_of(path: &Path) -> Option<String> {
-    image::inspect(&read_kernel(path).ok()?).ok()?.arch
-}
-
-fn read_kernel(path: &Path) -> Result<Vec<u8>, OpError> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| OpError::BadRequest(format!("kernel {}: {e}", path.display())))?;
-    if meta.len() > MAX_KERNEL_FILE {
-        return Err(OpError::BadRequest(format!(
-            "{}: {} bytes is too large for a kernel image",
-            path.display(),
-            meta.len()
-        )));
-    }
-    std::fs::read(path).map_err(|e| OpError::io(format!("reading {}", path.display()), e))
 }
 
 /// Checks what `staging` holds and completes it: `vmlinuz` must be a compressed kernel

@@ -11,51 +11,34 @@
 //! staging directory; the store then verifies the kernel as for any import.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use banger_api::kernel::{KernelPushed, annotations};
-use banger_api::layout::Layout;
 use banger_oci as oci;
-use sha2::{Digest as _, Sha256};
 
 use banger_api::pull::PullEvent;
 
-use crate::backend::{layer_progress, oci_error, resolved_event, until_cancelled};
 use crate::error::OpError;
-use crate::progress::OpContext;
+use crate::oci_client::{OciClient, layer_progress, oci_error, resolved_event};
+use crate::progress::{OpContext, until_cancelled};
 use crate::store::KernelRow;
 
-use super::manifest::{INITRD, MODULES, Manifest, VMLINUX, VMLINUZ, hex_digest};
-use super::{STAGING_PREFIX, Staged};
+use super::manifest::{INITRD, MODULES, Manifest, VMLINUX, VMLINUZ};
+use super::staging::{STAGING_PREFIX, Staged};
 
-const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const MT_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const MT_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 /// Cap on a kernel image's unpacked size (modules included).
 const MAX_UNPACKED: u64 = 8 << 30;
 
+/// Kernels through the daemon's one [`OciClient`].
 pub struct KernelRegistry {
-    puller: Result<Arc<oci::Puller>, String>,
+    client: Arc<OciClient>,
 }
 
 impl KernelRegistry {
-    pub fn new(layout: &Layout) -> KernelRegistry {
-        let make = || -> Result<oci::Puller, oci::Error> {
-            let cache = oci::BlobCache::open(layout.oci_cache_dir())?;
-            let creds = oci::CredentialStore::load(None)?;
-            oci::Puller::new(cache, oci::RegistryOptions::default(), creds)
-        };
-        KernelRegistry {
-            puller: make().map(Arc::new).map_err(|e| e.to_string()),
-        }
-    }
-
-    fn puller(&self) -> Result<Arc<oci::Puller>, OpError> {
-        self.puller
-            .clone()
-            .map_err(|e| OpError::Unavailable(format!("the OCI client is unavailable: {e}")))
+    pub fn new(client: Arc<OciClient>) -> KernelRegistry {
+        KernelRegistry { client }
     }
 
     /// Pushes a stored kernel to `reference` (`registry/repo:tag`). The layer is packed
@@ -88,38 +71,28 @@ impl KernelRegistry {
         ctx.check()?;
         let arch = manifest.arch.clone().unwrap_or_else(|| "amd64".into());
         let mut labels = BTreeMap::new();
-        labels.insert(annotations::KIND, annotations::KIND_KERNEL.to_string());
-        labels.insert(annotations::NAME, row.name.clone());
-        labels.insert(annotations::ARCH, arch.clone());
+        let mut label = |k: &str, v: &str| labels.insert(k.to_string(), v.to_string());
+        label(annotations::KIND, annotations::KIND_KERNEL);
+        label(annotations::NAME, &row.name);
+        label(annotations::ARCH, &arch);
         if let Some(v) = &manifest.version {
-            labels.insert(annotations::VERSION, v.clone());
-            labels.insert("org.opencontainers.image.version", v.clone());
+            label(annotations::VERSION, v);
+            label("org.opencontainers.image.version", v);
         }
-        let config = serde_json::json!({
-            "architecture": arch,
-            "os": "linux",
-            "config": { "Labels": labels },
-            "rootfs": { "type": "layers", "diff_ids": [layer.diff_id] },
-        });
-        let config = serde_json::to_vec(&config)
-            .map_err(|e| OpError::Failed(format!("encoding the config: {e}")))?;
-        let config_digest = oci::Digest::of(&config);
-        let image_manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": MT_MANIFEST,
-            "config": { "mediaType": MT_CONFIG, "digest": config_digest.to_string(), "size": config.len() },
-            "layers": [{
-                "mediaType": MT_LAYER,
-                "digest": layer.digest.to_string(),
-                "size": layer.size,
-                "annotations": { "org.opencontainers.image.title": "kernel.tar.gz" },
-            }],
-            "annotations": labels,
-        });
-        let image_manifest = serde_json::to_vec(&image_manifest)
-            .map_err(|e| OpError::Failed(format!("encoding the manifest: {e}")))?;
-        let puller = self.puller()?;
-        let client = puller.client();
+        let platform = oci::Platform {
+            os: "linux".into(),
+            architecture: arch,
+            variant: None,
+        };
+        let layers = [oci::ImageLayer {
+            layer: layer.clone(),
+            annotations: BTreeMap::from([(
+                "org.opencontainers.image.title".to_string(),
+                "kernel.tar.gz".to_string(),
+            )]),
+        }];
+        let docs = oci::pack::image_documents(&platform, &labels, &layers).map_err(pack_error)?;
+        let client = self.client.puller().client();
         let (registry, repo) = (r.registry.as_str(), r.repository.as_str());
         let (digest, total) = (layer.digest.to_string(), layer.size);
         let events = ctx.clone();
@@ -142,10 +115,16 @@ impl KernelRegistry {
                     )
                     .await?;
                 client
-                    .push_blob(registry, repo, &config_digest, &config)
+                    .push_blob(registry, repo, &docs.config_digest, &docs.config)
                     .await?;
                 client
-                    .push_manifest(registry, repo, &tag, MT_MANIFEST, &image_manifest)
+                    .push_manifest(
+                        registry,
+                        repo,
+                        &tag,
+                        oci::manifest::OCI_MANIFEST,
+                        &docs.manifest,
+                    )
                     .await
             }))?
             .map_err(oci_error)?;
@@ -168,7 +147,7 @@ impl KernelRegistry {
             architecture: host_arch().into(),
             variant: None,
         };
-        let puller = self.puller()?;
+        let puller = self.client.puller();
         let handle = tokio::runtime::Handle::current();
         ctx.emit(PullEvent::Resolving {
             reference: source.to_string(),
@@ -224,131 +203,35 @@ fn host_arch() -> &'static str {
     }
 }
 
-/// Hashes and counts what goes through.
-struct HashingWriter<W> {
-    inner: W,
-    hash: Sha256,
-    written: u64,
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
-        self.written += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// A packed layer: its blob digest and size, and the digest of the uncompressed tar.
-struct PackedLayer {
-    digest: oci::Digest,
-    size: u64,
-    diff_id: String,
-}
-
-/// Writes the deterministic gzip tar of a kernel dir to `out`, hashing both the tar (the
-/// `diff_id`) and the compressed blob (its digest) on the way through.
-fn build_layer(dir: &Path, out: &std::fs::File) -> Result<PackedLayer, OpError> {
-    let io = |what: String| move |e: std::io::Error| OpError::io(what, e);
-    let blob = HashingWriter {
-        inner: std::io::BufWriter::new(out),
-        hash: Sha256::new(),
-        written: 0,
-    };
-    let gz = flate2::write::GzEncoder::new(blob, flate2::Compression::new(6));
-    let mut tar = tar::Builder::new(HashingWriter {
-        inner: gz,
-        hash: Sha256::new(),
-        written: 0,
-    });
-    let mut entries: Vec<(String, PathBuf)> = Vec::new();
+/// Packs the kernel files of `dir` (`vmlinuz`, `vmlinux`, `initrd.img`, `modules/`) into
+/// the deterministic gzip layer `out`.
+fn build_layer(dir: &Path, out: &std::fs::File) -> Result<oci::PackedLayer, OpError> {
+    let mut entries = Vec::new();
     for name in [VMLINUZ, VMLINUX, INITRD] {
-        let p = dir.join(name);
-        if p.is_file() {
-            entries.push((name.to_string(), p));
+        let path = dir.join(name);
+        if path.is_file() {
+            entries.push(oci::LayerEntry {
+                name: name.to_string(),
+                path,
+            });
         }
     }
     let modules = dir.join(MODULES);
     if modules.is_dir() {
-        entries.push((MODULES.to_string(), modules.clone()));
-        collect(&modules, MODULES, &mut entries)?;
+        entries.push(oci::LayerEntry {
+            name: MODULES.to_string(),
+            path: modules.clone(),
+        });
+        oci::pack::tree_entries(&modules, MODULES, &mut entries).map_err(pack_error)?;
     }
-    for (name, path) in &entries {
-        let meta =
-            std::fs::symlink_metadata(path).map_err(io(format!("stat {}", path.display())))?;
-        let mut h = tar::Header::new_gnu();
-        h.set_mtime(0);
-        h.set_uid(0);
-        h.set_gid(0);
-        let res = if meta.is_dir() {
-            h.set_entry_type(tar::EntryType::Directory);
-            h.set_mode(0o755);
-            h.set_size(0);
-            tar.append_data(&mut h, format!("{name}/"), std::io::empty())
-        } else if meta.is_symlink() {
-            let target =
-                std::fs::read_link(path).map_err(io(format!("readlink {}", path.display())))?;
-            h.set_entry_type(tar::EntryType::Symlink);
-            h.set_mode(0o777);
-            h.set_size(0);
-            tar.append_link(&mut h, name, target)
-        } else {
-            use std::os::unix::fs::PermissionsExt;
-            let f = std::fs::File::open(path).map_err(io(format!("opening {}", path.display())))?;
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_mode(if meta.permissions().mode() & 0o111 != 0 {
-                0o755
-            } else {
-                0o644
-            });
-            h.set_size(meta.len());
-            tar.append_data(&mut h, name, f)
-        };
-        res.map_err(io(format!("adding {name} to the layer")))?;
-    }
-    let hashing = tar.into_inner().map_err(io("finishing the layer".into()))?;
-    let diff_id = hex_digest(hashing.hash);
-    let mut blob = hashing
-        .inner
-        .finish()
-        .map_err(io("compressing the layer".into()))?;
-    blob.flush().map_err(io("writing the layer".into()))?;
-    let digest = oci::Digest::parse(&hex_digest(blob.hash))
-        .map_err(|e| OpError::Failed(format!("layer digest: {e}")))?;
-    Ok(PackedLayer {
-        digest,
-        size: blob.written,
-        diff_id,
-    })
+    oci::pack::pack_layer(&entries, out).map_err(pack_error)
 }
 
-/// Entries below `dir`, sorted, as (`rel/path`, host path).
-fn collect(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) -> Result<(), OpError> {
-    let mut children: Vec<(String, PathBuf, bool)> = std::fs::read_dir(dir)
-        .map_err(|e| OpError::io(format!("reading {}", dir.display()), e))?
-        .filter_map(Result::ok)
-        .map(|e| {
-            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                e.path(),
-                is_dir,
-            )
-        })
-        .collect();
-    children.sort();
-    for (name, path, is_dir) in children {
-        let rel = format!("{rel}/{name}");
-        out.push((rel.clone(), path.clone()));
-        if is_dir {
-            collect(&path, &rel, out)?;
-        }
+fn pack_error(e: oci::PackError) -> OpError {
+    match e {
+        oci::PackError::Io { context, source } => OpError::io(context, source),
+        other => OpError::Failed(other.to_string()),
     }
-    Ok(())
 }
 
 /// Writes a kernel image's entries below `root`, refusing anything but the kernel files.

@@ -18,6 +18,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use banger_kernel::manifest::{TreeVisitor, digest_copying, tree_digest_with};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -217,19 +218,17 @@ impl SharedFiles {
         let hex = match known {
             Some(hex) => hex,
             None => {
-                let (digest, _) = manifest::file_digest(src)?;
-                let hex = digest.trim_start_matches("sha256:").to_string();
-                let blob = self.blobs().join(&hex);
-                if !blob.is_file() {
-                    if owned {
+                let hex = if owned {
+                    let hex = hex_of(&manifest::file_digest(src)?.0);
+                    let blob = self.blobs().join(&hex);
+                    if !blob.is_file() {
                         link_or_copy(src, &blob)?;
-                    } else {
-                        let tmp = self.tmp_path();
-                        fsutil::copy_file(src, &tmp)?;
-                        rename(&tmp, &blob)?;
+                        fsutil::fsync_dir(&self.blobs())?;
                     }
-                    fsutil::fsync_dir(&self.blobs())?;
-                }
+                    hex
+                } else {
+                    self.import_file(src)?
+                };
                 inner.index.files.insert(key, hex.clone());
                 hex
             }
@@ -258,19 +257,19 @@ impl SharedFiles {
         let hex = match known {
             Some(hex) => hex,
             None => {
-                let (digest, _, _) = manifest::tree_digest(src)?;
-                let hex = digest.trim_start_matches("sha256:").to_string();
-                let tree = self.trees().join(&hex);
-                if !tree.is_dir() {
-                    let tmp = self.tmp_path();
-                    if owned {
+                let hex = if owned {
+                    let hex = hex_of(&manifest::tree_digest(src)?.0);
+                    let tree = self.trees().join(&hex);
+                    if !tree.is_dir() {
+                        let tmp = self.tmp_path();
                         link_tree(src, &tmp)?;
-                    } else {
-                        fsutil::copy_tree(src, &tmp)?;
+                        rename(&tmp, &tree)?;
+                        fsutil::fsync_dir(&self.trees())?;
                     }
-                    rename(&tmp, &tree)?;
-                    fsutil::fsync_dir(&self.trees())?;
-                }
+                    hex
+                } else {
+                    self.import_tree(src)?
+                };
                 inner.index.trees.insert(fp.clone(), hex.clone());
                 hex
             }
@@ -285,6 +284,46 @@ impl SharedFiles {
             rename(&tmp, src)?;
         }
         inner.index.trees.insert(tree_fp, hex.clone());
+        Ok(hex)
+    }
+
+    /// Copies a user's file into the blobs, hashing it on the way (one read): the copy is
+    /// made durable and only then renamed to its digest, or dropped if that blob exists.
+    fn import_file(&self, src: &Path) -> Result<String, OpError> {
+        let tmp = Tmp(self.tmp_path());
+        let (digest, _, copy) = copy_hashed(src, &tmp.0, &mut vec![0u8; COPY_CHUNK])?;
+        let hex = hex_of(&digest);
+        let blob = self.blobs().join(&hex);
+        if !blob.is_file() {
+            copy.sync_all()
+                .map_err(|e| OpError::io(format!("fsync {}", tmp.0.display()), e))?;
+            tmp.rename_to(&blob)?;
+            fsutil::fsync_dir(&self.blobs())?;
+        }
+        Ok(hex)
+    }
+
+    /// [`Self::import_file`] for a modules tree: each file hashed as it is copied, the
+    /// tree digest made of theirs exactly as [`manifest::tree_digest`] makes it.
+    fn import_tree(&self, src: &Path) -> Result<String, OpError> {
+        let tmp = Tmp(self.tmp_path());
+        std::fs::create_dir(&tmp.0)
+            .map_err(|e| OpError::io(format!("creating {}", tmp.0.display()), e))?;
+        let mut copying = CopyingTree {
+            to: &tmp.0,
+            buf: vec![0u8; COPY_CHUNK],
+        };
+        let hex = hex_of(&tree_digest_with(src, &mut copying)?.0);
+        let tree = self.trees().join(&hex);
+        if !tree.is_dir() {
+            // Durable before it takes its content address, with one `syncfs`: an fsync per
+            // file costs seconds, and waiting for each file's writeback and then one commit
+            // relies on a journal's commit order (measured slower, too). It also flushes
+            // the rootfs being written beside it, which that file's own fsync does later.
+            fsutil::syncfs(&tmp.0)?;
+            tmp.rename_to(&tree)?;
+            fsutil::fsync_dir(&self.trees())?;
+        }
         Ok(hex)
     }
 
@@ -390,6 +429,85 @@ impl SharedFiles {
             }
         }
         usage
+    }
+}
+
+const COPY_CHUNK: usize = 1 << 20;
+
+fn hex_of(digest: &str) -> String {
+    digest.trim_start_matches("sha256:").to_string()
+}
+
+/// A temp file or tree in the shared store, removed when dropped unless renamed.
+struct Tmp(PathBuf);
+
+impl Tmp {
+    fn rename_to(mut self, to: &Path) -> Result<(), OpError> {
+        rename(&self.0, to)?;
+        self.0 = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        if !self.0.as_os_str().is_empty() {
+            remove_any(&self.0);
+        }
+    }
+}
+
+/// Copies `src` to the new file `dst` (with `src`'s permissions, as `std::fs::copy`),
+/// hashing the bytes on their way; returns the digest, the size and the open copy.
+fn copy_hashed(
+    src: &Path,
+    dst: &Path,
+    buf: &mut [u8],
+) -> Result<(String, u64, std::fs::File), OpError> {
+    let io = |e| OpError::io(format!("copying {} to {}", src.display(), dst.display()), e);
+    let mut from = std::fs::File::open(src).map_err(io)?;
+    let perms = from.metadata().map_err(io)?.permissions();
+    let mut to = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dst)
+        .map_err(io)?;
+    let (digest, size) = digest_copying(&mut from, &mut to, buf).map_err(io)?;
+    to.set_permissions(perms).map_err(io)?;
+    Ok((digest, size, to))
+}
+
+/// Copies a tree into `to` as [`tree_digest_with`] walks it: directories before their
+/// entries, symlinks as links, files hashed as they are copied.
+struct CopyingTree<'a> {
+    to: &'a Path,
+    buf: Vec<u8>,
+}
+
+impl TreeVisitor for CopyingTree<'_> {
+    type Error = OpError;
+
+    fn dir(&mut self, rel: &str, _path: &Path) -> Result<(), OpError> {
+        let dst = self.to.join(rel);
+        std::fs::create_dir(&dst).map_err(|e| OpError::io(format!("creating {}", dst.display()), e))
+    }
+
+    fn link(&mut self, rel: &str, target: &Path) -> Result<(), OpError> {
+        let dst = self.to.join(rel);
+        std::os::unix::fs::symlink(target, &dst)
+            .map_err(|e| OpError::io(format!("symlink {}", dst.display()), e))
+    }
+
+    fn file(&mut self, rel: &str, path: &Path) -> Result<(String, u64), OpError> {
+        // A FIFO or a device has no place in a modules tree (and opening one could block).
+        if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+            return Err(OpError::BadRequest(format!(
+                "{} is not a regular file, a directory or a symlink; a modules tree holds only those",
+                path.display()
+            )));
+        }
+        let (digest, size, _) = copy_hashed(path, &self.to.join(rel), &mut self.buf)?;
+        Ok((digest, size))
     }
 }
 
@@ -571,4 +689,97 @@ fn allocated(root: &Path) -> u64 {
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn tree(root: &Path) {
+        std::fs::create_dir_all(root.join("kernel/fs/ext4")).expect("mkdir");
+        std::fs::write(root.join("kernel/fs/ext4/ext4.ko"), vec![7u8; 3 << 20]).expect("write");
+        std::fs::write(root.join("modules.order"), b"kernel/fs/ext4/ext4.ko\n").expect("write");
+        std::fs::set_permissions(
+            root.join("modules.order"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod");
+        std::fs::create_dir(root.join("empty")).expect("mkdir");
+        std::os::unix::fs::symlink("kernel/fs", root.join("fs")).expect("symlink");
+    }
+
+    fn leftovers(shared: &SharedFiles) -> Vec<String> {
+        std::fs::read_dir(shared.root())
+            .expect("read")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(TMP_PREFIX))
+            .collect()
+    }
+
+    #[test]
+    fn imports_hash_as_they_copy_with_the_stored_digests() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let shared = SharedFiles::for_state_dir(&d.path().join("state"));
+        shared.ensure_dirs().expect("dirs");
+        let src = d.path().join("modules");
+        tree(&src);
+        let hex = shared.import_tree(&src).expect("import");
+        let copy = shared.trees().join(&hex);
+        assert_eq!(hex_of(&manifest::tree_digest(&src).expect("digest").0), hex);
+        assert_eq!(
+            manifest::tree_digest(&copy).expect("digest"),
+            manifest::tree_digest(&src).expect("digest")
+        );
+        let mode = std::fs::metadata(copy.join("modules.order"))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_link(copy.join("fs")).expect("readlink"),
+            PathBuf::from("kernel/fs")
+        );
+        assert!(copy.join("empty").is_dir());
+        // Known content: the copy is dropped, the tree stays as it was.
+        assert_eq!(shared.import_tree(&src).expect("again"), hex);
+
+        let file = src.join("kernel/fs/ext4/ext4.ko");
+        let blob = shared.import_file(&file).expect("import");
+        assert_eq!(
+            hex_of(&manifest::file_digest(&file).expect("digest").0),
+            blob
+        );
+        assert_eq!(
+            std::fs::read(shared.blobs().join(&blob)).expect("read"),
+            std::fs::read(&file).expect("read")
+        );
+        assert_eq!(shared.import_file(&file).expect("again"), blob);
+        assert!(leftovers(&shared).is_empty());
+    }
+
+    #[test]
+    fn a_failed_import_leaves_nothing() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let shared = SharedFiles::for_state_dir(&d.path().join("state"));
+        shared.ensure_dirs().expect("dirs");
+        let src = d.path().join("modules");
+        tree(&src);
+        let fifo = std::ffi::CString::new(
+            src.join("kernel/pipe")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .expect("path");
+        // SAFETY: `fifo` is a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let err = shared.import_tree(&src).expect_err("a fifo");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert!(shared.import_file(&d.path().join("missing")).is_err());
+        assert!(leftovers(&shared).is_empty());
+        assert_eq!(std::fs::read_dir(shared.trees()).expect("read").count(), 0);
+        assert_eq!(std::fs::read_dir(shared.blobs()).expect("read").count(), 0);
+    }
 }

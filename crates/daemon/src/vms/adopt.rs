@@ -1,6 +1,7 @@
 //! Daemon start: VMs whose processes still run are adopted again (their agent redials the
-//! new listener); VMs whose VMM died meanwhile are marked stopped with exactly their
-//! leftovers removed; VM directories no record owns are swept.
+//! new listener; one still starting resumes its readiness wait); VMs whose VMM died
+//! meanwhile are marked stopped with exactly their leftovers removed; VM directories no
+//! record owns are swept.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use banger_api::vm::VmState;
 use banger_vmm::ChannelEndpoint;
 
 use super::live::{self, LiveVm};
-use super::{Vms, parse_runtime, state_of};
+use super::{Vms, is_live, parse_runtime, state_of};
 use crate::error::OpError;
 
 /// What the start-up pass found.
@@ -24,10 +25,7 @@ impl Vms {
     pub async fn adopt_all(self: &Arc<Self>) -> Result<AdoptReport, OpError> {
         let mut report = AdoptReport::default();
         for row in self.store.list_vms()? {
-            if !matches!(
-                state_of(&row),
-                VmState::Running | VmState::Starting | VmState::Stopping
-            ) {
+            if !is_live(&row) {
                 continue;
             }
             let runtime = parse_runtime(&row);
@@ -35,6 +33,7 @@ impl Vms {
             let alive = runtime.vmm_process().is_some_and(|p| p.is_alive());
             if !alive {
                 live::cleanup_processes(&dir, &runtime.processes);
+                live::release_driver_files(&dir);
                 self.set_state(
                     &row,
                     VmState::Stopped,
@@ -47,12 +46,27 @@ impl Vms {
             }
             let endpoint = runtime.endpoint();
             let listener = match &endpoint {
-                ChannelEndpoint::VsockListen(path) => Some(live::bind_vsock_listener(path)?),
+                ChannelEndpoint::VsockListen(path) => {
+                    let listener = live::bind_vsock_listener(path)?;
+                    // A jailed Firecracker reaches the listener through a link in its jail.
+                    if let Err(e) = banger_vmm::firecracker::listener_rebound(&dir) {
+                        tracing::warn!(vm = %row.name, error = %e, "could not relink the agent listener into the jail");
+                    }
+                    Some(listener)
+                }
                 ChannelEndpoint::SerialConnect(_) => None,
             };
             let vm = LiveVm::new(&row.id, &row.name, &dir, runtime.clone());
             self.set_live(vm.clone());
             vm.spawn_channel(endpoint, listener);
+            if state_of(&row) == VmState::Starting {
+                // Killed mid-boot: the guest may still come up (its agent dials the new
+                // listener) or die; the readiness wait decides, as it would have.
+                tracing::info!(vm = %row.name, "re-adopted VM still starting");
+                report.adopted.push(row.name.clone());
+                self.resume_boot(row, vm);
+                continue;
+            }
             self.spawn_exit_watcher(vm);
             if state_of(&row) != VmState::Running {
                 self.set_state(&row, VmState::Running, Some(&runtime), None)?;

@@ -79,7 +79,14 @@ fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), OpError> {
 /// - `panic=-1` (set by the driver) with the VMM's no-reboot turns a guest crash into a
 ///   VMM exit that the daemon sees.
 /// - `banger.*`: read by the agent (see `banger_guest_proto::cmdline`).
-pub fn kernel_cmdline(hostname: &str, channel_vsock: bool, init: InitMode, net: bool) -> String {
+/// - `extra`: the user's `--kernel-arg`s, last, so that theirs win (`loglevel=`).
+pub fn kernel_cmdline(
+    hostname: &str,
+    channel_vsock: bool,
+    init: InitMode,
+    net: bool,
+    extra: &[String],
+) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -98,6 +105,9 @@ pub fn kernel_cmdline(hostname: &str, channel_vsock: bool, init: InitMode, net: 
         format!("{}={}", cmdline::NET, if net { "user" } else { "none" }),
         format!("{}={now}", cmdline::CLOCK),
     ]
+    .into_iter()
+    .chain(extra.iter().cloned())
+    .collect::<Vec<_>>()
     .join(" ")
 }
 
@@ -107,13 +117,27 @@ mod tests {
 
     #[test]
     fn cmdline_carries_the_agent_keys() {
-        let c = kernel_cmdline("dev", true, InitMode::Image, false);
+        let c = kernel_cmdline("dev", true, InitMode::Image, false, &[]);
         assert!(c.contains("banger.channel=vsock"), "{c}");
         assert!(c.contains("banger.hostname=dev"), "{c}");
         assert!(c.contains("banger.init=image"), "{c}");
         assert!(c.contains("banger.net=none"), "{c}");
         assert!(c.contains("banger.clock="), "{c}");
-        let c = kernel_cmdline("x", false, InitMode::Auto, true);
+        let c = kernel_cmdline("x", false, InitMode::Auto, true, &["loglevel=7".into()]);
         assert!(c.contains("banger.channel=serial") && c.contains("banger.net=user"));
+        assert!(
+            c.ends_with(" loglevel=7"),
+            "the user's arguments come last: {c}"
+        );
+    }
+
+    #[test]
+    fn kernel_args_are_single_words_and_not_banger_keys() {
+        use crate::vms::spec::validate_kernel_args;
+        assert!(validate_kernel_args(&["earlyprintk=ttyS0".into(), "quiet".into()]).is_ok());
+        for bad in ["", "a b", "banger.init=agent", "init=/bin/sh", "x\n"] {
+            let err = validate_kernel_args(&[bad.to_string()]).unwrap_err();
+            assert!(err.to_string().contains("--kernel-arg"), "{bad}: {err}");
+        }
     }
 }

@@ -15,22 +15,6 @@ use crate::fsutil::DirGuard;
 use crate::progress::OpContext;
 use crate::store::{StoreError, VmRow};
 
-/// Releases a create's claim on its name however the create ends.
-struct NameClaim<'a> {
-    vms: &'a Vms,
-    name: String,
-}
-
-impl Drop for NameClaim<'_> {
-    fn drop(&mut self) {
-        self.vms
-            .creating
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.name);
-    }
-}
-
 impl Vms {
     pub async fn create(
         self: &Arc<Self>,
@@ -38,7 +22,7 @@ impl Vms {
         ctx: &OpContext,
     ) -> Result<Vm, OpError> {
         validate_name(&p.name).map_err(|e| OpError::BadRequest(format!("VM {e}")))?;
-        let _claim = self.claim(&p.name)?;
+        let _claim = self.creating.claim(&p.name)?;
         if self
             .store
             .find_vm(&p.name)?
@@ -82,6 +66,7 @@ impl Vms {
             ));
         }
         super::net::check_free(&publish)?;
+        super::spec::validate_kernel_args(&p.kernel_args)?;
         let vmm: banger_vmm::VmmChoice = p
             .vmm
             .as_deref()
@@ -90,8 +75,7 @@ impl Vms {
             .map_err(|e: banger_vmm::SelectError| OpError::BadRequest(e.to_string()))?;
         let host = self.host().await?;
         // `--vmm firecracker` where KVM cannot boot guests fails here, before anything exists.
-        let selected = banger_vmm::select(vmm, &host.detection)
-            .map_err(|e| OpError::BadRequest(e.to_string()))?;
+        let selected = host.select(vmm)?;
         let vsock = super::start::use_vsock(&channel, &host, selected.channel)?;
 
         // The kernel must be able to boot the agent: checked (and cached) before anything
@@ -138,6 +122,7 @@ impl Vms {
             net,
             publish,
             vmm,
+            kernel_args: p.kernel_args.clone(),
         };
         let row = VmRow {
             id: id.clone(),
@@ -165,23 +150,17 @@ impl Vms {
         let _op = lock.lock().await;
         self.boot(row, ctx, p.ready_timeout_secs).await
     }
+}
 
-    fn claim(&self, name: &str) -> Result<NameClaim<'_>, OpError> {
-        let mut creating = self.creating.lock().unwrap_or_else(|e| e.into_inner());
-        if !creating.insert(name.to_string()) {
-            return Err(taken(name));
-        }
-        Ok(NameClaim {
-            vms: self,
-            name: name.to_string(),
-        })
-    }
+/// The message of a name that is taken, or has a create in flight.
+pub(super) fn taken_message(name: &str) -> String {
+    format!(
+        "a VM named {name:?} already exists; pick another name or delete it with `banger vm delete {name}`"
+    )
 }
 
 fn taken(name: &str) -> OpError {
-    OpError::AlreadyExists(format!(
-        "a VM named {name:?} already exists; pick another name or delete it with `banger vm delete {name}`"
-    ))
+    OpError::AlreadyExists(taken_message(name))
 }
 
 /// The guest runs this host's architecture (no cross-architecture emulation).

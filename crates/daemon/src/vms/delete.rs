@@ -4,28 +4,21 @@
 
 use std::sync::Arc;
 
-use banger_api::vm::{VmDeleteParams, VmState};
-use serde::Serialize;
+use banger_api::vm::{VmDeleteParams, VmDeleted};
 
-use super::{Vms, state_of};
+use super::{Vms, is_live};
 use crate::error::OpError;
-
-#[derive(Debug, Serialize)]
-pub struct VmDeleted {
-    pub id: String,
-    pub name: String,
-}
 
 impl Vms {
     pub async fn delete(self: &Arc<Self>, p: VmDeleteParams) -> Result<VmDeleted, OpError> {
         let row = self.find(&p.vm)?;
+        if p.force {
+            self.interrupt_boot(&row);
+        }
         let lock = self.op_lock(&row.id);
         let _op = lock.lock().await;
         let row = self.find(&row.id)?;
-        if matches!(
-            state_of(&row),
-            VmState::Running | VmState::Starting | VmState::Stopping
-        ) {
+        if is_live(&row) {
             if !p.force {
                 return Err(OpError::AlreadyRunning(format!(
                     "VM {} is {}; stop it first (`banger vm stop {}`) or delete it with --force",

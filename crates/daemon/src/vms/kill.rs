@@ -5,16 +5,21 @@ use std::time::Duration;
 
 use banger_api::vm::{Vm, VmRef, VmState};
 
-use super::Vms;
 use super::live;
+use super::{Vms, is_live};
 use crate::error::OpError;
 
 impl Vms {
     pub async fn kill(self: &Arc<Self>, p: VmRef) -> Result<Vm, OpError> {
         let row = self.find(&p.vm)?;
+        let interrupted = self.interrupt_boot(&row);
         let lock = self.op_lock(&row.id);
         let _op = lock.lock().await;
         let row = self.find(&row.id)?;
+        if interrupted && !is_live(&row) {
+            // The interrupted boot recorded the VM stopped.
+            return self.show(&row.id);
+        }
         self.require_running(&row)?;
         self.kill_locked(&row).await?;
         self.show(&row.id)
@@ -25,8 +30,7 @@ impl Vms {
         let live = self.live_or_adopted(row);
         live.mark_stopping();
         let processes = live.processes();
-        live::cleanup_processes(&live.dir, &processes);
-        let gone = live::wait_gone(&processes, Duration::from_secs(5)).await;
+        let gone = live::end_processes(&live.dir, &processes, Duration::from_secs(5)).await;
         self.drop_live(&row.id);
         if !gone {
             tracing::warn!(vm = %row.name, "VM processes survived SIGKILL for 5 s");

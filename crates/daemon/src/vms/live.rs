@@ -231,6 +231,27 @@ pub fn cleanup_processes(dir: &Path, processes: &[ProcessRecord]) {
     }
 }
 
+/// Kills whatever of `processes` still runs, waits up to `grace` for them to go, then
+/// removes what the driver leaves behind them (see [`release_driver_files`]). True when
+/// they are gone.
+pub async fn end_processes(dir: &Path, processes: &[ProcessRecord], grace: Duration) -> bool {
+    cleanup_processes(dir, processes);
+    let gone = wait_gone(processes, grace).await;
+    if gone {
+        release_driver_files(dir);
+    }
+    gone
+}
+
+/// What a VM's driver leaves once its processes are gone: Firecracker's sockets and, when
+/// it ran jailed, its jail and the jail's network namespace (a driver that outlived the
+/// VM removed them already; after a daemon restart nobody else will). Harmless for QEMU.
+pub fn release_driver_files(dir: &Path) {
+    if let Err(e) = banger_vmm::firecracker::cleanup(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not remove the VMM's leftovers");
+    }
+}
+
 /// Waits until none of `processes` is alive, up to `timeout`. True when all are gone.
 pub async fn wait_gone(processes: &[ProcessRecord], timeout: Duration) -> bool {
     let all = async {

@@ -51,17 +51,41 @@ use spec::{HostResources, VmRuntime, VmSpec};
 pub struct Host {
     pub detection: Detection,
     pub vmm: Arc<dyn Vmm>,
+    /// How Firecracker VMs are jailed, when `--jailer` was given.
+    pub jailer: Option<banger_vmm::JailerConfig>,
 }
+
+impl Host {
+    /// The VMM for `choice` on this host (with the jailer when configured).
+    pub fn select(&self, choice: banger_vmm::VmmChoice) -> Result<banger_vmm::Selected, OpError> {
+        banger_vmm::select_with_jailer(choice, &self.detection, self.jailer.as_ref())
+            .map_err(|e| OpError::BadRequest(e.to_string()))
+    }
+}
+
+/// How this daemon runs VMs (`bangerd --accel`, `--firecracker`).
+#[derive(Debug, Clone, Default)]
+pub struct HostOptions {
+    pub accel: banger_vmm::AccelChoice,
+    /// The Firecracker binary; `None`: `$BANGER_FIRECRACKER`, then PATH.
+    pub firecracker: Option<std::path::PathBuf>,
+    /// Firecracker's `jailer`: used for Firecracker VMs when the daemon runs as root.
+    pub jailer: Option<std::path::PathBuf>,
+}
+
+/// The uid and gid a jailed Firecracker runs as (`nobody`/`nogroup` on Debian).
+pub const JAILED_ID: u32 = 65534;
 
 pub struct Vms {
     layout: Layout,
     store: Arc<Store>,
     resources: HostResources,
     host: tokio::sync::OnceCell<Arc<Host>>,
+    host_options: std::sync::OnceLock<HostOptions>,
     live: Mutex<HashMap<String, Arc<LiveVm>>>,
     op_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Names with a create in flight (the store's UNIQUE is the final arbiter).
-    creating: Mutex<std::collections::HashSet<String>>,
+    creating: crate::claims::NameClaims,
 }
 
 impl Vms {
@@ -71,26 +95,49 @@ impl Vms {
             store,
             resources: HostResources::read(),
             host: tokio::sync::OnceCell::new(),
+            host_options: std::sync::OnceLock::new(),
             live: Mutex::new(HashMap::new()),
             op_locks: Mutex::new(HashMap::new()),
-            creating: Mutex::new(Default::default()),
+            creating: crate::claims::NameClaims::new(create::taken_message),
         })
+    }
+
+    /// Sets `bangerd`'s `--accel` and `--firecracker` (before the first VM operation).
+    pub fn set_host_options(&self, options: HostOptions) {
+        if self.host_options.set(options).is_err() {
+            tracing::warn!("VM host options set twice; the first ones stay");
+        }
     }
 
     /// The VMM and acceleration to use, probing KVM the first time.
     pub async fn host(&self) -> Result<Arc<Host>, OpError> {
         let cache = self.layout.runtime_dir.join("accel-probe.json");
+        let options = self.host_options.get().cloned().unwrap_or_default();
+        let jail_dir = self.layout.state_dir.join("jail");
         self.host
             .get_or_try_init(|| async move {
                 tokio::task::spawn_blocking(move || {
                     let detection = banger_vmm::detect(&banger_vmm::DetectOptions {
                         cache: Some(cache),
+                        accel: options.accel,
+                        firecracker: options.firecracker,
                         ..Default::default()
                     });
                     let vmm = banger_vmm::driver(&detection).map_err(|e| {
                         OpError::Unavailable(format!("no VMM to run VMs with: {e}"))
                     })?;
-                    Ok(Arc::new(Host { detection, vmm }))
+                    // Same filesystem as the VMs' disks: the jail hard-links them.
+                    let jailer = options.jailer.map(|path| banger_vmm::JailerConfig {
+                        path,
+                        uid: JAILED_ID,
+                        gid: JAILED_ID,
+                        chroot_base: jail_dir,
+                    });
+                    Ok(Arc::new(Host {
+                        detection,
+                        vmm,
+                        jailer,
+                    }))
                 })
                 .await
                 .map_err(|e| OpError::Failed(format!("VMM detection aborted: {e}")))?
@@ -186,6 +233,14 @@ pub(crate) fn parse_runtime(row: &VmRow) -> VmRuntime {
 
 pub(crate) fn state_of(row: &VmRow) -> VmState {
     VmState::parse(&row.state).unwrap_or(VmState::Error)
+}
+
+/// Whether the store says the VM's processes run (`starting`, `running` or `stopping`).
+pub(crate) fn is_live(row: &VmRow) -> bool {
+    matches!(
+        state_of(row),
+        VmState::Running | VmState::Starting | VmState::Stopping
+    )
 }
 
 /// Milliseconds since `t`.

@@ -42,6 +42,9 @@ pub struct VmSpec {
     /// `--vmm` as asked; resolved at every start (the host may have changed).
     #[serde(default)]
     pub vmm: banger_vmm::VmmChoice,
+    /// `--kernel-arg`s, appended to banger's command line.
+    #[serde(default)]
+    pub kernel_args: Vec<String>,
 }
 
 fn default_net() -> String {
@@ -159,6 +162,25 @@ pub fn validate_disk(what: &str, bytes: u64) -> Result<u64, OpError> {
     Ok(bytes)
 }
 
+/// Checks `--kernel-arg`s: one word each (the kernel splits its command line on spaces),
+/// printable, and not a key banger sets itself.
+pub fn validate_kernel_args(args: &[String]) -> Result<(), OpError> {
+    for a in args {
+        let key = a.split('=').next().unwrap_or_default();
+        if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(OpError::BadRequest(format!(
+                "--kernel-arg {a:?}: give one argument per flag, without spaces"
+            )));
+        }
+        if key.starts_with("banger.") || key == "init" || key == "--" {
+            return Err(OpError::BadRequest(format!(
+                "--kernel-arg {a:?}: `{key}` is set by banger (its agent must be the guest's first process)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +235,7 @@ mod tests {
             net: "user".into(),
             publish: Vec::new(),
             vmm: banger_vmm::VmmChoice::Auto,
+            kernel_args: vec!["quiet".into()],
         };
         let json = serde_json::to_string(&spec).expect("encode");
         assert_eq!(serde_json::from_str::<VmSpec>(&json).expect("decode"), spec);

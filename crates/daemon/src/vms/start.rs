@@ -23,6 +23,58 @@ use crate::store::VmRow;
 
 /// Lines of the serial console quoted in a failure.
 const CONSOLE_TAIL_LINES: usize = 50;
+/// The note of a VM stopped, killed or deleted before its guest was ready.
+const INTERRUPTED: &str = "stopped while it was starting";
+
+/// How long a guest gets to report ready: as asked, else by what runs it.
+fn ready_timeout(asked_secs: Option<u64>, accel: Accel) -> Duration {
+    Duration::from_secs(asked_secs.unwrap_or(match accel {
+        Accel::Kvm => 30,
+        Accel::Tcg { .. } => 120,
+    }))
+}
+
+/// The ELF `vmlinux` Firecracker boots: the one the kernel store extracted beside the
+/// image's kernel, the kernel itself when it is one, else extracted once into the VM's
+/// directory (an image registered with a bzImage path).
+fn elf_kernel(kernel: &Path, vm_dir: &Path) -> Result<std::path::PathBuf, OpError> {
+    let beside = kernel.with_file_name(crate::kernels::manifest::VMLINUX);
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    let extracted = vm_dir.join(crate::kernels::manifest::VMLINUX);
+    if extracted.is_file() {
+        return Ok(extracted);
+    }
+    let bytes = std::fs::read(kernel)
+        .map_err(|e| OpError::io(format!("reading {}", kernel.display()), e))?;
+    if banger_kernel::image::is_elf(&bytes) {
+        return Ok(kernel.to_path_buf());
+    }
+    let elf = banger_kernel::image::extract_vmlinux(&bytes).map_err(|e| {
+        OpError::BadRequest(format!(
+            "Firecracker boots an ELF vmlinux, and none could be extracted from {}: {e}; \
+             use --vmm qemu, or import the kernel with `banger kernel import`",
+            kernel.display()
+        ))
+    })?;
+    // Through a temporary name: a crash mid-write must not leave a truncated kernel.
+    let tmp = vm_dir.join(".vmlinux.tmp");
+    std::fs::write(&tmp, &elf)
+        .and_then(|()| std::fs::rename(&tmp, &extracted))
+        .map_err(|e| OpError::io(format!("writing {}", extracted.display()), e))?;
+    Ok(extracted)
+}
+
+/// The VMM's own output (stdout and stderr) in a VM's directory.
+pub(super) fn vmm_log(dir: &Path, vmm: &str) -> std::path::PathBuf {
+    let files = banger_vmm::RunFiles::new(dir);
+    if vmm == "firecracker" {
+        files.fc_log
+    } else {
+        files.vmm_stderr
+    }
+}
 
 impl Vms {
     pub async fn start(self: &Arc<Self>, p: VmStartParams, ctx: &OpContext) -> Result<Vm, OpError> {
@@ -49,7 +101,7 @@ impl Vms {
                 )));
             }
         }
-        let mut spec = parse_spec(&row)?;
+        let spec = parse_spec(&row)?;
         let image = self.store.find_image(&row.image_id)?.ok_or_else(|| {
             OpError::Failed(format!(
                 "VM {}'s image (id {}) no longer exists; delete the VM",
@@ -57,8 +109,7 @@ impl Vms {
             ))
         })?;
         let host = self.host().await?;
-        let selected = banger_vmm::select(spec.vmm, &host.detection)
-            .map_err(|e| OpError::BadRequest(e.to_string()))?;
+        let selected = host.select(spec.vmm)?;
         let vsock = use_vsock(&spec.channel, &host, selected.channel)?;
         let with_net = spec.net == "user";
         super::net::check_free(&spec.publish)?;
@@ -72,14 +123,22 @@ impl Vms {
 
         let dir = std::path::PathBuf::from(&row.dir);
         let (root_disk, work_disk) = disks::paths(&dir);
+        let kernel = if selected.name == "firecracker" {
+            let (image_kernel, vm_dir) = (image.kernel_path.clone(), dir.clone());
+            tokio::task::spawn_blocking(move || elf_kernel(Path::new(&image_kernel), &vm_dir))
+                .await
+                .map_err(|e| OpError::Failed(format!("kernel extraction aborted: {e}")))??
+        } else {
+            image.kernel_path.clone().into()
+        };
         let cfg = VmConfig {
             name: row.name.clone(),
             run_dir: dir.clone(),
             cpus: spec.cpus,
             memory_mib: spec.memory_mib,
-            kernel: image.kernel_path.clone().into(),
+            kernel,
             initrd: Some(initramfs),
-            cmdline: boot::kernel_cmdline(&row.name, vsock, spec.init, with_net),
+            cmdline: boot::kernel_cmdline(&row.name, vsock, spec.init, with_net, &spec.kernel_args),
             disks: vec![
                 DiskConfig {
                     path: image.rootfs_path.clone().into(),
@@ -141,32 +200,47 @@ impl Vms {
             Err(e) => {
                 let msg = format!("VM {} could not start: {e}", row.name);
                 live::cleanup_processes(&dir, &[]);
+                live::release_driver_files(&dir);
                 self.set_state(&row, VmState::Error, Some(&runtime), Some(&msg))?;
                 return Err(OpError::Failed(msg));
             }
         };
         runtime.processes = launched.processes.clone();
         stage(ctx, &mut runtime, "vmm_spawned", started, None);
-        // Persist the pids at once: a daemon killed from here on still finds them.
-        self.set_state(&row, VmState::Starting, Some(&runtime), None)?;
-
+        // Live before the pids are visible: whoever sees them can interrupt this boot.
         let live = LiveVm::new(&row.id, &row.name, &dir, runtime.clone());
         self.set_live(live.clone());
+        // Persist the pids at once: a daemon killed from here on still finds them.
+        if let Err(e) = self.set_state(&row, VmState::Starting, Some(&runtime), None) {
+            live::cleanup_processes(&dir, &runtime.processes);
+            self.drop_live(&row.id);
+            return Err(e);
+        }
         live.spawn_channel(endpoint, listener);
 
-        let timeout = Duration::from_secs(ready_timeout_secs.unwrap_or(match cfg.accel {
-            Accel::Kvm => 30,
-            Accel::Tcg { .. } => 120,
-        }));
-        let outcome = wait_ready(
-            &live,
-            &launched.console_log,
-            ctx,
-            started,
-            &mut runtime,
-            timeout,
-        )
-        .await;
+        let timeout = ready_timeout(ready_timeout_secs, cfg.accel);
+        self.await_ready(&row, spec, live, ctx, started, runtime, timeout)
+            .await
+    }
+
+    /// The second half of a boot: wait for the agent, then record the VM running; or,
+    /// when the guest does not come up, clean up and record why. Also run (in the
+    /// background) for a VM that a restarted daemon adopts while it is still starting.
+    /// The caller holds the VM's op lock.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn await_ready(
+        self: &Arc<Self>,
+        row: &VmRow,
+        mut spec: super::spec::VmSpec,
+        live: Arc<LiveVm>,
+        ctx: &OpContext,
+        started: Instant,
+        mut runtime: VmRuntime,
+        timeout: Duration,
+    ) -> Result<Vm, OpError> {
+        let dir = live.dir.clone();
+        let console = banger_vmm::RunFiles::new(&dir).console_log;
+        let outcome = wait_ready(&live, &console, ctx, started, &mut runtime, timeout).await;
         match outcome {
             Ok(conn) => {
                 super::clock::push(&row.name, &conn).await;
@@ -180,16 +254,26 @@ impl Vms {
                         self.store.update_vm_spec(&row.id, &json)?;
                     }
                 }
-                self.set_state(&row, VmState::Running, Some(&runtime), None)?;
+                self.set_state(row, VmState::Running, Some(&runtime), None)?;
                 self.spawn_exit_watcher(live);
                 tracing::info!(vm = %row.name, ready_ms = ms_since(started), "VM ready");
                 self.show(&row.id)
             }
             Err(reason) => {
+                // Set by stop, kill or delete, which do not wait for a boot to finish.
+                let interrupted = live.is_stopping();
                 live.mark_stopping();
-                live::cleanup_processes(&dir, &runtime.processes);
-                live::wait_gone(&runtime.processes, Duration::from_secs(5)).await;
+                live::end_processes(&dir, &runtime.processes, Duration::from_secs(5)).await;
                 self.drop_live(&row.id);
+                runtime.processes.clear();
+                if interrupted {
+                    self.set_state(row, VmState::Stopped, None, Some(INTERRUPTED))?;
+                    tracing::info!(vm = %row.name, "VM stopped while starting");
+                    return Err(OpError::Failed(format!(
+                        "VM {} did not finish starting: it was {INTERRUPTED}",
+                        row.name
+                    )));
+                }
                 let reached = runtime
                     .stages
                     .last()
@@ -200,14 +284,67 @@ impl Vms {
                     &reason,
                     &reached,
                     &dir,
-                    &launched.vmm_stderr,
-                    &launched.console_log,
+                    &vmm_log(&dir, &runtime.vmm),
+                    &console,
                 );
-                runtime.processes.clear();
-                self.set_state(&row, VmState::Error, Some(&runtime), Some(&msg))?;
+                self.set_state(row, VmState::Error, Some(&runtime), Some(&msg))?;
                 Err(OpError::Failed(msg))
             }
         }
+    }
+
+    /// Stop, kill and delete of a VM that is still starting do not wait for its boot
+    /// (which holds the op lock until the guest is ready, up to minutes under emulation):
+    /// they kill its processes here, and the boot, seeing its VMM exit, records the VM
+    /// stopped. True when a boot was interrupted.
+    pub(super) fn interrupt_boot(&self, row: &VmRow) -> bool {
+        if state_of(row) != VmState::Starting {
+            return false;
+        }
+        let Some(live) = self.live(&row.id) else {
+            return false;
+        };
+        live.mark_stopping();
+        live::cleanup_processes(&live.dir, &live.processes());
+        tracing::info!(vm = %row.name, "interrupting the boot");
+        true
+    }
+
+    /// Resumes the readiness wait of a VM adopted while `starting`, in the background.
+    pub(super) fn resume_boot(self: &Arc<Self>, row: VmRow, live: Arc<LiveVm>) {
+        let vms = self.clone();
+        tokio::spawn(async move {
+            let lock = vms.op_lock(&row.id);
+            let _op = lock.lock().await;
+            let runtime = live.runtime();
+            let spec = match parse_spec(&row) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(vm = %row.name, error = %e, "cannot resume the boot");
+                    return;
+                }
+            };
+            // Stage times stay relative to the launch: at least the last one recorded.
+            let since_launch =
+                Duration::from_millis(runtime.stages.last().map(|s| s.at_ms).unwrap_or(0));
+            let started = Instant::now()
+                .checked_sub(since_launch)
+                .unwrap_or_else(Instant::now);
+            let accel = if runtime.accel == "kvm" {
+                Accel::Kvm
+            } else {
+                Accel::Tcg { tsc_khz: None }
+            };
+            let timeout = ready_timeout(None, accel);
+            let ctx = OpContext::detached();
+            match vms
+                .await_ready(&row, spec, live, &ctx, started, runtime, timeout)
+                .await
+            {
+                Ok(_) => tracing::info!(vm = %row.name, "adopted VM finished starting"),
+                Err(e) => tracing::info!(vm = %row.name, error = %e, "adopted VM did not start"),
+            }
+        });
     }
 
     /// When the VMM exits on its own (the guest powered off, crashed, or was killed from
@@ -227,9 +364,9 @@ impl Vms {
             if watched.is_stopping() {
                 return;
             }
-            live::cleanup_processes(&watched.dir, &watched.processes());
-            let stderr =
-                std::fs::read_to_string(watched.dir.join("qemu.stderr")).unwrap_or_default();
+            live::end_processes(&watched.dir, &watched.processes(), Duration::from_secs(5)).await;
+            let stderr = std::fs::read_to_string(vmm_log(&watched.dir, &watched.runtime().vmm))
+                .unwrap_or_default();
             let note = if stderr.trim().is_empty() {
                 "the guest powered off or its VMM exited on its own".to_string()
             } else {

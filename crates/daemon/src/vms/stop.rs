@@ -1,5 +1,6 @@
-//! `vm.stop`: agent shutdown (sync, unmount) → VMM power-down (SIGTERM) → kill, each with
-//! a deadline; then the helpers and sockets go. Every step runs even if one before failed.
+//! `vm.stop`: agent shutdown (sync, unmount) → the VMM's power-down (ACPI button or
+//! Ctrl-Alt-Del) → SIGTERM → SIGKILL, each with a deadline; then the helpers and sockets
+//! go. Every step runs even if one before failed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use banger_api::vm::{Vm, VmRef, VmState};
 use banger_guest_proto::{Empty, ShutdownRequest, paths};
 
 use super::live::{self, LiveVm};
-use super::{Vms, parse_runtime, state_of};
+use super::{Vms, is_live, parse_runtime, state_of};
 use crate::error::OpError;
 use crate::store::VmRow;
 
@@ -20,9 +21,14 @@ const SIGNAL_GRACE: Duration = Duration::from_secs(5);
 impl Vms {
     pub async fn stop(self: &Arc<Self>, p: VmRef) -> Result<Vm, OpError> {
         let row = self.find(&p.vm)?;
+        let interrupted = self.interrupt_boot(&row);
         let lock = self.op_lock(&row.id);
         let _op = lock.lock().await;
         let row = self.find(&row.id)?;
+        if interrupted && !is_live(&row) {
+            // The interrupted boot recorded the VM stopped.
+            return self.show(&row.id);
+        }
         self.require_running(&row)?;
         let live = self.live_or_adopted(&row);
         live.mark_stopping();
@@ -41,6 +47,17 @@ impl Vms {
         };
         let vmm: Vec<_> = live.vmm().into_iter().collect();
         let mut gone = graceful && live::wait_gone(&vmm, SHUTDOWN_GRACE).await;
+        // No agent, or it did not get the guest off: the VMM's own power-down (QEMU's
+        // ACPI button, Firecracker's Ctrl-Alt-Del), then signals.
+        if !gone && let Some(driver) = self.driver_of(&live.runtime().vmm).await {
+            let dir = live.dir.clone();
+            let asked = tokio::task::spawn_blocking(move || driver.power_down(&dir)).await;
+            match asked {
+                Ok(Ok(())) => gone = live::wait_gone(&vmm, SIGNAL_GRACE).await,
+                Ok(Err(e)) => tracing::debug!(vm = %row.name, error = %e, "power-down refused"),
+                Err(e) => tracing::debug!(vm = %row.name, error = %e, "power-down aborted"),
+            }
+        }
         for signal in [libc::SIGTERM, libc::SIGKILL] {
             if gone {
                 break;
@@ -54,13 +71,19 @@ impl Vms {
             }
             gone = live::wait_gone(&vmm, SIGNAL_GRACE).await;
         }
-        live::cleanup_processes(&live.dir, &processes);
-        live::wait_gone(&processes, SIGNAL_GRACE).await;
+        live::end_processes(&live.dir, &processes, SIGNAL_GRACE).await;
         self.drop_live(&row.id);
         let note = (!graceful).then_some("the guest did not shut down cleanly; it was killed");
         self.set_state(&row, VmState::Stopped, None, note)?;
         tracing::info!(vm = %row.name, graceful, "VM stopped");
         self.show(&row.id)
+    }
+
+    /// The driver that runs VMs of `vmm` (a runtime's `vmm` name) on this host.
+    async fn driver_of(&self, vmm: &str) -> Option<Arc<dyn banger_vmm::Vmm>> {
+        let choice = vmm.parse().ok()?;
+        let host = self.host().await.ok()?;
+        host.select(choice).ok().map(|s| s.vmm)
     }
 
     pub(super) fn require_running(&self, row: &VmRow) -> Result<(), OpError> {

@@ -26,7 +26,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context as _;
 use banger_api::methods;
-use banger_api::vm::{STREAM_UPGRADE, VmCpGetParams, VmCpPutParams, VmExecParams};
+use banger_api::vm::{VmCpGetParams, VmCpPutParams, VmExecParams};
 use banger_guest_proto::{ExitStatus, PutResult};
 use bytes::Bytes;
 use clap::Args;
@@ -140,14 +140,10 @@ pub async fn run(client: &Client, args: CpArgs) -> anyhow::Result<u8> {
         },
         Transfer::Download { vm, path, local } => {
             let conn = client
-                .upgrade(
-                    methods::VM_CP_GET,
-                    &VmCpGetParams {
-                        vm: vm.clone(),
-                        path: path.trim_end_matches('/').to_string(),
-                    },
-                    STREAM_UPGRADE,
-                )
+                .upgrade::<methods::vm::CpGet>(&VmCpGetParams {
+                    vm: vm.clone(),
+                    path: path.trim_end_matches('/').to_string(),
+                })
                 .await?;
             match local {
                 Location::Stdio => {
@@ -241,14 +237,10 @@ async fn guest_is_dir(client: &Client, vm: &str, path: &str) -> anyhow::Result<b
         ExecEnd::Exited(_) => Ok(false),
         _ => {
             let got = client
-                .upgrade(
-                    methods::VM_CP_GET,
-                    &VmCpGetParams {
-                        vm: vm.to_string(),
-                        path: path.to_string(),
-                    },
-                    STREAM_UPGRADE,
-                )
+                .upgrade::<methods::vm::CpGet>(&VmCpGetParams {
+                    vm: vm.to_string(),
+                    path: path.to_string(),
+                })
                 .await;
             let mut conn = match got {
                 Ok(conn) => conn,
@@ -630,15 +622,11 @@ pub async fn upload(
     tree: Tree,
 ) -> anyhow::Result<Uploaded> {
     let conn = client
-        .upgrade(
-            methods::VM_CP_PUT,
-            &VmCpPutParams {
-                vm: vm.to_string(),
-                dest: dest.to_string(),
-                owner: None,
-            },
-            STREAM_UPGRADE,
-        )
+        .upgrade::<methods::vm::CpPut>(&VmCpPutParams {
+            vm: vm.to_string(),
+            dest: dest.to_string(),
+            owner: None,
+        })
         .await?;
     upload_over(conn, tree, PathBuf::from(top)).await
 }
@@ -689,15 +677,11 @@ pub async fn put_stream<I: AsyncRead + Unpin>(
     input: I,
 ) -> anyhow::Result<PutResult> {
     let conn = client
-        .upgrade(
-            methods::VM_CP_PUT,
-            &VmCpPutParams {
-                vm: vm.to_string(),
-                dest: if dest.is_empty() { "/" } else { dest }.to_string(),
-                owner: None,
-            },
-            STREAM_UPGRADE,
-        )
+        .upgrade::<methods::vm::CpPut>(&VmCpPutParams {
+            vm: vm.to_string(),
+            dest: if dest.is_empty() { "/" } else { dest }.to_string(),
+            owner: None,
+        })
         .await?;
     let result = send_stream(conn, ReaderSource(input)).await?;
     if let Some(error) = &result.error {

@@ -62,6 +62,11 @@ pub struct CreateArgs {
     /// and a probe guest proved KVM, else QEMU; `vm show` says why) [default: auto].
     #[arg(long, value_name = "VMM")]
     pub vmm: Option<VmmArg>,
+    /// An extra kernel command-line argument, appended after banger's own (a later
+    /// `loglevel=` wins), e.g. `--kernel-arg earlyprintk=ttyS0`. Repeatable; `banger.*`
+    /// and `init=` are banger's.
+    #[arg(long = "kernel-arg", value_name = "ARG")]
+    pub kernel_args: Vec<String>,
     /// No progress output (the boot stages).
     #[arg(long, short)]
     pub quiet: bool,
@@ -158,14 +163,14 @@ pub fn params(args: &CreateArgs) -> VmCreateParams {
         net: args.net.map(|n| n.as_str().to_string()),
         publish: args.publish.clone(),
         vmm: args.vmm.map(|v| v.as_str().to_string()),
+        kernel_args: args.kernel_args.clone(),
     }
 }
 
 pub async fn run(ctx: &Context, client: &Client, args: CreateArgs) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
-    let vm: Vm = with_progress(
+    let vm: Vm = with_progress::<methods::vm::Create>(
         client,
-        methods::VM_CREATE,
         &params(&args),
         args.quiet || ctx.json,
         "the daemon discards the half-made VM",

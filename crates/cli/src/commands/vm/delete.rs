@@ -22,15 +22,11 @@ pub async fn run(ctx: &Context, client: &Client, args: DeleteArgs) -> anyhow::Re
         vm: args.vm.clone(),
         force: args.force,
     };
-    let result: serde_json::Value = client.call(methods::VM_DELETE, &params).await?;
+    let deleted = client.call::<methods::vm::Delete>(&params).await?;
     if ctx.json {
-        output::print_json(&result)?;
+        output::print_json(&deleted)?;
     } else {
-        let name = result
-            .get("name")
-            .and_then(|n| n.as_str())
-            .map_or(args.vm, str::to_owned);
-        println!("deleted vm {name} and its disks");
+        println!("deleted vm {} and its disks", deleted.name);
     }
     Ok(0)
 }

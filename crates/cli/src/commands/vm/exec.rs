@@ -11,7 +11,7 @@ use std::task::{Context as TaskContext, Poll, ready};
 
 use anyhow::Context as _;
 use banger_api::methods;
-use banger_api::vm::{EXEC_UPGRADE, VmExecParams};
+use banger_api::vm::VmExecParams;
 use banger_guest_proto::frame::{self, FrameBuffer, MAX_CHUNK};
 use banger_guest_proto::{ExecInput, ExecOutput, ExitStatus, StartFailure, TtySize};
 use clap::Args;
@@ -124,9 +124,7 @@ pub async fn run(client: &Client, args: ExecArgs) -> anyhow::Result<u8> {
     let raw = args.tty && stdin_is_tty;
     let forward_stdin = args.interactive || raw;
 
-    let conn = client
-        .upgrade(methods::VM_EXEC, &params, EXEC_UPGRADE)
-        .await?;
+    let conn = client.upgrade::<methods::vm::Exec>(&params).await?;
     let (controls_tx, controls) = mpsc::unbounded_channel();
     let signals = forward_signals(controls_tx, args.tty).context("listening for signals")?;
     let raw_mode = if raw {
@@ -171,9 +169,7 @@ where
     O: AsyncWrite + Unpin,
     E: AsyncWrite + Unpin,
 {
-    let conn = client
-        .upgrade(methods::VM_EXEC, params, EXEC_UPGRADE)
-        .await?;
+    let conn = client.upgrade::<methods::vm::Exec>(params).await?;
     pump(conn, stdin, controls, stdout, stderr).await
 }
 
@@ -480,6 +476,7 @@ impl AsyncRead for ThreadStdin {
 mod tests {
     use std::convert::Infallible;
 
+    use banger_api::vm::EXEC_UPGRADE;
     use banger_api::{ApiError, ErrorBody, ErrorCode};
     use banger_guest_proto::StartFailureKind;
     use bytes::Bytes;

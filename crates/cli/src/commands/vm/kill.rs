@@ -15,19 +15,15 @@ pub struct KillArgs {
 }
 
 pub async fn run(ctx: &Context, client: &Client, args: KillArgs) -> anyhow::Result<u8> {
-    let result: serde_json::Value = client
-        .call(
-            methods::VM_KILL,
-            &VmRef {
-                vm: args.vm.clone(),
-            },
-        )
+    let vm = client
+        .call::<methods::vm::Kill>(&VmRef {
+            vm: args.vm.clone(),
+        })
         .await?;
     if ctx.json {
-        output::print_json(&result)?;
+        output::print_json(&vm)?;
     } else {
-        let name = super::as_vm(&result).map_or(args.vm, |v| v.name);
-        println!("killed vm {name}");
+        println!("killed vm {}", vm.name);
     }
     Ok(0)
 }

@@ -12,7 +12,7 @@ use crate::output::{self, Style};
 pub const EMPTY_HINT: &str = "no VMs; create one with: banger vm create NAME --image IMG";
 
 pub async fn run(ctx: &Context, client: &Client) -> anyhow::Result<u8> {
-    let list: VmList = client.call(methods::VM_LIST, &Empty {}).await?;
+    let list: VmList = client.call::<methods::vm::List>(&Empty {}).await?;
     if ctx.json {
         // The whole result, `{"vms": […]}`, as the API returns it.
         output::print_json(&list)?;

@@ -36,7 +36,7 @@ pub fn params(args: &LogsArgs) -> VmLogsParams {
 pub async fn run(ctx: &Context, client: &Client, args: LogsArgs) -> anyhow::Result<u8> {
     let params = params(&args);
     if !args.follow {
-        let logs: VmLogs = client.call(methods::VM_LOGS, &params).await?;
+        let logs: VmLogs = client.call::<methods::vm::Logs>(&params).await?;
         if ctx.json {
             output::print_json(&logs)?;
         } else {
@@ -53,7 +53,7 @@ pub async fn run(ctx: &Context, client: &Client, args: LogsArgs) -> anyhow::Resu
     // The streaming callback cannot fail, so chunks go through a channel to a loop that
     // can: a closed stdout (`| head`) ends the command quietly, like Ctrl-C.
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-    let call = client.call_streaming::<_, VmLogs>(methods::VM_LOGS, &params, move |event| {
+    let call = client.call_streaming::<methods::vm::Logs>(&params, move |event| {
         if let PullEvent::Log { text } = event {
             let _ = tx.send(text.clone());
         }

@@ -183,6 +183,7 @@ pub fn apply_config(config: &crate::config::Config, args: &mut create::CreateArg
         .or(vm.work_disk_bytes.as_ref().map(|s| s.value));
     args.net = args.net.or(vm.net.as_ref().map(|s| s.value));
     args.init = args.init.or(vm.init.as_ref().map(|s| s.value));
+    args.vmm = args.vmm.or(vm.vmm.as_ref().map(|s| s.value));
 }
 
 /// Seconds from the start of the last boot to the `ready` stage, if it got there.
@@ -192,13 +193,6 @@ pub(crate) fn ready_secs(vm: &Vm) -> Option<f64> {
         .rev()
         .find(|s| s.stage == "ready")
         .map(|s| s.at_ms as f64 / 1000.0)
-}
-
-/// What a lifecycle call answered, for the human line: the VM when the result is one
-/// (the daemon's `vm.start`/`stop`/`kill` results are read leniently, so a lighter result
-/// still prints a sensible line).
-pub(crate) fn as_vm(value: &serde_json::Value) -> Option<Vm> {
-    serde_json::from_value(value.clone()).ok()
 }
 
 #[cfg(test)]

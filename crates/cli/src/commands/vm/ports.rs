@@ -17,12 +17,9 @@ pub struct PortsArgs {
 
 pub async fn run(ctx: &Context, client: &Client, args: PortsArgs) -> anyhow::Result<u8> {
     let ports: VmPorts = client
-        .call(
-            methods::VM_PORTS,
-            &VmRef {
-                vm: args.vm.clone(),
-            },
-        )
+        .call::<methods::vm::Ports>(&VmRef {
+            vm: args.vm.clone(),
+        })
         .await?;
     if ctx.json {
         output::print_json(&ports)?;

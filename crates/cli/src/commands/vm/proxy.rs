@@ -5,7 +5,7 @@
 
 use anyhow::Context as _;
 use banger_api::methods;
-use banger_api::vm::{STREAM_UPGRADE, VmProxyParams};
+use banger_api::vm::VmProxyParams;
 use clap::Args;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -30,9 +30,7 @@ pub async fn run(client: &Client, args: ProxyArgs) -> anyhow::Result<u8> {
         vm: vm_name(&args.vm).to_string(),
         port: args.port,
     };
-    let conn = client
-        .upgrade(methods::VM_PROXY, &params, STREAM_UPGRADE)
-        .await?;
+    let conn = client.upgrade::<methods::vm::Proxy>(&params).await?;
     let stdin = ThreadStdin::spawn().context("reading stdin")?;
     pipe(conn, stdin, tokio::io::stdout()).await?;
     Ok(0)

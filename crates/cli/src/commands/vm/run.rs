@@ -15,16 +15,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use banger_api::ErrorCode;
-use banger_api::image::{Image, ImageRef};
+use banger_api::image::{Image, ImageRef, KernelChoice};
 use banger_api::methods;
 use banger_api::pull::ImagePullParams;
-use banger_api::vm::{Vm, VmCreateParams, VmDeleteParams, VmRef};
+use banger_api::vm::{VmCreateParams, VmDeleteParams, VmRef};
 use clap::Args;
 
 use crate::Context;
 use crate::client::{Client, ClientError};
 use crate::commands::vm::cp::{self, Tree};
-use crate::commands::vm::create::{InitArg, NetArg, parse_memory_mib};
+use crate::commands::vm::create::{InitArg, NetArg, VmmArg, parse_memory_mib};
 use crate::commands::vm::exec::{self, ExecArgs};
 use crate::commands::{local_source_absolute, with_progress};
 use crate::config::{Config, VmDefaults, VmFlags, init_str};
@@ -63,6 +63,15 @@ pub struct ResourceArgs {
     /// PID 1: `auto`, `agent` or `image` [default: config `vm.init`, else auto].
     #[arg(long, value_name = "MODE")]
     pub init: Option<InitArg>,
+    /// The VMM: `firecracker`, `qemu` or `auto` (see `banger vm create --help`)
+    /// [default: config `vm.vmm`, else auto].
+    #[arg(long, value_name = "VMM")]
+    pub vmm: Option<VmmArg>,
+    /// An extra kernel command-line argument, appended after banger's own (a later
+    /// `loglevel=` wins), e.g. `--kernel-arg earlyprintk=ttyS0`. Repeatable; `banger.*`
+    /// and `init=` are banger's.
+    #[arg(long = "kernel-arg", value_name = "ARG")]
+    pub kernel_args: Vec<String>,
 }
 
 impl ResourceArgs {
@@ -74,6 +83,7 @@ impl ResourceArgs {
             work_disk_bytes: self.work_disk,
             net: self.net,
             init: self.init,
+            vmm: self.vmm,
         }
     }
 }
@@ -282,6 +292,7 @@ pub fn create_params(
     image: &str,
     vm: &VmDefaults,
     publish: &[String],
+    kernel_args: &[String],
 ) -> VmCreateParams {
     VmCreateParams {
         name: name.to_string(),
@@ -296,7 +307,8 @@ pub fn create_params(
         ready_timeout_secs: None,
         net: vm.net.as_ref().map(|s| s.value.as_str().to_string()),
         publish: publish.to_vec(),
-        vmm: None,
+        vmm: vm.vmm.as_ref().map(|s| s.value.as_str().to_string()),
+        kernel_args: kernel_args.to_vec(),
     }
 }
 
@@ -420,7 +432,7 @@ pub async fn execute(
     } else if made
         && outcome.is_err()
         && client
-            .call::<_, Vm>(methods::VM_SHOW, &VmRef { vm: name.clone() })
+            .call::<methods::vm::Show>(&VmRef { vm: name.clone() })
             .await
             .is_ok()
     {
@@ -459,12 +471,9 @@ async fn steps(
     // 2. The VM. A name already taken is refused before anything (so --rm never deletes
     // a VM that was there before).
     match client
-        .call::<_, Vm>(
-            methods::VM_SHOW,
-            &VmRef {
-                vm: name.to_string(),
-            },
-        )
+        .call::<methods::vm::Show>(&VmRef {
+            vm: name.to_string(),
+        })
         .await
     {
         Ok(_) => anyhow::bail!(
@@ -478,14 +487,14 @@ async fn steps(
         &image,
         &config.vm_with_flags(&args.resources.flags()),
         &args.publish,
+        &args.resources.kernel_args,
     );
     *made = true;
     let created = interrupts
         .guard(
             "creating the vm",
-            with_progress::<_, Vm>(
+            with_progress::<methods::vm::Create>(
                 client,
-                methods::VM_CREATE,
                 &params,
                 quiet,
                 "the daemon discards the half-made VM",
@@ -570,15 +579,12 @@ async fn ensure_default_image(
 ) -> anyhow::Result<String> {
     let name = config.default_image_name.value.clone();
     match client
-        .call::<_, Image>(
-            methods::IMAGE_SHOW,
-            &ImageRef {
-                image: name.clone(),
-            },
-        )
+        .call::<methods::image::Show>(&ImageRef {
+            image: name.clone(),
+        })
         .await
     {
-        Ok(image) => return Ok(image.name),
+        Ok(shown) => return Ok(shown.image.name),
         Err(ClientError::Api(e)) if e.code == ErrorCode::NotFound => {}
         Err(e) => return Err(e.into()),
     }
@@ -591,12 +597,14 @@ async fn ensure_default_image(
     let params = ImagePullParams {
         reference: local_source_absolute(&config.default_image.value)?,
         name: Some(name),
-        kernel_ref: Some(config.default_kernel.value.clone()),
+        kernel: KernelChoice {
+            kernel_ref: Some(config.default_kernel.value.clone()),
+            ..KernelChoice::default()
+        },
         ..ImagePullParams::default()
     };
-    let image: Image = with_progress(
+    let image: Image = with_progress::<methods::image::Pull>(
         client,
-        methods::IMAGE_PULL,
         &params,
         quiet,
         "the daemon discards the partial image",
@@ -617,10 +625,7 @@ async fn delete(client: &Client, name: &str) -> anyhow::Result<()> {
         vm: name.to_string(),
         force: true,
     };
-    match client
-        .call::<_, serde_json::Value>(methods::VM_DELETE, &params)
-        .await
-    {
+    match client.call::<methods::vm::Delete>(&params).await {
         Ok(_) => Ok(()),
         Err(ClientError::Api(e)) if e.code == ErrorCode::NotFound => Ok(()),
         Err(e) => Err(e.into()),
@@ -757,23 +762,39 @@ mod tests {
     #[test]
     fn flags_beat_the_config_in_create_params() {
         let config = Config::parse(
-            "[vm]\ncpus = 4\nmemory = \"2GiB\"\nnet = \"none\"\n",
+            "[vm]\ncpus = 4\nmemory = \"2GiB\"\nnet = \"none\"\nvmm = \"qemu\"\n",
             Path::new("/c"),
         )
         .expect("config");
-        let a = parse(&["--cpus", "1", "-p", "8080:80"]).expect("parses");
+        let a = parse(&["--cpus", "1", "-p", "8080:80", "--kernel-arg", "quiet"]).expect("parses");
         let p = create_params(
             "x",
             "img",
             &config.vm_with_flags(&a.resources.flags()),
             &a.publish,
+            &a.resources.kernel_args,
         );
         assert_eq!(p.cpus, Some(1), "flag");
         assert_eq!(p.memory_mib, Some(2048), "file");
         assert_eq!(p.net.as_deref(), Some("none"), "file");
         assert_eq!(p.disk_bytes, None, "daemon");
         assert_eq!(p.publish, ["8080:80"]);
+        assert_eq!(p.vmm.as_deref(), Some("qemu"), "file");
+        assert_eq!(p.kernel_args, ["quiet"], "flag");
         assert!(!p.no_start);
+        let a = parse(&["--vmm", "firecracker"]).expect("parses");
+        let p = create_params(
+            "x",
+            "img",
+            &config.vm_with_flags(&a.resources.flags()),
+            &a.publish,
+            &a.resources.kernel_args,
+        );
+        assert_eq!(
+            p.vmm.as_deref(),
+            Some("firecracker"),
+            "the flag beats the file"
+        );
     }
 
     #[test]
@@ -1043,9 +1064,13 @@ mod tests {
                 .calls
                 .push((method.clone(), params.clone()));
             Ok(match method.as_str() {
-                "image.show" if has_image => {
-                    json(200, &image(params["image"].as_str().unwrap_or("")))
-                }
+                "image.show" if has_image => json(
+                    200,
+                    &banger_api::image::ImageDetails {
+                        image: image(params["image"].as_str().unwrap_or("")),
+                        disk: Default::default(),
+                    },
+                ),
                 "image.show" => not_found("image"),
                 "image.pull" => json(200, &image(params["name"].as_str().unwrap_or(""))),
                 "vm.show" => not_found("vm"),
@@ -1054,7 +1079,10 @@ mod tests {
                     vm.name = params["name"].as_str().unwrap_or("").into();
                     json(200, &vm)
                 }
-                "vm.delete" => json(200, &serde_json::json!({})),
+                "vm.delete" => json(
+                    200,
+                    &serde_json::json!({"id": "vm-1", "name": params["vm"]}),
+                ),
                 "vm.cp.put" => {
                     tokio::spawn(async move {
                         let Ok(upgraded) = on_upgrade.await else {

@@ -16,7 +16,7 @@ pub struct ShowArgs {
 
 pub async fn run(ctx: &Context, client: &Client, args: ShowArgs) -> anyhow::Result<u8> {
     let vm: Vm = client
-        .call(methods::VM_SHOW, &VmRef { vm: args.vm })
+        .call::<methods::vm::Show>(&VmRef { vm: args.vm })
         .await?;
     if ctx.json {
         output::print_json(&vm)?;

@@ -28,24 +28,18 @@ pub async fn run(ctx: &Context, client: &Client, args: StartArgs) -> anyhow::Res
         ready_timeout_secs: args.ready_timeout,
     };
     let started = std::time::Instant::now();
-    let result: serde_json::Value = with_progress(
+    let vm = with_progress::<methods::vm::Start>(
         client,
-        methods::VM_START,
         &params,
         args.quiet || ctx.json,
         "the daemon stops the VM again",
     )
     .await?;
     if ctx.json {
-        output::print_json(&result)?;
+        output::print_json(&vm)?;
     } else {
-        let vm = super::as_vm(&result);
-        let name = vm.as_ref().map_or(args.vm.as_str(), |v| v.name.as_str());
-        let ready = vm
-            .as_ref()
-            .and_then(super::ready_secs)
-            .unwrap_or_else(|| started.elapsed().as_secs_f64());
-        println!("started vm {name} (ready in {ready:.1}s)");
+        let ready = super::ready_secs(&vm).unwrap_or_else(|| started.elapsed().as_secs_f64());
+        println!("started vm {} (ready in {ready:.1}s)", vm.name);
     }
     Ok(0)
 }

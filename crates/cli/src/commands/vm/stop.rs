@@ -15,19 +15,15 @@ pub struct StopArgs {
 }
 
 pub async fn run(ctx: &Context, client: &Client, args: StopArgs) -> anyhow::Result<u8> {
-    let result: serde_json::Value = client
-        .call(
-            methods::VM_STOP,
-            &VmRef {
-                vm: args.vm.clone(),
-            },
-        )
+    let vm = client
+        .call::<methods::vm::Stop>(&VmRef {
+            vm: args.vm.clone(),
+        })
         .await?;
     if ctx.json {
-        output::print_json(&result)?;
+        output::print_json(&vm)?;
     } else {
-        let name = super::as_vm(&result).map_or(args.vm, |v| v.name);
-        println!("stopped vm {name}");
+        println!("stopped vm {}", vm.name);
     }
     Ok(0)
 }

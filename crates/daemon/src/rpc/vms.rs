@@ -1,0 +1,26 @@
+//! `vm.*` and `ssh.config`. VM verbs are async (they wait on the guest); the
+//! store reads of `list` and `show` are short and run inline.
+
+use banger_api::methods::ssh;
+use banger_api::methods::vm::{
+    CpGet, CpPut, Create, Delete, Exec, Kill, List, Logs, Ports, Proxy, Show, Start, Stop,
+};
+
+use super::Table;
+
+pub(super) fn register(t: &mut Table) {
+    t.call::<Create, _, _>(|s, p, ctx| async move { s.vms.create(p, &ctx).await });
+    t.call::<Start, _, _>(|s, p, ctx| async move { s.vms.start(p, &ctx).await });
+    t.call::<Stop, _, _>(|s, p, _| async move { s.vms.stop(p).await });
+    t.call::<Kill, _, _>(|s, p, _| async move { s.vms.kill(p).await });
+    t.call::<Delete, _, _>(|s, p, _| async move { s.vms.delete(p).await });
+    t.call::<List, _, _>(|s, _, _| async move { s.vms.list() });
+    t.call::<Show, _, _>(|s, p, _| async move { s.vms.show(&p.vm) });
+    t.call::<Logs, _, _>(|s, p, ctx| async move { s.vms.logs(p, &ctx).await });
+    t.call::<Ports, _, _>(|s, p, _| async move { s.vms.ports(p).await });
+    t.blocking::<ssh::Config, _>(|s, _, _| s.vms.ssh_info());
+    t.upgrade::<Exec, _, _>(|s, p| async move { s.vms.exec(p).await });
+    t.upgrade::<CpPut, _, _>(|s, p| async move { s.vms.cp_put(p).await });
+    t.upgrade::<CpGet, _, _>(|s, p| async move { s.vms.cp_get(p).await });
+    t.upgrade::<Proxy, _, _>(|s, p| async move { s.vms.proxy(p).await });
+}
