@@ -181,8 +181,38 @@ impl Drop for TestEnv {
         // Stop this test's daemon; ignore failures (it may be stopped or killed already).
         let _ = self.banger_cmd(&["daemon", "stop"]).output();
         // VMs outlive the daemon by design: a test that failed half-way still must not
-        // leave its guests running. Every VM process names its directory under our root.
+        // leave its guests running. The VMs' pid records name them all (pasta's command
+        // line does not mention our root); the rest name their directory under it.
+        kill_recorded_vm_processes(&self.state_dir().join("vms"));
         kill_processes_mentioning(&self.root.path().to_string_lossy());
+    }
+}
+
+/// SIGKILLs the processes of every VM's `pids.json` under `vms_dir` that still run with
+/// the recorded start time (a reused pid is left alone).
+pub fn kill_recorded_vm_processes(vms_dir: &Path) {
+    for vm in std::fs::read_dir(vms_dir).into_iter().flatten().flatten() {
+        let Ok(text) = std::fs::read_to_string(vm.path().join("pids.json")) else {
+            continue;
+        };
+        let Ok(serde_json::Value::Array(records)) = serde_json::from_str(&text) else {
+            continue;
+        };
+        for r in records {
+            let (Some(pid), Some(start)) = (r["pid"].as_i64(), r["start_time"].as_u64()) else {
+                continue;
+            };
+            let started = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+                    fields.get(19)?.parse::<u64>().ok() // field 22 of the whole line
+                });
+            if started == Some(start) {
+                // SAFETY: plain kill(2) of a VM process this test's banger started.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
     }
 }
 
