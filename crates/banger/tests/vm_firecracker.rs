@@ -15,12 +15,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use banger_testkit::wait;
-use common::TestEnv;
+use common::{TestEnv, alive, processes_mentioning, vm_dir};
 
 /// How long a guest may take to die here (10–30 s measured) or a boot to be interrupted.
 const GUEST_DEATH: Duration = Duration::from_secs(120);
@@ -54,27 +54,21 @@ const FC: &[&str] = &[
 ];
 const SMALL: &[&str] = &["--cpus", "1", "--memory", "256MiB"];
 
-fn vm_dir(vm: &serde_json::Value) -> PathBuf {
-    PathBuf::from(vm["dir"].as_str().expect("dir"))
-}
-
-/// Processes (but this test) whose command line mentions `needle`.
-fn processes_mentioning(needle: &Path) -> Vec<String> {
-    let needle = needle.to_string_lossy();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(needle.as_ref()) && !cmdline.contains("vm_firecracker") {
-            found.push(format!(
-                "{}: {cmdline}",
-                entry.file_name().to_string_lossy()
-            ));
-        }
-    }
-    found
+/// `vm create NAME` of a small Firecracker guest with a long readiness deadline: the
+/// guest's death (or the test), not the deadline, ends its boot.
+fn fc_create<'a>(name: &'a str, image: &'a str) -> Vec<&'a str> {
+    let mut args = vec![
+        "vm",
+        "create",
+        name,
+        "--image",
+        image,
+        "--ready-timeout",
+        "300",
+    ];
+    args.extend_from_slice(FC);
+    args.extend_from_slice(SMALL);
+    args
 }
 
 /// Nothing of a VM's processes is left: no process, socket or pid file.
@@ -87,16 +81,6 @@ fn assert_nothing_running(dir: &Path) {
             dir.display()
         );
     }
-}
-
-/// Whether `pid` runs (a zombie waiting for its parent to reap it does not).
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        // The state follows the parenthesised command name, which may contain spaces.
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z")
-    })
 }
 
 /// `banger ARGS` in the background (a boot that takes its time), output kept for later.
@@ -143,18 +127,7 @@ fn a_firecracker_guest_that_dies_ends_in_error_with_its_console() {
     let Some(env) = fc_env() else { return };
     let image = env.debian_image("minbase");
 
-    // A long readiness deadline: the guest's death, not the deadline, ends this boot.
-    let mut args = vec![
-        "vm",
-        "create",
-        "fc",
-        "--image",
-        &image,
-        "--ready-timeout",
-        "300",
-    ];
-    args.extend_from_slice(FC);
-    args.extend_from_slice(SMALL);
+    let args = fc_create("fc", &image);
     let e = env.fails(&args);
     assert!(
         e.contains("the VMM exited before the agent was ready"),
@@ -212,23 +185,10 @@ fn a_starting_firecracker_vm_is_adopted_killed_and_deleted_cleanly() {
 
     // 1. The daemon is killed while the guest boots: the next daemon adopts the VM still
     //    `starting` (same Firecracker process) and notices when its guest dies.
-    let mut args = vec![
-        "vm",
-        "create",
-        "fc",
-        "--image",
-        &image,
-        "--ready-timeout",
-        "300",
-    ];
-    args.extend_from_slice(FC);
-    args.extend_from_slice(SMALL);
+    let args = fc_create("fc", &image);
     let create = spawn(&env, &args);
     let pid = wait_starting(&env, "fc");
-    let daemon = env.daemon_pid();
-    // SAFETY: plain kill(2) of the daemon this test started (through banger).
-    unsafe { libc::kill(daemon, libc::SIGKILL) };
-    common::wait_gone(daemon);
+    let daemon = env.kill_daemon();
     let e = failed(create);
     assert!(!e.is_empty(), "the create's client lost its daemon");
     let fc = env.json(&["vm", "show", "fc"]); // starts the next daemon
@@ -301,17 +261,7 @@ fn a_jailed_firecracker_vm_runs_unprivileged_and_its_jail_goes_after_a_restart()
         jailer.canonicalize().expect("jailer path").display()
     ));
     let image = env.debian_image("minbase");
-    let mut args = vec![
-        "vm",
-        "create",
-        "jailed",
-        "--image",
-        &image,
-        "--ready-timeout",
-        "300",
-    ];
-    args.extend_from_slice(FC);
-    args.extend_from_slice(SMALL);
+    let args = fc_create("jailed", &image);
     let create = spawn(&env, &args);
     let pid = wait_starting(&env, "jailed");
     assert_eq!(uid_of(pid), 65534, "Firecracker runs as nobody in its jail");
@@ -331,10 +281,7 @@ fn a_jailed_firecracker_vm_runs_unprivileged_and_its_jail_goes_after_a_restart()
 
     // The daemon dies; the next one adopts the jailed VM and, at `vm kill`, removes the
     // jail and its namespace, which no launcher is left to clean.
-    let daemon = env.daemon_pid();
-    // SAFETY: plain kill(2) of the daemon this test started (through banger).
-    unsafe { libc::kill(daemon, libc::SIGKILL) };
-    common::wait_gone(daemon);
+    env.kill_daemon();
     failed(create);
     let vm = env.json(&["vm", "show", "jailed"]);
     assert_eq!(vm["pid"], pid, "adopted: {vm}");

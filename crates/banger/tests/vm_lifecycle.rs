@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use banger_testkit::oci_image::sha256;
 use banger_testkit::wait;
-use common::TestEnv;
+use common::{TestEnv, processes_mentioning, vm_dir};
 
 /// Small guests: the suite runs several at once on two cores.
 const SMALL: &[&str] = &["--cpus", "1", "--memory", "384MiB"];
@@ -91,28 +91,6 @@ fn stderr(o: &Output) -> String {
 
 fn file_sha256(path: &Path) -> String {
     sha256(&std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())))
-}
-
-/// Processes whose command line mentions `needle` (a VM's directory).
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(needle) && !cmdline.contains("vm_lifecycle") {
-            found.push(format!(
-                "{}: {cmdline}",
-                entry.file_name().to_string_lossy()
-            ));
-        }
-    }
-    found
-}
-
-fn vm_dir(vm: &serde_json::Value) -> PathBuf {
-    PathBuf::from(vm["dir"].as_str().expect("dir"))
 }
 
 #[test]
@@ -281,13 +259,6 @@ fn a_container_image_boots_execs_persists_and_leaves_nothing() {
     env.ok(&["image", "delete", &image]);
 }
 
-fn kill_daemon(env: &TestEnv) {
-    let daemon = env.daemon_pid();
-    // SAFETY: plain kill(2) of the daemon this test started (through banger).
-    unsafe { libc::kill(daemon, libc::SIGKILL) };
-    common::wait_gone(daemon);
-}
-
 fn states(env: &TestEnv) -> Vec<(String, String)> {
     env.json(&["vm", "list"])["vms"]
         .as_array()
@@ -310,7 +281,7 @@ fn vms_outlive_a_killed_daemon() {
     let lose = create(&env, "lose", &image, &["--channel", "serial"]);
 
     // Both survive a kill -9 of the daemon and are adopted again by the next one.
-    kill_daemon(&env);
+    env.kill_daemon();
     let pairs = |v: &[(&str, &str)]| {
         v.iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -327,9 +298,9 @@ fn vms_outlive_a_killed_daemon() {
     assert_eq!(env.json(&["vm", "show", "keep"])["pid"], keep["pid"]);
 
     // A VM whose QEMU dies while no daemon runs comes back stopped, with nothing left.
-    kill_daemon(&env);
+    env.kill_daemon();
     let lose_pid = lose["pid"].as_i64().expect("pid") as i32;
-    // SAFETY: as above, a QEMU this test started.
+    // SAFETY: plain kill(2) of a QEMU this test started (through banger).
     unsafe { libc::kill(lose_pid, libc::SIGKILL) };
     common::wait_gone(lose_pid);
     assert_eq!(

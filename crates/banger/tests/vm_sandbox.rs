@@ -46,19 +46,6 @@ fn write(path: &Path, data: &[u8], mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
-/// Processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .flatten()
-        .filter(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(needle))
-                .unwrap_or(false)
-        })
-        .count()
-}
-
 #[test]
 fn run_returns_the_exit_code_and_rm_leaves_nothing() {
     let env = TestEnv::new();
@@ -84,7 +71,10 @@ fn run_returns_the_exit_code_and_rm_leaves_nothing() {
         .flatten()
         .collect();
     assert!(left.is_empty(), "{left:?}");
-    assert_eq!(processes_mentioning(s(&env.state_dir().join("vms"))), 0);
+    assert_eq!(
+        common::processes_mentioning(env.state_dir().join("vms")),
+        Vec::<String>::new()
+    );
 
     // A plain directory (no git): everything is copied, modes kept.
     let plain = env.path("plain");

@@ -156,6 +156,15 @@ impl TestEnv {
         std::fs::write(dir.join("config.toml"), text).expect("write config.toml");
     }
 
+    /// `kill -9` of this installation's daemon, waiting until it is gone.
+    pub fn kill_daemon(&self) -> i32 {
+        let daemon = self.daemon_pid();
+        // SAFETY: plain kill(2) of the daemon this test started (through banger).
+        unsafe { libc::kill(daemon, libc::SIGKILL) };
+        wait_gone(daemon);
+        daemon
+    }
+
     pub fn daemon_pid(&self) -> i32 {
         let v = self.json(&["daemon", "status"]);
         v["daemon"]["pid"].as_i64().expect("pid in status") as i32
@@ -216,39 +225,68 @@ pub fn kill_recorded_vm_processes(vms_dir: &Path) {
     }
 }
 
-/// SIGKILLs every process (but this one) whose command line contains `needle`, and waits
-/// for them to go.
-pub fn kill_processes_mentioning(needle: &str) {
-    let me = std::process::id().to_string();
-    let mut killed = Vec::new();
+/// Processes (but this test) whose command line contains `needle`, as `(pid, command
+/// line)`.
+fn scan_processes(needle: &str) -> Vec<(i32, String)> {
+    let me = std::process::id();
+    let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Ok(pid) = name.parse::<i32>() else {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        if name == me {
+        if pid as u32 == me {
             continue;
         }
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
             continue;
         };
-        if String::from_utf8_lossy(&cmdline).contains(needle) {
-            // SAFETY: plain kill(2) of a process this test's banger started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            killed.push(pid);
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push((pid, cmdline));
         }
     }
+    found
+}
+
+/// Running processes (but this test) whose command line mentions `needle` (a VM's
+/// directory), as `pid: command line`, for assertions that nothing is left.
+pub fn processes_mentioning(needle: impl AsRef<std::ffi::OsStr>) -> Vec<String> {
+    scan_processes(&needle.as_ref().to_string_lossy())
+        .into_iter()
+        .filter(|(pid, _)| alive(*pid))
+        .map(|(pid, cmdline)| format!("{pid}: {cmdline}"))
+        .collect()
+}
+
+/// Whether `pid` runs (a zombie waiting for its parent to reap it does not).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the parenthesised command name, which may contain spaces.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
+
+/// A VM's directory, from its `vm show --json`.
+pub fn vm_dir(vm: &serde_json::Value) -> PathBuf {
+    PathBuf::from(vm["dir"].as_str().expect("dir"))
+}
+
+/// SIGKILLs every process (but this one) whose command line contains `needle`, and waits
+/// for them to go.
+pub fn kill_processes_mentioning(needle: &str) {
+    let killed: Vec<i32> = scan_processes(needle)
+        .into_iter()
+        .map(|(pid, _)| {
+            // SAFETY: plain kill(2) of a process this test's banger started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            pid
+        })
+        .collect();
     // Never panic here (this runs in Drop, maybe while unwinding): wait, bounded.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::time::Instant::now() < deadline
-        && killed.iter().any(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                s.rsplit(')')
-                    .next()
-                    .is_some_and(|r| !r.trim_start().starts_with('Z'))
-            })
-        })
-    {
+    while std::time::Instant::now() < deadline && killed.iter().any(|pid| alive(*pid)) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
@@ -289,8 +327,5 @@ pub fn firecracker() -> PathBuf {
 
 /// Waits (bounded) for a process to be gone.
 pub fn wait_gone(pid: i32) {
-    // SAFETY: signal 0 only checks for existence.
-    banger_testkit::wait::until(&format!("process {pid} to exit"), || unsafe {
-        libc::kill(pid, 0) != 0
-    });
+    banger_testkit::wait::until(&format!("process {pid} to exit"), || !alive(pid));
 }
