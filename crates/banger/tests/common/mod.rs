@@ -248,24 +248,30 @@ fn scan_processes(needle: &str) -> Vec<(i32, String)> {
     found
 }
 
-/// Running processes (but this test) whose command line mentions `needle` (a VM's
-/// directory), as `pid: command line`, for assertions that nothing is left.
+/// Processes (but this test) whose command line mentions `needle` (a VM's directory), as
+/// `pid: command line`, for assertions that nothing is left.
 pub fn processes_mentioning(needle: impl AsRef<std::ffi::OsStr>) -> Vec<String> {
     scan_processes(&needle.as_ref().to_string_lossy())
         .into_iter()
-        .filter(|(pid, _)| alive(*pid))
         .map(|(pid, cmdline)| format!("{pid}: {cmdline}"))
         .collect()
 }
 
-/// Whether `pid` runs (a zombie waiting for its parent to reap it does not).
+/// Whether any thread of `pid` runs: a zombie waiting for its parent to reap it does not,
+/// but a killed multi-threaded process whose leader is already `Z` does until its last
+/// thread is gone.
 pub fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+    let running = |stat: String| {
         // The state follows the parenthesised command name, which may contain spaces.
         stat.rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().next())
             .is_some_and(|state| state != "Z")
-    })
+    };
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|task| std::fs::read_to_string(task.path().join("stat")).is_ok_and(running))
 }
 
 /// A VM's directory, from its `vm show --json`.
@@ -327,5 +333,10 @@ pub fn firecracker() -> PathBuf {
 
 /// Waits (bounded) for a process to be gone.
 pub fn wait_gone(pid: i32) {
-    banger_testkit::wait::until(&format!("process {pid} to exit"), || !alive(pid));
+    // Until reaped, not merely a zombie: a killed multi-threaded process's leader shows
+    // `Z` while its other threads still hold its files (a daemon's socket).
+    // SAFETY: signal 0 only checks for existence.
+    banger_testkit::wait::until(&format!("process {pid} to exit"), || unsafe {
+        libc::kill(pid, 0) != 0
+    });
 }
