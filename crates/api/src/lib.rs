@@ -8,7 +8,8 @@
 //! and result, so the daemon's handlers and the CLI's calls are checked against one
 //! declaration.
 //!
-//! This crate holds only data: no I/O beyond reading environment variables for [`layout`].
+//! This crate holds only data (and [`text`], the one rule for printing untrusted text): no
+//! I/O beyond reading environment variables for [`layout`].
 
 pub mod error;
 pub mod image;
@@ -18,6 +19,7 @@ pub mod methods;
 pub mod names;
 pub mod pull;
 pub mod system;
+pub mod text;
 pub mod vm;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};
