@@ -18,7 +18,7 @@ use std::time::Duration;
 use banger_guest_proto::{
     AddAuthorizedKey, AgentError, Connect, Empty, GetFiles, Hello, HelloRequest, InitMode,
     PARAMS_HEADER, PROTO_MIN, PROTO_VERSION, PutFiles, ReadFile, SetClock, ShutdownRequest,
-    StageTime, negotiate, paths,
+    StageTime, auth, negotiate, paths,
 };
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -72,6 +72,8 @@ pub struct AgentConfig {
     pub kernel_release: String,
     /// What CLOCK and SHUTDOWN act on.
     pub machine: Machine,
+    /// The boot's secret (`banger_guest_proto::auth`): the hello proves knowledge of it.
+    pub secret: Vec<u8>,
 }
 
 impl AgentConfig {
@@ -87,6 +89,7 @@ impl AgentConfig {
             boot_id,
             kernel_release: sys::kernel_release(),
             machine,
+            secret: Vec::new(),
         }
     }
 }
@@ -223,6 +226,7 @@ impl Agent {
             init: self.cfg.init,
             stages: self.cfg.stages.clone(),
             kernel_release: self.cfg.kernel_release.clone(),
+            proof: auth::proof(&self.cfg.secret, &req.nonce, &self.cfg.boot_id),
         }))
     }
 

@@ -14,7 +14,8 @@ pub fn operation_id() -> String {
     format!("op-{}", &new_id()[..12])
 }
 
-fn fill_random(buf: &mut [u8]) {
+/// Fills `buf` from the kernel's CSPRNG; for secrets, where no fallback will do.
+pub fn secret_random(buf: &mut [u8]) -> std::io::Result<()> {
     let mut filled = 0;
     while filled < buf.len() {
         // SAFETY: the pointer and length describe the unfilled tail of `buf`.
@@ -22,18 +23,27 @@ fn fill_random(buf: &mut [u8]) {
             unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
         if n > 0 {
             filled += n as usize;
-        } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            // getrandom only fails on ancient kernels; fall back to time + pid so ids stay
-            // unique enough for one machine.
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-                ^ (u128::from(std::process::id()) << 64);
-            for (i, b) in buf.iter_mut().enumerate() {
-                *b = (nanos >> ((i % 16) * 8)) as u8;
+        } else {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
             }
-            return;
+        }
+    }
+    Ok(())
+}
+
+fn fill_random(buf: &mut [u8]) {
+    if secret_random(buf).is_err() {
+        // getrandom only fails on ancient kernels; fall back to time + pid so ids stay
+        // unique enough for one machine.
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+            ^ (u128::from(std::process::id()) << 64);
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (nanos >> ((i % 16) * 8)) as u8;
         }
     }
 }

@@ -339,11 +339,7 @@ async fn relay(on_upgrade: hyper::upgrade::OnUpgrade, session: StreamSession) {
                 let refused = response.status() != hyper::StatusCode::OK;
                 let mut body = response.into_body();
                 if refused && mode == RelayMode::Upload {
-                    let bytes = body
-                        .collect()
-                        .await
-                        .map(|c| c.to_bytes())
-                        .unwrap_or_default();
+                    let bytes = crate::vms::agent::error_body(body).await;
                     let message = crate::vms::agent::refused("upload", &bytes).to_string();
                     let result = banger_guest_proto::PutResult {
                         error: Some(message),

@@ -15,7 +15,9 @@
 //!
 //! # Methods
 //! - [`paths::HELLO`]: `POST`, JSON [`HelloRequest`] → JSON [`Hello`]. First call on every
-//!   connection; the host refuses an agent whose protocol range does not overlap its own.
+//!   connection; the host refuses an agent whose protocol range does not overlap its own,
+//!   and one whose `proof` does not answer the request's `nonce` under the boot's secret
+//!   ([`auth`]).
 //! - [`paths::CLOCK`]: `POST`, JSON [`SetClock`] → JSON [`Empty`].
 //! - [`paths::SHUTDOWN`]: `POST`, JSON [`ShutdownRequest`] → JSON [`Empty`]; the agent
 //!   answers, then syncs, unmounts and reboots the guest (the VMM exits on guest reboot:
@@ -47,12 +49,14 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod auth;
 pub mod frame;
 
-/// The protocol version this crate speaks.
-pub const PROTO_VERSION: u32 = 1;
-/// The oldest protocol version this crate still speaks.
-pub const PROTO_MIN: u32 = 1;
+/// The protocol version this crate speaks (2: the authenticated hello).
+pub const PROTO_VERSION: u32 = 2;
+/// The oldest protocol version this crate still speaks: an agent that cannot prove the
+/// boot's secret is never accepted.
+pub const PROTO_MIN: u32 = 2;
 
 /// The vsock port the agent dials on the host (CID 2).
 pub const AGENT_VSOCK_PORT: u32 = 1025;
@@ -233,6 +237,9 @@ pub struct HelloRequest {
     pub proto_max: u32,
     /// The host's banger version, for the agent's log.
     pub host_version: String,
+    /// A fresh random challenge, hex ([`auth::proof`]).
+    #[serde(default)]
+    pub nonce: String,
 }
 
 /// The agent's half of the handshake: who it is and how the boot went.
@@ -254,6 +261,9 @@ pub struct Hello {
     pub stages: Vec<StageTime>,
     /// The running kernel's release (`uname -r`).
     pub kernel_release: String,
+    /// [`auth::proof`] of the request's nonce and this `boot_id` under the boot's secret.
+    #[serde(default)]
+    pub proof: String,
 }
 
 /// One boot stage reached in the guest.

@@ -23,7 +23,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use banger_guest_proto::{GuestStage, InitMode, StageTime};
+use banger_guest_proto::{GuestStage, InitMode, StageTime, auth};
 
 use self::error::{BootError, Context};
 use crate::cmdline::BootArgs;
@@ -45,6 +45,8 @@ const INITS: &[&str] = &[
 struct Boot {
     args: BootArgs,
     stages: Vec<StageTime>,
+    /// The boot's agent secret (`banger_guest_proto::auth`), empty when the host sent none.
+    secret: Vec<u8>,
 }
 
 impl Boot {
@@ -82,12 +84,21 @@ pub fn main() -> ! {
 }
 
 fn early() -> Result<Boot, BootError> {
+    // First, while PID 1 is the only process: the secret leaves the file system.
+    let secret = take_secret();
     mounts::pseudo_filesystems()?;
     ensure_std_fds();
     let mut boot = Boot {
         args: BootArgs::parse("").0,
         stages: Vec::new(),
+        secret,
     };
+    if boot.secret.is_empty() {
+        log!(
+            "no agent secret at {}: the host will refuse this agent",
+            auth::SECRET_PATH
+        );
+    }
     boot.reached(GuestStage::AgentStarted);
     let cmdline =
         std::fs::read_to_string("/proc/cmdline").context(|| "reading /proc/cmdline".into())?;
@@ -114,6 +125,15 @@ fn early() -> Result<Boot, BootError> {
     configure::apply(&boot.args);
     boot.reached(GuestStage::Configured);
     Ok(boot)
+}
+
+/// Reads and deletes the per-boot secret the host appended to the initramfs. Nothing
+/// else can have read it: this runs before any other process exists, and the initramfs
+/// is out of reach once the root is switched.
+fn take_secret() -> Vec<u8> {
+    let secret = std::fs::read(auth::SECRET_PATH).unwrap_or_default();
+    let _ = std::fs::remove_file(auth::SECRET_PATH);
+    secret
 }
 
 /// Opens the console (else `/dev/null`) on any of fds 0–2 the kernel left closed (no
@@ -227,6 +247,7 @@ fn serve(boot: Boot, init: InitMode) -> String {
     rt.block_on(async move {
         let mut cfg = AgentConfig::new("/", init, Machine::Guest);
         cfg.stages = boot.stages;
+        cfg.secret = boot.secret;
         match Agent::new(cfg) {
             Ok(agent) => transport::serve_forever(agent, boot.args.channel).await,
             Err(e) => format!("starting the reaper: {e}"),

@@ -1,14 +1,23 @@
 //! The host's side of the agent protocol (`banger-guest-proto`): an HTTP/2 client over
 //! the VM's one byte stream, the handshake, JSON calls, and exec streams.
+//!
+//! The other end is untrusted (guest root can replace the agent, see `SECURITY.md`):
+//! the handshake checks the boot secret's proof ([`auth`]); every answer the daemon reads
+//! is bounded in size ([`MAX_ANSWER`], [`MAX_ERROR_BODY`]) and every call in time
+//! ([`CALL_TIMEOUT`]), so one guest can stall or bloat only its own requests. Streams the
+//! daemon relays (exec frames, tar, connect) are passed through in bounded chunks and
+//! limited by their consumers.
 
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use banger_guest_proto::{self as proto, AgentError, Hello, HelloRequest, paths};
+use std::time::Duration;
+
+use banger_guest_proto::{self as proto, AgentError, Hello, HelloRequest, auth, paths};
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Frame, Incoming};
 use hyper::client::conn::http2::SendRequest;
 use hyper::{Request, Response, StatusCode};
@@ -19,6 +28,21 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 type Body = BoxBody<Bytes, Infallible>;
+
+/// How long one agent call may take, answer included. Generous for a guest under
+/// emulation; a guest that does not answer fails that call only.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// The largest JSON answer read from an agent (a [`proto::ReadFile`] answer may be
+/// larger: its own `max_bytes`, JSON-escaped).
+pub const MAX_ANSWER: usize = 64 << 10;
+/// The largest error body read from an agent.
+pub const MAX_ERROR_BODY: usize = 64 << 10;
+/// How much of an agent's error message is quoted.
+const MAX_QUOTE: usize = 2 << 10;
+/// The longest identity strings a hello may carry.
+const MAX_HELLO_FIELD: usize = 256;
+/// The most boot stages a hello may report.
+const MAX_HELLO_STAGES: usize = 64;
 
 /// The agent's answer to a stream, possibly still to come (an upload is answered after its
 /// body).
@@ -31,6 +55,16 @@ pub enum AgentCallError {
     Transport(String),
     #[error("the guest agent refused {path}: {message}")]
     Refused { path: String, message: String },
+    #[error("the guest agent did not answer {path} within {}s", timeout.as_secs())]
+    TimedOut { path: String, timeout: Duration },
+    #[error("the guest agent's answer to {path} exceeds the {limit}-byte limit")]
+    TooLarge { path: String, limit: usize },
+    #[error(
+        "a guest process that cannot prove this boot's agent secret tried to take the agent channel"
+    )]
+    Unauthenticated,
+    #[error("the guest agent's hello is malformed: {0}")]
+    BadHello(String),
     #[error(
         "the guest agent speaks protocol {agent_min}..={agent_max}, this bangerd {host_min}..={host_max}; recreate the VM or upgrade banger"
     )]
@@ -55,11 +89,14 @@ impl AgentConn {
     pub async fn handshake<T>(
         io: T,
         closed: tokio::sync::oneshot::Sender<()>,
+        secret: &[u8],
     ) -> Result<AgentConn, AgentCallError>
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            // Header blocks are the one part of an answer hyper buffers whole.
+            .max_header_list_size(16 << 10)
             .handshake::<_, Body>(TokioIo::new(io))
             .await
             .map_err(|e| AgentCallError::Transport(e.to_string()))?;
@@ -73,6 +110,10 @@ impl AgentConn {
             sender,
             hello: placeholder_hello(),
         };
+        let mut nonce = [0u8; 16];
+        crate::ids::secret_random(&mut nonce)
+            .map_err(|e| AgentCallError::Transport(format!("drawing a nonce: {e}")))?;
+        let nonce = auth::hex(&nonce);
         let hello: Hello = conn
             .call(
                 paths::HELLO,
@@ -80,9 +121,11 @@ impl AgentConn {
                     proto_min: proto::PROTO_MIN,
                     proto_max: proto::PROTO_VERSION,
                     host_version: env!("CARGO_PKG_VERSION").to_string(),
+                    nonce: nonce.clone(),
                 },
             )
             .await?;
+        check_hello(&hello)?;
         if proto::negotiate(
             proto::PROTO_MIN,
             proto::PROTO_VERSION,
@@ -98,32 +141,60 @@ impl AgentConn {
                 host_max: proto::PROTO_VERSION,
             });
         }
+        if secret.is_empty() || !auth::verify(secret, &nonce, &hello.boot_id, &hello.proof) {
+            return Err(AgentCallError::Unauthenticated);
+        }
         conn.hello = hello;
         Ok(conn)
     }
 
-    /// A JSON request/response call.
+    /// A JSON request/response call: answers up to [`MAX_ANSWER`] bytes, within
+    /// [`CALL_TIMEOUT`].
     pub async fn call<Q: Serialize, R: DeserializeOwned>(
         &self,
         path: &str,
         req: &Q,
     ) -> Result<R, AgentCallError> {
+        self.call_limited(path, req, MAX_ANSWER).await
+    }
+
+    /// Reads a small guest file: the answer may be the file's `max_bytes`, JSON-escaped
+    /// (six bytes for a control character at worst).
+    pub async fn read_file(
+        &self,
+        req: &proto::ReadFile,
+    ) -> Result<proto::FileContent, AgentCallError> {
+        let limit = usize::try_from(req.max_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(6)
+            .saturating_add(MAX_ANSWER);
+        self.call_limited(paths::READ_FILE, req, limit).await
+    }
+
+    async fn call_limited<Q: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Q,
+        limit: usize,
+    ) -> Result<R, AgentCallError> {
         let body = serde_json::to_vec(req).map_err(|e| AgentCallError::Transport(e.to_string()))?;
-        let response = self
-            .send(path, Full::new(Bytes::from(body)).boxed())
-            .await?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| AgentCallError::Transport(e.to_string()))?
-            .to_bytes();
-        if status != StatusCode::OK {
-            return Err(refused(path, &bytes));
-        }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| AgentCallError::Transport(format!("bad answer to {path}: {e}")))
+        let call = async {
+            let response = self
+                .send(path, Full::new(Bytes::from(body)).boxed())
+                .await?;
+            let status = response.status();
+            if status != StatusCode::OK {
+                return Err(refused(path, &error_body(response.into_body()).await));
+            }
+            read_limited(path, response.into_body(), limit).await
+        };
+        let bytes = within(path, CALL_TIMEOUT, call).await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            AgentCallError::Transport(format!(
+                "bad answer to {path}: {}",
+                banger_api::text::cut(&e.to_string(), MAX_QUOTE)
+            ))
+        })
     }
 
     /// Opens an exec stream: `first` (an encoded `ExecRequest` frame) is sent at once;
@@ -137,16 +208,15 @@ impl AgentConn {
         tx.send(first)
             .await
             .map_err(|_| AgentCallError::Transport("exec input closed".into()))?;
-        let response = self.send(paths::EXEC, ChannelBody { rx }.boxed()).await?;
+        let response = within(
+            paths::EXEC,
+            CALL_TIMEOUT,
+            self.send(paths::EXEC, ChannelBody { rx }.boxed()),
+        )
+        .await?;
         if response.status() != StatusCode::OK {
-            let path = paths::EXEC;
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            return Err(refused(path, &bytes));
+            let bytes = error_body(response.into_body()).await;
+            return Err(refused(paths::EXEC, &bytes));
         }
         Ok((tx, response))
     }
@@ -182,30 +252,106 @@ impl AgentConn {
     }
 }
 
-/// Sends one request on the connection once it can take another stream.
+/// Sends one request on the connection once it can take another stream (within
+/// [`CALL_TIMEOUT`]: an agent that allows no stream, `SETTINGS_MAX_CONCURRENT_STREAMS=0`,
+/// must not hang the caller).
 async fn dispatch(
     mut sender: SendRequest<Body>,
     req: Request<Body>,
 ) -> Result<Response<Incoming>, AgentCallError> {
-    sender
-        .ready()
-        .await
-        .map_err(|e| AgentCallError::Transport(e.to_string()))?;
+    let path = req.uri().path().to_string();
+    within(&path, CALL_TIMEOUT, async {
+        sender
+            .ready()
+            .await
+            .map_err(|e| AgentCallError::Transport(e.to_string()))
+    })
+    .await?;
     sender
         .send_request(req)
         .await
         .map_err(|e| AgentCallError::Transport(e.to_string()))
 }
 
-/// The agent's error message in a non-200 body.
+/// The agent's error message in a non-200 body, cut to a quote's length.
 pub fn refused(path: &str, body: &[u8]) -> AgentCallError {
     let message = serde_json::from_slice::<AgentError>(body)
         .map(|e| e.message)
         .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned());
     AgentCallError::Refused {
         path: path.to_string(),
-        message,
+        message: banger_api::text::cut(&message, MAX_QUOTE).to_string(),
     }
+}
+
+/// A non-200 body, at most [`MAX_ERROR_BODY`] bytes of it, within [`CALL_TIMEOUT`]
+/// (whatever came by then; an endless or stalled body is cut, not waited for).
+pub async fn error_body(body: Incoming) -> Bytes {
+    let mut out = Vec::new();
+    let mut body = body;
+    let read = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                let room = MAX_ERROR_BODY - out.len();
+                out.extend_from_slice(&data[..data.len().min(room)]);
+                if out.len() >= MAX_ERROR_BODY {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CALL_TIMEOUT, read).await;
+    Bytes::from(out)
+}
+
+/// A whole answer body of at most `limit` bytes.
+async fn read_limited(path: &str, body: Incoming, limit: usize) -> Result<Bytes, AgentCallError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(AgentCallError::TooLarge {
+            path: path.to_string(),
+            limit,
+        }),
+        Err(e) => Err(AgentCallError::Transport(e.to_string())),
+    }
+}
+
+/// `fut`, or [`AgentCallError::TimedOut`] after `timeout`.
+pub async fn within<T>(
+    path: &str,
+    timeout: Duration,
+    fut: impl std::future::Future<Output = Result<T, AgentCallError>>,
+) -> Result<T, AgentCallError> {
+    tokio::time::timeout(timeout, fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(AgentCallError::TimedOut {
+                path: path.to_string(),
+                timeout,
+            })
+        })
+}
+
+/// Bounds the guest-chosen parts of a hello before anything logs or stores them.
+fn check_hello(hello: &Hello) -> Result<(), AgentCallError> {
+    for (field, value) in [
+        ("agent_version", &hello.agent_version),
+        ("boot_id", &hello.boot_id),
+        ("kernel_release", &hello.kernel_release),
+    ] {
+        if value.len() > MAX_HELLO_FIELD || value.chars().any(char::is_control) {
+            return Err(AgentCallError::BadHello(format!(
+                "{field} is longer than {MAX_HELLO_FIELD} bytes or holds control characters"
+            )));
+        }
+    }
+    if hello.stages.len() > MAX_HELLO_STAGES {
+        return Err(AgentCallError::BadHello(format!(
+            "{} boot stages (at most {MAX_HELLO_STAGES})",
+            hello.stages.len()
+        )));
+    }
+    Ok(())
 }
 
 fn placeholder_hello() -> Hello {
@@ -218,6 +364,7 @@ fn placeholder_hello() -> Hello {
         init: proto::InitMode::Agent,
         stages: Vec::new(),
         kernel_release: String::new(),
+        proof: String::new(),
     }
 }
 
@@ -238,3 +385,7 @@ impl hyper::body::Body for ChannelBody {
         self.rx.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
     }
 }
+
+#[cfg(test)]
+#[path = "agent_tests.rs"]
+mod tests;

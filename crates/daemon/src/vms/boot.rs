@@ -9,7 +9,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use banger_api::image::Image;
-use banger_guest_proto::{InitMode, cmdline};
+use banger_guest_proto::{InitMode, auth, cmdline};
 use sha2::{Digest, Sha256};
 
 use crate::error::OpError;
@@ -55,6 +55,65 @@ pub fn initramfs(
         },
     )?;
     Ok(out)
+}
+
+/// The file in a VM's directory that keeps its boot's agent secret, for a restarted daemon
+/// (mode 0600, in the 0700 state directory).
+pub const AGENT_KEY: &str = "agent.key";
+/// The VM's own initramfs: the shared one plus the boot's secret.
+pub const VM_INITRAMFS: &str = "initramfs.cpio";
+
+/// Draws this boot's agent secret and writes `<vm_dir>/initramfs.cpio`: the shared
+/// `cached` initramfs followed by a second newc archive holding only the secret at
+/// [`auth::SECRET_PATH`] (the kernel unpacks concatenated archives in order). The secret
+/// is also kept in `<vm_dir>/agent.key` for a daemon that adopts the VM later.
+pub fn agent_initramfs(cached: &Path, vm_dir: &Path) -> Result<(PathBuf, Vec<u8>), OpError> {
+    let mut secret = vec![0u8; auth::SECRET_LEN];
+    crate::ids::secret_random(&mut secret)
+        .map_err(|e| OpError::io("drawing the agent secret".to_string(), e))?;
+    let out = vm_dir.join(VM_INITRAMFS);
+    let io = |what: &str, e| OpError::io(format!("{what} {}", out.display()), e);
+    let _ = std::fs::remove_file(&out);
+    std::fs::copy(cached, &out).map_err(|e| io("writing", e))?;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&out)
+        .map_err(|e| io("opening", e))?;
+    // Only the VMM reads it (a jailed one gets a copy of its own, see banger-vmm's jail).
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| io("chmod", e))?;
+    let dir = auth::SECRET_PATH
+        .rsplit_once('/')
+        .map(|(d, _)| d.trim_start_matches('/'))
+        .unwrap_or("banger");
+    let mut cpio = banger_kernel::cpio::Newc::new(&mut file);
+    cpio.dir(dir, 0o700)
+        .and_then(|()| cpio.file(auth::SECRET_PATH.trim_start_matches('/'), 0o400, &secret))
+        .and_then(|()| cpio.finish().map(|_| ()))
+        .map_err(|e| OpError::Failed(format!("writing {}: {e}", out.display())))?;
+    file.sync_all().map_err(|e| io("syncing", e))?;
+    write_private(&vm_dir.join(AGENT_KEY), &secret)?;
+    Ok((out, secret))
+}
+
+/// The secret of the VM's current boot, as [`agent_initramfs`] kept it.
+pub fn read_agent_key(vm_dir: &Path) -> Result<Vec<u8>, OpError> {
+    let path = vm_dir.join(AGENT_KEY);
+    std::fs::read(&path).map_err(|e| OpError::io(format!("reading {}", path.display()), e))
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), OpError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(data).and_then(|()| f.sync_all()))
+        .map_err(|e| OpError::io(format!("writing {}", path.display()), e))
 }
 
 fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), OpError> {
@@ -114,6 +173,49 @@ pub fn kernel_cmdline(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_vm_initramfs_appends_a_root_only_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let cached = dir.path().join("shared.cpio");
+        let mut shared = banger_kernel::cpio::Newc::new(Vec::new());
+        shared.file("init", 0o755, b"agent").unwrap();
+        let (shared, _) = shared.finish().unwrap();
+        std::fs::write(&cached, &shared).unwrap();
+        let (path, secret) = agent_initramfs(&cached, dir.path()).unwrap();
+        assert_eq!(secret.len(), auth::SECRET_LEN);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            &bytes[..shared.len()],
+            &shared[..],
+            "the shared archive comes first"
+        );
+        let tail = &bytes[shared.len()..];
+        let at = tail
+            .windows(b"banger/agent.key".len())
+            .position(|w| w == b"banger/agent.key")
+            .expect("the secret's member");
+        // newc header: magic(6) ino(8) mode(8) ...; the mode of the member before its name.
+        let header = &tail[..at];
+        let start = header.len() - 110;
+        let mode = u32::from_str_radix(
+            std::str::from_utf8(&header[start + 14..start + 22]).unwrap(),
+            16,
+        )
+        .unwrap();
+        assert_eq!(mode & 0o7777, 0o400);
+        assert!(tail.windows(secret.len()).any(|w| w == &secret[..]));
+        assert_eq!(read_agent_key(dir.path()).unwrap(), secret);
+        use std::os::unix::fs::PermissionsExt;
+        let key_mode = std::fs::metadata(dir.path().join(AGENT_KEY))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(key_mode & 0o777, 0o600);
+        // A second boot draws another secret.
+        let (_, again) = agent_initramfs(&cached, dir.path()).unwrap();
+        assert_ne!(again, secret);
+    }
 
     #[test]
     fn cmdline_carries_the_agent_keys() {

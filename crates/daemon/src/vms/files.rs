@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use banger_api::vm::{VmCpGetParams, VmCpPutParams, VmProxyParams};
 use banger_guest_proto::{Connect, GetFiles, PutFiles, paths};
-use http_body_util::BodyExt;
 
 use super::exec::{RelayMode, StreamSession};
 use super::{Vms, agent};
@@ -87,19 +86,14 @@ async fn ready_or_refused(
     vm: &str,
     what: &str,
 ) -> Result<hyper::Response<hyper::body::Incoming>, OpError> {
-    let response = response
+    let response = agent::within(what, agent::CALL_TIMEOUT, response)
         .await
         .map_err(|e| OpError::Failed(format!("VM {vm}: {e}")))?;
     let status = response.status();
     if status == hyper::StatusCode::OK {
         return Ok(response);
     }
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let body = agent::error_body(response.into_body()).await;
     let message = agent::refused(what, &body).to_string();
     Err(match status {
         hyper::StatusCode::NOT_FOUND => OpError::NotFound(format!("{what}: {message}")),

@@ -18,6 +18,36 @@ use super::agent::AgentConn;
 use super::spec::VmRuntime;
 use crate::error::OpError;
 
+/// How long a connection gets to complete the HTTP/2 handshake and the hello.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once on one VM's agent port; more connections are closed.
+const MAX_PENDING_HANDSHAKES: usize = 8;
+/// At most one refusal line per VM in this interval (the rest are counted).
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Logs a guest-provoked warning at most once per [`REFUSAL_LOG_INTERVAL`], with the
+/// number of occurrences suppressed since: a guest that dials in a loop cannot fill
+/// `bangerd.log`.
+#[derive(Default)]
+struct RateLimitedLog {
+    state: Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl RateLimitedLog {
+    fn note(&self, vm: &str, what: &str) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, suppressed) = &mut *state;
+        if last.is_some_and(|t| t.elapsed() < REFUSAL_LOG_INTERVAL) {
+            *suppressed += 1;
+            return;
+        }
+        let what = banger_api::text::cut(what, 512);
+        tracing::warn!(vm, suppressed = *suppressed, "{what}");
+        *last = Some(std::time::Instant::now());
+        *suppressed = 0;
+    }
+}
+
 /// Sockets and pid files a VM's processes leave in its directory.
 const RUNTIME_FILES: &[&str] = &[
     "vsock.sock",
@@ -38,6 +68,8 @@ pub struct LiveVm {
     /// Set by stop/kill/delete: the exit watcher then leaves the state to them.
     pub stopping: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Refused connections, logged at a bounded rate (a guest can dial in a loop).
+    refusals: RateLimitedLog,
 }
 
 impl LiveVm {
@@ -50,6 +82,7 @@ impl LiveVm {
             agent: watch::Sender::new(None),
             stopping: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
+            refusals: RateLimitedLog::default(),
         })
     }
 
@@ -127,7 +160,12 @@ impl LiveVm {
         self.add_task(task);
     }
 
+    /// Accepts the guest's connections to the agent port. Any guest process can dial it,
+    /// so: while an agent session is live every other connection is closed at once; the
+    /// others are handshaken concurrently (at most [`MAX_PENDING_HANDSHAKES`], each
+    /// bounded in time), so stalled connections cannot keep the real agent waiting.
     async fn accept_loop(self: Arc<Self>, listener: UnixListener) {
+        let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
         loop {
             let stream = match listener.accept().await {
                 Ok((s, _)) => s,
@@ -137,8 +175,29 @@ impl LiveVm {
                     continue;
                 }
             };
-            self.adopt_stream(stream).await;
+            if self.has_live_agent() {
+                self.refusals
+                    .note(&self.name, "a second agent session was refused");
+                continue;
+            }
+            let Ok(permit) = pending.clone().try_acquire_owned() else {
+                self.refusals.note(
+                    &self.name,
+                    "too many agent handshakes in progress; one was refused",
+                );
+                continue;
+            };
+            let live = self.clone();
+            tokio::spawn(async move {
+                live.adopt_stream(stream).await;
+                drop(permit);
+            });
         }
+    }
+
+    /// Whether an authenticated agent connection is up.
+    fn has_live_agent(&self) -> bool {
+        self.agent.borrow().as_ref().is_some_and(|c| !c.is_closed())
     }
 
     async fn dial_loop(self: Arc<Self>, path: &Path) {
@@ -164,24 +223,46 @@ impl LiveVm {
         stream: UnixStream,
     ) -> Option<tokio::sync::oneshot::Receiver<()>> {
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
-        // A handshake that stalls (bytes lost across a serial reconnect) is retried on a new
-        // connection rather than waited on forever.
+        let secret = match super::boot::read_agent_key(&self.dir) {
+            Ok(s) => s,
+            Err(e) => {
+                self.refusals
+                    .note(&self.name, &format!("no agent secret: {e}"));
+                return None;
+            }
+        };
+        // A handshake that stalls (bytes lost across a serial reconnect, or a guest process
+        // holding a connection open) is dropped rather than waited on.
         let handshake = tokio::time::timeout(
-            Duration::from_secs(10),
-            AgentConn::handshake(stream, closed_tx),
+            HANDSHAKE_TIMEOUT,
+            AgentConn::handshake(stream, closed_tx, &secret),
         );
         match handshake.await.unwrap_or_else(|_| {
-            Err(super::agent::AgentCallError::Transport(
-                "handshake timed out after 10 s".into(),
-            ))
+            Err(super::agent::AgentCallError::Transport(format!(
+                "handshake timed out after {} s",
+                HANDSHAKE_TIMEOUT.as_secs()
+            )))
         }) {
             Ok(conn) => {
+                // Two authenticated handshakes may race (a redial); the first one wins.
+                let mut published = false;
+                self.agent.send_if_modified(|current| {
+                    if current.as_ref().is_some_and(|c| !c.is_closed()) {
+                        return false;
+                    }
+                    *current = Some(conn.clone());
+                    published = true;
+                    true
+                });
+                if !published {
+                    return None;
+                }
                 tracing::info!(vm = %self.name, agent = %conn.hello.agent_version, boot_id = %conn.hello.boot_id, "agent connected");
-                self.agent.send_replace(Some(conn));
                 Some(closed_rx)
             }
             Err(e) => {
-                tracing::warn!(vm = %self.name, error = %e, "agent handshake failed");
+                self.refusals
+                    .note(&self.name, &format!("agent handshake failed: {e}"));
                 None
             }
         }

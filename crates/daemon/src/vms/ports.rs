@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use banger_api::vm::{ListeningSocket, VmPorts, VmRef, VmState};
-use banger_guest_proto::{FileContent, ReadFile, paths};
+use banger_guest_proto::ReadFile;
 
 use super::{Vms, parse_spec, state_of};
 use crate::error::OpError;
@@ -27,7 +27,7 @@ impl Vms {
                     path: file.into(),
                     max_bytes: 1 << 20,
                 };
-                if let Ok(content) = conn.call::<_, FileContent>(paths::READ_FILE, &read).await {
+                if let Ok(content) = conn.read_file(&read).await {
                     listening.extend(parse_proc_net(proto, &content.data, listen_state));
                 }
             }
@@ -64,8 +64,12 @@ fn parse_proc_net(proto: &str, table: &str, listen_state: &str) -> Vec<Listening
         .collect()
 }
 
-/// The kernel prints addresses as native-endian 32-bit words in hex.
+/// The kernel prints addresses as native-endian 32-bit words in hex. Anything else (the
+/// guest may send any bytes) is no address.
 fn hex_addr(hex: &str) -> Option<String> {
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) || !matches!(hex.len(), 8 | 32) {
+        return None;
+    }
     let words: Vec<u32> = (0..hex.len() / 8)
         .map(|i| u32::from_str_radix(&hex[i * 8..i * 8 + 8], 16).ok())
         .collect::<Option<_>>()?;

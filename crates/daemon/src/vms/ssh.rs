@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use banger_api::vm::SshInfo;
-use banger_guest_proto::{AddAuthorizedKey, Empty, FileContent, ReadFile, paths};
+use banger_guest_proto::{AddAuthorizedKey, Empty, ReadFile, paths};
 
 use super::Vms;
 use super::agent::AgentConn;
@@ -78,7 +78,7 @@ impl Vms {
                 path: (*path).into(),
                 max_bytes: 16 << 10,
             };
-            if let Ok(c) = conn.call::<_, FileContent>(paths::READ_FILE, &read).await {
+            if let Ok(c) = conn.read_file(&read).await {
                 let mut words = c.data.split_whitespace();
                 if let (Some(kind), Some(blob)) = (words.next(), words.next()) {
                     keys.push(format!("{kind} {blob}"));

@@ -122,6 +122,12 @@ impl Vms {
         .map_err(|e| OpError::Failed(format!("initramfs build aborted: {e}")))??;
 
         let dir = std::path::PathBuf::from(&row.dir);
+        // This boot's agent secret, in the VM's own copy of the initramfs.
+        let vm_dir = dir.clone();
+        let (initramfs, _secret) =
+            tokio::task::spawn_blocking(move || boot::agent_initramfs(&initramfs, &vm_dir))
+                .await
+                .map_err(|e| OpError::Failed(format!("initramfs build aborted: {e}")))??;
         let (root_disk, work_disk) = disks::paths(&dir);
         let kernel = if selected.name == "firecracker" {
             let (image_kernel, vm_dir) = (image.kernel_path.clone(), dir.clone());

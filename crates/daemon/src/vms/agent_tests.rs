@@ -1,0 +1,252 @@
+//! The host's agent client against an in-process hostile agent: the faults a real guest
+//! cannot easily produce (endless bodies, answers that never come, HTTP/2 settings that
+//! stall every stream, a hello without the boot's secret).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use banger_guest_proto::{Empty, ReadFile, SetClock};
+use hyper::server::conn::http2;
+use hyper::service::service_fn;
+
+use super::*;
+
+const SECRET: &[u8] = &[42u8; auth::SECRET_LEN];
+
+/// How the fake agent misbehaves.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Fault {
+    /// Honest hello; every other call answered with an endless 200 body.
+    EndlessAnswer,
+    /// Honest hello; every other call answered with an endless non-200 body.
+    EndlessError,
+    /// Honest hello; every other call never answered.
+    NeverAnswer,
+    /// A hello whose proof uses another secret.
+    WrongSecret,
+    /// A hello with no proof at all (an agent of protocol 1, or an impostor).
+    NoProof,
+    /// A hello that never comes.
+    SilentHello,
+    /// Allows no concurrent stream at all once the hello is answered.
+    NoStreams,
+}
+
+/// A body of 64 KiB chunks that never ends; counts the bytes it produced.
+struct Endless {
+    chunk: Bytes,
+    sent: Arc<AtomicU64>,
+}
+
+impl hyper::body::Body for Endless {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.sent
+            .fetch_add(self.chunk.len() as u64, Ordering::Relaxed);
+        Poll::Ready(Some(Ok(Frame::data(self.chunk.clone()))))
+    }
+}
+
+fn hello_answer(req: &HelloRequest, fault: Fault) -> Bytes {
+    let boot_id = "boot-1".to_string();
+    let proof = match fault {
+        Fault::WrongSecret => auth::proof(&[1u8; auth::SECRET_LEN], &req.nonce, &boot_id),
+        Fault::NoProof => String::new(),
+        _ => auth::proof(SECRET, &req.nonce, &boot_id),
+    };
+    let hello = Hello {
+        proto_version: proto::PROTO_VERSION,
+        proto_min: proto::PROTO_MIN,
+        proto_max: proto::PROTO_VERSION,
+        agent_version: "fake".into(),
+        boot_id,
+        init: proto::InitMode::Agent,
+        stages: Vec::new(),
+        kernel_release: "fake".into(),
+        proof,
+    };
+    Bytes::from(serde_json::to_vec(&hello).unwrap())
+}
+
+/// Serves the fake agent on one end of an in-memory stream; returns the host's end and
+/// the counter of bytes the fake pushed in endless bodies.
+fn fake_agent(fault: Fault) -> (tokio::io::DuplexStream, Arc<AtomicU64>) {
+    let (host, guest) = tokio::io::duplex(64 << 10);
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        let service = service_fn(move |req: Request<Incoming>| {
+            let sent = counter.clone();
+            async move {
+                let path = req.uri().path().to_string();
+                let body: BoxBody<Bytes, Infallible> = if path == paths::HELLO {
+                    if fault == Fault::SilentHello {
+                        std::future::pending::<()>().await;
+                    }
+                    let bytes = req.into_body().collect().await.unwrap().to_bytes();
+                    let hello: HelloRequest = serde_json::from_slice(&bytes).unwrap();
+                    Full::new(hello_answer(&hello, fault)).boxed()
+                } else {
+                    match fault {
+                        Fault::NeverAnswer => {
+                            std::future::pending::<()>().await;
+                            unreachable!()
+                        }
+                        _ => Endless {
+                            chunk: Bytes::from(vec![b'A'; 64 << 10]),
+                            sent,
+                        }
+                        .boxed(),
+                    }
+                };
+                let mut response = Response::new(body);
+                if fault == Fault::EndlessError && path != paths::HELLO {
+                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        if fault == Fault::NoStreams {
+            // Room for the hello only: hyper counts it against the limit until it ends,
+            // and a limit of 1 with a slow client is the closest a server gets to 0 after
+            // the fact; the test below holds the one stream with a never-ending call.
+            builder.max_concurrent_streams(1);
+        }
+        let _ = builder.serve_connection(TokioIo::new(guest), service).await;
+    });
+    (host, sent)
+}
+
+async fn connect(fault: Fault) -> (Result<AgentConn, AgentCallError>, Arc<AtomicU64>) {
+    let (io, sent) = fake_agent(fault);
+    let (closed, _closed_rx) = tokio::sync::oneshot::channel();
+    (AgentConn::handshake(io, closed, SECRET).await, sent)
+}
+
+fn rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        / 1024
+}
+
+#[tokio::test]
+async fn an_agent_without_the_boot_secret_is_refused() {
+    for fault in [Fault::WrongSecret, Fault::NoProof] {
+        let (conn, _) = connect(fault).await;
+        assert!(
+            matches!(conn, Err(AgentCallError::Unauthenticated)),
+            "{fault:?}: {:?}",
+            conn.err()
+        );
+    }
+    let (conn, _) = connect(Fault::EndlessAnswer).await;
+    assert!(conn.is_ok(), "the honest hello passes: {:?}", conn.err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hello_that_never_comes_times_out() {
+    let (conn, _) = connect(Fault::SilentHello).await;
+    assert!(
+        matches!(conn, Err(AgentCallError::TimedOut { ref path, .. }) if path == paths::HELLO),
+        "{:?}",
+        conn.err()
+    );
+}
+
+#[tokio::test]
+async fn endless_answers_are_cut_at_their_limit_with_flat_memory() {
+    let before = rss_mib();
+    for fault in [Fault::EndlessAnswer, Fault::EndlessError] {
+        let (conn, sent) = connect(fault).await;
+        let conn = conn.unwrap();
+        let clock = conn
+            .call::<_, Empty>(paths::CLOCK, &SetClock { unix_nanos: 0 })
+            .await;
+        let read = conn
+            .read_file(&ReadFile {
+                path: "/proc/net/tcp".into(),
+                max_bytes: 1 << 20,
+            })
+            .await;
+        match fault {
+            Fault::EndlessAnswer => {
+                assert!(
+                    matches!(clock, Err(AgentCallError::TooLarge { limit, .. }) if limit == MAX_ANSWER),
+                    "{:?}",
+                    clock.err()
+                );
+                assert!(
+                    matches!(read, Err(AgentCallError::TooLarge { .. })),
+                    "{:?}",
+                    read.err()
+                );
+            }
+            _ => {
+                // An endless error body is cut at MAX_ERROR_BODY, its quote shorter still.
+                let Err(AgentCallError::Refused { message, .. }) = clock else {
+                    panic!("{:?}", clock.err());
+                };
+                assert!(message.len() <= MAX_QUOTE, "{}", message.len());
+                assert!(matches!(read, Err(AgentCallError::Refused { .. })));
+                let exec = conn.exec(Bytes::from_static(b"frame")).await;
+                assert!(matches!(exec, Err(AgentCallError::Refused { .. })));
+            }
+        }
+        // What the fake pushed is bounded by the limits plus HTTP/2 flow-control windows,
+        // not by the fake's patience.
+        let pushed = sent.load(Ordering::Relaxed);
+        assert!(pushed < 64 << 20, "{fault:?}: {pushed} bytes pushed");
+    }
+    let after = rss_mib();
+    assert!(after < 256, "RSS {after} MiB (was {before} MiB)");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_that_never_comes_fails_that_call_only() {
+    let (conn, _) = connect(Fault::NeverAnswer).await;
+    let conn = conn.unwrap();
+    let clock = conn
+        .call::<_, Empty>(paths::CLOCK, &SetClock { unix_nanos: 0 })
+        .await;
+    assert!(
+        matches!(clock, Err(AgentCallError::TimedOut { ref path, timeout }) if path == paths::CLOCK && timeout == CALL_TIMEOUT),
+        "{:?}",
+        clock.err()
+    );
+    let exec = conn.exec(Bytes::from_static(b"frame")).await;
+    assert!(
+        matches!(exec, Err(AgentCallError::TimedOut { .. })),
+        "{:?}",
+        exec.err()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_that_allows_no_stream_cannot_hang_a_call() {
+    let (conn, _) = connect(Fault::NoStreams).await;
+    let conn = conn.unwrap();
+    // Every stream the fake allows is taken by a call whose answer never ends.
+    let hog = conn.clone();
+    let (tx, pending) = hog.stream(paths::FILES_PUT, &Empty {}).unwrap();
+    let _hold = (tx, tokio::spawn(pending));
+    tokio::task::yield_now().await;
+    let clock = conn
+        .call::<_, Empty>(paths::CLOCK, &SetClock { unix_nanos: 0 })
+        .await;
+    assert!(
+        matches!(clock, Err(AgentCallError::TimedOut { .. })),
+        "{:?}",
+        clock.err()
+    );
+}
