@@ -163,10 +163,7 @@ impl ResolvedPull for OciResolved {
             self.image.layers.len(),
             &mut |i| arrived.wait_for(i),
             &mut sink,
-            &oci::Limits {
-                blob_bytes_read: Some(consumed.clone()),
-                ..oci::Limits::default()
-            },
+            &unpack_limits(&self.image, size_bytes, consumed.clone()),
         );
         if ctx.is_cancelled() {
             return Err(OpError::Cancelled);
@@ -185,6 +182,11 @@ impl ResolvedPull for OciResolved {
                 let free = crate::fsutil::free_bytes(dir).unwrap_or(0);
                 return Err(disk_full(dir, "the root filesystem", needed(&sink), free));
             }
+            if let oci::Error::LimitExceeded(_) = e {
+                return Err(OpError::BadRequest(format!(
+                    "{e}; if the image really unpacks to that much, pull it with --size set to its unpacked size"
+                )));
+            }
             return Err(oci_error(e));
         }
         sink.emit();
@@ -198,6 +200,22 @@ impl ResolvedPull for OciResolved {
         })?;
         Ok(())
     }
+}
+
+/// The image's flatten budget (tied to its compressed size); a `--size` the user gave is
+/// their word on how big the content is, so the budget grows to twice it (tar headers
+/// and padding come on top of the file data).
+fn unpack_limits(
+    image: &oci::ResolvedImage,
+    size_bytes: Option<u64>,
+    consumed: Arc<std::sync::atomic::AtomicU64>,
+) -> oci::Limits {
+    let mut limits = image.limits();
+    if let Some(bytes) = size_bytes {
+        limits.max_unpacked_bytes = limits.max_unpacked_bytes.max(bytes.saturating_mul(2));
+    }
+    limits.blob_bytes_read = Some(consumed);
+    limits
 }
 
 /// Aborts a background task when dropped.

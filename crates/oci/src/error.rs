@@ -41,6 +41,18 @@ pub enum Error {
     },
     #[error("limit exceeded: {0}")]
     LimitExceeded(String),
+    /// A registry body or a descriptor is (or declares itself) over a size cap; refused
+    /// before it is read further, so a hostile registry cannot exhaust memory or disk.
+    #[error("{what} is larger than the {} limit", human_bytes(*limit))]
+    TooLarge { what: String, limit: u64 },
+    /// A bearer challenge named a token endpoint we will not talk to (credentials and
+    /// requests would leave TLS, or reach a host the registry has no business naming).
+    #[error("refusing token endpoint {realm:?} from {registry}: {reason}")]
+    RealmRefused {
+        registry: String,
+        realm: String,
+        reason: String,
+    },
     #[error("I/O error: {context}: {source}")]
     Io {
         context: String,
@@ -71,4 +83,32 @@ impl Error {
     }
 }
 
+/// `8 MiB`, `1.5 GiB`, `512 bytes`: sizes in messages.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, size) in UNITS {
+        if n >= size {
+            return if n.is_multiple_of(size) {
+                format!("{} {unit}", n / size)
+            } else {
+                format!("{:.1} {unit}", n as f64 / size as f64)
+            };
+        }
+    }
+    format!("{n} bytes")
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(human_bytes(512), "512 bytes");
+        assert_eq!(human_bytes(8 << 20), "8 MiB");
+        assert_eq!(human_bytes(3 << 29), "1.5 GiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+    }
+}

@@ -22,7 +22,7 @@
 use crate::decode::{BudgetExhausted, LayerStream};
 use crate::digest::Digest;
 use crate::entry::{Entry, EntryKind, EntrySink, Metadata};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, human_bytes};
 use crate::tarentry::{RawEntry, RawKind, read_entry};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -30,10 +30,23 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::rc::Rc;
 
+/// The unpacked budget of an image is this many times its layers' compressed size...
+pub const UNPACKED_PER_COMPRESSED_BYTE: u64 = 20;
+/// ...but at least this (small images with very compressible content)...
+pub const MIN_UNPACKED_BYTES: u64 = 1 << 30;
+/// ...and at most this, unless the caller sets `Limits::max_unpacked_bytes` itself.
+pub const MAX_UNPACKED_BYTES: u64 = 64 << 30;
+/// Tar members across all layers (each costs a map entry while merging).
+pub const MAX_ENTRIES: u64 = 10_000_000;
+
 /// Guards against decompression bombs and absurd layers.
+///
+/// `Default` is the absolute ceiling, for callers that know nothing of the image; pulls
+/// should use [`Limits::for_compressed_size`] (what `ResolvedImage::limits` gives), which
+/// ties the budget to what the image declares.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Total uncompressed tar bytes read across all layers.
+    /// Total uncompressed tar bytes read across all layers (headers and padding included).
     pub max_unpacked_bytes: u64,
     /// Total tar members across all layers.
     pub max_entries: u64,
@@ -45,9 +58,23 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_unpacked_bytes: 256 << 30,
-            max_entries: 10_000_000,
+            max_unpacked_bytes: MAX_UNPACKED_BYTES,
+            max_entries: MAX_ENTRIES,
             blob_bytes_read: None,
+        }
+    }
+}
+
+impl Limits {
+    /// The default for layers of `compressed` bytes in total: `UNPACKED_PER_COMPRESSED_BYTE`
+    /// times that, clamped to [`MIN_UNPACKED_BYTES`, `MAX_UNPACKED_BYTES`]. Real layers
+    /// unpack to 2-5× their size; a bomb (zeros, 1000× and more) stops at the budget.
+    pub fn for_compressed_size(compressed: u64) -> Limits {
+        Limits {
+            max_unpacked_bytes: compressed
+                .saturating_mul(UNPACKED_PER_COMPRESSED_BYTE)
+                .clamp(MIN_UNPACKED_BYTES, MAX_UNPACKED_BYTES),
+            ..Limits::default()
         }
     }
 }
@@ -199,6 +226,7 @@ struct Merger<'s> {
     stats: FlattenStats,
     entries_left: u64,
     blob_bytes_read: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    limits: Limits,
 }
 
 /// Per-layer state.
@@ -210,6 +238,8 @@ struct LayerState {
     inodes: Vec<Inode>,
     new_pending: HashMap<String, Vec<PendingLink>>,
     deferred: Vec<Deferred>,
+    /// For the message when the unpacked budget runs out.
+    unpacked_limit: u64,
 }
 
 impl LayerState {
@@ -233,7 +263,12 @@ impl<'s> Merger<'s> {
                 };
                 let r = self.sink.entry(entry, Some(&mut tap));
                 if let (Err(_), Some(e)) = (&r, tap.failed) {
-                    return Err(classify_io(&self.layer_name, &entry.path, e));
+                    return Err(classify_io(
+                        &self.layer_name,
+                        &entry.path,
+                        e,
+                        self.limits.max_unpacked_bytes,
+                    ));
                 }
                 r
             }
@@ -297,8 +332,8 @@ impl<'s> Merger<'s> {
                 let mut e = item.map_err(|x| map_io(st, &format!("after {last:?}"), x))?;
                 if self.entries_left == 0 {
                     return Err(Error::LimitExceeded(format!(
-                        "too many tar entries (layer {})",
-                        st.name
+                        "layer {} takes the image past {} tar entries (Limits::max_entries)",
+                        st.name, self.limits.max_entries
                     )));
                 }
                 self.entries_left -= 1;
@@ -708,6 +743,7 @@ pub fn flatten_as_ready(
         stats: FlattenStats::default(),
         entries_left: limits.max_entries,
         blob_bytes_read: limits.blob_bytes_read.clone(),
+        limits: limits.clone(),
     };
     let budget = Rc::new(RefCell::new(limits.max_unpacked_bytes));
     for index in (0..count).rev() {
@@ -720,6 +756,7 @@ pub fn flatten_as_ready(
             inodes: Vec::new(),
             new_pending: HashMap::new(),
             deferred: Vec::new(),
+            unpacked_limit: limits.max_unpacked_bytes,
         };
         m.layer_name = st.name.clone();
         m.process_layer(layer, &mut st, budget.clone())?;
@@ -746,16 +783,38 @@ pub fn flatten_as_ready(
 }
 
 fn map_io(st: &LayerState, entry: &str, e: std::io::Error) -> Error {
-    classify_io(&st.name, entry, e)
+    classify_io(&st.name, entry, e, st.unpacked_limit)
 }
 
-fn classify_io(layer: &str, entry: &str, e: std::io::Error) -> Error {
+fn classify_io(layer: &str, entry: &str, e: std::io::Error, unpacked_limit: u64) -> Error {
     if e.get_ref().is_some_and(|i| i.is::<BudgetExhausted>()) {
-        return Error::LimitExceeded(format!("unpacked size limit reached in layer {layer}"));
+        return Error::LimitExceeded(format!(
+            "layer {layer} unpacks past the image's budget of {} (Limits::max_unpacked_bytes; \
+             by default {UNPACKED_PER_COMPRESSED_BYTE}× the compressed layers, between {} and {})",
+            human_bytes(unpacked_limit),
+            human_bytes(MIN_UNPACKED_BYTES),
+            human_bytes(MAX_UNPACKED_BYTES),
+        ));
     }
     Error::InvalidLayer {
         layer: layer.to_string(),
         entry: entry.to_string(),
         reason: format!("corrupt or truncated layer: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unpacked_budget_follows_the_compressed_size_within_bounds() {
+        let budget = |compressed| Limits::for_compressed_size(compressed).max_unpacked_bytes;
+        assert_eq!(budget(0), MIN_UNPACKED_BYTES);
+        assert_eq!(budget(3 << 20), MIN_UNPACKED_BYTES);
+        assert_eq!(budget(100 << 20), 2000 << 20);
+        assert_eq!(budget(10 << 30), MAX_UNPACKED_BYTES);
+        assert_eq!(budget(u64::MAX), MAX_UNPACKED_BYTES);
+        assert_eq!(Limits::default().max_unpacked_bytes, MAX_UNPACKED_BYTES);
     }
 }

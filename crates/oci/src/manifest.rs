@@ -15,6 +15,11 @@ pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Largest manifest or index accepted, from a registry or a layout (distribution refuses
+/// pushes over 4 MiB; real ones are a few KiB).
+pub const MAX_MANIFEST_BYTES: u64 = 8 << 20;
+/// Largest image config accepted (real ones are at most a few hundred KiB, history included).
+pub const MAX_CONFIG_BYTES: u64 = 8 << 20;
 /// `Accept` header for manifest requests: everything we can read.
 pub const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 

@@ -6,9 +6,10 @@ use crate::cache::{BlobCache, BlobWriter, Lease};
 use crate::credentials::CredentialStore;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::flatten::LayerInput;
+use crate::flatten::{LayerInput, Limits};
 use crate::manifest::{
-    Descriptor, ImageConfig, ImageManifest, ManifestDoc, Platform, select_platform,
+    Descriptor, ImageConfig, ImageManifest, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, ManifestDoc,
+    Platform, select_platform,
 };
 use crate::reference::Reference;
 use crate::registry::{RegistryClient, RegistryOptions};
@@ -79,6 +80,13 @@ impl ResolvedImage {
         v.extend(self.layers.iter().map(|l| l.digest.clone()));
         v
     }
+
+    /// Flatten limits tied to what the image declares: [`Limits::for_compressed_size`] of
+    /// its layers' total size. A caller that knows better (the user gave the unpacked
+    /// size) raises `max_unpacked_bytes` itself.
+    pub fn limits(&self) -> Limits {
+        Limits::for_compressed_size(self.layers.iter().filter_map(|l| l.size).sum())
+    }
 }
 
 /// Download progress, as plain data.
@@ -114,18 +122,55 @@ fn blocking_err(e: tokio::task::JoinError) -> Error {
     Error::io("background task", std::io::Error::other(e))
 }
 
-async fn read_verified(path: &Path, d: &Digest) -> Result<Vec<u8>> {
-    let meta = tokio::fs::metadata(path)
+/// Why a local document could not be read: missing, or over its limit.
+enum LocalReadError {
+    Open(std::io::Error),
+    Read(std::io::Error),
+    TooLarge,
+}
+
+/// Reads a local document of at most `limit` bytes, the limit enforced while reading (the
+/// file may be a FIFO, or grow).
+async fn read_small_file(path: &Path, limit: u64) -> Result<Vec<u8>, LocalReadError> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path)
         .await
-        .map_err(|e| Error::NotFound(format!("blob {d} ({}: {e})", path.display())))?;
-    if meta.len() > 64 << 20 {
-        return Err(Error::Protocol(format!(
-            "document {d} is larger than 64 MiB"
-        )));
+        .map_err(LocalReadError::Open)?;
+    let mut body = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut body)
+        .await
+        .map_err(LocalReadError::Read)?;
+    if body.len() as u64 > limit {
+        return Err(LocalReadError::TooLarge);
     }
-    let body = tokio::fs::read(path)
-        .await
-        .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+    Ok(body)
+}
+
+/// `read_small_file` for a document of an image source named `name`: failures are
+/// `Error::Source` naming the file, or `TooLarge`.
+async fn read_source_document(name: &str, path: &Path, what: &str, limit: u64) -> Result<Vec<u8>> {
+    read_small_file(path, limit).await.map_err(|e| match e {
+        LocalReadError::TooLarge => Error::TooLarge {
+            what: format!("{name}: {what}"),
+            limit,
+        },
+        LocalReadError::Open(e) | LocalReadError::Read(e) => {
+            Error::Source(name.to_string(), format!("{what}: {e}"))
+        }
+    })
+}
+
+/// Reads a document blob of at most `limit` bytes and checks it against its digest.
+async fn read_verified(path: &Path, d: &Digest, limit: u64) -> Result<Vec<u8>> {
+    let body = read_small_file(path, limit).await.map_err(|e| match e {
+        LocalReadError::Open(e) => Error::NotFound(format!("blob {d} ({}: {e})", path.display())),
+        LocalReadError::Read(e) => Error::io(format!("read {}", path.display()), e),
+        LocalReadError::TooLarge => Error::TooLarge {
+            what: format!("document {d}"),
+            limit,
+        },
+    })?;
     let got = Digest::of(&body);
     if got != *d {
         return Err(Error::DigestMismatch {
@@ -218,9 +263,13 @@ impl Puller {
         origin: ImageOrigin,
     ) -> Result<ResolvedImage> {
         let index_path = dir.join("index.json");
-        let body = tokio::fs::read(&index_path)
-            .await
-            .map_err(|e| Error::Source(name.clone(), format!("{}: {e}", index_path.display())))?;
+        let body = read_source_document(
+            &name,
+            &index_path,
+            &index_path.display().to_string(),
+            MAX_MANIFEST_BYTES,
+        )
+        .await?;
         let ManifestDoc::Index(index) =
             ManifestDoc::parse(&body, Some(crate::manifest::OCI_INDEX))?
         else {
@@ -252,7 +301,8 @@ impl Puller {
             )));
         };
         let blob = |d: &Digest| dir.join("blobs/sha256").join(d.hex());
-        let body = read_verified(&blob(&desc.digest), &desc.digest).await?;
+        check_declared(&desc.digest, desc.size, MAX_MANIFEST_BYTES, "manifest")?;
+        let body = read_verified(&blob(&desc.digest), &desc.digest, MAX_MANIFEST_BYTES).await?;
         let mut origin = origin;
         if let ImageOrigin::Files { blobs, .. } = &mut origin {
             // Every blob of the layout is addressable by digest.
@@ -278,13 +328,18 @@ impl Puller {
     }
 
     /// Reads a small document (manifest or config) by digest from wherever the image lives.
+    /// A declared `size` over `limit` is refused before a byte is read; a download stops
+    /// at the declared size (a longer body is an error, never a larger file).
     async fn document(
         &self,
         origin: &ImageOrigin,
-        d: &Digest,
-        size: Option<u64>,
+        desc: &Descriptor,
+        limit: u64,
+        what: &str,
         lease: &Lease,
     ) -> Result<Vec<u8>> {
+        let (d, size) = (&desc.digest, Some(desc.size));
+        check_declared(d, desc.size, limit, what)?;
         match origin {
             ImageOrigin::Registry {
                 registry,
@@ -299,13 +354,13 @@ impl Puller {
                             .await
                     })
                     .await?;
-                read_verified(&p, d).await
+                read_verified(&p, d, limit).await
             }
             ImageOrigin::Files { blobs, .. } => {
                 let p = blobs
                     .get(d)
                     .ok_or_else(|| Error::NotFound(format!("blob {d} is not in the image")))?;
-                read_verified(p, d).await
+                read_verified(p, d, limit).await
             }
         }
     }
@@ -325,6 +380,7 @@ impl Puller {
                 ManifestDoc::Image(m) => (m, digest, None, false),
                 ManifestDoc::Index(idx) => {
                     let desc = select_platform(&idx, platform)?;
+                    check_declared(&desc.digest, desc.size, MAX_MANIFEST_BYTES, "manifest")?;
                     let body = match &origin {
                         ImageOrigin::Registry {
                             registry,
@@ -336,7 +392,7 @@ impl Puller {
                                 .0
                         }
                         files => {
-                            self.document(files, &desc.digest, Some(desc.size), &lease)
+                            self.document(files, desc, MAX_MANIFEST_BYTES, "manifest", &lease)
                                 .await?
                         }
                     };
@@ -365,8 +421,9 @@ impl Puller {
         let config_body = self
             .document(
                 &origin,
-                &manifest.config.digest,
-                Some(manifest.config.size),
+                &manifest.config,
+                MAX_CONFIG_BYTES,
+                "image config",
                 &lease,
             )
             .await?;
@@ -412,9 +469,7 @@ impl Puller {
             .await
             .map_err(blocking_err)??;
         let mp = tmp.path().join("manifest.json");
-        let body = tokio::fs::read(&mp)
-            .await
-            .map_err(|e| Error::Source(name.clone(), format!("manifest.json: {e}")))?;
+        let body = read_source_document(&name, &mp, "manifest.json", MAX_MANIFEST_BYTES).await?;
         let items: Vec<ArchiveItem> = serde_json::from_slice(&body)
             .map_err(|e| Error::Source(name.clone(), format!("manifest.json: {e}")))?;
         let item =
@@ -425,9 +480,8 @@ impl Puller {
             Ok(tmp.path().join(n))
         };
         let config_path = member(&item.config)?;
-        let config_body = tokio::fs::read(&config_path)
-            .await
-            .map_err(|e| Error::Source(name.clone(), format!("{}: {e}", item.config)))?;
+        let config_body =
+            read_source_document(&name, &config_path, &item.config, MAX_CONFIG_BYTES).await?;
         let config_digest = Digest::of(&config_body);
         let config = ImageConfig::parse(&config_body)?;
         let actual = Platform {
@@ -588,6 +642,18 @@ impl Puller {
             .map(|o| o.ok_or_else(|| Error::Protocol("layer fetch lost".into())))
             .collect()
     }
+}
+
+/// Refuses a document whose descriptor declares more than `limit` bytes, before any of it
+/// is downloaded or read.
+fn check_declared(d: &Digest, declared: u64, limit: u64, what: &str) -> Result<()> {
+    if declared > limit {
+        return Err(Error::TooLarge {
+            what: format!("{what} {d} (declared {declared} bytes)"),
+            limit,
+        });
+    }
+    Ok(())
 }
 
 fn layers_of(m: &ImageManifest, config: &ImageConfig) -> Result<Vec<LayerDescriptor>> {

@@ -8,7 +8,7 @@ use crate::cache::BlobWriter;
 use crate::credentials::{Credential, CredentialStore, encode_base64};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::manifest::ACCEPT_MANIFESTS;
+use crate::manifest::{ACCEPT_MANIFESTS, MAX_MANIFEST_BYTES};
 use reqwest::StatusCode;
 use reqwest::header::{
     ACCEPT, AUTHORIZATION, CONTENT_RANGE, CONTENT_TYPE, RANGE, WWW_AUTHENTICATE,
@@ -19,6 +19,13 @@ use std::time::Duration;
 
 mod push;
 pub use push::UploadProgress;
+
+/// Largest token-endpoint response read (real tokens are a few KiB).
+pub const MAX_TOKEN_RESPONSE_BYTES: u64 = 1 << 20;
+/// How much of an error response is read for its message; the rest is dropped unread.
+const ERROR_BODY_BYTES: usize = 16 << 10;
+/// How much of such a body the message quotes.
+const ERROR_QUOTE_CHARS: usize = 300;
 
 /// Client settings.
 #[derive(Clone, Debug)]
@@ -32,7 +39,13 @@ pub struct RegistryOptions {
     pub connect_timeout: Duration,
     /// Longest silence while reading a response.
     pub read_timeout: Duration,
+    /// Longest time to read a whole small document (manifest, index, token), so a
+    /// registry trickling bytes just under `read_timeout` cannot hold a pull forever.
+    pub document_timeout: Duration,
     pub user_agent: String,
+    /// Fixed addresses for host names, like curl's `--resolve` (mirrors on private
+    /// addresses, tests); other names go through the system resolver.
+    pub resolve: Vec<(String, std::net::SocketAddr)>,
 }
 
 impl Default for RegistryOptions {
@@ -43,7 +56,9 @@ impl Default for RegistryOptions {
             backoff: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
+            document_timeout: Duration::from_secs(120),
             user_agent: concat!("banger/", env!("CARGO_PKG_VERSION")).into(),
+            resolve: Vec::new(),
         }
     }
 }
@@ -126,16 +141,18 @@ fn is_loopback(host: &str) -> bool {
 
 impl RegistryClient {
     pub fn new(opts: RegistryOptions, creds: CredentialStore) -> Result<RegistryClient> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(opts.user_agent.clone())
             .connect_timeout(opts.connect_timeout)
             .read_timeout(opts.read_timeout)
-            .redirect(reqwest::redirect::Policy::limited(10))
-            .build()
-            .map_err(|e| Error::Network {
-                registry: String::new(),
-                message: format!("HTTP client: {e}"),
-            })?;
+            .redirect(reqwest::redirect::Policy::limited(10));
+        for (host, addr) in &opts.resolve {
+            builder = builder.resolve(host, *addr);
+        }
+        let http = builder.build().map_err(|e| Error::Network {
+            registry: String::new(),
+            message: format!("HTTP client: {e}"),
+        })?;
         Ok(RegistryClient {
             http,
             opts,
@@ -151,8 +168,94 @@ impl RegistryClient {
         } else {
             registry
         };
-        let plain = is_loopback(registry) || self.opts.insecure.iter().any(|h| h == registry);
-        format!("{}://{host}", if plain { "http" } else { "https" })
+        let scheme = if self.is_plain_http(registry) {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{host}")
+    }
+
+    /// Hosts (`host[:port]`) reached over plain HTTP: loopback ones and `insecure` ones.
+    fn is_plain_http(&self, host: &str) -> bool {
+        is_loopback(host) || self.opts.insecure.iter().any(|h| h == host)
+    }
+
+    /// Refuses a bearer realm that would take a request (and credentials) off TLS: HTTPS
+    /// realms are fine; a plain-HTTP one only when the registry itself is plain HTTP and
+    /// the realm's host is one we reach over plain HTTP anyway (loopback or `insecure`).
+    fn check_realm(&self, registry: &str, realm: &str) -> Result<()> {
+        let refuse = |reason: &str| Error::RealmRefused {
+            registry: registry.to_string(),
+            realm: realm.chars().take(200).collect(),
+            reason: reason.to_string(),
+        };
+        let url = reqwest::Url::parse(realm).map_err(|_| refuse("not a URL"))?;
+        match url.scheme() {
+            "https" => Ok(()),
+            "http" if !self.is_plain_http(registry) => Err(refuse(
+                "the registry is reached over HTTPS, so its tokens (and any credentials) must be too",
+            )),
+            "http" => {
+                let host = url.host_str().unwrap_or_default();
+                let authority = match url.port() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host.to_string(),
+                };
+                if self.is_plain_http(&authority) {
+                    Ok(())
+                } else {
+                    Err(refuse(
+                        "plain HTTP to a host that is neither loopback nor listed as insecure",
+                    ))
+                }
+            }
+            _ => Err(refuse("only http(s) token endpoints are supported")),
+        }
+    }
+
+    /// Reads a whole response body of at most `limit` bytes: a larger declared
+    /// `Content-Length` fails before reading, a longer body as soon as it passes the
+    /// limit, and the whole read is bounded by `document_timeout`.
+    pub(crate) async fn read_capped(
+        &self,
+        registry: &str,
+        mut resp: reqwest::Response,
+        limit: u64,
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        let too_large = || Error::TooLarge {
+            what: what.to_string(),
+            limit,
+        };
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let read = async {
+            let mut body = Vec::new();
+            while let Some(chunk) = resp
+                .chunk()
+                .await
+                .map_err(|e| Self::net(registry, format!("{what}: {e}")))?
+            {
+                if (body.len() + chunk.len()) as u64 > limit {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(body)
+        };
+        tokio::time::timeout(self.opts.document_timeout, read)
+            .await
+            .map_err(|_| {
+                Self::net(
+                    registry,
+                    format!(
+                        "{what}: not received within {:?}",
+                        self.opts.document_timeout
+                    ),
+                )
+            })?
     }
 
     fn net(registry: &str, e: impl std::fmt::Display) -> Error {
@@ -283,6 +386,8 @@ impl RegistryClient {
                     .params
                     .get("realm")
                     .ok_or_else(|| Error::Protocol("bearer challenge without realm".into()))?;
+                // Before any request: credentials must not follow a realm off TLS.
+                self.check_realm(registry, realm)?;
                 let scope = ch
                     .params
                     .get("scope")
@@ -352,7 +457,14 @@ impl RegistryClient {
                     token: Option<String>,
                     access_token: Option<String>,
                 }
-                let body = resp.bytes().await.map_err(|e| Self::net(registry, e))?;
+                let body = self
+                    .read_capped(
+                        registry,
+                        resp,
+                        MAX_TOKEN_RESPONSE_BYTES,
+                        &format!("token response from {realm}"),
+                    )
+                    .await?;
                 let t: Tok = serde_json::from_slice(&body)
                     .map_err(|e| Error::Protocol(format!("token response: {e}")))?;
                 let t = t
@@ -426,16 +538,14 @@ impl RegistryClient {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| Self::net(registry, e))?
-            .to_vec();
-        if body.len() > 8 << 20 {
-            return Err(Error::Protocol(format!(
-                "manifest {repo}:{reference} is larger than 8 MiB"
-            )));
-        }
+        let body = self
+            .read_capped(
+                registry,
+                resp,
+                MAX_MANIFEST_BYTES,
+                &format!("manifest {repo}:{reference}"),
+            )
+            .await?;
         let got = Digest::of(&body);
         if let Ok(want) = Digest::parse(reference)
             && want != got
@@ -492,19 +602,26 @@ impl RegistryClient {
                 tracing::debug!(%digest, "server ignored Range; downloading from the start");
                 w.reset().await?;
             }
+            let longer_than_declared = |actual: u64| Error::SizeMismatch {
+                what: format!("blob {digest}"),
+                expected: size.unwrap_or_default(),
+                actual,
+            };
+            // A body announcing more than the descriptor declares is refused unread.
+            if let (Some(s), Some(len)) = (size, resp.content_length())
+                && w.written().saturating_add(len) > s
+            {
+                return Err(longer_than_declared(w.written().saturating_add(len)));
+            }
             let stream_err = loop {
                 match resp.chunk().await {
                     Ok(Some(c)) => {
-                        w.write(&c).await?;
-                        if let Some(s) = size
-                            && w.written() > s
-                        {
-                            return Err(Error::SizeMismatch {
-                                what: format!("blob {digest}"),
-                                expected: s,
-                                actual: w.written(),
-                            });
+                        // Checked before writing: the file never grows past the declared size.
+                        let after = w.written() + c.len() as u64;
+                        if size.is_some_and(|s| after > s) {
+                            return Err(longer_than_declared(after));
                         }
+                        w.write(&c).await?;
                         progress(w.written());
                     }
                     Ok(None) => break None,
@@ -527,6 +644,24 @@ impl RegistryClient {
             }
         }
     }
+}
+
+/// The start of an error response's body, for a message: at most `ERROR_BODY_BYTES` are
+/// read (the rest is dropped unread), control characters are dropped, and at most
+/// `ERROR_QUOTE_CHARS` are quoted. Never fails: a body that cannot be read quotes as empty.
+pub(crate) async fn error_excerpt(mut resp: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < ERROR_BODY_BYTES {
+        match resp.chunk().await {
+            Ok(Some(c)) => body.extend_from_slice(&c[..c.len().min(ERROR_BODY_BYTES - body.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&body)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(ERROR_QUOTE_CHARS)
+        .collect()
 }
 
 fn urlencode(s: &str) -> String {
@@ -575,6 +710,34 @@ mod tests {
         assert_eq!(c.base_url("reg.lan:5000"), "http://reg.lan:5000");
         assert_eq!(c.base_url("127.0.0.1:5000"), "http://127.0.0.1:5000");
         assert_eq!(c.base_url("localhost"), "http://localhost");
+    }
+
+    #[test]
+    fn realms_stay_on_tls_unless_both_ends_are_plain_http() {
+        let opts = RegistryOptions {
+            insecure: vec!["reg.lan:5000".into(), "auth.lan:5001".into()],
+            ..Default::default()
+        };
+        let c = RegistryClient::new(opts, CredentialStore::default()).unwrap();
+        let ok = |reg: &str, realm: &str| c.check_realm(reg, realm).is_ok();
+        // HTTPS realms: always.
+        assert!(ok("ghcr.io", "https://ghcr.io/token"));
+        assert!(ok("127.0.0.1:5000", "https://auth.example/token"));
+        // An HTTPS registry never sends us to plain HTTP, not even on loopback.
+        assert!(!ok("ghcr.io", "http://ghcr.io/token"));
+        assert!(!ok("ghcr.io", "http://127.0.0.1:8080/token"));
+        // A plain-HTTP registry: realms on loopback or listed as insecure only.
+        assert!(ok("127.0.0.1:5000", "http://127.0.0.1:5001/token"));
+        assert!(ok("localhost:5000", "http://[::1]:5001/token"));
+        assert!(ok("reg.lan:5000", "http://auth.lan:5001/token?x=1"));
+        assert!(!ok("reg.lan:5000", "http://auth.lan:5002/token"));
+        assert!(!ok("127.0.0.1:5000", "http://10.0.0.1/token"));
+        // Other schemes and garbage.
+        assert!(!ok("127.0.0.1:5000", "file:///etc/passwd"));
+        assert!(!ok("127.0.0.1:5000", "ftp://127.0.0.1/token"));
+        assert!(!ok("127.0.0.1:5000", "not a url"));
+        let e = c.check_realm("ghcr.io", "http://x/t\n").unwrap_err();
+        assert!(e.to_string().contains("over HTTPS"), "{e}");
     }
 
     #[test]

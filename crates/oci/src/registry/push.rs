@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use super::RegistryClient;
+use super::{RegistryClient, error_excerpt};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use bytes::Bytes;
@@ -247,10 +247,9 @@ impl RegistryClient {
         let resp = self.send(registry, repo, &put).await?;
         if resp.status() != StatusCode::CREATED {
             let st = resp.status();
-            let body = resp.text().await.unwrap_or_default();
+            let body = error_excerpt(resp).await;
             return Err(Error::Protocol(format!(
-                "uploading blob {digest} to {registry}/{repo}: HTTP {st}: {}",
-                body.chars().take(300).collect::<String>()
+                "uploading blob {digest} to {registry}/{repo}: HTTP {st}: {body}"
             )));
         }
         Ok(true)
@@ -277,14 +276,13 @@ impl RegistryClient {
         let resp = self.send(registry, repo, &put).await?;
         if !resp.status().is_success() {
             let st = resp.status();
-            let text = resp.text().await.unwrap_or_default();
+            let text = error_excerpt(resp).await;
             return Err(match st {
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                     Error::Unauthorized(format!("pushing {repo}:{reference} to {registry} ({st})"))
                 }
                 _ => Error::Protocol(format!(
-                    "pushing manifest {repo}:{reference} to {registry}: HTTP {st}: {}",
-                    text.chars().take(300).collect::<String>()
+                    "pushing manifest {repo}:{reference} to {registry}: HTTP {st}: {text}"
                 )),
             });
         }
