@@ -34,3 +34,4 @@ mod transport;
 mod users;
 
 pub use server::{Agent, AgentConfig, Machine, MachineRequest};
+pub use transport::dial_host_vsock;

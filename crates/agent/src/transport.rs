@@ -56,6 +56,13 @@ pub async fn serve_forever(agent: Arc<Agent>, channel: Channel) -> ! {
     }
 }
 
+/// Dials the host's agent port, as any guest process may: the real agent does, and so
+/// does the impostor of the hostile-guest tests (`examples/impostor.rs`).
+pub async fn dial_host_vsock()
+-> io::Result<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> {
+    connect_vsock().await
+}
+
 async fn connect_vsock() -> io::Result<FdStream> {
     // SAFETY: socket takes plain integers; the result is checked.
     let fd = sys::cvt(unsafe {

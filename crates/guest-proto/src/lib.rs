@@ -51,6 +51,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod auth;
 pub mod frame;
+pub mod proc_net;
 
 /// The protocol version this crate speaks (2: the authenticated hello).
 pub const PROTO_VERSION: u32 = 2;

@@ -48,3 +48,25 @@ pub fn debian_layout(name: &str) -> PathBuf {
     );
     layout
 }
+
+/// The impostor of the hostile-guest tests (`banger-agent`'s `examples/impostor.rs`):
+/// `$BANGER_IMPOSTOR`, else the debug build `cargo test --workspace` makes (it builds every
+/// example) or `cargo build -p banger-agent --example impostor`. Linked dynamically against
+/// the host's glibc, which the Debian bookworm test images share. Panics with the command
+/// to run when missing: the hostile-guest tests never skip.
+pub fn impostor_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("BANGER_IMPOSTOR").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let built = target.join("debug/examples/impostor");
+    assert!(
+        built.is_file(),
+        "the impostor is not built ({} missing): run `cargo build -p banger-agent --example impostor` (scripts/test.sh does)",
+        built.display()
+    );
+    built
+}

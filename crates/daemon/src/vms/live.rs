@@ -4,6 +4,7 @@
 //! Invariant: a [`LiveVm`] exists for a VM exactly while the store says it is
 //! `starting`, `running` or `stopping`; it is dropped after cleanup.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,7 @@ use std::time::Duration;
 use banger_vmm::{ChannelEndpoint, ProcessRecord};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 use super::agent::AgentConn;
 use super::spec::VmRuntime;
@@ -20,10 +21,14 @@ use crate::error::OpError;
 
 /// How long a connection gets to complete the HTTP/2 handshake and the hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once on one VM's agent port; more connections are closed.
+/// Handshakes in progress at once on one VM's agent port; a new one evicts the oldest.
 const MAX_PENDING_HANDSHAKES: usize = 8;
 /// At most one refusal line per VM in this interval (the rest are counted).
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Logs a guest-provoked warning at most once per [`REFUSAL_LOG_INTERVAL`], with the
 /// number of occurrences suppressed since: a guest that dials in a loop cannot fill
@@ -162,10 +167,13 @@ impl LiveVm {
 
     /// Accepts the guest's connections to the agent port. Any guest process can dial it,
     /// so: while an agent session is live every other connection is closed at once; the
-    /// others are handshaken concurrently (at most [`MAX_PENDING_HANDSHAKES`], each
-    /// bounded in time), so stalled connections cannot keep the real agent waiting.
+    /// others are handshaken concurrently, each bounded in time, and at most
+    /// [`MAX_PENDING_HANDSHAKES`] at once: a new connection evicts the oldest pending one,
+    /// so stalled connections can neither exhaust the daemon's descriptors nor hold a slot
+    /// the real agent needs (its handshake takes one round trip).
     async fn accept_loop(self: Arc<Self>, listener: UnixListener) {
-        let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+        let pending: Arc<Mutex<VecDeque<(u64, AbortHandle)>>> = Arc::default();
+        let mut next_id = 0u64;
         loop {
             let stream = match listener.accept().await {
                 Ok((s, _)) => s,
@@ -180,18 +188,24 @@ impl LiveVm {
                     .note(&self.name, "a second agent session was refused");
                 continue;
             }
-            let Ok(permit) = pending.clone().try_acquire_owned() else {
-                self.refusals.note(
-                    &self.name,
-                    "too many agent handshakes in progress; one was refused",
-                );
-                continue;
-            };
-            let live = self.clone();
-            tokio::spawn(async move {
+            let id = next_id;
+            next_id += 1;
+            let (live, queue) = (self.clone(), pending.clone());
+            let task = tokio::spawn(async move {
                 live.adopt_stream(stream).await;
-                drop(permit);
+                lock(&queue).retain(|(i, _)| *i != id);
             });
+            let mut queue = lock(&pending);
+            queue.push_back((id, task.abort_handle()));
+            while queue.len() > MAX_PENDING_HANDSHAKES {
+                if let Some((_, oldest)) = queue.pop_front() {
+                    oldest.abort();
+                    self.refusals.note(
+                        &self.name,
+                        "too many agent handshakes in progress; the oldest was dropped",
+                    );
+                }
+            }
         }
     }
 

@@ -1,0 +1,163 @@
+//! The hostile guest, end to end: a real guest in which an unprivileged user runs an
+//! impostor agent (`banger-agent`'s `examples/impostor.rs`: it speaks the real protocol
+//! with a guessed secret and holds stalled connections to the host's agent port), while
+//! the user works with the VM. The host's state is checked afterwards. Faults a real guest
+//! cannot easily produce (endless bodies, stalled HTTP/2 streams) are tested in-process in
+//! `crates/daemon/src/vms/agent_tests.rs`.
+
+// Test code: a failed step panics on purpose, failing the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Output;
+use std::time::Duration;
+
+use common::{TestEnv, vm_dir};
+
+fn exec(env: &TestEnv, vm: &str, script: &str) -> Output {
+    env.banger(&["vm", "exec", vm, "--", "sh", "-c", script])
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn proc_status_kib(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn an_unprivileged_guest_process_cannot_take_the_agent_channel() {
+    let env = TestEnv::new();
+    let image = env.debian_image("minbase");
+    env.ok(&[
+        "vm", "create", "h", "--image", &image, "--cpus", "1", "--memory", "384MiB", "-q",
+    ]);
+    let vm = env.json(&["vm", "show", "h"]);
+    // Any guest process can dial a vsock port; a virtio-serial port is root's alone. The
+    // attack needs the vsock channel, which the test tools install (vhost-device-vsock).
+    assert_eq!(
+        vm["channel"], "vsock",
+        "the hostile-guest test needs the vsock channel: run scripts/install-test-deps.sh"
+    );
+    let dir = vm_dir(&vm);
+
+    // The boot's secret is nowhere an unprivileged guest user can read it.
+    let secret = std::fs::read(dir.join("agent.key")).expect("the boot's agent.key");
+    let out = exec(
+        &env,
+        "h",
+        "cat /proc/cmdline; ls /banger 2>&1; setpriv --reuid=65534 --regid=65534 --clear-groups \
+         sh -c 'dmesg 2>&1 | tail -n 3'",
+    );
+    let seen = stdout(&out);
+    assert!(
+        !seen.contains(&hex(&secret)),
+        "the secret leaked into the guest: {seen}"
+    );
+    assert!(seen.contains("No such file"), "/banger is gone: {seen}");
+
+    // The impostor, as `nobody`.
+    let impostor = banger_testkit::vm::impostor_binary();
+    env.ok(&[
+        "vm",
+        "cp",
+        "-q",
+        impostor.to_str().unwrap(),
+        "h:/tmp/impostor",
+    ]);
+    let daemon = env.daemon_pid();
+    let (rss_before, fds_before) = (proc_status_kib(daemon, "VmRSS:"), open_fds(daemon));
+    let out = exec(
+        &env,
+        "h",
+        "chmod 755 /tmp/impostor && rm -f /tmp/impostor.count && \
+         setpriv --reuid=65534 --regid=65534 --clear-groups /tmp/impostor \
+         </dev/null >/tmp/impostor.log 2>&1 & echo started",
+    );
+    assert!(stdout(&out).contains("started"), "{out:?}");
+    let attempts = |env: &TestEnv| -> u64 {
+        stdout(&exec(
+            env,
+            "h",
+            "cat /tmp/impostor.count 2>/dev/null || echo 0",
+        ))
+        .trim()
+        .parse()
+        .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while attempts(&env) < 3 {
+        if std::time::Instant::now() > deadline {
+            let diag = exec(&env, "h", "cat /tmp/impostor.log; ps -ef | grep -v ps");
+            panic!("the impostor never dialled the host: {diag:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The user's commands reach the real agent (root), never the impostor (nobody).
+    for i in 0..100 {
+        let out = exec(&env, "h", "echo real; id -u");
+        assert_eq!(
+            stdout(&out),
+            "real\n0\n",
+            "exec {i} while the impostor dials: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let tried = attempts(&env);
+    assert!(tried >= 10, "the impostor kept trying ({tried} attempts)");
+
+    // A restarted daemon: the real agent redials and wins against the impostor's stalled
+    // connections and handshakes.
+    env.kill_daemon();
+    let out = exec(&env, "h", "echo back; id -u");
+    assert_eq!(
+        stdout(&out),
+        "back\n0\n",
+        "after a daemon restart under attack: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let daemon = env.daemon_pid();
+    for _ in 0..10 {
+        assert_eq!(stdout(&exec(&env, "h", "id -u")), "0\n");
+    }
+
+    // The host stays within bounds: memory, descriptors, log lines.
+    let rss = proc_status_kib(daemon, "VmRSS:");
+    assert!(
+        rss < 256 * 1024,
+        "daemon RSS {rss} KiB (first daemon: {rss_before} KiB)"
+    );
+    let fds = open_fds(daemon);
+    assert!(
+        fds < fds_before + 64,
+        "daemon fds {fds} (first daemon: {fds_before})"
+    );
+    let log = std::fs::read_to_string(env.state_dir().join("bangerd.log")).unwrap();
+    let refusals = log
+        .lines()
+        .filter(|l| l.contains("refused") || l.contains("handshake"))
+        .count();
+    assert!(
+        refusals < 20,
+        "refusals are logged at a bounded rate, not per attempt: {refusals} lines"
+    );
+    env.ok(&["vm", "kill", "h"]);
+}
