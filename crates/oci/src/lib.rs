@@ -17,6 +17,7 @@ pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod source;
+pub mod tar_guard;
 mod tarentry;
 
 pub use cache::{BlobCache, BlobWriter, Lease, PruneReport};
