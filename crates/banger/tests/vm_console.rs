@@ -114,7 +114,7 @@ fn the_console_is_capped_streamed_and_escaped_on_a_terminal() {
             "sh",
             "-c",
             &format!(
-                "head -c {flood} /dev/zero | tr '\\0' A > /dev/ttyS0; echo; echo END-OF-FLOOD > /dev/ttyS0"
+                "head -c {flood} /dev/zero | tr '\\0' A > /dev/ttyS0; printf '\\nEND-OF-FLOOD\\n' > /dev/ttyS0"
             ),
         ])
         .stdin(Stdio::null())
