@@ -108,6 +108,10 @@ pub struct VmCreateParams {
     /// `loglevel=` wins); `banger.*` keys are reserved.
     #[serde(default)]
     pub kernel_args: Vec<String>,
+    /// Bytes of serial console output kept on the host, the newest (default 8 MiB; 64 KiB
+    /// to 256 MiB).
+    #[serde(default)]
+    pub console_log_max: Option<u64>,
 }
 
 /// A guest port published on the host.

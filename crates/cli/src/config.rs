@@ -26,6 +26,7 @@
 //! net = "user"            # "user" (rootless NAT + DNS, published ports) or "none"
 //! init = "auto"           # "auto", "agent" or "image": who runs as PID 1
 //! vmm = "auto"            # "auto", "qemu" or "firecracker" (see `banger vm create --help`)
+//! console_log_max = "8MiB" # serial console kept on the host per VM, the newest (64KiB-256MiB)
 //!
 //! # How the CLI starts bangerd when it is not running (read at that moment: restart the
 //! # daemon with `banger daemon stop` for a change to apply).
@@ -100,6 +101,7 @@ pub struct VmDefaults {
     pub net: Option<Setting<NetArg>>,
     pub init: Option<Setting<InitArg>>,
     pub vmm: Option<Setting<VmmArg>>,
+    pub console_log_max: Option<Setting<u64>>,
 }
 
 /// The effective configuration.
@@ -176,6 +178,7 @@ struct RawVm {
     net: Option<toml::Value>,
     init: Option<toml::Value>,
     vmm: Option<toml::Value>,
+    console_log_max: Option<toml::Value>,
 }
 
 /// The configuration file's path: `$BANGER_CONFIG`, else `$XDG_CONFIG_HOME/banger/config.toml`,
@@ -375,6 +378,15 @@ impl Config {
                 "firecracker" => VmmArg::Firecracker,
                 _ => VmmArg::Auto,
             });
+        let console_log_max = size("vm.console_log_max", vm.console_log_max)?;
+        if let Some(b) = console_log_max
+            && !(64 << 10..=256 << 20).contains(&b)
+        {
+            return Err(err(
+                "vm.console_log_max",
+                format!("{b} bytes is out of range; give 64KiB to 256MiB"),
+            ));
+        }
         let absolute =
             |key: &str, v: Option<toml::Value>| -> Result<Option<PathBuf>, ConfigError> {
                 match string(key, v)?.map(PathBuf::from) {
@@ -404,6 +416,7 @@ impl Config {
                 net: net.map(from(&file)),
                 init: init.map(from(&file)),
                 vmm: vmm.map(from(&file)),
+                console_log_max: console_log_max.map(from(&file)),
             },
             daemon: DaemonSettings {
                 firecracker: firecracker.map(from(&file)),
@@ -429,6 +442,8 @@ impl Config {
             net: over(flags.net, &self.vm.net),
             init: over(flags.init, &self.vm.init),
             vmm: over(flags.vmm, &self.vm.vmm),
+            // `vm create --console-log-max` is applied with the other create flags.
+            console_log_max: self.vm.console_log_max.clone(),
         }
     }
 
@@ -487,6 +502,8 @@ impl Config {
         rows.push(row("vm.init", v, s, "auto"));
         let (v, s) = split(vm.vmm, |m| m.as_str().to_string());
         rows.push(row("vm.vmm", v, s, "auto"));
+        let (v, s) = split(vm.console_log_max, size);
+        rows.push(row("vm.console_log_max", v, s, "8MiB"));
         let (v, s) = split(self.daemon.firecracker.clone(), |p| p.display().to_string());
         rows.push(row(
             "daemon.firecracker",
@@ -597,6 +614,7 @@ work_disk = "50G"
 net = "none"
 init = "agent"
 vmm = "firecracker"
+console_log_max = "1MiB"
 [daemon]
 firecracker = "/opt/fc/firecracker"
 accel = "kvm"
@@ -621,6 +639,10 @@ jailer = "/opt/fc/jailer"
         assert_eq!(
             c.vm.vmm.as_ref().map(|s| s.value),
             Some(VmmArg::Firecracker)
+        );
+        assert_eq!(
+            c.vm.console_log_max,
+            Some(Setting::new(1 << 20, file.clone()))
         );
         assert_eq!(
             c.daemon.args(),
@@ -662,6 +684,11 @@ jailer = "/opt/fc/jailer"
             ("[vm]\ninit = \"systemd\"\n", "vm.init", "systemd"),
             ("[vm]\ndisk = -1\n", "vm.disk", "-1"),
             ("[vm]\nvmm = \"kvm\"\n", "vm.vmm", "kvm"),
+            (
+                "[vm]\nconsole_log_max = \"1KiB\"\n",
+                "vm.console_log_max",
+                "64KiB",
+            ),
             ("[daemon]\naccel = \"hvf\"\n", "daemon.accel", "hvf"),
             (
                 "[daemon]\nfirecracker = \"fc\"\n",
@@ -720,6 +747,7 @@ jailer = "/opt/fc/jailer"
                 "vm.net",
                 "vm.init",
                 "vm.vmm",
+                "vm.console_log_max",
                 "daemon.firecracker",
                 "daemon.accel",
                 "daemon.jailer"

@@ -56,6 +56,11 @@ impl OpContext {
         }
     }
 
+    /// Whether a client reads the events (a plain JSON call reads only the result).
+    pub fn is_streaming(&self) -> bool {
+        self.events.is_some() && !self.quiet
+    }
+
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::Relaxed);
     }

@@ -59,6 +59,7 @@ impl Vms {
             let vm = LiveVm::new(&row.id, &row.name, &dir, runtime.clone());
             self.set_live(vm.clone());
             vm.spawn_channel(endpoint, listener);
+            super::console::spawn_keeper(&vm, &row, super::console::Boot::Adopted);
             if state_of(&row) == VmState::Starting {
                 // Killed mid-boot: the guest may still come up (its agent dials the new
                 // listener) or die; the readiness wait decides, as it would have.

@@ -67,6 +67,7 @@ impl Vms {
         }
         super::net::check_free(&publish)?;
         super::spec::validate_kernel_args(&p.kernel_args)?;
+        let console_log_max = super::console::check_max(p.console_log_max)?;
         let vmm: banger_vmm::VmmChoice = p
             .vmm
             .as_deref()
@@ -123,6 +124,7 @@ impl Vms {
             publish,
             vmm,
             kernel_args: p.kernel_args.clone(),
+            console_log_max,
         };
         let row = VmRow {
             id: id.clone(),

@@ -16,6 +16,7 @@ mod adopt;
 pub mod agent;
 pub mod boot;
 mod clock;
+mod console;
 mod create;
 mod delete;
 pub mod disks;

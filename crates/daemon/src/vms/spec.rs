@@ -45,6 +45,9 @@ pub struct VmSpec {
     /// `--kernel-arg`s, appended to banger's command line.
     #[serde(default)]
     pub kernel_args: Vec<String>,
+    /// Bytes of serial console kept on the host (`None`: the daemon's default).
+    #[serde(default)]
+    pub console_log_max: Option<u64>,
 }
 
 fn default_net() -> String {
@@ -236,6 +239,7 @@ mod tests {
             publish: Vec::new(),
             vmm: banger_vmm::VmmChoice::Auto,
             kernel_args: vec!["quiet".into()],
+            console_log_max: Some(1 << 20),
         };
         let json = serde_json::to_string(&spec).expect("encode");
         assert_eq!(serde_json::from_str::<VmSpec>(&json).expect("decode"), spec);

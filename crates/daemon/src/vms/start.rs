@@ -14,6 +14,7 @@ use banger_api::pull::PullEvent;
 use banger_api::vm::{Vm, VmStageRecord, VmStartParams, VmState};
 use banger_vmm::{Accel, ChannelEndpoint, ChannelKind, DiskConfig, NetConfig, VmConfig};
 
+use super::console;
 use super::live::{self, LiveVm};
 use super::spec::VmRuntime;
 use super::{Host, Vms, boot, disks, ms_since, parse_spec, state_of};
@@ -23,6 +24,9 @@ use crate::store::VmRow;
 
 /// Lines of the serial console quoted in a failure.
 const CONSOLE_TAIL_LINES: usize = 50;
+/// Bytes of a guest-fed file (console, VMM stderr) quoted in a message at most: one
+/// gigantic line must not land whole in `last_error`.
+const QUOTE_MAX_BYTES: usize = 8 << 10;
 /// The note of a VM stopped, killed or deleted before its guest was ready.
 const INTERRUPTED: &str = "stopped while it was starting";
 
@@ -223,6 +227,7 @@ impl Vms {
             return Err(e);
         }
         live.spawn_channel(endpoint, listener);
+        console::spawn_keeper(&live, &row, console::Boot::Fresh);
 
         let timeout = ready_timeout(ready_timeout_secs, cfg.accel);
         self.await_ready(&row, spec, live, ctx, started, runtime, timeout)
@@ -371,12 +376,11 @@ impl Vms {
                 return;
             }
             live::end_processes(&watched.dir, &watched.processes(), Duration::from_secs(5)).await;
-            let stderr = std::fs::read_to_string(vmm_log(&watched.dir, &watched.runtime().vmm))
-                .unwrap_or_default();
+            let stderr = tail(&vmm_log(&watched.dir, &watched.runtime().vmm), 5);
             let note = if stderr.trim().is_empty() {
                 "the guest powered off or its VMM exited on its own".to_string()
             } else {
-                format!("the VMM exited on its own: {}", tail(&stderr, 5))
+                format!("the VMM exited on its own: {stderr}")
             };
             tracing::info!(vm = %watched.name, %note, "VM stopped");
             match vms.find(&watched.id) {
@@ -516,19 +520,24 @@ fn failure_report(
     stderr: &Path,
     console: &Path,
 ) -> String {
-    let stderr = std::fs::read_to_string(stderr).unwrap_or_default();
-    let console = std::fs::read(console)
-        .map(|b| String::from_utf8_lossy(&b).replace('\r', ""))
-        .unwrap_or_default();
+    let stderr = tail(stderr, 20);
+    let console = console::quote_tail(
+        &[
+            console.with_file_name(console::CONSOLE_LOG_OLD),
+            console.to_path_buf(),
+        ],
+        CONSOLE_TAIL_LINES,
+        QUOTE_MAX_BYTES,
+    );
     format!(
-        "VM {name} failed to start: {reason} (last stage reached: {reached}); it is kept for `banger vm logs {name}` ({})\n--- VMM stderr ---\n{}\n--- console (last {CONSOLE_TAIL_LINES} lines) ---\n{}",
+        "VM {name} failed to start: {reason} (last stage reached: {reached}); it is kept for `banger vm logs {name}` ({})\n--- VMM stderr ---\n{stderr}\n--- console (last {CONSOLE_TAIL_LINES} lines, at most {} KiB) ---\n{console}",
         dir.display(),
-        tail(&stderr, 20),
-        tail(&console, CONSOLE_TAIL_LINES)
+        QUOTE_MAX_BYTES >> 10,
     )
 }
 
-pub(super) fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+/// The last `lines` lines of the file at `path`, at most [`QUOTE_MAX_BYTES`], read from
+/// the end (a VMM's stderr can hold whatever the guest made it print).
+pub(super) fn tail(path: &Path, lines: usize) -> String {
+    console::quote_tail(&[path.to_path_buf()], lines, QUOTE_MAX_BYTES)
 }

@@ -144,7 +144,10 @@ impl Firecracker {
         for s in files.driver_sockets() {
             qemu::remove_stale(s)?;
         }
-        // Firecracker opens the console file itself; truncated here like the logs.
+        // Firecracker opens the console file itself (at offset 0, without O_APPEND: its API
+        // has no append mode), so it starts empty here. After the daemon truncates it to
+        // rotate, Firecracker's writes continue at its offset past a hole, which takes no
+        // disk space and which readers skip (banger-daemon's `vms/console.rs`).
         drop(qemu::create(&files.console_log)?);
         let log = qemu::create(&files.fc_log)?;
 

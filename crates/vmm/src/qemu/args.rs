@@ -136,7 +136,11 @@ pub(crate) fn qemu_args(cfg: &VmConfig, files: &RunFiles) -> Vec<OsString> {
     a.push(kernel_cmdline(cfg).into());
 
     a.push("-chardev".into());
-    a.push(opt("file,id=con,path=", &files.console_log));
+    // `append=on` (O_APPEND): after the daemon truncates the file to rotate it, QEMU's next
+    // write lands at its start, not past a hole at QEMU's old offset.
+    let mut console = opt("file,id=con,path=", &files.console_log);
+    console.push(",append=on");
+    a.push(console);
     a.extend(["-serial", "chardev:con"].map(OsString::from));
     a.push("-chardev".into());
     let mut qmp = opt("socket,id=qmp,path=", &files.qmp_socket);
@@ -265,7 +269,7 @@ mod tests {
         assert_eq!(
             values(&a, "-chardev"),
             [
-                "file,id=con,path=/run/b,,anger/vm/console.log",
+                "file,id=con,path=/run/b,,anger/vm/console.log,append=on",
                 "socket,id=qmp,path=/run/b,,anger/vm/qmp.sock,server=on,wait=off",
                 "socket,id=agent,path=/run/b,,anger/vm/agent.sock,server=on,wait=off",
             ]

@@ -191,6 +191,9 @@ impl Qemu {
             helper_record = Some(spawned.record);
         }
 
+        // QEMU appends to the console (so that the daemon can rotate it); a boot starts it
+        // empty.
+        drop(create(&files.console_log)?);
         let log = create(&files.vmm_stderr)?;
         let mut cmd = Command::new(&self.qemu);
         cmd.args(args::qemu_args(cfg, &files))

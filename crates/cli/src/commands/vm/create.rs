@@ -67,6 +67,10 @@ pub struct CreateArgs {
     /// and `init=` are banger's.
     #[arg(long = "kernel-arg", value_name = "ARG")]
     pub kernel_args: Vec<String>,
+    /// Serial console output kept on the host (`vm logs`), the newest: 64KiB to 256MiB
+    /// [default: 8 MiB; config file: `[vm] console_log_max`].
+    #[arg(long, value_name = "SIZE", value_parser = crate::size::parse_size)]
+    pub console_log_max: Option<u64>,
     /// No progress output (the boot stages).
     #[arg(long, short)]
     pub quiet: bool,
@@ -164,6 +168,7 @@ pub fn params(args: &CreateArgs) -> VmCreateParams {
         publish: args.publish.clone(),
         vmm: args.vmm.map(|v| v.as_str().to_string()),
         kernel_args: args.kernel_args.clone(),
+        console_log_max: args.console_log_max,
     }
 }
 

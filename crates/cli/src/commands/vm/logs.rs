@@ -1,6 +1,10 @@
-//! `banger vm logs NAME [-f] [-n N]`
+//! `banger vm logs NAME [-f] [-n N] [--raw]`
+//!
+//! The console is the guest's: on a terminal its control characters are shown as text
+//! (`\x1b]52;…`), never obeyed. `--raw`, or stdout that is not a terminal, passes them
+//! as they are.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use banger_api::methods;
 use banger_api::pull::PullEvent;
@@ -10,7 +14,6 @@ use tokio::sync::mpsc;
 
 use crate::Context;
 use crate::client::Client;
-use crate::output;
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
@@ -23,6 +26,13 @@ pub struct LogsArgs {
     /// Only the last N lines of what is there now (with --follow: then the new output).
     #[arg(long, short = 'n', value_name = "N")]
     pub tail: Option<usize>,
+    /// Print the guest's bytes as they are, escape sequences included. Without it, on a
+    /// terminal, control characters are shown escaped (`\x1b]52;…`) so that the guest
+    /// cannot drive your terminal (set the clipboard, retitle, hide lines) and carriage
+    /// returns are dropped; when stdout is not a terminal (a pipe, a file) the bytes pass
+    /// as they are anyway. Invalid UTF-8 is shown as U+FFFD either way.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 pub fn params(args: &LogsArgs) -> VmLogsParams {
@@ -33,25 +43,35 @@ pub fn params(args: &LogsArgs) -> VmLogsParams {
     }
 }
 
+/// How guest text is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Render {
+    /// As it is.
+    Raw,
+    /// Controls made visible (`\r` dropped: the console ends lines with `\r\n`).
+    Escaped,
+    /// One JSON line per piece.
+    Json,
+}
+
+impl Render {
+    fn of(args: &LogsArgs, json: bool) -> Render {
+        if json {
+            Render::Json
+        } else if args.raw || !std::io::stdout().is_terminal() {
+            Render::Raw
+        } else {
+            Render::Escaped
+        }
+    }
+}
+
 pub async fn run(ctx: &Context, client: &Client, args: LogsArgs) -> anyhow::Result<u8> {
     let params = params(&args);
-    if !args.follow {
-        let logs: VmLogs = client.call::<methods::vm::Logs>(&params).await?;
-        if ctx.json {
-            output::print_json(&logs)?;
-        } else {
-            let mut out = std::io::stdout().lock();
-            if let Err(e) = out
-                .write_all(logs.text.as_bytes())
-                .and_then(|()| out.flush())
-            {
-                return closed_stdout(e);
-            }
-        }
-        return Ok(0);
-    }
-    // The streaming callback cannot fail, so chunks go through a channel to a loop that
-    // can: a closed stdout (`| head`) ends the command quietly, like Ctrl-C.
+    let render = Render::of(&args, ctx.json);
+    // Always streamed (the daemon sends the console in pieces, whatever its size). The
+    // callback cannot fail, so pieces go through a channel to a loop that can: a closed
+    // stdout (`| head`) ends the command quietly, like Ctrl-C.
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     let call = client.call_streaming::<methods::vm::Logs>(&params, move |event| {
         if let PullEvent::Log { text } = event {
@@ -61,20 +81,25 @@ pub async fn run(ctx: &Context, client: &Client, args: LogsArgs) -> anyhow::Resu
     tokio::pin!(call);
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    let json = ctx.json;
     loop {
         tokio::select! {
             result = &mut call => {
                 while let Ok(text) = rx.try_recv() {
-                    if let Err(e) = emit(&text, json) {
+                    if let Err(e) = emit(&text, render) {
                         return closed_stdout(e);
                     }
                 }
-                result?;
+                // A daemon that does not stream the non-follow case answers in the result.
+                let logs: VmLogs = result?;
+                if !logs.text.is_empty()
+                    && let Err(e) = emit(&logs.text, render)
+                {
+                    return closed_stdout(e);
+                }
                 return Ok(0);
             }
             Some(text) = rx.recv() => {
-                if let Err(e) = emit(&text, json) {
+                if let Err(e) = emit(&text, render) {
                     return closed_stdout(e);
                 }
             }
@@ -83,16 +108,24 @@ pub async fn run(ctx: &Context, client: &Client, args: LogsArgs) -> anyhow::Resu
     }
 }
 
-fn emit(text: &str, json: bool) -> std::io::Result<()> {
+/// `text` as it is printed.
+fn rendered(text: &str, render: Render) -> std::io::Result<String> {
+    Ok(match render {
+        Render::Raw => text.to_string(),
+        Render::Escaped => banger_api::text::visible(&text.replace('\r', "")).into_owned(),
+        Render::Json => {
+            let mut line = serde_json::to_string(&VmLogs {
+                text: text.to_string(),
+            })?;
+            line.push('\n');
+            line
+        }
+    })
+}
+
+fn emit(text: &str, render: Render) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    if json {
-        let line = serde_json::to_string(&VmLogs {
-            text: text.to_string(),
-        })?;
-        writeln!(out, "{line}")?;
-    } else {
-        out.write_all(text.as_bytes())?;
-    }
+    out.write_all(rendered(text, render)?.as_bytes())?;
     out.flush()
 }
 
@@ -136,6 +169,23 @@ mod tests {
         assert_eq!((p.follow, p.tail_lines), (true, Some(5)));
         assert!(parse(&["dev", "-n", "-3"]).is_err());
         assert!(parse(&["dev", "-n", "many"]).is_err());
+    }
+
+    #[test]
+    fn guest_controls_are_escaped_unless_raw() {
+        let guest = "boot ok\r\n\x1b]52;c;Y3VybCBldmlsfHNo\x07\tend\r\n";
+        let shown = rendered(guest, Render::Escaped).expect("render");
+        assert_eq!(shown, "boot ok\n\\x1b]52;c;Y3VybCBldmlsfHNo\\x07\tend\n");
+        assert!(!shown.contains('\x1b'));
+        assert_eq!(rendered(guest, Render::Raw).expect("render"), guest);
+        let json = rendered(guest, Render::Json).expect("render");
+        let back: VmLogs = serde_json::from_str(&json).expect("one JSON line");
+        assert_eq!(back.text, guest);
+        assert!(json.ends_with('\n') && !json.contains('\x1b'));
+        let raw = parse(&["dev", "--raw"]).expect("parses");
+        assert!(raw.raw);
+        assert_eq!(Render::of(&raw, false), Render::Raw);
+        assert_eq!(Render::of(&raw, true), Render::Json);
     }
 
     #[test]

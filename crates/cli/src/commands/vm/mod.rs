@@ -184,6 +184,9 @@ pub fn apply_config(config: &crate::config::Config, args: &mut create::CreateArg
     args.net = args.net.or(vm.net.as_ref().map(|s| s.value));
     args.init = args.init.or(vm.init.as_ref().map(|s| s.value));
     args.vmm = args.vmm.or(vm.vmm.as_ref().map(|s| s.value));
+    args.console_log_max = args
+        .console_log_max
+        .or(vm.console_log_max.as_ref().map(|s| s.value));
 }
 
 /// Seconds from the start of the last boot to the `ready` stage, if it got there.

@@ -309,6 +309,7 @@ pub fn create_params(
         publish: publish.to_vec(),
         vmm: vm.vmm.as_ref().map(|s| s.value.as_str().to_string()),
         kernel_args: kernel_args.to_vec(),
+        console_log_max: vm.console_log_max.as_ref().map(|s| s.value),
     }
 }
 
