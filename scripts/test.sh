@@ -11,6 +11,9 @@ echo "== guest agent (static)"
 BANGER_AGENT=$(scripts/build-agent.sh)
 export BANGER_AGENT
 ls -l "$BANGER_AGENT"
+# The hostile-guest tests copy this impostor agent into a guest (cargo test would build it
+# too, as it builds every example; built here so the tests never depend on that order).
+cargo build --quiet --locked -p banger-agent --example impostor
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

@@ -2,11 +2,13 @@
 //! (`crates/banger/tests/hostile_guest.rs`); never shipped.
 //!
 //! Run in a guest as an unprivileged user, it does what the security review's attacker
-//! did: it holds `STALLERS` connections to the host's agent port open without a word, and
-//! in a loop dials again and serves the real protocol (this crate's own server) with a
-//! secret of its own guessing. A host that accepted it would run later `vm exec`s here,
-//! as this user. Each attempt is counted in `/tmp/impostor.count` so the test can wait
-//! until the attack is under way.
+//! did, one attack per mode:
+//! - `serve`: dials the host's agent port in a loop (every 5 ms, twenty times as often as
+//!   the real agent redials) and serves the real protocol (this crate's own server) with a
+//!   secret of its own guessing. A host that accepted it would run later `vm exec`s here,
+//!   as this user. Each attempt is counted in `/tmp/impostor.count`.
+//! - `stall`: holds `STALLERS` connections to the port open without a word, dialling
+//!   again whenever the host drops one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,10 +30,22 @@ fn main() {
             std::process::exit(1);
         }
     };
-    rt.block_on(attack());
+    match std::env::args().nth(1).as_deref() {
+        Some("serve") => rt.block_on(serve()),
+        Some("stall") => rt.block_on(async {
+            let stallers: Vec<_> = (0..STALLERS).map(|_| tokio::spawn(stall())).collect();
+            for s in stallers {
+                let _ = s.await;
+            }
+        }),
+        _ => {
+            eprintln!("usage: impostor serve|stall");
+            std::process::exit(2);
+        }
+    }
 }
 
-async fn attack() {
+async fn serve() {
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let mut cfg = AgentConfig::new("/", InitMode::Agent, Machine::Recorder(tx));
     cfg.secret = b"a guess: the real secret is not readable by this user".to_vec();
@@ -42,9 +56,6 @@ async fn attack() {
             std::process::exit(1);
         }
     };
-    for _ in 0..STALLERS {
-        tokio::spawn(stall());
-    }
     let attempts = Arc::new(AtomicU64::new(0));
     loop {
         if let Ok(stream) = dial_host_vsock().await {

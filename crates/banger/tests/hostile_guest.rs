@@ -38,6 +38,19 @@ fn open_fds(pid: i32) -> usize {
         .count()
 }
 
+/// Runs `/tmp/impostor MODE` in the guest as `nobody`, in the background, after `prepare`.
+fn start_as_nobody(env: &TestEnv, prepare: &str, mode: &str) {
+    let out = exec(
+        env,
+        "h",
+        &format!(
+            "{prepare} && setpriv --reuid=65534 --regid=65534 --clear-groups /tmp/impostor {mode} \
+             </dev/null >>/tmp/impostor.log 2>&1 & echo started"
+        ),
+    );
+    assert!(stdout(&out).contains("started"), "{out:?}");
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -45,10 +58,10 @@ fn hex(bytes: &[u8]) -> String {
 #[test]
 fn an_unprivileged_guest_process_cannot_take_the_agent_channel() {
     let env = TestEnv::new();
-    let image = env.debian_image("minbase");
-    env.ok(&[
-        "vm", "create", "h", "--image", &image, "--cpus", "1", "--memory", "384MiB", "-q",
-    ]);
+    // The image's own init (systemd) is PID 1 and the agent its child, which guest root
+    // can freeze below (PID 1 ignores SIGSTOP).
+    let image = env.debian_image("dev");
+    env.ok(&["vm", "create", "h", "--image", &image, "--cpus", "1", "-q"]);
     let vm = env.json(&["vm", "show", "h"]);
     // Any guest process can dial a vsock port; a virtio-serial port is root's alone. The
     // attack needs the vsock channel, which the test tools install (vhost-device-vsock).
@@ -73,7 +86,7 @@ fn an_unprivileged_guest_process_cannot_take_the_agent_channel() {
     );
     assert!(seen.contains("No such file"), "/banger is gone: {seen}");
 
-    // The impostor, as `nobody`.
+    // The impostor, as `nobody`, serving the real protocol with a guessed secret.
     let impostor = banger_testkit::vm::impostor_binary();
     env.ok(&[
         "vm",
@@ -84,14 +97,11 @@ fn an_unprivileged_guest_process_cannot_take_the_agent_channel() {
     ]);
     let daemon = env.daemon_pid();
     let (rss_before, fds_before) = (proc_status_kib(daemon, "VmRSS:"), open_fds(daemon));
-    let out = exec(
+    start_as_nobody(
         &env,
-        "h",
-        "chmod 755 /tmp/impostor && rm -f /tmp/impostor.count && \
-         setpriv --reuid=65534 --regid=65534 --clear-groups /tmp/impostor \
-         </dev/null >/tmp/impostor.log 2>&1 & echo started",
+        "chmod 755 /tmp/impostor && rm -f /tmp/impostor.count",
+        "serve",
     );
-    assert!(stdout(&out).contains("started"), "{out:?}");
     let attempts = |env: &TestEnv| -> u64 {
         stdout(&exec(
             env,
@@ -104,10 +114,11 @@ fn an_unprivileged_guest_process_cannot_take_the_agent_channel() {
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while attempts(&env) < 3 {
-        if std::time::Instant::now() > deadline {
-            let diag = exec(&env, "h", "cat /tmp/impostor.log; ps -ef | grep -v ps");
-            panic!("the impostor never dialled the host: {diag:?}");
-        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the impostor never dialled the host: {:?}",
+            exec(&env, "h", "cat /tmp/impostor.log")
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
@@ -124,14 +135,62 @@ fn an_unprivileged_guest_process_cannot_take_the_agent_channel() {
     let tried = attempts(&env);
     assert!(tried >= 10, "the impostor kept trying ({tried} attempts)");
 
-    // A restarted daemon: the real agent redials and wins against the impostor's stalled
-    // connections and handshakes.
+    // A restarted daemon: the impostor redials twenty times as often as the real agent, so
+    // it is first at the new listener; only the secret keeps it out.
     env.kill_daemon();
     let out = exec(&env, "h", "echo back; id -u");
     assert_eq!(
         stdout(&out),
         "back\n0\n",
         "after a daemon restart under attack: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(attempts(&env) > tried, "the impostor raced the real agent");
+
+    // The real agent frozen (by guest root: SIGSTOP) and the daemon restarted: only the
+    // impostor dials the new listener, and it must stay out. When the agent thaws, it
+    // redials and serves the exec that was waiting.
+    let before = attempts(&env);
+    let out = exec(
+        &env,
+        "h",
+        "agent=$PPID; setsid sh -c \"sleep 1; kill -STOP $agent; echo BANGER-TEST-FROZEN \
+         >/dev/console; sleep 8; kill -CONT $agent\" </dev/null >/dev/null 2>&1 & echo timer",
+    );
+    assert!(stdout(&out).contains("timer"), "{out:?}");
+    let console = dir.join("console.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&console)
+        .unwrap_or_default()
+        .contains("BANGER-TEST-FROZEN")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent was never frozen"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    env.kill_daemon();
+    let out = exec(&env, "h", "echo thawed; id -u");
+    assert_eq!(
+        stdout(&out),
+        "thawed\n0\n",
+        "while the real agent was frozen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        attempts(&env) > before,
+        "the impostor dialled the new daemon"
+    );
+
+    // And with 32 stalled connections on top, the real agent still gets through.
+    start_as_nobody(&env, "true", "stall");
+    env.kill_daemon();
+    let out = exec(&env, "h", "echo again; id -u");
+    assert_eq!(
+        stdout(&out),
+        "again\n0\n",
+        "after a daemon restart under stalled connections: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let daemon = env.daemon_pid();

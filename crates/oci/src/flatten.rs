@@ -23,6 +23,7 @@ use crate::decode::{BudgetExhausted, LayerStream};
 use crate::digest::Digest;
 use crate::entry::{Entry, EntryKind, EntrySink, Metadata};
 use crate::error::{Error, Result, human_bytes};
+use crate::tar_guard::{DEFAULT_MAX_EXTENSION, TarGuard};
 use crate::tarentry::{RawEntry, RawKind, read_entry};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -325,7 +326,10 @@ impl<'s> Merger<'s> {
         };
         let mut stream = opened.map_err(|e| map_io(st, "", e))?;
         {
-            let mut archive = tar::Archive::new(&mut stream.reader);
+            // The guard refuses oversized extension headers before the tar crate buffers
+            // them whole (a small gzip could otherwise hold a 1 GiB long name).
+            let mut archive =
+                tar::Archive::new(TarGuard::new(&mut stream.reader, DEFAULT_MAX_EXTENSION));
             let mut last = String::new();
             let entries = archive.entries().map_err(|e| map_io(st, "", e))?;
             for (ordinal, item) in (0u64..).zip(entries) {
@@ -632,7 +636,8 @@ impl<'s> Merger<'s> {
         let file = std::fs::File::open(&layer.path)
             .map_err(|e| Error::io(format!("open layer {}", layer.path.display()), e))?;
         let mut stream = LayerStream::open(file, false, None).map_err(|e| map_io(st, "", e))?;
-        let mut archive = tar::Archive::new(&mut stream.reader);
+        let mut archive =
+            tar::Archive::new(TarGuard::new(&mut stream.reader, DEFAULT_MAX_EXTENSION));
         let entries = archive.entries().map_err(|e| map_io(st, "", e))?;
         for (ordinal, item) in (0u64..).zip(entries) {
             if wanted.is_empty() {

@@ -145,7 +145,10 @@ pub(crate) fn extract_archive(file: &Path, dest: &Path) -> Result<()> {
     } else {
         Box::new(reader)
     };
-    let mut ar = tar::Archive::new(input);
+    let mut ar = tar::Archive::new(crate::tar_guard::TarGuard::new(
+        input,
+        crate::tar_guard::DEFAULT_MAX_EXTENSION,
+    ));
     let mut links = Vec::new();
     for e in ar.entries().map_err(|e| bad(e.to_string()))? {
         let mut e = e.map_err(|e| bad(format!("corrupt archive: {e}")))?;

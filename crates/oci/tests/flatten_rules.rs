@@ -351,3 +351,23 @@ fn p10_large_directory_is_fast() {
     assert_eq!(s.entries.len(), 50_001);
     assert!(t.elapsed().as_secs() < 30, "took {:?}", t.elapsed());
 }
+
+/// A layer whose GNU long-name header declares 1 GiB (a few hundred bytes compressed) is
+/// refused at that header, before the tar crate would buffer the name whole.
+#[test]
+fn an_oversized_extension_header_is_refused_before_it_is_buffered() {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::GNULongName);
+    header.set_path("././@LongLink").unwrap();
+    header.set_size(1 << 30);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let mut layer = header.as_bytes().to_vec();
+    // The first 4 KiB of the "name": all the guard needs to see is the header.
+    layer.extend(std::iter::repeat_n(b'a', 4096));
+    let msg = err(vec![layer]).to_string();
+    assert!(
+        msg.contains("extension header") && msg.contains("GNU long name"),
+        "{msg}"
+    );
+}
