@@ -66,7 +66,7 @@ pub enum AgentCallError {
     #[error("the guest agent's hello is malformed: {0}")]
     BadHello(String),
     #[error(
-        "the guest agent speaks protocol {agent_min}..={agent_max}, this bangerd {host_min}..={host_max}; recreate the VM or upgrade banger"
+        "the guest agent speaks protocol {agent_min}..={agent_max}, this bangerd {host_min}..={host_max}: restart the VM (`banger vm stop NAME && banger vm start NAME` boots the current agent) or upgrade banger"
     )]
     Incompatible {
         agent_min: u32,

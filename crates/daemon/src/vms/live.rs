@@ -36,10 +36,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Default)]
 struct RateLimitedLog {
     state: Mutex<(Option<std::time::Instant>, u64)>,
+    /// The newest refusal, for the error of a caller that waited for the agent in vain.
+    last: Mutex<Option<String>>,
 }
 
 impl RateLimitedLog {
     fn note(&self, vm: &str, what: &str) {
+        *lock(&self.last) = Some(banger_api::text::cut(what, 512).to_string());
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (last, suppressed) = &mut *state;
         if last.is_some_and(|t| t.elapsed() < REFUSAL_LOG_INTERVAL) {
@@ -135,12 +138,18 @@ impl LiveVm {
             Ok(Ok(conn)) => conn
                 .clone()
                 .ok_or_else(|| OpError::Failed("agent connection vanished".into())),
-            _ => Err(OpError::Failed(format!(
-                "VM {} is running but its agent did not answer within {}s; see `banger vm logs {}`",
-                self.name,
-                timeout.as_secs(),
-                self.name
-            ))),
+            _ => {
+                let last = lock(&self.refusals.last)
+                    .as_deref()
+                    .map(|r| format!(" (last refused connection: {r})"))
+                    .unwrap_or_default();
+                Err(OpError::Failed(format!(
+                    "VM {} is running but its agent did not answer within {}s{last}; see `banger vm logs {}`",
+                    self.name,
+                    timeout.as_secs(),
+                    self.name
+                )))
+            }
         }
     }
 
