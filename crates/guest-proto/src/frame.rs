@@ -133,7 +133,11 @@ mod tests {
         let mut fb = FrameBuffer::default();
         fb.push(&[0xff, 0xff, 0xff, 0xff, b'x']);
         assert!(fb.next_payload().is_err(), "a 4 GiB frame refused");
-        assert!(fb.pending() < 16, "nothing buffered for it: {}", fb.pending());
+        assert!(
+            fb.pending() < 16,
+            "nothing buffered for it: {}",
+            fb.pending()
+        );
         let _ = TtySize { rows: 1, cols: 1 };
     }
 }

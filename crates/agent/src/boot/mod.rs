@@ -17,6 +17,7 @@ mod error;
 mod modules;
 mod mounts;
 mod net;
+mod pid1;
 mod seed;
 
 use std::os::unix::fs::OpenOptionsExt;
@@ -76,6 +77,9 @@ pub fn main() -> ! {
         Err(_) => fatal("panic during boot (see the line above)"),
     };
     let init = hand_over(&mut boot);
+    if init == InitMode::Agent {
+        pid1::environment();
+    }
     let err = match std::panic::catch_unwind(move || serve(boot, init)) {
         Ok(e) => e,
         Err(_) => "panic while serving (see the line above)".into(),
@@ -122,6 +126,7 @@ fn early() -> Result<Boot, BootError> {
     boot.reached(GuestStage::WorkMounted);
     mounts::switch_root()?;
     mounts::terminals()?;
+    pid1::dev_links();
     configure::apply(&boot.args);
     boot.reached(GuestStage::Configured);
     Ok(boot)

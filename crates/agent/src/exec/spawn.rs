@@ -28,6 +28,26 @@ use crate::reaper::{self, WaitStatus};
 use crate::sys;
 use crate::users::{self, Identity};
 
+/// `LANG` as the image configures it (`/etc/locale.conf`, Debian's `/etc/default/locale`),
+/// else `C.UTF-8` (glibc ≥ 2.35 has it built in): what a login on that image would get.
+pub fn default_lang(root: &Path) -> String {
+    for file in ["etc/locale.conf", "etc/default/locale"] {
+        let Ok(text) = std::fs::read_to_string(root.join(file)) else {
+            continue;
+        };
+        let lang = text.lines().find_map(|l| {
+            let v = l.trim().strip_prefix("LANG=")?;
+            let v = v.trim_matches(|c| c == '"' || c == '\'');
+            (!v.is_empty() && v.len() < 64 && !v.contains(char::is_whitespace))
+                .then(|| v.to_string())
+        });
+        if let Some(lang) = lang {
+            return lang;
+        }
+    }
+    "C.UTF-8".into()
+}
+
 /// `PATH` when the request sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -105,6 +125,7 @@ pub fn plan(req: &ExecRequest, root: &Path) -> Result<Plan, StartFailure> {
         ("USER".into(), id.name.clone()),
         ("LOGNAME".into(), id.name.clone()),
         ("SHELL".into(), id.shell.clone()),
+        ("LANG".into(), default_lang(root)),
     ];
     if req.tty.is_some() {
         let term = req.term.clone().unwrap_or_else(|| "xterm-256color".into());
@@ -428,4 +449,30 @@ unsafe fn child_exec(a: &ChildArgs<'_>) -> ! {
 pub fn stdio_pipe(child_writes: bool) -> io::Result<(OwnedFd, OwnedFd)> {
     let (r, w) = sys::pipe()?;
     Ok(if child_writes { (r, w) } else { (w, r) })
+}
+
+#[cfg(test)]
+mod lang_tests {
+    use super::default_lang;
+
+    #[test]
+    fn lang_follows_the_image_else_c_utf8() {
+        let root = tempfile::tempdir().unwrap();
+        assert_eq!(default_lang(root.path()), "C.UTF-8");
+        std::fs::create_dir_all(root.path().join("etc/default")).unwrap();
+        std::fs::write(
+            root.path().join("etc/default/locale"),
+            "# comment\nLANG=\"de_DE.UTF-8\"\n",
+        )
+        .unwrap();
+        assert_eq!(default_lang(root.path()), "de_DE.UTF-8");
+        std::fs::write(root.path().join("etc/locale.conf"), "LANG=en_GB.UTF-8\n").unwrap();
+        assert_eq!(default_lang(root.path()), "en_GB.UTF-8");
+        std::fs::write(root.path().join("etc/locale.conf"), "LANG=\"a b\"\n").unwrap();
+        assert_eq!(
+            default_lang(root.path()),
+            "de_DE.UTF-8",
+            "a bad value is skipped"
+        );
+    }
 }
