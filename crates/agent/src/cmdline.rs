@@ -4,7 +4,7 @@
 //! a warning and takes the default too, so a bad command line still boots far enough for
 //! the host to hear about it. The last occurrence of a key wins, as in the kernel.
 
-use banger_guest_proto::{InitMode, cmdline as keys};
+use banger_guest_proto::{InitMode, Readiness, cmdline as keys};
 
 /// Which transport the agent opens to the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +37,8 @@ pub struct BootArgs {
     pub net: Net,
     /// `banger.clock`, seconds since the epoch.
     pub clock: Option<u64>,
+    /// `banger.ready`.
+    pub ready: Readiness,
 }
 
 impl BootArgs {
@@ -48,6 +50,7 @@ impl BootArgs {
             init: InitMode::Auto,
             net: Net::None,
             clock: None,
+            ready: Readiness::default(),
         };
         let mut warnings = Vec::new();
         for word in cmdline.split_ascii_whitespace() {
@@ -80,6 +83,10 @@ impl BootArgs {
                 keys::CLOCK => match value.parse() {
                     Ok(s) => args.clock = Some(s),
                     Err(_) => bad(),
+                },
+                keys::READY => match Readiness::parse(value) {
+                    Some(r) => args.ready = r,
+                    None => bad(),
                 },
                 _ => {}
             }
@@ -121,6 +128,7 @@ mod tests {
                 init: InitMode::Agent,
                 net: Net::User,
                 clock: Some(1_700_000_000),
+                ready: Readiness::Sysinit,
             }
         );
     }

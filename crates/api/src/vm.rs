@@ -112,6 +112,10 @@ pub struct VmCreateParams {
     /// to 256 MiB).
     #[serde(default)]
     pub console_log_max: Option<u64>,
+    /// With the image's own init: how far it must be before the VM counts as ready,
+    /// `none`, `sysinit` (default: systemd's sysinit.target) or `multi-user`.
+    #[serde(default)]
+    pub ready: Option<String>,
 }
 
 /// A guest port published on the host.

@@ -68,19 +68,42 @@ fn the_agent_as_pid_1_sets_up_what_programs_expect() {
 }
 
 #[test]
-fn with_systemd_the_first_command_finds_dev_fd_and_cgroups() {
+fn with_systemd_the_first_command_finds_a_booted_machine() {
     let env = TestEnv::new();
     let image = env.debian_image("dev");
-    let out = run(
-        &env,
-        &image,
-        &format!("{COMMON}; echo pid1=$(cat /proc/1/comm)"),
+    env.ok(&["vm", "create", "d", "--image", &image, "--cpus", "1", "-q"]);
+    // Ready means systemd reached sysinit.target (banger's default `--ready`), measured
+    // among the boot stages.
+    let vm = env.json(&["vm", "show", "d"]);
+    let stages: Vec<&str> = vm["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .filter_map(|s| s["stage"].as_str())
+        .collect();
+    assert!(
+        stages.contains(&"init_handed_over") && stages.contains(&"init_ready"),
+        "{stages:?}"
     );
+    let out = env.ok(&[
+        "vm",
+        "exec",
+        "d",
+        "--",
+        "bash",
+        "-c",
+        &format!(
+            "{COMMON}; echo pid1=$(cat /proc/1/comm); \
+             echo sysinit=$(systemctl is-active sysinit.target)"
+        ),
+    ]);
     assert_eq!(line(&out, "pid1"), "systemd", "{out}");
+    assert_eq!(line(&out, "sysinit"), "active", "{out}");
     assert_eq!(line(&out, "subst"), "ok", "{out}");
     assert_eq!(line(&out, "stdin"), "/proc/self/fd/0", "{out}");
     let controllers = line(&out, "controllers");
     for c in ["cpu", "memory", "pids"] {
         assert!(controllers.split(' ').any(|x| x == c), "{c}: {out}");
     }
+    env.ok(&["vm", "delete", "d", "--force"]);
 }

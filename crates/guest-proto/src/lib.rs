@@ -169,6 +169,8 @@ pub mod cmdline {
     /// `banger.clock=UNIX_SECONDS`: the host's wall clock when it built the command line,
     /// set before anything else runs (refined later over [`super::paths::CLOCK`]).
     pub const CLOCK: &str = "banger.clock";
+    /// `banger.ready=none|sysinit|multi-user` (see [`super::Readiness`]).
+    pub const READY: &str = "banger.ready";
 }
 
 /// Guest disks, in the order the VMM attaches them (`/dev/vda`, `/dev/vdb`, `/dev/vdc`).
@@ -213,6 +215,52 @@ impl InitMode {
             "image" => Some(InitMode::Image),
             "auto" => Some(InitMode::Auto),
             _ => None,
+        }
+    }
+}
+
+/// How far the image's own init must have come before the agent reports the guest ready
+/// (with [`InitMode::Agent`] there is nothing to wait for). Without it a first command races
+/// the init's early setup: systemd's tmpfiles cleaning `/tmp` under `apt-get`, devices and
+/// mounts still appearing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Readiness {
+    /// As soon as the agent runs.
+    None,
+    /// systemd's `sysinit.target`: devices, tmpfiles, local mounts, sysctl (the default).
+    #[default]
+    Sysinit,
+    /// systemd's `multi-user.target`: every service the image enables (sshd, docker…).
+    MultiUser,
+}
+
+impl Readiness {
+    /// The command-line spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Readiness::None => "none",
+            Readiness::Sysinit => "sysinit",
+            Readiness::MultiUser => "multi-user",
+        }
+    }
+
+    /// Parses the command-line spelling.
+    pub fn parse(s: &str) -> Option<Readiness> {
+        match s {
+            "none" => Some(Readiness::None),
+            "sysinit" => Some(Readiness::Sysinit),
+            "multi-user" => Some(Readiness::MultiUser),
+            _ => None,
+        }
+    }
+
+    /// The systemd unit to wait for.
+    pub fn systemd_target(self) -> Option<&'static str> {
+        match self {
+            Readiness::None => None,
+            Readiness::Sysinit => Some("sysinit.target"),
+            Readiness::MultiUser => Some("multi-user.target"),
         }
     }
 }
@@ -292,6 +340,8 @@ pub enum GuestStage {
     Configured,
     /// PID 1 was handed to the image's init (only with [`InitMode::Image`]).
     InitHandedOver,
+    /// The image's init reached the [`Readiness`] asked for (only with [`InitMode::Image`]).
+    InitReady,
 }
 
 /// Sets the guest's wall clock.

@@ -18,6 +18,7 @@ mod modules;
 mod mounts;
 mod net;
 mod pid1;
+mod ready;
 mod seed;
 
 use std::os::unix::fs::OpenOptionsExt;
@@ -48,6 +49,8 @@ struct Boot {
     stages: Vec<StageTime>,
     /// The boot's agent secret (`banger_guest_proto::auth`), empty when the host sent none.
     secret: Vec<u8>,
+    /// Whether the image's init will mark its readiness (`ready`).
+    wait_for_init: bool,
 }
 
 impl Boot {
@@ -77,8 +80,13 @@ pub fn main() -> ! {
         Err(_) => fatal("panic during boot (see the line above)"),
     };
     let init = hand_over(&mut boot);
-    if init == InitMode::Agent {
-        pid1::environment();
+    match init {
+        InitMode::Agent => pid1::environment(),
+        _ => {
+            if boot.wait_for_init && ready::wait() {
+                boot.reached(GuestStage::InitReady);
+            }
+        }
     }
     let err = match std::panic::catch_unwind(move || serve(boot, init)) {
         Ok(e) => e,
@@ -96,6 +104,7 @@ fn early() -> Result<Boot, BootError> {
         args: BootArgs::parse("").0,
         stages: Vec::new(),
         secret,
+        wait_for_init: false,
     };
     if boot.secret.is_empty() {
         log!(
@@ -194,6 +203,7 @@ fn hand_over(boot: &mut Boot) -> InitMode {
         return InitMode::Agent;
     };
     boot.reached(GuestStage::InitHandedOver);
+    boot.wait_for_init = ready::is_systemd(init) && ready::prepare(boot.args.ready);
     // SAFETY: single-threaded here (no runtime yet), so fork is unrestricted.
     match unsafe { libc::fork() } {
         -1 => {

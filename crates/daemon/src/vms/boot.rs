@@ -9,7 +9,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use banger_api::image::Image;
-use banger_guest_proto::{InitMode, auth, cmdline};
+use banger_guest_proto::{InitMode, Readiness, auth, cmdline};
 use sha2::{Digest, Sha256};
 
 use crate::error::OpError;
@@ -143,6 +143,7 @@ pub fn kernel_cmdline(
     hostname: &str,
     channel_vsock: bool,
     init: InitMode,
+    ready: Readiness,
     net: bool,
     extra: &[String],
 ) -> String {
@@ -161,6 +162,7 @@ pub fn kernel_cmdline(
         ),
         format!("{}={hostname}", cmdline::HOSTNAME),
         format!("{}={}", cmdline::INIT, init.as_str()),
+        format!("{}={}", cmdline::READY, ready.as_str()),
         format!("{}={}", cmdline::NET, if net { "user" } else { "none" }),
         format!("{}={now}", cmdline::CLOCK),
     ]
@@ -219,13 +221,21 @@ mod tests {
 
     #[test]
     fn cmdline_carries_the_agent_keys() {
-        let c = kernel_cmdline("dev", true, InitMode::Image, false, &[]);
+        let c = kernel_cmdline("dev", true, InitMode::Image, Readiness::Sysinit, false, &[]);
+        assert!(c.contains("banger.ready=sysinit"), "{c}");
         assert!(c.contains("banger.channel=vsock"), "{c}");
         assert!(c.contains("banger.hostname=dev"), "{c}");
         assert!(c.contains("banger.init=image"), "{c}");
         assert!(c.contains("banger.net=none"), "{c}");
         assert!(c.contains("banger.clock="), "{c}");
-        let c = kernel_cmdline("x", false, InitMode::Auto, true, &["loglevel=7".into()]);
+        let c = kernel_cmdline(
+            "x",
+            false,
+            InitMode::Auto,
+            Readiness::None,
+            true,
+            &["loglevel=7".into()],
+        );
         assert!(c.contains("banger.channel=serial") && c.contains("banger.net=user"));
         assert!(
             c.ends_with(" loglevel=7"),

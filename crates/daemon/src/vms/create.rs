@@ -53,6 +53,12 @@ impl Vms {
                 OpError::BadRequest(format!("--init {s:?}: use auto, agent or image"))
             })?,
         };
+        let ready = match p.ready.as_deref() {
+            None => banger_guest_proto::Readiness::default(),
+            Some(s) => banger_guest_proto::Readiness::parse(s).ok_or_else(|| {
+                OpError::BadRequest(format!("--ready {s:?}: use none, sysinit or multi-user"))
+            })?,
+        };
         let channel = p.channel.clone().unwrap_or_else(|| "auto".into());
         let net = super::net::parse_mode(p.net.as_deref())?;
         let publish = p
@@ -119,6 +125,7 @@ impl Vms {
             work_disk_bytes,
             init,
             init_resolved: None,
+            ready,
             channel,
             net,
             publish,

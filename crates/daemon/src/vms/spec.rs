@@ -31,6 +31,9 @@ pub struct VmSpec {
     /// What the first boot resolved `auto` to.
     #[serde(default)]
     pub init_resolved: Option<InitMode>,
+    /// With the image's init: how far it must be before the VM is ready.
+    #[serde(default)]
+    pub ready: banger_guest_proto::Readiness,
     /// `auto`, `vsock` or `serial`.
     pub channel: String,
     /// `user` or `none`.
@@ -234,6 +237,7 @@ mod tests {
             work_disk_bytes: 1 << 30,
             init: InitMode::Auto,
             init_resolved: Some(InitMode::Agent),
+            ready: banger_guest_proto::Readiness::MultiUser,
             channel: "auto".into(),
             net: "user".into(),
             publish: Vec::new(),

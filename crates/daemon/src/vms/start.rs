@@ -148,7 +148,14 @@ impl Vms {
             memory_mib: spec.memory_mib,
             kernel,
             initrd: Some(initramfs),
-            cmdline: boot::kernel_cmdline(&row.name, vsock, spec.init, with_net, &spec.kernel_args),
+            cmdline: boot::kernel_cmdline(
+                &row.name,
+                vsock,
+                spec.init,
+                spec.ready,
+                with_net,
+                &spec.kernel_args,
+            ),
             disks: vec![
                 DiskConfig {
                     path: image.rootfs_path.clone().into(),

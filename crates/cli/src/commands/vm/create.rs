@@ -38,6 +38,11 @@ pub struct CreateArgs {
     /// (`image` when the image has an executable /sbin/init) [default: auto].
     #[arg(long, value_name = "MODE")]
     pub init: Option<InitArg>,
+    /// With the image's own init (systemd): how far its boot must be before commands run:
+    /// `sysinit` (devices, tmpfiles, mounts: what `apt-get` needs), `multi-user` (every
+    /// enabled service, e.g. sshd or docker), or `none` [default: sysinit].
+    #[arg(long, value_name = "STAGE")]
+    pub ready: Option<ReadyArg>,
     /// Only make the VM (disks and record); boot it later with `banger vm start`.
     #[arg(long)]
     pub no_start: bool,
@@ -125,6 +130,24 @@ impl InitArg {
     }
 }
 
+/// `--ready`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReadyArg {
+    None,
+    Sysinit,
+    MultiUser,
+}
+
+impl ReadyArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadyArg::None => "none",
+            ReadyArg::Sysinit => "sysinit",
+            ReadyArg::MultiUser => "multi-user",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ChannelArg {
     Auto,
@@ -169,6 +192,7 @@ pub fn params(args: &CreateArgs) -> VmCreateParams {
         vmm: args.vmm.map(|v| v.as_str().to_string()),
         kernel_args: args.kernel_args.clone(),
         console_log_max: args.console_log_max,
+        ready: args.ready.map(|r| r.as_str().to_string()),
     }
 }
 

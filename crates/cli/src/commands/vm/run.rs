@@ -63,6 +63,10 @@ pub struct ResourceArgs {
     /// PID 1: `auto`, `agent` or `image` [default: config `vm.init`, else auto].
     #[arg(long, value_name = "MODE")]
     pub init: Option<InitArg>,
+    /// With the image's own init: `sysinit`, `multi-user` or `none` (see `banger vm create
+    /// --help`) [default: sysinit].
+    #[arg(long, value_name = "STAGE")]
+    pub ready: Option<super::create::ReadyArg>,
     /// The VMM: `firecracker`, `qemu` or `auto` (see `banger vm create --help`)
     /// [default: config `vm.vmm`, else auto].
     #[arg(long, value_name = "VMM")]
@@ -310,6 +314,7 @@ pub fn create_params(
         vmm: vm.vmm.as_ref().map(|s| s.value.as_str().to_string()),
         kernel_args: kernel_args.to_vec(),
         console_log_max: vm.console_log_max.as_ref().map(|s| s.value),
+        ready: None,
     }
 }
 
@@ -483,13 +488,14 @@ async fn steps(
         Err(ClientError::Api(e)) if e.code == ErrorCode::NotFound => {}
         Err(e) => return Err(e.into()),
     }
-    let params = create_params(
+    let mut params = create_params(
         name,
         &image,
         &config.vm_with_flags(&args.resources.flags()),
         &args.publish,
         &args.resources.kernel_args,
     );
+    params.ready = args.resources.ready.map(|r| r.as_str().to_string());
     *made = true;
     let created = interrupts
         .guard(
