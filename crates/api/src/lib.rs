@@ -9,7 +9,7 @@
 //! declaration.
 //!
 //! This crate holds only data (and [`text`], the one rule for printing untrusted text): no
-//! I/O beyond reading environment variables for [`layout`].
+//! I/O beyond reading environment variables and checking directories for [`layout`].
 
 pub mod error;
 pub mod image;

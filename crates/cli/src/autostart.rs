@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use banger_api::layout::Layout;
+use banger_api::layout::{Layout, check_private_dir, create_private_dir};
 use banger_api::methods;
 use banger_api::system::{Empty, PingResult};
 
@@ -53,6 +53,7 @@ pub fn daemon_binary() -> PathBuf {
 /// Spawns a detached daemon for `layout`, with this process's environment and the
 /// config file's `[daemon]` settings, and waits until it answers `ping`.
 pub async fn start_daemon(layout: &Layout) -> anyhow::Result<PingResult> {
+    check_shared_tmp_dirs(layout)?;
     std::fs::create_dir_all(&layout.state_dir)
         .with_context(|| format!("creating {}", layout.state_dir.display()))?;
     let log_path = layout.log_path();
@@ -111,8 +112,27 @@ pub async fn start_daemon(layout: &Layout) -> anyhow::Result<PingResult> {
     }
 }
 
+/// Under the temp-dir fallbacks (no `XDG_RUNTIME_DIR` or `HOME`), another user may have
+/// made the directories first: create them private ourselves (the daemon does the same)
+/// and refuse them, and an existing socket directory, unless they are ours alone.
+fn check_shared_tmp_dirs(layout: &Layout) -> Result<(), ClientError> {
+    let bases = layout.shared_tmp_bases();
+    if bases.is_empty() {
+        return Ok(());
+    }
+    let uid = crate::client::effective_uid();
+    for base in &bases {
+        create_private_dir(base, uid)?;
+    }
+    match check_private_dir(&layout.runtime_dir, uid) {
+        Err(e) if !e.is_not_found() => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 fn log_tail(path: &std::path::Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(5)..].join("\n")
+    // The log can quote guests and registries.
+    banger_api::text::visible(&lines[lines.len().saturating_sub(5)..].join("\n")).into_owned()
 }

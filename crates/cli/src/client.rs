@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use banger_api::layout::PrivateDirError;
 use banger_api::methods::{Call, Streaming, Upgrade};
 use banger_api::pull::{PullEvent, StreamLine};
 use banger_api::{ApiError, ErrorBody, NDJSON, RPC_PREFIX};
@@ -25,6 +26,23 @@ pub enum ClientError {
     },
     #[error("permission denied on {socket}: the daemon belongs to another user")]
     PermissionDenied { socket: PathBuf },
+    /// The socket is served by another (non-root) user: not our daemon, and nothing was sent.
+    #[error(
+        "refusing to talk to {socket}: it is served by uid {server_uid}, not by you (uid {uid}) \
+         or root, so it is not your bangerd; nothing was sent. If that user should not be \
+         there, remove {dir} (or have an admin do it); or set XDG_RUNTIME_DIR (or \
+         --runtime-dir) to a directory only you can write",
+        dir = socket_dir(.socket)
+    )]
+    ForeignServer {
+        socket: PathBuf,
+        server_uid: u32,
+        uid: u32,
+    },
+    /// A directory of the socket's path could be another user's (checked before starting a
+    /// daemon there).
+    #[error(transparent)]
+    UnsafeDir(#[from] PrivateDirError),
     #[error(transparent)]
     Api(#[from] ApiError),
     #[error("talking to bangerd: {0}")]
@@ -134,7 +152,27 @@ impl Client {
         )))
     }
 
+    /// Connects, and makes sure the server is us or root before anything is written.
     async fn connect(&self) -> Result<UnixStream, ClientError> {
+        let stream = self.connect_unchecked().await?;
+        let server_uid = stream
+            .peer_cred()
+            .map_err(|e| {
+                ClientError::Protocol(format!("reading the socket's peer credentials: {e}"))
+            })?
+            .uid();
+        let uid = effective_uid();
+        if server_uid != uid && server_uid != 0 {
+            return Err(ClientError::ForeignServer {
+                socket: self.socket.clone(),
+                server_uid,
+                uid,
+            });
+        }
+        Ok(stream)
+    }
+
+    async fn connect_unchecked(&self) -> Result<UnixStream, ClientError> {
         UnixStream::connect(&self.socket).await.map_err(|source| {
             if source.kind() == std::io::ErrorKind::PermissionDenied {
                 ClientError::PermissionDenied {
@@ -178,6 +216,16 @@ impl Client {
             .await
             .map_err(|e| protocol_error(&e))
     }
+}
+
+fn socket_dir(socket: &Path) -> std::path::Display<'_> {
+    socket.parent().unwrap_or(socket).display()
+}
+
+/// The uid the daemon we start runs as, and the one it accepts.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 fn protocol_error(e: &dyn std::fmt::Display) -> ClientError {

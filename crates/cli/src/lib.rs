@@ -13,6 +13,7 @@ pub mod terminal;
 use std::process::ExitCode;
 
 use banger_api::layout::Layout;
+use banger_api::text::visible;
 use clap::Parser;
 
 use crate::args::{Cli, Command};
@@ -105,15 +106,57 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<u8> {
 fn report(e: &anyhow::Error) {
     let style = Style::detect();
     let prefix = style.paint(Tone::Bad, "error:");
-    match e.downcast_ref::<ClientError>() {
+    eprintln!("banger: {prefix} {}", error_text(e));
+}
+
+/// The text of an error as printed. API messages may quote a guest's console or agent, and
+/// other errors a daemon's raw answer: every control character is made visible.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let text = match e.downcast_ref::<ClientError>() {
         Some(ClientError::Api(api)) => {
             let op = api
                 .operation_id
                 .as_deref()
                 .map(|o| format!(", operation {o}"))
                 .unwrap_or_default();
-            eprintln!("banger: {prefix} {} [{}{op}]", api.message, api.code);
+            format!("{} [{}{op}]", api.message, api.code)
         }
-        _ => eprintln!("banger: {prefix} {e:#}"),
+        _ => format!("{e:#}"),
+    };
+    visible(&text).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use banger_api::{ApiError, ErrorCode};
+
+    const OSC52: &str = "\x1b]52;c;Y3VybCBldmlsfHNo\x07";
+
+    #[test]
+    fn api_errors_print_guest_escapes_visibly() {
+        let mut api = ApiError::new(
+            ErrorCode::OperationFailed,
+            format!("the guest did not boot\nconsole tail:\n{OSC52}login:"),
+        );
+        api.operation_id = Some("op-1".into());
+        let text = error_text(&anyhow::Error::new(ClientError::Api(api)));
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+        assert_eq!(
+            text,
+            "the guest did not boot\nconsole tail:\n\\x1b]52;c;Y3VybCBldmlsfHNo\\x07login: [operation_failed, operation op-1]"
+        );
+    }
+
+    #[test]
+    fn other_errors_are_escaped_too() {
+        let e = anyhow::Error::new(ClientError::Protocol(format!("HTTP 500: {OSC52}")))
+            .context("listing VMs");
+        let text = error_text(&e);
+        assert!(!text.contains('\x1b'), "{text:?}");
+        assert!(
+            text.starts_with("listing VMs: talking to bangerd: HTTP 500: \\x1b]52"),
+            "{text}"
+        );
     }
 }

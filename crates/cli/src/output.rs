@@ -3,6 +3,8 @@
 
 use std::io::IsTerminal;
 
+use banger_api::text::visible;
+
 #[derive(Debug, Clone, Copy)]
 pub struct Style {
     colour: bool,
@@ -45,10 +47,15 @@ impl Style {
     }
 }
 
-/// Renders rows under headers, columns padded to their widest cell.
+/// Renders rows under headers, columns padded to their widest cell. Cells are data (names,
+/// addresses a guest reported): their control characters are made visible.
 pub fn table(style: &Style, headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|c| visible(c).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             if let Some(w) = widths.get_mut(i) {
                 *w = (*w).max(cell.chars().count());
@@ -74,7 +81,7 @@ pub fn table(style: &Style, headers: &[&str], rows: &[Vec<String>]) -> String {
     let header = line(headers.iter().map(|h| h.to_string()).collect());
     out.push_str(&style.paint(Tone::Bold, header.trim_end()));
     out.push('\n');
-    for row in rows {
+    for row in &rows {
         out.push_str(line(row.clone()).trim_end());
         out.push('\n');
     }
@@ -130,5 +137,15 @@ mod tests {
             ],
         );
         assert_eq!(t, "NAME    SIZE\na       1 B\nlonger  2 B\n");
+    }
+
+    #[test]
+    fn table_cells_show_controls_escaped() {
+        let t = table(
+            &Style::plain(),
+            &["ADDRESS"],
+            &[vec!["\u{1b}]0;pwned\u{7}".into()]],
+        );
+        assert_eq!(t, "ADDRESS\n\\x1b]0;pwned\\x07\n");
     }
 }

@@ -12,6 +12,8 @@ use std::time::Duration;
 use banger_api::pull::PullEvent;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use banger_api::text::{cut, visible};
+
 use crate::output::human_bytes;
 
 pub struct PullProgress {
@@ -126,7 +128,9 @@ impl PullProgress {
                 *elapsed_ms as f64 / 1000.0
             )),
             PullEvent::Log { text } => {
-                // Console output belongs to stdout, not to the progress on stderr.
+                // Console output belongs to stdout, not to the progress on stderr; it is
+                // the guest's, so its controls are shown, not obeyed.
+                let text = console_text(text);
                 let write = || {
                     let mut out = std::io::stdout().lock();
                     let _ = out.write_all(text.as_bytes());
@@ -205,8 +209,10 @@ impl PullProgress {
     }
 
     /// A permanent line, above the bars; a running conversion bar is complete by then
-    /// (every step after it follows the conversion).
+    /// (every step after it follows the conversion). Its text may quote a registry or a
+    /// guest (references, platforms, stage names), so controls are made visible.
     fn line(&mut self, text: &str) {
+        let text = visible(text);
         if let Some(bar) = self.writing.take() {
             if let Some(len) = bar.length() {
                 bar.set_position(len);
@@ -240,9 +246,16 @@ impl PullProgress {
     }
 }
 
-fn short_digest(digest: &str) -> &str {
+/// The first 12 characters of a digest's hex, printable (a registry chose it).
+fn short_digest(digest: &str) -> String {
     let short = digest.strip_prefix("sha256:").unwrap_or(digest);
-    &short[..short.len().min(12)]
+    visible(cut(short, 12)).into_owned()
+}
+
+/// A guest console chunk as printed: CR LF line ends become LF (a serial console sends
+/// both), and every other control character is made visible.
+fn console_text(text: &str) -> String {
+    visible(&text.replace("\r\n", "\n")).into_owned()
 }
 
 #[cfg(test)]
@@ -254,5 +267,16 @@ mod tests {
         assert_eq!(short_digest("sha256:0123456789abcdef"), "0123456789ab");
         assert_eq!(short_digest("abc"), "abc");
         assert_eq!(short_digest(""), "");
+        assert_eq!(short_digest("sha256:\u{1b}]0;x"), "\\x1b]0;x");
+        assert_eq!(short_digest("éééééééé"), "éééééé", "cut on a char boundary");
+    }
+
+    #[test]
+    fn console_output_shows_controls_instead_of_obeying_them() {
+        assert_eq!(
+            console_text("ok\r\n\u{1b}]52;c;Y3VybA==\u{7}\tdone\n"),
+            "ok\n\\x1b]52;c;Y3VybA==\\x07\tdone\n"
+        );
+        assert_eq!(console_text("plain\n"), "plain\n");
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use banger_api::layout::Layout;
+use banger_api::layout::{Layout, create_private_dir};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -19,6 +19,12 @@ use crate::store::Store;
 
 /// Runs the daemon until it is told to stop.
 pub async fn run(layout: Layout, vm_host: crate::vms::HostOptions) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    // Fallback bases in the shared temp dir first: anyone may have created them.
+    for base in layout.shared_tmp_bases() {
+        create_private_dir(&base, me)?;
+    }
     prepare_private_dir(&layout.state_dir)?;
     for dir in [
         layout.images_dir(),
@@ -28,7 +34,7 @@ pub async fn run(layout: Layout, vm_host: crate::vms::HostOptions) -> anyhow::Re
     ] {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    prepare_private_dir(&layout.runtime_dir)?;
+    prepare_runtime_dir(&layout.runtime_dir, me)?;
 
     // Locks before touching anything shared: the state dir (database, images), the runtime
     // dir (socket) and the cache may each be shared with another instance's other half.
@@ -75,7 +81,23 @@ pub async fn run(layout: Layout, vm_host: crate::vms::HostOptions) -> anyhow::Re
     Ok(())
 }
 
+/// Creates the socket's directory (its parent too unless it is a checked fallback base) and
+/// refuses it unless it is a real directory of ours that nobody else may write: whoever
+/// controls it could stand in for this daemon.
+fn prepare_runtime_dir(dir: &Path, me: u32) -> anyhow::Result<()> {
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    create_private_dir(dir, me)?;
+    // Ours and not a symlink (checked above): a 0755 the user made becomes 0700.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 0700 {}", dir.display()))?;
+    Ok(())
+}
+
 /// Creates `dir` if needed and makes it 0700; refuses a directory owned by someone else.
+/// (The state dir may be a symlink, e.g. to another disk; the socket's directory may not.)
 fn prepare_private_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let meta = std::fs::metadata(dir).with_context(|| format!("stat {}", dir.display()))?;

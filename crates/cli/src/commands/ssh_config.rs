@@ -5,13 +5,21 @@
 //! ```text
 //! Host *.vm
 //!     User root
-//!     ProxyCommand /abs/path/banger vm proxy %h %p
+//!     ProxyCommand /abs/path/banger vm proxy '%h' %p
 //!     IdentityFile <banger's own key, from the daemon>
 //!     IdentitiesOnly yes
 //!     UserKnownHostsFile <banger's known_hosts, from the daemon>
 //!     StrictHostKeyChecking yes
 //!     CheckHostIP no
+//!     ForwardAgent no
+//!     ForwardX11 no
 //! ```
+//!
+//! The guest is untrusted: a user's `Host *` with `ForwardAgent yes` (or X11) must not hand
+//! it the ssh-agent or the display, and since ssh takes the first value it reads, ours win
+//! when the file is included at the top. Port forwardings the user asks for (`ssh -L`) stay
+//! possible, so no `ClearAllForwardings`. `%h` is single-quoted because ProxyCommand goes
+//! through a shell (OpenSSH before 9.6 passed odd host names through as typed).
 //!
 //! No `HostKeyAlias`: OpenSSH does not expand `%h` there (every VM would share one alias);
 //! without it the host key is looked up under the name as typed, `NAME.vm` (lower-cased by
@@ -83,12 +91,14 @@ pub fn render(banger: &Path, info: &SshInfo) -> String {
 # `ssh NAME.vm` reaches VM NAME through banger's agent channel (no guest network needed).\n\
 Host *.vm\n\
 \x20   User root\n\
-\x20   ProxyCommand {exe} vm proxy %h %p\n\
+\x20   ProxyCommand {exe} vm proxy '%h' %p\n\
 \x20   IdentityFile {}\n\
 \x20   IdentitiesOnly yes\n\
 \x20   UserKnownHostsFile {}\n\
 \x20   StrictHostKeyChecking yes\n\
-\x20   CheckHostIP no\n",
+\x20   CheckHostIP no\n\
+\x20   ForwardAgent no\n\
+\x20   ForwardX11 no\n",
         quoted(&info.identity_file),
         quoted(&info.known_hosts_file),
     )
@@ -280,11 +290,13 @@ mod tests {
         for want in [
             "Host *.vm\n",
             "    User root\n",
-            "    ProxyCommand /usr/local/bin/banger vm proxy %h %p\n",
+            "    ProxyCommand /usr/local/bin/banger vm proxy '%h' %p\n",
             "    IdentityFile /home/me/.local/state/banger/ssh/id_ed25519\n",
             "    IdentitiesOnly yes\n",
             "    UserKnownHostsFile /home/me/.local/state/banger/ssh/known_hosts\n",
             "    StrictHostKeyChecking yes\n",
+            "    ForwardAgent no\n",
+            "    ForwardX11 no\n",
         ] {
             assert!(text.contains(want), "{want:?} in\n{text}");
         }
@@ -297,10 +309,49 @@ mod tests {
             },
         );
         assert!(
-            spaced.contains("ProxyCommand '/opt/my tools/banger' vm proxy %h %p"),
+            spaced.contains("ProxyCommand '/opt/my tools/banger' vm proxy '%h' %p"),
             "{spaced}"
         );
         assert!(spaced.contains("IdentityFile \"/a b/id\""), "{spaced}");
+    }
+
+    /// Real OpenSSH parses the file, and its settings hold against a user's `Host *` that
+    /// asks for agent and X11 forwarding (included after ours, as `--install` orders it).
+    #[test]
+    fn openssh_accepts_the_config_and_forwards_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ours = dir.path().join("banger_ssh_config");
+        std::fs::write(&ours, render(Path::new("/opt/my tools/banger"), &info())).expect("write");
+        let user = dir.path().join("config");
+        std::fs::write(
+            &user,
+            format!(
+                "{}\nHost *\n    ForwardAgent yes\n    ForwardX11 yes\n",
+                include_line(&ours)
+            ),
+        )
+        .expect("write");
+        let out = std::process::Command::new("ssh")
+            .arg("-G")
+            .arg("-F")
+            .arg(&user)
+            .arg("dev.vm")
+            .output()
+            .expect("running ssh -G (OpenSSH client)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "ssh -G failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for want in [
+            "\nforwardagent no\n",
+            "\nforwardx11 no\n",
+            "\nuser root\n",
+            "\nproxycommand '/opt/my tools/banger' vm proxy '%h' %p\n",
+        ] {
+            assert!(text.contains(want), "{want:?} in\n{text}");
+        }
     }
 
     #[test]

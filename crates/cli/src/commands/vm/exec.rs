@@ -149,9 +149,15 @@ pub async fn run(client: &Client, args: ExecArgs) -> anyhow::Result<u8> {
     signals.abort();
     let end = end?;
     if let ExecEnd::FailedToStart(failure) = &end {
-        eprintln!("banger: {}", failure.message);
+        eprintln!("{}", start_failure_line(failure));
     }
     Ok(exit_byte(end.shell_code()))
+}
+
+/// What we print when the command could not start; the agent wrote the message, so its
+/// controls are made visible.
+pub fn start_failure_line(failure: &StartFailure) -> String {
+    format!("banger: {}", banger_api::text::visible(&failure.message))
 }
 
 /// Connects, upgrades and pumps: [`run`] without the terminal, for tests (and callers that
@@ -838,6 +844,29 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(out.stdout.is_empty() && out.stderr.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_start_failure_quoting_escapes_prints_them_escaped() {
+        let out = exec_against(
+            exec_params("dev", &["x"]),
+            None,
+            no_controls(),
+            |_, mut peer| async move {
+                peer.send(ExecOutput::FailedToStart(StartFailure {
+                    kind: StartFailureKind::Other,
+                    message: "x: \u{1b}]52;c;Y3VybCBldmlsfHNo\u{7}denied".into(),
+                }))
+                .await;
+            },
+        )
+        .await;
+        let ExecEnd::FailedToStart(failure) = out.end.expect("ended") else {
+            panic!("expected a start failure");
+        };
+        let line = start_failure_line(&failure);
+        assert!(!line.contains(['\u{1b}', '\u{7}']), "{line:?}");
+        assert_eq!(line, "banger: x: \\x1b]52;c;Y3VybCBldmlsfHNo\\x07denied");
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! `banger vm show NAME`
 
 use banger_api::methods;
+use banger_api::text::visible;
 use banger_api::vm::{DiskUsage, Vm, VmRef, VmState};
 use clap::Args;
 
@@ -66,9 +67,10 @@ pub fn render(style: &Style, vm: &Vm) -> String {
     fields.push(("Stages", stages(vm).unwrap_or_else(dash)));
     fields.push((
         "Last error",
+        // Often quotes the guest's console or agent: shown, never obeyed.
         vm.last_error
             .as_deref()
-            .map_or_else(dash, |e| e.trim_end().to_string()),
+            .map_or_else(dash, |e| visible(e.trim_end()).into_owned()),
     ));
     let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let indent = " ".repeat(width + 2);
@@ -170,6 +172,22 @@ Last error  -
             text.ends_with(
                 "Last error  the guest did not report ready within 120s (last stage: vmm_spawned)\n            console tail:\n            [    1.2] Kernel panic\n"
             ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_last_error_quoting_terminal_escapes_shows_them_escaped() {
+        let mut vm = sample_vm();
+        vm.last_error =
+            Some("exec failed\nconsole tail:\n\u{1b}]52;c;Y3VybCBldmlsfHNo\u{7}\u{9b}31m\n".into());
+        let text = render(&Style::plain(), &vm);
+        assert!(
+            !text.contains(['\u{1b}', '\u{7}', '\u{9b}']),
+            "no raw control reaches the terminal: {text:?}"
+        );
+        assert!(
+            text.ends_with("            \\x1b]52;c;Y3VybCBldmlsfHNo\\x07\\x9b31m\n"),
             "{text}"
         );
     }
