@@ -220,9 +220,11 @@ fn details(ctx: &Context, image: &Image, disk: &ImageDisk) -> String {
         .into_iter()
         .map(|(k, v)| {
             format!(
-                "{}{}  {v}\n",
+                "{}{}  {}\n",
                 ctx.style.paint(Tone::Bold, k),
-                " ".repeat(width - k.len())
+                " ".repeat(width - k.len()),
+                // Values can come from an image, a registry or a kernel file.
+                banger_api::text::visible(&v)
             )
         })
         .collect()

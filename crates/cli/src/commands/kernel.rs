@@ -236,7 +236,7 @@ fn done(ctx: &Context, verb: &str, k: &Kernel) -> anyhow::Result<()> {
     println!(
         "{verb} kernel {} ({}, {}): {}",
         k.name,
-        k.version.as_deref().unwrap_or("version unknown"),
+        banger_api::text::visible(k.version.as_deref().unwrap_or("version unknown")),
         k.arch.as_deref().unwrap_or("arch unknown"),
         contents(k)
     );
@@ -287,9 +287,11 @@ fn details(ctx: &Context, k: &Kernel) -> String {
         .into_iter()
         .map(|(k, v)| {
             format!(
-                "{}{}  {v}\n",
+                "{}{}  {}\n",
                 ctx.style.paint(Tone::Bold, &k),
-                " ".repeat(width - k.len())
+                " ".repeat(width - k.len()),
+                // Values can come from an image, a registry or a kernel file.
+                banger_api::text::visible(&v)
             )
         })
         .collect()
