@@ -8,7 +8,7 @@ mod common;
 use banger_agent::MachineRequest;
 use banger_guest_proto::{
     AgentError, Empty, Hello, HelloRequest, InitMode, PROTO_MIN, PROTO_VERSION, SetClock,
-    ShutdownRequest, paths,
+    ShutdownRequest, auth, paths,
 };
 use common::{Guest, within};
 use hyper::StatusCode;
@@ -23,6 +23,7 @@ async fn hello_negotiates_and_reports_the_guest() {
                 proto_min: 1,
                 proto_max: PROTO_VERSION + 5,
                 host_version: "test".into(),
+                nonce: "n-1".into(),
             },
         )
         .await;
@@ -37,6 +38,20 @@ async fn hello_negotiates_and_reports_the_guest() {
     assert_eq!(hello.agent_version, env!("CARGO_PKG_VERSION"));
     assert_eq!(hello.boot_id.len(), 36, "{:?}", hello.boot_id);
     assert!(!hello.kernel_release.is_empty());
+    // The proof answers this nonce under this boot's secret, and nothing else.
+    assert!(auth::verify(
+        common::SECRET,
+        "n-1",
+        &hello.boot_id,
+        &hello.proof
+    ));
+    assert!(!auth::verify(
+        common::SECRET,
+        "n-2",
+        &hello.boot_id,
+        &hello.proof
+    ));
+    assert!(!auth::verify(b"guess", "n-1", &hello.boot_id, &hello.proof));
 }
 
 #[tokio::test]
@@ -49,6 +64,7 @@ async fn hello_refuses_a_host_without_a_common_version() {
                 proto_min: PROTO_VERSION + 1,
                 proto_max: PROTO_VERSION + 3,
                 host_version: "future".into(),
+                nonce: String::new(),
             },
         )
         .await;

@@ -70,6 +70,9 @@ pub fn default_root() -> tempfile::TempDir {
     root
 }
 
+/// The boot secret of every test agent.
+pub const SECRET: &[u8] = b"the boot secret of the test agents";
+
 impl Guest {
     pub async fn start() -> Guest {
         Guest::with_root(default_root()).await
@@ -77,7 +80,8 @@ impl Guest {
 
     pub async fn with_root(root: tempfile::TempDir) -> Guest {
         let (tx, machine) = mpsc::unbounded_channel();
-        let cfg = AgentConfig::new(root.path(), InitMode::Agent, Machine::Recorder(tx));
+        let mut cfg = AgentConfig::new(root.path(), InitMode::Agent, Machine::Recorder(tx));
+        cfg.secret = SECRET.to_vec();
         let agent = Agent::new(cfg).expect("agent");
         let (guest_end, host_end) = tokio::net::UnixStream::pair().expect("socketpair");
         tokio::spawn(async move {
