@@ -3,8 +3,8 @@
 //! [`banger_api::vm::STREAM_UPGRADE`]). Also the tar plumbing `vm run PATH` uses to copy a
 //! workspace in.
 //!
-//! One job per file: [`pack`] walks and packs local trees, [`stream`] moves archives
-//! between a thread and the connection (bounded chunks, so memory stays flat), [`extract`]
+//! One job per file: `pack` walks and packs local trees, `stream` moves archives
+//! between a thread and the connection (bounded chunks, so memory stays flat), `extract`
 //! is the host's one extractor, confined by construction (its docs give the rules).
 //!
 //! Where things land (as `cp -r` does, `NAME:PATH` on exactly one side):
