@@ -84,14 +84,25 @@ for which in new base; do
 done
 
 declare -A exec_ms cp_in cp_out cp_tree
-echo "bench-boundary: $EXECS exec round trips and $COPIES copies each way, alternating ..." >&2
-for round in $(seq 1 "$COPIES"); do
+# Exec round trips first, in small alternating batches; then the copies, the order of the
+# two builds swapped every round (whoever goes second meets the other's writeback).
+echo "bench-boundary: $EXECS exec round trips each, alternating ..." >&2
+for batch in $(seq 1 $((EXECS / 5))); do
     for which in new base; do
         use "$which"
-        for _ in $(seq 1 $((EXECS / COPIES))); do
+        for _ in 1 2 3 4 5; do
             t0=$(now); "$B" vm exec bench -- true; t1=$(now)
             exec_ms[$which]+="$(echo "($t1 - $t0) * 1000" | bc) "
         done
+    done
+done
+echo "bench-boundary: $COPIES copies each way, alternating ..." >&2
+for round in $(seq 1 "$COPIES"); do
+    order="new base"
+    [ $((round % 2)) = 0 ] && order="base new"
+    for which in $order; do
+        use "$which"
+        sync
         t0=$(now); "$B" vm cp -q "$WORK/big.bin" bench:/root/big.bin; t1=$(now)
         cp_in[$which]+="$(echo "100 / ($t1 - $t0)" | bc -l) "
         rm -f "$WORK/$which/out/big.bin"
