@@ -61,7 +61,9 @@ async fn serve() {
         if let Ok(stream) = dial_host_vsock().await {
             let n = attempts.fetch_add(1, Ordering::Relaxed) + 1;
             let _ = std::fs::write("/tmp/impostor.count", n.to_string());
-            let _ = agent.serve(stream).await;
+            // Bounded: a connection the host never speaks on (a daemon killed after the
+            // kernel queued it) must not end the attack.
+            let _ = tokio::time::timeout(Duration::from_secs(2), agent.serve(stream)).await;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

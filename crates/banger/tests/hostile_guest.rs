@@ -51,6 +51,23 @@ fn start_as_nobody(env: &TestEnv, prepare: &str, mode: &str) {
     assert!(stdout(&out).contains("started"), "{out:?}");
 }
 
+/// Waits (bounded) until the impostor's attempt counter passes `above`.
+fn wait_for_attempts(env: &TestEnv, attempts: &dyn Fn(&TestEnv) -> u64, above: u64, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = attempts(env);
+        if now > above {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: still {now} attempts (was {above}); {:?}",
+            exec(env, "h", "cat /tmp/impostor.log")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -70,6 +87,23 @@ fn an_unprivileged_guest_process_cannot_take_the_agent_channel() {
         "the hostile-guest test needs the vsock channel: run scripts/install-test-deps.sh"
     );
     let dir = vm_dir(&vm);
+    // A bystander: its commands must keep working whatever h's guest does.
+    // (`debian_image` imports the kernel each time: pull the second image by hand.)
+    let layout = banger_testkit::vm::debian_layout("minbase");
+    let source = format!("oci:{}:t", layout.display());
+    env.ok(&[
+        "image",
+        "pull",
+        &source,
+        "--name",
+        "minbase",
+        "--kernel-ref",
+        "cloud",
+        "-q",
+    ]);
+    env.ok(&[
+        "vm", "create", "other", "--image", "minbase", "--cpus", "1", "--memory", "256MiB", "-q",
+    ]);
 
     // The boot's secret is nowhere an unprivileged guest user can read it.
     let secret = std::fs::read(dir.join("agent.key")).expect("the boot's agent.key");
@@ -145,7 +179,12 @@ fn an_unprivileged_guest_process_cannot_take_the_agent_channel() {
         "after a daemon restart under attack: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(attempts(&env) > tried, "the impostor raced the real agent");
+    wait_for_attempts(
+        &env,
+        &attempts,
+        tried,
+        "the impostor dials the restarted daemon",
+    );
 
     // The real agent frozen (by guest root: SIGSTOP) and the daemon restarted: only the
     // impostor dials the new listener, and it must stay out. When the agent thaws, it
@@ -155,7 +194,7 @@ fn an_unprivileged_guest_process_cannot_take_the_agent_channel() {
         &env,
         "h",
         "agent=$PPID; setsid sh -c \"sleep 1; kill -STOP $agent; echo BANGER-TEST-FROZEN \
-         >/dev/console; sleep 8; kill -CONT $agent\" </dev/null >/dev/null 2>&1 & echo timer",
+         >/dev/console; sleep 15; kill -CONT $agent\" </dev/null >/dev/null 2>&1 & echo timer",
     );
     assert!(stdout(&out).contains("timer"), "{out:?}");
     let console = dir.join("console.log");
@@ -171,16 +210,33 @@ fn an_unprivileged_guest_process_cannot_take_the_agent_channel() {
         std::thread::sleep(Duration::from_millis(100));
     }
     env.kill_daemon();
-    let out = exec(&env, "h", "echo thawed; id -u");
+    // The exec waits for h's agent on a thread; meanwhile another VM answers at once: one
+    // guest's silence holds up no one else.
+    let waiting = {
+        let cmd = env.banger_cmd(&["vm", "exec", "h", "--", "sh", "-c", "echo thawed; id -u"]);
+        std::thread::spawn(move || {
+            let mut cmd = cmd;
+            cmd.output().expect("vm exec h")
+        })
+    };
+    let other = exec(&env, "other", "echo other");
+    assert_eq!(stdout(&other), "other\n", "{other:?}");
+    assert!(
+        !waiting.is_finished(),
+        "h's exec was still waiting for its frozen agent when the other VM answered"
+    );
+    let out = waiting.join().expect("exec thread");
     assert_eq!(
         stdout(&out),
         "thawed\n0\n",
         "while the real agent was frozen: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        attempts(&env) > before,
-        "the impostor dialled the new daemon"
+    wait_for_attempts(
+        &env,
+        &attempts,
+        before,
+        "the impostor dialled the new daemon",
     );
 
     // And with 32 stalled connections on top, the real agent still gets through.
@@ -218,5 +274,7 @@ fn an_unprivileged_guest_process_cannot_take_the_agent_channel() {
         refusals < 20,
         "refusals are logged at a bounded rate, not per attempt: {refusals} lines"
     );
+    assert_eq!(stdout(&exec(&env, "other", "echo still")), "still\n");
     env.ok(&["vm", "kill", "h"]);
+    env.ok(&["vm", "kill", "other"]);
 }
