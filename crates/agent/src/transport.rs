@@ -16,7 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use banger_guest_proto::{AGENT_VSOCK_PORT, HOST_CID, SERIAL_PORT_NAME};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::cmdline::Channel;
 use crate::console::log;
@@ -27,16 +32,90 @@ use crate::sys;
 /// Between a failed or ended connection and the next attempt.
 pub const RETRY: Duration = Duration::from_millis(100);
 
+/// How long a new vsock connection may stay silent. The host speaks first, at once (the
+/// HTTP/2 preface and the hello); silence means nobody will — a daemon that died after
+/// the connection was queued — and the agent dials again rather than wait forever.
+const HOST_SILENCE: Duration = Duration::from_secs(10);
+
+enum Opened {
+    Vsock(FdStream),
+    Serial(FdStream),
+}
+
+/// A stream whose reads fail with `TimedOut` if no byte arrives within [`HOST_SILENCE`]
+/// of its opening; after the first byte it is the stream itself.
+struct HostSpeaksFirst<S> {
+    inner: S,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> HostSpeaksFirst<S> {
+    fn new(inner: S) -> Self {
+        Self::within(inner, HOST_SILENCE)
+    }
+
+    fn within(inner: S, silence: Duration) -> Self {
+        HostSpeaksFirst {
+            inner,
+            deadline: Some(Box::pin(tokio::time::sleep(silence))),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for HostSpeaksFirst<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.deadline = None;
+        } else if let Some(deadline) = self.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the host said nothing on a new connection",
+            )));
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for HostSpeaksFirst<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// Serves the host forever over `channel`.
 pub async fn serve_forever(agent: Arc<Agent>, channel: Channel) -> ! {
     let mut last_error = String::new();
     loop {
         let opened = match channel {
-            Channel::Vsock => connect_vsock().await,
-            Channel::Serial => open_serial(),
+            Channel::Vsock => connect_vsock().await.map(Opened::Vsock),
+            Channel::Serial => open_serial().map(Opened::Serial),
         };
         let outcome = match opened {
-            Ok(stream) => agent
+            Ok(Opened::Vsock(stream)) => agent
+                .serve(HostSpeaksFirst::new(stream))
+                .await
+                .map_err(|e| format!("connection to the host ended: {e}")),
+            Ok(Opened::Serial(stream)) => agent
                 .serve(stream)
                 .await
                 .map_err(|e| format!("connection to the host ended: {e}")),
@@ -135,4 +214,32 @@ fn open_serial() -> io::Result<FdStream> {
     let fd = sys::open(&dev, libc::O_RDWR | libc::O_NONBLOCK | libc::O_NOCTTY, 0)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dev.display())))?;
     FdStream::new(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_silent_host_is_given_up_on_and_a_speaking_one_is_not() {
+        let (ours, _silent_host) = tokio::io::duplex(64);
+        let mut stream = HostSpeaksFirst::within(ours, Duration::from_millis(50));
+        let mut buf = [0u8; 8];
+        let err = stream.read(&mut buf).await.expect_err("a silent host");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+
+        let (ours, mut host) = tokio::io::duplex(64);
+        let mut stream = HostSpeaksFirst::within(ours, Duration::from_millis(50));
+        host.write_all(b"PRI").await.unwrap();
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 3);
+        // Past the limit, after the first words: the stream waits as long as it takes.
+        let later = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            host.write_all(b"*").await.unwrap();
+            host
+        });
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 1);
+        drop(later.await.unwrap());
+    }
 }
