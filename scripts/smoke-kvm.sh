@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test for a host whose KVM really boots guests: runs the VM and sandbox scenarios
-# (create / exec / stop / start / delete, `vm run -- true`) once with `--vmm firecracker`
+# (create / exec / stop / start / delete, the agent secret out of the guest's reach and
+# checked again by a restarted daemon, /dev/fd and delegated cgroups with the agent as
+# PID 1, `vm run -- true`) once with `--vmm firecracker`
 # and once with `--vmm qemu` (QEMU + KVM), then prints create→ready, `vm run -- true` and
 # `vm exec -- true` round-trip timings of both side by side as a markdown table.
 #
@@ -92,6 +94,16 @@ for vmm in firecracker qemu; do
     "$B" vm stop "s-$vmm" >/dev/null
     "$B" vm start "s-$vmm" >/dev/null
     [ "$("$B" vm exec "s-$vmm" -- echo ok)" = ok ] || die "--vmm $vmm: exec after restart failed"
+    # The guest is hostile: the boot's agent secret left the guest's file systems, and a
+    # restarted daemon authenticates the running agent with the secret it kept.
+    [ "$("$B" vm exec "s-$vmm" -- sh -c 'test -e /banger && echo leaked || echo ok')" = ok ] ||
+        die "--vmm $vmm: /banger (the agent secret's directory) is visible in the guest"
+    "$B" daemon stop >/dev/null
+    [ "$("$B" vm exec "s-$vmm" -- echo ok)" = ok ] || die "--vmm $vmm: exec after a daemon restart failed"
+    # What programs expect of PID 1 (the agent, on minbase).
+    [ "$("$B" vm exec "s-$vmm" -- bash -c 'cat <(echo ok)')" = ok ] || die "--vmm $vmm: no /dev/fd"
+    "$B" vm exec "s-$vmm" -- cat /sys/fs/cgroup/cgroup.subtree_control | grep -qw memory ||
+        die "--vmm $vmm: no cgroup2 with the memory controller delegated"
     "$B" vm delete "s-$vmm" --force >/dev/null
     # The sandbox scenario: a one-shot command in a throw-away VM.
     "$B" vm run --image minbase --vmm "$vmm" --rm -q -- true || die "--vmm $vmm: vm run -- true failed"
