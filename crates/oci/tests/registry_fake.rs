@@ -4,6 +4,8 @@
 // Test code: a failed step panics on purpose, failing the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use banger_oci::{
     BlobCache, CollectSink, CredentialStore, Error, Limits, Platform, Puller, RegistryOptions,
     Source, flatten,
@@ -11,11 +13,10 @@ use banger_oci::{
 use banger_testkit::layers::LayerBuilder;
 use banger_testkit::oci_image::{self, Compression, Layer};
 use banger_testkit::wait;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Clone, Default)]
@@ -79,27 +80,9 @@ async fn handle(
     root: std::path::PathBuf,
     port: u16,
 ) {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut tmp).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-        }
-    }
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let mut lines = text.split("\r\n");
-    let path = lines
-        .next()
-        .unwrap_or("")
-        .split(' ')
-        .nth(1)
-        .unwrap_or("")
-        .to_string();
-    let headers: HashMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
+    let Some((path, headers)) = common::read_request_head(&mut s).await else {
+        return;
+    };
     log.lock().unwrap().push(format!(
         "{path} range={}",
         headers.get("range").cloned().unwrap_or_default()

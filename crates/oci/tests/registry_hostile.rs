@@ -5,6 +5,8 @@
 // Test code: a failed step panics on purpose, failing the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use banger_oci::manifest::{MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
 use banger_oci::registry::MAX_TOKEN_RESPONSE_BYTES;
 use banger_oci::{
@@ -19,7 +21,7 @@ use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 /// What an endless body may put in flight past the client's limit: the loopback socket
@@ -140,27 +142,9 @@ async fn serve(
     running: &AtomicU64,
     started: &AtomicBool,
 ) {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut tmp).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-        }
-    }
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let mut lines = text.split("\r\n");
-    let path = lines
-        .next()
-        .unwrap_or("")
-        .split(' ')
-        .nth(1)
-        .unwrap_or("")
-        .to_string();
-    let headers: HashMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
+    let Some((path, headers)) = common::read_request_head(&mut s).await else {
+        return;
+    };
     requests.lock().unwrap().push((
         path.clone(),
         headers.get("authorization").cloned().unwrap_or_default(),

@@ -14,11 +14,7 @@ pub fn agent_binary() -> PathBuf {
         assert!(p.is_file(), "BANGER_AGENT={} is not a file", p.display());
         return p;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let built = target.join("x86_64-unknown-linux-gnu/release/banger-agent");
+    let built = target_dir().join("x86_64-unknown-linux-gnu/release/banger-agent");
     assert!(
         built.is_file(),
         "the static guest agent is not built ({} missing): run scripts/build-agent.sh (scripts/test.sh does)",
@@ -58,15 +54,18 @@ pub fn impostor_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("BANGER_IMPOSTOR").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let built = target.join("debug/examples/impostor");
+    let built = target_dir().join("debug/examples/impostor");
     assert!(
         built.is_file(),
         "the impostor is not built ({} missing): run `cargo build -p banger-agent --example impostor` (scripts/test.sh does)",
         built.display()
     );
     built
+}
+
+/// The workspace's cargo target directory (`$CARGO_TARGET_DIR`, else `target/`).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
 }

@@ -66,8 +66,9 @@ pub const VM_INITRAMFS: &str = "initramfs.cpio";
 /// Draws this boot's agent secret and writes `<vm_dir>/initramfs.cpio`: the shared
 /// `cached` initramfs followed by a second newc archive holding only the secret at
 /// [`auth::SECRET_PATH`] (the kernel unpacks concatenated archives in order). The secret
-/// is also kept in `<vm_dir>/agent.key` for a daemon that adopts the VM later.
-pub fn agent_initramfs(cached: &Path, vm_dir: &Path) -> Result<(PathBuf, Vec<u8>), OpError> {
+/// is kept in `<vm_dir>/agent.key`, the one place every handshake (and a daemon that adopts
+/// the VM later) reads it from.
+pub fn agent_initramfs(cached: &Path, vm_dir: &Path) -> Result<PathBuf, OpError> {
     let mut secret = vec![0u8; auth::SECRET_LEN];
     crate::ids::secret_random(&mut secret)
         .map_err(|e| OpError::io("drawing the agent secret".to_string(), e))?;
@@ -94,7 +95,7 @@ pub fn agent_initramfs(cached: &Path, vm_dir: &Path) -> Result<(PathBuf, Vec<u8>
         .map_err(|e| OpError::Failed(format!("writing {}: {e}", out.display())))?;
     file.sync_all().map_err(|e| io("syncing", e))?;
     write_private(&vm_dir.join(AGENT_KEY), &secret)?;
-    Ok((out, secret))
+    Ok(out)
 }
 
 /// The secret of the VM's current boot, as [`agent_initramfs`] kept it.
@@ -184,7 +185,8 @@ mod tests {
         shared.file("init", 0o755, b"agent").unwrap();
         let (shared, _) = shared.finish().unwrap();
         std::fs::write(&cached, &shared).unwrap();
-        let (path, secret) = agent_initramfs(&cached, dir.path()).unwrap();
+        let path = agent_initramfs(&cached, dir.path()).unwrap();
+        let secret = read_agent_key(dir.path()).unwrap();
         assert_eq!(secret.len(), auth::SECRET_LEN);
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(
@@ -207,7 +209,6 @@ mod tests {
         .unwrap();
         assert_eq!(mode & 0o7777, 0o400);
         assert!(tail.windows(secret.len()).any(|w| w == &secret[..]));
-        assert_eq!(read_agent_key(dir.path()).unwrap(), secret);
         use std::os::unix::fs::PermissionsExt;
         let key_mode = std::fs::metadata(dir.path().join(AGENT_KEY))
             .unwrap()
@@ -215,7 +216,8 @@ mod tests {
             .mode();
         assert_eq!(key_mode & 0o777, 0o600);
         // A second boot draws another secret.
-        let (_, again) = agent_initramfs(&cached, dir.path()).unwrap();
+        agent_initramfs(&cached, dir.path()).unwrap();
+        let again = read_agent_key(dir.path()).unwrap();
         assert_ne!(again, secret);
     }
 

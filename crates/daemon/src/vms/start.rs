@@ -128,7 +128,7 @@ impl Vms {
         let dir = std::path::PathBuf::from(&row.dir);
         // This boot's agent secret, in the VM's own copy of the initramfs.
         let vm_dir = dir.clone();
-        let (initramfs, _secret) =
+        let initramfs =
             tokio::task::spawn_blocking(move || boot::agent_initramfs(&initramfs, &vm_dir))
                 .await
                 .map_err(|e| OpError::Failed(format!("initramfs build aborted: {e}")))??;

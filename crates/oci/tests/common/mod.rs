@@ -175,3 +175,33 @@ pub fn assert_same_as_umoci(layers: Vec<Layer>) -> (BTreeMap<String, Node>, Vec<
     assert_eq!(a.1, b.1, "hardlink groups differ");
     a
 }
+
+/// The request line's path and the (lower-cased) headers of one HTTP/1.1 request head read
+/// from `s`, for the in-process fake registries; `None` when the client went away first.
+pub async fn read_request_head(
+    s: &mut tokio::net::TcpStream,
+) -> Option<(String, std::collections::HashMap<String, String>)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut tmp).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let mut lines = text.split("\r\n");
+    let path = lines
+        .next()
+        .unwrap_or("")
+        .split(' ')
+        .nth(1)
+        .unwrap_or("")
+        .to_string();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Some((path, headers))
+}
