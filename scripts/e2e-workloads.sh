@@ -56,7 +56,8 @@ run() {
     else
         result=FAIL
         failed=$((failed + 1))
-        echo "e2e-workloads: $label: $(tail -n 3 <<<"$out")" >&2
+        # Guest output: control characters made visible before they reach the terminal.
+        echo "e2e-workloads: $label: $(tail -n 3 <<<"$out" | cat -v)" >&2
     fi
     rows+=("| $label | $result | $(printf '%.1f' "$(echo "$t1 - $t0" | bc)") s |")
 }
