@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Smoke test for a host whose KVM really boots guests: runs the VM and sandbox scenarios
 # (create / exec / stop / start / delete, the agent secret out of the guest's reach and
-# checked again by a restarted daemon, /dev/fd and delegated cgroups with the agent as
+# checked again by a restarted daemon, modules loaded on demand, /dev/fd and delegated cgroups with the agent as
 # PID 1, `vm run -- true`) once with `--vmm firecracker`
 # and once with `--vmm qemu` (QEMU + KVM), then prints create→ready, `vm run -- true` and
 # `vm exec -- true` round-trip timings of both side by side as a markdown table.
@@ -104,6 +104,9 @@ for vmm in firecracker qemu; do
     [ "$("$B" vm exec "s-$vmm" -- bash -c 'cat <(echo ok)')" = ok ] || die "--vmm $vmm: no /dev/fd"
     "$B" vm exec "s-$vmm" -- cat /sys/fs/cgroup/cgroup.subtree_control | grep -qw memory ||
         die "--vmm $vmm: no cgroup2 with the memory controller delegated"
+    # The modules disk (vdd): a module loaded on demand, by banger's modprobe and by the kernel.
+    "$B" vm exec "s-$vmm" -- bash -c 'modprobe veth && mount -t vfat none /mnt 2>/dev/null; grep -c "^veth \|^vfat " /proc/modules' |
+        grep -qx 2 || die "--vmm $vmm: modules do not load on demand from the modules disk"
     "$B" vm delete "s-$vmm" --force >/dev/null
     # The sandbox scenario: a one-shot command in a throw-away VM.
     "$B" vm run --image minbase --vmm "$vmm" --rm -q -- true || die "--vmm $vmm: vm run -- true failed"

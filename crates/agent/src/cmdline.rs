@@ -39,6 +39,8 @@ pub struct BootArgs {
     pub clock: Option<u64>,
     /// `banger.ready`.
     pub ready: Readiness,
+    /// `banger.modules=1`: the modules disk is attached.
+    pub modules: bool,
 }
 
 impl BootArgs {
@@ -51,6 +53,7 @@ impl BootArgs {
             net: Net::None,
             clock: None,
             ready: Readiness::default(),
+            modules: false,
         };
         let mut warnings = Vec::new();
         for word in cmdline.split_ascii_whitespace() {
@@ -88,6 +91,11 @@ impl BootArgs {
                     Some(r) => args.ready = r,
                     None => bad(),
                 },
+                keys::MODULES => match value {
+                    "1" => args.modules = true,
+                    "0" => args.modules = false,
+                    _ => bad(),
+                },
                 _ => {}
             }
         }
@@ -117,7 +125,7 @@ mod tests {
     fn keys_are_read_and_the_last_one_wins() {
         let (a, w) = BootArgs::parse(
             "console=ttyS0 banger.channel=serial banger.hostname=dev banger.init=agent \
-             banger.net=user banger.clock=1700000000 banger.hostname=box quiet\n",
+             banger.net=user banger.clock=1700000000 banger.hostname=box banger.modules=1 quiet\n",
         );
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(
@@ -129,6 +137,7 @@ mod tests {
                 net: Net::User,
                 clock: Some(1_700_000_000),
                 ready: Readiness::Sysinit,
+                modules: true,
             }
         );
     }

@@ -26,6 +26,7 @@ mod exec;
 mod fdio;
 mod files;
 mod keys;
+pub mod modprobe;
 mod power;
 mod reaper;
 mod server;

@@ -169,3 +169,15 @@ pub fn mknod(path: &Path, mode: u32, dev: libc::dev_t) -> io::Result<()> {
     // SAFETY: `p` is a valid C string; the rest are plain integers.
     cvt(unsafe { libc::mknod(p.as_ptr(), mode as libc::mode_t, dev) }).map(drop)
 }
+
+/// Loads the kernel module in the (uncompressed) file at `path` with `params`
+/// (`key=value …`).
+pub fn finit_module(path: &Path, params: &std::ffi::CStr) -> io::Result<()> {
+    let fd = open(path, libc::O_RDONLY, 0)?;
+    // SAFETY: finit_module(fd, params, flags) with an open fd and a valid C string.
+    let r = unsafe { libc::syscall(libc::SYS_finit_module, fd.as_raw_fd(), params.as_ptr(), 0) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,7 +1,8 @@
 //! What programs find in a guest, as on any Linux machine: `/dev/fd` and the `/dev/std*`
 //! links (bash's process substitution), cgroup2 with controllers to delegate, `/dev/mqueue`,
 //! sane limits and `LANG` — with the agent as PID 1 (minbase, no init) and with the
-//! image's systemd (dev). One `vm run` per image.
+//! image's systemd (dev); kernel modules loaded on demand and container engines'
+//! directories off the overlay. One VM per image.
 
 // Test code: a failed step panics on purpose, failing the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -30,7 +31,26 @@ fn line<'a>(out: &'a str, key: &str) -> &'a str {
 
 const COMMON: &str = "echo subst=$(cat <(echo ok)); \
     echo stdin=$(readlink /dev/stdin); \
-    echo controllers=$(cat /sys/fs/cgroup/cgroup.controllers)";
+    echo controllers=$(cat /sys/fs/cgroup/cgroup.controllers); \
+    echo loader=$(cat /proc/sys/kernel/modprobe); \
+    modprobe -v veth >/dev/null; echo veth=$(grep -c '^veth ' /proc/modules); \
+    mount -t vfat none /mnt 2>/dev/null; echo vfat=$(grep -c '^vfat ' /proc/modules); \
+    modprobe no-such-module 2>/dev/null; echo missing=$?; \
+    echo docker_fs=$(stat -f -c %T /var/lib/docker)";
+
+/// The kernel modules a workload asks for load on demand from banger's modules disk: by
+/// `modprobe` (there is none in these images: banger's stands in) and by the kernel itself
+/// (`fs-vfat` on a mount); container engines' directories are not on overlayfs.
+fn assert_modules_and_native_dirs(out: &str) {
+    assert!(
+        line(out, "loader").ends_with("/banger-modprobe"),
+        "the kernel's module loader: {out}"
+    );
+    assert_eq!(line(out, "veth"), "1", "modprobe veth: {out}");
+    assert_eq!(line(out, "vfat"), "1", "the kernel's own request: {out}");
+    assert_eq!(line(out, "missing"), "1", "{out}");
+    assert_eq!(line(out, "docker_fs"), "ext2/ext3", "{out}");
+}
 
 #[test]
 fn the_agent_as_pid_1_sets_up_what_programs_expect() {
@@ -65,6 +85,7 @@ fn the_agent_as_pid_1_sets_up_what_programs_expect() {
     assert_eq!(line(&out, "nofile"), "1024/524288", "{out}");
     assert_eq!(line(&out, "lang"), "C.UTF-8", "{out}");
     assert_eq!(line(&out, "runlock"), "1777", "{out}");
+    assert_modules_and_native_dirs(&out);
 }
 
 #[test]
@@ -105,5 +126,6 @@ fn with_systemd_the_first_command_finds_a_booted_machine() {
     for c in ["cpu", "memory", "pids"] {
         assert!(controllers.split(' ').any(|x| x == c), "{c}: {out}");
     }
+    assert_modules_and_native_dirs(&out);
     env.ok(&["vm", "delete", "d", "--force"]);
 }

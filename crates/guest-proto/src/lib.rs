@@ -51,6 +51,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod auth;
 pub mod frame;
+pub mod modindex;
 pub mod proc_net;
 
 /// The protocol version this crate speaks (2: the authenticated hello).
@@ -171,9 +172,12 @@ pub mod cmdline {
     pub const CLOCK: &str = "banger.clock";
     /// `banger.ready=none|sysinit|multi-user` (see [`super::Readiness`]).
     pub const READY: &str = "banger.ready";
+    /// `banger.modules=1`: [`super::disks::MODULES`] is the kernel's modules disk (see
+    /// [`super::modindex`]), to mount at `/lib/modules/<release>`.
+    pub const MODULES: &str = "banger.modules";
 }
 
-/// Guest disks, in the order the VMM attaches them (`/dev/vda`, `/dev/vdb`, `/dev/vdc`).
+/// Guest disks, in the order the VMM attaches them (`/dev/vda` … `/dev/vdd`).
 pub mod disks {
     /// The image's `rootfs.ext4`, read-only, shared by every VM of the image.
     pub const BASE: &str = "/dev/vda";
@@ -182,6 +186,9 @@ pub mod disks {
     /// The VM's persistent work disk, mounted at `/root`; seeded from the image's `/root`
     /// on first boot.
     pub const WORK: &str = "/dev/vdc";
+    /// The kernel's modules disk (read-only, shared by every VM of that kernel and agent),
+    /// attached when the command line has [`super::cmdline::MODULES`].
+    pub const MODULES: &str = "/dev/vdd";
 }
 
 /// Who runs as PID 1 once the root is assembled.

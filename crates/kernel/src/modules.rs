@@ -109,6 +109,16 @@ impl ModuleIndex {
             .map(|rel| self.dir.join(rel))
     }
 
+    /// Every module file: normalized name and path relative to [`Self::dir`], by name.
+    pub fn modules(&self) -> impl Iterator<Item = (&str, &Path)> {
+        self.paths.iter().map(|(n, p)| (n.as_str(), p.as_path()))
+    }
+
+    /// The modules compiled into the kernel.
+    pub fn builtin(&self) -> impl Iterator<Item = &String> {
+        self.builtin.iter()
+    }
+
     /// Number of module files the tree holds.
     pub fn len(&self) -> usize {
         self.paths.len()

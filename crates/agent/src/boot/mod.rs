@@ -128,14 +128,18 @@ fn early() -> Result<Boot, BootError> {
 
     modules::load_all(Path::new(MODULES));
     boot.reached(GuestStage::ModulesLoaded);
-    mounts::wait_for_disks()?;
+    mounts::wait_for_disks(boot.args.modules)?;
     mounts::assemble_root()?;
     boot.reached(GuestStage::RootAssembled);
     mounts::mount_work()?;
+    mounts::native_dirs();
     boot.reached(GuestStage::WorkMounted);
     mounts::switch_root()?;
     mounts::terminals()?;
     pid1::dev_links();
+    if boot.args.modules {
+        modules::attach_disk();
+    }
     configure::apply(&boot.args);
     boot.reached(GuestStage::Configured);
     Ok(boot)

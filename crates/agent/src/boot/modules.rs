@@ -8,8 +8,9 @@
 //! disk or channel right after, with this line above it on the console.
 
 use std::io;
-use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use banger_guest_proto::modindex;
 
 use crate::console::log;
 use crate::sys;
@@ -29,7 +30,7 @@ pub fn load_all(dir: &Path) {
             continue;
         }
         let path = dir.join(name);
-        match load(&path) {
+        match sys::finit_module(&path, c"") {
             Err(e) if e.raw_os_error() != Some(libc::EEXIST) => {
                 log!("module {}: {e}", path.display());
             }
@@ -38,12 +39,46 @@ pub fn load_all(dir: &Path) {
     }
 }
 
-fn load(path: &Path) -> io::Result<()> {
-    let fd = sys::open(path, libc::O_RDONLY, 0)?;
-    // SAFETY: finit_module(fd, params, flags) with an open fd and an empty C string.
-    let r = unsafe { libc::syscall(libc::SYS_finit_module, fd.as_raw_fd(), c"".as_ptr(), 0) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
+/// Where the modules disk goes: the kernel's own modules dir, where `modprobe` (banger's
+/// or kmod's) and people look.
+pub fn tree_dir() -> PathBuf {
+    Path::new("/lib/modules").join(sys::kernel_release())
+}
+
+/// Mounts the modules disk at [`tree_dir`] and makes its `banger-modprobe` the kernel's
+/// module loader (`/proc/sys/kernel/modprobe`), so modules load when first asked for.
+/// An image that ships its own modules for this kernel keeps them: nothing is mounted.
+/// With no `modprobe` in the image, `/usr/sbin/modprobe` becomes a link to banger's, for
+/// programs that run it themselves (Docker runs `modprobe overlay`). Failures are logged,
+/// not fatal: only workloads that need a module notice.
+pub fn attach_disk() {
+    let dir = tree_dir();
+    let has_own = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some());
+    if has_own {
+        log!(
+            "{} exists in the image: its modules are used, not banger's modules disk",
+            dir.display()
+        );
+        return;
     }
-    Ok(())
+    if let Err(e) = super::mounts::mount_modules(&dir) {
+        log!("modules disk: {e}");
+        return;
+    }
+    let helper = dir.join(modindex::MODPROBE_FILE);
+    if let Err(e) = std::fs::write(
+        "/proc/sys/kernel/modprobe",
+        helper.as_os_str().as_encoded_bytes(),
+    ) {
+        log!("setting the kernel's modprobe to {}: {e}", helper.display());
+    }
+    let has_modprobe = ["/sbin", "/usr/sbin", "/bin", "/usr/bin"]
+        .iter()
+        .any(|d| std::fs::symlink_metadata(Path::new(d).join("modprobe")).is_ok());
+    if !has_modprobe
+        && Path::new("/usr/sbin").is_dir()
+        && let Err(e) = std::os::unix::fs::symlink(&helper, "/usr/sbin/modprobe")
+    {
+        log!("linking /usr/sbin/modprobe to {}: {e}", helper.display());
+    }
 }

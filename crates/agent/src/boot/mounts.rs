@@ -83,11 +83,13 @@ pub fn pseudo_filesystems() -> Result<(), BootError> {
 }
 
 /// Waits for the three disks the VMM attaches.
-pub fn wait_for_disks() -> Result<(), BootError> {
+pub fn wait_for_disks(modules: bool) -> Result<(), BootError> {
     let start = Instant::now();
+    let modules = modules.then_some(disks::MODULES);
     loop {
         let missing: Vec<&str> = [disks::BASE, disks::UPPER, disks::WORK]
             .into_iter()
+            .chain(modules)
             .filter(|d| !fs::metadata(d).is_ok_and(|m| m.file_type().is_block_device()))
             .collect();
         if missing.is_empty() {
@@ -102,6 +104,12 @@ pub fn wait_for_disks() -> Result<(), BootError> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The modules disk, read-only at `dir` (created when missing).
+pub fn mount_modules(dir: &Path) -> Result<(), BootError> {
+    let target = dir.to_string_lossy();
+    mount(disks::MODULES, &target, "ext4", libc::MS_RDONLY, "noload")
 }
 
 /// Lower and upper disks, and the overlay of the two at `/.banger/root`.
@@ -149,6 +157,53 @@ pub fn mount_work() -> Result<(), BootError> {
         Err(e) => return Err(BootError(format!("{}: {e}", target.display()))),
     }
     move_mount(WORK, &target)
+}
+
+/// Directories of container engines, which keep overlay filesystems of their own there
+/// and refuse (or crawl with copies) when that directory is itself on overlayfs, as the
+/// guest's root is: each is bind-mounted from `volumes/` on the VM's upper disk (plain
+/// ext4, kept across restarts like the rest of the VM's changes). What the image has at
+/// those paths is hidden.
+const NATIVE_DIRS: [&str; 3] = ["var/lib/docker", "var/lib/containerd", "var/lib/containers"];
+
+/// Mounts [`NATIVE_DIRS`] into the new root. A path whose parents are not plain
+/// directories in the image (a symlink, a file) is left alone: the guest's own paths
+/// never steer a mount elsewhere. Failures are logged, not fatal.
+pub fn native_dirs() {
+    for dir in NATIVE_DIRS {
+        let rel = Path::new(dir);
+        let plain = rel
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty())
+            .all(|a| fs::symlink_metadata(Path::new(ROOT).join(a)).is_ok_and(|m| m.is_dir()));
+        let target = Path::new(ROOT).join(rel);
+        let target_ok = match fs::symlink_metadata(&target) {
+            Ok(m) => m.is_dir(),
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        };
+        if !plain || !target_ok {
+            log!("/{dir}: not a plain directory path in the image; left on the overlay");
+            continue;
+        }
+        let source = Path::new(UPPER)
+            .join("volumes")
+            .join(rel.file_name().unwrap_or_default());
+        let made = mkdir_p(&source, 0o711).and_then(|()| mkdir_p(&target, 0o711));
+        let bound = made.and_then(|()| {
+            sys::mount(
+                &source.to_string_lossy(),
+                &target,
+                None,
+                libc::MS_BIND,
+                None,
+            )
+            .context(|| format!("bind {} to /{dir}", source.display()))
+        });
+        if let Err(e) = bound {
+            log!("{e}");
+        }
+    }
 }
 
 fn sync_fs(dir: &Path) -> io::Result<()> {

@@ -57,6 +57,43 @@ pub fn initramfs(
     Ok(out)
 }
 
+/// The modules disk of `image`'s kernel (every module, decompressed, and the agent as the
+/// guest's `modprobe`; see `banger_kernel::modules_disk`), built if not cached; `None`
+/// for a kernel without a modules tree (everything built in). Cached as
+/// `<cache_dir>/<key>.modules.ext4`, the key hashing the agent binary and the tree's path
+/// (trees are stored by content digest, so the path names the content).
+pub fn modules_disk(cache_dir: &Path, image: &Image) -> Result<Option<PathBuf>, OpError> {
+    let Some(modules_dir) = image.modules_dir.as_deref().map(Path::new) else {
+        return Ok(None);
+    };
+    if !modules_dir.is_dir() {
+        return Ok(None);
+    }
+    let agent = agent_binary()?;
+    let mut key = Sha256::new();
+    hash_file(&mut key, &agent)?;
+    key.update(modules_dir.as_os_str().as_encoded_bytes());
+    let name: String = key
+        .finalize()
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::create_dir_all(cache_dir)
+        .map_err(|e| OpError::io(format!("creating {}", cache_dir.display()), e))?;
+    let out = cache_dir.join(format!("{name}.modules.ext4"));
+    if out.is_file() {
+        return Ok(Some(out));
+    }
+    banger_kernel::build_modules_disk(modules_dir, &agent, &out).map_err(|e| {
+        OpError::Failed(format!(
+            "building the modules disk of image {}'s kernel: {e}",
+            image.name
+        ))
+    })?;
+    Ok(Some(out))
+}
+
 /// The file in a VM's directory that keeps its boot's agent secret, for a restarted daemon
 /// (mode 0600, in the 0700 state directory).
 pub const AGENT_KEY: &str = "agent.key";
@@ -146,6 +183,7 @@ pub fn kernel_cmdline(
     init: InitMode,
     ready: Readiness,
     net: bool,
+    modules: bool,
     extra: &[String],
 ) -> String {
     let now = std::time::SystemTime::now()
@@ -168,6 +206,7 @@ pub fn kernel_cmdline(
         format!("{}={now}", cmdline::CLOCK),
     ]
     .into_iter()
+    .chain(modules.then(|| format!("{}=1", cmdline::MODULES)))
     .chain(extra.iter().cloned())
     .collect::<Vec<_>>()
     .join(" ")
@@ -223,22 +262,33 @@ mod tests {
 
     #[test]
     fn cmdline_carries_the_agent_keys() {
-        let c = kernel_cmdline("dev", true, InitMode::Image, Readiness::Sysinit, false, &[]);
+        let c = kernel_cmdline(
+            "dev",
+            true,
+            InitMode::Image,
+            Readiness::Sysinit,
+            false,
+            false,
+            &[],
+        );
         assert!(c.contains("banger.ready=sysinit"), "{c}");
         assert!(c.contains("banger.channel=vsock"), "{c}");
         assert!(c.contains("banger.hostname=dev"), "{c}");
         assert!(c.contains("banger.init=image"), "{c}");
         assert!(c.contains("banger.net=none"), "{c}");
         assert!(c.contains("banger.clock="), "{c}");
+        assert!(!c.contains("banger.modules"), "{c}");
         let c = kernel_cmdline(
             "x",
             false,
             InitMode::Auto,
             Readiness::None,
             true,
+            true,
             &["loglevel=7".into()],
         );
         assert!(c.contains("banger.channel=serial") && c.contains("banger.net=user"));
+        assert!(c.contains(" banger.modules=1 "), "{c}");
         assert!(
             c.ends_with(" loglevel=7"),
             "the user's arguments come last: {c}"

@@ -125,6 +125,12 @@ impl Vms {
         .await
         .map_err(|e| OpError::Failed(format!("initramfs build aborted: {e}")))??;
 
+        let (cache, for_build) = (self.layout.initramfs_dir(), image.clone());
+        let modules_disk =
+            tokio::task::spawn_blocking(move || boot::modules_disk(&cache, &for_build))
+                .await
+                .map_err(|e| OpError::Failed(format!("modules disk build aborted: {e}")))??;
+
         let dir = std::path::PathBuf::from(&row.dir);
         // This boot's agent secret, in the VM's own copy of the initramfs.
         let vm_dir = dir.clone();
@@ -154,6 +160,7 @@ impl Vms {
                 spec.init,
                 spec.ready,
                 with_net,
+                modules_disk.is_some(),
                 &spec.kernel_args,
             ),
             disks: vec![
@@ -169,7 +176,13 @@ impl Vms {
                     path: work_disk,
                     read_only: false,
                 },
-            ],
+            ]
+            .into_iter()
+            .chain(modules_disk.map(|path| DiskConfig {
+                path,
+                read_only: true,
+            }))
+            .collect(),
             channel: if vsock {
                 ChannelKind::Vsock
             } else {
