@@ -60,8 +60,10 @@ pub fn initramfs(
 /// The modules disk of `image`'s kernel (every module, decompressed, and the agent as the
 /// guest's `modprobe`; see `banger_kernel::modules_disk`), built if not cached; `None`
 /// for a kernel without a modules tree (everything built in). Cached as
-/// `<cache_dir>/<key>.modules.ext4`, the key hashing the agent binary and the tree's path
-/// (trees are stored by content digest, so the path names the content).
+/// `<cache_dir>/<tree>-<agent>.modules.ext4`, hashes of the tree's path (trees are stored by
+/// content digest, so the path names the content) and of the agent binary. Building one
+/// removes the disks of the same tree made for other agents (about 100 MB each): running
+/// VMs keep theirs open, and a restarted VM boots the current agent anyway.
 pub fn modules_disk(cache_dir: &Path, image: &Image) -> Result<Option<PathBuf>, OpError> {
     let Some(modules_dir) = image.modules_dir.as_deref().map(Path::new) else {
         return Ok(None);
@@ -69,29 +71,45 @@ pub fn modules_disk(cache_dir: &Path, image: &Image) -> Result<Option<PathBuf>, 
     if !modules_dir.is_dir() {
         return Ok(None);
     }
-    let agent = agent_binary()?;
-    let mut key = Sha256::new();
-    hash_file(&mut key, &agent)?;
-    key.update(modules_dir.as_os_str().as_encoded_bytes());
-    let name: String = key
-        .finalize()
-        .iter()
-        .take(12)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    cached_modules_disk(cache_dir, modules_dir, &agent_binary()?)
+        .map(Some)
+        .map_err(|e| match e {
+            OpError::Failed(why) => OpError::Failed(format!("image {}: {why}", image.name)),
+            other => other,
+        })
+}
+
+fn cached_modules_disk(
+    cache_dir: &Path,
+    modules_dir: &Path,
+    agent: &Path,
+) -> Result<PathBuf, OpError> {
+    let short =
+        |digest: &[u8]| -> String { digest.iter().take(8).map(|b| format!("{b:02x}")).collect() };
+    let tree = short(&Sha256::digest(modules_dir.as_os_str().as_encoded_bytes()));
+    let mut agent_hash = Sha256::new();
+    hash_file(&mut agent_hash, agent)?;
+    let name = format!("{tree}-{}.modules.ext4", short(&agent_hash.finalize()));
     std::fs::create_dir_all(cache_dir)
         .map_err(|e| OpError::io(format!("creating {}", cache_dir.display()), e))?;
-    let out = cache_dir.join(format!("{name}.modules.ext4"));
+    let out = cache_dir.join(&name);
     if out.is_file() {
-        return Ok(Some(out));
+        return Ok(out);
     }
-    banger_kernel::build_modules_disk(modules_dir, &agent, &out).map_err(|e| {
-        OpError::Failed(format!(
-            "building the modules disk of image {}'s kernel: {e}",
-            image.name
-        ))
-    })?;
-    Ok(Some(out))
+    banger_kernel::build_modules_disk(modules_dir, agent, &out)
+        .map_err(|e| OpError::Failed(format!("building the kernel's modules disk: {e}")))?;
+    if let Ok(entries) = std::fs::read_dir(cache_dir) {
+        for e in entries.flatten() {
+            let other = e.file_name().to_string_lossy().into_owned();
+            if other != name
+                && other.starts_with(&format!("{tree}-"))
+                && other.ends_with(".modules.ext4")
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The file in a VM's directory that keeps its boot's agent secret, for a restarted daemon
@@ -258,6 +276,28 @@ mod tests {
         agent_initramfs(&cached, dir.path()).unwrap();
         let again = read_agent_key(dir.path()).unwrap();
         assert_ne!(again, secret);
+    }
+
+    #[test]
+    fn a_new_agent_replaces_the_trees_old_modules_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("lib/modules/6.1.0-test");
+        std::fs::create_dir_all(tree.join("kernel")).unwrap();
+        let agent = dir.path().join("agent");
+        std::fs::write(&agent, b"\x7fELF one").unwrap();
+        let cache = dir.path().join("cache");
+        let first = cached_modules_disk(&cache, &tree, &agent).unwrap();
+        let again = cached_modules_disk(&cache, &tree, &agent).unwrap();
+        assert_eq!(again, first, "cached");
+        std::fs::write(&agent, b"\x7fELF two").unwrap();
+        let second = cached_modules_disk(&cache, &tree, &agent).unwrap();
+        assert_ne!(first, second);
+        assert!(second.is_file() && !first.exists(), "the old disk is gone");
+        // Another kernel's disk stays.
+        let other_tree = dir.path().join("lib/modules/6.1.0-other");
+        std::fs::create_dir_all(&other_tree).unwrap();
+        let other = cached_modules_disk(&cache, &other_tree, &agent).unwrap();
+        assert!(other.is_file() && second.is_file());
     }
 
     #[test]
