@@ -190,3 +190,42 @@ fn a_create_rm_vm_goes_when_stopped_and_leased_vms_not_past_a_restart() {
     env.ok(&["vm", "kill", "kept"]);
     wait_vm_gone(&env, &kept);
 }
+
+/// `bangerd` started by hand (as a service manager would), not by the CLI, applies
+/// config.toml's `[daemon]` table: `accel = "tcg"` shows in a VM's acceleration reason.
+#[test]
+fn a_bangerd_started_directly_applies_the_daemon_table() {
+    let _one = serial();
+    let env = TestEnv::new();
+    env.write_config("[daemon]\naccel = \"tcg\"\n");
+    let mut daemon = env
+        .bangerd_cmd(&[])
+        .env_remove("BANGER_ACCEL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning bangerd");
+    banger_testkit::wait::until_for("bangerd to answer", VM_DEADLINE, || {
+        env.banger(&["daemon", "status"]).status.success()
+    });
+    assert_eq!(
+        env.daemon_pid(),
+        daemon.id() as i32,
+        "the CLI found our daemon"
+    );
+    let image = env.debian_image("minbase");
+    env.ok(&[
+        "vm", "create", "tcg", "--image", &image, "--cpus", "1", "--rm", "-q",
+    ]);
+    let vm = env.json(&["vm", "show", "tcg"]);
+    assert_eq!(vm["accel"], "tcg", "{vm}");
+    assert_eq!(
+        vm["accel_reason"], "software emulation (TCG), as configured",
+        "{vm}"
+    );
+    env.ok(&["vm", "kill", "tcg"]);
+    wait_vm_gone(&env, &vm);
+    env.ok(&["daemon", "stop"]);
+    daemon.wait().expect("reap bangerd");
+}
