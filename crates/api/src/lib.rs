@@ -9,8 +9,10 @@
 //! declaration.
 //!
 //! This crate holds only data (and [`text`], the one rule for printing untrusted text): no
-//! I/O beyond reading environment variables and checking directories for [`layout`].
+//! I/O beyond reading environment variables and checking directories for [`layout`], and
+//! reading the configuration file's `[daemon]` table for [`config`].
 
+pub mod config;
 pub mod error;
 pub mod image;
 pub mod kernel;

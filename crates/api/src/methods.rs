@@ -131,6 +131,7 @@ pub mod kernel {
 /// `vm.*`.
 pub mod vm {
     use crate::system::Empty;
+    use crate::vm::VmHoldEnded;
     use crate::vm::{
         EXEC_UPGRADE, STREAM_UPGRADE, Vm, VmCpGetParams, VmCpPutParams, VmCreateParams,
         VmDeleteParams, VmDeleted, VmExecParams, VmList, VmLogs, VmLogsParams, VmPorts,
@@ -149,6 +150,11 @@ pub mod vm {
         Logs = "vm.logs", streaming: VmLogsParams => VmLogs
     );
     method!(Ports = "vm.ports", plain: VmRef => VmPorts);
+    method!(
+        /// A lease for `vm.create`'s `lease`: its first event carries the id; it lasts
+        /// until the client goes away (its VMs are then killed and deleted).
+        Hold = "vm.hold", streaming: Empty => VmHoldEnded
+    );
     method!(Exec = "vm.exec", upgrade(EXEC_UPGRADE): VmExecParams);
     method!(CpPut = "vm.cp.put", upgrade(STREAM_UPGRADE): VmCpPutParams);
     method!(CpGet = "vm.cp.get", upgrade(STREAM_UPGRADE): VmCpGetParams);

@@ -92,6 +92,10 @@ pub enum PullEvent {
     Done {
         elapsed_ms: u64,
     },
+    /// `vm.hold`: the lease is held from now on; pass `id` as `vm.create`'s `lease`.
+    Lease {
+        id: String,
+    },
 }
 
 /// One line of an `application/x-ndjson` response: events, then exactly one `result` or

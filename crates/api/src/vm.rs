@@ -116,6 +116,14 @@ pub struct VmCreateParams {
     /// `none`, `sysinit` (default: systemd's sysinit.target) or `multi-user`.
     #[serde(default)]
     pub ready: Option<String>,
+    /// Delete the VM when it stops, for whatever reason (`vm stop`, `vm kill`, the guest
+    /// powering off, its VMM dying, a failed boot): Docker's `--rm`.
+    #[serde(default)]
+    pub auto_remove: bool,
+    /// A lease from `vm.hold` (needs `auto_remove`): the VM is also killed and deleted
+    /// when the client holding the lease goes away, and when the daemon restarts.
+    #[serde(default)]
+    pub lease: Option<String>,
 }
 
 /// A guest port published on the host.
@@ -203,6 +211,13 @@ pub struct VmDeleteParams {
     /// Kill a running VM first instead of refusing.
     #[serde(default)]
     pub force: bool,
+}
+
+/// Result of `vm.hold`: the lease ended cleanly (the daemon is shutting down). A client
+/// that goes away instead ends it by vanishing, which kills and deletes its VMs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VmHoldEnded {
+    pub lease: String,
 }
 
 /// Result of `vm.delete`.
@@ -299,6 +314,12 @@ pub struct Vm {
     pub dir: String,
     pub created_at: String,
     pub started_at: Option<String>,
+    /// Deleted when it stops (`vm.create`'s `auto_remove`).
+    #[serde(default)]
+    pub auto_remove: bool,
+    /// Also deleted when the client holding its lease goes away (`vm.hold`).
+    #[serde(default)]
+    pub leased: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -50,8 +50,8 @@ pub fn daemon_binary() -> PathBuf {
     PathBuf::from("bangerd")
 }
 
-/// Spawns a detached daemon for `layout`, with this process's environment and the
-/// config file's `[daemon]` settings, and waits until it answers `ping`.
+/// Spawns a detached daemon for `layout`, with this process's environment (so it reads
+/// the same config file), and waits until it answers `ping`.
 pub async fn start_daemon(layout: &Layout) -> anyhow::Result<PingResult> {
     check_shared_tmp_dirs(layout)?;
     std::fs::create_dir_all(&layout.state_dir)
@@ -63,8 +63,8 @@ pub async fn start_daemon(layout: &Layout) -> anyhow::Result<PingResult> {
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
     let binary = daemon_binary();
-    // `[daemon]` of config.toml: read now, so a bad file is reported before a daemon runs.
-    let settings = crate::config::Config::load()?.daemon;
+    // The daemon reads config.toml's `[daemon]` itself; a bad file is reported here first.
+    crate::config::Config::load()?;
     let mut child = Command::new(&binary)
         // Explicit directories: the daemon serves exactly the layout this CLI talks to.
         .arg("--state-dir")
@@ -73,7 +73,6 @@ pub async fn start_daemon(layout: &Layout) -> anyhow::Result<PingResult> {
         .arg(&layout.cache_dir)
         .arg("--runtime-dir")
         .arg(&layout.runtime_dir)
-        .args(settings.args())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)

@@ -28,8 +28,8 @@
 //! vmm = "auto"            # "auto", "qemu" or "firecracker" (see `banger vm create --help`)
 //! console_log_max = "8MiB" # serial console kept on the host per VM, the newest (64KiB-256MiB)
 //!
-//! # How the CLI starts bangerd when it is not running (read at that moment: restart the
-//! # daemon with `banger daemon stop` for a change to apply).
+//! # How bangerd runs VMs: read by bangerd itself when it starts, however it is started
+//! # (its flags win; restart it with `banger daemon stop` for a change to apply).
 //! [daemon]
 //! firecracker = "/usr/local/bin/firecracker"  # default: $BANGER_FIRECRACKER, then PATH
 //! accel = "auto"          # "auto" (probe KVM), "kvm" (trust /dev/kvm, no probe), "tcg"
@@ -52,7 +52,7 @@ pub const DEFAULT_IMAGE: &str = "debian:bookworm";
 /// `default_kernel` when the file does not set it.
 pub const DEFAULT_KERNEL: &str = "default";
 /// The environment variable naming another configuration file.
-pub const CONFIG_ENV: &str = "BANGER_CONFIG";
+pub use banger_api::config::CONFIG_ENV;
 
 /// Where an effective value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,32 +118,12 @@ pub struct Config {
     pub daemon: DaemonSettings,
 }
 
-/// How an auto-started `bangerd` runs (`[daemon]`); `None`: its own defaults.
+/// How `bangerd` runs (`[daemon]`, which it reads itself); `None`: its own defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DaemonSettings {
     pub firecracker: Option<Setting<PathBuf>>,
     pub accel: Option<Setting<String>>,
     pub jailer: Option<Setting<PathBuf>>,
-}
-
-impl DaemonSettings {
-    /// The `bangerd` arguments these settings stand for.
-    pub fn args(&self) -> Vec<std::ffi::OsString> {
-        let mut args = Vec::new();
-        if let Some(fc) = &self.firecracker {
-            args.push("--firecracker".into());
-            args.push(fc.value.clone().into_os_string());
-        }
-        if let Some(accel) = &self.accel {
-            args.push("--accel".into());
-            args.push(accel.value.clone().into());
-        }
-        if let Some(jailer) = &self.jailer {
-            args.push("--jailer".into());
-            args.push(jailer.value.clone().into_os_string());
-        }
-        args
-    }
 }
 
 /// The file as written: every key optional, values checked after parsing so that each
@@ -156,16 +136,8 @@ struct RawConfig {
     default_kernel: Option<toml::Value>,
     #[serde(default)]
     vm: RawVm,
-    #[serde(default)]
-    daemon: RawDaemon,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDaemon {
-    firecracker: Option<toml::Value>,
-    accel: Option<toml::Value>,
-    jailer: Option<toml::Value>,
+    /// Checked by `banger_api::config`, bangerd's reader too.
+    daemon: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -181,41 +153,7 @@ struct RawVm {
     console_log_max: Option<toml::Value>,
 }
 
-/// The configuration file's path: `$BANGER_CONFIG`, else `$XDG_CONFIG_HOME/banger/config.toml`,
-/// else `~/.config/banger/config.toml`.
-pub fn config_path() -> PathBuf {
-    if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
-        return PathBuf::from(p);
-    }
-    config_dir().join("config.toml")
-}
-
-/// `$XDG_CONFIG_HOME/banger` (relative or empty values ignored, as the XDG spec says),
-/// else `$HOME/.config/banger`.
-pub fn config_dir() -> PathBuf {
-    let xdg = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute());
-    xdg.unwrap_or_else(|| home_dir().join(".config"))
-        .join("banger")
-}
-
-/// `$HOME` (tests set it), else the password database's home, else `/`.
-pub fn home_dir() -> PathBuf {
-    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(h);
-    }
-    // SAFETY: getpwuid returns a pointer into static storage or null; we copy out at once.
-    unsafe {
-        let pw = libc::getpwuid(libc::getuid());
-        if !pw.is_null() && !(*pw).pw_dir.is_null() {
-            let dir = std::ffi::CStr::from_ptr((*pw).pw_dir);
-            use std::os::unix::ffi::OsStrExt;
-            return PathBuf::from(std::ffi::OsStr::from_bytes(dir.to_bytes()));
-        }
-    }
-    PathBuf::from("/")
-}
+pub use banger_api::config::{config_dir, config_path, home_dir};
 
 impl Config {
     /// Reads the file at [`config_path`] (absent: all defaults).
@@ -387,18 +325,12 @@ impl Config {
                 format!("{b} bytes is out of range; give 64KiB to 256MiB"),
             ));
         }
-        let absolute =
-            |key: &str, v: Option<toml::Value>| -> Result<Option<PathBuf>, ConfigError> {
-                match string(key, v)?.map(PathBuf::from) {
-                    Some(p) if !p.is_absolute() => {
-                        Err(err(key, format!("{p:?} is not an absolute path")))
-                    }
-                    other => Ok(other),
-                }
-            };
-        let firecracker = absolute("daemon.firecracker", raw.daemon.firecracker)?;
-        let jailer = absolute("daemon.jailer", raw.daemon.jailer)?;
-        let accel = choice("daemon.accel", raw.daemon.accel, &["auto", "kvm", "tcg"])?;
+        let daemon =
+            banger_api::config::DaemonConfig::from_table(raw.daemon).map_err(|e| ConfigError {
+                path: path.to_path_buf(),
+                key: e.key,
+                message: e.message,
+            })?;
         fn from<T>(file: &Source) -> impl Fn(T) -> Setting<T> + '_ {
             move |v| Setting::new(v, file.clone())
         }
@@ -419,9 +351,9 @@ impl Config {
                 console_log_max: console_log_max.map(from(&file)),
             },
             daemon: DaemonSettings {
-                firecracker: firecracker.map(from(&file)),
-                accel: accel.map(from(&file)),
-                jailer: jailer.map(from(&file)),
+                firecracker: daemon.firecracker.map(from(&file)),
+                accel: daemon.accel.map(from(&file)),
+                jailer: daemon.jailer.map(from(&file)),
             },
         })
     }
@@ -645,18 +577,18 @@ jailer = "/opt/fc/jailer"
             Some(Setting::new(1 << 20, file.clone()))
         );
         assert_eq!(
-            c.daemon.args(),
-            [
-                "--firecracker",
-                "/opt/fc/firecracker",
-                "--accel",
-                "kvm",
-                "--jailer",
-                "/opt/fc/jailer"
-            ]
-            .map(std::ffi::OsString::from)
+            c.daemon.firecracker,
+            Some(Setting::new("/opt/fc/firecracker".into(), file.clone()))
         );
-        assert!(parse("").expect("empty").daemon.args().is_empty());
+        assert_eq!(
+            c.daemon.accel,
+            Some(Setting::new("kvm".into(), file.clone()))
+        );
+        assert_eq!(
+            c.daemon.jailer.map(|s| s.value),
+            Some("/opt/fc/jailer".into())
+        );
+        assert_eq!(parse("").expect("empty").daemon, DaemonSettings::default());
     }
 
     #[test]

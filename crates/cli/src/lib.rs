@@ -52,6 +52,7 @@ fn cli_layout(cli: &Cli) -> anyhow::Result<Layout> {
 }
 
 pub fn main() -> ExitCode {
+    output::end_quietly_on_broken_pipe();
     let cli = Cli::parse();
     let layout = match cli_layout(&cli) {
         Ok(layout) => layout,

@@ -115,9 +115,64 @@ pub fn json_string<T: serde::Serialize>(value: &T) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(value)?)
 }
 
+/// Makes a print to a closed pipe (`banger … | head`, `banger … 2>&1 | true`) end this
+/// process the way SIGPIPE ends a Unix tool (status 141 in the shell) instead of with a
+/// panic: Rust ignores SIGPIPE, so `println!`/`eprintln!` panic on EPIPE. Restoring
+/// SIGPIPE's default up front instead would also let a daemon closing our socket kill us
+/// silently mid-write. What a dead `vm run --rm` leaves, the daemon's lease removes.
+pub fn end_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if is_broken_pipe_print(panic_message(info.payload())) {
+            die_of_sigpipe();
+        }
+        default(info);
+    }));
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("")
+}
+
+/// The standard library's panic of a failed `print!` family write to a closed pipe.
+fn is_broken_pipe_print(message: &str) -> bool {
+    message.starts_with("failed printing to std")
+        && message.contains(&std::io::Error::from_raw_os_error(libc::EPIPE).to_string())
+}
+
+/// Ends the process by SIGPIPE, as the kernel would end a writer to a closed pipe.
+pub fn die_of_sigpipe() -> ! {
+    // SAFETY: restoring a signal's default disposition and raising it have no
+    // preconditions; the process ends at the raise.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    std::process::exit(128 + libc::SIGPIPE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_print_to_a_closed_pipe_counts_as_one() {
+        let epipe = std::io::Error::from_raw_os_error(libc::EPIPE);
+        assert!(is_broken_pipe_print(&format!(
+            "failed printing to stdout: {epipe}"
+        )));
+        assert!(is_broken_pipe_print(&format!(
+            "failed printing to stderr: {epipe}"
+        )));
+        assert!(!is_broken_pipe_print(
+            "failed printing to stdout: No space left on device"
+        ));
+        assert!(!is_broken_pipe_print("index out of bounds"));
+    }
 
     #[test]
     fn sizes_are_human() {

@@ -141,6 +141,8 @@ impl PullProgress {
                     None => write(),
                 }
             }
+            // The client reads it; nothing to show.
+            PullEvent::Lease { .. } => {}
             PullEvent::Done { elapsed_ms } => {
                 self.line(&format!("Done in {:.1}s", *elapsed_ms as f64 / 1000.0))
             }

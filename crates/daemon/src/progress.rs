@@ -61,6 +61,14 @@ impl OpContext {
         self.events.is_some() && !self.quiet
     }
 
+    /// Resolves once the client has gone away (never for a detached operation).
+    pub async fn closed(&self) {
+        match &self.events {
+            Some(tx) => tx.closed().await,
+            None => std::future::pending().await,
+        }
+    }
+
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::Relaxed);
     }

@@ -66,8 +66,12 @@ pub async fn run(layout: Layout, vm_host: crate::vms::HostOptions) -> anyhow::Re
     // VMs outlive the daemon: adopt the live ones again before clients can ask about them.
     let report = state.vms.adopt_all().await.context("re-adopting VMs")?;
     state.vms.spawn_clock_watch();
-    if !report.adopted.is_empty() || !report.stopped.is_empty() || !report.swept_dirs.is_empty() {
-        tracing::info!(adopted = ?report.adopted, stopped = ?report.stopped, swept = report.swept_dirs.len(), "VMs after restart");
+    if !report.adopted.is_empty()
+        || !report.stopped.is_empty()
+        || !report.removed.is_empty()
+        || !report.swept_dirs.is_empty()
+    {
+        tracing::info!(adopted = ?report.adopted, stopped = ?report.stopped, removed = ?report.removed, swept = report.swept_dirs.len(), "VMs after restart");
     }
     spawn_signal_handler(state.clone())?;
     tracing::info!(socket = %socket.display(), pid = std::process::id(), version = env!("CARGO_PKG_VERSION"), "bangerd ready");

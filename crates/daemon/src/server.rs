@@ -93,6 +93,8 @@ pub async fn serve(listener: UnixListener, state: Arc<DaemonState>) {
         }
     }
     drop(listener);
+    // `vm.hold` calls last as long as their clients: end them so the drain can finish.
+    state.vms.release_leases();
     let _ = stop_tx.send(true);
     let drain = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {

@@ -45,8 +45,8 @@ Keys:
   net                 \"user\" (rootless NAT, DNS, published ports) or \"none\"
   init                \"auto\", \"agent\" or \"image\" (who runs as PID 1)
   vmm                 \"auto\", \"qemu\" or \"firecracker\" (see `banger vm create --help`)
-  [daemon]            how the CLI starts bangerd when none runs (`banger daemon stop` to
-                      apply a change)
+  [daemon]            how bangerd runs VMs; read by bangerd itself when it starts, however
+                      it is started (its flags win; `banger daemon stop` to apply a change)
   firecracker         absolute path of the Firecracker binary [default: $BANGER_FIRECRACKER,
                       then PATH]
   accel               \"auto\" (probe KVM), \"kvm\" (trust /dev/kvm, no probe) or \"tcg\"

@@ -3,7 +3,7 @@
 
 use banger_api::methods::ssh;
 use banger_api::methods::vm::{
-    CpGet, CpPut, Create, Delete, Exec, Kill, List, Logs, Ports, Proxy, Show, Start, Stop,
+    CpGet, CpPut, Create, Delete, Exec, Hold, Kill, List, Logs, Ports, Proxy, Show, Start, Stop,
 };
 
 use super::Table;
@@ -17,6 +17,7 @@ pub(super) fn register(t: &mut Table) {
     t.call::<List, _, _>(|s, _, _| async move { s.vms.list() });
     t.call::<Show, _, _>(|s, p, _| async move { s.vms.show(&p.vm) });
     t.call::<Logs, _, _>(|s, p, ctx| async move { s.vms.logs(p, &ctx).await });
+    t.call::<Hold, _, _>(|s, _, ctx| async move { s.vms.hold(&ctx).await });
     t.call::<Ports, _, _>(|s, p, _| async move { s.vms.ports(p).await });
     t.blocking::<ssh::Config, _>(|s, _, _| s.vms.ssh_info());
     t.upgrade::<Exec, _, _>(|s, p| async move { s.vms.exec(p).await });

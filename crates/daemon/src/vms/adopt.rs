@@ -1,7 +1,9 @@
 //! Daemon start: VMs whose processes still run are adopted again (their agent redials the
 //! new listener; one still starting resumes its readiness wait); VMs whose VMM died
 //! meanwhile are marked stopped with exactly their leftovers removed; VM directories no
-//! record owns are swept.
+//! record owns are swept. VMs created under a `vm.hold` lease are killed and deleted: the
+//! lease lived on a connection to the previous daemon, so its client is gone from here on;
+//! `auto_remove` VMs found stopped are deleted.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,14 +12,19 @@ use banger_api::vm::VmState;
 use banger_vmm::ChannelEndpoint;
 
 use super::live::{self, LiveVm};
-use super::{Vms, is_live, parse_runtime, state_of};
+use super::{Vms, is_live, parse_runtime, parse_spec, state_of};
 use crate::error::OpError;
+
+/// How long a leased VM's processes get to die at start.
+const LEASED_KILL_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the start-up pass found.
 #[derive(Debug, Default)]
 pub struct AdoptReport {
     pub adopted: Vec<String>,
     pub stopped: Vec<String>,
+    /// `auto_remove` VMs found stopped, and every leased VM (see `lease.rs`).
+    pub removed: Vec<String>,
     pub swept_dirs: Vec<String>,
 }
 
@@ -31,6 +38,14 @@ impl Vms {
             let runtime = parse_runtime(&row);
             let dir = std::path::PathBuf::from(&row.dir);
             let alive = runtime.vmm_process().is_some_and(|p| p.is_alive());
+            if parse_spec(&row).is_ok_and(|s| s.leased) {
+                // Its lease was held on a connection to the previous daemon: gone.
+                live::end_processes(&dir, &runtime.processes, LEASED_KILL_GRACE).await;
+                self.remove_locked(&row)?;
+                tracing::info!(vm = %row.name, "leased VM deleted at start (its lease ended with the last daemon)");
+                report.removed.push(row.name.clone());
+                continue;
+            }
             if !alive {
                 live::cleanup_processes(&dir, &runtime.processes);
                 live::release_driver_files(&dir);
@@ -41,6 +56,10 @@ impl Vms {
                     Some("its VMM exited while bangerd was not running"),
                 )?;
                 tracing::info!(vm = %row.name, "VM found dead at start; marked stopped");
+                if self.remove_if_auto(&row) {
+                    report.removed.push(row.name.clone());
+                    continue;
+                }
                 report.stopped.push(row.name.clone());
                 continue;
             }

@@ -22,6 +22,11 @@ impl Vms {
         ctx: &OpContext,
     ) -> Result<Vm, OpError> {
         validate_name(&p.name).map_err(|e| OpError::BadRequest(format!("VM {e}")))?;
+        if p.lease.is_some() && !p.auto_remove {
+            return Err(OpError::BadRequest(
+                "a lease deletes its VMs: give `auto_remove` with `lease`".into(),
+            ));
+        }
         let _claim = self.creating.claim(&p.name)?;
         if self
             .store
@@ -132,6 +137,8 @@ impl Vms {
             vmm,
             kernel_args: p.kernel_args.clone(),
             console_log_max,
+            auto_remove: p.auto_remove,
+            leased: p.lease.is_some(),
         };
         let row = VmRow {
             id: id.clone(),
@@ -152,11 +159,20 @@ impl Vms {
             Err(e) => return Err(e.into()),
         }
         tracing::info!(vm = %row.name, id = %row.id, image = %image.name, cpus, memory_mib, "created VM");
+        if let Some(lease) = &p.lease
+            && let Err(e) = self.leases.attach(lease, &id)
+        {
+            // Its holder went away while this create ran.
+            self.remove_locked(&row)?;
+            return Err(e);
+        }
         if p.no_start {
             return self.show(&id);
         }
         let lock = self.op_lock(&id);
         let _op = lock.lock().await;
+        // A vanished lease may have deleted it before this boot got the lock.
+        let row = self.find(&id)?;
         self.boot(row, ctx, p.ready_timeout_secs).await
     }
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use banger_api::vm::{Vm, VmRef, VmState};
 
+use super::Vms;
 use super::live;
-use super::{Vms, is_live};
 use crate::error::OpError;
 
 impl Vms {
@@ -15,14 +15,15 @@ impl Vms {
         let interrupted = self.interrupt_boot(&row);
         let lock = self.op_lock(&row.id);
         let _op = lock.lock().await;
-        let row = self.find(&row.id)?;
-        if interrupted && !is_live(&row) {
-            // The interrupted boot recorded the VM stopped.
-            return self.show(&row.id);
-        }
+        let row = match self.after_interrupt(&row, interrupted)? {
+            Ok(row) => row,
+            Err(stopped) => return Ok(stopped),
+        };
         self.require_running(&row)?;
         self.kill_locked(&row).await?;
-        self.show(&row.id)
+        let killed = self.show(&row.id)?;
+        self.remove_if_auto(&row);
+        Ok(killed)
     }
 
     /// Kills a VM whose op lock the caller holds, and records it stopped.

@@ -23,6 +23,7 @@ pub mod disks;
 mod exec;
 mod files;
 mod kill;
+pub mod lease;
 pub mod live;
 mod logs;
 pub mod net;
@@ -87,6 +88,8 @@ pub struct Vms {
     op_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Names with a create in flight (the store's UNIQUE is the final arbiter).
     creating: crate::claims::NameClaims,
+    /// `vm.hold` leases and the VMs under them.
+    leases: lease::Leases,
 }
 
 impl Vms {
@@ -100,6 +103,7 @@ impl Vms {
             live: Mutex::new(HashMap::new()),
             op_locks: Mutex::new(HashMap::new()),
             creating: crate::claims::NameClaims::new(create::taken_message),
+            leases: lease::Leases::default(),
         })
     }
 

@@ -22,7 +22,7 @@ impl Vms {
         Ok(VmList { vms })
     }
 
-    fn to_api(&self, row: &VmRow) -> Result<Vm, OpError> {
+    pub(super) fn to_api(&self, row: &VmRow) -> Result<Vm, OpError> {
         let spec = parse_spec(row)?;
         let runtime = parse_runtime(row);
         let image = self
@@ -63,6 +63,8 @@ impl Vms {
             dir: row.dir.clone(),
             created_at: row.created_at.clone(),
             started_at: row.started_at.clone(),
+            auto_remove: spec.auto_remove,
+            leased: spec.leased,
         })
     }
 }

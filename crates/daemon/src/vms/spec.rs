@@ -51,6 +51,13 @@ pub struct VmSpec {
     /// Bytes of serial console kept on the host (`None`: the daemon's default).
     #[serde(default)]
     pub console_log_max: Option<u64>,
+    /// Deleted when it stops (`--rm`).
+    #[serde(default)]
+    pub auto_remove: bool,
+    /// Created under a `vm.hold` lease: also deleted when its holder goes away, and at
+    /// the next daemon start.
+    #[serde(default)]
+    pub leased: bool,
 }
 
 fn default_net() -> String {
@@ -244,6 +251,8 @@ mod tests {
             vmm: banger_vmm::VmmChoice::Auto,
             kernel_args: vec!["quiet".into()],
             console_log_max: Some(1 << 20),
+            auto_remove: true,
+            leased: true,
         };
         let json = serde_json::to_string(&spec).expect("encode");
         assert_eq!(serde_json::from_str::<VmSpec>(&json).expect("decode"), spec);

@@ -300,6 +300,7 @@ impl Vms {
                 if interrupted {
                     self.set_state(row, VmState::Stopped, None, Some(INTERRUPTED))?;
                     tracing::info!(vm = %row.name, "VM stopped while starting");
+                    self.remove_if_auto(row);
                     return Err(OpError::Failed(format!(
                         "VM {} did not finish starting: it was {INTERRUPTED}",
                         row.name
@@ -319,6 +320,8 @@ impl Vms {
                     &console,
                 );
                 self.set_state(row, VmState::Error, Some(&runtime), Some(&msg))?;
+                // `--rm`: the reason travels in the error; nothing is kept for `vm logs`.
+                self.remove_if_auto(row);
                 Err(OpError::Failed(msg))
             }
         }
@@ -408,6 +411,7 @@ impl Vms {
                     if let Err(e) = vms.set_state(&row, VmState::Stopped, None, Some(&note)) {
                         tracing::warn!(vm = %watched.name, error = %e, "could not record the stop");
                     }
+                    vms.remove_if_auto(&row);
                 }
                 Err(e) => tracing::debug!(error = %e, "VM gone before its exit was recorded"),
             }

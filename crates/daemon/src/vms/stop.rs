@@ -24,11 +24,10 @@ impl Vms {
         let interrupted = self.interrupt_boot(&row);
         let lock = self.op_lock(&row.id);
         let _op = lock.lock().await;
-        let row = self.find(&row.id)?;
-        if interrupted && !is_live(&row) {
-            // The interrupted boot recorded the VM stopped.
-            return self.show(&row.id);
-        }
+        let row = match self.after_interrupt(&row, interrupted)? {
+            Ok(row) => row,
+            Err(stopped) => return Ok(stopped),
+        };
         self.require_running(&row)?;
         let live = self.live_or_adopted(&row);
         live.mark_stopping();
@@ -76,7 +75,32 @@ impl Vms {
         let note = (!graceful).then_some("the guest did not shut down cleanly; it was killed");
         self.set_state(&row, VmState::Stopped, None, note)?;
         tracing::info!(vm = %row.name, graceful, "VM stopped");
-        self.show(&row.id)
+        let stopped = self.show(&row.id)?;
+        self.remove_if_auto(&row);
+        Ok(stopped)
+    }
+
+    /// The row again once the op lock is held, or, when an interrupted boot already
+    /// recorded the VM stopped (and maybe deleted it, `auto_remove`), the VM to answer.
+    pub(super) fn after_interrupt(
+        &self,
+        before: &VmRow,
+        interrupted: bool,
+    ) -> Result<Result<VmRow, Vm>, OpError> {
+        let row = match self.find(&before.id) {
+            Ok(row) => row,
+            Err(OpError::NotFound(_)) if interrupted => {
+                let mut gone = self.to_api(before)?;
+                gone.state = VmState::Stopped;
+                gone.pid = None;
+                return Ok(Err(gone));
+            }
+            Err(e) => return Err(e),
+        };
+        if interrupted && !is_live(&row) {
+            return Ok(Err(self.to_api(&row)?));
+        }
+        Ok(Ok(row))
     }
 
     /// The driver that runs VMs of `vmm` (a runtime's `vmm` name) on this host.

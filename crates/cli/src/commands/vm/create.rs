@@ -46,6 +46,11 @@ pub struct CreateArgs {
     /// Only make the VM (disks and record); boot it later with `banger vm start`.
     #[arg(long)]
     pub no_start: bool,
+    /// Delete the VM when it stops, whatever stops it: `banger vm stop` or `vm kill`, the
+    /// guest powering off, its VMM dying, a failed boot. The daemon does it, with or
+    /// without this CLI.
+    #[arg(long)]
+    pub rm: bool,
     /// The host↔agent channel: vsock, or the virtio-serial fallback (for tests).
     #[arg(long, value_name = "CHANNEL", hide = true)]
     pub channel: Option<ChannelArg>,
@@ -193,6 +198,8 @@ pub fn params(args: &CreateArgs) -> VmCreateParams {
         kernel_args: args.kernel_args.clone(),
         console_log_max: args.console_log_max,
         ready: args.ready.map(|r| r.as_str().to_string()),
+        auto_remove: args.rm,
+        lease: None,
     }
 }
 

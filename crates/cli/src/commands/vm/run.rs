@@ -17,7 +17,8 @@ use anyhow::Context as _;
 use banger_api::ErrorCode;
 use banger_api::image::{Image, ImageRef, KernelChoice};
 use banger_api::methods;
-use banger_api::pull::ImagePullParams;
+use banger_api::pull::{ImagePullParams, PullEvent};
+use banger_api::system::Empty;
 use banger_api::vm::{VmCreateParams, VmDeleteParams, VmRef};
 use clap::Args;
 
@@ -107,7 +108,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     /// Delete the VM when done, whatever happened: the command failed, the copy failed,
-    /// Ctrl-C.
+    /// Ctrl-C, the VM stopped, or this CLI was killed or lost its output (the daemon holds
+    /// a lease on this process's connection and deletes the VM when it goes).
     #[arg(long, conflicts_with = "detach")]
     pub rm: bool,
     /// Create the VM (and copy PATH in), print its name and leave it running; no command
@@ -315,6 +317,8 @@ pub fn create_params(
         kernel_args: kernel_args.to_vec(),
         console_log_max: vm.console_log_max.as_ref().map(|s| s.value),
         ready: None,
+        auto_remove: false,
+        lease: None,
     }
 }
 
@@ -417,6 +421,8 @@ pub async fn execute(
     // --rm still deletes the VM.
     let mut interrupts = Interrupts::install()?;
     let mut made = false;
+    // Dropped last: the daemon's deletion of a --rm VM is the fallback of ours below.
+    let mut lease = None;
     let outcome = steps(
         ctx,
         client,
@@ -426,6 +432,7 @@ pub async fn execute(
         &name,
         &mut interrupts,
         &mut made,
+        &mut lease,
         run_exec,
     )
     .await;
@@ -459,6 +466,7 @@ async fn steps(
     name: &str,
     interrupts: &mut Interrupts,
     made: &mut bool,
+    lease: &mut Option<Lease>,
     run_exec: impl AsyncFnOnce(&Client, ExecArgs) -> anyhow::Result<u8>,
 ) -> anyhow::Result<u8> {
     let quiet = args.quiet || ctx.json;
@@ -496,6 +504,15 @@ async fn steps(
         &args.resources.kernel_args,
     );
     params.ready = args.resources.ready.map(|r| r.as_str().to_string());
+    // --rm: the daemon deletes the VM when it stops or when this process goes, however.
+    if args.rm {
+        let opened = interrupts
+            .guard("opening a lease", Lease::open(client))
+            .await?;
+        params.auto_remove = true;
+        params.lease = Some(opened.id.clone());
+        *lease = Some(opened);
+    }
     *made = true;
     let created = interrupts
         .guard(
@@ -625,6 +642,51 @@ async fn ensure_default_image(
         )
     })?;
     Ok(image.name)
+}
+
+/// A `vm.hold` lease, held on its own connection by a task until dropped (or until this
+/// process ends, however it ends): then the daemon deletes the VMs created under it.
+struct Lease {
+    id: String,
+    holder: tokio::task::JoinHandle<()>,
+}
+
+impl Lease {
+    async fn open(client: &Client) -> anyhow::Result<Lease> {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<String, ClientError>>();
+        let holder_client = client.clone();
+        let holder = tokio::spawn(async move {
+            let mut tx = Some(tx);
+            let ended = holder_client
+                .call_streaming::<methods::vm::Hold>(&Empty {}, |event| {
+                    if let PullEvent::Lease { id } = event
+                        && let Some(tx) = tx.take()
+                    {
+                        let _ = tx.send(Ok(id.clone()));
+                    }
+                })
+                .await;
+            if let (Some(tx), Err(e)) = (tx, ended) {
+                let _ = tx.send(Err(e));
+            }
+        });
+        let id = match rx.await {
+            Ok(Ok(id)) => id,
+            Ok(Err(e)) => {
+                return Err(anyhow::Error::new(e).context("opening a vm.hold lease for --rm"));
+            }
+            Err(_) => {
+                anyhow::bail!("bangerd ended the vm.hold call without a lease (an older daemon?)")
+            }
+        };
+        Ok(Lease { id, holder })
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.holder.abort();
+    }
 }
 
 async fn delete(client: &Client, name: &str) -> anyhow::Result<()> {
@@ -1081,6 +1143,13 @@ mod tests {
                 "image.show" => not_found("image"),
                 "image.pull" => json(200, &image(params["name"].as_str().unwrap_or(""))),
                 "vm.show" => not_found("vm"),
+                // The lease's event, then the end of the stream (a real daemon holds it).
+                "vm.hold" => Response::builder()
+                    .header(hyper::header::CONTENT_TYPE, banger_api::NDJSON)
+                    .body(Full::new(Bytes::from_static(
+                        b"{\"event\":{\"kind\":\"lease\",\"id\":\"lease-1\"}}\n",
+                    )))
+                    .expect("response"),
                 "vm.create" => {
                     let mut vm = sample_vm();
                     vm.name = params["name"].as_str().unwrap_or("").into();
@@ -1189,6 +1258,7 @@ mod tests {
                 "image.show",
                 "image.pull",
                 "vm.show",
+                "vm.hold",
                 "vm.create",
                 "vm.cp.put",
                 "vm.delete"
@@ -1199,14 +1269,16 @@ mod tests {
         assert_eq!(pull["ref"], "debian:bookworm");
         assert_eq!(pull["name"], "debian-bookworm");
         assert_eq!(pull["kernel_ref"], "cloud");
-        let create = &log.calls[3].1;
+        let create = &log.calls[4].1;
         assert_eq!(create["image"], "debian-bookworm");
         assert_eq!(create["cpus"], 3);
+        assert_eq!(create["auto_remove"], true, "--rm: the daemon's too");
+        assert_eq!(create["lease"], "lease-1");
         let name = create["name"].as_str().expect("name").to_string();
         assert!(name.starts_with("proj-") && name.len() == 9, "{name}");
-        assert_eq!(log.calls[4].1["dest"], "/root");
+        assert_eq!(log.calls[5].1["dest"], "/root");
         assert_eq!(
-            log.calls[5].1,
+            log.calls[6].1,
             serde_json::json!({"vm": name, "force": true})
         );
         assert_eq!(log.uploaded, ["proj", "proj/Makefile"]);
@@ -1250,6 +1322,7 @@ mod tests {
             [
                 "image.show",
                 "vm.show",
+                "vm.hold",
                 "vm.create",
                 "vm.cp.put",
                 "vm.delete"
@@ -1275,7 +1348,7 @@ mod tests {
         assert!(err.to_string().contains("went away"));
         assert_eq!(
             calls(&d),
-            ["vm.show", "vm.create", "vm.delete"],
+            ["vm.show", "vm.hold", "vm.create", "vm.delete"],
             "--image: no lookup"
         );
 

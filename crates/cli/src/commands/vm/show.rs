@@ -64,6 +64,14 @@ pub fn render(style: &Style, vm: &Vm) -> String {
         ("Created", vm.created_at.clone()),
         ("Started", vm.started_at.clone().unwrap_or_else(dash)),
     ];
+    if vm.auto_remove {
+        let when = if vm.leased {
+            "when it stops or its `vm run` ends"
+        } else {
+            "when it stops"
+        };
+        fields.push(("Removed", format!("{when} (--rm)")));
+    }
     fields.push(("Stages", stages(vm).unwrap_or_else(dash)));
     fields.push((
         "Last error",

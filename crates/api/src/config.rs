@@ -1,0 +1,178 @@
+//! `config.toml`: where it is, and its `[daemon]` table, read by both `bangerd` (which
+//! applies it, however it was started) and the CLI (`banger config show`, `doctor`, and
+//! an early check before it auto-starts a daemon). The rest of the file is the CLI's
+//! (`banger_cli::config`).
+//!
+//! The file: `$BANGER_CONFIG`, else `$XDG_CONFIG_HOME/banger/config.toml`, else
+//! `~/.config/banger/config.toml`. A missing file means every default applies.
+
+use std::path::{Path, PathBuf};
+
+/// The environment variable naming another configuration file.
+pub const CONFIG_ENV: &str = "BANGER_CONFIG";
+
+/// The configuration file's path: `$BANGER_CONFIG`, else `$XDG_CONFIG_HOME/banger/config.toml`,
+/// else `~/.config/banger/config.toml`.
+pub fn config_path() -> PathBuf {
+    if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
+        return PathBuf::from(p);
+    }
+    config_dir().join("config.toml")
+}
+
+/// `$XDG_CONFIG_HOME/banger` (relative or empty values ignored, as the XDG spec says),
+/// else `$HOME/.config/banger`.
+pub fn config_dir() -> PathBuf {
+    let xdg = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute());
+    xdg.unwrap_or_else(|| home_dir().join(".config"))
+        .join("banger")
+}
+
+/// `$HOME` (tests set it), else the password database's home, else `/`.
+pub fn home_dir() -> PathBuf {
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h);
+    }
+    // SAFETY: getpwuid returns a pointer into static storage or null; we copy out at once.
+    unsafe {
+        let pw = libc::getpwuid(libc::getuid());
+        if !pw.is_null() && !(*pw).pw_dir.is_null() {
+            let dir = std::ffi::CStr::from_ptr((*pw).pw_dir);
+            use std::os::unix::ffi::OsStrExt;
+            return PathBuf::from(std::ffi::OsStr::from_bytes(dir.to_bytes()));
+        }
+    }
+    PathBuf::from("/")
+}
+
+/// `[daemon]`: how `bangerd` runs VMs. `None`: its own default. Its command-line flags
+/// (and their environment variables) win over these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// The Firecracker binary (absolute).
+    pub firecracker: Option<PathBuf>,
+    /// `auto`, `kvm` or `tcg`.
+    pub accel: Option<String>,
+    /// Firecracker's jailer (absolute).
+    pub jailer: Option<PathBuf>,
+}
+
+/// A bad `[daemon]` value: the key (`daemon.accel`) and what is wrong, or a file that is
+/// not TOML (`key` = `None`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", key.as_deref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
+pub struct KeyError {
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl DaemonConfig {
+    /// The `[daemon]` table of the file at `path` (absent file: all defaults). Other keys
+    /// are the CLI's and are not looked at here.
+    pub fn load(path: &Path) -> Result<DaemonConfig, KeyError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => {
+                return Err(KeyError {
+                    key: None,
+                    message: format!("cannot be read: {e}"),
+                });
+            }
+        };
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| KeyError {
+            key: None,
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        Self::from_table(table.remove("daemon"))
+    }
+
+    /// Checks the `[daemon]` table's value (as parsed by either reader).
+    pub fn from_table(value: Option<toml::Value>) -> Result<DaemonConfig, KeyError> {
+        let err = |key: &str, message: String| KeyError {
+            key: Some(format!("daemon.{key}")),
+            message,
+        };
+        let mut table = match value {
+            None => return Ok(Self::default()),
+            Some(toml::Value::Table(t)) => t,
+            Some(other) => {
+                return Err(KeyError {
+                    key: Some("daemon".into()),
+                    message: format!("expected a table, found {}", other.type_str()),
+                });
+            }
+        };
+        let mut string = |key: &str| -> Result<Option<String>, KeyError> {
+            match table.remove(key) {
+                None => Ok(None),
+                Some(toml::Value::String(s)) if !s.trim().is_empty() => Ok(Some(s)),
+                Some(toml::Value::String(_)) => Err(err(key, "must not be empty".into())),
+                Some(other) => Err(err(
+                    key,
+                    format!("expected a string, found {}", other.type_str()),
+                )),
+            }
+        };
+        let absolute = |key: &str, v: Option<String>| match v.map(PathBuf::from) {
+            Some(p) if !p.is_absolute() => Err(err(key, format!("{p:?} is not an absolute path"))),
+            other => Ok(other),
+        };
+        let firecracker = absolute("firecracker", string("firecracker")?)?;
+        let jailer = absolute("jailer", string("jailer")?)?;
+        let accel = string("accel")?;
+        if let Some(a) = &accel
+            && !["auto", "kvm", "tcg"].contains(&a.as_str())
+        {
+            return Err(err("accel", format!("{a:?} is not one of auto, kvm, tcg")));
+        }
+        if let Some(unknown) = table.keys().next() {
+            return Err(KeyError {
+                key: Some(format!("daemon.{unknown}")),
+                message: "unknown key (known: firecracker, accel, jailer)".into(),
+            });
+        }
+        Ok(DaemonConfig {
+            firecracker,
+            accel,
+            jailer,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<DaemonConfig, KeyError> {
+        let mut table: toml::Table = toml::from_str(text).expect("toml");
+        DaemonConfig::from_table(table.remove("daemon"))
+    }
+
+    #[test]
+    fn the_daemon_table_is_checked_key_by_key() {
+        assert_eq!(parse("x = 1").expect("no table"), DaemonConfig::default());
+        let c = parse("[daemon]\naccel = \"tcg\"\njailer = \"/usr/bin/jailer\"\n").expect("ok");
+        assert_eq!(c.accel.as_deref(), Some("tcg"));
+        assert_eq!(c.jailer, Some(PathBuf::from("/usr/bin/jailer")));
+        assert_eq!(c.firecracker, None);
+        let e = parse("[daemon]\naccel = \"fast\"").expect_err("bad accel");
+        assert_eq!(e.key.as_deref(), Some("daemon.accel"));
+        let e = parse("[daemon]\nfirecracker = \"fc\"").expect_err("relative");
+        assert!(e.to_string().contains("not an absolute path"), "{e}");
+        let e = parse("[daemon]\naccell = \"tcg\"").expect_err("typo");
+        assert_eq!(e.key.as_deref(), Some("daemon.accell"));
+        assert!(parse("daemon = 3").is_err());
+    }
+
+    #[test]
+    fn a_missing_file_is_all_defaults() {
+        let dir = std::env::temp_dir().join(format!("banger-no-config-{}", std::process::id()));
+        assert_eq!(
+            DaemonConfig::load(&dir.join("config.toml")).expect("defaults"),
+            DaemonConfig::default()
+        );
+    }
+}
