@@ -27,6 +27,35 @@ pub async fn run(ctx: &Context, client: &Client, args: ShowArgs) -> anyhow::Resu
     Ok(0)
 }
 
+/// The mode, where it came from, the lists and what was denied (text the daemon built
+/// from the user's own flags; denied addresses are plain IPs).
+fn network(vm: &Vm) -> String {
+    let Some(p) = &vm.net_policy else {
+        return vm.net.clone();
+    };
+    let mut s = format!("{} (from {})", vm.net, visible(&p.from));
+    if !p.allow.is_empty() {
+        s.push_str(&format!(", allow {}", visible(&p.allow.join(" "))));
+    }
+    if !p.deny.is_empty() {
+        s.push_str(&format!(", deny {}", visible(&p.deny.join(" "))));
+    }
+    match (p.denied_packets, &p.denials_error) {
+        (Some(n), _) => s.push_str(&format!(
+            ", {} destination(s) denied in the last hour ({n} packets){}",
+            p.recent_denials.len(),
+            if p.recent_denials.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", p.recent_denials.join(" "))
+            }
+        )),
+        (None, Some(e)) => s.push_str(&format!(", denials unreadable: {}", visible(e))),
+        (None, None) => {}
+    }
+    s
+}
+
 /// Key/value lines; stages and a multi-line last error continue under their key.
 pub fn render(style: &Style, vm: &Vm) -> String {
     let dash = || style.paint(Tone::Dim, "-");
@@ -57,6 +86,7 @@ pub fn render(style: &Style, vm: &Vm) -> String {
         ("Init", vm.init.clone()),
         ("VMM", format!("{}, {accel}", vm.vmm)),
         ("Channel", vm.channel.clone()),
+        ("Network", network(vm)),
         ("Root disk", disk(&vm.root_disk)),
         ("Work disk", disk(&vm.work_disk)),
         ("PID", vm.pid.map_or_else(dash, |p| p.to_string())),
