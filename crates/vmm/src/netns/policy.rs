@@ -386,7 +386,8 @@ pub fn render(policy: &Policy, facts: &Facts) -> String {
         }
     }
     if !policy.allow.is_empty() {
-        rule(&mut s, "goto deny");
+        // IP only: ARP must still find the gateway and the DNS forwarder.
+        rule(&mut s, "meta protocol { ip, ip6 } goto deny");
     }
     s.push_str("\t}\n");
     s.push_str(
