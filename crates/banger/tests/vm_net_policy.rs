@@ -88,10 +88,8 @@ fn host_server() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = l.local_addr().expect("addr").port();
     std::thread::spawn(move || {
-        for c in l.incoming() {
-            if let Ok(mut c) = c {
-                let _ = c.write_all(b"host\n");
-            }
+        for mut c in l.incoming().flatten() {
+            let _ = c.write_all(b"host\n");
         }
     });
     port
