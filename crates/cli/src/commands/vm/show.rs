@@ -47,7 +47,20 @@ fn network(vm: &Vm) -> String {
             if p.recent_denials.is_empty() {
                 String::new()
             } else {
-                format!(": {}", p.recent_denials.join(" "))
+                // The full list is in --json.
+                let shown: Vec<&str> = p
+                    .recent_denials
+                    .iter()
+                    .take(10)
+                    .map(String::as_str)
+                    .collect();
+                let more = p.recent_denials.len().saturating_sub(shown.len());
+                let more = if more > 0 {
+                    format!(" (+{more}, see --json)")
+                } else {
+                    String::new()
+                };
+                format!(": {}{more}", shown.join(" "))
             }
         )),
         (None, Some(e)) => s.push_str(&format!(", denials unreadable: {}", visible(e))),
