@@ -184,6 +184,7 @@ Memory      1.0 GiB
 Init        agent
 VMM         qemu, tcg (/dev/kvm did not boot the probe guest)
 Channel     vsock
+Network     public
 Root disk   8.0 GiB apparent, 3.0 MiB allocated
 Work disk   8.0 GiB apparent, 1.0 MiB allocated
 PID         4242
