@@ -24,6 +24,7 @@ declare -A PACKAGES=(
   [pasta]=passt
   [iptables]=iptables
   [ebtables]=iptables
+  [nft]=nftables
   [unshare]=util-linux
   [nsenter]=util-linux
   [ip]=iproute2

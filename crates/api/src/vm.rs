@@ -22,6 +22,75 @@ pub const EXEC_UPGRADE: &str = "banger-exec";
 ///   half-close half-closes the guest socket; the guest closing ends the stream.
 pub const STREAM_UPGRADE: &str = "banger-stream";
 
+/// A VM's network scope (`--net`), enforced outside the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    /// No network device.
+    None,
+    /// The internet and DNS; not the host, private or link-local ranges (the default).
+    Public,
+    /// `public` plus the host's loopback at the gateway 10.0.2.2 (`user`, deprecated, is
+    /// read as this).
+    #[serde(alias = "user")]
+    Host,
+    /// Whatever the host itself reaches.
+    Any,
+}
+
+impl NetMode {
+    /// `none`, `public`, `host` or `any`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetMode::None => "none",
+            NetMode::Public => "public",
+            NetMode::Host => "host",
+            NetMode::Any => "any",
+        }
+    }
+}
+
+impl std::str::FromStr for NetMode {
+    type Err = String;
+
+    /// Also accepts the deprecated `user` (as `host`); callers print [`USER_DEPRECATED`].
+    fn from_str(s: &str) -> Result<NetMode, String> {
+        match s {
+            "none" => Ok(NetMode::None),
+            "public" => Ok(NetMode::Public),
+            "host" | "user" => Ok(NetMode::Host),
+            "any" => Ok(NetMode::Any),
+            other => Err(format!(
+                "--net {other:?}: use public (the internet, not the host: the default), host \
+                 (public plus the host's loopback at 10.0.2.2), any (whatever the host \
+                 reaches) or none"
+            )),
+        }
+    }
+}
+
+/// The notice for `--net user`.
+pub const USER_DEPRECATED: &str =
+    "note: --net user is deprecated: it now means --net host (public plus the host's loopback)";
+
+/// A VM's effective network policy, for `vm show`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetPolicyInfo {
+    /// Where the mode came from (`--net`, `config.toml [vm] net`, `default`).
+    pub from: String,
+    /// `--allow` entries (and `[net] allow`).
+    pub allow: Vec<String>,
+    /// `--deny` entries (and `[net] deny`).
+    pub deny: Vec<String>,
+    /// Denied packets since the VM started (when running and readable).
+    pub denied_packets: Option<u64>,
+    /// Destinations denied within the last hour (when running and readable).
+    pub recent_denials: Vec<String>,
+    /// Why the denials could not be read, if they could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denials_error: Option<String>,
+}
+
 /// Where a VM is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -94,9 +163,19 @@ pub struct VmCreateParams {
     /// 30 with KVM).
     #[serde(default)]
     pub ready_timeout_secs: Option<u64>,
-    /// `user` (default: outbound NAT and DNS through QEMU's user networking) or `none`.
+    /// What the guest may reach (default [`NetMode::Public`]).
     #[serde(default)]
-    pub net: Option<String>,
+    pub net: Option<NetMode>,
+    /// Where `net` came from (`--net`, `config.toml [vm] net`), for `vm show`.
+    #[serde(default)]
+    pub net_from: Option<String>,
+    /// `--allow DEST` entries (domain, `*.domain`, IP or CIDR, optional `:PORT`): with
+    /// any, egress is denied except to these.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// `--deny DEST` entries, removed from whatever the mode allows.
+    #[serde(default)]
+    pub deny: Vec<String>,
     /// `auto` (default: Firecracker where installed and KVM proven, else QEMU), `qemu` or
     /// `firecracker`.
     #[serde(default)]
@@ -299,9 +378,12 @@ pub struct Vm {
     pub accel_reason: String,
     /// `vsock` or `serial`.
     pub channel: String,
-    /// `user` or `none`.
+    /// `public`, `host`, `any` or `none`.
     #[serde(default)]
     pub net: String,
+    /// The policy behind `net` (not for `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_policy: Option<NetPolicyInfo>,
     #[serde(default)]
     pub published: Vec<PublishedPort>,
     pub last_error: Option<String>,

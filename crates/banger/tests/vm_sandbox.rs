@@ -302,7 +302,7 @@ fn a_sandbox_has_a_pty_files_and_a_network() {
     let publish = format!("{port}:8000");
     env.ok(&[
         "vm", "create", "box", "--image", &image, "--cpus", "1", "--memory", "512MiB", "-p",
-        &publish, "-q",
+        &publish, "--net", "host", "-q",
     ]);
 
     // vm ssh: a login shell on a pty that follows the window size.

@@ -115,7 +115,15 @@ pub struct Config {
     pub default_image_name: Setting<String>,
     pub default_kernel: Setting<String>,
     pub vm: VmDefaults,
+    pub net: NetLists,
     pub daemon: DaemonSettings,
+}
+
+/// `[net]`: destinations every new VM allows or denies (flags add to them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetLists {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
 }
 
 /// How `bangerd` runs (`[daemon]`, which it reads itself); `None`: its own defaults.
@@ -136,8 +144,19 @@ struct RawConfig {
     default_kernel: Option<toml::Value>,
     #[serde(default)]
     vm: RawVm,
+    #[serde(default)]
+    net: RawNet,
     /// Checked by `banger_api::config`, bangerd's reader too.
     daemon: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNet {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -300,10 +319,16 @@ impl Config {
         };
         let disk = size("vm.disk", vm.disk)?;
         let work_disk = size("vm.work_disk", vm.work_disk)?;
-        let net = choice("vm.net", vm.net, &["user", "none"])?.map(|s| match s.as_str() {
-            "none" => NetArg::None,
-            _ => NetArg::User,
-        });
+        let net =
+            choice("vm.net", vm.net, &["public", "host", "any", "none", "user"])?.map(|s| match s
+                .as_str()
+            {
+                "none" => NetArg::None,
+                "host" => NetArg::Host,
+                "any" => NetArg::Any,
+                "user" => NetArg::User,
+                _ => NetArg::Public,
+            });
         let init =
             choice("vm.init", vm.init, &["auto", "agent", "image"])?.map(|s| match s.as_str() {
                 "agent" => InitArg::Agent,
@@ -349,6 +374,10 @@ impl Config {
                 init: init.map(from(&file)),
                 vmm: vmm.map(from(&file)),
                 console_log_max: console_log_max.map(from(&file)),
+            },
+            net: NetLists {
+                allow: raw.net.allow,
+                deny: raw.net.deny,
             },
             daemon: DaemonSettings {
                 firecracker: daemon.firecracker.map(from(&file)),
@@ -429,13 +458,26 @@ impl Config {
         let (v, s) = split(vm.work_disk_bytes, size);
         rows.push(row("vm.work_disk", v, s, "8GiB"));
         let (v, s) = split(vm.net, |n| n.as_str().to_string());
-        rows.push(row("vm.net", v, s, "user"));
+        rows.push(row("vm.net", v, s, "public"));
         let (v, s) = split(vm.init, |i| init_str(i).to_string());
         rows.push(row("vm.init", v, s, "auto"));
         let (v, s) = split(vm.vmm, |m| m.as_str().to_string());
         rows.push(row("vm.vmm", v, s, "auto"));
         let (v, s) = split(vm.console_log_max, size);
         rows.push(row("vm.console_log_max", v, s, "8MiB"));
+        let list = |l: &[String]| (!l.is_empty()).then(|| l.join(", "));
+        let source = |l: &[String]| match l.is_empty() {
+            true => Source::Default,
+            false => Source::File(self.path.clone()),
+        };
+        let (allow, deny) = (&self.net.allow, &self.net.deny);
+        rows.push(row(
+            "net.allow",
+            list(allow),
+            source(allow),
+            "none: what vm.net allows",
+        ));
+        rows.push(row("net.deny", list(deny), source(deny), "none"));
         let (v, s) = split(self.daemon.firecracker.clone(), |p| p.display().to_string());
         rows.push(row(
             "daemon.firecracker",
@@ -659,6 +701,24 @@ jailer = "/opt/fc/jailer"
     }
 
     #[test]
+    fn net_mode_and_lists_come_from_the_file() {
+        let c =
+            parse("[vm]\nnet = \"host\"\n[net]\nallow = [\"example.org:443\"]\n").expect("parses");
+        assert_eq!(c.vm.net.as_ref().map(|s| s.value), Some(NetArg::Host));
+        assert_eq!(c.net.allow, ["example.org:443"]);
+        let rows = c.rows(&VmFlags::default());
+        let allow = rows.iter().find(|r| r.key == "net.allow").expect("row");
+        assert_eq!(allow.value.as_deref(), Some("example.org:443"));
+        assert!(allow.source.to_string().starts_with("config file"));
+        let deny = rows.iter().find(|r| r.key == "net.deny").expect("row");
+        assert_eq!(deny.source, Source::Default);
+        assert!(parse("[net]\nbogus = 1\n").is_err());
+        assert!(parse("[vm]\nnet = \"bridge\"\n").is_err());
+        let user = parse("[vm]\nnet = \"user\"\n").expect("deprecated, still read");
+        assert_eq!(user.vm.net.map(|s| s.value.as_str()), Some("host"));
+    }
+
+    #[test]
     fn show_rows_report_every_key_and_its_source() {
         let c = parse("default_kernel = \"cloud\"\n[vm]\nmemory = \"2GiB\"\n").expect("parses");
         let rows = c.rows(&VmFlags {
@@ -680,6 +740,8 @@ jailer = "/opt/fc/jailer"
                 "vm.init",
                 "vm.vmm",
                 "vm.console_log_max",
+                "net.allow",
+                "net.deny",
                 "daemon.firecracker",
                 "daemon.accel",
                 "daemon.jailer"

@@ -101,10 +101,14 @@ pub struct PortForward {
 pub enum NetConfig {
     /// No network device at all.
     None,
-    /// Rootless user-mode networking (10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3).
+    /// Rootless user-mode networking (10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3)
+    /// through a network namespace and pasta, filtered by `policy` (`crate::netns`).
     User {
         /// Published ports.
         forwards: Vec<PortForward>,
+        /// What the guest may reach.
+        #[serde(default)]
+        policy: crate::netns::Policy,
     },
 }
 
@@ -298,7 +302,7 @@ impl VmConfig {
         for (i, d) in self.disks.iter().enumerate() {
             check_file(&format!("disk {i}"), &d.path)?;
         }
-        if let NetConfig::User { forwards } = &self.net {
+        if let NetConfig::User { forwards, .. } = &self.net {
             check_forwards(forwards)?;
         }
         Ok(())

@@ -41,6 +41,8 @@ pub struct RunFiles {
     pub fc_log: PathBuf,
     /// pasta's log, when Firecracker's network namespace is plumbed by it.
     pub pasta_log: PathBuf,
+    /// The network policy's nftables ruleset, loaded in the VM's network namespace.
+    pub net_rules: PathBuf,
     /// A jailed Firecracker's jail directory, as a symlink (removed with the jail).
     pub jail_link: PathBuf,
 }
@@ -64,6 +66,7 @@ impl RunFiles {
             fc_api_socket: run_dir.join("fc.sock"),
             fc_log: run_dir.join("firecracker.log"),
             pasta_log: run_dir.join("pasta.log"),
+            net_rules: run_dir.join("net-policy.nft"),
             jail_link: run_dir.join("jail"),
         }
     }
@@ -105,6 +108,7 @@ impl RunFiles {
             self.pids_json.clone(),
             self.fc_log.clone(),
             self.pasta_log.clone(),
+            self.net_rules.clone(),
         ]);
         v
     }

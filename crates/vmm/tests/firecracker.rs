@@ -361,6 +361,7 @@ async fn user_networking_is_plumbed_and_torn_down_with_the_vm() {
                 host_port: port,
                 guest_port: 80,
             }],
+            policy: Default::default(),
         },
         ..config(run.path(), "")
     };
@@ -554,6 +555,7 @@ async fn a_jailed_firecracker_gets_user_networking_and_it_goes_away() {
                 host_port: port,
                 guest_port: 80,
             }],
+            policy: Default::default(),
         },
         ..config(run.path(), "")
     };

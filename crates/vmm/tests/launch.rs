@@ -250,6 +250,7 @@ async fn a_taken_port_is_refused_before_anything_starts() {
                 host_port: port,
                 guest_port: 80,
             }],
+            policy: Default::default(),
         },
         ..support::config(run.path(), ChannelKind::Vsock, None, "")
     };

@@ -46,8 +46,14 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
         ),
         tool_check(
             "pasta",
-            "rootless networking of Firecracker VMs (TAP in a user namespace)",
+            "networking of VMs (a TAP in a per-VM user + network namespace)",
             "apt-get install passt",
+            Verdict::Warn,
+        ),
+        tool_check(
+            "nft",
+            "the network policy of VMs with a network (--net public, host, --allow, --deny)",
+            "apt-get install nftables",
             Verdict::Warn,
         ),
         tool_check(

@@ -65,7 +65,8 @@ impl Vms {
             })?,
         };
         let channel = p.channel.clone().unwrap_or_else(|| "auto".into());
-        let net = super::net::parse_mode(p.net.as_deref())?;
+        let net = super::net::mode_name(p.net);
+        super::net::check(&net, &p.allow, &p.deny)?;
         let publish = p
             .publish
             .iter()
@@ -94,7 +95,7 @@ impl Vms {
         // of the VM exists.
         let cache = self.layout.initramfs_dir();
         let for_check = image.clone();
-        let with_net = net == "user";
+        let with_net = net != "none";
         tokio::task::spawn_blocking(move || boot::initramfs(&cache, &for_check, vsock, with_net))
             .await
             .map_err(|e| OpError::Failed(format!("initramfs build aborted: {e}")))??;
@@ -133,6 +134,9 @@ impl Vms {
             ready,
             channel,
             net,
+            net_from: p.net_from.clone().unwrap_or_default(),
+            allow: p.allow.clone(),
+            deny: p.deny.clone(),
             publish,
             vmm,
             kernel_args: p.kernel_args.clone(),

@@ -1,21 +1,100 @@
-//! A VM's network: `user` (rootless user-mode NAT, the default) or `none`, and the ports it
+//! A VM's network: its scope (`--net public|host|any|none`, `public` by default) with
+//! `--allow`/`--deny` lists, enforced by `banger_vmm::netns::policy`, and the ports it
 //! publishes (`-p [IP:]HOST:GUEST[/tcp|udp]`, bound to 127.0.0.1 unless an address is given).
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use banger_api::vm::PublishedPort;
+use banger_api::vm::{NetMode, NetPolicyInfo, PublishedPort};
+use banger_vmm::netns::{Dest, Mode, Policy, policy::Target};
 use banger_vmm::{PortForward, Proto};
 
+use super::spec::VmSpec;
 use crate::error::OpError;
 
-/// Parses `--net`.
-pub fn parse_mode(mode: Option<&str>) -> Result<String, OpError> {
-    match mode.unwrap_or("user") {
-        m @ ("user" | "none") => Ok(m.to_string()),
-        other => Err(OpError::BadRequest(format!(
-            "--net {other:?}: use user (NAT, the default) or none"
-        ))),
+/// The stored spelling of a mode (`none`, `public`, `host`, `any`).
+pub fn mode_name(mode: Option<NetMode>) -> String {
+    mode.unwrap_or(NetMode::Public).as_str().to_string()
+}
+
+/// Parses `--allow`/`--deny` entries (`flag` names them in errors).
+pub fn parse_dests(flag: &str, specs: &[String]) -> Result<Vec<Dest>, OpError> {
+    specs
+        .iter()
+        .map(|s| {
+            let d: Dest = s
+                .parse()
+                .map_err(|e| OpError::BadRequest(format!("{flag}: {e}")))?;
+            if let Target::Wildcard(w) = &d.target {
+                // Needs a DNS forwarder feeding the ruleset (crates/vmm/README.md).
+                return Err(OpError::BadRequest(format!(
+                    "{flag} {s:?}: wildcard domains are not supported yet (only addresses \
+                     banger resolved are reachable, and the names under {w} are unknown \
+                     in advance): list the host names, e.g. {flag} www.{w}"
+                )));
+            }
+            Ok(d)
+        })
+        .collect()
+}
+
+/// Checks a VM's network settings at create time.
+pub fn check(net: &str, allow: &[String], deny: &[String]) -> Result<(), OpError> {
+    if net == "none" && !(allow.is_empty() && deny.is_empty()) {
+        return Err(OpError::BadRequest(
+            "--allow/--deny need networking; drop --net none".into(),
+        ));
     }
+    parse_dests("--allow", allow)?;
+    parse_dests("--deny", deny)?;
+    Ok(())
+}
+
+/// The policy of a VM with networking (`None` for `--net none`). Specs stored before
+/// the policy existed say `user`: today's `host`.
+pub fn policy(spec: &VmSpec) -> Result<Option<Policy>, OpError> {
+    let mode = match spec.net.as_str() {
+        "none" => return Ok(None),
+        "public" => Mode::Public,
+        "host" | "user" => Mode::Host,
+        "any" => Mode::Any,
+        other => {
+            return Err(OpError::Failed(format!(
+                "the VM's stored network mode {other:?} is unknown; recreate the VM"
+            )));
+        }
+    };
+    Ok(Some(Policy {
+        mode,
+        allow: parse_dests("--allow", &spec.allow)?,
+        deny: parse_dests("--deny", &spec.deny)?,
+    }))
+}
+
+/// What `vm show` says about the policy; `vmm_pid` (a running VM's) adds its denials.
+pub fn policy_info(spec: &VmSpec, vmm_pid: Option<u32>) -> Option<NetPolicyInfo> {
+    if spec.net == "none" {
+        return None;
+    }
+    let mut info = NetPolicyInfo {
+        from: if spec.net_from.is_empty() {
+            "default".into()
+        } else {
+            spec.net_from.clone()
+        },
+        allow: spec.allow.clone(),
+        deny: spec.deny.clone(),
+        ..NetPolicyInfo::default()
+    };
+    if let Some(pid) = vmm_pid {
+        match banger_vmm::netns::read_denials(pid) {
+            Ok(d) => {
+                info.denied_packets = Some(d.packets);
+                info.recent_denials = d.recent.iter().map(IpAddr::to_string).collect();
+            }
+            Err(e) => info.denials_error = Some(e.to_string()),
+        }
+    }
+    Some(info)
 }
 
 /// Parses one `-p` spec.
@@ -106,8 +185,36 @@ mod tests {
         for bad in ["80", "a:80", "8080:0", "8080:80/sctp", "x.y:1:2", "1:2:3:4"] {
             assert!(parse_publish(bad).is_err(), "{bad} accepted");
         }
-        assert!(parse_mode(Some("bridge")).is_err());
-        assert_eq!(parse_mode(None).expect("default"), "user");
+        assert_eq!(mode_name(None), "public");
+        assert_eq!(mode_name(Some(NetMode::Host)), "host");
+    }
+
+    #[test]
+    fn policies_from_specs() {
+        assert!(check("none", &["example.org".into()], &[]).is_err());
+        assert!(check("public", &["*.example.org".into()], &[]).is_err());
+        assert!(check("public", &[], &["nope:0".into()]).is_err());
+        check(
+            "public",
+            &["example.org:443".into()],
+            &["10.0.0.0/8".into()],
+        )
+        .expect("ok");
+        let mut spec = super::super::spec::tests::sample();
+        spec.net = "user".into();
+        spec.allow = vec!["192.0.2.1".into()];
+        let p = policy(&spec).expect("ok").expect("some");
+        assert_eq!(p.mode, Mode::Host);
+        assert_eq!(p.allow.len(), 1);
+        spec.net = "none".into();
+        assert!(policy(&spec).expect("ok").is_none());
+        assert!(policy_info(&spec, None).is_none());
+        spec.net = "public".into();
+        let info = policy_info(&spec, None).expect("some");
+        assert_eq!(info.from, "--net");
+        spec.net_from.clear();
+        assert_eq!(policy_info(&spec, None).expect("some").from, "default");
+        assert_eq!(info.denied_packets, None);
     }
 
     #[test]

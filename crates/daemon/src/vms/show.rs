@@ -9,7 +9,7 @@ use crate::store::VmRow;
 impl Vms {
     pub fn show(&self, name_or_id: &str) -> Result<Vm, OpError> {
         let row = self.find(name_or_id)?;
-        self.to_api(&row)
+        self.to_api(&row, true)
     }
 
     pub fn list(&self) -> Result<VmList, OpError> {
@@ -17,12 +17,14 @@ impl Vms {
             .store
             .list_vms()?
             .iter()
-            .map(|row| self.to_api(row))
+            .map(|row| self.to_api(row, false))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(VmList { vms })
     }
 
-    pub(super) fn to_api(&self, row: &VmRow) -> Result<Vm, OpError> {
+    /// `denials`: read what the running VM's network policy denied (`vm show` only: it
+    /// runs `nft` in the VM's namespace).
+    pub(super) fn to_api(&self, row: &VmRow, denials: bool) -> Result<Vm, OpError> {
         let spec = parse_spec(row)?;
         let runtime = parse_runtime(row);
         let image = self
@@ -53,7 +55,17 @@ impl Vms {
             } else {
                 runtime.channel.clone()
             },
-            net: spec.net.clone(),
+            net: match spec.net.as_str() {
+                "user" => "host".into(),
+                n => n.into(),
+            },
+            net_policy: super::net::policy_info(
+                &spec,
+                runtime
+                    .vmm_process()
+                    .filter(|p| denials && p.is_alive())
+                    .map(|p| p.pid),
+            ),
             published: spec.publish.iter().map(super::net::to_api).collect(),
             last_error: row.last_error.clone(),
             stages: runtime.stages.clone(),

@@ -36,9 +36,18 @@ pub struct VmSpec {
     pub ready: banger_guest_proto::Readiness,
     /// `auto`, `vsock` or `serial`.
     pub channel: String,
-    /// `user` or `none`.
+    /// `public`, `host`, `any` or `none` (`user` in specs from before: `host`).
     #[serde(default = "default_net")]
     pub net: String,
+    /// Where `net` came from (`--net`, `config.toml [vm] net`; empty: the default).
+    #[serde(default)]
+    pub net_from: String,
+    /// `--allow` entries, checked at create.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// `--deny` entries, checked at create.
+    #[serde(default)]
+    pub deny: Vec<String>,
     /// Published ports.
     #[serde(default)]
     pub publish: Vec<banger_vmm::PortForward>,
@@ -195,7 +204,7 @@ pub fn validate_kernel_args(args: &[String]) -> Result<(), OpError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -235,9 +244,9 @@ mod tests {
         assert!(validate_disk("--disk", 1 << 30).is_ok());
     }
 
-    #[test]
-    fn spec_round_trips_and_refuses_unknown_fields() {
-        let spec = VmSpec {
+    /// A spec for tests.
+    pub(crate) fn sample() -> VmSpec {
+        VmSpec {
             cpus: 1,
             memory_mib: 512,
             disk_bytes: 1 << 30,
@@ -253,7 +262,15 @@ mod tests {
             console_log_max: Some(1 << 20),
             auto_remove: true,
             leased: true,
-        };
+            net_from: "--net".into(),
+            allow: vec!["example.org:443".into()],
+            deny: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn spec_round_trips_and_refuses_unknown_fields() {
+        let spec = sample();
         let json = serde_json::to_string(&spec).expect("encode");
         assert_eq!(serde_json::from_str::<VmSpec>(&json).expect("decode"), spec);
         assert!(serde_json::from_str::<VmSpec>("{\"cpus\":1,\"bogus\":2}").is_err());

@@ -115,7 +115,8 @@ impl Vms {
         let host = self.host().await?;
         let selected = host.select(spec.vmm)?;
         let vsock = use_vsock(&spec.channel, &host, selected.channel)?;
-        let with_net = spec.net == "user";
+        let policy = super::net::policy(&spec)?;
+        let with_net = policy.is_some();
         super::net::check_free(&spec.publish)?;
         let cache = self.layout.initramfs_dir();
         let for_build = image.clone();
@@ -188,12 +189,12 @@ impl Vms {
             } else {
                 ChannelKind::Serial
             },
-            net: if with_net {
-                NetConfig::User {
+            net: match policy {
+                Some(policy) => NetConfig::User {
                     forwards: spec.publish.clone(),
-                }
-            } else {
-                NetConfig::None
+                    policy,
+                },
+                None => NetConfig::None,
             },
             accel: selected.accel,
         };

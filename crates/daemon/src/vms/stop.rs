@@ -90,7 +90,7 @@ impl Vms {
         let row = match self.find(&before.id) {
             Ok(row) => row,
             Err(OpError::NotFound(_)) if interrupted => {
-                let mut gone = self.to_api(before)?;
+                let mut gone = self.to_api(before, false)?;
                 gone.state = VmState::Stopped;
                 gone.pid = None;
                 return Ok(Err(gone));
@@ -98,7 +98,7 @@ impl Vms {
             Err(e) => return Err(e),
         };
         if interrupted && !is_live(&row) {
-            return Ok(Err(self.to_api(&row)?));
+            return Ok(Err(self.to_api(&row, false)?));
         }
         Ok(Ok(row))
     }

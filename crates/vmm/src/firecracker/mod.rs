@@ -117,9 +117,13 @@ impl Firecracker {
     fn launch_inner(&self, cfg: &VmConfig) -> Result<Launched, VmmError> {
         check_config(cfg)?;
         let net = match &cfg.net {
-            NetConfig::User { forwards } => {
+            NetConfig::User { forwards, policy } => {
                 ports::check_free(forwards)?;
-                Some((netns::check_for(forwards)?, forwards.clone()))
+                Some((
+                    netns::check_for(forwards, policy)?,
+                    forwards.clone(),
+                    policy.mode,
+                ))
             }
             NetConfig::None => None,
         };
@@ -150,16 +154,26 @@ impl Firecracker {
         // disk space and which readers skip (banger-daemon's `vms/console.rs`).
         drop(qemu::create(&files.console_log)?);
         let log = qemu::create(&files.fc_log)?;
+        let rules = match &cfg.net {
+            NetConfig::User { forwards, policy } => netns::write_rules(policy, forwards, &files)?,
+            NetConfig::None => None,
+        };
 
         let mut cmd = match &jail {
             Some((jailer, jail)) => {
                 jail.prepare(cfg, &files, &self.program)?;
                 let mut args = jail.command_args(jailer, &self.program);
-                if let Some((tools, forwards)) = &net {
+                if let Some((tools, forwards, _)) = &net {
                     // The jailer needs the init user namespace (mknod, chown, setuid),
                     // so the TAP lives in a named network namespace it joins.
                     let name = netns_name(&id);
-                    match netns::create_named(tools, &name, (jail.uid, jail.gid), forwards) {
+                    match netns::create_named(
+                        tools,
+                        &name,
+                        (jail.uid, jail.gid),
+                        forwards,
+                        rules.as_deref(),
+                    ) {
                         Ok(path) => {
                             args.splice(0..0, [OsString::from("--netns"), path.into()]);
                         }
@@ -181,8 +195,8 @@ impl Firecracker {
                     id.clone().into(),
                 ];
                 match &net {
-                    Some((tools, forwards)) => {
-                        netns::wrap(tools, &self.program, &fc_args, forwards)
+                    Some((tools, forwards, _)) => {
+                        netns::wrap(tools, &self.program, &fc_args, forwards, rules.as_deref())
                     }
                     None => {
                         let mut c = Command::new(&self.program);
@@ -249,13 +263,13 @@ impl Firecracker {
         remember(&created, &files.fc_api_socket);
 
         let tap = match &net {
-            Some((tools, forwards)) => {
+            Some((tools, forwards, mode)) => {
                 let named = jail.as_ref().map(|_| netns::named_path(&netns_name(&id)));
                 let ns = match &named {
                     Some(p) => netns::Ns::Named(p),
                     None => netns::Ns::Process(vmm.record.pid),
                 };
-                let attached = netns::attach_to(tools, ns, &vmm.record, forwards, &files)?;
+                let attached = netns::attach_to(tools, ns, &vmm.record, forwards, *mode, &files)?;
                 if let Ok(mut l) = created.lock() {
                     l.helpers.push(attached.pasta.clone());
                 }

@@ -164,6 +164,7 @@ fn full_config(dir: &Path) -> VmConfig {
                 host_port: 8080,
                 guest_port: 80,
             }],
+            policy: Default::default(),
         },
         accel: Accel::Kvm,
     }

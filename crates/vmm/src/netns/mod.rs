@@ -49,7 +49,9 @@ use crate::files::RunFiles;
 use crate::host;
 use crate::process::{self, ProcessRecord};
 
+pub mod policy;
 mod standalone;
+pub use policy::{Denials, Dest, Mode, Policy};
 pub use standalone::{Plumbed, SpawnError, SpawnOptions, spawn};
 
 /// The guest's TAP inside the namespace.
@@ -77,10 +79,18 @@ pub const NAMESPACE_ADDR: &str = "10.0.2.1";
 
 /// The namespace set-up run inside the namespace before the VMM is exec'd. `owner`
 /// makes the TAP usable by that uid:gid without privileges (a jailed Firecracker);
-/// `relay` adds [`loopback_relay`]'s rules.
-fn setup_script(owner: Option<(u32, u32)>, relay: Option<&Relay<'_>>) -> String {
+/// `relay` adds [`loopback_relay`]'s rules; `rules` loads a [`policy`] ruleset
+/// (`nft -f FILE`) once tap0 exists, before the VMM can send anything.
+fn setup_script(
+    owner: Option<(u32, u32)>,
+    relay: Option<&Relay<'_>>,
+    rules: Option<&Rules<'_>>,
+) -> String {
     let owner = owner.map_or_else(String::new, |(u, g)| format!(" user {u} group {g}"));
     let relay = relay.map_or_else(String::new, loopback_relay);
+    let rules = rules.map_or_else(String::new, |r| {
+        format!("{} -f {}\n", quote(r.nft), quote(r.file))
+    });
     format!(
         "set -e\n\
          ip link set lo up\n\
@@ -90,6 +100,7 @@ fn setup_script(owner: Option<(u32, u32)>, relay: Option<&Relay<'_>>) -> String 
          ip link set tap0 up\n\
          {NO_IPV6}\
          ip link set br0 up\n\
+         {rules}\
          {relay}\
          exec \"$@\"\n"
     )
@@ -99,6 +110,17 @@ fn setup_script(owner: Option<(u32, u32)>, relay: Option<&Relay<'_>>) -> String 
 /// frame it receives for the guest's (IPv6 router solicitations from br0 would redirect
 /// the guest's traffic to the namespace until the guest spoke again).
 const NO_IPV6: &str = "f=/proc/sys/net/ipv6/conf/br0/disable_ipv6; [ ! -w $f ] || echo 1 > $f\n";
+
+/// A policy ruleset to load: `nft` and the file [`policy::render`]ed into.
+pub(crate) struct Rules<'a> {
+    nft: &'a Path,
+    file: &'a Path,
+}
+
+/// `p` single-quoted for `sh` (a quote in it is dropped: these are our own paths).
+fn quote(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', ""))
+}
 
 /// What [`loopback_relay`] needs.
 pub(crate) struct Relay<'a> {
@@ -123,8 +145,7 @@ pub(crate) struct Relay<'a> {
 /// Connections from other host addresses are not spliced: pasta sends them through
 /// pasta0 → br0 → tap0 as before, and the guest sees their real source.
 fn loopback_relay(r: &Relay<'_>) -> String {
-    let q = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', ""));
-    let (ipt, ebt) = (q(r.iptables), q(r.ebtables));
+    let (ipt, ebt) = (quote(r.iptables), quote(r.ebtables));
     let mut s = format!(
         "ip addr add {NAMESPACE_ADDR}/{GUEST_PREFIX} dev br0\n\
          echo 1 > /proc/sys/net/ipv4/conf/all/route_localnet\n\
@@ -184,6 +205,22 @@ pub enum NetnsError {
         /// Its last lines.
         tail: String,
     },
+    /// The policy's ruleset could not be written.
+    #[error("cannot write the network policy's rules to {path}: {error}")]
+    Rules {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: String,
+    },
+    /// The policy's state could not be read from the namespace.
+    #[error("cannot read the network policy's denials in process {pid}'s namespace: {detail}")]
+    Denials {
+        /// The VMM's pid.
+        pid: u32,
+        /// Why.
+        detail: String,
+    },
     /// A named network namespace (for a jailed Firecracker) could not be made.
     #[error("cannot set up the network namespace {path}: {detail}")]
     Named {
@@ -212,6 +249,8 @@ pub(crate) struct Tools {
     /// For published ports (see [`loopback_relay`]); looked for only when there are any.
     iptables: Option<PathBuf>,
     ebtables: Option<PathBuf>,
+    /// For a policy that filters anything (see [`policy`]).
+    nft: Option<PathBuf>,
     /// Run before each program (tests: `setpriv --reuid=…` to act as another user).
     prefix: Vec<OsString>,
 }
@@ -225,6 +264,14 @@ impl Tools {
                 ebtables,
                 forwards,
             }),
+            _ => None,
+        }
+    }
+
+    /// The ruleset to load from `file`, when the policy needs one (and `nft` was checked).
+    fn rules<'a>(&'a self, file: Option<&'a Path>) -> Option<Rules<'a>> {
+        match (&self.nft, file) {
+            (Some(nft), Some(file)) => Some(Rules { nft, file }),
             _ => None,
         }
     }
@@ -244,11 +291,18 @@ impl Tools {
 /// Checks, before anything starts, that the plumbing can work for this user.
 #[cfg(test)]
 pub(crate) fn check() -> Result<Tools, NetnsError> {
-    check_for(&[])
+    check_for(
+        &[],
+        &Policy {
+            mode: Mode::Any,
+            ..Policy::default()
+        },
+    )
 }
 
-/// [`check`] for a VM publishing `forwards` (which need `iptables` and `ebtables`).
-pub(crate) fn check_for(forwards: &[PortForward]) -> Result<Tools, NetnsError> {
+/// [`check`] for a VM publishing `forwards` (which need `iptables` and `ebtables`) under
+/// `policy` (which needs `nft` unless it is open).
+pub(crate) fn check_for(forwards: &[PortForward], policy: &Policy) -> Result<Tools, NetnsError> {
     let find = |program: &'static str, fix: &'static str| {
         host::find_program(
             program,
@@ -264,6 +318,15 @@ pub(crate) fn check_for(forwards: &[PortForward]) -> Result<Tools, NetnsError> {
         let ebtables = find("ebtables", relay_fix).or_else(|_| find("ebtables-nft", relay_fix))?;
         (Some(find("iptables", relay_fix)?), Some(ebtables))
     };
+    let nft = if policy.is_open() {
+        None
+    } else {
+        Some(find(
+            "nft",
+            "install the nftables package: the VM's network policy is enforced by nftables \
+             rules in its network namespace (or use --net any without --allow/--deny)",
+        )?)
+    };
     let tools = Tools {
         unshare: find("unshare", "install util-linux")?,
         nsenter: find("nsenter", "install util-linux")?,
@@ -271,6 +334,7 @@ pub(crate) fn check_for(forwards: &[PortForward]) -> Result<Tools, NetnsError> {
         ip: find("ip", "install iproute2")?,
         iptables,
         ebtables,
+        nft,
         prefix: Vec::new(),
     };
     if let Err(e) = std::fs::OpenOptions::new()
@@ -286,12 +350,14 @@ pub(crate) fn check_for(forwards: &[PortForward]) -> Result<Tools, NetnsError> {
 }
 
 /// The command running `program args` in a new user + network namespace holding
-/// [`TAP_NAME`] on [`BRIDGE_NAME`].
+/// [`TAP_NAME`] on [`BRIDGE_NAME`], filtered by the ruleset in `rules` (see
+/// [`write_rules`]).
 pub(crate) fn wrap(
     tools: &Tools,
     program: &Path,
     args: &[OsString],
     forwards: &[PortForward],
+    rules: Option<&Path>,
 ) -> Command {
     let mut c = tools.command(&tools.unshare);
     c.args([
@@ -301,7 +367,11 @@ pub(crate) fn wrap(
         "--",
         "/bin/sh",
         "-c",
-        &setup_script(None, tools.relay(forwards).as_ref()),
+        &setup_script(
+            None,
+            tools.relay(forwards).as_ref(),
+            tools.rules(rules).as_ref(),
+        ),
     ])
     .arg("banger-netns")
     .arg(program)
@@ -321,11 +391,17 @@ pub(crate) enum Ns<'a> {
 /// pasta's arguments for the namespace of `pid`.
 #[cfg(test)]
 pub(crate) fn pasta_args(pid: u32, forwards: &[PortForward], as_root: bool) -> Vec<String> {
-    pasta_args_for(Ns::Process(pid), forwards, as_root)
+    pasta_args_for(Ns::Process(pid), forwards, as_root, Mode::Host)
 }
 
-/// pasta's arguments for `ns`.
-pub(crate) fn pasta_args_for(ns: Ns<'_>, forwards: &[PortForward], as_root: bool) -> Vec<String> {
+/// pasta's arguments for `ns`; the gateway reaches the host's loopback only when `mode`
+/// says so ([`Mode::maps_gateway`]).
+pub(crate) fn pasta_args_for(
+    ns: Ns<'_>,
+    forwards: &[PortForward],
+    as_root: bool,
+    mode: Mode,
+) -> Vec<String> {
     let mut v: Vec<String> = ["-f", "-q", "-I", PASTA_IFNAME, "-a", GUEST_ADDR, "-n"]
         .iter()
         .map(|s| s.to_string())
@@ -346,6 +422,9 @@ pub(crate) fn pasta_args_for(ns: Ns<'_>, forwards: &[PortForward], as_root: bool
     );
     if as_root {
         v.extend(["--runas".into(), "0:0".into()]);
+    }
+    if !mode.maps_gateway() {
+        v.push("--no-map-gw".into());
     }
     for (proto, flag) in [(Proto::Tcp, "-t"), (Proto::Udp, "-u")] {
         let specs: Vec<String> = forwards
@@ -380,9 +459,10 @@ pub(crate) fn attach(
     tools: &Tools,
     vmm: &ProcessRecord,
     forwards: &[PortForward],
+    mode: Mode,
     files: &RunFiles,
 ) -> Result<Attached, NetnsError> {
-    attach_to(tools, Ns::Process(vmm.pid), vmm, forwards, files)
+    attach_to(tools, Ns::Process(vmm.pid), vmm, forwards, mode, files)
 }
 
 /// Connects `ns`, where `vmm` runs, outward with pasta.
@@ -391,6 +471,7 @@ pub(crate) fn attach_to(
     ns: Ns<'_>,
     vmm: &ProcessRecord,
     forwards: &[PortForward],
+    mode: Mode,
     files: &RunFiles,
 ) -> Result<Attached, NetnsError> {
     let pasta_err = |detail: String| NetnsError::Pasta {
@@ -406,7 +487,7 @@ pub(crate) fn attach_to(
     // SAFETY: geteuid has no preconditions and touches no memory.
     let as_root = unsafe { libc::geteuid() } == 0 && tools.prefix.is_empty();
     let mut cmd = tools.command(&tools.pasta);
-    cmd.args(pasta_args_for(ns, forwards, as_root))
+    cmd.args(pasta_args_for(ns, forwards, as_root, mode))
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(log);
@@ -485,6 +566,7 @@ pub(crate) fn create_named(
     name: &str,
     owner: (u32, u32),
     forwards: &[PortForward],
+    rules: Option<&Path>,
 ) -> Result<PathBuf, NetnsError> {
     let path = named_path(name);
     // A stale one of the same VM (a crash before cleanup) goes first.
@@ -509,7 +591,11 @@ pub(crate) fn create_named(
         "--",
         "/bin/sh",
         "-c",
-        &setup_script(Some(owner), tools.relay(forwards).as_ref()),
+        &setup_script(
+            Some(owner),
+            tools.relay(forwards).as_ref(),
+            tools.rules(rules).as_ref(),
+        ),
         "banger-netns",
         "true",
     ]));
@@ -527,6 +613,58 @@ pub(crate) fn delete_named(path: &Path) {
         unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     }
     let _ = std::fs::remove_file(path);
+}
+
+/// Renders `policy`'s ruleset (with this host's addresses and the domains resolved now)
+/// into `files.net_rules`; `None` when the policy filters nothing.
+pub(crate) fn write_rules(
+    policy: &Policy,
+    forwards: &[PortForward],
+    files: &RunFiles,
+) -> Result<Option<PathBuf>, NetnsError> {
+    if policy.is_open() {
+        return Ok(None);
+    }
+    let text = policy::render(policy, &policy::gather(policy, forwards));
+    std::fs::write(&files.net_rules, text).map_err(|e| NetnsError::Rules {
+        path: files.net_rules.clone(),
+        error: e.to_string(),
+    })?;
+    Ok(Some(files.net_rules.clone()))
+}
+
+/// What the policy of the VM whose VMM (in its network namespace) is `pid` denied so far.
+/// A VM without a ruleset (an open policy) has none.
+pub fn read_denials(pid: u32) -> Result<Denials, NetnsError> {
+    let err = |detail: String| NetnsError::Denials { pid, detail };
+    let find = |p: &str| {
+        host::find_program(p, &[PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+            .ok_or_else(|| err(format!("{p} was not found on PATH")))
+    };
+    let (nsenter, nft) = (find("nsenter")?, find("nft")?);
+    let ns_of = |p: &str| std::fs::read_link(p).ok();
+    let same_userns = ns_of(&format!("/proc/{pid}/ns/user")) == ns_of("/proc/self/ns/user");
+    let mut cmd = Command::new(nsenter);
+    cmd.args(["-t", &pid.to_string(), "-n"]);
+    if !same_userns {
+        cmd.args(["-U", "--preserve-credentials"]);
+    }
+    let out = cmd
+        .arg("--")
+        .arg(nft)
+        .args(["-j", "list", "table", "netdev", policy::TABLE])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| err(format!("cannot run nsenter: {e}")))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // No table: the policy filtered nothing.
+        if stderr.contains("No such file or directory") {
+            return Ok(Denials::default());
+        }
+        return Err(err(format!("{}: {}", out.status, stderr.trim())));
+    }
+    policy::parse_denials(&String::from_utf8_lossy(&out.stdout)).map_err(err)
 }
 
 /// Whether the network namespace of `pid` has interface `name` (`/proc/<pid>/net/dev`).
@@ -611,7 +749,7 @@ mod tests {
             .unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let files = RunFiles::new(dir.path());
-        let mut cmd = wrap(&tools, Path::new("/bin/sleep"), &["600".into()], &[]);
+        let mut cmd = wrap(&tools, Path::new("/bin/sleep"), &["600".into()], &[], None);
         cmd.stdin(Stdio::null());
         let holder = process::spawn_detached(&mut cmd, "vmm", |_| {}).unwrap();
         struct Kill(Vec<ProcessRecord>);
@@ -635,7 +773,8 @@ mod tests {
         }
         let uid = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         assert!(uid.lines().any(|l| l.starts_with("Uid:\t65534")), "{uid}");
-        let attached = attach(&tools, &holder.record, &[], &files).expect("pasta attaches");
+        let attached =
+            attach(&tools, &holder.record, &[], Mode::Host, &files).expect("pasta attaches");
         guard.0.push(attached.pasta.clone());
         let dev = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap();
         for ifname in [TAP_NAME, BRIDGE_NAME, PASTA_IFNAME] {
@@ -673,7 +812,7 @@ mod tests {
             ebtables: Path::new("/usr/sbin/ebtables"),
             forwards: &forwards,
         };
-        let s = setup_script(Some((123, 100)), Some(&relay));
+        let s = setup_script(Some((123, 100)), Some(&relay), None);
         assert!(
             s.contains("ip tuntap add dev tap0 mode tap user 123 group 100\n"),
             "{s}"
@@ -691,7 +830,7 @@ mod tests {
         assert!(s.contains("--arp-ip-src 10.0.2.1 -j DROP\n"), "{s}");
         assert!(s.ends_with("exec \"$@\"\n"), "{s}");
         // Without published ports: no address, no rules.
-        let bare = setup_script(None, None);
+        let bare = setup_script(None, None, None);
         assert!(
             !bare.contains("10.0.2.1") && !bare.contains("tables"),
             "{bare}"

@@ -26,6 +26,8 @@ pub struct SpawnOptions {
     pub args: Vec<OsString>,
     /// Published ports (pasta's `-t`/`-u`).
     pub forwards: Vec<PortForward>,
+    /// What the program may reach (see [`super::policy`]).
+    pub policy: super::Policy,
     /// Where `pasta.log` goes.
     pub run_dir: PathBuf,
     /// The program's stdout and stderr.
@@ -78,7 +80,7 @@ pub enum SpawnError {
 /// Starts `opts.program` inside a new user + network namespace with the TAP plumbing and
 /// attaches pasta. Returns once pasta's interface is on the bridge.
 pub fn spawn(opts: &SpawnOptions) -> Result<Plumbed, SpawnError> {
-    let mut tools = super::check_for(&opts.forwards)?;
+    let mut tools = super::check_for(&opts.forwards, &opts.policy)?;
     tools.prefix = opts.prefix.clone();
     let files = RunFiles::new(&opts.run_dir);
     let start_err = |error: String| SpawnError::Start {
@@ -90,7 +92,14 @@ pub fn spawn(opts: &SpawnOptions) -> Result<Plumbed, SpawnError> {
     let err = out
         .try_clone()
         .map_err(|e| start_err(format!("cannot duplicate a file descriptor: {e}")))?;
-    let mut cmd = super::wrap(&tools, &opts.program, &opts.args, &opts.forwards);
+    let rules = super::write_rules(&opts.policy, &opts.forwards, &files)?;
+    let mut cmd = super::wrap(
+        &tools,
+        &opts.program,
+        &opts.args,
+        &opts.forwards,
+        rules.as_deref(),
+    );
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     let spawned = process::spawn_detached(&mut cmd, ROLE_VMM, |_| {})
         .map_err(|e| start_err(e.to_string()))?;
@@ -117,7 +126,7 @@ pub fn spawn(opts: &SpawnOptions) -> Result<Plumbed, SpawnError> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    match super::attach(&tools, &vmm, &opts.forwards, &files) {
+    match super::attach(&tools, &vmm, &opts.forwards, opts.policy.mode, &files) {
         Ok(a) => Ok(Plumbed { vmm, net: a.pasta }),
         Err(e) => {
             vmm.kill_now();

@@ -180,20 +180,23 @@ pub(crate) fn qemu_args(cfg: &VmConfig, files: &RunFiles) -> Vec<OsString> {
         }
     }
 
-    if let NetConfig::User { forwards } = &cfg.net {
-        let mut netdev = String::from("user,id=n0");
-        for f in forwards {
-            // Validated: IPv4 only, non-zero ports.
-            netdev.push_str(&format!(
-                ",hostfwd={}:{}:{}-:{}",
-                f.proto.as_str(),
-                f.host_ip,
-                f.host_port,
-                f.guest_port
-            ));
-        }
+    if let NetConfig::User { .. } = &cfg.net {
+        // The TAP of the VM's network namespace (`crate::netns`), where QEMU runs; the
+        // guest starts paused (`-S`) and the driver resumes it once pasta is attached, so
+        // no early frame is lost.
+        let netdev = format!(
+            "tap,id=n0,ifname={},script=no,downscript=no",
+            crate::netns::TAP_NAME
+        );
         a.extend(
-            ["-netdev", &netdev, "-device", "virtio-net-device,netdev=n0"].map(OsString::from),
+            [
+                "-S",
+                "-netdev",
+                &netdev,
+                "-device",
+                "virtio-net-device,netdev=n0",
+            ]
+            .map(OsString::from),
         );
     }
     a
@@ -389,20 +392,23 @@ mod tests {
                         guest_port: 53,
                     },
                 ],
+                policy: Default::default(),
             },
             ..cfg()
         };
         let a = render(&c);
+        // Forwards are pasta's business, not QEMU's.
         assert_eq!(
             values(&a, "-netdev"),
-            ["user,id=n0,hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=udp:0.0.0.0:5353-:53"]
+            ["tap,id=n0,ifname=tap0,script=no,downscript=no"]
         );
         assert!(values(&a, "-device").contains(&"virtio-net-device,netdev=n0"));
+        assert!(a.iter().any(|x| x == "-S"), "starts paused: {a:?}");
         let none = render(&VmConfig {
-            net: NetConfig::User { forwards: vec![] },
+            net: NetConfig::None,
             ..cfg()
         });
-        assert_eq!(values(&none, "-netdev"), ["user,id=n0"]);
+        assert!(!none.iter().any(|x| x == "-S"));
     }
 
     #[test]

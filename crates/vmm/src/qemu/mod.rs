@@ -27,14 +27,14 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::config::{ChannelKind, ConfigError, MAX_CMDLINE, NetConfig, VmConfig};
 use crate::files::RunFiles;
 use crate::process::{self, ProcessRecord, ROLE_VMM, ROLE_VSOCK};
 use crate::qmp::Qmp;
-use crate::{ChannelEndpoint, Launched, Vmm, VmmError, ports};
+use crate::{ChannelEndpoint, Launched, Vmm, VmmError, netns, ports};
 
 /// How long the vsock helper may take to listen on its socket.
 const HELPER_READY: Duration = Duration::from_secs(10);
@@ -148,9 +148,13 @@ impl Qemu {
         if cmdline.len() > MAX_CMDLINE {
             return Err(ConfigError::CmdlineTooLong { len: cmdline.len() }.into());
         }
-        if let NetConfig::User { forwards } = &cfg.net {
-            ports::check_free(forwards)?;
-        }
+        let net = match &cfg.net {
+            NetConfig::User { forwards, policy } => {
+                ports::check_free(forwards)?;
+                Some((netns::check_for(forwards, policy)?, forwards, policy))
+            }
+            NetConfig::None => None,
+        };
         let helper = match (cfg.channel, &self.vsock_backend) {
             (ChannelKind::Vsock, Some(h)) => Some(h.clone()),
             (ChannelKind::Vsock, None) => return Err(LaunchError::NoVsockBackend.into()),
@@ -195,15 +199,27 @@ impl Qemu {
         // empty.
         drop(create(&files.console_log)?);
         let log = create(&files.vmm_stderr)?;
-        let mut cmd = Command::new(&self.qemu);
-        cmd.args(args::qemu_args(cfg, &files))
-            .stdin(Stdio::null())
+        let qemu_args = args::qemu_args(cfg, &files);
+        let mut cmd = match &net {
+            Some((tools, forwards, policy)) => {
+                let rules = netns::write_rules(policy, forwards, &files)?;
+                netns::wrap(tools, &self.qemu, &qemu_args, forwards, rules.as_deref())
+            }
+            None => {
+                let mut c = Command::new(&self.qemu);
+                c.args(&qemu_args);
+                c
+            }
+        };
+        cmd.stdin(Stdio::null())
             .stdout(clone_file(&log, &files.vmm_stderr)?)
             .stderr(log);
-        let stop_helper = helper_record.clone();
+        // pasta joins once QEMU runs; both it and the helper would outlive QEMU.
+        let helpers: Arc<Mutex<Vec<ProcessRecord>>> =
+            Arc::new(Mutex::new(helper_record.into_iter().collect()));
+        let to_stop = Arc::clone(&helpers);
         let vmm = process::spawn_detached(&mut cmd, ROLE_VMM, move |_| {
-            // The helper would wait for another QEMU forever.
-            if let Some(h) = stop_helper {
+            for h in to_stop.lock().map(|l| l.clone()).unwrap_or_default() {
                 let _ = h.signal(libc::SIGTERM);
             }
         })
@@ -212,6 +228,15 @@ impl Qemu {
             source,
         })?;
         started.add(vmm.record.clone())?;
+        if let Some((tools, forwards, policy)) = &net {
+            self.wait_namespace(&files, &vmm.record, &vmm.exit)?;
+            let attached = netns::attach(tools, &vmm.record, forwards, policy.mode, &files)?;
+            if let Ok(mut h) = helpers.lock() {
+                h.push(attached.pasta.clone());
+            }
+            started.add(attached.pasta)?;
+            self.resume(&files, &vmm.exit)?;
+        }
         self.wait_running(&files, &vmm.exit)?;
         let processes = started.keep();
         tracing::debug!(vm = %cfg.name, ?processes, "launched");
@@ -220,6 +245,57 @@ impl Qemu {
             console_log: files.console_log,
             vmm_stderr: files.vmm_stderr,
         })
+    }
+
+    /// Waits until the namespace set-up (TAP, bridge, policy rules) is done and QEMU (which
+    /// opens the TAP as it starts) answers QMP.
+    fn wait_namespace(
+        &self,
+        files: &RunFiles,
+        vmm: &ProcessRecord,
+        exit: &mpsc::Receiver<ExitStatus>,
+    ) -> Result<(), LaunchError> {
+        let deadline = Instant::now() + VMM_READY;
+        loop {
+            if netns::has_interface(vmm.pid, netns::BRIDGE_NAME)
+                && Qmp::connect(&files.qmp_socket, Duration::from_millis(100)).is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(LaunchError::NotReady {
+                    program: self.qemu.clone(),
+                    timeout: VMM_READY,
+                    waiting_for: "its network namespace and QMP".into(),
+                    log: files.vmm_stderr.clone(),
+                    tail: tail(&files.vmm_stderr),
+                });
+            }
+            if let Ok(status) = exit.recv_timeout(Duration::from_millis(5)) {
+                return Err(exited(&self.qemu, status, &files.vmm_stderr));
+            }
+        }
+    }
+
+    /// Starts the guest of a QEMU started paused (`-S`).
+    fn resume(
+        &self,
+        files: &RunFiles,
+        exit: &mpsc::Receiver<ExitStatus>,
+    ) -> Result<(), LaunchError> {
+        let resumed =
+            Qmp::connect(&files.qmp_socket, VMM_READY).and_then(|mut q| q.execute("cont"));
+        match (resumed, exit.try_recv()) {
+            (_, Ok(status)) => Err(exited(&self.qemu, status, &files.vmm_stderr)),
+            (Ok(_), _) => Ok(()),
+            (Err(e), _) => Err(LaunchError::NotReady {
+                program: self.qemu.clone(),
+                timeout: VMM_READY,
+                waiting_for: format!("QMP `cont` after the network was attached: {e}"),
+                log: files.vmm_stderr.clone(),
+                tail: tail(&files.vmm_stderr),
+            }),
+        }
     }
 
     /// Waits until QMP reports the guest running. A QEMU that exits successfully first

@@ -1,7 +1,7 @@
 //! `banger vm create NAME --image IMG …`
 
 use banger_api::methods;
-use banger_api::vm::{Vm, VmCreateParams, VmState};
+use banger_api::vm::{NetMode, Vm, VmCreateParams, VmState};
 use clap::{Args, ValueEnum};
 
 use crate::Context;
@@ -58,10 +58,24 @@ pub struct CreateArgs {
     /// [default: 30 with KVM, 120 under software emulation].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub ready_timeout: Option<u64>,
-    /// Networking: `user` (outbound IPv4 with NAT and DNS, rootless; the host is the
-    /// gateway 10.0.2.2) or `none` [default: user].
+    /// Networking: `public` (the internet and DNS, not the host, its LAN or link-local
+    /// addresses), `host` (public plus the host's loopback at the gateway 10.0.2.2), `any`
+    /// (whatever the host reaches) or `none` (no network device); enforced outside the
+    /// guest [default: config `vm.net`, else public]. `user` is a deprecated `host`.
     #[arg(long, value_name = "MODE")]
     pub net: Option<NetArg>,
+    /// Allow only these destinations (and DNS): a domain, an IP address or a CIDR, with an
+    /// optional `:PORT`; a domain reaches only the addresses banger resolved for it at
+    /// start. Repeatable; added to config `net.allow`.
+    #[arg(long, value_name = "DEST")]
+    pub allow: Vec<String>,
+    /// Deny these destinations (same forms as --allow) whatever else allows them.
+    /// Repeatable; added to config `net.deny`.
+    #[arg(long, value_name = "DEST")]
+    pub deny: Vec<String>,
+    /// Where `net` came from (filled from the config file by `apply_config`).
+    #[arg(skip)]
+    pub net_from: Option<String>,
     /// Publish a guest port on the host: `[IP:]HOST:GUEST[/tcp|udp]`, e.g. `-p 8080:80`.
     /// Bound to 127.0.0.1 unless an IP is given; a taken host port is refused before boot.
     /// Repeatable.
@@ -105,15 +119,33 @@ impl VmmArg {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum NetArg {
-    User,
+    Public,
+    Host,
+    Any,
     None,
+    /// Deprecated: `host`.
+    #[value(hide = true)]
+    User,
 }
 
 impl NetArg {
     pub fn as_str(self) -> &'static str {
+        self.mode().as_str()
+    }
+
+    pub fn mode(self) -> NetMode {
         match self {
-            NetArg::User => "user",
-            NetArg::None => "none",
+            NetArg::Public => NetMode::Public,
+            NetArg::Host | NetArg::User => NetMode::Host,
+            NetArg::Any => NetMode::Any,
+            NetArg::None => NetMode::None,
+        }
+    }
+
+    /// Prints the deprecation notice of `user`.
+    pub fn warn_if_deprecated(net: Option<NetArg>) {
+        if net == Some(NetArg::User) {
+            eprintln!("{}", banger_api::vm::USER_DEPRECATED);
         }
     }
 }
@@ -192,7 +224,13 @@ pub fn params(args: &CreateArgs) -> VmCreateParams {
         no_start: args.no_start,
         channel: args.channel.map(|c| c.as_str().to_string()),
         ready_timeout_secs: args.ready_timeout,
-        net: args.net.map(|n| n.as_str().to_string()),
+        net: args.net.map(NetArg::mode),
+        net_from: args
+            .net_from
+            .clone()
+            .or_else(|| args.net.map(|_| "--net".to_string())),
+        allow: args.allow.clone(),
+        deny: args.deny.clone(),
         publish: args.publish.clone(),
         vmm: args.vmm.map(|v| v.as_str().to_string()),
         kernel_args: args.kernel_args.clone(),
@@ -205,6 +243,7 @@ pub fn params(args: &CreateArgs) -> VmCreateParams {
 
 pub async fn run(ctx: &Context, client: &Client, args: CreateArgs) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
+    NetArg::warn_if_deprecated(args.net);
     let vm: Vm = with_progress::<methods::vm::Create>(
         client,
         &params(&args),

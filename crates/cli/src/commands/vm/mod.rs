@@ -181,7 +181,14 @@ pub fn apply_config(config: &crate::config::Config, args: &mut create::CreateArg
     args.work_disk = args
         .work_disk
         .or(vm.work_disk_bytes.as_ref().map(|s| s.value));
-    args.net = args.net.or(vm.net.as_ref().map(|s| s.value));
+    if args.net.is_none()
+        && let Some(net) = &vm.net
+    {
+        args.net = Some(net.value);
+        args.net_from = Some(format!("{} [vm] net", net.source));
+    }
+    args.allow.splice(0..0, config.net.allow.iter().cloned());
+    args.deny.splice(0..0, config.net.deny.iter().cloned());
     args.init = args.init.or(vm.init.as_ref().map(|s| s.value));
     args.vmm = args.vmm.or(vm.vmm.as_ref().map(|s| s.value));
     args.console_log_max = args
@@ -218,7 +225,8 @@ pub(crate) mod testing {
             accel: "tcg".into(),
             accel_reason: "/dev/kvm did not boot the probe guest".into(),
             channel: "vsock".into(),
-            net: "user".into(),
+            net: "public".into(),
+            net_policy: None,
             published: Vec::new(),
             last_error: None,
             stages: vec![
@@ -354,7 +362,7 @@ mod tests {
         let p = create::params(&args);
         assert_eq!(p.cpus, Some(1), "the flag wins");
         assert_eq!(p.memory_mib, Some(2048), "the file fills in");
-        assert_eq!(p.net.as_deref(), Some("none"));
+        assert_eq!(p.net, Some(banger_api::vm::NetMode::None));
         assert_eq!(p.disk_bytes, None, "the daemon decides");
     }
 

@@ -57,10 +57,21 @@ pub struct ResourceArgs {
     /// `vm.work_disk`, else 8 GiB].
     #[arg(long, value_name = "SIZE", value_parser = crate::size::parse_size)]
     pub work_disk: Option<u64>,
-    /// Networking: `user` (outbound NAT and DNS, rootless) or `none` [default: config
-    /// `vm.net`, else user].
+    /// Networking (see `banger vm create --help`): `public` (the internet and DNS, not the host, its LAN or link-local
+    /// addresses), `host` (public plus the host's loopback at the gateway 10.0.2.2), `any`
+    /// (whatever the host reaches) or `none` (no network device); enforced outside the
+    /// guest [default: config `vm.net`, else public]. `user` is a deprecated `host`.
     #[arg(long, value_name = "MODE")]
     pub net: Option<NetArg>,
+    /// Allow only these destinations (and DNS): a domain, an IP address or a CIDR, with an
+    /// optional `:PORT`; a domain reaches only the addresses banger resolved for it at
+    /// start. Repeatable; added to config `net.allow`.
+    #[arg(long, value_name = "DEST")]
+    pub allow: Vec<String>,
+    /// Deny these destinations (same forms as --allow) whatever else allows them.
+    /// Repeatable; added to config `net.deny`.
+    #[arg(long, value_name = "DEST")]
+    pub deny: Vec<String>,
     /// PID 1: `auto`, `agent` or `image` [default: config `vm.init`, else auto].
     #[arg(long, value_name = "MODE")]
     pub init: Option<InitArg>,
@@ -311,7 +322,13 @@ pub fn create_params(
         no_start: false,
         channel: None,
         ready_timeout_secs: None,
-        net: vm.net.as_ref().map(|s| s.value.as_str().to_string()),
+        net: vm.net.as_ref().map(|s| s.value.mode()),
+        net_from: vm.net.as_ref().map(|s| match &s.source {
+            crate::config::Source::Flag => "--net".to_string(),
+            other => format!("{other} [vm] net"),
+        }),
+        allow: Vec::new(),
+        deny: Vec::new(),
         publish: publish.to_vec(),
         vmm: vm.vmm.as_ref().map(|s| s.value.as_str().to_string()),
         kernel_args: kernel_args.to_vec(),
@@ -513,6 +530,13 @@ async fn steps(
         params.lease = Some(opened.id.clone());
         *lease = Some(opened);
     }
+    params.allow = [&config.net.allow[..], &args.resources.allow[..]].concat();
+    params.deny = [&config.net.deny[..], &args.resources.deny[..]].concat();
+    NetArg::warn_if_deprecated(
+        args.resources
+            .net
+            .or(config.vm.net.as_ref().map(|s| s.value)),
+    );
     *made = true;
     let created = interrupts
         .guard(
@@ -845,7 +869,7 @@ mod tests {
         );
         assert_eq!(p.cpus, Some(1), "flag");
         assert_eq!(p.memory_mib, Some(2048), "file");
-        assert_eq!(p.net.as_deref(), Some("none"), "file");
+        assert_eq!(p.net, Some(banger_api::vm::NetMode::None), "file");
         assert_eq!(p.disk_bytes, None, "daemon");
         assert_eq!(p.publish, ["8080:80"]);
         assert_eq!(p.vmm.as_deref(), Some("qemu"), "file");

@@ -27,6 +27,48 @@ pub async fn run(ctx: &Context, client: &Client, args: ShowArgs) -> anyhow::Resu
     Ok(0)
 }
 
+/// The mode, where it came from, the lists and what was denied (text the daemon built
+/// from the user's own flags; denied addresses are plain IPs).
+fn network(vm: &Vm) -> String {
+    let Some(p) = &vm.net_policy else {
+        return vm.net.clone();
+    };
+    let mut s = format!("{} (from {})", vm.net, visible(&p.from));
+    if !p.allow.is_empty() {
+        s.push_str(&format!(", allow {}", visible(&p.allow.join(" "))));
+    }
+    if !p.deny.is_empty() {
+        s.push_str(&format!(", deny {}", visible(&p.deny.join(" "))));
+    }
+    match (p.denied_packets, &p.denials_error) {
+        (Some(n), _) => s.push_str(&format!(
+            ", {} destination(s) denied in the last hour ({n} packets){}",
+            p.recent_denials.len(),
+            if p.recent_denials.is_empty() {
+                String::new()
+            } else {
+                // The full list is in --json.
+                let shown: Vec<&str> = p
+                    .recent_denials
+                    .iter()
+                    .take(10)
+                    .map(String::as_str)
+                    .collect();
+                let more = p.recent_denials.len().saturating_sub(shown.len());
+                let more = if more > 0 {
+                    format!(" (+{more}, see --json)")
+                } else {
+                    String::new()
+                };
+                format!(": {}{more}", shown.join(" "))
+            }
+        )),
+        (None, Some(e)) => s.push_str(&format!(", denials unreadable: {}", visible(e))),
+        (None, None) => {}
+    }
+    s
+}
+
 /// Key/value lines; stages and a multi-line last error continue under their key.
 pub fn render(style: &Style, vm: &Vm) -> String {
     let dash = || style.paint(Tone::Dim, "-");
@@ -57,6 +99,7 @@ pub fn render(style: &Style, vm: &Vm) -> String {
         ("Init", vm.init.clone()),
         ("VMM", format!("{}, {accel}", vm.vmm)),
         ("Channel", vm.channel.clone()),
+        ("Network", network(vm)),
         ("Root disk", disk(&vm.root_disk)),
         ("Work disk", disk(&vm.work_disk)),
         ("PID", vm.pid.map_or_else(dash, |p| p.to_string())),
@@ -149,6 +192,7 @@ Memory      1.0 GiB
 Init        agent
 VMM         qemu, tcg (/dev/kvm did not boot the probe guest)
 Channel     vsock
+Network     public
 Root disk   8.0 GiB apparent, 3.0 MiB allocated
 Work disk   8.0 GiB apparent, 1.0 MiB allocated
 PID         4242
