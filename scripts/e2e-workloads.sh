@@ -29,6 +29,9 @@ LIGHT=0
 APT_RUNS=${WORKLOAD_APT_RUNS:-$([ "$LIGHT" = 1 ] && echo 1 || echo 20)}
 export PATH=$PATH:$HOME/.cargo/bin:/usr/sbin:/sbin
 die() { echo "e2e-workloads: $*" >&2; exit 1; }
+for t in qemu-system-x86_64 bc apt-get tar python3; do
+    command -v "$t" >/dev/null || die "missing $t (scripts/install-test-deps.sh installs it)"
+done
 
 "$REPO/scripts/bench-pull.sh" --prepare-only minbase dev
 PROFILE=${WORKLOAD_PROFILE:-$([ "$LIGHT" = 1 ] && echo debug || echo release)}
@@ -185,6 +188,9 @@ if [ "$LIGHT" = 0 ]; then
         -- --image dev -- sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
             apt-get install -y -qq jq tree >/dev/null && jq --version'
 
+    for t in npm; do
+        command -v "$t" >/dev/null || die "missing $t (the full matrix needs Node.js and npm)"
+    done
     fetch_more_itertools "$SRC/more-itertools"
     py='python3 -m venv /tmp/v && /tmp/v/bin/pip install -q pytest . && /tmp/v/bin/pytest -q -p no:cacheprovider'
     run "Python: more-itertools, pip install + pytest in a venv" ' passed' \

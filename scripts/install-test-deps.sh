@@ -32,6 +32,9 @@ declare -A PACKAGES=(
   [ssh-keygen]=openssh-client
   [git]=git
   [python3]=python3
+  # scripts/e2e-workloads.sh (its light subset runs in scripts/test.sh).
+  [bc]=bc
+  [apt-get]=apt
 )
 
 # Rootless TAP networking (crates/vmm/src/netns, tests/netns_guest.rs) needs an

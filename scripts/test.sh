@@ -41,7 +41,16 @@ set +e
 cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+# Real workloads through `vm run` (the light subset: apt-get as the first command, process
+# substitution, cgroups on both kinds of image, zlib's own test suite); the whole matrix is
+# scripts/e2e-workloads.sh without --light. Skipped when the tests were filtered.
+workloads=0
+if [ "$#" = 0 ]; then
+    echo "== scripts/e2e-workloads.sh --light"
+    scripts/e2e-workloads.sh --light || workloads=$?
+fi
 echo "test.sh: ${SECONDS}s in all"
 # cargo's last lines are the (empty) doc-test runs; close with the real totals.
 awk '/^test result:/ {p += $4; f += $6} END {printf "Total: %d passed, %d failed\n", p, f}' "$log"
+[ "$workloads" = 0 ] || { echo "test.sh: the light workload matrix failed"; exit 1; }
 exit "$status"
