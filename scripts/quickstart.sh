@@ -6,13 +6,26 @@
 #   REF is anything `banger image pull` takes: a registry reference, oci:DIR[:TAG],
 #   oci-archive:FILE or docker-archive:FILE.
 #
-# Builds banger (release) and installs `banger` and `bangerd` into ~/.cargo/bin, checks the
+# Installs QEMU, passt and nftables from Debian when missing (root or sudo), builds banger
+# (release) and installs `banger` and `bangerd` into ~/.cargo/bin, checks the
 # machine, imports a kernel into banger's kernel store (the host's, else Debian's cloud
 # kernel package), pulls REF, and ends inside a disposable VM booted from it, with this
 # repository copied in (`banger vm run`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REF=${1:-debian:bookworm}
+
+# What VMs need at run time, from Debian: QEMU, and for the guest network pasta (passt) and
+# nftables (the network policy's rules, enforced outside the guest).
+missing=()
+for t in qemu-system-x86_64:qemu-system-x86 pasta:passt nft:nftables; do
+  PATH="$PATH:/usr/sbin:/sbin" command -v "${t%%:*}" >/dev/null || missing+=("${t#*:}")
+done
+if ((${#missing[@]})); then
+  echo "installing ${missing[*]} (apt-get)"
+  SUDO=(); [[ $(id -u) -eq 0 ]] || SUDO=(sudo)
+  "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
 
 cargo build --release --locked -p banger
 BIN=${CARGO_HOME:-$HOME/.cargo}/bin
