@@ -32,6 +32,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
+mod capabilities;
 mod config;
 mod detect;
 mod files;
@@ -50,6 +51,7 @@ mod select;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use capabilities::{Capabilities, Support, VsockKind};
 pub use config::{
     Accel, ChannelKind, ConfigError, DiskConfig, MAX_CMDLINE, MAX_CPUS, MAX_DISKS, MIN_MEMORY_MIB,
     NetConfig, PortForward, Proto, VmConfig,
@@ -95,6 +97,10 @@ pub struct Launched {
 pub trait Vmm: Send + Sync {
     /// The driver's name (`"qemu"`).
     fn name(&self) -> &'static str;
+
+    /// What this driver offers beyond booting (pause, snapshots, shared folders,
+    /// hot-plug, the vsock kind): ask before offering a feature.
+    fn capabilities(&self) -> Capabilities;
 
     /// Where the agent channel's host side will be for `cfg`: a pure function of its run
     /// directory and channel, callable before [`Vmm::launch`].

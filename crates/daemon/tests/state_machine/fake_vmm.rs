@@ -10,8 +10,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use banger_vmm::{
-    ChannelEndpoint, ChannelKind, LaunchError, Launched, ProcessRecord, ROLE_VMM, ROLE_VSOCK,
-    RunFiles, VmConfig, Vmm, VmmError,
+    Capabilities, ChannelEndpoint, ChannelKind, LaunchError, Launched, ProcessRecord, ROLE_VMM,
+    ROLE_VSOCK, RunFiles, Support, VmConfig, Vmm, VmmError, VsockKind,
 };
 use tokio::sync::watch;
 
@@ -225,6 +225,16 @@ pub fn crash(vmm: &ProcessRecord, run_dir: &Path) {
 impl Vmm for FakeVmm {
     fn name(&self) -> &'static str {
         "fake"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            pause: Support::No,
+            snapshot: Support::No,
+            shared_folders: Support::No,
+            hot_plug: Support::No,
+            vsock: VsockKind::None,
+        }
     }
 
     fn channel_endpoint(&self, cfg: &VmConfig) -> ChannelEndpoint {

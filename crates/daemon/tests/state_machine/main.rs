@@ -302,6 +302,10 @@ async fn every_transition(channel: ChannelKind) {
     let running = booting.await.unwrap().unwrap();
     assert_eq!(running.state, VmState::Running);
     assert_eq!(running.vmm, "fake");
+    let caps = running
+        .capabilities
+        .expect("vm show reports the driver's capabilities");
+    assert_eq!((caps.pause.as_str(), caps.vsock.as_str()), ("no", "none"));
     assert_eq!(
         running.channel,
         if channel == ChannelKind::Vsock {

@@ -331,6 +331,10 @@ impl Vmm for Firecracker {
         "firecracker"
     }
 
+    fn capabilities(&self) -> crate::Capabilities {
+        crate::capabilities::firecracker()
+    }
+
     fn channel_endpoint(&self, cfg: &VmConfig) -> ChannelEndpoint {
         // Firecracker has only vsock; a serial config is refused at launch.
         ChannelEndpoint::VsockListen(RunFiles::new(&cfg.run_dir).vsock_agent_listen)

@@ -270,6 +270,10 @@ impl Vmm for Qemu {
         "qemu"
     }
 
+    fn capabilities(&self) -> crate::Capabilities {
+        crate::capabilities::qemu(self.vsock_backend.is_some())
+    }
+
     fn channel_endpoint(&self, cfg: &VmConfig) -> ChannelEndpoint {
         let files = RunFiles::new(&cfg.run_dir);
         match cfg.channel {

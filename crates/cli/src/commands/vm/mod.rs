@@ -250,6 +250,7 @@ pub(crate) mod testing {
             dir: "/home/me/.local/state/banger/vms/vm-3f2a9c1d".into(),
             created_at: "2025-05-01T10:00:00Z".into(),
             started_at: Some("2025-05-01T10:00:01Z".into()),
+            capabilities: None,
         }
     }
 }
