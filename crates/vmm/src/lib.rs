@@ -38,6 +38,7 @@ mod detect;
 mod files;
 pub mod firecracker;
 mod host;
+mod launch;
 // TODO(issue 10): netns/ is being reworked; its module docs link private steps (`wrap`,
 // `attach`). Drop this allow once they are plain code spans or public.
 #[allow(rustdoc::private_intra_doc_links)]
@@ -64,10 +65,11 @@ pub use files::RunFiles;
 pub use firecracker::{
     ApiError, FIRECRACKER_ENV, FIRECRACKER_PROGRAM, Firecracker, JailError, JailerConfig,
 };
+pub use launch::LaunchError;
 pub use netns::{NetnsError, ROLE_NET};
 pub use ports::PortError;
 pub use process::{ProcessRecord, ROLE_VMM, ROLE_VSOCK};
-pub use qemu::{LaunchError, Qemu};
+pub use qemu::Qemu;
 pub use qmp::QmpError;
 pub use select::{SelectError, Selected, VmmChoice, select, select_with_jailer};
 
@@ -131,7 +133,7 @@ pub trait Vmm: Send + Sync {
     fn cleanup(&self, run_dir: &Path) -> Result<(), VmmError> {
         let files = RunFiles::new(run_dir);
         for s in files.driver_sockets() {
-            qemu::remove_stale(s)?;
+            launch::remove_stale(s)?;
         }
         Ok(())
     }
