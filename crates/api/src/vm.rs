@@ -402,6 +402,21 @@ pub struct Vm {
     /// Also deleted when the client holding its lease goes away (`vm.hold`).
     #[serde(default)]
     pub leased: bool,
+    /// What the VM's VMM offers; absent until the daemon has looked at this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<VmCapabilities>,
+}
+
+/// `Vm::capabilities`: `pause`, `snapshot`, `shared_folders` and `hot_plug` are each
+/// `yes` (banger does it with this VMM), `vmm_only` (the VMM can, banger does not yet) or
+/// `no`; `vsock` is `none`, `vhost_user` or `hybrid` (Firecracker's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmCapabilities {
+    pub pause: String,
+    pub snapshot: String,
+    pub shared_folders: String,
+    pub hot_plug: String,
+    pub vsock: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -32,11 +32,13 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
+mod capabilities;
 mod config;
 mod detect;
 mod files;
 pub mod firecracker;
 mod host;
+mod launch;
 // TODO(issue 10): netns/ is being reworked; its module docs link private steps (`wrap`,
 // `attach`). Drop this allow once they are plain code spans or public.
 #[allow(rustdoc::private_intra_doc_links)]
@@ -50,6 +52,7 @@ mod select;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use capabilities::{Capabilities, Support, VsockKind};
 pub use config::{
     Accel, ChannelKind, ConfigError, DiskConfig, MAX_CMDLINE, MAX_CPUS, MAX_DISKS, MIN_MEMORY_MIB,
     NetConfig, PortForward, Proto, VmConfig,
@@ -62,10 +65,11 @@ pub use files::RunFiles;
 pub use firecracker::{
     ApiError, FIRECRACKER_ENV, FIRECRACKER_PROGRAM, Firecracker, JailError, JailerConfig,
 };
+pub use launch::LaunchError;
 pub use netns::{NetnsError, ROLE_NET};
 pub use ports::PortError;
 pub use process::{ProcessRecord, ROLE_VMM, ROLE_VSOCK};
-pub use qemu::{LaunchError, Qemu};
+pub use qemu::Qemu;
 pub use qmp::QmpError;
 pub use select::{SelectError, Selected, VmmChoice, select, select_with_jailer};
 
@@ -96,6 +100,10 @@ pub trait Vmm: Send + Sync {
     /// The driver's name (`"qemu"`).
     fn name(&self) -> &'static str;
 
+    /// What this driver offers beyond booting (pause, snapshots, shared folders,
+    /// hot-plug, the vsock kind): ask before offering a feature.
+    fn capabilities(&self) -> Capabilities;
+
     /// Where the agent channel's host side will be for `cfg`: a pure function of its run
     /// directory and channel, callable before [`Vmm::launch`].
     fn channel_endpoint(&self, cfg: &VmConfig) -> ChannelEndpoint;
@@ -125,7 +133,7 @@ pub trait Vmm: Send + Sync {
     fn cleanup(&self, run_dir: &Path) -> Result<(), VmmError> {
         let files = RunFiles::new(run_dir);
         for s in files.driver_sockets() {
-            qemu::remove_stale(s)?;
+            launch::remove_stale(s)?;
         }
         Ok(())
     }

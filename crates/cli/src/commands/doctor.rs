@@ -210,6 +210,7 @@ async fn vm_checks(runtime_dir: &Path) -> Vec<Check> {
             ),
         },
     });
+    checks.push(capabilities_check(&d));
     checks.push(match &d.vsock_backend {
         Some(p) => Check {
             name: "vsock backend",
@@ -245,6 +246,31 @@ async fn vm_checks(runtime_dir: &Path) -> Vec<Check> {
         },
     );
     checks
+}
+
+/// What each installed VMM offers beyond booting (`Vmm::capabilities`).
+fn capabilities_check(d: &banger_vmm::Detection) -> Check {
+    let mut lines = Vec::new();
+    if let Ok(qemu) = banger_vmm::driver(d) {
+        lines.push(format!("qemu: {}", qemu.capabilities()));
+    }
+    if let Some(fc) = &d.firecracker {
+        let fc = banger_vmm::Firecracker::new(fc.path.clone());
+        lines.push(format!(
+            "firecracker: {}",
+            banger_vmm::Vmm::capabilities(&fc)
+        ));
+    }
+    Check {
+        name: "vmm capabilities",
+        verdict: Verdict::Pass,
+        detail: if lines.is_empty() {
+            "no VMM installed".into()
+        } else {
+            lines.join("; ")
+        },
+        fix: None,
+    }
 }
 
 fn kvm_check() -> Check {

@@ -47,7 +47,7 @@ impl Vms {
                 continue;
             }
             if !alive {
-                live::cleanup_processes(&dir, &runtime.processes);
+                live::cleanup_processes(&dir, &launched_processes(&dir, &runtime));
                 live::release_driver_files(&dir);
                 self.set_state(
                     &row,
@@ -99,4 +99,20 @@ impl Vms {
             .map_err(|e| OpError::io("sweeping the vms dir", e))?;
         Ok(report)
     }
+}
+
+/// The processes of a VM to clean up: the recorded ones, or, for a daemon killed between
+/// a launch and recording its pids, those the driver wrote to the run directory's pid file
+/// (records carry start times: a reused pid is never mistaken for them).
+fn launched_processes(
+    dir: &std::path::Path,
+    runtime: &super::spec::VmRuntime,
+) -> Vec<banger_vmm::ProcessRecord> {
+    if !runtime.processes.is_empty() {
+        return runtime.processes.clone();
+    }
+    std::fs::read(banger_vmm::RunFiles::new(dir).pids_json)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
 }

@@ -43,6 +43,7 @@ use banger_api::vm::VmState;
 use banger_vmm::{Detection, Vmm};
 
 pub use exec::{RelayMode, StreamSession};
+pub use stop::StopGraces;
 
 use crate::error::OpError;
 use crate::store::{Store, VmRow};
@@ -55,13 +56,27 @@ pub struct Host {
     pub vmm: Arc<dyn Vmm>,
     /// How Firecracker VMs are jailed, when `--jailer` was given.
     pub jailer: Option<banger_vmm::JailerConfig>,
+    /// Every choice gets this VMM instead of a detected one (the state machine's tests
+    /// run on a fake VMM, see [`Vms::with_host`]).
+    pub pinned: Option<banger_vmm::Selected>,
 }
 
 impl Host {
     /// The VMM for `choice` on this host (with the jailer when configured).
     pub fn select(&self, choice: banger_vmm::VmmChoice) -> Result<banger_vmm::Selected, OpError> {
+        if let Some(pinned) = &self.pinned {
+            return Ok(pinned.clone());
+        }
         banger_vmm::select_with_jailer(choice, &self.detection, self.jailer.as_ref())
             .map_err(|e| OpError::BadRequest(e.to_string()))
+    }
+
+    /// The driver that runs VMs whose runtime names `vmm` (`qemu`, `firecracker`).
+    pub fn driver_named(&self, vmm: &str) -> Option<Arc<dyn Vmm>> {
+        if let Some(pinned) = &self.pinned {
+            return (pinned.name == vmm).then(|| pinned.vmm.clone());
+        }
+        self.select(vmm.parse().ok()?).ok().map(|s| s.vmm)
     }
 }
 
@@ -90,20 +105,42 @@ pub struct Vms {
     creating: crate::claims::NameClaims,
     /// `vm.hold` leases and the VMs under them.
     leases: lease::Leases,
+    stop_graces: StopGraces,
 }
 
 impl Vms {
     pub fn new(layout: Layout, store: Arc<Store>) -> Arc<Vms> {
+        Self::build(layout, store, None, StopGraces::default())
+    }
+
+    /// VMs run by `host` instead of the detected one, with `stop`'s waits shortened to
+    /// `graces`: the seam the state machine's tests use to run on a fake VMM.
+    pub fn with_host(
+        layout: Layout,
+        store: Arc<Store>,
+        host: Arc<Host>,
+        graces: StopGraces,
+    ) -> Arc<Vms> {
+        Self::build(layout, store, Some(host), graces)
+    }
+
+    fn build(
+        layout: Layout,
+        store: Arc<Store>,
+        host: Option<Arc<Host>>,
+        stop_graces: StopGraces,
+    ) -> Arc<Vms> {
         Arc::new(Vms {
             layout,
             store,
             resources: HostResources::read(),
-            host: tokio::sync::OnceCell::new(),
+            host: tokio::sync::OnceCell::new_with(host),
             host_options: std::sync::OnceLock::new(),
             live: Mutex::new(HashMap::new()),
             op_locks: Mutex::new(HashMap::new()),
             creating: crate::claims::NameClaims::new(create::taken_message),
             leases: lease::Leases::default(),
+            stop_graces,
         })
     }
 
@@ -142,6 +179,7 @@ impl Vms {
                         detection,
                         vmm,
                         jailer,
+                        pinned: None,
                     }))
                 })
                 .await

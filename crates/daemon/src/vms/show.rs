@@ -1,6 +1,6 @@
 //! `vm.show` and `vm.list`: the record, its runtime, and the disks' real sizes.
 
-use banger_api::vm::{Vm, VmList};
+use banger_api::vm::{Vm, VmCapabilities, VmList};
 
 use super::{Vms, disks, parse_runtime, parse_spec, state_of};
 use crate::error::OpError;
@@ -22,6 +22,19 @@ impl Vms {
         Ok(VmList { vms })
     }
 
+    /// What the VM's driver offers, once this daemon has looked at the host (`vm show`
+    /// does not probe KVM itself).
+    fn capabilities_of(&self, vmm: &str) -> Option<VmCapabilities> {
+        let caps = self.host.get()?.driver_named(vmm)?.capabilities();
+        Some(VmCapabilities {
+            pause: caps.pause.as_str().into(),
+            snapshot: caps.snapshot.as_str().into(),
+            shared_folders: caps.shared_folders.as_str().into(),
+            hot_plug: caps.hot_plug.as_str().into(),
+            vsock: caps.vsock.as_str().into(),
+        })
+    }
+
     /// `denials`: read what the running VM's network policy denied (`vm show` only: it
     /// runs `nft` in the VM's namespace).
     pub(super) fn to_api(&self, row: &VmRow, denials: bool) -> Result<Vm, OpError> {
@@ -33,7 +46,13 @@ impl Vms {
             .map(|i| i.name)
             .unwrap_or_else(|| "(deleted)".into());
         let (root, work) = disks::paths(std::path::Path::new(&row.dir));
+        let vmm = if runtime.vmm.is_empty() {
+            spec.vmm.as_str().to_string()
+        } else {
+            runtime.vmm.clone()
+        };
         Ok(Vm {
+            capabilities: self.capabilities_of(&vmm),
             id: row.id.clone(),
             name: row.name.clone(),
             image,
@@ -42,11 +61,7 @@ impl Vms {
             cpus: spec.cpus,
             memory_mib: spec.memory_mib,
             init: spec.init_resolved.unwrap_or(spec.init).as_str().into(),
-            vmm: if runtime.vmm.is_empty() {
-                spec.vmm.as_str().into()
-            } else {
-                runtime.vmm.clone()
-            },
+            vmm,
             vmm_reason: runtime.vmm_reason.clone(),
             accel: runtime.accel.clone(),
             accel_reason: runtime.accel_reason.clone(),

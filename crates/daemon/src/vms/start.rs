@@ -489,6 +489,9 @@ async fn wait_ready(
         return Err("no VMM process was recorded".into());
     };
     let mut updates = live.agent_updates();
+    // An agent may have been published before this subscription (a fast guest, or one
+    // that redialled a restarted daemon at once): look at the current value first.
+    updates.mark_changed();
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let exited = vmm.exited();

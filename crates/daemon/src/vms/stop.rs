@@ -13,10 +13,23 @@ use super::{Vms, is_live, parse_runtime, state_of};
 use crate::error::OpError;
 use crate::store::VmRow;
 
-/// How long the guest gets to sync and power off after the agent's shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
-/// How long the VMM gets to exit after SIGTERM, and after SIGKILL.
-const SIGNAL_GRACE: Duration = Duration::from_secs(5);
+/// How long `stop` waits at each step before the next, harsher one.
+#[derive(Debug, Clone, Copy)]
+pub struct StopGraces {
+    /// How long the guest gets to sync and power off after the agent's shutdown.
+    pub shutdown: Duration,
+    /// How long the VMM gets to exit after the power-down, SIGTERM, and SIGKILL.
+    pub signal: Duration,
+}
+
+impl Default for StopGraces {
+    fn default() -> Self {
+        StopGraces {
+            shutdown: Duration::from_secs(15),
+            signal: Duration::from_secs(5),
+        }
+    }
+}
 
 impl Vms {
     pub async fn stop(self: &Arc<Self>, p: VmRef) -> Result<Vm, OpError> {
@@ -45,18 +58,20 @@ impl Vms {
             Err(_) => false,
         };
         let vmm: Vec<_> = live.vmm().into_iter().collect();
-        let mut gone = graceful && live::wait_gone(&vmm, SHUTDOWN_GRACE).await;
+        let mut gone = graceful && live::wait_gone(&vmm, self.stop_graces.shutdown).await;
         // No agent, or it did not get the guest off: the VMM's own power-down (QEMU's
         // ACPI button, Firecracker's Ctrl-Alt-Del), then signals.
         if !gone && let Some(driver) = self.driver_of(&live.runtime().vmm).await {
             let dir = live.dir.clone();
             let asked = tokio::task::spawn_blocking(move || driver.power_down(&dir)).await;
             match asked {
-                Ok(Ok(())) => gone = live::wait_gone(&vmm, SIGNAL_GRACE).await,
+                Ok(Ok(())) => gone = live::wait_gone(&vmm, self.stop_graces.signal).await,
                 Ok(Err(e)) => tracing::debug!(vm = %row.name, error = %e, "power-down refused"),
                 Err(e) => tracing::debug!(vm = %row.name, error = %e, "power-down aborted"),
             }
         }
+        // A guest that acknowledged the shutdown but kept running is killed too: not clean.
+        let signalled = !gone;
         for signal in [libc::SIGTERM, libc::SIGKILL] {
             if gone {
                 break;
@@ -68,11 +83,12 @@ impl Vms {
                     tracing::warn!(vm = %row.name, pid = p.pid, error = %e, "signal failed");
                 }
             }
-            gone = live::wait_gone(&vmm, SIGNAL_GRACE).await;
+            gone = live::wait_gone(&vmm, self.stop_graces.signal).await;
         }
-        live::end_processes(&live.dir, &processes, SIGNAL_GRACE).await;
+        live::end_processes(&live.dir, &processes, self.stop_graces.signal).await;
         self.drop_live(&row.id);
-        let note = (!graceful).then_some("the guest did not shut down cleanly; it was killed");
+        let note = (!graceful || signalled)
+            .then_some("the guest did not shut down cleanly; it was killed");
         self.set_state(&row, VmState::Stopped, None, note)?;
         tracing::info!(vm = %row.name, graceful, "VM stopped");
         let stopped = self.show(&row.id)?;
@@ -105,9 +121,7 @@ impl Vms {
 
     /// The driver that runs VMs of `vmm` (a runtime's `vmm` name) on this host.
     async fn driver_of(&self, vmm: &str) -> Option<Arc<dyn banger_vmm::Vmm>> {
-        let choice = vmm.parse().ok()?;
-        let host = self.host().await.ok()?;
-        host.select(choice).ok().map(|s| s.vmm)
+        self.host().await.ok()?.driver_named(vmm)
     }
 
     pub(super) fn require_running(&self, row: &VmRow) -> Result<(), OpError> {

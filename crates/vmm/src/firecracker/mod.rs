@@ -39,8 +39,8 @@ pub use jail::{JailError, JailerConfig};
 
 use crate::config::{Accel, ChannelKind, ConfigError, MAX_CMDLINE, NetConfig, VmConfig};
 use crate::files::RunFiles;
+use crate::launch::{self, LaunchError, Started};
 use crate::process::{self, ProcessRecord, ROLE_VMM};
-use crate::qemu::{self, LaunchError, Started};
 use crate::{ChannelEndpoint, Launched, Vmm, VmmError, netns, ports};
 use jail::Jail;
 
@@ -128,7 +128,7 @@ impl Firecracker {
             NetConfig::None => None,
         };
         let files = RunFiles::new(&cfg.run_dir);
-        if let Some(live) = qemu::still_running(&files.pids_json) {
+        if let Some(live) = launch::still_running(&files.pids_json) {
             return Err(LaunchError::AlreadyRunning {
                 run_dir: cfg.run_dir.clone(),
                 role: live.role,
@@ -146,14 +146,14 @@ impl Firecracker {
             None => None,
         };
         for s in files.driver_sockets() {
-            qemu::remove_stale(s)?;
+            launch::remove_stale(s)?;
         }
         // Firecracker opens the console file itself (at offset 0, without O_APPEND: its API
         // has no append mode), so it starts empty here. After the daemon truncates it to
         // rotate, Firecracker's writes continue at its offset past a hole, which takes no
         // disk space and which readers skip (banger-daemon's `vms/console.rs`).
-        drop(qemu::create(&files.console_log)?);
-        let log = qemu::create(&files.fc_log)?;
+        drop(launch::create(&files.console_log)?);
+        let log = launch::create(&files.fc_log)?;
         let rules = match &cfg.net {
             NetConfig::User { forwards, policy } => netns::write_rules(policy, forwards, &files)?,
             NetConfig::None => None,
@@ -207,7 +207,7 @@ impl Firecracker {
             }
         };
         cmd.stdin(Stdio::null())
-            .stdout(qemu::clone_file(&log, &files.fc_log)?)
+            .stdout(launch::clone_file(&log, &files.fc_log)?)
             .stderr(log);
         let created: Arc<Mutex<Leftovers>> = Arc::new(Mutex::new(Leftovers {
             jail: jail.as_ref().map(|(_, j)| j.dir.clone()),
@@ -247,7 +247,7 @@ impl Firecracker {
         started.add(vmm.record.clone())?;
         let failed = |e: ApiError| -> VmmError {
             match vmm.exit.try_recv() {
-                Ok(status) => qemu::exited(&self.program, status, &files.fc_log).into(),
+                Ok(status) => launch::exited(&self.program, status, &files.fc_log).into(),
                 Err(_) => e.into(),
             }
         };
@@ -329,12 +329,12 @@ impl Firecracker {
                         files.fc_api_socket.display()
                     ),
                     log: files.fc_log.clone(),
-                    tail: qemu::tail(&files.fc_log),
+                    tail: launch::tail(&files.fc_log),
                 });
             }
             // Wakes at once if Firecracker exits meanwhile.
             if let Ok(status) = exit.recv_timeout(Duration::from_millis(5)) {
-                return Err(qemu::exited(&self.program, status, &files.fc_log));
+                return Err(launch::exited(&self.program, status, &files.fc_log));
             }
         }
     }
@@ -343,6 +343,10 @@ impl Firecracker {
 impl Vmm for Firecracker {
     fn name(&self) -> &'static str {
         "firecracker"
+    }
+
+    fn capabilities(&self) -> crate::Capabilities {
+        crate::capabilities::firecracker()
     }
 
     fn channel_endpoint(&self, cfg: &VmConfig) -> ChannelEndpoint {
@@ -381,7 +385,7 @@ pub fn listener_rebound(run_dir: &Path) -> Result<(), VmmError> {
 pub fn cleanup(run_dir: &Path) -> Result<(), VmmError> {
     let files = RunFiles::new(run_dir);
     for s in files.driver_sockets() {
-        qemu::remove_stale(s)?;
+        launch::remove_stale(s)?;
     }
     if let Ok(dir) = std::fs::read_link(&files.jail_link) {
         remove_jail(&files, &dir);

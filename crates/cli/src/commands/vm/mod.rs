@@ -260,6 +260,7 @@ pub(crate) mod testing {
             started_at: Some("2025-05-01T10:00:01Z".into()),
             auto_remove: false,
             leased: false,
+            capabilities: None,
         }
     }
 }

@@ -115,6 +115,15 @@ pub fn render(style: &Style, vm: &Vm) -> String {
         };
         fields.push(("Removed", format!("{when} (--rm)")));
     }
+    if let Some(c) = &vm.capabilities {
+        fields.push((
+            "Capabilities",
+            format!(
+                "pause {}, snapshot {}, shared folders {}, hot-plug {}, vsock {}",
+                c.pause, c.snapshot, c.shared_folders, c.hot_plug, c.vsock
+            ),
+        ));
+    }
     fields.push(("Stages", stages(vm).unwrap_or_else(dash)));
     fields.push((
         "Last error",
@@ -240,6 +249,25 @@ Last error  -
         );
         assert!(
             text.ends_with("            \\x1b]52;c;Y3VybCBldmlsfHNo\\x07\\x9b31m\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn capabilities_are_one_line_when_known() {
+        let mut vm = sample_vm();
+        vm.capabilities = Some(banger_api::vm::VmCapabilities {
+            pause: "vmm_only".into(),
+            snapshot: "vmm_only".into(),
+            shared_folders: "vmm_only".into(),
+            hot_plug: "no".into(),
+            vsock: "vhost_user".into(),
+        });
+        let text = render(&Style::plain(), &vm);
+        assert!(
+            text.contains(
+                "Capabilities  pause vmm_only, snapshot vmm_only, shared folders vmm_only, hot-plug no, vsock vhost_user\n"
+            ),
             "{text}"
         );
     }
