@@ -13,8 +13,8 @@ use std::path::Path;
 
 use banger_api::methods::Streaming;
 
-use crate::client::Client;
 use crate::progress::PullProgress;
+use banger_client::Client;
 
 /// Calls a long-running method with its progress on stderr (none when `quiet`). Ctrl-C
 /// drops the call, closing the connection: the daemon cancels the operation and cleans

@@ -9,8 +9,8 @@ use banger_api::vm::VmProxyParams;
 use clap::Args;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::client::Client;
 use crate::commands::vm::exec::ThreadStdin;
+use banger_client::Client;
 
 #[derive(Debug, Args)]
 pub struct ProxyArgs {

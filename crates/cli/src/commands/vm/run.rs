@@ -23,12 +23,12 @@ use banger_api::vm::{VmCreateParams, VmDeleteParams, VmRef};
 use clap::Args;
 
 use crate::Context;
-use crate::client::{Client, ClientError};
-use crate::commands::vm::cp::{self, Tree};
 use crate::commands::vm::create::{InitArg, NetArg, VmmArg, parse_memory_mib};
 use crate::commands::vm::exec::{self, ExecArgs};
 use crate::commands::{local_source_absolute, with_progress};
 use crate::config::{Config, VmDefaults, VmFlags, init_str};
+use banger_client::transfer::{self as cp, Tree};
+use banger_client::{Client, ClientError};
 
 /// The command of an interactive session: the guest's bash as a login shell when it has
 /// one, else sh.
