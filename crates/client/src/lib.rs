@@ -11,8 +11,10 @@
 
 pub mod autostart;
 pub mod exec;
+pub mod run;
 pub mod transfer;
 pub mod transport;
+pub mod workspace;
 
 pub use transport::{Client, ClientError};
 
@@ -45,4 +47,41 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// Makes a user-typed path absolute against this process's working directory (the daemon
+/// has its own), without resolving symlinks: the daemon validates and canonicalises.
+pub fn absolute(path: &std::path::Path) -> Result<String, Error> {
+    let abs = std::path::absolute(path).map_err(anyhow::Error::new)?;
+    abs.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("path {} is not valid UTF-8", abs.display()).into())
+}
+
+/// `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]` and `docker-archive:FILE[:IMAGE]` name paths
+/// on the client's side: make them absolute, as the daemon has another working directory.
+/// What follows the path stays as typed (paths with ':' are not supported, as in skopeo).
+pub fn local_source_absolute(reference: &str) -> Result<String, Error> {
+    for prefix in ["oci:", "oci-archive:", "docker-archive:"] {
+        if let Some(rest) = reference.strip_prefix(prefix) {
+            let (path, suffix) = if prefix == "docker-archive:" {
+                // The image selector may itself hold ':' and '/' (`localhost:5000/app:v1`).
+                match rest.split_once(':') {
+                    Some((p, sel)) => (p, Some(sel)),
+                    None => (rest, None),
+                }
+            } else {
+                match rest.rsplit_once(':') {
+                    Some((p, t)) if !t.contains('/') => (p, Some(t)),
+                    _ => (rest, None),
+                }
+            };
+            let abs = absolute(std::path::Path::new(path))?;
+            return Ok(match suffix {
+                Some(s) => format!("{prefix}{abs}:{s}"),
+                None => format!("{prefix}{abs}"),
+            });
+        }
+    }
+    Ok(reference.to_string())
 }

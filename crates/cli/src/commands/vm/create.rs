@@ -182,6 +182,7 @@ pub fn parse_memory_mib(text: &str) -> Result<u64, String> {
 
 pub fn params(args: &CreateArgs) -> VmCreateParams {
     VmCreateParams {
+        name_hint: None,
         name: args.name.clone(),
         image: args.image.clone(),
         cpus: args.cpus,
