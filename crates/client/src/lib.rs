@@ -85,3 +85,19 @@ pub fn local_source_absolute(reference: &str) -> Result<String, Error> {
     }
     Ok(reference.to_string())
 }
+
+/// A byte stream to TCP `port` inside `vm` (`vm.proxy`: an ssh `ProxyCommand`'s way in,
+/// through the agent's channel); the daemon ends it when either side closes.
+pub async fn open_proxy(
+    client: &Client,
+    vm: &str,
+    port: u16,
+) -> Result<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + use<>, Error> {
+    let params = banger_api::vm::VmProxyParams {
+        vm: vm.to_string(),
+        port,
+    };
+    Ok(client
+        .upgrade::<banger_api::methods::vm::Proxy>(&params)
+        .await?)
+}
