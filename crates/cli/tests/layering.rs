@@ -15,6 +15,8 @@
 //!   random suffix), and no default image chosen (`DEFAULT_IMAGE` used outside `config.rs`,
 //!   which only shows the key's default in `banger config show`).
 
+#![allow(clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 const FORBIDDEN_DEPENDENCIES: &[&str] = &[
