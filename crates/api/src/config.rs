@@ -1,5 +1,6 @@
-//! `config.toml`: where it is, and its `[daemon]` table, read by both `bangerd` (which
-//! applies it, however it was started) and the CLI (`banger config show`, `doctor`, and
+//! `config.toml`: where it is, its `[daemon]` table and the default image keys, read by
+//! both `bangerd` (which applies them, however it was started: `[daemon]` at start, the
+//! image defaults at each `vm.defaults`) and the CLI (`banger config show`, `doctor`, and
 //! an early check before it auto-starts a daemon). The rest of the file is the CLI's
 //! (`banger_cli::config`).
 //!
@@ -142,6 +143,76 @@ impl DaemonConfig {
     }
 }
 
+/// `default_image` when the file does not set it.
+pub const DEFAULT_IMAGE: &str = "debian:bookworm";
+/// `default_kernel` when the file does not set it.
+pub const DEFAULT_KERNEL: &str = "default";
+
+/// The file's top-level `default_image`, `default_image_name` and `default_kernel`: what
+/// `vm run` boots without `--image`. `None`: not set (the daemon then uses
+/// [`DEFAULT_IMAGE`], the name `image pull` derives from it, and [`DEFAULT_KERNEL`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageDefaults {
+    pub image: Option<String>,
+    pub image_name: Option<String>,
+    pub kernel: Option<String>,
+}
+
+impl ImageDefaults {
+    /// The keys of the file at `path` (absent file: none set).
+    pub fn load(path: &Path) -> Result<ImageDefaults, KeyError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => {
+                return Err(KeyError {
+                    key: None,
+                    message: format!("cannot be read: {e}"),
+                });
+            }
+        };
+        let table: toml::Table = toml::from_str(&text).map_err(|e| KeyError {
+            key: None,
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        Self::from_table(&table)
+    }
+
+    /// Checks the three keys of a parsed file (other keys are not looked at).
+    pub fn from_table(table: &toml::Table) -> Result<ImageDefaults, KeyError> {
+        let string = |key: &str| -> Result<Option<String>, KeyError> {
+            let err = |message: String| KeyError {
+                key: Some(key.to_string()),
+                message,
+            };
+            match table.get(key) {
+                None => Ok(None),
+                Some(toml::Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
+                Some(toml::Value::String(_)) => Err(err("must not be empty".into())),
+                Some(other) => Err(err(format!(
+                    "expected a string, found {}",
+                    other.type_str()
+                ))),
+            }
+        };
+        let name = |key: &str| -> Result<Option<String>, KeyError> {
+            let value = string(key)?;
+            if let Some(v) = &value {
+                crate::names::validate_name(v).map_err(|message| KeyError {
+                    key: Some(key.to_string()),
+                    message,
+                })?;
+            }
+            Ok(value)
+        };
+        Ok(ImageDefaults {
+            image: string("default_image")?,
+            image_name: name("default_image_name")?,
+            kernel: name("default_kernel")?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +245,25 @@ mod tests {
             DaemonConfig::load(&dir.join("config.toml")).expect("defaults"),
             DaemonConfig::default()
         );
+    }
+
+    #[test]
+    fn the_image_defaults_are_checked_and_may_be_absent() {
+        let table = |text: &str| -> toml::Table { toml::from_str(text).expect("toml") };
+        assert_eq!(
+            ImageDefaults::from_table(&table("[daemon]\naccel = \"tcg\"")).expect("none"),
+            ImageDefaults::default()
+        );
+        let d = ImageDefaults::from_table(&table(
+            "default_image = \"ghcr.io/o/dev:v2\"\ndefault_kernel = \"cloud\"",
+        ))
+        .expect("set");
+        assert_eq!(d.image.as_deref(), Some("ghcr.io/o/dev:v2"));
+        assert_eq!((d.image_name, d.kernel.as_deref()), (None, Some("cloud")));
+        let e = ImageDefaults::from_table(&table("default_image_name = \"Bad Name\""))
+            .expect_err("not a name");
+        assert_eq!(e.key.as_deref(), Some("default_image_name"));
+        let e = ImageDefaults::from_table(&table("default_image = 3")).expect_err("not a string");
+        assert!(e.to_string().contains("expected a string"), "{e}");
     }
 }

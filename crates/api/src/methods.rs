@@ -133,7 +133,7 @@ pub mod vm {
     use crate::system::Empty;
     use crate::vm::VmHoldEnded;
     use crate::vm::{
-        EXEC_UPGRADE, STREAM_UPGRADE, Vm, VmCpGetParams, VmCpPutParams, VmCreateParams,
+        EXEC_UPGRADE, STREAM_UPGRADE, Vm, VmCpGetParams, VmCpPutParams, VmCreateParams, VmDefaults,
         VmDeleteParams, VmDeleted, VmExecParams, VmList, VmLogs, VmLogsParams, VmPorts,
         VmProxyParams, VmRef, VmStartParams,
     };
@@ -150,6 +150,10 @@ pub mod vm {
         Logs = "vm.logs", streaming: VmLogsParams => VmLogs
     );
     method!(Ports = "vm.ports", plain: VmRef => VmPorts);
+    method!(
+        /// The image and kernel `vm run` uses when none is given (the daemon's config).
+        Defaults = "vm.defaults", plain: Empty => VmDefaults
+    );
     method!(
         /// A lease for `vm.create`'s `lease`: its first event carries the id; it lasts
         /// until the client goes away (its VMs are then killed and deleted).

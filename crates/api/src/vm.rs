@@ -137,7 +137,14 @@ impl VmState {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VmCreateParams {
+    /// The VM's name; empty (or absent): the daemon picks a free one, `<name_hint>-<4 hex
+    /// digits>`.
+    #[serde(default)]
     pub name: String,
+    /// The stem of a name the daemon picks (a workspace directory's name, say); made to fit
+    /// the naming rule, `run` when absent or when nothing usable is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_hint: Option<String>,
     /// Image name or id.
     pub image: String,
     #[serde(default)]
@@ -203,6 +210,18 @@ pub struct VmCreateParams {
     /// when the client holding the lease goes away, and when the daemon restarts.
     #[serde(default)]
     pub lease: Option<String>,
+}
+
+/// `vm.defaults`: what `vm run` boots when no image is given, from the daemon's config file
+/// (`default_image`, `default_image_name`, `default_kernel`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmDefaults {
+    /// The local image name to boot (`debian-bookworm`).
+    pub image: String,
+    /// The reference it is pulled from when there is no such image yet (`debian:bookworm`).
+    pub image_ref: String,
+    /// The kernel that pull uses (`default`).
+    pub kernel: String,
 }
 
 /// A guest port published on the host.

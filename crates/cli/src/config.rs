@@ -47,12 +47,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::commands::vm::create::{InitArg, NetArg, VmmArg};
 
-/// `default_image` when the file does not set it.
-pub const DEFAULT_IMAGE: &str = "debian:bookworm";
-/// `default_kernel` when the file does not set it.
-pub const DEFAULT_KERNEL: &str = "default";
 /// The environment variable naming another configuration file.
 pub use banger_api::config::CONFIG_ENV;
+/// `default_image` and `default_kernel` when the file does not set them (the daemon's
+/// `vm.defaults` reads the same keys through [`banger_api::config::ImageDefaults`]).
+pub use banger_api::config::{DEFAULT_IMAGE, DEFAULT_KERNEL};
 
 /// Where an effective value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,9 +138,14 @@ pub struct DaemonSettings {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    default_image: Option<toml::Value>,
-    default_image_name: Option<toml::Value>,
-    default_kernel: Option<toml::Value>,
+    // Known here (`deny_unknown_fields`); checked by `banger_api::config::ImageDefaults`,
+    // the daemon's reader too.
+    #[serde(rename = "default_image")]
+    _default_image: Option<toml::Value>,
+    #[serde(rename = "default_image_name")]
+    _default_image_name: Option<toml::Value>,
+    #[serde(rename = "default_kernel")]
+    _default_kernel: Option<toml::Value>,
     #[serde(default)]
     vm: RawVm,
     #[serde(default)]
@@ -219,13 +223,6 @@ impl Config {
                 )),
             }
         };
-        let name = |key: &str, v: Option<toml::Value>| -> Result<Option<String>, ConfigError> {
-            let s = string(key, v)?;
-            if let Some(s) = &s {
-                banger_api::names::validate_name(s).map_err(|m| err(key, m))?;
-            }
-            Ok(s)
-        };
         let size = |key: &str, v: Option<toml::Value>| -> Result<Option<u64>, ConfigError> {
             match v {
                 None => Ok(None),
@@ -261,9 +258,17 @@ impl Config {
             }
         };
 
-        let image = string("default_image", raw.default_image)?;
-        let image_name = name("default_image_name", raw.default_image_name)?;
-        let kernel = name("default_kernel", raw.default_kernel)?;
+        // The keys the daemon's `vm.defaults` reads, checked by the same code.
+        let table: toml::Table = toml::from_str(text).map_err(|e| err("", e.to_string()))?;
+        let banger_api::config::ImageDefaults {
+            image,
+            image_name,
+            kernel,
+        } = banger_api::config::ImageDefaults::from_table(&table).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            key: e.key,
+            message: e.message,
+        })?;
 
         let default_image = match image {
             Some(v) => Setting::new(v, file.clone()),

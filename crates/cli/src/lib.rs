@@ -1,8 +1,6 @@
 //! The `banger` CLI as a library; the binary is a one-line `main` over [`main`].
 
 pub mod args;
-pub mod autostart;
-pub mod client;
 pub mod commands;
 pub mod config;
 pub mod output;
@@ -17,8 +15,8 @@ use banger_api::text::visible;
 use clap::Parser;
 
 use crate::args::{Cli, Command};
-use crate::client::{Client, ClientError};
 use crate::output::{Style, Tone};
+use banger_client::{Client, ClientError};
 
 /// What every command needs.
 pub struct Context {
@@ -30,7 +28,9 @@ pub struct Context {
 impl Context {
     /// A client for a running daemon, starting one if needed.
     pub async fn client(&self) -> anyhow::Result<Client> {
-        autostart::ensure_daemon(&self.layout).await
+        // The daemon reads config.toml's `[daemon]` itself; a bad file is reported here first.
+        let preflight = || config::Config::load().map(drop);
+        Ok(banger_client::autostart::ensure_daemon(&self.layout, preflight).await?)
     }
 
     /// A client that never starts the daemon (status, stop, version).
@@ -113,8 +113,15 @@ fn report(e: &anyhow::Error) {
 /// The text of an error as printed. API messages may quote a guest's console or agent, and
 /// other errors a daemon's raw answer: every control character is made visible.
 pub fn error_text(e: &anyhow::Error) -> String {
-    let text = match e.downcast_ref::<ClientError>() {
-        Some(ClientError::Api(api)) => {
+    let daemon_error = match e.downcast_ref::<banger_client::Error>() {
+        Some(banger_client::Error::Daemon(ClientError::Api(api))) => Some(api),
+        _ => match e.downcast_ref::<ClientError>() {
+            Some(ClientError::Api(api)) => Some(api),
+            _ => None,
+        },
+    };
+    let text = match daemon_error {
+        Some(api) => {
             let op = api
                 .operation_id
                 .as_deref()

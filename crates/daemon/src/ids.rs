@@ -33,7 +33,7 @@ pub fn secret_random(buf: &mut [u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-fn fill_random(buf: &mut [u8]) {
+pub fn fill_random(buf: &mut [u8]) {
     if secret_random(buf).is_err() {
         // getrandom only fails on ancient kernels; fall back to time + pid so ids stay
         // unique enough for one machine.

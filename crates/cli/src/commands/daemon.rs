@@ -9,8 +9,8 @@ use serde_json::json;
 
 use crate::Context;
 use crate::args::DaemonCommand;
-use crate::autostart;
-use crate::client::ClientError;
+use banger_client::ClientError;
+use banger_client::autostart;
 
 /// Exit status of `daemon status` when no daemon runs (as `systemctl status`).
 pub const EXIT_NOT_RUNNING: u8 = 3;
@@ -55,7 +55,11 @@ pub async fn run(ctx: &Context, command: DaemonCommand) -> anyhow::Result<u8> {
             let (started, ping) = match autostart::ping(&client).await {
                 Ok(p) => (false, p),
                 Err(ClientError::NotRunning { .. }) => {
-                    (true, autostart::start_daemon(&ctx.layout).await?)
+                    {
+                        // A bad config file is reported before a daemon is started.
+                        crate::config::Config::load()?;
+                        (true, autostart::start_daemon(&ctx.layout).await?)
+                    }
                 }
                 Err(e) => return Err(e.into()),
             };

@@ -102,7 +102,7 @@ pub async fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
     }
 }
 
-async fn pull(ctx: &Context, client: &crate::client::Client, args: PullArgs) -> anyhow::Result<()> {
+async fn pull(ctx: &Context, client: &banger_client::Client, args: PullArgs) -> anyhow::Result<()> {
     let params = ImagePullParams {
         reference: local_source_absolute(&args.reference)?,
         name: args.name,

@@ -9,12 +9,10 @@ pub mod ssh_config;
 pub mod version;
 pub mod vm;
 
-use std::path::Path;
-
 use banger_api::methods::Streaming;
 
-use crate::client::Client;
 use crate::progress::PullProgress;
+use banger_client::Client;
 
 /// Calls a long-running method with its progress on stderr (none when `quiet`). Ctrl-C
 /// drops the call, closing the connection: the daemon cancels the operation and cleans
@@ -44,42 +42,7 @@ pub async fn with_progress<M: Streaming>(
     Ok(result?)
 }
 
-/// Makes a user-typed path absolute against the CLI's working directory (the daemon has
-/// its own), without resolving symlinks: the daemon validates and canonicalises.
-pub fn absolute(path: &Path) -> anyhow::Result<String> {
-    let abs = std::path::absolute(path)?;
-    abs.to_str()
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("path {} is not valid UTF-8", abs.display()))
-}
-
-/// `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]` and `docker-archive:FILE[:IMAGE]` name paths
-/// on the CLI's side: make them absolute, as the daemon has another working directory.
-/// What follows the path stays as typed (paths with ':' are not supported, as in skopeo).
-pub fn local_source_absolute(reference: &str) -> anyhow::Result<String> {
-    for prefix in ["oci:", "oci-archive:", "docker-archive:"] {
-        if let Some(rest) = reference.strip_prefix(prefix) {
-            let (path, suffix) = if prefix == "docker-archive:" {
-                // The image selector may itself hold ':' and '/' (`localhost:5000/app:v1`).
-                match rest.split_once(':') {
-                    Some((p, sel)) => (p, Some(sel)),
-                    None => (rest, None),
-                }
-            } else {
-                match rest.rsplit_once(':') {
-                    Some((p, t)) if !t.contains('/') => (p, Some(t)),
-                    _ => (rest, None),
-                }
-            };
-            let abs = absolute(std::path::Path::new(path))?;
-            return Ok(match suffix {
-                Some(s) => format!("{prefix}{abs}:{s}"),
-                None => format!("{prefix}{abs}"),
-            });
-        }
-    }
-    Ok(reference.to_string())
-}
+pub use banger_client::{absolute, local_source_absolute};
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,8 @@
 
 use banger_api::methods::ssh;
 use banger_api::methods::vm::{
-    CpGet, CpPut, Create, Delete, Exec, Hold, Kill, List, Logs, Ports, Proxy, Show, Start, Stop,
+    CpGet, CpPut, Create, Defaults, Delete, Exec, Hold, Kill, List, Logs, Ports, Proxy, Show,
+    Start, Stop,
 };
 
 use super::Table;
@@ -20,6 +21,7 @@ pub(super) fn register(t: &mut Table) {
     t.call::<Hold, _, _>(|s, _, ctx| async move { s.vms.hold(&ctx).await });
     t.call::<Ports, _, _>(|s, p, _| async move { s.vms.ports(p).await });
     t.blocking::<ssh::Config, _>(|s, _, _| s.vms.ssh_info());
+    t.blocking::<Defaults, _>(|_, _, _| crate::vms::naming::load_defaults());
     t.upgrade::<Exec, _, _>(|s, p| async move { s.vms.exec(p).await });
     t.upgrade::<CpPut, _, _>(|s, p| async move { s.vms.cp_put(p).await });
     t.upgrade::<CpGet, _, _>(|s, p| async move { s.vms.cp_get(p).await });

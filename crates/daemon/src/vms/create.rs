@@ -21,20 +21,12 @@ impl Vms {
         p: VmCreateParams,
         ctx: &OpContext,
     ) -> Result<Vm, OpError> {
-        validate_name(&p.name).map_err(|e| OpError::BadRequest(format!("VM {e}")))?;
         if p.lease.is_some() && !p.auto_remove {
             return Err(OpError::BadRequest(
                 "a lease deletes its VMs: give `auto_remove` with `lease`".into(),
             ));
         }
-        let _claim = self.creating.claim(&p.name)?;
-        if self
-            .store
-            .find_vm(&p.name)?
-            .is_some_and(|v| v.name == p.name)
-        {
-            return Err(taken(&p.name));
-        }
+        let (name, _claim) = self.claim_name(&p)?;
         let image = self.store.find_image(&p.image)?.ok_or_else(|| {
             OpError::NotFound(format!(
                 "no image named {:?}; see `banger image list`, or make one with `banger image pull`",
@@ -146,7 +138,7 @@ impl Vms {
         };
         let row = VmRow {
             id: id.clone(),
-            name: p.name.clone(),
+            name,
             image_id: image.id.clone(),
             state: VmState::Created.as_str().into(),
             spec: serde_json::to_string(&spec)
@@ -178,6 +170,33 @@ impl Vms {
         // A vanished lease may have deleted it before this boot got the lock.
         let row = self.find(&id)?;
         self.boot(row, ctx, p.ready_timeout_secs).await
+    }
+}
+
+impl Vms {
+    /// The name asked for, or one the daemon picks from the hint; claimed either way, so a
+    /// concurrent create of the same name fails at once.
+    fn claim_name(
+        &self,
+        p: &VmCreateParams,
+    ) -> Result<(String, crate::claims::NameClaim<'_>), OpError> {
+        let in_store = |name: &str| -> Result<bool, OpError> {
+            Ok(self.store.find_vm(name)?.is_some_and(|v| v.name == name))
+        };
+        if p.name.is_empty() {
+            return super::naming::claim_free_name(
+                &self.creating,
+                p.name_hint.as_deref(),
+                in_store,
+                super::naming::random_suffix,
+            );
+        }
+        validate_name(&p.name).map_err(|e| OpError::BadRequest(format!("VM {e}")))?;
+        let claim = self.creating.claim(&p.name)?;
+        if in_store(&p.name)? {
+            return Err(taken(&p.name));
+        }
+        Ok((p.name.clone(), claim))
     }
 }
 

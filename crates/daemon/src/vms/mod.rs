@@ -26,6 +26,7 @@ mod kill;
 pub mod lease;
 pub mod live;
 mod logs;
+pub mod naming;
 pub mod net;
 mod ports;
 mod show;

@@ -5,9 +5,9 @@ use banger_api::vm::{NetMode, Vm, VmCreateParams, VmState};
 use clap::{Args, ValueEnum};
 
 use crate::Context;
-use crate::client::Client;
 use crate::commands::with_progress;
 use crate::output;
+use banger_client::Client;
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
@@ -214,6 +214,7 @@ pub fn parse_memory_mib(text: &str) -> Result<u64, String> {
 
 pub fn params(args: &CreateArgs) -> VmCreateParams {
     VmCreateParams {
+        name_hint: None,
         name: args.name.clone(),
         image: args.image.clone(),
         cpus: args.cpus,

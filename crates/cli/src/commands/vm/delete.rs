@@ -5,8 +5,8 @@ use banger_api::vm::VmDeleteParams;
 use clap::Args;
 
 use crate::Context;
-use crate::client::Client;
 use crate::output;
+use banger_client::Client;
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {

@@ -5,8 +5,8 @@ use banger_api::system::Empty;
 use banger_api::vm::{Vm, VmList};
 
 use crate::Context;
-use crate::client::Client;
 use crate::output::{self, Style};
+use banger_client::Client;
 
 /// What `vm list` prints when there are no VMs.
 pub const EMPTY_HINT: &str = "no VMs; create one with: banger vm create NAME --image IMG";

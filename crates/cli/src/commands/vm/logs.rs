@@ -13,7 +13,7 @@ use clap::Args;
 use tokio::sync::mpsc;
 
 use crate::Context;
-use crate::client::Client;
+use banger_client::Client;
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {

@@ -4,13 +4,11 @@
 //! half-closes the guest socket; the guest closing it ends the command.
 
 use anyhow::Context as _;
-use banger_api::methods;
-use banger_api::vm::VmProxyParams;
 use clap::Args;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::client::Client;
 use crate::commands::vm::exec::ThreadStdin;
+use banger_client::Client;
 
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
@@ -26,11 +24,7 @@ pub fn vm_name(host: &str) -> &str {
 }
 
 pub async fn run(client: &Client, args: ProxyArgs) -> anyhow::Result<u8> {
-    let params = VmProxyParams {
-        vm: vm_name(&args.vm).to_string(),
-        port: args.port,
-    };
-    let conn = client.upgrade::<methods::vm::Proxy>(&params).await?;
+    let conn = banger_client::open_proxy(client, vm_name(&args.vm), args.port).await?;
     let stdin = ThreadStdin::spawn().context("reading stdin")?;
     pipe(conn, stdin, tokio::io::stdout()).await?;
     Ok(0)

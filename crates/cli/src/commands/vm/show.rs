@@ -6,8 +6,8 @@ use banger_api::vm::{DiskUsage, Vm, VmRef, VmState};
 use clap::Args;
 
 use crate::Context;
-use crate::client::Client;
 use crate::output::{self, Style, Tone};
+use banger_client::Client;
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {

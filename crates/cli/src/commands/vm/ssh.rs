@@ -4,9 +4,9 @@
 
 use clap::Args;
 
-use crate::client::Client;
 use crate::commands::vm::exec::{self, ExecArgs};
 use crate::commands::vm::run::LOGIN_SHELL;
+use banger_client::Client;
 
 #[derive(Debug, Args)]
 pub struct SshArgs {

@@ -5,9 +5,9 @@ use banger_api::vm::VmStartParams;
 use clap::Args;
 
 use crate::Context;
-use crate::client::Client;
 use crate::commands::with_progress;
 use crate::output;
+use banger_client::Client;
 
 #[derive(Debug, Args)]
 pub struct StartArgs {

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::extract::{Destination, Extracted, Limits, extract};
 use super::pack::{PackStats, Tree, pack};
-use crate::client::Client;
+use crate::transport::Client;
 
 /// Chunks handed from the packing thread to the connection.
 const CHUNK: usize = 256 << 10;

@@ -1,5 +1,5 @@
-//! `banger vm cp SRC DST`: files and directory trees in and out of a VM, as tar streams
-//! over `vm.cp.put` / `vm.cp.get` (upgraded connections, see
+//! File transfer (`banger vm cp SRC DST`): files and directory trees in and out of a VM, as
+//! tar streams over `vm.cp.put` / `vm.cp.get` (upgraded connections, see
 //! [`banger_api::vm::STREAM_UPGRADE`]). Also the tar plumbing `vm run PATH` uses to copy a
 //! workspace in.
 //!
@@ -34,30 +34,18 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::Context as _;
 use banger_api::methods;
 use banger_api::vm::{VmCpGetParams, VmExecParams};
-use banger_guest_proto::ExitStatus;
-use clap::Args;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
-use crate::client::{Client, ClientError};
-use crate::commands::vm::exec::{self, ExecEnd};
+use crate::Error;
+use crate::exec::{self, ExecEnd, ExitStatus};
+use crate::transport::{Client, ClientError};
 
 pub use extract::{Destination, Extracted, Limits, extract, guest_request};
 pub use pack::{Entry, Kind, PackStats, Tree, pack};
 pub use stream::{
     ChannelReader, ChannelWriter, Uploaded, download, put_stream, upload, upload_over,
 };
-
-#[derive(Debug, Args)]
-pub struct CpArgs {
-    /// What to copy: a local path, or NAME:PATH in a VM (`-`: a tar stream on stdin).
-    pub src: String,
-    /// Where to: NAME:PATH in a VM, or a local path (`-`: a tar stream on stdout).
-    pub dst: String,
-    /// No transfer summary on stderr.
-    #[arg(long, short)]
-    pub quiet: bool,
-}
 
 /// Where a path lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,86 +105,87 @@ pub enum Transfer {
     },
 }
 
-pub fn parse_transfer(src: &str, dst: &str) -> anyhow::Result<Transfer> {
+pub fn parse_transfer(src: &str, dst: &str) -> Result<Transfer, Error> {
     match (parse_location(src), parse_location(dst)) {
-        (Location::Guest { .. }, Location::Guest { .. }) => anyhow::bail!(
+        (Location::Guest { .. }, Location::Guest { .. }) => Err(anyhow::anyhow!(
             "both {src:?} and {dst:?} are in a VM; copy through the host: one side must be a local path"
-        ),
+        )
+        .into()),
         (local, Location::Guest { vm, path }) => Ok(Transfer::Upload { local, vm, path }),
         (Location::Guest { vm, path }, local) => Ok(Transfer::Download { vm, path, local }),
-        _ => anyhow::bail!(
+        _ => Err(anyhow::anyhow!(
             "neither {src:?} nor {dst:?} names a VM path; write one side as NAME:PATH, e.g. dev:/root/"
-        ),
+        )
+        .into()),
     }
 }
 
-pub async fn run(client: &Client, args: CpArgs) -> anyhow::Result<u8> {
-    let started = std::time::Instant::now();
-    let (what, entries, bytes) = match parse_transfer(&args.src, &args.dst)? {
-        Transfer::Upload { local, vm, path } => match local {
-            Location::Stdio => {
-                let stdin = exec::ThreadStdin::spawn().context("reading stdin")?;
-                let result = put_stream(client, &vm, path.trim_end_matches('/'), stdin).await?;
-                ("uploaded", result.entries, result.bytes)
-            }
-            Location::Local(src) => {
-                let meta = std::fs::symlink_metadata(&src)
-                    .with_context(|| format!("cannot copy {}", src.display()))?;
-                let base = base_name(&src)?;
-                let (dest, top) = upload_target(client, &vm, &path, &base).await?;
-                let tree = Tree::of(&src, &meta)?;
-                let result = upload(client, &vm, &dest, &top, tree).await?;
-                ("uploaded", result.entries, result.bytes)
-            }
-            Location::Guest { .. } => unreachable!("parse_transfer"),
-        },
-        Transfer::Download { vm, path, local } => {
-            let (path, top) = guest_request(&path);
-            let top = top.ok_or_else(|| {
-                anyhow::anyhow!(
-                    "cannot copy {path} from {vm}: it has no name; name a directory below /"
-                )
-            })?;
-            let conn = client
-                .upgrade::<methods::vm::CpGet>(&VmCpGetParams {
-                    vm: vm.clone(),
-                    path,
-                })
-                .await?;
-            match local {
-                Location::Stdio => {
-                    let mut conn = conn;
-                    let n = tokio::io::copy(&mut conn, &mut tokio::io::stdout()).await?;
-                    ("downloaded", 0, n)
-                }
-                Location::Local(dst) => {
-                    let dest = download_destination(&dst, top)?;
-                    let stats = download(conn, dest, Limits::default()).await?;
-                    ("downloaded", stats.entries, stats.bytes)
-                }
-                Location::Guest { .. } => unreachable!("parse_transfer"),
-            }
-        }
-    };
-    if !args.quiet {
-        eprintln!("{}", rate_line(what, entries, bytes, started.elapsed()));
-    }
-    Ok(0)
+/// What a copy moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Copied {
+    /// Archive entries (0 when a raw tar stream passed through uncounted).
+    pub entries: u64,
+    pub bytes: u64,
 }
 
-/// `copied 120 entries, 3.5 MiB in 0.4s (8.7 MiB/s)`.
-pub fn rate_line(what: &str, entries: u64, bytes: u64, elapsed: std::time::Duration) -> String {
-    let mib = bytes as f64 / (1u64 << 20) as f64;
-    let secs = elapsed.as_secs_f64().max(1e-3);
-    let count = if entries > 0 {
-        format!("{entries} entr{}, ", if entries == 1 { "y" } else { "ies" })
-    } else {
-        String::new()
-    };
-    format!(
-        "{what} {count}{mib:.1} MiB in {secs:.1}s ({:.1} MiB/s)",
-        mib / secs
-    )
+/// Copies the local file or tree `src` to `path` in `vm` (where it lands: the module docs).
+pub async fn copy_in(client: &Client, vm: &str, path: &str, src: &Path) -> Result<Copied, Error> {
+    let meta =
+        std::fs::symlink_metadata(src).with_context(|| format!("cannot copy {}", src.display()))?;
+    let base = base_name(src)?;
+    let (dest, top) = upload_target(client, vm, path, &base).await?;
+    let tree = Tree::of(src, &meta)?;
+    let result = upload(client, vm, &dest, &top, tree).await?;
+    Ok(Copied {
+        entries: result.entries,
+        bytes: result.bytes,
+    })
+}
+
+/// Extracts the tar stream read from `input` into the directory `path` in `vm`, as it is.
+pub async fn copy_in_stream<I: AsyncRead + Unpin>(
+    client: &Client,
+    vm: &str,
+    path: &str,
+    input: I,
+) -> Result<Copied, Error> {
+    let result = put_stream(client, vm, path.trim_end_matches('/'), input).await?;
+    Ok(Copied {
+        entries: result.entries,
+        bytes: result.bytes,
+    })
+}
+
+/// The guest's tar stream of `path` in `vm`, unread and unchecked (for a front end that
+/// passes it on, e.g. to stdout), with the name of its top entry.
+pub async fn open_download(
+    client: &Client,
+    vm: &str,
+    path: &str,
+) -> Result<(impl AsyncRead + Unpin + use<>, OsString), Error> {
+    let (path, top) = guest_request(path);
+    let top = top.ok_or_else(|| {
+        anyhow::anyhow!("cannot copy {path} from {vm}: it has no name; name a directory below /")
+    })?;
+    let conn = client
+        .upgrade::<methods::vm::CpGet>(&VmCpGetParams {
+            vm: vm.to_string(),
+            path,
+        })
+        .await?;
+    Ok((conn, top))
+}
+
+/// Copies `path` from `vm` to the local `dst` through the confined extractor (where it
+/// lands: the module docs).
+pub async fn copy_out(client: &Client, vm: &str, path: &str, dst: &Path) -> Result<Copied, Error> {
+    let (conn, top) = open_download(client, vm, path).await?;
+    let dest = download_destination(dst, top)?;
+    let stats = download(conn, dest, Limits::default()).await?;
+    Ok(Copied {
+        entries: stats.entries,
+        bytes: stats.bytes,
+    })
 }
 
 fn base_name(path: &Path) -> anyhow::Result<OsString> {
@@ -442,16 +431,5 @@ mod tests {
                 name: "copy".into()
             }
         );
-    }
-
-    #[test]
-    fn the_rate_line_is_readable() {
-        let l = rate_line(
-            "copied",
-            12,
-            3 << 20,
-            std::time::Duration::from_millis(1500),
-        );
-        assert_eq!(l, "copied 12 entries, 3.0 MiB in 1.5s (2.0 MiB/s)");
     }
 }

@@ -11,18 +11,24 @@ use banger_api::layout::{Layout, check_private_dir, create_private_dir};
 use banger_api::methods;
 use banger_api::system::{Empty, PingResult};
 
-use crate::client::{Client, ClientError};
+use crate::Error;
+use crate::transport::{Client, ClientError};
 
 /// How long a fresh daemon gets to open its socket (it migrates the database and sweeps
 /// leftovers first).
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Returns a client for a daemon that answers, starting one if none does.
-pub async fn ensure_daemon(layout: &Layout) -> anyhow::Result<Client> {
+/// Returns a client for a daemon that answers, starting one if none does; `preflight`
+/// runs first when one is started (the CLI reports a bad config file there).
+pub async fn ensure_daemon(
+    layout: &Layout,
+    preflight: impl FnOnce() -> anyhow::Result<()>,
+) -> Result<Client, Error> {
     let client = Client::new(&layout.socket_path());
     match ping(&client).await {
         Ok(_) => Ok(client),
         Err(ClientError::NotRunning { .. }) => {
+            preflight()?;
             start_daemon(layout).await?;
             Ok(client)
         }
@@ -51,8 +57,13 @@ pub fn daemon_binary() -> PathBuf {
 }
 
 /// Spawns a detached daemon for `layout`, with this process's environment (so it reads
-/// the same config file), and waits until it answers `ping`.
-pub async fn start_daemon(layout: &Layout) -> anyhow::Result<PingResult> {
+/// the same config file), and waits until it answers `ping`. A front end that wants a bad
+/// config file reported before a daemon is started checks it first.
+pub async fn start_daemon(layout: &Layout) -> Result<PingResult, Error> {
+    Ok(spawn_and_wait(layout).await?)
+}
+
+async fn spawn_and_wait(layout: &Layout) -> anyhow::Result<PingResult> {
     check_shared_tmp_dirs(layout)?;
     std::fs::create_dir_all(&layout.state_dir)
         .with_context(|| format!("creating {}", layout.state_dir.display()))?;
@@ -63,8 +74,6 @@ pub async fn start_daemon(layout: &Layout) -> anyhow::Result<PingResult> {
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
     let binary = daemon_binary();
-    // The daemon reads config.toml's `[daemon]` itself; a bad file is reported here first.
-    crate::config::Config::load()?;
     let mut child = Command::new(&binary)
         // Explicit directories: the daemon serves exactly the layout this CLI talks to.
         .arg("--state-dir")
@@ -119,7 +128,7 @@ fn check_shared_tmp_dirs(layout: &Layout) -> Result<(), ClientError> {
     if bases.is_empty() {
         return Ok(());
     }
-    let uid = crate::client::effective_uid();
+    let uid = crate::transport::effective_uid();
     for base in &bases {
         create_private_dir(base, uid)?;
     }

@@ -2,7 +2,7 @@
 //! 1 GiB must not cost the CLI 1 GiB. A test binary of its own, so the peak RSS
 //! (`getrusage`) is this test's alone.
 
-use banger_cli::commands::vm::cp::{Destination, Limits, download};
+use banger_client::transfer::{Destination, Limits, download};
 use tokio::io::AsyncWriteExt;
 
 /// Peak resident set of this process, in bytes.

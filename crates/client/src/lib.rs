@@ -1,0 +1,103 @@
+//! banger-client: the one client engine of `bangerd`. Every front end (the `banger` CLI, and
+//! later an MCP server or a remote client) stands on this crate: the socket transport and
+//! typed calls ([`transport`]), starting a daemon on first use ([`autostart`]), exec
+//! sessions ([`exec`]), file transfer with the host's one confined extractor
+//! ([`transfer`]), workspace selection ([`workspace`]) and `vm run`'s client half
+//! ([`run`]).
+//!
+//! What is not here: argument parsing, the terminal (raw mode, window size, signals from
+//! the keyboard), rendering, and the configuration file's mapping onto options. Policy
+//! (default image and kernel, VM names, `--rm`) is the daemon's.
+
+pub mod autostart;
+pub mod exec;
+pub mod run;
+pub mod transfer;
+pub mod transport;
+pub mod workspace;
+
+pub use transport::{Client, ClientError};
+
+/// An error of this crate: the daemon's (typed, with its code), an interrupted step, or
+/// a local or guest-side failure with its context chain.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The daemon refused or could not be reached (its [`banger_api::ApiError`] inside).
+    #[error(transparent)]
+    Daemon(#[from] ClientError),
+    /// The front end's interrupt ended the step named here.
+    #[error("interrupted while {0}")]
+    Interrupted(String),
+    /// Anything else: a local file, a guest's refusal, a broken stream.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+impl Error {
+    /// The daemon's error, when that is what this is.
+    pub fn api(&self) -> Option<&banger_api::ApiError> {
+        match self {
+            Error::Daemon(ClientError::Api(api)) => Some(api),
+            Error::Failed(e) => e
+                .chain()
+                .find_map(|c| match c.downcast_ref::<ClientError>() {
+                    Some(ClientError::Api(api)) => Some(api),
+                    _ => None,
+                }),
+            _ => None,
+        }
+    }
+}
+
+/// Makes a user-typed path absolute against this process's working directory (the daemon
+/// has its own), without resolving symlinks: the daemon validates and canonicalises.
+pub fn absolute(path: &std::path::Path) -> Result<String, Error> {
+    let abs = std::path::absolute(path).map_err(anyhow::Error::new)?;
+    abs.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("path {} is not valid UTF-8", abs.display()).into())
+}
+
+/// `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]` and `docker-archive:FILE[:IMAGE]` name paths
+/// on the client's side: make them absolute, as the daemon has another working directory.
+/// What follows the path stays as typed (paths with ':' are not supported, as in skopeo).
+pub fn local_source_absolute(reference: &str) -> Result<String, Error> {
+    for prefix in ["oci:", "oci-archive:", "docker-archive:"] {
+        if let Some(rest) = reference.strip_prefix(prefix) {
+            let (path, suffix) = if prefix == "docker-archive:" {
+                // The image selector may itself hold ':' and '/' (`localhost:5000/app:v1`).
+                match rest.split_once(':') {
+                    Some((p, sel)) => (p, Some(sel)),
+                    None => (rest, None),
+                }
+            } else {
+                match rest.rsplit_once(':') {
+                    Some((p, t)) if !t.contains('/') => (p, Some(t)),
+                    _ => (rest, None),
+                }
+            };
+            let abs = absolute(std::path::Path::new(path))?;
+            return Ok(match suffix {
+                Some(s) => format!("{prefix}{abs}:{s}"),
+                None => format!("{prefix}{abs}"),
+            });
+        }
+    }
+    Ok(reference.to_string())
+}
+
+/// A byte stream to TCP `port` inside `vm` (`vm.proxy`: an ssh `ProxyCommand`'s way in,
+/// through the agent's channel); the daemon ends it when either side closes.
+pub async fn open_proxy(
+    client: &Client,
+    vm: &str,
+    port: u16,
+) -> Result<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + use<>, Error> {
+    let params = banger_api::vm::VmProxyParams {
+        vm: vm.to_string(),
+        port,
+    };
+    Ok(client
+        .upgrade::<banger_api::methods::vm::Proxy>(&params)
+        .await?)
+}
