@@ -62,7 +62,7 @@ pub use files::RunFiles;
 pub use firecracker::{
     ApiError, FIRECRACKER_ENV, FIRECRACKER_PROGRAM, Firecracker, JailError, JailerConfig,
 };
-pub use netns::{NetnsError, ROLE_NET};
+pub use netns::{NetnsError, ROLE_DNS, ROLE_NET};
 pub use ports::PortError;
 pub use process::{ProcessRecord, ROLE_VMM, ROLE_VSOCK};
 pub use qemu::{LaunchError, Qemu};

@@ -234,12 +234,12 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The domain names the rules need resolved (not wildcards).
+    /// The domain names resolved at launch: those of `--deny` entries (not wildcards).
+    /// `--allow` domains are learnt by the DNS forwarder as the guest resolves them.
     pub fn domains(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self
-            .allow
+            .deny
             .iter()
-            .chain(&self.deny)
             .filter_map(|d| match &d.target {
                 Target::Domain(n) => Some(n.as_str()),
                 _ => None,
@@ -250,11 +250,42 @@ impl Policy {
         v
     }
 
+    /// Whether the guest's DNS goes through banger's forwarder: any `--allow` domain.
+    pub fn needs_dns(&self) -> bool {
+        domain_allows(self).next().is_some()
+    }
+
     /// Whether the ruleset would accept everything (then none is loaded and `nft` is not
     /// needed).
     pub fn is_open(&self) -> bool {
         self.mode == Mode::Any && self.allow.is_empty() && self.deny.is_empty()
     }
+}
+
+/// The `--allow` entries naming domains (and wildcards), in order: the `i`-th has the
+/// sets [`domain_set`]`(i, …)` that the DNS forwarder fills.
+pub fn domain_allows(policy: &Policy) -> impl Iterator<Item = &Dest> {
+    policy
+        .allow
+        .iter()
+        .filter(|d| !matches!(d.target, Target::Net(_)))
+}
+
+/// The set holding the addresses learnt for the `i`-th domain entry ([`domain_allows`]).
+pub fn domain_set(i: usize, v6: bool) -> String {
+    format!("dns{i}_{}", if v6 { 6 } else { 4 })
+}
+
+/// An address learnt from an answer stays reachable for its TTL, at least this long (a
+/// TTL of 0 must still let the connection that follows start) …
+pub const DNS_MIN_TIMEOUT_S: u32 = 300;
+/// … and at most this long; every packet to it refreshes it to this (there is no
+/// connection tracking at the hook: a long download must not be cut).
+pub const DNS_MAX_TIMEOUT_S: u32 = 3600;
+
+/// How long an address with `ttl` stays in its set.
+pub fn dns_timeout(ttl: u32) -> u32 {
+    ttl.clamp(DNS_MIN_TIMEOUT_S, DNS_MAX_TIMEOUT_S)
 }
 
 /// Ranges unreachable in `public` and `host` (RFC 6890 special-purpose blocks a sandbox
@@ -312,6 +343,15 @@ pub fn render(policy: &Policy, facts: &Facts) -> String {
             let _ = writeln!(
                 s,
                 "\tset inbound_{proto}{v} {{ type {ty} . inet_service . inet_service; size 65536; flags dynamic,timeout; timeout 600s; }}"
+            );
+        }
+    }
+    for (i, _) in domain_allows(policy).enumerate() {
+        for (v6, ty) in [(false, "ipv4_addr"), (true, "ipv6_addr")] {
+            let _ = writeln!(
+                s,
+                "\tset {} {{ type {ty}; size 4096; flags dynamic,timeout; timeout {DNS_MAX_TIMEOUT_S}s; }}",
+                domain_set(i, v6)
             );
         }
     }
@@ -376,12 +416,8 @@ pub fn render(policy: &Policy, facts: &Facts) -> String {
             rule(&mut s, &format!("ip{v} daddr {{ {addrs} }} goto deny"));
         }
     }
-    for d in policy
-        .allow
-        .iter()
-        .filter(|d| !matches!(d.target, Target::Net(_)))
-    {
-        for r in dest_rules(d, facts, "accept") {
+    for (i, d) in domain_allows(policy).enumerate() {
+        for r in learnt_rules(i, d.port) {
             rule(&mut s, &r);
         }
     }
@@ -450,6 +486,21 @@ fn split_families(addrs: &[IpAddr]) -> Vec<(&'static str, String)> {
     [("", join(true)), ("6", join(false))]
         .into_iter()
         .filter(|(_, l)| !l.is_empty())
+        .collect()
+}
+
+/// The rules accepting what the DNS forwarder learnt for the `i`-th domain entry (on
+/// `port` only, if given); each packet refreshes its address's timeout.
+fn learnt_rules(i: usize, port: Option<u16>) -> Vec<String> {
+    let port = port.map_or_else(String::new, |p| {
+        format!(" meta l4proto {{ tcp, udp }} th dport {p}")
+    });
+    [(false, ""), (true, "6")]
+        .iter()
+        .map(|(v6, v)| {
+            let set = domain_set(i, *v6);
+            format!("ip{v} daddr @{set}{port} update @{set} {{ ip{v} daddr }} accept")
+        })
         .collect()
 }
 
@@ -713,7 +764,12 @@ mod tests {
             forwards: Vec::new(),
         };
         golden("allow.nft", &render(&policy, &facts));
-        assert_eq!(policy.domains(), ["bad.example.org", "deb.example.org"]);
+        assert_eq!(policy.domains(), ["bad.example.org"]);
+        assert!(policy.needs_dns());
+        assert!(!Policy::default().needs_dns());
+        assert_eq!(dns_timeout(0), DNS_MIN_TIMEOUT_S);
+        assert_eq!(dns_timeout(900), 900);
+        assert_eq!(dns_timeout(u32::MAX), DNS_MAX_TIMEOUT_S);
     }
 
     #[test]
