@@ -354,6 +354,19 @@ fn net_modes_and_allow_lists_hold_against_the_guest() {
             "{addr} not among the denials: {show}"
         );
     }
+    // `vm logs --net`: the same denials with their ports, most recent first.
+    let logs = env.ok(&["vm", "logs", "--net", "pub"]);
+    assert!(
+        logs.contains(&format!("tcp/{host_port}")) && logs.contains(&format!("tcp/{NS_PORT}")),
+        "{logs}"
+    );
+    let listed = env.json(&["vm", "logs", "--net", "pub"]);
+    assert!(
+        listed.as_array().is_some_and(|v| v
+            .iter()
+            .any(|d| d["destination"] == PRIVATE && d["port"] == NS_PORT && d["proto"] == "tcp")),
+        "{listed}"
+    );
     env.ok(&["vm", "delete", "pub", "--force"]);
 
     // host: public plus the host's loopback.

@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use banger_api::vm::{NetMode, NetPolicyInfo, PublishedPort};
+use banger_api::vm::{NetDenial, NetMode, NetPolicyInfo, PublishedPort};
 use banger_vmm::netns::{Dest, Mode, Policy, policy::Target};
 use banger_vmm::{PortForward, Proto};
 
@@ -103,6 +103,16 @@ pub fn policy_info(spec: &VmSpec, vmm_pid: Option<u32>) -> Option<NetPolicyInfo>
             Ok(d) => {
                 info.denied_packets = Some(d.packets);
                 info.recent_denials = d.recent.iter().map(IpAddr::to_string).collect();
+                info.denials = d
+                    .entries
+                    .into_iter()
+                    .map(|e| NetDenial {
+                        destination: e.addr.to_string(),
+                        proto: e.proto,
+                        port: e.port,
+                        seconds_ago: e.seconds_ago,
+                    })
+                    .collect();
             }
             Err(e) => info.denials_error = Some(e.to_string()),
         }

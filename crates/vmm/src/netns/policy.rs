@@ -21,12 +21,15 @@
 //!    ones are reachable);
 //! 5. the mode's baseline: in `public` and `host`, private, CGNAT, ULA, link-local,
 //!    multicast and reserved ranges, the gateway and the host's own addresses;
-//! 6. `--allow` entries given as domains: the addresses banger resolved for them (after
-//!    the baseline, so a name resolving to a private address gains nothing);
+//! 6. `--allow` entries given as domains (and `*.domain`): the addresses banger's DNS
+//!    forwarder ([`super::forwarder`]) returned for them, in one set per entry
+//!    ([`domain_set`]; after the baseline, so a name resolving to a private address gains
+//!    nothing). `--deny` domains use the addresses resolved at launch;
 //! 7. with any `--allow`: everything else is denied; otherwise accepted.
 //!
 //! Every denial records its destination in the `denied4`/`denied6` sets (timeout
-//! [`DENIED_TIMEOUT_S`]) and counts in the `denied` counter: [`read_denials`] reads them.
+//! [`DENIED_TIMEOUT_S`]), TCP and UDP ones with their port in `denied_ports4`/`6`, and
+//! counts in the `denied` counter: [`super::read_denials`] reads them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -339,6 +342,10 @@ pub fn render(policy: &Policy, facts: &Facts) -> String {
             s,
             "\tset denied{v} {{ type {ty}; size 4096; flags dynamic,timeout; timeout {DENIED_TIMEOUT_S}s; }}"
         );
+        let _ = writeln!(
+            s,
+            "\tset denied_ports{v} {{ type {ty} . inet_proto . inet_service; size 4096; flags dynamic,timeout; timeout {DENIED_TIMEOUT_S}s; }}"
+        );
         for proto in ["tcp", "udp"] {
             let _ = writeln!(
                 s,
@@ -430,6 +437,8 @@ pub fn render(policy: &Policy, facts: &Facts) -> String {
         "\tchain deny {\n\
          \t\tmeta protocol ip update @denied4 { ip daddr }\n\
          \t\tmeta protocol ip6 update @denied6 { ip6 daddr }\n\
+         \t\tmeta protocol ip meta l4proto { tcp, udp } update @denied_ports4 { ip daddr . meta l4proto . th dport }\n\
+         \t\tmeta protocol ip6 meta l4proto { tcp, udp } update @denied_ports6 { ip6 daddr . meta l4proto . th dport }\n\
          \t\tcounter name denied\n\
          \t\tmeta l4proto tcp reject with tcp reset\n\
          \t\treject with icmpx type admin-prohibited\n\
@@ -617,6 +626,59 @@ pub struct Denials {
     pub packets: u64,
     /// Destinations denied within [`DENIED_TIMEOUT_S`], sorted.
     pub recent: Vec<IpAddr>,
+    /// The same with ports, most recent first: a TCP/UDP destination per port, anything
+    /// else per address.
+    pub entries: Vec<Denied>,
+}
+
+/// One denied destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Denied {
+    /// The address.
+    pub addr: IpAddr,
+    /// `tcp` or `udp` (none: another protocol, or only the address is known).
+    pub proto: Option<String>,
+    /// The destination port.
+    pub port: Option<u16>,
+    /// Seconds since the last denial to it (each denial refreshes the set element).
+    pub seconds_ago: Option<u64>,
+}
+
+/// `(value, seconds since the last denial)` of a set element of the JSON output.
+fn element(e: &serde_json::Value) -> (&serde_json::Value, Option<u64>) {
+    // An element with a timeout is `{"elem": {"val": …, "expires": …}}`.
+    match e.get("elem") {
+        Some(inner) => (
+            &inner["val"],
+            inner["expires"]
+                .as_u64()
+                .map(|x| u64::from(DENIED_TIMEOUT_S).saturating_sub(x)),
+        ),
+        None => (e, None),
+    }
+}
+
+/// A `[addr, proto, port]` concatenation (`proto` a name or a number).
+fn port_entry(val: &serde_json::Value, ago: Option<u64>) -> Option<Denied> {
+    let parts = val.get("concat")?.as_array()?;
+    let [addr, proto, port] = parts.as_slice() else {
+        return None;
+    };
+    let proto = match proto {
+        serde_json::Value::String(p) if matches!(p.as_str(), "tcp" | "udp") => p.clone(),
+        serde_json::Value::Number(n) => match n.as_u64()? {
+            6 => "tcp".into(),
+            17 => "udp".into(),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(Denied {
+        addr: addr.as_str()?.parse().ok()?,
+        proto: Some(proto),
+        port: u16::try_from(port.as_u64()?).ok(),
+        seconds_ago: ago,
+    })
 }
 
 /// Reads [`Denials`] from `nft -j list table netdev banger`'s output.
@@ -628,23 +690,39 @@ pub fn parse_denials(json: &str) -> Result<Denials, String> {
         .and_then(|n| n.as_array())
         .ok_or("nft's JSON has no `nftables` list")?;
     let mut d = Denials::default();
+    let mut by_addr = Vec::new();
     for item in items {
         if let Some(c) = item.get("counter").filter(|c| c["name"] == "denied") {
             d.packets = c["packets"].as_u64().unwrap_or(0);
         }
-        if let Some(set) = item
-            .get("set")
-            .filter(|s| s["name"] == "denied4" || s["name"] == "denied6")
-        {
-            for e in set["elem"].as_array().into_iter().flatten() {
-                // An element with a timeout is `{"elem": {"val": ADDR, "expires": …}}`.
-                let val = e.get("elem").map_or(e, |inner| &inner["val"]);
-                if let Some(ip) = val.as_str().and_then(|t| t.parse().ok()) {
-                    d.recent.push(ip);
-                }
+        let Some(set) = item.get("set") else { continue };
+        let ports = set["name"] == "denied_ports4" || set["name"] == "denied_ports6";
+        if !ports && set["name"] != "denied4" && set["name"] != "denied6" {
+            continue;
+        }
+        for e in set["elem"].as_array().into_iter().flatten() {
+            let (val, ago) = element(e);
+            if ports {
+                d.entries.extend(port_entry(val, ago));
+            } else if let Some(ip) = val.as_str().and_then(|t| t.parse().ok()) {
+                d.recent.push(ip);
+                by_addr.push((ip, ago));
             }
         }
     }
+    // Addresses denied only for other protocols (ICMP, …) are listed on their own.
+    for (addr, ago) in by_addr {
+        if !d.entries.iter().any(|e| e.addr == addr) {
+            d.entries.push(Denied {
+                addr,
+                proto: None,
+                port: None,
+                seconds_ago: ago,
+            });
+        }
+    }
+    d.entries
+        .sort_by_key(|e| (e.seconds_ago.unwrap_or(u64::MAX), e.addr, e.port));
     d.recent.sort();
     d.recent.dedup();
     Ok(d)
@@ -794,6 +872,12 @@ mod tests {
           {"set": {"family": "netdev", "name": "denied4", "table": "banger", "type": "ipv4_addr",
             "elem": [{"elem": {"val": "10.200.0.1", "timeout": 3600, "expires": 3590}}, "127.0.0.1"]}},
           {"set": {"family": "netdev", "name": "denied6", "table": "banger", "type": "ipv6_addr"}},
+          {"set": {"family": "netdev", "name": "denied_ports4", "table": "banger", "elem": [
+            {"elem": {"val": {"concat": ["10.200.0.1", "tcp", 8080]}, "expires": 3599}},
+            {"elem": {"val": {"concat": ["10.200.0.1", 17, 53]}, "expires": 3000}},
+            {"elem": {"val": {"concat": ["10.200.0.1", "sctp", 9]}, "expires": 3000}},
+            {"elem": {"val": {"concat": ["bogus", "tcp", 1]}, "expires": 3000}},
+            {"elem": {"val": {"concat": ["10.200.0.1", "tcp"]}, "expires": 3000}}]}},
           {"counter": {"family": "netdev", "name": "denied", "table": "banger", "packets": 7, "bytes": 420}}]}"#;
         let d = parse_denials(json).unwrap();
         assert_eq!(d.packets, 7);
@@ -802,6 +886,19 @@ mod tests {
             [
                 "10.200.0.1".parse::<IpAddr>().unwrap(),
                 "127.0.0.1".parse().unwrap()
+            ]
+        );
+        let shown: Vec<String> = d
+            .entries
+            .iter()
+            .map(|e| format!("{:?} {} {:?} {:?}", e.seconds_ago, e.addr, e.proto, e.port))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "Some(1) 10.200.0.1 Some(\"tcp\") Some(8080)",
+                "Some(600) 10.200.0.1 Some(\"udp\") Some(53)",
+                "None 127.0.0.1 None None",
             ]
         );
         for bad in ["", "{", "[]", "{\"nftables\": 3}"] {
