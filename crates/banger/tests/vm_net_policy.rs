@@ -476,7 +476,7 @@ fn net_modes_and_allow_lists_hold_against_the_guest() {
         "-c",
         "echo nameserver 10.0.2.2 > /etc/resolv.conf",
     ]);
-    let got = probe(&env, "lst", &[index_target.clone()]);
+    let got = probe(&env, "lst", std::slice::from_ref(&index_target));
     assert_denied_fast(&got, &index_target, "allow-list: another resolver");
     let show = env.ok(&["vm", "show", "lst"]);
     assert!(show.contains(&format!("allow {allow}")), "{show}");
