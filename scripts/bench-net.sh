@@ -93,7 +93,7 @@ median() { python3 -c 'import sys,statistics as s; print(f"{s.median(float(x) fo
 ALLOW=(--net host --allow "10.0.2.2:$port" --allow "*.$parent")
 
 # Download: seconds for the whole body, timed inside the guest.
-DL='s=$(date +%s.%N); exec 3<>/dev/tcp/10.0.2.2/'$port'; printf "GET /blob HTTP/1.0\r\n\r\n" >&3; n=$(cat <&3 | wc -c); e=$(date +%s.%N); echo "$n $s $e"'
+DL='s=$(date +%s.%N); exec 3<>/dev/tcp/10.0.2.2/'$port'; printf "GET /blob HTTP/1.0\r\n\r\n" >&3; n=$(cat <&3 2>/dev/null | wc -c); e=$(date +%s.%N); echo "$n $s $e"'
 declare -A MBPS START
 for mode in any host allow; do
     case $mode in
@@ -103,7 +103,8 @@ for mode in any host allow; do
     "$B" vm create "dl-$mode" --image minbase --cpus 1 --memory 512MiB -q "${args[@]}" >/dev/null
     rates=()
     for _ in $(seq "$DL_RUNS"); do
-        read -r n s e < <("$B" vm exec "dl-$mode" -- bash -c "$DL")
+        out=$("$B" vm exec "dl-$mode" -- bash -c "$DL") || die "--net $mode: the download failed: $out"
+        read -r n s e <<<"$out"
         [ "$n" -gt $((DL_MB * 1024 * 1024)) ] || die "--net $mode: the download got $n bytes"
         rates+=("$(python3 -c "print($n / 1e6 / ($e - $s))")")
     done
