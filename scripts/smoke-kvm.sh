@@ -2,7 +2,8 @@
 # Smoke test for a host whose KVM really boots guests: runs the VM and sandbox scenarios
 # (create / exec / stop / start / delete, the agent secret out of the guest's reach and
 # checked again by a restarted daemon, modules loaded on demand, /dev/fd and delegated cgroups with the agent as
-# PID 1, `vm run -- true`) once with `--vmm firecracker`
+# PID 1, `vm run -- true`, the network policy: the default keeps the host's loopback out and
+# reaches apt's mirror, an allow-list resolves and reaches only what it names) once with `--vmm firecracker`
 # and once with `--vmm qemu` (QEMU + KVM), then prints create→ready, `vm run -- true` and
 # `vm exec -- true` round-trip timings of both side by side as a markdown table.
 #
@@ -32,7 +33,9 @@ WORK=$(mktemp -d /var/tmp/smoke-kvm.XXXXXX)
 export XDG_STATE_HOME=$WORK/state XDG_CACHE_HOME=$WORK/cache XDG_RUNTIME_DIR=$WORK/run
 B=$TARGET/release/banger
 export BANGER_DAEMON=$TARGET/release/bangerd
+SERVER_PID=""
 cleanup() {
+    [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null
     if [ -x "$B" ]; then
         for vm in $("$B" --json vm list 2>/dev/null | python3 -c 'import json,sys; print(" ".join(v["name"] for v in json.load(sys.stdin)["vms"]))' 2>/dev/null); do
             "$B" vm delete "$vm" --force >/dev/null 2>&1 || true
@@ -80,6 +83,76 @@ ms() { python3 -c "print(round(($2 - $1) * 1000))"; }
 median() { python3 -c 'import sys,statistics as s; print(round(s.median(float(x) for x in sys.stdin)))'; }
 vm_field() { "$B" --json vm show "$1" | python3 -c "import json,sys; v=json.load(sys.stdin); print($2)"; }
 
+# The network policy's destinations: a server on the host's 127.0.0.1, apt's mirror and
+# pip's index (from this machine's configuration, never written here).
+NET_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+python3 -m http.server "$NET_PORT" --bind 127.0.0.1 --directory "$WORK" >/dev/null 2>&1 &
+SERVER_PID=$!
+read -r MIRROR MIRROR_PORT INDEX INDEX_PORT < <(python3 - <<'EOF'
+import glob, os, re, subprocess
+from urllib.parse import urlsplit
+def host_port(url):
+    u = urlsplit(url)
+    return u.hostname, u.port or (443 if u.scheme == "https" else 80)
+mirror = None
+for f in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list") + glob.glob("/etc/apt/sources.list.d/*.sources")):
+    try:
+        m = re.search(r"^(?:URIs:|deb(?:\s+\[[^]]*\])?)\s+(\w+://\S+)", open(f).read(), re.M)
+    except OSError:
+        continue
+    if m:
+        mirror = host_port(m.group(1)); break
+if not mirror:
+    raise SystemExit("no apt mirror in /etc/apt")
+index = os.environ.get("PIP_INDEX_URL")
+if not index:
+    out = subprocess.run(["python3", "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
+    index = next((l.split("=", 1)[1].strip("'") for l in out.splitlines() if l.split("=", 1)[0].endswith("index-url")), None)
+if not index:
+    from pip._internal.models.index import PyPI
+    index = PyPI.url
+print(*mirror, *host_port(index))
+EOF
+)
+[ -n "$INDEX_PORT" ] || die "cannot read apt's mirror and pip's index from this machine's configuration"
+# Connects from VM to HOST PORT (bash's /dev/tcp): `ok`, or how long the failure took (ms).
+connect() {
+    local t0 t1
+    t0=$(now)
+    if "$B" vm exec "$1" -- timeout 5 bash -c "exec 3<>/dev/tcp/$2/$3" >/dev/null 2>&1; then
+        echo ok
+    else
+        t1=$(now); ms "$t0" "$t1"
+    fi
+}
+fails_fast() { # VM HOST PORT WHAT
+    local r; r=$(connect "$1" "$2" "$3")
+    [ "$r" != ok ] || die "$4: $2:$3 is reachable"
+    [ "$r" -lt 3000 ] || die "$4: $2:$3 failed only after $r ms (not at once)"
+}
+net_checks() {
+    local vmm=$1 parent=${MIRROR#*.} addr
+    "$B" vm create "n-$vmm" --image minbase --vmm "$vmm" --cpus 1 --memory 512MiB -q >/dev/null
+    fails_fast "n-$vmm" 10.0.2.2 "$NET_PORT" "--vmm $vmm, default policy: the host's loopback"
+    [ "$(connect "n-$vmm" "$MIRROR" "$MIRROR_PORT")" = ok ] ||
+        die "--vmm $vmm, default policy: apt's mirror $MIRROR:$MIRROR_PORT is unreachable"
+    "$B" vm delete "n-$vmm" --force >/dev/null
+    [ "$parent" != "$MIRROR" ] && [[ $parent == *.* ]] || die "apt's mirror $MIRROR has no parent domain"
+    "$B" vm create "a-$vmm" --image minbase --vmm "$vmm" --cpus 1 --memory 512MiB -q \
+        --allow "*.$parent:$MIRROR_PORT" >/dev/null
+    [ "$(connect "a-$vmm" "$MIRROR" "$MIRROR_PORT")" = ok ] ||
+        die "--vmm $vmm, --allow '*.$parent:$MIRROR_PORT': $MIRROR is unreachable"
+    ! "$B" vm exec "a-$vmm" -- getent hosts "$INDEX" >/dev/null ||
+        die "--vmm $vmm, allow-list: $INDEX resolves in the guest"
+    fails_fast "a-$vmm" "$INDEX" "$INDEX_PORT" "--vmm $vmm, allow-list: pip's index by name"
+    addr=$(getent ahostsv4 "$INDEX" | awk 'NR == 1 {print $1}')
+    fails_fast "a-$vmm" "$addr" "$INDEX_PORT" "--vmm $vmm, allow-list: pip's index by address"
+    fails_fast "a-$vmm" 10.0.2.2 "$NET_PORT" "--vmm $vmm, allow-list: the host's loopback"
+    "$B" vm logs --net "a-$vmm" | grep -q "tcp/$INDEX_PORT" ||
+        die "--vmm $vmm: vm logs --net does not list the denied $addr:$INDEX_PORT"
+    "$B" vm delete "a-$vmm" --force >/dev/null
+}
+
 declare -A READY RUN EXEC
 FC=${BANGER_FIRECRACKER:-$(command -v firecracker)}
 for vmm in firecracker qemu; do
@@ -110,6 +183,8 @@ for vmm in firecracker qemu; do
     "$B" vm delete "s-$vmm" --force >/dev/null
     # The sandbox scenario: a one-shot command in a throw-away VM.
     "$B" vm run --image minbase --vmm "$vmm" --rm -q -- true || die "--vmm $vmm: vm run -- true failed"
+    echo "smoke-kvm: --vmm $vmm: network policy ..." >&2
+    net_checks "$vmm"
 
     echo "smoke-kvm: --vmm $vmm: $RUNS timing samples ..." >&2
     ready=() run=() exec=()

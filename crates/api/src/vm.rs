@@ -89,6 +89,22 @@ pub struct NetPolicyInfo {
     /// Why the denials could not be read, if they could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub denials_error: Option<String>,
+    /// The recent denials with ports and times, most recent first (`vm logs --net`).
+    #[serde(default)]
+    pub denials: Vec<NetDenial>,
+}
+
+/// One destination the policy denied (within the last hour).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetDenial {
+    /// The address.
+    pub destination: String,
+    /// `tcp` or `udp`; none for another protocol.
+    pub proto: Option<String>,
+    /// The destination port (TCP and UDP).
+    pub port: Option<u16>,
+    /// Seconds since the last denial to it.
+    pub seconds_ago: Option<u64>,
 }
 
 /// Where a VM is in its life.

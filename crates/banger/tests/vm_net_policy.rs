@@ -354,6 +354,19 @@ fn net_modes_and_allow_lists_hold_against_the_guest() {
             "{addr} not among the denials: {show}"
         );
     }
+    // `vm logs --net`: the same denials with their ports, most recent first.
+    let logs = env.ok(&["vm", "logs", "--net", "pub"]);
+    assert!(
+        logs.contains(&format!("tcp/{host_port}")) && logs.contains(&format!("tcp/{NS_PORT}")),
+        "{logs}"
+    );
+    let listed = env.json(&["vm", "logs", "--net", "pub"]);
+    assert!(
+        listed.as_array().is_some_and(|v| v
+            .iter()
+            .any(|d| d["destination"] == PRIVATE && d["port"] == NS_PORT && d["proto"] == "tcp")),
+        "{listed}"
+    );
     env.ok(&["vm", "delete", "pub", "--force"]);
 
     // host: public plus the host's loopback.
@@ -384,16 +397,24 @@ fn net_modes_and_allow_lists_hold_against_the_guest() {
     assert_reached(&got, &gateway, "any: the host's loopback");
     env.ok(&["vm", "delete", "all", "--force"]);
 
-    // An allow-list: apt's mirror (its port) only. pip's index is denied, by name and by
-    // its address hard-coded. Where both names share an address (a filtering proxy in
-    // front of this host), the ports still tell them apart.
+    // An allow-list naming the apt mirror's parent domain as a wildcard (its port only):
+    // the guest's DNS goes through banger's forwarder, which answers names under it and
+    // admits their addresses. pip's index is denied, by name (it does not even resolve)
+    // and by its address hard-coded. Where both names share an address (a filtering
+    // proxy in front of this host), the ports still tell them apart.
     let (index, index_port) = pip_index();
     let index_addrs = resolve(&index, index_port);
     assert!(
         !index_addrs.is_empty(),
         "{index} does not resolve on the host"
     );
-    let allow = format!("{mirror}:{mirror_port}");
+    let parent = mirror
+        .split_once('.')
+        .map(|(_, p)| p.to_string())
+        .filter(|p| p.contains('.'))
+        .unwrap_or_else(|| panic!("apt's mirror {mirror} has no parent domain to allow"));
+    let mirror_target = format!("{mirror}:{mirror_port}");
+    let allow = format!("*.{parent}:{mirror_port}");
     if index_port == mirror_port {
         let mirror_addrs = resolve(&mirror, mirror_port);
         assert!(
@@ -405,16 +426,58 @@ fn net_modes_and_allow_lists_hold_against_the_guest() {
     create(&env, "lst", &image, &["--allow", &allow]);
     let index_target = format!("{index}:{index_port}");
     let hard_coded = format!("{}:{index_port}", index_addrs[0]);
+    let apex = format!("{parent}:{mirror_port}");
     let got = probe(
         &env,
         "lst",
-        &targets(&[index_target.clone(), hard_coded.clone()]),
+        &targets(&[index_target.clone(), hard_coded.clone(), apex.clone()]),
     );
-    assert_reached(&got, &allow, "allow-list: the allowed mirror");
+    assert_reached(
+        &got,
+        &mirror_target,
+        "allow-list: the mirror, under the wildcard",
+    );
     assert_denied_fast(&got, &index_target, "allow-list: pip's index by name");
+    assert_eq!(
+        got[&index_target].0, "noname",
+        "allow-list: pip's index must not resolve: {got:?}"
+    );
+    assert_eq!(
+        got[&apex].0, "noname",
+        "allow-list: *.{parent} does not name {parent} itself: {got:?}"
+    );
     assert_denied_fast(&got, &hard_coded, "allow-list: pip's index by address");
     assert_denied_fast(&got, &gateway, "allow-list: the host's loopback");
     assert_denied_fast(&got, &format!("{PRIVATE}:{NS_PORT}"), "allow-list: private");
+    // The forwarder's answers: the allowed name resolves, the other is REFUSED (the
+    // guest's resolver reports a failure, not an empty answer).
+    let dig = env.ok(&[
+        "vm",
+        "exec",
+        "lst",
+        "--",
+        "python3",
+        "-c",
+        &format!(
+            "import socket\nfor n in ['{mirror}', '{index}']:\n    try:\n        \
+             print(n, sorted({{a[4][0] for a in socket.getaddrinfo(n, 80)}}))\n    \
+             except socket.gaierror as e:\n        print(n, 'error', e.errno)\n"
+        ),
+    ]);
+    assert!(dig.contains(&format!("{mirror} ['")), "{dig}");
+    assert!(dig.contains(&format!("{index} error")), "{dig}");
+    // Guest root pointing its resolver elsewhere gains nothing: only banger's answers.
+    env.ok(&[
+        "vm",
+        "exec",
+        "lst",
+        "--",
+        "sh",
+        "-c",
+        "echo nameserver 10.0.2.2 > /etc/resolv.conf",
+    ]);
+    let got = probe(&env, "lst", std::slice::from_ref(&index_target));
+    assert_denied_fast(&got, &index_target, "allow-list: another resolver");
     let show = env.ok(&["vm", "show", "lst"]);
     assert!(show.contains(&format!("allow {allow}")), "{show}");
     env.ok(&["vm", "delete", "lst", "--force"]);

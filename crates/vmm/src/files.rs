@@ -43,6 +43,10 @@ pub struct RunFiles {
     pub pasta_log: PathBuf,
     /// The network policy's nftables ruleset, loaded in the VM's network namespace.
     pub net_rules: PathBuf,
+    /// The DNS forwarder's configuration (`netns::forwarder::Config`) and its log.
+    pub dns_config: PathBuf,
+    /// See [`RunFiles::dns_config`].
+    pub dns_log: PathBuf,
     /// A jailed Firecracker's jail directory, as a symlink (removed with the jail).
     pub jail_link: PathBuf,
 }
@@ -67,6 +71,8 @@ impl RunFiles {
             fc_log: run_dir.join("firecracker.log"),
             pasta_log: run_dir.join("pasta.log"),
             net_rules: run_dir.join("net-policy.nft"),
+            dns_config: run_dir.join("dns.json"),
+            dns_log: run_dir.join("dns.log"),
             jail_link: run_dir.join("jail"),
         }
     }
@@ -109,6 +115,8 @@ impl RunFiles {
             self.fc_log.clone(),
             self.pasta_log.clone(),
             self.net_rules.clone(),
+            self.dns_config.clone(),
+            self.dns_log.clone(),
         ]);
         v
     }

@@ -66,7 +66,7 @@ pub use firecracker::{
     ApiError, FIRECRACKER_ENV, FIRECRACKER_PROGRAM, Firecracker, JailError, JailerConfig,
 };
 pub use launch::LaunchError;
-pub use netns::{NetnsError, ROLE_NET};
+pub use netns::{NetnsError, ROLE_DNS, ROLE_NET};
 pub use ports::PortError;
 pub use process::{ProcessRecord, ROLE_VMM, ROLE_VSOCK};
 pub use qemu::Qemu;

@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use banger_api::vm::{NetMode, NetPolicyInfo, PublishedPort};
+use banger_api::vm::{NetDenial, NetMode, NetPolicyInfo, PublishedPort};
 use banger_vmm::netns::{Dest, Mode, Policy, policy::Target};
 use banger_vmm::{PortForward, Proto};
 
@@ -21,20 +21,29 @@ pub fn parse_dests(flag: &str, specs: &[String]) -> Result<Vec<Dest>, OpError> {
     specs
         .iter()
         .map(|s| {
-            let d: Dest = s
-                .parse()
-                .map_err(|e| OpError::BadRequest(format!("{flag}: {e}")))?;
-            if let Target::Wildcard(w) = &d.target {
-                // Needs a DNS forwarder feeding the ruleset (crates/vmm/README.md).
-                return Err(OpError::BadRequest(format!(
-                    "{flag} {s:?}: wildcard domains are not supported yet (only addresses \
-                     banger resolved are reachable, and the names under {w} are unknown \
-                     in advance): list the host names, e.g. {flag} www.{w}"
-                )));
-            }
-            Ok(d)
+            s.parse()
+                .map_err(|e| OpError::BadRequest(format!("{flag}: {e}")))
         })
         .collect()
+}
+
+/// Refuses a `--deny *.domain` that nothing would enforce: only banger's DNS forwarder
+/// (which runs when `--allow` names a domain) knows the names under a domain.
+fn check_deny_wildcards(policy: &Policy) -> Result<(), OpError> {
+    if policy.needs_dns() {
+        return Ok(());
+    }
+    match policy.deny.iter().find_map(|d| match &d.target {
+        Target::Wildcard(w) => Some(w),
+        _ => None,
+    }) {
+        Some(w) => Err(OpError::BadRequest(format!(
+            "--deny \"*.{w}\" needs an --allow naming a domain (then the guest's DNS goes \
+             through banger, which refuses the names under {w}); without one, deny the \
+             host names (--deny www.{w}) or their addresses"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Checks a VM's network settings at create time.
@@ -44,9 +53,11 @@ pub fn check(net: &str, allow: &[String], deny: &[String]) -> Result<(), OpError
             "--allow/--deny need networking; drop --net none".into(),
         ));
     }
-    parse_dests("--allow", allow)?;
-    parse_dests("--deny", deny)?;
-    Ok(())
+    check_deny_wildcards(&Policy {
+        mode: Mode::Public,
+        allow: parse_dests("--allow", allow)?,
+        deny: parse_dests("--deny", deny)?,
+    })
 }
 
 /// The policy of a VM with networking (`None` for `--net none`). Specs stored before
@@ -63,11 +74,13 @@ pub fn policy(spec: &VmSpec) -> Result<Option<Policy>, OpError> {
             )));
         }
     };
-    Ok(Some(Policy {
+    let policy = Policy {
         mode,
         allow: parse_dests("--allow", &spec.allow)?,
         deny: parse_dests("--deny", &spec.deny)?,
-    }))
+    };
+    check_deny_wildcards(&policy)?;
+    Ok(Some(policy))
 }
 
 /// What `vm show` says about the policy; `vmm_pid` (a running VM's) adds its denials.
@@ -90,6 +103,16 @@ pub fn policy_info(spec: &VmSpec, vmm_pid: Option<u32>) -> Option<NetPolicyInfo>
             Ok(d) => {
                 info.denied_packets = Some(d.packets);
                 info.recent_denials = d.recent.iter().map(IpAddr::to_string).collect();
+                info.denials = d
+                    .entries
+                    .into_iter()
+                    .map(|e| NetDenial {
+                        destination: e.addr.to_string(),
+                        proto: e.proto,
+                        port: e.port,
+                        seconds_ago: e.seconds_ago,
+                    })
+                    .collect();
             }
             Err(e) => info.denials_error = Some(e.to_string()),
         }
@@ -192,7 +215,15 @@ mod tests {
     #[test]
     fn policies_from_specs() {
         assert!(check("none", &["example.org".into()], &[]).is_err());
-        assert!(check("public", &["*.example.org".into()], &[]).is_err());
+        check(
+            "public",
+            &["*.example.org".into()],
+            &["*.bad.example.org".into()],
+        )
+        .expect("ok");
+        let e = check("public", &["192.0.2.1".into()], &["*.example.org".into()])
+            .expect_err("a wildcard nothing enforces");
+        assert!(e.to_string().contains("--allow naming a domain"), "{e}");
         assert!(check("public", &[], &["nope:0".into()]).is_err());
         check(
             "public",

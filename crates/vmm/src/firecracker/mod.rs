@@ -122,7 +122,7 @@ impl Firecracker {
                 Some((
                     netns::check_for(forwards, policy)?,
                     forwards.clone(),
-                    policy.mode,
+                    policy.clone(),
                 ))
             }
             NetConfig::None => None,
@@ -263,17 +263,19 @@ impl Firecracker {
         remember(&created, &files.fc_api_socket);
 
         let tap = match &net {
-            Some((tools, forwards, mode)) => {
+            Some((tools, forwards, policy)) => {
                 let named = jail.as_ref().map(|_| netns::named_path(&netns_name(&id)));
                 let ns = match &named {
                     Some(p) => netns::Ns::Named(p),
                     None => netns::Ns::Process(vmm.record.pid),
                 };
-                let attached = netns::attach_to(tools, ns, &vmm.record, forwards, *mode, &files)?;
-                if let Ok(mut l) = created.lock() {
-                    l.helpers.push(attached.pasta.clone());
+                let attached = netns::attach_to(tools, ns, &vmm.record, forwards, policy, &files)?;
+                for r in attached.records() {
+                    if let Ok(mut l) = created.lock() {
+                        l.helpers.push(r.clone());
+                    }
+                    started.add(r)?;
                 }
-                started.add(attached.pasta)?;
                 Some(netns::TAP_NAME)
             }
             None => None,

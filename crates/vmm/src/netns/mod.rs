@@ -49,6 +49,8 @@ use crate::files::RunFiles;
 use crate::host;
 use crate::process::{self, ProcessRecord};
 
+pub mod dns;
+pub mod forwarder;
 pub mod policy;
 mod standalone;
 pub use policy::{Denials, Dest, Mode, Policy};
@@ -62,6 +64,10 @@ pub const BRIDGE_NAME: &str = "br0";
 pub const PASTA_IFNAME: &str = "pasta0";
 /// The role of pasta's [`ProcessRecord`].
 pub const ROLE_NET: &str = "net";
+/// The role of the DNS forwarder's [`ProcessRecord`] ([`forwarder`]).
+pub const ROLE_DNS: &str = "dns";
+/// How long the DNS forwarder may take to listen.
+const DNS_READY: Duration = Duration::from_secs(10);
 /// The guest's address, prefix, gateway and DNS server (QEMU user networking's).
 pub const GUEST_ADDR: &str = "10.0.2.15";
 /// See [`GUEST_ADDR`].
@@ -80,14 +86,17 @@ pub const NAMESPACE_ADDR: &str = "10.0.2.1";
 /// The namespace set-up run inside the namespace before the VMM is exec'd. `owner`
 /// makes the TAP usable by that uid:gid without privileges (a jailed Firecracker);
 /// `relay` adds [`loopback_relay`]'s rules; `rules` loads a [`policy`] ruleset
-/// (`nft -f FILE`) once tap0 exists, before the VMM can send anything.
+/// (`nft -f FILE`) once tap0 exists, before the VMM can send anything; `dns` (`ebtables`)
+/// sends the guest's DNS to banger's forwarder ([`dns_intercept`]).
 fn setup_script(
     owner: Option<(u32, u32)>,
     relay: Option<&Relay<'_>>,
     rules: Option<&Rules<'_>>,
+    dns: Option<&Path>,
 ) -> String {
     let owner = owner.map_or_else(String::new, |(u, g)| format!(" user {u} group {g}"));
     let relay = relay.map_or_else(String::new, loopback_relay);
+    let dns = dns.map_or_else(String::new, dns_intercept);
     let rules = rules.map_or_else(String::new, |r| {
         format!("{} -f {}\n", quote(r.nft), quote(r.file))
     });
@@ -102,6 +111,7 @@ fn setup_script(
          ip link set br0 up\n\
          {rules}\
          {relay}\
+         {dns}\
          exec \"$@\"\n"
     )
 }
@@ -110,6 +120,21 @@ fn setup_script(
 /// frame it receives for the guest's (IPv6 router solicitations from br0 would redirect
 /// the guest's traffic to the namespace until the guest spoke again).
 const NO_IPV6: &str = "f=/proc/sys/net/ipv6/conf/br0/disable_ipv6; [ ! -w $f ] || echo 1 > $f\n";
+
+/// The guest's DNS server address becomes br0's, so that the guest's queries to it reach
+/// the namespace's own stack, where [`forwarder`] listens, instead of pasta. As with
+/// [`loopback_relay`], `ebtables` keeps br0's frames from pasta and pasta's ARP answers
+/// for that address from the guest (they race br0's). The guest's frames cross tap0's
+/// ingress hook first, so the policy's rules still see them.
+fn dns_intercept(ebtables: &Path) -> String {
+    let ebt = quote(ebtables);
+    format!(
+        "ip addr add {DNS}/{GUEST_PREFIX} dev br0\n\
+         {ebt} -A OUTPUT -o {PASTA_IFNAME} -j DROP\n\
+         {ebt} -A INPUT -i {PASTA_IFNAME} -j DROP\n\
+         {ebt} -A FORWARD -i {PASTA_IFNAME} -p ARP --arp-ip-src {DNS} -j DROP\n"
+    )
+}
 
 /// A policy ruleset to load: `nft` and the file [`policy::render`]ed into.
 pub(crate) struct Rules<'a> {
@@ -229,6 +254,18 @@ pub enum NetnsError {
         /// The error or the command's output.
         detail: String,
     },
+    /// The DNS forwarder did not start.
+    #[error(
+        "banger's DNS forwarder did not start: {detail}: its output ({log}) ends with:\n{tail}"
+    )]
+    Dns {
+        /// What went wrong.
+        detail: String,
+        /// Its log.
+        log: PathBuf,
+        /// Its last lines.
+        tail: String,
+    },
     /// Adding pasta's interface to the bridge failed.
     #[error("cannot add {PASTA_IFNAME} to {BRIDGE_NAME} in process {pid}'s namespace: {detail}")]
     Bridge {
@@ -251,6 +288,8 @@ pub(crate) struct Tools {
     ebtables: Option<PathBuf>,
     /// For a policy that filters anything (see [`policy`]).
     nft: Option<PathBuf>,
+    /// Whether the guest's DNS goes to banger's [`forwarder`] (then `ebtables` is set).
+    dns: bool,
     /// Run before each program (tests: `setpriv --reuid=…` to act as another user).
     prefix: Vec<OsString>,
 }
@@ -274,6 +313,11 @@ impl Tools {
             (Some(nft), Some(file)) => Some(Rules { nft, file }),
             _ => None,
         }
+    }
+
+    /// `ebtables`, when the guest's DNS is intercepted.
+    fn dns(&self) -> Option<&Path> {
+        self.ebtables.as_deref().filter(|_| self.dns)
     }
 
     fn command(&self, program: &Path) -> Command {
@@ -312,11 +356,18 @@ pub(crate) fn check_for(forwards: &[PortForward], policy: &Policy) -> Result<Too
     };
     let relay_fix = "install the iptables package: published ports are relayed from the \
                      host's loopback by NAT rules in the VM's namespace";
-    let (iptables, ebtables) = if forwards.is_empty() {
-        (None, None)
+    let dns_fix = "install the iptables package (ebtables): the guest's DNS is sent to banger's \
+                   forwarder by bridge rules in the VM's namespace when --allow names domains";
+    let ebtables = |fix| find("ebtables", fix).or_else(|_| find("ebtables-nft", fix));
+    let (iptables, ebtables) = if !forwards.is_empty() {
+        (
+            Some(find("iptables", relay_fix)?),
+            Some(ebtables(relay_fix)?),
+        )
+    } else if policy.needs_dns() {
+        (None, Some(ebtables(dns_fix)?))
     } else {
-        let ebtables = find("ebtables", relay_fix).or_else(|_| find("ebtables-nft", relay_fix))?;
-        (Some(find("iptables", relay_fix)?), Some(ebtables))
+        (None, None)
     };
     let nft = if policy.is_open() {
         None
@@ -335,6 +386,7 @@ pub(crate) fn check_for(forwards: &[PortForward], policy: &Policy) -> Result<Too
         iptables,
         ebtables,
         nft,
+        dns: policy.needs_dns(),
         prefix: Vec::new(),
     };
     if let Err(e) = std::fs::OpenOptions::new()
@@ -371,6 +423,7 @@ pub(crate) fn wrap(
             None,
             tools.relay(forwards).as_ref(),
             tools.rules(rules).as_ref(),
+            tools.dns(),
         ),
     ])
     .arg("banger-netns")
@@ -452,6 +505,17 @@ pub(crate) fn pasta_args_for(
 pub(crate) struct Attached {
     /// pasta's record ([`ROLE_NET`]).
     pub(crate) pasta: ProcessRecord,
+    /// The DNS forwarder's ([`ROLE_DNS`]), when the policy allows domains.
+    pub(crate) dns: Option<ProcessRecord>,
+}
+
+impl Attached {
+    /// Every process started.
+    pub(crate) fn records(&self) -> Vec<ProcessRecord> {
+        std::iter::once(self.pasta.clone())
+            .chain(self.dns.clone())
+            .collect()
+    }
 }
 
 /// Connects the namespace of `vmm` (started through [`wrap`]) outward with pasta.
@@ -459,10 +523,10 @@ pub(crate) fn attach(
     tools: &Tools,
     vmm: &ProcessRecord,
     forwards: &[PortForward],
-    mode: Mode,
+    policy: &Policy,
     files: &RunFiles,
 ) -> Result<Attached, NetnsError> {
-    attach_to(tools, Ns::Process(vmm.pid), vmm, forwards, mode, files)
+    attach_to(tools, Ns::Process(vmm.pid), vmm, forwards, policy, files)
 }
 
 /// Connects `ns`, where `vmm` runs, outward with pasta.
@@ -471,9 +535,10 @@ pub(crate) fn attach_to(
     ns: Ns<'_>,
     vmm: &ProcessRecord,
     forwards: &[PortForward],
-    mode: Mode,
+    policy: &Policy,
     files: &RunFiles,
 ) -> Result<Attached, NetnsError> {
+    let mode = policy.mode;
     let pasta_err = |detail: String| NetnsError::Pasta {
         detail,
         log: files.pasta_log.clone(),
@@ -532,7 +597,13 @@ pub(crate) fn attach_to(
         .stdin(Stdio::null())
         .output();
     match out {
-        Ok(o) if o.status.success() => Ok(Attached { pasta }),
+        Ok(o) if o.status.success() => {
+            let dns = match tools.dns() {
+                Some(_) => Some(start_forwarder(tools, ns, vmm, policy, files).map_err(stop)?),
+                None => None,
+            };
+            Ok(Attached { pasta, dns })
+        }
         Ok(o) => Err(stop(NetnsError::Bridge {
             pid: vmm.pid,
             detail: format!(
@@ -546,6 +617,81 @@ pub(crate) fn attach_to(
             detail: format!("cannot run {}: {e}", tools.nsenter.display()),
         })),
     }
+}
+
+/// Starts the DNS [`forwarder`] for the namespace `ns` of `vmm` (this program
+/// re-executed) and waits until it listens there.
+fn start_forwarder(
+    tools: &Tools,
+    ns: Ns<'_>,
+    vmm: &ProcessRecord,
+    policy: &Policy,
+    files: &RunFiles,
+) -> Result<ProcessRecord, NetnsError> {
+    let err = |detail: String| NetnsError::Dns {
+        detail,
+        log: files.dns_log.clone(),
+        tail: crate::qemu::tail(&files.dns_log),
+    };
+    let cfg = forwarder::Config {
+        vmm_pid: vmm.pid,
+        named_netns: match ns {
+            Ns::Named(p) => Some(p.to_path_buf()),
+            Ns::Process(_) => None,
+        },
+        policy: policy.clone(),
+        upstreams: forwarder::upstreams_from(
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        ),
+        nft: tools
+            .nft
+            .clone()
+            .ok_or_else(|| err("nft was not checked".into()))?,
+    };
+    let json = serde_json::to_string(&cfg).map_err(|e| err(e.to_string()))?;
+    std::fs::write(&files.dns_config, json)
+        .map_err(|e| err(format!("cannot write {}: {e}", files.dns_config.display())))?;
+    let exe = std::env::current_exe().map_err(|e| {
+        err(format!(
+            "cannot find this program to run it as the forwarder: {e}"
+        ))
+    })?;
+    let log = std::fs::File::create(&files.dns_log)
+        .map_err(|e| err(format!("cannot create {}: {e}", files.dns_log.display())))?;
+    let mut cmd = tools.command(&exe);
+    cmd.arg(forwarder::ARG)
+        .arg(&files.dns_config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    let spawned = process::spawn_detached(&mut cmd, ROLE_DNS, |_| {})
+        .map_err(|e| err(format!("cannot start {}: {e}", exe.display())))?;
+    let deadline = Instant::now() + DNS_READY;
+    while !listens_on_dns(vmm.pid) {
+        if Instant::now() >= deadline {
+            spawned.record.kill_now();
+            return Err(err(format!("it did not listen within {DNS_READY:?}")));
+        }
+        if let Ok(status) = spawned.exit.recv_timeout(Duration::from_millis(5)) {
+            return Err(err(format!("it exited ({status})")));
+        }
+    }
+    Ok(spawned.record)
+}
+
+/// Whether a UDP socket is bound to [`DNS`]`:53` in the network namespace of `pid`.
+fn listens_on_dns(pid: u32) -> bool {
+    // /proc/net/udp writes an IPv4 address as the hex of its in-memory (big-endian) u32
+    // read as a native (little-endian) one: 10.0.2.3 → 0302000A.
+    let want = DNS
+        .parse::<std::net::Ipv4Addr>()
+        .map(|a| format!("{:08X}:0035", u32::from_le_bytes(a.octets())))
+        .unwrap_or_default();
+    std::fs::read_to_string(format!("/proc/{pid}/net/udp")).is_ok_and(|t| {
+        t.lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(1) == Some(&want))
+    })
 }
 
 /// Where `ip netns` keeps the namespace `name`.
@@ -595,6 +741,7 @@ pub(crate) fn create_named(
             Some(owner),
             tools.relay(forwards).as_ref(),
             tools.rules(rules).as_ref(),
+            tools.dns(),
         ),
         "banger-netns",
         "true",
@@ -773,8 +920,17 @@ mod tests {
         }
         let uid = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         assert!(uid.lines().any(|l| l.starts_with("Uid:\t65534")), "{uid}");
-        let attached =
-            attach(&tools, &holder.record, &[], Mode::Host, &files).expect("pasta attaches");
+        let attached = attach(
+            &tools,
+            &holder.record,
+            &[],
+            &Policy {
+                mode: Mode::Host,
+                ..Policy::default()
+            },
+            &files,
+        )
+        .expect("pasta attaches");
         guard.0.push(attached.pasta.clone());
         let dev = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap();
         for ifname in [TAP_NAME, BRIDGE_NAME, PASTA_IFNAME] {
@@ -812,7 +968,7 @@ mod tests {
             ebtables: Path::new("/usr/sbin/ebtables"),
             forwards: &forwards,
         };
-        let s = setup_script(Some((123, 100)), Some(&relay), None);
+        let s = setup_script(Some((123, 100)), Some(&relay), None, None);
         assert!(
             s.contains("ip tuntap add dev tap0 mode tap user 123 group 100\n"),
             "{s}"
@@ -830,12 +986,22 @@ mod tests {
         assert!(s.contains("--arp-ip-src 10.0.2.1 -j DROP\n"), "{s}");
         assert!(s.ends_with("exec \"$@\"\n"), "{s}");
         // Without published ports: no address, no rules.
-        let bare = setup_script(None, None, None);
+        let bare = setup_script(None, None, None, None);
         assert!(
             !bare.contains("10.0.2.1") && !bare.contains("tables"),
             "{bare}"
         );
         assert!(bare.contains("disable_ipv6"), "{bare}");
+    }
+
+    #[test]
+    fn dns_goes_to_the_namespace_when_domains_are_allowed() {
+        let s = setup_script(None, None, None, Some(Path::new("/usr/sbin/ebtables")));
+        assert!(s.contains("ip addr add 10.0.2.3/24 dev br0\n"), "{s}");
+        assert!(s.contains("--arp-ip-src 10.0.2.3 -j DROP\n"), "{s}");
+        assert!(s.contains("-A OUTPUT -o pasta0 -j DROP\n"), "{s}");
+        assert!(!s.contains("10.0.2.1"), "{s}");
+        assert!(!listens_on_dns(std::process::id()));
     }
 
     #[test]

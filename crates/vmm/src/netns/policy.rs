@@ -21,12 +21,15 @@
 //!    ones are reachable);
 //! 5. the mode's baseline: in `public` and `host`, private, CGNAT, ULA, link-local,
 //!    multicast and reserved ranges, the gateway and the host's own addresses;
-//! 6. `--allow` entries given as domains: the addresses banger resolved for them (after
-//!    the baseline, so a name resolving to a private address gains nothing);
+//! 6. `--allow` entries given as domains (and `*.domain`): the addresses banger's DNS
+//!    forwarder ([`super::forwarder`]) returned for them, in one set per entry
+//!    ([`domain_set`]; after the baseline, so a name resolving to a private address gains
+//!    nothing). `--deny` domains use the addresses resolved at launch;
 //! 7. with any `--allow`: everything else is denied; otherwise accepted.
 //!
 //! Every denial records its destination in the `denied4`/`denied6` sets (timeout
-//! [`DENIED_TIMEOUT_S`]) and counts in the `denied` counter: [`read_denials`] reads them.
+//! [`DENIED_TIMEOUT_S`]), TCP and UDP ones with their port in `denied_ports4`/`6`, and
+//! counts in the `denied` counter: [`super::read_denials`] reads them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -234,12 +237,12 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The domain names the rules need resolved (not wildcards).
+    /// The domain names resolved at launch: those of `--deny` entries (not wildcards).
+    /// `--allow` domains are learnt by the DNS forwarder as the guest resolves them.
     pub fn domains(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self
-            .allow
+            .deny
             .iter()
-            .chain(&self.deny)
             .filter_map(|d| match &d.target {
                 Target::Domain(n) => Some(n.as_str()),
                 _ => None,
@@ -250,11 +253,42 @@ impl Policy {
         v
     }
 
+    /// Whether the guest's DNS goes through banger's forwarder: any `--allow` domain.
+    pub fn needs_dns(&self) -> bool {
+        domain_allows(self).next().is_some()
+    }
+
     /// Whether the ruleset would accept everything (then none is loaded and `nft` is not
     /// needed).
     pub fn is_open(&self) -> bool {
         self.mode == Mode::Any && self.allow.is_empty() && self.deny.is_empty()
     }
+}
+
+/// The `--allow` entries naming domains (and wildcards), in order: the `i`-th has the
+/// sets [`domain_set`]`(i, …)` that the DNS forwarder fills.
+pub fn domain_allows(policy: &Policy) -> impl Iterator<Item = &Dest> {
+    policy
+        .allow
+        .iter()
+        .filter(|d| !matches!(d.target, Target::Net(_)))
+}
+
+/// The set holding the addresses learnt for the `i`-th domain entry ([`domain_allows`]).
+pub fn domain_set(i: usize, v6: bool) -> String {
+    format!("dns{i}_{}", if v6 { 6 } else { 4 })
+}
+
+/// An address learnt from an answer stays reachable for its TTL, at least this long (a
+/// TTL of 0 must still let the connection that follows start) …
+pub const DNS_MIN_TIMEOUT_S: u32 = 300;
+/// … and at most this long; every packet to it refreshes it to this (there is no
+/// connection tracking at the hook: a long download must not be cut).
+pub const DNS_MAX_TIMEOUT_S: u32 = 3600;
+
+/// How long an address with `ttl` stays in its set.
+pub fn dns_timeout(ttl: u32) -> u32 {
+    ttl.clamp(DNS_MIN_TIMEOUT_S, DNS_MAX_TIMEOUT_S)
 }
 
 /// Ranges unreachable in `public` and `host` (RFC 6890 special-purpose blocks a sandbox
@@ -308,10 +342,23 @@ pub fn render(policy: &Policy, facts: &Facts) -> String {
             s,
             "\tset denied{v} {{ type {ty}; size 4096; flags dynamic,timeout; timeout {DENIED_TIMEOUT_S}s; }}"
         );
+        let _ = writeln!(
+            s,
+            "\tset denied_ports{v} {{ type {ty} . inet_proto . inet_service; size 4096; flags dynamic,timeout; timeout {DENIED_TIMEOUT_S}s; }}"
+        );
         for proto in ["tcp", "udp"] {
             let _ = writeln!(
                 s,
                 "\tset inbound_{proto}{v} {{ type {ty} . inet_service . inet_service; size 65536; flags dynamic,timeout; timeout 600s; }}"
+            );
+        }
+    }
+    for (i, _) in domain_allows(policy).enumerate() {
+        for (v6, ty) in [(false, "ipv4_addr"), (true, "ipv6_addr")] {
+            let _ = writeln!(
+                s,
+                "\tset {} {{ type {ty}; size 4096; flags dynamic,timeout; timeout {DNS_MAX_TIMEOUT_S}s; }}",
+                domain_set(i, v6)
             );
         }
     }
@@ -376,12 +423,8 @@ pub fn render(policy: &Policy, facts: &Facts) -> String {
             rule(&mut s, &format!("ip{v} daddr {{ {addrs} }} goto deny"));
         }
     }
-    for d in policy
-        .allow
-        .iter()
-        .filter(|d| !matches!(d.target, Target::Net(_)))
-    {
-        for r in dest_rules(d, facts, "accept") {
+    for (i, d) in domain_allows(policy).enumerate() {
+        for r in learnt_rules(i, d.port) {
             rule(&mut s, &r);
         }
     }
@@ -394,6 +437,8 @@ pub fn render(policy: &Policy, facts: &Facts) -> String {
         "\tchain deny {\n\
          \t\tmeta protocol ip update @denied4 { ip daddr }\n\
          \t\tmeta protocol ip6 update @denied6 { ip6 daddr }\n\
+         \t\tmeta protocol ip meta l4proto { tcp, udp } update @denied_ports4 { ip daddr . meta l4proto . th dport }\n\
+         \t\tmeta protocol ip6 meta l4proto { tcp, udp } update @denied_ports6 { ip6 daddr . meta l4proto . th dport }\n\
          \t\tcounter name denied\n\
          \t\tmeta l4proto tcp reject with tcp reset\n\
          \t\treject with icmpx type admin-prohibited\n\
@@ -450,6 +495,21 @@ fn split_families(addrs: &[IpAddr]) -> Vec<(&'static str, String)> {
     [("", join(true)), ("6", join(false))]
         .into_iter()
         .filter(|(_, l)| !l.is_empty())
+        .collect()
+}
+
+/// The rules accepting what the DNS forwarder learnt for the `i`-th domain entry (on
+/// `port` only, if given); each packet refreshes its address's timeout.
+fn learnt_rules(i: usize, port: Option<u16>) -> Vec<String> {
+    let port = port.map_or_else(String::new, |p| {
+        format!(" meta l4proto {{ tcp, udp }} th dport {p}")
+    });
+    [(false, ""), (true, "6")]
+        .iter()
+        .map(|(v6, v)| {
+            let set = domain_set(i, *v6);
+            format!("ip{v} daddr @{set}{port} update @{set} {{ ip{v} daddr }} accept")
+        })
         .collect()
 }
 
@@ -566,6 +626,59 @@ pub struct Denials {
     pub packets: u64,
     /// Destinations denied within [`DENIED_TIMEOUT_S`], sorted.
     pub recent: Vec<IpAddr>,
+    /// The same with ports, most recent first: a TCP/UDP destination per port, anything
+    /// else per address.
+    pub entries: Vec<Denied>,
+}
+
+/// One denied destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Denied {
+    /// The address.
+    pub addr: IpAddr,
+    /// `tcp` or `udp` (none: another protocol, or only the address is known).
+    pub proto: Option<String>,
+    /// The destination port.
+    pub port: Option<u16>,
+    /// Seconds since the last denial to it (each denial refreshes the set element).
+    pub seconds_ago: Option<u64>,
+}
+
+/// `(value, seconds since the last denial)` of a set element of the JSON output.
+fn element(e: &serde_json::Value) -> (&serde_json::Value, Option<u64>) {
+    // An element with a timeout is `{"elem": {"val": …, "expires": …}}`.
+    match e.get("elem") {
+        Some(inner) => (
+            &inner["val"],
+            inner["expires"]
+                .as_u64()
+                .map(|x| u64::from(DENIED_TIMEOUT_S).saturating_sub(x)),
+        ),
+        None => (e, None),
+    }
+}
+
+/// A `[addr, proto, port]` concatenation (`proto` a name or a number).
+fn port_entry(val: &serde_json::Value, ago: Option<u64>) -> Option<Denied> {
+    let parts = val.get("concat")?.as_array()?;
+    let [addr, proto, port] = parts.as_slice() else {
+        return None;
+    };
+    let proto = match proto {
+        serde_json::Value::String(p) if matches!(p.as_str(), "tcp" | "udp") => p.clone(),
+        serde_json::Value::Number(n) => match n.as_u64()? {
+            6 => "tcp".into(),
+            17 => "udp".into(),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(Denied {
+        addr: addr.as_str()?.parse().ok()?,
+        proto: Some(proto),
+        port: u16::try_from(port.as_u64()?).ok(),
+        seconds_ago: ago,
+    })
 }
 
 /// Reads [`Denials`] from `nft -j list table netdev banger`'s output.
@@ -577,23 +690,39 @@ pub fn parse_denials(json: &str) -> Result<Denials, String> {
         .and_then(|n| n.as_array())
         .ok_or("nft's JSON has no `nftables` list")?;
     let mut d = Denials::default();
+    let mut by_addr = Vec::new();
     for item in items {
         if let Some(c) = item.get("counter").filter(|c| c["name"] == "denied") {
             d.packets = c["packets"].as_u64().unwrap_or(0);
         }
-        if let Some(set) = item
-            .get("set")
-            .filter(|s| s["name"] == "denied4" || s["name"] == "denied6")
-        {
-            for e in set["elem"].as_array().into_iter().flatten() {
-                // An element with a timeout is `{"elem": {"val": ADDR, "expires": …}}`.
-                let val = e.get("elem").map_or(e, |inner| &inner["val"]);
-                if let Some(ip) = val.as_str().and_then(|t| t.parse().ok()) {
-                    d.recent.push(ip);
-                }
+        let Some(set) = item.get("set") else { continue };
+        let ports = set["name"] == "denied_ports4" || set["name"] == "denied_ports6";
+        if !ports && set["name"] != "denied4" && set["name"] != "denied6" {
+            continue;
+        }
+        for e in set["elem"].as_array().into_iter().flatten() {
+            let (val, ago) = element(e);
+            if ports {
+                d.entries.extend(port_entry(val, ago));
+            } else if let Some(ip) = val.as_str().and_then(|t| t.parse().ok()) {
+                d.recent.push(ip);
+                by_addr.push((ip, ago));
             }
         }
     }
+    // Addresses denied only for other protocols (ICMP, …) are listed on their own.
+    for (addr, ago) in by_addr {
+        if !d.entries.iter().any(|e| e.addr == addr) {
+            d.entries.push(Denied {
+                addr,
+                proto: None,
+                port: None,
+                seconds_ago: ago,
+            });
+        }
+    }
+    d.entries
+        .sort_by_key(|e| (e.seconds_ago.unwrap_or(u64::MAX), e.addr, e.port));
     d.recent.sort();
     d.recent.dedup();
     Ok(d)
@@ -713,7 +842,12 @@ mod tests {
             forwards: Vec::new(),
         };
         golden("allow.nft", &render(&policy, &facts));
-        assert_eq!(policy.domains(), ["bad.example.org", "deb.example.org"]);
+        assert_eq!(policy.domains(), ["bad.example.org"]);
+        assert!(policy.needs_dns());
+        assert!(!Policy::default().needs_dns());
+        assert_eq!(dns_timeout(0), DNS_MIN_TIMEOUT_S);
+        assert_eq!(dns_timeout(900), 900);
+        assert_eq!(dns_timeout(u32::MAX), DNS_MAX_TIMEOUT_S);
     }
 
     #[test]
@@ -738,6 +872,12 @@ mod tests {
           {"set": {"family": "netdev", "name": "denied4", "table": "banger", "type": "ipv4_addr",
             "elem": [{"elem": {"val": "10.200.0.1", "timeout": 3600, "expires": 3590}}, "127.0.0.1"]}},
           {"set": {"family": "netdev", "name": "denied6", "table": "banger", "type": "ipv6_addr"}},
+          {"set": {"family": "netdev", "name": "denied_ports4", "table": "banger", "elem": [
+            {"elem": {"val": {"concat": ["10.200.0.1", "tcp", 8080]}, "expires": 3599}},
+            {"elem": {"val": {"concat": ["10.200.0.1", 17, 53]}, "expires": 3000}},
+            {"elem": {"val": {"concat": ["10.200.0.1", "sctp", 9]}, "expires": 3000}},
+            {"elem": {"val": {"concat": ["bogus", "tcp", 1]}, "expires": 3000}},
+            {"elem": {"val": {"concat": ["10.200.0.1", "tcp"]}, "expires": 3000}}]}},
           {"counter": {"family": "netdev", "name": "denied", "table": "banger", "packets": 7, "bytes": 420}}]}"#;
         let d = parse_denials(json).unwrap();
         assert_eq!(d.packets, 7);
@@ -746,6 +886,19 @@ mod tests {
             [
                 "10.200.0.1".parse::<IpAddr>().unwrap(),
                 "127.0.0.1".parse().unwrap()
+            ]
+        );
+        let shown: Vec<String> = d
+            .entries
+            .iter()
+            .map(|e| format!("{:?} {} {:?} {:?}", e.seconds_ago, e.addr, e.proto, e.port))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "Some(1) 10.200.0.1 Some(\"tcp\") Some(8080)",
+                "Some(600) 10.200.0.1 Some(\"udp\") Some(53)",
+                "None 127.0.0.1 None None",
             ]
         );
         for bad in ["", "{", "[]", "{\"nftables\": 3}"] {

@@ -126,7 +126,7 @@ pub fn spawn(opts: &SpawnOptions) -> Result<Plumbed, SpawnError> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    match super::attach(&tools, &vmm, &opts.forwards, opts.policy.mode, &files) {
+    match super::attach(&tools, &vmm, &opts.forwards, &opts.policy, &files) {
         Ok(a) => Ok(Plumbed { vmm, net: a.pasta }),
         Err(e) => {
             vmm.kill_now();

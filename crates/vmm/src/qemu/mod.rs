@@ -155,11 +155,13 @@ impl Qemu {
         started.add(vmm.record.clone())?;
         if let Some((tools, forwards, policy)) = &net {
             self.wait_namespace(&files, &vmm.record, &vmm.exit)?;
-            let attached = netns::attach(tools, &vmm.record, forwards, policy.mode, &files)?;
-            if let Ok(mut h) = helpers.lock() {
-                h.push(attached.pasta.clone());
+            let attached = netns::attach(tools, &vmm.record, forwards, policy, &files)?;
+            for r in attached.records() {
+                if let Ok(mut h) = helpers.lock() {
+                    h.push(r.clone());
+                }
+                started.add(r)?;
             }
-            started.add(attached.pasta)?;
             self.resume(&files, &vmm.exit)?;
         }
         self.wait_running(&files, &vmm.exit)?;

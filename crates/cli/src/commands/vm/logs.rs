@@ -1,4 +1,4 @@
-//! `banger vm logs NAME [-f] [-n N] [--raw]`
+//! `banger vm logs NAME [-f] [-n N] [--raw]`, `banger vm logs --net NAME`
 //!
 //! The console is the guest's: on a terminal its control characters are shown as text
 //! (`\x1b]52;…`), never obeyed. `--raw`, or stdout that is not a terminal, passes them
@@ -8,7 +8,8 @@ use std::io::{IsTerminal, Write};
 
 use banger_api::methods;
 use banger_api::pull::PullEvent;
-use banger_api::vm::{VmLogs, VmLogsParams};
+use banger_api::text::visible;
+use banger_api::vm::{NetDenial, VmLogs, VmLogsParams, VmRef};
 use clap::Args;
 use tokio::sync::mpsc;
 
@@ -33,6 +34,10 @@ pub struct LogsArgs {
     /// as they are anyway. Invalid UTF-8 is shown as U+FFFD either way.
     #[arg(long)]
     pub raw: bool,
+    /// Instead of the console: what the VM's network policy denied in the last hour
+    /// (time, destination, protocol/port), most recent first. With --json, the list.
+    #[arg(long, conflicts_with_all = ["follow", "tail", "raw"])]
+    pub net: bool,
 }
 
 pub fn params(args: &LogsArgs) -> VmLogsParams {
@@ -67,6 +72,9 @@ impl Render {
 }
 
 pub async fn run(ctx: &Context, client: &Client, args: LogsArgs) -> anyhow::Result<u8> {
+    if args.net {
+        return net(ctx, client, &args.vm).await;
+    }
     let params = params(&args);
     let render = Render::of(&args, ctx.json);
     // Always streamed (the daemon sends the console in pieces, whatever its size). The
@@ -106,6 +114,60 @@ pub async fn run(ctx: &Context, client: &Client, args: LogsArgs) -> anyhow::Resu
             _ = &mut ctrl_c => return Ok(0),
         }
     }
+}
+
+/// `vm logs --net`: the denials `vm.show` reads from the VM's namespace.
+async fn net(ctx: &Context, client: &Client, vm: &str) -> anyhow::Result<u8> {
+    let shown = client
+        .call::<methods::vm::Show>(&VmRef { vm: vm.to_string() })
+        .await?;
+    let Some(policy) = shown.net_policy else {
+        anyhow::bail!(
+            "{} has no network (--net none): nothing to deny",
+            visible(vm)
+        );
+    };
+    if let Some(e) = &policy.denials_error {
+        anyhow::bail!("cannot read {}'s denials: {}", visible(vm), visible(e));
+    }
+    let text = if ctx.json {
+        let mut line = serde_json::to_string(&policy.denials)?;
+        line.push('\n');
+        line
+    } else {
+        denials_text(&policy.denials, shown.pid.is_some())
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(0),
+        Err(e) => closed_stdout(e),
+    }
+}
+
+/// One line per denial: `AGO  DESTINATION  PROTO/PORT`.
+fn denials_text(denials: &[NetDenial], running: bool) -> String {
+    if denials.is_empty() {
+        return if running {
+            "nothing denied in the last hour\n".into()
+        } else {
+            "the VM is not running: its denials went with its network\n".into()
+        };
+    }
+    let mut s = format!("{:<10} {:<40} {}\n", "AGO", "DESTINATION", "PORT");
+    for d in denials {
+        let ago = d
+            .seconds_ago
+            .map_or_else(|| "?".into(), |a| format!("{a}s"));
+        let port = match (&d.proto, d.port) {
+            (Some(p), Some(n)) => format!("{}/{n}", visible(p)),
+            _ => "(other protocol)".into(),
+        };
+        s.push_str(&format!(
+            "{ago:<10} {:<40} {port}\n",
+            visible(&d.destination)
+        ));
+    }
+    s
 }
 
 /// `text` as it is printed.
@@ -186,6 +248,42 @@ mod tests {
         assert!(raw.raw);
         assert_eq!(Render::of(&raw, false), Render::Raw);
         assert_eq!(Render::of(&raw, true), Render::Json);
+    }
+
+    #[test]
+    fn net_denials_are_listed_escaped() {
+        let a = parse(&["--net", "dev"]).expect("parses");
+        assert!(a.net);
+        assert!(parse(&["--net", "-f", "dev"]).is_err());
+        let d = |dest: &str, proto: Option<&str>, port, ago| NetDenial {
+            destination: dest.into(),
+            proto: proto.map(String::from),
+            port,
+            seconds_ago: ago,
+        };
+        let text = denials_text(
+            &[
+                d("10.200.0.1", Some("tcp"), Some(8080), Some(3)),
+                d("169.254.99.1", None, None, None),
+                d("\x1b[2J", Some("tcp\x07"), Some(1), Some(9)),
+            ],
+            true,
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("AGO"), "{text}");
+        assert!(
+            lines[1].starts_with("3s")
+                && lines[1].contains("10.200.0.1")
+                && lines[1].ends_with("tcp/8080"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("169.254.99.1") && lines[2].ends_with("(other protocol)"),
+            "{text}"
+        );
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text}");
+        assert!(denials_text(&[], true).contains("nothing denied"));
+        assert!(denials_text(&[], false).contains("not running"));
     }
 
     #[test]

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# What the network policy (issue 20) costs. In one run, on one VM per mode (the minbase
+# image, 1 vCPU):
+#   - a 100 MB download from a host-side HTTP server (python3, on 127.0.0.1, reached at the
+#     gateway 10.0.2.2) into the guest (bash's /dev/tcp, to /dev/null), BENCH_DL_RUNS times,
+#     with `--net any` (no ruleset loaded: the baseline), `--net host` (the ruleset) and an
+#     allow-list (`--net host --allow 10.0.2.2:PORT --allow '*.<apt mirror's parent>'`:
+#     ruleset, learnt-address sets and the DNS forwarder);
+#   - `vm run --rm -- true`, BENCH_RUNS times each, with `--net any` (baseline), the default
+#     (`public`: ruleset) and the allow-list (ruleset + DNS forwarder).
+# Prints medians and the cost relative to the baseline as a markdown table.
+#
+# Usage: scripts/bench-net.sh
+#   BENCH_RUNS=N (default 10)  BENCH_DL_RUNS=N (default 5)  BENCH_DL_MB=N (default 100)
+#   BENCH_BIN_DIR  where banger and bangerd are (default: a release build made here)
+#   BANGER_TEST_CACHE  cache dir of the debootstrap images and kernel (default /var/tmp/banger-test-cache)
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${BANGER_TEST_CACHE:-/var/tmp/banger-test-cache}
+TARGET=${CARGO_TARGET_DIR:-$REPO/target}
+RUNS=${BENCH_RUNS:-10}
+DL_RUNS=${BENCH_DL_RUNS:-5}
+DL_MB=${BENCH_DL_MB:-100}
+export PATH=$PATH:$HOME/.cargo/bin:/usr/sbin:/sbin
+die() { echo "bench-net: $*" >&2; exit 1; }
+for t in qemu-system-x86_64 python3 umoci debootstrap dpkg-deb pasta nft ebtables; do
+    command -v "$t" >/dev/null || die "missing $t (scripts/install-test-deps.sh installs it)"
+done
+
+"$REPO/scripts/bench-pull.sh" --prepare-only minbase
+if [ -n "${BENCH_BIN_DIR:-}" ]; then
+    BIN=$BENCH_BIN_DIR
+else
+    (cd "$REPO" && cargo build --quiet --locked --release -p banger)
+    BIN=$TARGET/release
+fi
+if [ -z "${BANGER_AGENT:-}" ]; then
+    BANGER_AGENT=$("$REPO/scripts/build-agent.sh")
+fi
+export BANGER_AGENT
+B=$BIN/banger
+export BANGER_DAEMON=$BIN/bangerd
+
+deb=$(ls "$CACHE"/kernel-deb/linux-image-*-cloud-amd64_*.deb 2>/dev/null | head -n 1 || true)
+[ -n "$deb" ] || die "no kernel .deb in $CACHE/kernel-deb (scripts/bench-vm.sh fetches one)"
+
+WORK=$(mktemp -d /var/tmp/bench-net.XXXXXX)
+export XDG_STATE_HOME=$WORK/state XDG_CACHE_HOME=$WORK/cache XDG_RUNTIME_DIR=$WORK/run
+SERVER_PID=""
+cleanup() {
+    [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null
+    for vm in $("$B" --json vm list 2>/dev/null | python3 -c 'import json,sys; print(" ".join(v["name"] for v in json.load(sys.stdin)["vms"]))' 2>/dev/null); do
+        "$B" vm delete "$vm" --force >/dev/null 2>&1 || true
+    done
+    "$B" daemon stop >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$B" kernel import cloud --deb "$deb" >/dev/null
+"$B" image pull "oci:$CACHE/bench/oci-minbase:t" --name minbase --kernel-ref cloud -q >/dev/null
+
+# The apt mirror's parent domain, from this machine's apt configuration (a wildcard entry
+# makes the DNS forwarder run; nothing here resolves through it).
+parent=$(python3 - <<'EOF'
+import glob, re
+for f in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list") + glob.glob("/etc/apt/sources.list.d/*.sources")):
+    try:
+        text = open(f).read()
+    except OSError:
+        continue
+    for m in re.finditer(r"^(?:URIs:|deb(?:\s+\[[^]]*\])?)\s+\w+://([^/:\s]+)", text, re.M):
+        host = m.group(1)
+        if host.count(".") >= 2:
+            print(host.split(".", 1)[1]); raise SystemExit
+raise SystemExit("no apt mirror with a parent domain in /etc/apt")
+EOF
+)
+
+# The host-side server: DL_MB MB from 127.0.0.1 (the guest reaches it at 10.0.2.2).
+mkdir -p "$WORK/www"
+head -c $((DL_MB * 1024 * 1024)) /dev/zero > "$WORK/www/blob"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+python3 -m http.server "$port" --bind 127.0.0.1 --directory "$WORK/www" >/dev/null 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 100); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break
+    sleep 0.1
+done
+
+now() { date +%s.%N; }
+median() { python3 -c 'import sys,statistics as s; print(f"{s.median(float(x) for x in sys.stdin):.1f}")'; }
+ALLOW=(--net host --allow "10.0.2.2:$port" --allow "*.$parent")
+
+# Download: seconds for the whole body, timed inside the guest.
+DL='s=$(date +%s.%N); exec 3<>/dev/tcp/10.0.2.2/'$port'; printf "GET /blob HTTP/1.0\r\n\r\n" >&3; n=$(cat <&3 2>/dev/null | wc -c); e=$(date +%s.%N); echo "$n $s $e"'
+declare -A MBPS START
+for mode in any host allow; do
+    case $mode in
+        allow) args=("${ALLOW[@]}") ;;
+        *) args=(--net "$mode") ;;
+    esac
+    "$B" vm create "dl-$mode" --image minbase --cpus 1 --memory 512MiB -q "${args[@]}" >/dev/null
+    rates=()
+    for _ in $(seq "$DL_RUNS"); do
+        out=$("$B" vm exec "dl-$mode" -- bash -c "$DL") || die "--net $mode: the download failed: $out"
+        read -r n s e <<<"$out"
+        [ "$n" -gt $((DL_MB * 1024 * 1024)) ] || die "--net $mode: the download got $n bytes"
+        rates+=("$(python3 -c "print($n / 1e6 / ($e - $s))")")
+    done
+    MBPS[$mode]=$(printf '%s\n' "${rates[@]}" | median)
+    "$B" vm delete "dl-$mode" --force >/dev/null
+done
+
+for mode in any public allow; do
+    case $mode in
+        allow) args=("${ALLOW[@]}") ;;
+        *) args=(--net "$mode") ;;
+    esac
+    "$B" vm run --image minbase --rm -q "${args[@]}" -- true   # warm caches
+    times=()
+    for _ in $(seq "$RUNS"); do
+        t0=$(now); "$B" vm run --image minbase --rm --cpus 1 --memory 512MiB -q "${args[@]}" -- true; t1=$(now)
+        times+=("$(python3 -c "print(($t1 - $t0) * 1000)")")
+    done
+    START[$mode]=$(printf '%s\n' "${times[@]}" | median)
+done
+
+pct() { python3 -c "print(f'{($2 - $1) / $1 * 100:+.1f} %')"; }
+diff_ms() { python3 -c "print(f'{$2 - $1:+.0f} ms')"; }
+echo
+echo "Medians, 1 vCPU, 512 MiB, minbase image, $(uname -r) host, accel: $("$B" --json doctor 2>/dev/null | python3 -c 'import json,sys; print(next((c["detail"] for c in json.load(sys.stdin) if c["name"] == "acceleration"), "?")[:60])' || echo '?'):"
+echo
+echo "| | baseline (\`--net any\`) | ruleset | ruleset + DNS forwarder (allow-list) |"
+echo "|---|---|---|---|"
+echo "| ${DL_MB} MB download from the host, MB/s ($DL_RUNS runs) | ${MBPS[any]} | ${MBPS[host]} (\`--net host\`, $(pct "${MBPS[any]}" "${MBPS[host]}")) | ${MBPS[allow]} ($(pct "${MBPS[any]}" "${MBPS[allow]}")) |"
+echo "| \`vm run --rm -- true\`, ms ($RUNS runs) | ${START[any]} | ${START[public]} (default \`public\`, $(diff_ms "${START[any]}" "${START[public]}")) | ${START[allow]} ($(diff_ms "${START[any]}" "${START[allow]}")) |"
