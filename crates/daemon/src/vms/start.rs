@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use banger_api::pull::PullEvent;
+use banger_api::event::OpEvent;
 use banger_api::vm::{Vm, VmStageRecord, VmStartParams, VmState};
 use banger_vmm::{Accel, ChannelEndpoint, ChannelKind, DiskConfig, NetConfig, VmConfig};
 
@@ -469,7 +469,7 @@ fn stage(
         at_ms,
         guest_uptime_ms,
     });
-    ctx.emit(PullEvent::VmStage {
+    ctx.emit(OpEvent::VmStage {
         stage: name.to_string(),
         elapsed_ms: at_ms,
     });

@@ -8,21 +8,24 @@
 //! it imported that nothing links); a name is checked before any work and again at
 //! publication.
 
+pub mod oci_backend;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use banger_api::event::OpEvent;
 use banger_api::image::{CachePruned, Image};
 use banger_api::names::validate_name;
-use banger_api::pull::{ImagePullParams, PullEvent};
+use banger_api::pull::ImagePullParams;
 
 use crate::claims::NameClaims;
 use crate::error::OpError;
 use crate::fsutil::{self, DirGuard};
 use crate::ids;
 use crate::images::{Images, file_sizes};
-use crate::kernel_inputs;
-use crate::kernels::shared::SharedFiles;
+use crate::kernels::content_store::SharedFiles;
+use crate::kernels::{Kernels, choice};
 use crate::paths;
 use crate::progress::OpContext;
 use crate::recovery::STAGING_SUFFIX;
@@ -73,7 +76,12 @@ pub struct ImagePuller {
 }
 
 impl ImagePuller {
-    pub fn new(images_dir: PathBuf, store: Arc<Store>, backend: Arc<dyn PullBackend>) -> Self {
+    pub fn new(
+        images_dir: PathBuf,
+        store: Arc<Store>,
+        backend: Arc<dyn PullBackend>,
+        shared: Arc<SharedFiles>,
+    ) -> Self {
         ImagePuller {
             store,
             backend,
@@ -83,8 +91,7 @@ impl ImagePuller {
                 )
             }),
             publish_lock: Mutex::new(()),
-            // The images dir is `<state>/images`; the shared files live beside it.
-            shared: SharedFiles::for_state_dir(images_dir.parent().unwrap_or(&images_dir)),
+            shared,
             images_dir,
         }
     }
@@ -99,9 +106,14 @@ impl ImagePuller {
     pub fn pull(
         &self,
         images: &Images,
+        kernels: &Kernels,
         params: ImagePullParams,
         ctx: &OpContext,
     ) -> Result<Image, OpError> {
+        // A `--kernel-ref` that is not local comes from the kernel source, if any.
+        if params.kernel.kernel_path.is_none() {
+            kernels.ensure_local(params.kernel.kernel_ref.as_deref(), ctx)?;
+        }
         let result = self.try_pull(images, params, ctx);
         if result.is_err() {
             // The kernel files are staged beside the rootfs, so a failed conversion may
@@ -131,7 +143,7 @@ impl ImagePuller {
         let _claim = self.claims.claim(&name)?;
 
         // 2. Kernel inputs: only the kernel triple is validated here.
-        let kernel = kernel_inputs::resolve(&self.store, &params.kernel)?;
+        let kernel = choice::resolve(&self.store, &params.kernel)?;
         if params.size_bytes == Some(0) {
             return Err(OpError::BadRequest(
                 "--size must be greater than zero".into(),
@@ -149,7 +161,7 @@ impl ImagePuller {
         let guard = DirGuard::new(staging.clone());
 
         // 4. Rootfs: resolve, then reuse an identical conversion or build.
-        ctx.emit(PullEvent::Resolving {
+        ctx.emit(OpEvent::Resolving {
             reference: source.canonical.clone(),
         });
         let resolved = self
@@ -195,10 +207,10 @@ impl ImagePuller {
         };
         ctx.check()?;
         // After the conversion, as before: the CLI's rootfs bar ends at the next step line.
-        ctx.emit(PullEvent::StagingKernel);
+        ctx.emit(OpEvent::StagingKernel);
 
         // 6. Publish: rename, then record, under the publication lock.
-        ctx.emit(PullEvent::Publishing);
+        ctx.emit(OpEvent::Publishing);
         let final_dir = self.images_dir.join(&id);
         let (size, allocated) = file_sizes(&rootfs)?;
         let artifact = |rel: &str| paths::to_string(&final_dir.join(rel));
@@ -236,7 +248,7 @@ impl ImagePuller {
             || Ok(self.store.insert_image(&image)?),
         )?;
         let elapsed_ms = started.elapsed().as_millis() as u64;
-        ctx.emit(PullEvent::Done { elapsed_ms });
+        ctx.emit(OpEvent::Done { elapsed_ms });
         tracing::info!(id = %image.id, name = %image.name, source = %source.canonical, digest = resolved.manifest_digest(), elapsed_ms, rootfs_ms, kernel_ms, "pulled image");
         Ok(image)
     }
@@ -262,7 +274,7 @@ impl ImagePuller {
                 continue;
             }
             if std::fs::hard_link(&image.rootfs_path, dest).is_ok() {
-                ctx.emit(PullEvent::Reused {
+                ctx.emit(OpEvent::Reused {
                     from_image: image.name,
                 });
                 return true;
