@@ -1,8 +1,8 @@
 //! A guest process that tries to take over the agent channel, for the hostile-guest tests
 //! (`crates/banger/tests/hostile_guest.rs`); never shipped.
 //!
-//! Run in a guest as an unprivileged user, it does what the security review's attacker
-//! did, one attack per mode:
+//! Run in a guest as an unprivileged user, it tries the attacks on the channel that
+//! SECURITY.md defends against, one per mode:
 //! - `serve`: dials the host's agent port in a loop (every 5 ms, twenty times as often as
 //!   the real agent redials) and serves the real protocol (this crate's own server) with a
 //!   secret of its own guessing. A host that accepted it would run later `vm exec`s here,

@@ -2,8 +2,8 @@
 //!
 //! Transport: HTTP/1.1 over a Unix socket. Every method is `POST /v1/<method>` with the
 //! params as a JSON body (an empty body means `{}`). Success is `200` with the result as the
-//! body; failure is a non-2xx status with an [`ErrorBody`]. Streaming methods (pulls) answer
-//! `application/x-ndjson` lines of [`StreamLine`](pull::StreamLine) when the request says
+//! body; failure is a non-2xx status with an [`ErrorBody`]. Streaming methods (pulls, VM starts, followed logs) answer
+//! `application/x-ndjson` lines of [`StreamLine`](event::StreamLine) when the request says
 //! `Accept: application/x-ndjson`. Each method is a type in [`methods`] naming its params
 //! and result, so the daemon's handlers and the CLI's calls are checked against one
 //! declaration.
@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod error;
+pub mod event;
 pub mod image;
 pub mod kernel;
 pub mod layout;

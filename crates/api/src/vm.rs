@@ -1,7 +1,7 @@
 //! `vm.*`: params and results of the VM lifecycle.
 //!
-//! `vm.create` and `vm.start` stream [`crate::pull::PullEvent::VmStage`] events while the
-//! guest comes up; `vm.logs` with `follow` streams [`crate::pull::PullEvent::Log`] chunks.
+//! `vm.create` and `vm.start` stream [`crate::event::OpEvent::VmStage`] events while the
+//! guest comes up; `vm.logs` with `follow` streams [`crate::event::OpEvent::Log`] chunks.
 //! `vm.exec` upgrades the HTTP/1.1 connection (`Upgrade: banger-exec`, answered with
 //! `101 Switching Protocols`); after that both directions carry `banger-guest-proto`
 //! frames: the client sends `ExecInput` frames, the daemon relays `ExecOutput` frames from

@@ -1,4 +1,4 @@
-//! The network policy (issue 20) with real guests (QEMU under software emulation, the
+//! The network policy (`--net`, `--allow`, `--deny`) with real guests (QEMU under software emulation, the
 //! `dev` Debian image): what each `--net` mode reaches, allow-lists, and a guest root
 //! trying to widen its reach. Destinations:
 //! - a TCP server on the host's 127.0.0.1 (reached through the gateway 10.0.2.2);

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use banger_api::pull::PullEvent;
+use banger_api::event::OpEvent;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use banger_api::text::{cut, visible};
@@ -66,10 +66,10 @@ impl PullProgress {
         Some(bar)
     }
 
-    pub fn on_event(&mut self, event: &PullEvent) {
+    pub fn on_event(&mut self, event: &OpEvent) {
         match event {
-            PullEvent::Resolving { reference } => self.line(&format!("Resolving {reference}")),
-            PullEvent::Resolved {
+            OpEvent::Resolving { reference } => self.line(&format!("Resolving {reference}")),
+            OpEvent::Resolved {
                 manifest_digest,
                 platform,
                 layers,
@@ -78,14 +78,14 @@ impl PullProgress {
                 "Resolved {manifest_digest} ({platform}, {layers} layers, {})",
                 human_bytes(*total_bytes)
             )),
-            PullEvent::Layer {
+            OpEvent::Layer {
                 index,
                 digest,
                 done_bytes,
                 total_bytes,
                 cached,
             } => self.layer(*index, digest, *done_bytes, *total_bytes, *cached),
-            PullEvent::Writing {
+            OpEvent::Writing {
                 entries,
                 bytes,
                 compressed_done,
@@ -109,25 +109,25 @@ impl PullProgress {
                     bar.set_message(msg);
                 }
             }
-            PullEvent::Reused { from_image } => self.line(&format!(
+            OpEvent::Reused { from_image } => self.line(&format!(
                 "Reusing the root filesystem of image {from_image} (same digest)"
             )),
-            PullEvent::StagingKernel => self.line("Staging kernel"),
-            PullEvent::FetchingKernel { name, reference } => self.line(&format!(
+            OpEvent::StagingKernel => self.line("Staging kernel"),
+            OpEvent::FetchingKernel { name, reference } => self.line(&format!(
                 "Kernel {name} is not local: fetching it from {reference}"
             )),
-            PullEvent::Packing => self.line("Packing the kernel into a layer"),
-            PullEvent::Uploading {
+            OpEvent::Packing => self.line("Packing the kernel into a layer"),
+            OpEvent::Uploading {
                 digest,
                 done_bytes,
                 total_bytes,
             } => self.uploading(digest, *done_bytes, *total_bytes),
-            PullEvent::Publishing => self.line("Publishing"),
-            PullEvent::VmStage { stage, elapsed_ms } => self.line(&format!(
+            OpEvent::Publishing => self.line("Publishing"),
+            OpEvent::VmStage { stage, elapsed_ms } => self.line(&format!(
                 "  {stage} (+{:.1} s)",
                 *elapsed_ms as f64 / 1000.0
             )),
-            PullEvent::Log { text } => {
+            OpEvent::Log { text } => {
                 // Console output belongs to stdout, not to the progress on stderr; it is
                 // the guest's, so its controls are shown, not obeyed.
                 let text = console_text(text);
@@ -142,8 +142,8 @@ impl PullProgress {
                 }
             }
             // The client reads it; nothing to show.
-            PullEvent::Lease { .. } => {}
-            PullEvent::Done { elapsed_ms } => {
+            OpEvent::Lease { .. } => {}
+            OpEvent::Done { elapsed_ms } => {
                 self.line(&format!("Done in {:.1}s", *elapsed_ms as f64 / 1000.0))
             }
         }

@@ -7,9 +7,10 @@
 use std::future::Future;
 
 use banger_api::ErrorCode;
+use banger_api::event::OpEvent;
 use banger_api::image::{Image, ImageRef, KernelChoice};
 use banger_api::methods;
-use banger_api::pull::{ImagePullParams, PullEvent};
+use banger_api::pull::ImagePullParams;
 use banger_api::system::Empty;
 use banger_api::vm::{Vm, VmCreateParams, VmDefaults, VmDeleteParams, VmRef};
 
@@ -38,7 +39,7 @@ pub enum RunEvent<'a> {
     /// The default image is not there yet and is pulled now (once).
     PullingDefault(&'a VmDefaults),
     /// Progress of the pull or of the VM's boot.
-    Progress(&'a PullEvent),
+    Progress(&'a OpEvent),
     /// A streamed step (pull or create) ended: progress displays can close.
     StepDone,
     Running(&'a Vm),
@@ -281,7 +282,7 @@ impl Lease {
             let mut tx = Some(tx);
             let ended = holder_client
                 .call_streaming::<methods::vm::Hold>(&Empty {}, |event| {
-                    if let PullEvent::Lease { id } = event
+                    if let OpEvent::Lease { id } = event
                         && let Some(tx) = tx.take()
                     {
                         let _ = tx.send(Ok(id.clone()));

@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+use banger_api::event::{OpEvent, StreamLine};
 use banger_api::layout::PrivateDirError;
 use banger_api::methods::{Call, Streaming, Upgrade};
-use banger_api::pull::{PullEvent, StreamLine};
 use banger_api::{ApiError, ErrorBody, NDJSON, RPC_PREFIX};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -83,7 +83,7 @@ impl Client {
     pub async fn call_streaming<M: Streaming>(
         &self,
         params: &M::Params,
-        mut on_event: impl FnMut(&PullEvent),
+        mut on_event: impl FnMut(&OpEvent),
     ) -> Result<M::Result, ClientError> {
         let response = self
             .send(M::NAME, params, &[(hyper::header::ACCEPT, NDJSON)])

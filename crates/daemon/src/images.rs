@@ -11,8 +11,8 @@ use banger_api::names::validate_name;
 use crate::error::OpError;
 use crate::fsutil::{self, DirGuard};
 use crate::ids;
-use crate::kernel_inputs::{self, KernelInputs};
-use crate::kernels::shared::{SharedFiles, StagedKernel};
+use crate::kernels::choice::{self, KernelInputs};
+use crate::kernels::content_store::{SharedFiles, StagedKernel};
 use crate::paths::{self, Expect};
 use crate::recovery::STAGING_SUFFIX;
 use crate::store::Store;
@@ -24,8 +24,7 @@ pub struct Images {
 }
 
 impl Images {
-    pub fn new(layout: Layout, store: Arc<Store>) -> Self {
-        let shared = SharedFiles::for_state_dir(&layout.state_dir);
+    pub fn new(layout: Layout, store: Arc<Store>, shared: Arc<SharedFiles>) -> Self {
         Images {
             layout,
             store,
@@ -39,7 +38,7 @@ impl Images {
     pub fn register(&self, params: ImageRegisterParams) -> Result<Image, OpError> {
         validate_name(&params.name).map_err(OpError::BadRequest)?;
         self.ensure_name_free(&params.name)?;
-        let kernel = kernel_inputs::resolve(&self.store, &params.kernel)?;
+        let kernel = choice::resolve(&self.store, &params.kernel)?;
         let rootfs = paths::validate("rootfs", &params.rootfs_path, Expect::File)?;
         let (size, allocated) = file_sizes(&rootfs)?;
         let id = ids::new_id();

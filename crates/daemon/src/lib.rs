@@ -3,14 +3,12 @@
 //! Request path: [`server`] (socket, peer check, HTTP) → [`rpc`] (method dispatch) →
 //! operation modules such as [`images`] → [`store`] (SQLite) and the filesystem.
 
-pub mod backend;
 pub mod claims;
 pub mod cli;
 pub mod error;
 pub mod fsutil;
 pub mod ids;
 pub mod images;
-pub mod kernel_inputs;
 pub mod kernels;
 pub mod lock;
 pub mod logging;

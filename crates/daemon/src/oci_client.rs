@@ -12,9 +12,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use banger_api::event::OpEvent;
 use banger_api::image::CachePruned;
 use banger_api::layout::Layout;
-use banger_api::pull::PullEvent;
 use banger_oci as oci;
 
 use crate::error::OpError;
@@ -154,8 +154,8 @@ pub fn oci_error(e: oci::Error) -> OpError {
 }
 
 /// What was resolved: digest, platform, layer count and download size.
-pub fn resolved_event(image: &oci::ResolvedImage) -> PullEvent {
-    PullEvent::Resolved {
+pub fn resolved_event(image: &oci::ResolvedImage) -> OpEvent {
+    OpEvent::Resolved {
         manifest_digest: image.manifest_digest.to_string(),
         platform: image.platform.to_string(),
         layers: image.layers.len(),
@@ -183,7 +183,7 @@ pub fn layer_progress(ctx: &OpContext, image: &oci::ResolvedImage) -> oci::Progr
     })
 }
 
-fn layer_event(p: &oci::Progress, sizes: &[Option<u64>]) -> Option<PullEvent> {
+fn layer_event(p: &oci::Progress, sizes: &[Option<u64>]) -> Option<OpEvent> {
     let total_of = |index: usize, total: Option<u64>| {
         total.or(sizes.get(index).copied().flatten()).unwrap_or(0)
     };
@@ -192,14 +192,14 @@ fn layer_event(p: &oci::Progress, sizes: &[Option<u64>]) -> Option<PullEvent> {
             index,
             digest,
             total,
-        } => Some(PullEvent::Layer {
+        } => Some(OpEvent::Layer {
             index: *index,
             digest: digest.to_string(),
             done_bytes: 0,
             total_bytes: total_of(*index, *total),
             cached: false,
         }),
-        oci::Progress::LayerBytes { index, done, total } => Some(PullEvent::Layer {
+        oci::Progress::LayerBytes { index, done, total } => Some(OpEvent::Layer {
             index: *index,
             digest: String::new(),
             done_bytes: *done,
@@ -212,7 +212,7 @@ fn layer_event(p: &oci::Progress, sizes: &[Option<u64>]) -> Option<PullEvent> {
             cached,
         } => {
             let total = total_of(*index, None);
-            Some(PullEvent::Layer {
+            Some(OpEvent::Layer {
                 index: *index,
                 digest: digest.to_string(),
                 done_bytes: total,

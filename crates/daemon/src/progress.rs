@@ -1,6 +1,6 @@
 //! Progress and cancellation of long operations.
 //!
-//! An operation reports [`PullEvent`]s through [`OpContext::emit`] and polls
+//! An operation reports [`OpEvent`]s through [`OpContext::emit`] and polls
 //! [`OpContext::check`] at safe points. When the client goes away (Ctrl-C closes the
 //! stream), the next emit or check sees it and the operation unwinds, cleaning up as on any
 //! other error.
@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use banger_api::pull::{PullEvent, StreamLine};
+use banger_api::event::{OpEvent, StreamLine};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::OpError;
@@ -45,7 +45,7 @@ impl OpContext {
         }
     }
 
-    pub fn emit(&self, event: PullEvent) {
+    pub fn emit(&self, event: OpEvent) {
         if self.quiet {
             return;
         }

@@ -60,7 +60,7 @@ pub async fn run(layout: Layout, vm_host: crate::vms::HostOptions) -> anyhow::Re
     let listener = bind_socket(&socket)?;
     // One OCI client for images, kernels and prune: one cache, one set of leases.
     let oci = Arc::new(OciClient::open(&layout).context("setting up the OCI client")?);
-    let backend = crate::backend::default_backend(oci.clone());
+    let backend = crate::pull::oci_backend::default_backend(oci.clone());
     let state = Arc::new(DaemonState::new(layout.clone(), store, oci, backend));
     state.vms.set_host_options(vm_host);
     // VMs outlive the daemon: adopt the live ones again before clients can ask about them.

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use banger_api::event::StreamLine;
 use banger_api::methods::Kind;
-use banger_api::pull::StreamLine;
 use banger_api::{ErrorBody, NDJSON, OPERATION_ID_HEADER, RPC_PREFIX};
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;

@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 
 use crate::images::Images;
 use crate::kernels::Kernels;
+use crate::kernels::content_store::SharedFiles;
 use crate::oci_client::OciClient;
 use crate::pull::{ImagePuller, PullBackend};
 use crate::store::Store;
@@ -34,10 +35,12 @@ impl DaemonState {
         oci: Arc<OciClient>,
         backend: Arc<dyn PullBackend>,
     ) -> Self {
+        // One store of kernel files for all three: they share its lock and pins.
+        let shared = SharedFiles::open(&layout.state_dir);
         DaemonState {
-            images: Images::new(layout.clone(), store.clone()),
-            puller: ImagePuller::new(layout.images_dir(), store.clone(), backend),
-            kernels: Kernels::new(layout.clone(), store.clone(), oci),
+            images: Images::new(layout.clone(), store.clone(), shared.clone()),
+            puller: ImagePuller::new(layout.images_dir(), store.clone(), backend, shared.clone()),
+            kernels: Kernels::new(layout.clone(), store.clone(), oci, shared),
             vms: Vms::new(layout.clone(), store.clone()),
             layout,
             store,

@@ -11,6 +11,7 @@ use std::sync::{Arc, Barrier};
 use banger_api::ErrorCode;
 use banger_api::kernel::KernelImportParams;
 use banger_api::layout::Layout;
+use banger_daemon::kernels::content_store::SharedFiles;
 use banger_daemon::kernels::{Kernels, host, manifest};
 use banger_daemon::store::Store;
 use banger_kernel::image;
@@ -36,7 +37,12 @@ fn env() -> Env {
     let store = Arc::new(Store::open_in_memory().expect("store"));
     let oci = Arc::new(banger_daemon::oci_client::OciClient::open(&layout).expect("oci client"));
     Env {
-        kernels: Kernels::new(layout, store, oci),
+        kernels: Kernels::new(
+            layout.clone(),
+            store,
+            oci,
+            SharedFiles::open(&layout.state_dir),
+        ),
         files,
         _root: root,
     }

@@ -15,6 +15,9 @@ use banger_api::pull::ImagePullParams;
 use banger_api::{ErrorCode, layout::Layout};
 use banger_daemon::error::OpError;
 use banger_daemon::images::Images;
+use banger_daemon::kernels::Kernels;
+use banger_daemon::kernels::content_store::SharedFiles;
+use banger_daemon::oci_client::OciClient;
 use banger_daemon::progress::OpContext;
 use banger_daemon::pull::{ImagePuller, ParsedSource, PullBackend, ResolvedPull};
 use banger_daemon::store::Store;
@@ -145,6 +148,7 @@ struct Fixture {
     store: Arc<Store>,
     images: Images,
     puller: ImagePuller,
+    kernels: Kernels,
     stub: Arc<Stub>,
     files: PathBuf,
 }
@@ -165,9 +169,21 @@ fn fixture(b: Behaviour) -> Fixture {
     std::fs::write(files.join("vmlinux"), b"kernel").expect("write");
     std::fs::write(files.join("initrd.img"), b"initrd").expect("write");
     std::fs::write(files.join("modules/modules.dep"), b"").expect("write");
+    let shared = SharedFiles::open(&layout.state_dir);
     Fixture {
-        images: Images::new(layout.clone(), store.clone()),
-        puller: ImagePuller::new(layout.images_dir(), store.clone(), stub.clone()),
+        images: Images::new(layout.clone(), store.clone(), shared.clone()),
+        puller: ImagePuller::new(
+            layout.images_dir(),
+            store.clone(),
+            stub.clone(),
+            shared.clone(),
+        ),
+        kernels: Kernels::new(
+            layout.clone(),
+            store.clone(),
+            Arc::new(OciClient::open(&layout).expect("oci client")),
+            shared,
+        ),
         layout,
         store,
         stub,
@@ -193,7 +209,8 @@ impl Fixture {
         self.files.join(rel).to_str().expect("utf8").into()
     }
     fn pull(&self, p: ImagePullParams) -> Result<Image, OpError> {
-        self.puller.pull(&self.images, p, &OpContext::detached())
+        self.puller
+            .pull(&self.images, &self.kernels, p, &OpContext::detached())
     }
     fn stagings(&self) -> Vec<String> {
         std::fs::read_dir(self.layout.images_dir())

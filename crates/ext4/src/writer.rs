@@ -504,29 +504,47 @@ impl Ext4Writer {
     }
 
     fn write_all(&mut self, ns: &Namespace, plan: &Plan, seeds: &Seeds) -> Result<Summary, Error> {
-        let hash_seed = seeds.hash_words();
         let csum_seed = superblock::csum_seed(&seeds.uuid);
+        let mut used = metadata_blocks(plan);
+        let mut ext_of = self.write_dirs(ns, plan, &seeds.hash_words(), csum_seed)?;
+        if let Some(first) = plan.journal_runs.first() {
+            let jsb = crate::journal::superblock(plan.journal_blocks as u32, &seeds.uuid);
+            self.file.write_all_at(&jsb, first.0 * BS)?;
+        }
+        ext_of[superblock::JOURNAL_INO as usize] = journal_extents(plan);
+        let recs = self.write_inode_records(ns, plan, csum_seed, ext_of, &mut used)?;
+        self.write_inode_tables(ns, plan, recs, csum_seed)?;
+        let groups = self.write_groups(ns, plan, &used, csum_seed)?;
+        let params = self.super_params(plan, seeds, &groups);
+        self.write_superblocks(plan, &params, &groups.gdt)?;
         let total = plan.total;
-        let mut used = Bitmap::new(plan.groups * BLOCKS_PER_GROUP);
-        // Superblock copies and their GDTs.
-        for g in 0..plan.groups {
-            if is_backup_group(g) {
-                used.set_range(
-                    g * BLOCKS_PER_GROUP,
-                    1 + gdt_blocks(plan.groups) + plan.reserved_gdt,
-                );
-            }
-        }
-        for g in 0..plan.groups as usize {
-            used.set(plan.block_bitmaps[g]);
-            used.set(plan.inode_bitmaps[g]);
-            used.set_range(plan.inode_tables[g], plan.itb);
-        }
-        // Padding bits past the end of the filesystem.
-        used.set_range(total, plan.groups * BLOCKS_PER_GROUP - total);
+        let size_bytes = match self.opts.size {
+            SizePolicy::Exact(b) => b,
+            SizePolicy::Auto { .. } => total * BS,
+        };
+        self.file.set_len(size_bytes)?;
+        let blocks_used = total - groups.free_blocks;
+        Ok(Summary {
+            size_bytes,
+            used_bytes: blocks_used * BS,
+            inodes: ns.max_ino as u64,
+            blocks_used,
+            blocks_total: total,
+            inodes_total: plan.groups * plan.ipg,
+            data_bytes_written: self.data_bytes,
+            uuid: seeds.uuid,
+        })
+    }
 
-        // Directories.
-        let mut recs: Vec<Option<InodeRec>> = (0..ns.max_ino as usize + 1).map(|_| None).collect();
+    /// Writes every directory's blocks (linear or hash-indexed); returns the extents of
+    /// each directory, by inode number.
+    fn write_dirs(
+        &mut self,
+        ns: &Namespace,
+        plan: &Plan,
+        hash_seed: &[u32; 4],
+        csum_seed: u32,
+    ) -> Result<Vec<Vec<Extent>>, Error> {
         let mut ext_of: Vec<Vec<Extent>> = vec![Vec::new(); ns.max_ino as usize + 1];
         for (di, d) in ns.dirs.iter().enumerate() {
             let ino = ns.ino_of[self.tree.nodes[d.node].inode];
@@ -543,7 +561,7 @@ impl Ext4Writer {
             let blocks = if d.indexed {
                 let mut hashed: Vec<htree::Hashed> = entries
                     .map(|entry| htree::Hashed {
-                        hash: htree::hash(entry.name, &hash_seed),
+                        hash: htree::hash(entry.name, hash_seed),
                         entry,
                     })
                     .collect();
@@ -563,20 +581,21 @@ impl Ext4Writer {
             }
             ext_of[ino as usize] = exts;
         }
-        // Journal.
-        let jsb = crate::journal::superblock(plan.journal_blocks as u32, &seeds.uuid);
-        let mut jexts = Vec::new();
-        let mut jl = 0u64;
-        for &(start, len) in &plan.journal_runs {
-            extent::push(&mut jexts, jl as u32, start, len);
-            jl += len;
-        }
-        if let Some(first) = plan.journal_runs.first() {
-            self.file.write_all_at(&jsb, first.0 * BS)?;
-        }
-        ext_of[superblock::JOURNAL_INO as usize] = jexts;
+        Ok(ext_of)
+    }
 
-        // Inode records.
+    /// Builds every inode's record, writing its extent tree blocks and external xattr
+    /// block and marking them (and its data) in `used`. `ext_of` holds the extents of the
+    /// inodes whose data this writer placed itself (directories, the journal).
+    fn write_inode_records(
+        &mut self,
+        ns: &Namespace,
+        plan: &Plan,
+        csum_seed: u32,
+        mut ext_of: Vec<Vec<Extent>>,
+        used: &mut Bitmap,
+    ) -> Result<Vec<Option<InodeRec>>, Error> {
+        let mut recs: Vec<Option<InodeRec>> = (0..ns.max_ino as usize + 1).map(|_| None).collect();
         for ino in 1..=ns.max_ino {
             let id = ns.id_of[ino as usize];
             let exts: Vec<Extent> = match id.map(|id| &self.tree.inodes[id].body) {
@@ -597,130 +616,96 @@ impl Ext4Writer {
             for (nr, block) in &tree.blocks {
                 self.file.write_all_at(block, nr * BS)?;
             }
-            let mut sectors =
+            let sectors =
                 (exts.iter().map(|e| e.len as u64).sum::<u64>() + tree_nrs.len() as u64) * 8;
             let rec = if ino == superblock::JOURNAL_INO {
-                InodeRec {
-                    mode: inode::S_IFREG | 0o600,
-                    uid: 0,
-                    gid: 0,
-                    size: plan.journal_blocks * BS,
-                    atime: Timestamp::default(),
-                    ctime: Timestamp::default(),
-                    mtime: Timestamp::default(),
-                    crtime: Timestamp::default(),
-                    links: 1,
-                    sectors,
-                    flags: inode::EXTENTS_FL,
-                    i_block: tree.root,
-                    file_acl: 0,
-                    ibody_xattrs: None,
-                }
+                journal_inode(plan, sectors, tree.root)
             } else if ino == superblock::RESIZE_INO && plan.reserved_gdt > 0 {
-                self.write_resize_blocks(plan, &mut used)?
+                self.write_resize_blocks(plan, used)?
             } else if let Some(id) = id {
-                let data = &self.tree.inodes[id];
-                let mut file_acl = 0;
-                let mut ibody = None;
-                if !data.attrs.is_empty() {
-                    if xattr::fits_ibody(&data.attrs) {
-                        ibody = Some(xattr::build_ibody(&data.attrs));
-                    } else {
-                        let nr = plan.xattr_blocks[ino as usize];
-                        used.set(nr);
-                        self.file.write_all_at(
-                            &xattr::build_block(&data.attrs, nr, csum_seed),
-                            nr * BS,
-                        )?;
-                        file_acl = nr;
-                        sectors += 8;
-                    }
-                }
-                let (mode_type, size, flags, i_block) = match &data.body {
-                    Body::Dir => (
-                        inode::S_IFDIR,
-                        exts.iter().map(|e| e.len as u64).sum::<u64>() * BS,
-                        inode::EXTENTS_FL
-                            | if ns.indexed[ino as usize] {
-                                inode::INDEX_FL
-                            } else {
-                                0
-                            },
-                        tree.root,
-                    ),
-                    Body::File { size, .. } => {
-                        (inode::S_IFREG, *size, inode::EXTENTS_FL, tree.root)
-                    }
-                    Body::Symlink { target, .. } => {
-                        if target.len() < 60 {
-                            let mut ib = [0u8; 60];
-                            ib[..target.len()].copy_from_slice(target);
-                            (inode::S_IFLNK, target.len() as u64, 0, ib)
-                        } else {
-                            (
-                                inode::S_IFLNK,
-                                target.len() as u64,
-                                inode::EXTENTS_FL,
-                                tree.root,
-                            )
-                        }
-                    }
-                    Body::Char { major, minor } => {
-                        (inode::S_IFCHR, 0, 0, inode::device_block(*major, *minor))
-                    }
-                    Body::Block { major, minor } => {
-                        (inode::S_IFBLK, 0, 0, inode::device_block(*major, *minor))
-                    }
-                    Body::Fifo => (inode::S_IFIFO, 0, 0, [0u8; 60]),
-                    Body::Socket => (inode::S_IFSOCK, 0, 0, [0u8; 60]),
-                };
-                // symlink(2) ignores the umask and Linux never changes a link's mode:
-                // every reference extraction (umoci, GNU tar, mkfs.ext4 -d) gives 0777,
-                // whatever the tar header says.
-                let perm = if mode_type == inode::S_IFLNK {
-                    0o777
-                } else {
-                    data.meta.mode
-                };
-                InodeRec {
-                    mode: mode_type | perm,
-                    uid: data.meta.uid,
-                    gid: data.meta.gid,
-                    size,
-                    atime: data.meta.atime,
-                    ctime: data.meta.ctime,
-                    mtime: data.meta.mtime,
-                    crtime: data.meta.ctime,
-                    links: ns.links[ino as usize],
+                let file = InodeFile {
+                    ino,
+                    exts: &exts,
+                    tree_root: tree.root,
                     sectors,
-                    flags,
-                    i_block,
-                    file_acl,
-                    ibody_xattrs: ibody,
-                }
+                };
+                self.tree_inode(ns, plan, id, file, csum_seed, used)?
             } else {
                 // Reserved inodes other than root and journal: empty but checksummed.
-                InodeRec {
-                    mode: 0,
-                    uid: 0,
-                    gid: 0,
-                    size: 0,
-                    atime: Timestamp::default(),
-                    ctime: Timestamp::default(),
-                    mtime: Timestamp::default(),
-                    crtime: Timestamp::default(),
-                    links: 0,
-                    sectors: 0,
-                    flags: 0,
-                    i_block: [0u8; 60],
-                    file_acl: 0,
-                    ibody_xattrs: None,
-                }
+                empty_inode()
             };
             recs[ino as usize] = Some(rec);
         }
+        Ok(recs)
+    }
 
-        // Inode tables, one block at a time.
+    /// The record of an inode of the tree, writing its external xattr block if it needs one.
+    fn tree_inode(
+        &mut self,
+        ns: &Namespace,
+        plan: &Plan,
+        id: InodeId,
+        file: InodeFile<'_>,
+        csum_seed: u32,
+        used: &mut Bitmap,
+    ) -> Result<InodeRec, Error> {
+        let InodeFile {
+            ino,
+            exts,
+            tree_root,
+            mut sectors,
+        } = file;
+        let data = &self.tree.inodes[id];
+        let mut file_acl = 0;
+        let mut ibody = None;
+        if !data.attrs.is_empty() {
+            if xattr::fits_ibody(&data.attrs) {
+                ibody = Some(xattr::build_ibody(&data.attrs));
+            } else {
+                let nr = plan.xattr_blocks[ino as usize];
+                used.set(nr);
+                self.file
+                    .write_all_at(&xattr::build_block(&data.attrs, nr, csum_seed), nr * BS)?;
+                file_acl = nr;
+                sectors += 8;
+            }
+        }
+        let (mode_type, size, flags, i_block) =
+            type_size_flags(&data.body, exts, ns.indexed[ino as usize], tree_root);
+        // symlink(2) ignores the umask and Linux never changes a link's mode:
+        // every reference extraction (umoci, GNU tar, mkfs.ext4 -d) gives 0777,
+        // whatever the tar header says.
+        let perm = if mode_type == inode::S_IFLNK {
+            0o777
+        } else {
+            data.meta.mode
+        };
+        Ok(InodeRec {
+            mode: mode_type | perm,
+            uid: data.meta.uid,
+            gid: data.meta.gid,
+            size,
+            atime: data.meta.atime,
+            ctime: data.meta.ctime,
+            mtime: data.meta.mtime,
+            crtime: data.meta.ctime,
+            links: ns.links[ino as usize],
+            sectors,
+            flags,
+            i_block,
+            file_acl,
+            ibody_xattrs: ibody,
+        })
+    }
+
+    /// Writes the inode tables, one block at a time.
+    fn write_inode_tables(
+        &mut self,
+        ns: &Namespace,
+        plan: &Plan,
+        mut recs: Vec<Option<InodeRec>>,
+        csum_seed: u32,
+    ) -> Result<(), Error> {
         let ipg = plan.ipg;
         let mut block = vec![0u8; BS as usize];
         let mut cur_block: Option<u64> = None;
@@ -744,8 +729,19 @@ impl Ext4Writer {
         if let Some(prev) = cur_block {
             self.file.write_all_at(&block, prev * BS)?;
         }
+        Ok(())
+    }
 
-        // Bitmaps and group descriptors.
+    /// Writes each group's block and inode bitmaps; returns the group descriptor table and
+    /// the free counts.
+    fn write_groups(
+        &mut self,
+        ns: &Namespace,
+        plan: &Plan,
+        used: &Bitmap,
+        csum_seed: u32,
+    ) -> Result<Groups, Error> {
+        let (total, ipg) = (plan.total, plan.ipg);
         let mut gdt = vec![0u8; (gdt_blocks(plan.groups) * BS) as usize];
         let mut free_blocks_total = 0u64;
         let mut free_inodes_total = 0u64;
@@ -791,24 +787,21 @@ impl Ext4Writer {
             free_blocks_total += free_blocks;
             free_inodes_total += ipg - used_inodes;
         }
+        Ok(Groups {
+            gdt,
+            free_blocks: free_blocks_total,
+            free_inodes: free_inodes_total,
+        })
+    }
 
-        let journal_rec_block = {
-            let jexts: Vec<Extent> = {
-                let mut v = Vec::new();
-                let mut l = 0u64;
-                for &(s, n) in &plan.journal_runs {
-                    extent::push(&mut v, l as u32, s, n);
-                    l += n;
-                }
-                v
-            };
-            extent::build(
-                &jexts,
-                &plan.tree_blocks[superblock::JOURNAL_INO as usize],
-                0,
-            )
-            .root
-        };
+    /// The superblock's fields; the journal inode's block map is copied into it as a backup.
+    fn super_params(&self, plan: &Plan, seeds: &Seeds, groups: &Groups) -> SuperParams {
+        let journal_rec_block = extent::build(
+            &journal_extents(plan),
+            &plan.tree_blocks[superblock::JOURNAL_INO as usize],
+            0,
+        )
+        .root;
         let mut jnl_blocks = [0u32; 17];
         for (i, w) in journal_rec_block.chunks(4).enumerate() {
             jnl_blocks[i] = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
@@ -820,13 +813,13 @@ impl Ext4Writer {
         if let Some(l) = &self.opts.volume_label {
             label[..l.len()].copy_from_slice(l.as_bytes());
         }
-        let params = SuperParams {
-            blocks: total,
+        SuperParams {
+            blocks: plan.total,
             reserved_blocks: 0,
-            free_blocks: free_blocks_total,
-            inodes: (plan.groups * ipg) as u32,
-            free_inodes: free_inodes_total as u32,
-            inodes_per_group: ipg as u32,
+            free_blocks: groups.free_blocks,
+            inodes: (plan.groups * plan.ipg) as u32,
+            free_inodes: groups.free_inodes as u32,
+            inodes_per_group: plan.ipg as u32,
             uuid: seeds.uuid,
             hash_seed: seeds.hash_seed,
             label,
@@ -834,33 +827,143 @@ impl Ext4Writer {
             jnl_blocks,
             log_groups_per_flex: 4,
             reserved_gdt_blocks: plan.reserved_gdt as u16,
-        };
+        }
+    }
+
+    /// Writes the superblock and the group descriptor table in group 0 and in every
+    /// backup group.
+    fn write_superblocks(
+        &mut self,
+        plan: &Plan,
+        params: &SuperParams,
+        gdt: &[u8],
+    ) -> Result<(), Error> {
         for g in 0..plan.groups {
             if !is_backup_group(g) {
                 continue;
             }
-            let sb = superblock::build(&params, g as u16);
+            let sb = superblock::build(params, g as u16);
             let base = g * BLOCKS_PER_GROUP * BS;
             self.file
                 .write_all_at(&sb, if g == 0 { 1024 } else { base })?;
-            self.file.write_all_at(&gdt, base + BS)?;
+            self.file.write_all_at(gdt, base + BS)?;
         }
-        let size_bytes = match self.opts.size {
-            SizePolicy::Exact(b) => b,
-            SizePolicy::Auto { .. } => total * BS,
-        };
-        self.file.set_len(size_bytes)?;
-        let blocks_used = total - free_blocks_total;
-        Ok(Summary {
-            size_bytes,
-            used_bytes: blocks_used * BS,
-            inodes: ns.max_ino as u64,
-            blocks_used,
-            blocks_total: total,
-            inodes_total: plan.groups * ipg,
-            data_bytes_written: self.data_bytes,
-            uuid: seeds.uuid,
-        })
+        Ok(())
+    }
+}
+
+/// What [`Ext4Writer::write_groups`] leaves for the superblock.
+struct Groups {
+    gdt: Vec<u8>,
+    free_blocks: u64,
+    free_inodes: u64,
+}
+
+/// Where an inode's data went, for its record.
+struct InodeFile<'a> {
+    ino: u32,
+    exts: &'a [Extent],
+    tree_root: [u8; 60],
+    sectors: u64,
+}
+
+/// The blocks every layout uses before any data: superblock copies with their GDTs, the
+/// bitmaps and inode tables, and the padding bits past the end of the filesystem.
+fn metadata_blocks(plan: &Plan) -> Bitmap {
+    let mut used = Bitmap::new(plan.groups * BLOCKS_PER_GROUP);
+    for g in 0..plan.groups {
+        if is_backup_group(g) {
+            used.set_range(
+                g * BLOCKS_PER_GROUP,
+                1 + gdt_blocks(plan.groups) + plan.reserved_gdt,
+            );
+        }
+    }
+    for g in 0..plan.groups as usize {
+        used.set(plan.block_bitmaps[g]);
+        used.set(plan.inode_bitmaps[g]);
+        used.set_range(plan.inode_tables[g], plan.itb);
+    }
+    used.set_range(plan.total, plan.groups * BLOCKS_PER_GROUP - plan.total);
+    used
+}
+
+/// The journal's runs as logical extents.
+fn journal_extents(plan: &Plan) -> Vec<Extent> {
+    let mut exts = Vec::new();
+    let mut logical = 0u64;
+    for &(start, len) in &plan.journal_runs {
+        extent::push(&mut exts, logical as u32, start, len);
+        logical += len;
+    }
+    exts
+}
+
+fn journal_inode(plan: &Plan, sectors: u64, i_block: [u8; 60]) -> InodeRec {
+    InodeRec {
+        mode: inode::S_IFREG | 0o600,
+        size: plan.journal_blocks * BS,
+        links: 1,
+        sectors,
+        flags: inode::EXTENTS_FL,
+        i_block,
+        ..empty_inode()
+    }
+}
+
+fn empty_inode() -> InodeRec {
+    InodeRec {
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        atime: Timestamp::default(),
+        ctime: Timestamp::default(),
+        mtime: Timestamp::default(),
+        crtime: Timestamp::default(),
+        links: 0,
+        sectors: 0,
+        flags: 0,
+        i_block: [0u8; 60],
+        file_acl: 0,
+        ibody_xattrs: None,
+    }
+}
+
+/// An inode's file type bits, size, flags and `i_block` (its extent tree root, a short
+/// symlink's target, or a device number).
+fn type_size_flags(
+    body: &Body,
+    exts: &[Extent],
+    indexed: bool,
+    tree_root: [u8; 60],
+) -> (u16, u64, u32, [u8; 60]) {
+    match body {
+        Body::Dir => (
+            inode::S_IFDIR,
+            exts.iter().map(|e| e.len as u64).sum::<u64>() * BS,
+            inode::EXTENTS_FL | if indexed { inode::INDEX_FL } else { 0 },
+            tree_root,
+        ),
+        Body::File { size, .. } => (inode::S_IFREG, *size, inode::EXTENTS_FL, tree_root),
+        Body::Symlink { target, .. } => {
+            if target.len() < 60 {
+                let mut ib = [0u8; 60];
+                ib[..target.len()].copy_from_slice(target);
+                (inode::S_IFLNK, target.len() as u64, 0, ib)
+            } else {
+                (
+                    inode::S_IFLNK,
+                    target.len() as u64,
+                    inode::EXTENTS_FL,
+                    tree_root,
+                )
+            }
+        }
+        Body::Char { major, minor } => (inode::S_IFCHR, 0, 0, inode::device_block(*major, *minor)),
+        Body::Block { major, minor } => (inode::S_IFBLK, 0, 0, inode::device_block(*major, *minor)),
+        Body::Fifo => (inode::S_IFIFO, 0, 0, [0u8; 60]),
+        Body::Socket => (inode::S_IFSOCK, 0, 0, [0u8; 60]),
     }
 }
 

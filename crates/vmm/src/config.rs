@@ -43,7 +43,7 @@ impl Accel {
     }
 }
 
-/// The transport of the agent channel (VM.md decision 5).
+/// The transport of the agent channel (both carry the same protocol).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChannelKind {

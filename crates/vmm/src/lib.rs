@@ -39,7 +39,7 @@ mod files;
 pub mod firecracker;
 mod host;
 mod launch;
-// TODO(issue 10): netns/ is being reworked; its module docs link private steps (`wrap`,
+// TODO: netns/ is being reworked; its module docs link private steps (`wrap`,
 // `attach`). Drop this allow once they are plain code spans or public.
 #[allow(rustdoc::private_intra_doc_links)]
 pub mod netns;

@@ -1,7 +1,7 @@
 //! Processes that outlive their launcher, and how to recognise them later.
 //!
-//! A VMM and its helpers run in their own session (VM.md decision 9): they survive the
-//! daemon, which finds them again from [`ProcessRecord`]s (pid plus the kernel's start time
+//! A VMM and its helpers run in their own session, so that VMs outlive a daemon restart
+//! (and a signal to the daemon's process group): the next daemon finds them again from [`ProcessRecord`]s (pid plus the kernel's start time
 //! from `/proc/<pid>/stat`).
 //!
 //! # Invariants

@@ -9,17 +9,18 @@
 //! staging names start with `.` and are swept at daemon start, as is any kernel directory
 //! without a record.
 //!
-//! Kernel files are stored once by content (`shared.rs`): the store's files and those of
+//! Kernel files are stored once by content (`content_store.rs`): the store's files and those of
 //! every image made with `--kernel-ref` (by `image pull` or `image register`) are hardlinks
 //! of the shared copies, so deleting a kernel never breaks an image. Records that
 //! point into a kernel's own directory (older registers) make a delete refuse unless
 //! forced; the answer names the images that then need a new kernel.
 
+pub mod choice;
+pub mod content_store;
 pub mod deb;
 pub mod host;
 pub mod manifest;
 pub mod registry;
-pub mod shared;
 pub mod staging;
 
 use std::collections::HashSet;
@@ -27,10 +28,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use banger_api::event::OpEvent;
 use banger_api::kernel::{Kernel, KernelDeleted, KernelImportParams};
 use banger_api::layout::Layout;
 use banger_api::names::validate_name;
-use banger_api::pull::PullEvent;
 use banger_kernel::image::{self, KernelInfo};
 
 use crate::claims::{NameClaim, NameClaims};
@@ -63,16 +64,22 @@ pub struct Kernels {
     /// Repository that missing `--kernel-ref` kernels are pulled from, if configured.
     source: Option<String>,
     /// The content-addressed copies this store's files are hardlinks of.
-    shared: Arc<shared::SharedFiles>,
+    shared: Arc<content_store::SharedFiles>,
 }
 
 impl Kernels {
     /// Opens the store at daemon start, sweeping what an interrupted import left. Pulls
-    /// and pushes go through `oci`, the daemon's one OCI client.
-    pub fn new(layout: Layout, store: Arc<Store>, oci: Arc<OciClient>) -> Kernels {
+    /// and pushes go through `oci`, the daemon's one OCI client; `shared` is the daemon's
+    /// one store of kernel files by content.
+    pub fn new(
+        layout: Layout,
+        store: Arc<Store>,
+        oci: Arc<OciClient>,
+        shared: Arc<content_store::SharedFiles>,
+    ) -> Kernels {
         let kernels = Kernels {
             dir: layout.kernels_dir(),
-            shared: shared::SharedFiles::for_state_dir(&layout.state_dir),
+            shared,
             registry: registry::KernelRegistry::new(oci),
             layout,
             store,
@@ -122,7 +129,7 @@ impl Kernels {
         }
         let reference = format!("{source}:{name}");
         tracing::info!(kernel = name, %reference, "kernel not local; pulling it from the kernel source");
-        ctx.emit(PullEvent::FetchingKernel {
+        ctx.emit(OpEvent::FetchingKernel {
             name: name.to_string(),
             reference: reference.clone(),
         });
@@ -369,7 +376,7 @@ impl Kernels {
         let pushed = self
             .registry
             .push(&row, &manifest, &params.reference, &self.dir, ctx)?;
-        ctx.emit(PullEvent::Done {
+        ctx.emit(OpEvent::Done {
             elapsed_ms: started.elapsed().as_millis() as u64,
         });
         Ok(pushed)
@@ -388,9 +395,9 @@ impl Kernels {
         let (staging, guard) = self.staging(&name)?;
         let staged = self.registry.pull(&source.canonical, &staging, ctx)?;
         ctx.check()?;
-        ctx.emit(PullEvent::Publishing);
+        ctx.emit(OpEvent::Publishing);
         let kernel = self.finish(&name, staging, guard, staged)?;
-        ctx.emit(PullEvent::Done {
+        ctx.emit(OpEvent::Done {
             elapsed_ms: started.elapsed().as_millis() as u64,
         });
         Ok(kernel)

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use banger_api::kernel::{KernelPushed, annotations};
 use banger_oci as oci;
 
-use banger_api::pull::PullEvent;
+use banger_api::event::OpEvent;
 
 use crate::error::OpError;
 use crate::oci_client::{OciClient, layer_progress, oci_error, resolved_event};
@@ -60,7 +60,7 @@ impl KernelRegistry {
             ))
         })?;
         let dir = Path::new(&row.dir);
-        ctx.emit(PullEvent::Packing);
+        ctx.emit(OpEvent::Packing);
         let layer_file = tempfile::Builder::new()
             .prefix(&format!("{STAGING_PREFIX}push-"))
             .tempfile_in(scratch)
@@ -97,7 +97,7 @@ impl KernelRegistry {
         let (digest, total) = (layer.digest.to_string(), layer.size);
         let events = ctx.clone();
         let progress: oci::UploadProgress = Arc::new(move |done| {
-            events.emit(PullEvent::Uploading {
+            events.emit(OpEvent::Uploading {
                 digest: digest.clone(),
                 done_bytes: done,
                 total_bytes: total,
@@ -149,7 +149,7 @@ impl KernelRegistry {
         };
         let puller = self.client.puller();
         let handle = tokio::runtime::Handle::current();
-        ctx.emit(PullEvent::Resolving {
+        ctx.emit(OpEvent::Resolving {
             reference: source.to_string(),
         });
         let resolve = |platform: oci::Platform| {

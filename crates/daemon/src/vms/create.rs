@@ -2,8 +2,10 @@
 //! record the VM, then start it (unless `no_start`). Anything that fails before the record
 //! exists removes what it made; nothing half-made is ever listed.
 
+use std::path::Path;
 use std::sync::Arc;
 
+use banger_api::image::Image;
 use banger_api::names::validate_name;
 use banger_api::vm::{Vm, VmCreateParams, VmState};
 use banger_guest_proto::InitMode;
@@ -34,6 +36,55 @@ impl Vms {
             ))
         })?;
         check_architecture(&image.name, image.platform.as_deref())?;
+        let spec = self.validated_spec(&p)?;
+        self.check_bootable(&image, &spec).await?;
+
+        let id = crate::ids::new_id();
+        let dir = self.vm_dir(&id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| OpError::io(format!("creating {}", dir.display()), e))?;
+        let guard = DirGuard::new(dir.clone());
+        make_disks(&id, &dir, &spec).await?;
+
+        let (cpus, memory_mib) = (spec.cpus, spec.memory_mib);
+        let row = VmRow {
+            id: id.clone(),
+            name,
+            image_id: image.id.clone(),
+            state: VmState::Created.as_str().into(),
+            spec: serde_json::to_string(&spec)
+                .map_err(|e| OpError::Failed(format!("encoding VM spec: {e}")))?,
+            runtime: None,
+            last_error: None,
+            dir: crate::paths::to_string(&dir)?,
+            created_at: crate::ids::now_rfc3339(),
+            started_at: None,
+        };
+        match self.store.insert_vm(&row) {
+            Ok(()) => guard.disarm(),
+            Err(StoreError::VmNameTaken(n)) => return Err(taken(&n)),
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(vm = %row.name, id = %row.id, image = %image.name, cpus, memory_mib, "created VM");
+        if let Some(lease) = &p.lease
+            && let Err(e) = self.leases.attach(lease, &id)
+        {
+            // Its holder went away while this create ran.
+            self.remove_locked(&row)?;
+            return Err(e);
+        }
+        if p.no_start {
+            return self.show(&id);
+        }
+        let lock = self.op_lock(&id);
+        let _op = lock.lock().await;
+        // A vanished lease may have deleted it before this boot got the lock.
+        let row = self.find(&id)?;
+        self.boot(row, ctx, p.ready_timeout_secs).await
+    }
+
+    /// The VM's spec from the params and the daemon's defaults, every value checked.
+    fn validated_spec(&self, p: &VmCreateParams) -> Result<VmSpec, OpError> {
         let cpus = p.cpus.unwrap_or_else(|| self.resources.default_cpus());
         let memory_mib = p
             .memory_mib
@@ -78,45 +129,7 @@ impl Vms {
             .unwrap_or("auto")
             .parse()
             .map_err(|e: banger_vmm::SelectError| OpError::BadRequest(e.to_string()))?;
-        let host = self.host().await?;
-        // `--vmm firecracker` where KVM cannot boot guests fails here, before anything exists.
-        let selected = host.select(vmm)?;
-        let vsock = super::start::use_vsock(&channel, &host, selected.channel)?;
-
-        // The kernel must be able to boot the agent: checked (and cached) before anything
-        // of the VM exists.
-        let cache = self.layout.initramfs_dir();
-        let for_check = image.clone();
-        let with_net = net != "none";
-        tokio::task::spawn_blocking(move || boot::initramfs(&cache, &for_check, vsock, with_net))
-            .await
-            .map_err(|e| OpError::Failed(format!("initramfs build aborted: {e}")))??;
-
-        let id = crate::ids::new_id();
-        let dir = self.vm_dir(&id);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| OpError::io(format!("creating {}", dir.display()), e))?;
-        let guard = DirGuard::new(dir.clone());
-        let (root, work) = disks::paths(&dir);
-        let seed_id = id.clone();
-        tokio::task::spawn_blocking(move || {
-            disks::create_empty(
-                &root,
-                disk_bytes,
-                "banger-root",
-                disks::seed_from_id(&seed_id, 1),
-            )?;
-            disks::create_empty(
-                &work,
-                work_disk_bytes,
-                "banger-work",
-                disks::seed_from_id(&seed_id, 2),
-            )
-        })
-        .await
-        .map_err(|e| OpError::Failed(format!("disk creation aborted: {e}")))??;
-
-        let spec = VmSpec {
+        Ok(VmSpec {
             cpus,
             memory_mib,
             disk_bytes,
@@ -135,42 +148,51 @@ impl Vms {
             console_log_max,
             auto_remove: p.auto_remove,
             leased: p.lease.is_some(),
-        };
-        let row = VmRow {
-            id: id.clone(),
-            name,
-            image_id: image.id.clone(),
-            state: VmState::Created.as_str().into(),
-            spec: serde_json::to_string(&spec)
-                .map_err(|e| OpError::Failed(format!("encoding VM spec: {e}")))?,
-            runtime: None,
-            last_error: None,
-            dir: crate::paths::to_string(&dir)?,
-            created_at: crate::ids::now_rfc3339(),
-            started_at: None,
-        };
-        match self.store.insert_vm(&row) {
-            Ok(()) => guard.disarm(),
-            Err(StoreError::VmNameTaken(n)) => return Err(taken(&n)),
-            Err(e) => return Err(e.into()),
-        }
-        tracing::info!(vm = %row.name, id = %row.id, image = %image.name, cpus, memory_mib, "created VM");
-        if let Some(lease) = &p.lease
-            && let Err(e) = self.leases.attach(lease, &id)
-        {
-            // Its holder went away while this create ran.
-            self.remove_locked(&row)?;
-            return Err(e);
-        }
-        if p.no_start {
-            return self.show(&id);
-        }
-        let lock = self.op_lock(&id);
-        let _op = lock.lock().await;
-        // A vanished lease may have deleted it before this boot got the lock.
-        let row = self.find(&id)?;
-        self.boot(row, ctx, p.ready_timeout_secs).await
+        })
     }
+
+    /// Refuses, before anything of the VM exists, a VMM this host cannot run and a kernel
+    /// that cannot boot the agent (the initramfs is built and cached on the way).
+    async fn check_bootable(&self, image: &Image, spec: &VmSpec) -> Result<(), OpError> {
+        let host = self.host().await?;
+        // `--vmm firecracker` where KVM cannot boot guests fails here, before anything exists.
+        let selected = host.select(spec.vmm)?;
+        let vsock = super::start::use_vsock(&spec.channel, &host, selected.channel)?;
+
+        // The kernel must be able to boot the agent: checked (and cached) before anything
+        // of the VM exists.
+        let cache = self.layout.initramfs_dir();
+        let for_check = image.clone();
+        let with_net = spec.net != "none";
+        tokio::task::spawn_blocking(move || boot::initramfs(&cache, &for_check, vsock, with_net))
+            .await
+            .map_err(|e| OpError::Failed(format!("initramfs build aborted: {e}")))??;
+        Ok(())
+    }
+}
+
+/// The VM's empty root and work disks in `dir`, their filesystems seeded from its id.
+async fn make_disks(id: &str, dir: &Path, spec: &VmSpec) -> Result<(), OpError> {
+    let (root, work) = disks::paths(dir);
+    let seed_id = id.to_string();
+    let (disk_bytes, work_disk_bytes) = (spec.disk_bytes, spec.work_disk_bytes);
+    tokio::task::spawn_blocking(move || {
+        disks::create_empty(
+            &root,
+            disk_bytes,
+            "banger-root",
+            disks::seed_from_id(&seed_id, 1),
+        )?;
+        disks::create_empty(
+            &work,
+            work_disk_bytes,
+            "banger-work",
+            disks::seed_from_id(&seed_id, 2),
+        )
+    })
+    .await
+    .map_err(|e| OpError::Failed(format!("disk creation aborted: {e}")))??;
+    Ok(())
 }
 
 impl Vms {

@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use banger_api::pull::PullEvent;
+use banger_api::event::OpEvent;
 use banger_api::vm::{VmDeleteParams, VmHoldEnded};
 use tokio::sync::oneshot;
 
@@ -104,7 +104,7 @@ impl Vms {
             ));
         }
         let (id, released) = self.leases.open();
-        ctx.emit(PullEvent::Lease { id: id.clone() });
+        ctx.emit(OpEvent::Lease { id: id.clone() });
         tokio::select! {
             _ = released => {
                 tracing::info!(lease = %id, "lease released");

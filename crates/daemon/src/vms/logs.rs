@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use banger_api::pull::PullEvent;
+use banger_api::event::OpEvent;
 use banger_api::vm::{VmLogs, VmLogsParams, VmState};
 
 use super::console::{self, ConsoleReader, Utf8Pieces};
@@ -40,7 +40,7 @@ impl Sink<'_> {
             return;
         }
         if self.ctx.is_streaming() {
-            self.ctx.emit(PullEvent::Log { text });
+            self.ctx.emit(OpEvent::Log { text });
         } else {
             self.reply.push_str(&text);
         }

@@ -6,17 +6,19 @@
 //! deadline, or whose VMM exits first, fails with the stage reached, the VMM's stderr and
 //! the console tail, and stays (state `error`) for `vm logs`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use banger_api::pull::PullEvent;
+use banger_api::event::OpEvent;
+use banger_api::image::Image;
 use banger_api::vm::{Vm, VmStageRecord, VmStartParams, VmState};
+use banger_vmm::netns::Policy;
 use banger_vmm::{Accel, ChannelEndpoint, ChannelKind, DiskConfig, NetConfig, VmConfig};
 
 use super::console;
 use super::live::{self, LiveVm};
-use super::spec::VmRuntime;
+use super::spec::{VmRuntime, VmSpec};
 use super::{Host, Vms, boot, disks, ms_since, parse_spec, state_of};
 use crate::error::OpError;
 use crate::progress::OpContext;
@@ -80,6 +82,89 @@ pub(super) fn vmm_log(dir: &Path, vmm: &str) -> std::path::PathBuf {
     }
 }
 
+/// What [`Vms::boot_files`] made ready for a boot.
+struct BootFiles {
+    kernel: PathBuf,
+    initramfs: PathBuf,
+    modules_disk: Option<PathBuf>,
+}
+
+/// Refuses to boot a VM that is already up or on its way.
+fn check_startable(row: &VmRow) -> Result<(), OpError> {
+    match state_of(row) {
+        VmState::Created | VmState::Stopped | VmState::Error => Ok(()),
+        VmState::Running | VmState::Starting | VmState::Stopping => Err(OpError::AlreadyRunning(
+            format!("VM {} is already {}", row.name, row.state),
+        )),
+    }
+}
+
+/// The VMM's view of the VM: the image's rootfs read-only, the VM's root and work disks,
+/// the modules disk if any, the channel, the network and its policy.
+fn vm_config(
+    row: &VmRow,
+    spec: &VmSpec,
+    image: &Image,
+    files: BootFiles,
+    vsock: bool,
+    policy: Option<Policy>,
+    accel: Accel,
+) -> VmConfig {
+    let dir = std::path::PathBuf::from(&row.dir);
+    let (root_disk, work_disk) = disks::paths(&dir);
+    let with_net = policy.is_some();
+    VmConfig {
+        name: row.name.clone(),
+        run_dir: dir,
+        cpus: spec.cpus,
+        memory_mib: spec.memory_mib,
+        kernel: files.kernel,
+        initrd: Some(files.initramfs),
+        cmdline: boot::kernel_cmdline(
+            &row.name,
+            vsock,
+            spec.init,
+            spec.ready,
+            with_net,
+            files.modules_disk.is_some(),
+            &spec.kernel_args,
+        ),
+        disks: vec![
+            DiskConfig {
+                path: image.rootfs_path.clone().into(),
+                read_only: true,
+            },
+            DiskConfig {
+                path: root_disk,
+                read_only: false,
+            },
+            DiskConfig {
+                path: work_disk,
+                read_only: false,
+            },
+        ]
+        .into_iter()
+        .chain(files.modules_disk.map(|path| DiskConfig {
+            path,
+            read_only: true,
+        }))
+        .collect(),
+        channel: if vsock {
+            ChannelKind::Vsock
+        } else {
+            ChannelKind::Serial
+        },
+        net: match policy {
+            Some(policy) => NetConfig::User {
+                forwards: spec.publish.clone(),
+                policy,
+            },
+            None => NetConfig::None,
+        },
+        accel,
+    }
+}
+
 impl Vms {
     pub async fn start(self: &Arc<Self>, p: VmStartParams, ctx: &OpContext) -> Result<Vm, OpError> {
         let row = self.find(&p.vm)?;
@@ -96,15 +181,7 @@ impl Vms {
         ctx: &OpContext,
         ready_timeout_secs: Option<u64>,
     ) -> Result<Vm, OpError> {
-        match state_of(&row) {
-            VmState::Created | VmState::Stopped | VmState::Error => {}
-            VmState::Running | VmState::Starting | VmState::Stopping => {
-                return Err(OpError::AlreadyRunning(format!(
-                    "VM {} is already {}",
-                    row.name, row.state
-                )));
-            }
-        }
+        check_startable(&row)?;
         let spec = parse_spec(&row)?;
         let image = self.store.find_image(&row.image_id)?.ok_or_else(|| {
             OpError::Failed(format!(
@@ -118,86 +195,11 @@ impl Vms {
         let policy = super::net::policy(&spec)?;
         let with_net = policy.is_some();
         super::net::check_free(&spec.publish)?;
-        let cache = self.layout.initramfs_dir();
-        let for_build = image.clone();
-        let initramfs = tokio::task::spawn_blocking(move || {
-            boot::initramfs(&cache, &for_build, vsock, with_net)
-        })
-        .await
-        .map_err(|e| OpError::Failed(format!("initramfs build aborted: {e}")))??;
-
-        let (cache, for_build) = (self.layout.initramfs_dir(), image.clone());
-        let modules_disk =
-            tokio::task::spawn_blocking(move || boot::modules_disk(&cache, &for_build))
-                .await
-                .map_err(|e| OpError::Failed(format!("modules disk build aborted: {e}")))??;
-
         let dir = std::path::PathBuf::from(&row.dir);
-        // This boot's agent secret, in the VM's own copy of the initramfs.
-        let vm_dir = dir.clone();
-        let initramfs =
-            tokio::task::spawn_blocking(move || boot::agent_initramfs(&initramfs, &vm_dir))
-                .await
-                .map_err(|e| OpError::Failed(format!("initramfs build aborted: {e}")))??;
-        let (root_disk, work_disk) = disks::paths(&dir);
-        let kernel = if selected.name == "firecracker" {
-            let (image_kernel, vm_dir) = (image.kernel_path.clone(), dir.clone());
-            tokio::task::spawn_blocking(move || elf_kernel(Path::new(&image_kernel), &vm_dir))
-                .await
-                .map_err(|e| OpError::Failed(format!("kernel extraction aborted: {e}")))??
-        } else {
-            image.kernel_path.clone().into()
-        };
-        let cfg = VmConfig {
-            name: row.name.clone(),
-            run_dir: dir.clone(),
-            cpus: spec.cpus,
-            memory_mib: spec.memory_mib,
-            kernel,
-            initrd: Some(initramfs),
-            cmdline: boot::kernel_cmdline(
-                &row.name,
-                vsock,
-                spec.init,
-                spec.ready,
-                with_net,
-                modules_disk.is_some(),
-                &spec.kernel_args,
-            ),
-            disks: vec![
-                DiskConfig {
-                    path: image.rootfs_path.clone().into(),
-                    read_only: true,
-                },
-                DiskConfig {
-                    path: root_disk,
-                    read_only: false,
-                },
-                DiskConfig {
-                    path: work_disk,
-                    read_only: false,
-                },
-            ]
-            .into_iter()
-            .chain(modules_disk.map(|path| DiskConfig {
-                path,
-                read_only: true,
-            }))
-            .collect(),
-            channel: if vsock {
-                ChannelKind::Vsock
-            } else {
-                ChannelKind::Serial
-            },
-            net: match policy {
-                Some(policy) => NetConfig::User {
-                    forwards: spec.publish.clone(),
-                    policy,
-                },
-                None => NetConfig::None,
-            },
-            accel: selected.accel,
-        };
+        let files = self
+            .boot_files(&image, &dir, selected.name, vsock, with_net)
+            .await?;
+        let cfg = vm_config(&row, &spec, &image, files, vsock, policy, selected.accel);
         let endpoint = selected.vmm.channel_endpoint(&cfg);
         let listener = match &endpoint {
             ChannelEndpoint::VsockListen(path) => Some(live::bind_vsock_listener(path)?),
@@ -253,6 +255,52 @@ impl Vms {
         let timeout = ready_timeout(ready_timeout_secs, cfg.accel);
         self.await_ready(&row, spec, live, ctx, started, runtime, timeout)
             .await
+    }
+
+    /// What the guest boots from besides its disks: the initramfs (cached, then this
+    /// boot's copy with its agent secret in the VM's directory), the modules disk, and the
+    /// kernel (an ELF `vmlinux` for Firecracker).
+    async fn boot_files(
+        &self,
+        image: &Image,
+        dir: &Path,
+        vmm_name: &str,
+        vsock: bool,
+        with_net: bool,
+    ) -> Result<BootFiles, OpError> {
+        let cache = self.layout.initramfs_dir();
+        let for_build = image.clone();
+        let initramfs = tokio::task::spawn_blocking(move || {
+            boot::initramfs(&cache, &for_build, vsock, with_net)
+        })
+        .await
+        .map_err(|e| OpError::Failed(format!("initramfs build aborted: {e}")))??;
+
+        let (cache, for_build) = (self.layout.initramfs_dir(), image.clone());
+        let modules_disk =
+            tokio::task::spawn_blocking(move || boot::modules_disk(&cache, &for_build))
+                .await
+                .map_err(|e| OpError::Failed(format!("modules disk build aborted: {e}")))??;
+
+        // This boot's agent secret, in the VM's own copy of the initramfs.
+        let vm_dir = dir.to_path_buf();
+        let initramfs =
+            tokio::task::spawn_blocking(move || boot::agent_initramfs(&initramfs, &vm_dir))
+                .await
+                .map_err(|e| OpError::Failed(format!("initramfs build aborted: {e}")))??;
+        let kernel = if vmm_name == "firecracker" {
+            let (image_kernel, vm_dir) = (image.kernel_path.clone(), dir.to_path_buf());
+            tokio::task::spawn_blocking(move || elf_kernel(Path::new(&image_kernel), &vm_dir))
+                .await
+                .map_err(|e| OpError::Failed(format!("kernel extraction aborted: {e}")))??
+        } else {
+            image.kernel_path.clone().into()
+        };
+        Ok(BootFiles {
+            kernel,
+            initramfs,
+            modules_disk,
+        })
     }
 
     /// The second half of a boot: wait for the agent, then record the VM running; or,
@@ -469,7 +517,7 @@ fn stage(
         at_ms,
         guest_uptime_ms,
     });
-    ctx.emit(PullEvent::VmStage {
+    ctx.emit(OpEvent::VmStage {
         stage: name.to_string(),
         elapsed_ms: at_ms,
     });

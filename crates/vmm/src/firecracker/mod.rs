@@ -37,7 +37,9 @@ use std::time::{Duration, Instant};
 pub use http::ApiError;
 pub use jail::{JailError, JailerConfig};
 
-use crate::config::{Accel, ChannelKind, ConfigError, MAX_CMDLINE, NetConfig, VmConfig};
+use crate::config::{
+    Accel, ChannelKind, ConfigError, MAX_CMDLINE, NetConfig, PortForward, VmConfig,
+};
 use crate::files::RunFiles;
 use crate::launch::{self, LaunchError, Started};
 use crate::process::{self, ProcessRecord, ROLE_VMM};
@@ -116,17 +118,7 @@ impl Firecracker {
 
     fn launch_inner(&self, cfg: &VmConfig) -> Result<Launched, VmmError> {
         check_config(cfg)?;
-        let net = match &cfg.net {
-            NetConfig::User { forwards, policy } => {
-                ports::check_free(forwards)?;
-                Some((
-                    netns::check_for(forwards, policy)?,
-                    forwards.clone(),
-                    policy.clone(),
-                ))
-            }
-            NetConfig::None => None,
-        };
+        let net = user_net(cfg)?;
         let files = RunFiles::new(&cfg.run_dir);
         if let Some(live) = launch::still_running(&files.pids_json) {
             return Err(LaunchError::AlreadyRunning {
@@ -145,40 +137,97 @@ impl Firecracker {
             }
             None => None,
         };
-        for s in files.driver_sockets() {
-            launch::remove_stale(s)?;
-        }
-        // Firecracker opens the console file itself (at offset 0, without O_APPEND: its API
-        // has no append mode), so it starts empty here. After the daemon truncates it to
-        // rotate, Firecracker's writes continue at its offset past a hole, which takes no
-        // disk space and which readers skip (banger-daemon's `vms/console.rs`).
-        drop(launch::create(&files.console_log)?);
-        let log = launch::create(&files.fc_log)?;
+        let log = fresh_run_files(&files)?;
         let rules = match &cfg.net {
             NetConfig::User { forwards, policy } => netns::write_rules(policy, forwards, &files)?,
             NetConfig::None => None,
         };
+        let mut cmd = self.command(cfg, &files, &id, &jail, &net, rules.as_deref())?;
+        cmd.stdin(Stdio::null())
+            .stdout(launch::clone_file(&log, &files.fc_log)?)
+            .stderr(log);
+        let (vmm, created) = self.spawn(cfg, &files, &jail, &mut cmd)?;
+        let mut started = Started::new(&files.pids_json);
+        started.add(vmm.record.clone())?;
+        if let Some((_, j)) = &jail {
+            // The run directory's usual names lead into the jail.
+            j.expose(jail::API_SOCKET, &files.fc_api_socket)?;
+            j.expose(
+                &Jail::guest_paths(cfg).vsock_uds.to_string_lossy(),
+                &files.vsock_uds,
+            )?;
+        }
+        self.wait_api(&files, &vmm.exit)?;
+        remember(&created, &files.fc_api_socket);
+        let tap = match &net {
+            Some(net) => {
+                let named = jail.as_ref().map(|_| netns::named_path(&netns_name(&id)));
+                let ns = match &named {
+                    Some(p) => netns::Ns::Named(p),
+                    None => netns::Ns::Process(vmm.record.pid),
+                };
+                let attached = netns::attach_to(
+                    &net.tools,
+                    ns,
+                    &vmm.record,
+                    &net.forwards,
+                    &net.policy,
+                    &files,
+                )?;
+                for r in attached.records() {
+                    if let Ok(mut l) = created.lock() {
+                        l.helpers.push(r.clone());
+                    }
+                    started.add(r)?;
+                }
+                Some(netns::TAP_NAME)
+            }
+            None => None,
+        };
+        self.configure_and_start(cfg, &files, jail.is_some(), tap, &vmm, &created)?;
+        let mut processes = started.keep();
+        // The VMM last, as `Launched` promises.
+        processes.sort_by_key(|p| p.role == ROLE_VMM);
+        tracing::debug!(vm = %cfg.name, ?processes, jailed = jail.is_some(), "launched under firecracker");
+        Ok(Launched {
+            processes,
+            console_log: files.console_log,
+            vmm_stderr: files.fc_log,
+        })
+    }
 
-        let mut cmd = match &jail {
+    /// The command that starts Firecracker: through the jailer (in a named network
+    /// namespace when networked), or directly (wrapped into a fresh namespace when
+    /// networked).
+    fn command(
+        &self,
+        cfg: &VmConfig,
+        files: &RunFiles,
+        id: &str,
+        jail: &Option<(&JailerConfig, Jail)>,
+        net: &Option<UserNet>,
+        rules: Option<&Path>,
+    ) -> Result<Command, VmmError> {
+        Ok(match jail {
             Some((jailer, jail)) => {
-                jail.prepare(cfg, &files, &self.program)?;
+                jail.prepare(cfg, files, &self.program)?;
                 let mut args = jail.command_args(jailer, &self.program);
-                if let Some((tools, forwards, _)) = &net {
+                if let Some(net) = net {
                     // The jailer needs the init user namespace (mknod, chown, setuid),
                     // so the TAP lives in a named network namespace it joins.
-                    let name = netns_name(&id);
+                    let name = netns_name(id);
                     match netns::create_named(
-                        tools,
+                        &net.tools,
                         &name,
                         (jail.uid, jail.gid),
-                        forwards,
-                        rules.as_deref(),
+                        &net.forwards,
+                        rules,
                     ) {
                         Ok(path) => {
                             args.splice(0..0, [OsString::from("--netns"), path.into()]);
                         }
                         Err(e) => {
-                            jail::remove_recorded(&files);
+                            jail::remove_recorded(files);
                             return Err(e.into());
                         }
                     }
@@ -192,11 +241,11 @@ impl Firecracker {
                     "--api-sock".into(),
                     files.fc_api_socket.clone().into(),
                     "--id".into(),
-                    id.clone().into(),
+                    id.to_string().into(),
                 ];
-                match &net {
-                    Some((tools, forwards, _)) => {
-                        netns::wrap(tools, &self.program, &fc_args, forwards, rules.as_deref())
+                match net {
+                    Some(net) => {
+                        netns::wrap(&net.tools, &self.program, &fc_args, &net.forwards, rules)
                     }
                     None => {
                         let mut c = Command::new(&self.program);
@@ -205,17 +254,25 @@ impl Firecracker {
                     }
                 }
             }
-        };
-        cmd.stdin(Stdio::null())
-            .stdout(launch::clone_file(&log, &files.fc_log)?)
-            .stderr(log);
+        })
+    }
+
+    /// Starts Firecracker in its own session, with a reaper that removes what it leaves
+    /// behind (its sockets, its jail, its pasta) once it exits.
+    fn spawn(
+        &self,
+        cfg: &VmConfig,
+        files: &RunFiles,
+        jail: &Option<(&JailerConfig, Jail)>,
+        cmd: &mut Command,
+    ) -> Result<(process::Spawned, Arc<Mutex<Leftovers>>), VmmError> {
         let created: Arc<Mutex<Leftovers>> = Arc::new(Mutex::new(Leftovers {
             jail: jail.as_ref().map(|(_, j)| j.dir.clone()),
             run_dir: cfg.run_dir.clone(),
             ..Leftovers::default()
         }));
         let to_remove = Arc::clone(&created);
-        let spawned = process::spawn_detached(&mut cmd, ROLE_VMM, move |_| {
+        let spawned = process::spawn_detached(cmd, ROLE_VMM, move |_| {
             let left = to_remove.lock().map(|l| l.clone()).unwrap_or_default();
             // pasta holds the namespace and would stay forever.
             for h in &left.helpers {
@@ -228,66 +285,49 @@ impl Firecracker {
                 remove_jail(&RunFiles::new(&left.run_dir), dir);
             }
         });
-        let vmm = match spawned {
-            Ok(v) => v,
+        match spawned {
+            Ok(v) => Ok((v, created)),
             Err(source) => {
-                if let Some((_, j)) = &jail {
-                    remove_jail(&files, &j.dir);
+                if let Some((_, j)) = jail {
+                    remove_jail(files, &j.dir);
                 }
-                return Err(LaunchError::Spawn {
+                Err(LaunchError::Spawn {
                     program: jail
                         .as_ref()
                         .map_or_else(|| self.program.clone(), |(c, _)| c.path.clone()),
                     source,
                 }
-                .into());
+                .into())
             }
-        };
-        let mut started = Started::new(&files.pids_json);
-        started.add(vmm.record.clone())?;
+        }
+    }
+
+    /// Sends the machine's configuration over the API, then `InstanceStart`. A refusal
+    /// from a Firecracker that exited meanwhile becomes its exit and log tail.
+    fn configure_and_start(
+        &self,
+        cfg: &VmConfig,
+        files: &RunFiles,
+        jailed: bool,
+        tap: Option<&str>,
+        vmm: &process::Spawned,
+        created: &Mutex<Leftovers>,
+    ) -> Result<(), VmmError> {
         let failed = |e: ApiError| -> VmmError {
             match vmm.exit.try_recv() {
                 Ok(status) => launch::exited(&self.program, status, &files.fc_log).into(),
                 Err(_) => e.into(),
             }
         };
-        if let Some((_, j)) = &jail {
-            // The run directory's usual names lead into the jail.
-            j.expose(jail::API_SOCKET, &files.fc_api_socket)?;
-            j.expose(
-                &Jail::guest_paths(cfg).vsock_uds.to_string_lossy(),
-                &files.vsock_uds,
-            )?;
-        }
-        self.wait_api(&files, &vmm.exit)?;
-        remember(&created, &files.fc_api_socket);
-
-        let tap = match &net {
-            Some((tools, forwards, policy)) => {
-                let named = jail.as_ref().map(|_| netns::named_path(&netns_name(&id)));
-                let ns = match &named {
-                    Some(p) => netns::Ns::Named(p),
-                    None => netns::Ns::Process(vmm.record.pid),
-                };
-                let attached = netns::attach_to(tools, ns, &vmm.record, forwards, policy, &files)?;
-                for r in attached.records() {
-                    if let Ok(mut l) = created.lock() {
-                        l.helpers.push(r.clone());
-                    }
-                    started.add(r)?;
-                }
-                Some(netns::TAP_NAME)
-            }
-            None => None,
-        };
-        let paths = match &jail {
-            Some(_) => Jail::guest_paths(cfg),
-            None => api::GuestPaths::direct(cfg, &files),
+        let paths = if jailed {
+            Jail::guest_paths(cfg)
+        } else {
+            api::GuestPaths::direct(cfg, files)
         };
         for r in api::requests(cfg, &paths, tap) {
             http::call(&files.fc_api_socket, r.method, &r.path, Some(&r.body)).map_err(failed)?;
         }
-        remember(&created, &files.vsock_uds);
+        remember(created, &files.vsock_uds);
         let start = api::instance_start();
         http::call(
             &files.fc_api_socket,
@@ -296,15 +336,7 @@ impl Firecracker {
             Some(&start.body),
         )
         .map_err(failed)?;
-        let mut processes = started.keep();
-        // The VMM last, as `Launched` promises.
-        processes.sort_by_key(|p| p.role == ROLE_VMM);
-        tracing::debug!(vm = %cfg.name, ?processes, jailed = jail.is_some(), "launched under firecracker");
-        Ok(Launched {
-            processes,
-            console_log: files.console_log,
-            vmm_stderr: files.fc_log,
-        })
+        Ok(())
     }
 
     /// Waits until `GET /` answers on the API socket, while Firecracker lives.
@@ -393,6 +425,43 @@ pub fn cleanup(run_dir: &Path) -> Result<(), VmmError> {
         remove_jail(&files, &dir);
     }
     Ok(())
+}
+
+/// User-mode networking's launch inputs: the tools found, the forwards, the policy.
+struct UserNet {
+    tools: netns::Tools,
+    forwards: Vec<PortForward>,
+    policy: netns::Policy,
+}
+
+/// Checks what user-mode networking needs (free host ports, the tools) before anything
+/// starts; `None` without networking.
+fn user_net(cfg: &VmConfig) -> Result<Option<UserNet>, VmmError> {
+    match &cfg.net {
+        NetConfig::User { forwards, policy } => {
+            ports::check_free(forwards)?;
+            Ok(Some(UserNet {
+                tools: netns::check_for(forwards, policy)?,
+                forwards: forwards.clone(),
+                policy: policy.clone(),
+            }))
+        }
+        NetConfig::None => Ok(None),
+    }
+}
+
+/// Removes the sockets a previous Firecracker left and starts an empty console log;
+/// returns Firecracker's own log, fresh.
+fn fresh_run_files(files: &RunFiles) -> Result<std::fs::File, VmmError> {
+    for s in files.driver_sockets() {
+        launch::remove_stale(s)?;
+    }
+    // Firecracker opens the console file itself (at offset 0, without O_APPEND: its API
+    // has no append mode), so it starts empty here. After the daemon truncates it to
+    // rotate, Firecracker's writes continue at its offset past a hole, which takes no
+    // disk space and which readers skip (banger-daemon's `vms/console.rs`).
+    drop(launch::create(&files.console_log)?);
+    Ok(launch::create(&files.fc_log)?)
 }
 
 /// The named network namespace of a jailed VM with networking.

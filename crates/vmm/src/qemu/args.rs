@@ -31,7 +31,7 @@ fn driver_params(accel: &Accel) -> Vec<String> {
     ];
     if let Accel::Tcg { tsc_khz: Some(khz) } = accel {
         // Under emulation the TSC calibration can fail on a loaded host and hang the boot
-        // before init (VM.md §3); the host's rate is the guest's rate.
+        // before init; the host's rate is the guest's rate.
         p.push(format!("tsc_early_khz={khz}"));
     }
     p

@@ -6,8 +6,8 @@
 
 use std::io::{IsTerminal, Write};
 
+use banger_api::event::OpEvent;
 use banger_api::methods;
-use banger_api::pull::PullEvent;
 use banger_api::text::visible;
 use banger_api::vm::{NetDenial, VmLogs, VmLogsParams, VmRef};
 use clap::Args;
@@ -82,7 +82,7 @@ pub async fn run(ctx: &Context, client: &Client, args: LogsArgs) -> anyhow::Resu
     // stdout (`| head`) ends the command quietly, like Ctrl-C.
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     let call = client.call_streaming::<methods::vm::Logs>(&params, move |event| {
-        if let PullEvent::Log { text } = event {
+        if let OpEvent::Log { text } = event {
             let _ = tx.send(text.clone());
         }
     });

@@ -16,16 +16,16 @@
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex};
 
 use banger_kernel::manifest::{TreeVisitor, digest_copying, tree_digest_with};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::choice::KernelInputs;
 use crate::error::OpError;
 use crate::fsutil;
 use crate::ids;
-use crate::kernel_inputs::KernelInputs;
 use crate::store::Store;
 
 use super::manifest::{self, INITRD, MODULES, VMLINUX, VMLINUZ};
@@ -88,32 +88,21 @@ pub struct Usage {
 }
 
 impl SharedFiles {
-    /// The one instance for `state_dir` in this process (images, pulls and the kernel store
-    /// must share its lock and pins).
-    pub fn for_state_dir(state_dir: &Path) -> Arc<SharedFiles> {
-        static ALL: OnceLock<Mutex<HashMap<PathBuf, Weak<SharedFiles>>>> = OnceLock::new();
+    /// Opens the store of `state_dir`. Open it once per daemon and hand the one instance to
+    /// images, pulls and the kernel store: they must share its lock and pins.
+    pub fn open(state_dir: &Path) -> Arc<SharedFiles> {
         let root = state_dir.join(DIR);
-        let mut all = ALL
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(existing) = all.get(&root).and_then(Weak::upgrade) {
-            return existing;
-        }
-        all.retain(|_, w| w.strong_count() > 0);
         let index = std::fs::read(root.join(INDEX))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
-        let shared = Arc::new(SharedFiles {
-            root: root.clone(),
+        Arc::new(SharedFiles {
+            root,
             inner: Mutex::new(Inner {
                 index,
                 pins: HashMap::new(),
             }),
-        });
-        all.insert(root, Arc::downgrade(&shared));
-        shared
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -722,7 +711,7 @@ mod tests {
     #[test]
     fn imports_hash_as_they_copy_with_the_stored_digests() {
         let d = tempfile::tempdir().expect("tempdir");
-        let shared = SharedFiles::for_state_dir(&d.path().join("state"));
+        let shared = SharedFiles::open(&d.path().join("state"));
         shared.ensure_dirs().expect("dirs");
         let src = d.path().join("modules");
         tree(&src);
@@ -763,7 +752,7 @@ mod tests {
     #[test]
     fn a_failed_import_leaves_nothing() {
         let d = tempfile::tempdir().expect("tempdir");
-        let shared = SharedFiles::for_state_dir(&d.path().join("state"));
+        let shared = SharedFiles::open(&d.path().join("state"));
         shared.ensure_dirs().expect("dirs");
         let src = d.path().join("modules");
         tree(&src);

@@ -8,21 +8,25 @@
 //! it imported that nothing links); a name is checked before any work and again at
 //! publication.
 
+pub mod oci_backend;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use banger_api::event::OpEvent;
 use banger_api::image::{CachePruned, Image};
 use banger_api::names::validate_name;
-use banger_api::pull::{ImagePullParams, PullEvent};
+use banger_api::pull::ImagePullParams;
 
 use crate::claims::NameClaims;
 use crate::error::OpError;
 use crate::fsutil::{self, DirGuard};
 use crate::ids;
 use crate::images::{Images, file_sizes};
-use crate::kernel_inputs;
-use crate::kernels::shared::SharedFiles;
+use crate::kernels::choice::KernelInputs;
+use crate::kernels::content_store::{SharedFiles, StagedKernel};
+use crate::kernels::{Kernels, choice};
 use crate::paths;
 use crate::progress::OpContext;
 use crate::recovery::STAGING_SUFFIX;
@@ -73,7 +77,12 @@ pub struct ImagePuller {
 }
 
 impl ImagePuller {
-    pub fn new(images_dir: PathBuf, store: Arc<Store>, backend: Arc<dyn PullBackend>) -> Self {
+    pub fn new(
+        images_dir: PathBuf,
+        store: Arc<Store>,
+        backend: Arc<dyn PullBackend>,
+        shared: Arc<SharedFiles>,
+    ) -> Self {
         ImagePuller {
             store,
             backend,
@@ -83,8 +92,7 @@ impl ImagePuller {
                 )
             }),
             publish_lock: Mutex::new(()),
-            // The images dir is `<state>/images`; the shared files live beside it.
-            shared: SharedFiles::for_state_dir(images_dir.parent().unwrap_or(&images_dir)),
+            shared,
             images_dir,
         }
     }
@@ -99,9 +107,14 @@ impl ImagePuller {
     pub fn pull(
         &self,
         images: &Images,
+        kernels: &Kernels,
         params: ImagePullParams,
         ctx: &OpContext,
     ) -> Result<Image, OpError> {
+        // A `--kernel-ref` that is not local comes from the kernel source, if any.
+        if params.kernel.kernel_path.is_none() {
+            kernels.ensure_local(params.kernel.kernel_ref.as_deref(), ctx)?;
+        }
         let result = self.try_pull(images, params, ctx);
         if result.is_err() {
             // The kernel files are staged beside the rootfs, so a failed conversion may
@@ -131,7 +144,7 @@ impl ImagePuller {
         let _claim = self.claims.claim(&name)?;
 
         // 2. Kernel inputs: only the kernel triple is validated here.
-        let kernel = kernel_inputs::resolve(&self.store, &params.kernel)?;
+        let kernel = choice::resolve(&self.store, &params.kernel)?;
         if params.size_bytes == Some(0) {
             return Err(OpError::BadRequest(
                 "--size must be greater than zero".into(),
@@ -140,16 +153,10 @@ impl ImagePuller {
 
         // 3. Staging.
         let id = ids::new_id();
-        let staging = self.images_dir.join(format!("{id}{STAGING_SUFFIX}"));
-        // Recreated if someone removed it under us: a missing directory is no failure.
-        std::fs::create_dir_all(&self.images_dir)
-            .map_err(|e| OpError::io(format!("creating {}", self.images_dir.display()), e))?;
-        std::fs::create_dir(&staging)
-            .map_err(|e| OpError::io(format!("creating {}", staging.display()), e))?;
-        let guard = DirGuard::new(staging.clone());
+        let (staging, guard) = self.make_staging(&id)?;
 
         // 4. Rootfs: resolve, then reuse an identical conversion or build.
-        ctx.emit(PullEvent::Resolving {
+        ctx.emit(OpEvent::Resolving {
             reference: source.canonical.clone(),
         });
         let resolved = self
@@ -158,14 +165,77 @@ impl ImagePuller {
         kernel.check_platform(resolved.platform())?;
         ctx.check()?;
         let rootfs = staging.join("rootfs.ext4");
-        // 5. Kernel files, on a thread of their own while the rootfs is built: a user's
-        // triple is hashed and copied into the shared store on first use, which would
-        // otherwise add its whole time to a cold pull. Hardlinks to the shared copies; the
-        // pin keeps the modules tree until recorded.
+        // 5. Kernel files, at the same time.
+        let built = self.build_rootfs_and_kernel(
+            &kernel,
+            resolved.as_ref(),
+            &staging,
+            &rootfs,
+            params.size_bytes,
+            ctx,
+        )?;
+        ctx.check()?;
+        // After the conversion, as before: the CLI's rootfs bar ends at the next step line.
+        ctx.emit(OpEvent::StagingKernel);
+
+        // 6. Publish: rename, then record, under the publication lock.
+        ctx.emit(OpEvent::Publishing);
+        let final_dir = self.images_dir.join(&id);
+        let record = Record {
+            id: &id,
+            name: &name,
+            final_dir: &final_dir,
+            rootfs: &rootfs,
+            kernel: &kernel,
+            staged: &built.staged,
+            source: &source,
+            resolved: resolved.as_ref(),
+        };
+        let image = record.image()?;
+        fsutil::publish_dir(
+            guard,
+            &staging,
+            &final_dir,
+            &self.publish_lock,
+            || images.ensure_name_free(&name),
+            || Ok(self.store.insert_image(&image)?),
+        )?;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        ctx.emit(OpEvent::Done { elapsed_ms });
+        let (rootfs_ms, kernel_ms) = (built.rootfs_ms, built.kernel_ms);
+        tracing::info!(id = %image.id, name = %image.name, source = %source.canonical, digest = resolved.manifest_digest(), elapsed_ms, rootfs_ms, kernel_ms, "pulled image");
+        Ok(image)
+    }
+
+    /// `<images>/<id><STAGING_SUFFIX>`, removed by the guard unless published.
+    fn make_staging(&self, id: &str) -> Result<(PathBuf, DirGuard), OpError> {
+        let staging = self.images_dir.join(format!("{id}{STAGING_SUFFIX}"));
+        // Recreated if someone removed it under us: a missing directory is no failure.
+        std::fs::create_dir_all(&self.images_dir)
+            .map_err(|e| OpError::io(format!("creating {}", self.images_dir.display()), e))?;
+        std::fs::create_dir(&staging)
+            .map_err(|e| OpError::io(format!("creating {}", staging.display()), e))?;
+        let guard = DirGuard::new(staging.clone());
+        Ok((staging, guard))
+    }
+
+    /// Builds (or reuses) the rootfs while another thread stages the kernel files: a
+    /// user's triple is hashed and copied into the shared store on first use, which would
+    /// otherwise add its whole time to a cold pull. Hardlinks to the shared copies; the
+    /// pin keeps the modules tree until recorded. Either failure stops the other.
+    fn build_rootfs_and_kernel(
+        &self,
+        kernel: &KernelInputs,
+        resolved: &dyn ResolvedPull,
+        staging: &Path,
+        rootfs: &Path,
+        size_bytes: Option<u64>,
+        ctx: &OpContext,
+    ) -> Result<Built, OpError> {
         let ((built, rootfs_ms), (staged, kernel_ms)) = std::thread::scope(|s| {
             let kernel_files = s.spawn(|| {
                 let t = Instant::now();
-                let staged = self.shared.stage(&kernel, &staging);
+                let staged = self.shared.stage(kernel, staging);
                 if staged.is_err() {
                     // The pull fails anyway: stop the conversion instead of finishing it.
                     ctx.cancel();
@@ -173,10 +243,10 @@ impl ImagePuller {
                 (staged, t.elapsed().as_millis() as u64)
             });
             let t = Instant::now();
-            let built = if self.reuse_rootfs(resolved.as_ref(), params.size_bytes, &rootfs, ctx) {
+            let built = if self.reuse_rootfs(resolved, size_bytes, rootfs, ctx) {
                 Ok(())
             } else {
-                resolved.build_rootfs(&rootfs, params.size_bytes, ctx)
+                resolved.build_rootfs(rootfs, size_bytes, ctx)
             };
             let rootfs_ms = t.elapsed().as_millis() as u64;
             let staged = kernel_files.join().unwrap_or_else(|_| {
@@ -189,56 +259,14 @@ impl ImagePuller {
         });
         // Either failure drops the other's result: a `StagedKernel` releases its pin, the
         // guard removes the staging dir. The build's `Cancelled` is the staging error's echo.
-        let shared = match (built, staged) {
-            (Ok(()), Ok(staged)) => staged,
-            (Err(OpError::Cancelled) | Ok(()), Err(e)) | (Err(e), _) => return Err(e),
-        };
-        ctx.check()?;
-        // After the conversion, as before: the CLI's rootfs bar ends at the next step line.
-        ctx.emit(PullEvent::StagingKernel);
-
-        // 6. Publish: rename, then record, under the publication lock.
-        ctx.emit(PullEvent::Publishing);
-        let final_dir = self.images_dir.join(&id);
-        let (size, allocated) = file_sizes(&rootfs)?;
-        let artifact = |rel: &str| paths::to_string(&final_dir.join(rel));
-        let image = Image {
-            id: id.clone(),
-            name: name.clone(),
-            managed: true,
-            artifact_dir: Some(paths::to_string(&final_dir)?),
-            rootfs_path: artifact("rootfs.ext4")?,
-            kernel_path: artifact("kernel")?,
-            initrd_path: kernel
-                .initrd
-                .as_ref()
-                .map(|_| artifact("initrd.img"))
-                .transpose()?,
-            modules_dir: shared
-                .modules_dir
-                .as_deref()
-                .map(paths::to_string)
-                .transpose()?,
-            kernel_ref: kernel.kernel_ref.clone(),
-            source_ref: Some(source.canonical.clone()),
-            manifest_digest: Some(resolved.manifest_digest().to_string()),
-            platform: Some(resolved.platform().to_string()),
-            size_bytes: Some(size),
-            allocated_bytes: Some(allocated),
-            created_at: ids::now_rfc3339(),
-        };
-        fsutil::publish_dir(
-            guard,
-            &staging,
-            &final_dir,
-            &self.publish_lock,
-            || images.ensure_name_free(&name),
-            || Ok(self.store.insert_image(&image)?),
-        )?;
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-        ctx.emit(PullEvent::Done { elapsed_ms });
-        tracing::info!(id = %image.id, name = %image.name, source = %source.canonical, digest = resolved.manifest_digest(), elapsed_ms, rootfs_ms, kernel_ms, "pulled image");
-        Ok(image)
+        match (built, staged) {
+            (Ok(()), Ok(staged)) => Ok(Built {
+                staged,
+                rootfs_ms,
+                kernel_ms,
+            }),
+            (Err(OpError::Cancelled) | Ok(()), Err(e)) | (Err(e), _) => Err(e),
+        }
     }
 
     /// Hardlinks the rootfs of an earlier conversion of the same manifest, when the size
@@ -262,12 +290,66 @@ impl ImagePuller {
                 continue;
             }
             if std::fs::hard_link(&image.rootfs_path, dest).is_ok() {
-                ctx.emit(PullEvent::Reused {
+                ctx.emit(OpEvent::Reused {
                     from_image: image.name,
                 });
                 return true;
             }
         }
         false
+    }
+}
+
+/// What [`ImagePuller::build_rootfs_and_kernel`] made, with how long each half took.
+struct Built {
+    staged: StagedKernel,
+    rootfs_ms: u64,
+    kernel_ms: u64,
+}
+
+/// What an image's record is made of, at the end of a pull.
+struct Record<'a> {
+    id: &'a str,
+    name: &'a str,
+    final_dir: &'a Path,
+    rootfs: &'a Path,
+    kernel: &'a KernelInputs,
+    staged: &'a StagedKernel,
+    source: &'a ParsedSource,
+    resolved: &'a dyn ResolvedPull,
+}
+
+impl Record<'_> {
+    /// The image as it will be recorded, paths at its published place.
+    fn image(&self) -> Result<Image, OpError> {
+        let (size, allocated) = file_sizes(self.rootfs)?;
+        let artifact = |rel: &str| paths::to_string(&self.final_dir.join(rel));
+        Ok(Image {
+            id: self.id.to_string(),
+            name: self.name.to_string(),
+            managed: true,
+            artifact_dir: Some(paths::to_string(self.final_dir)?),
+            rootfs_path: artifact("rootfs.ext4")?,
+            kernel_path: artifact("kernel")?,
+            initrd_path: self
+                .kernel
+                .initrd
+                .as_ref()
+                .map(|_| artifact("initrd.img"))
+                .transpose()?,
+            modules_dir: self
+                .staged
+                .modules_dir
+                .as_deref()
+                .map(paths::to_string)
+                .transpose()?,
+            kernel_ref: self.kernel.kernel_ref.clone(),
+            source_ref: Some(self.source.canonical.clone()),
+            manifest_digest: Some(self.resolved.manifest_digest().to_string()),
+            platform: Some(self.resolved.platform().to_string()),
+            size_bytes: Some(size),
+            allocated_bytes: Some(allocated),
+            created_at: ids::now_rfc3339(),
+        })
     }
 }

@@ -7,18 +7,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use banger_api::event::OpEvent;
 use banger_api::image::CachePruned;
-use banger_api::pull::PullEvent;
 use banger_ext4 as ext4;
 use banger_oci as oci;
 use banger_rootfs as rootfs;
 
+use super::{PullBackend, ResolvedPull};
 use crate::error::OpError;
 use crate::oci_client::{
     OciClient, ParsedSource, layer_progress, oci_error, parse_source, resolved_event,
 };
 use crate::progress::{OpContext, until_cancelled};
-use crate::pull::{PullBackend, ResolvedPull};
 
 const DEFAULT_PLATFORM: &str = "linux/amd64";
 /// How often the writer reports progress.
@@ -278,7 +278,7 @@ struct PullSink<'a> {
 
 impl PullSink<'_> {
     fn emit(&self) {
-        self.ctx.emit(PullEvent::Writing {
+        self.ctx.emit(OpEvent::Writing {
             entries: self.rootfs.entries(),
             bytes: self.rootfs.bytes(),
             compressed_done: self

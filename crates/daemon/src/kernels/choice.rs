@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use banger_api::image::KernelChoice;
 
+use super::manifest::VMLINUX;
 use crate::error::OpError;
-use crate::kernels::manifest::VMLINUX;
 use crate::paths::{self, Expect};
 use crate::store::Store;
 
@@ -33,7 +33,7 @@ impl KernelInputs {
         let image_arch = platform.split('/').nth(1).unwrap_or_default();
         let arch = match (&self.arch, &self.kernel_ref) {
             (Some(arch), _) => Some(arch.clone()),
-            (None, None) => crate::kernels::staging::arch_of(&self.kernel),
+            (None, None) => super::staging::arch_of(&self.kernel),
             (None, Some(_)) => None,
         };
         match arch {
