@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod error;
+pub mod exec;
 pub mod image;
 pub mod kernel;
 pub mod layout;

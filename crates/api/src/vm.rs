@@ -2,15 +2,16 @@
 //!
 //! `vm.create` and `vm.start` stream [`crate::pull::PullEvent::VmStage`] events while the
 //! guest comes up; `vm.logs` with `follow` streams [`crate::pull::PullEvent::Log`] chunks.
-//! `vm.exec` upgrades the HTTP/1.1 connection (`Upgrade: banger-exec`, answered with
-//! `101 Switching Protocols`); after that both directions carry `banger-guest-proto`
-//! frames: the client sends `ExecInput` frames, the daemon relays `ExecOutput` frames from
-//! the guest agent, ending with `Exited` or `FailedToStart`.
+//! `vm.exec` upgrades the HTTP/1.1 connection (`Upgrade: banger-exec/2`, answered with
+//! `101 Switching Protocols`); after that both directions carry the daemon's own frames
+//! ([`crate::exec`]), which it translates to and from the guest agent's protocol.
 
 use serde::{Deserialize, Serialize};
 
-/// The `Upgrade` token of `vm.exec`.
-pub const EXEC_UPGRADE: &str = "banger-exec";
+/// The `Upgrade` token of `vm.exec`: the stream's framing ([`crate::exec`]) and its
+/// version. The daemon refuses any other token, so a client of another framing gets an
+/// error instead of bytes it misreads.
+pub const EXEC_UPGRADE: &str = "banger-exec/2";
 /// The `Upgrade` token of the raw byte streams: `vm.cp.put`, `vm.cp.get`, `vm.proxy`.
 ///
 /// - `vm.cp.put`: after `101` the client sends a tar stream and half-closes its side
