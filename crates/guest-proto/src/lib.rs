@@ -51,9 +51,9 @@
 //! `tests/golden/`). When it fails, the change is on the wire: postcard encodes enum
 //! variants by index and struct fields by position, so reordering, removing or inserting
 //! a variant or field is incompatible (bump [`PROTO_VERSION`], keep the old encoding while
-//! `PROTO_MIN` still allows it); appending an enum variant is compatible only for the side
-//! that receives it from an agent or host that knows it. Either way: a COMPATIBILITY.md
-//! line, then the fixture updated by hand.
+//! `PROTO_MIN` still allows it); an appended enum variant is compatible only if it is never
+//! sent to a peer too old to know it. Either way: a COMPATIBILITY.md line, then the
+//! fixture updated by hand.
 //!
 //! This protocol stays behind the daemon: clients of `bangerd` never see it (the daemon
 //! translates exec streams to its own framing, `banger_api::exec`), so it may change with
