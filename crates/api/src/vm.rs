@@ -23,6 +23,77 @@ pub const EXEC_UPGRADE: &str = "banger-exec/2";
 ///   half-close half-closes the guest socket; the guest closing ends the stream.
 pub const STREAM_UPGRADE: &str = "banger-stream";
 
+/// Declares a `vm.create` choice: an enum spelled in lowercase on the wire (the strings
+/// sent before it was typed), `auto` by default.
+macro_rules! choice {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name {
+            /// The daemon decides (see the variants).
+            #[default]
+            Auto,
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// The wire spelling.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $name::Auto => "auto",
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<$name, String> {
+                match s {
+                    "auto" => Ok($name::Auto),
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "{other:?}: use {}",
+                        ["auto", $($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+choice! {
+    /// The host↔agent channel (`--channel`); `auto`: vsock when its backend is installed.
+    ChannelChoice {
+        /// vsock (vhost-user with QEMU, hybrid with Firecracker).
+        Vsock = "vsock",
+        /// virtio-serial (QEMU only).
+        Serial = "serial",
+    }
+}
+
+choice! {
+    /// The VMM (`--vmm`); `auto`: Firecracker where installed and KVM proven, else QEMU.
+    VmmChoice {
+        /// QEMU.
+        Qemu = "qemu",
+        /// Firecracker (needs KVM).
+        Firecracker = "firecracker",
+    }
+}
+
+choice! {
+    /// Who is PID 1 (`--init`); `auto`: the image's `/sbin/init` when it has one.
+    InitChoice {
+        /// The agent stays PID 1 (container images).
+        Agent = "agent",
+        /// The image's own init (systemd).
+        Image = "image",
+    }
+}
+
 /// A VM's network scope (`--net`), enforced outside the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -160,13 +231,13 @@ pub struct VmCreateParams {
     pub work_disk_bytes: Option<u64>,
     /// `auto` (default), `agent` or `image`.
     #[serde(default)]
-    pub init: Option<String>,
+    pub init: Option<InitChoice>,
     /// Only make the VM; `vm start` boots it.
     #[serde(default)]
     pub no_start: bool,
     /// `auto` (default: vsock when its backend is installed), `vsock` or `serial`.
     #[serde(default)]
-    pub channel: Option<String>,
+    pub channel: Option<ChannelChoice>,
     /// Seconds the guest gets to report ready (default 120 under software emulation,
     /// 30 with KVM).
     #[serde(default)]
@@ -187,7 +258,7 @@ pub struct VmCreateParams {
     /// `auto` (default: Firecracker where installed and KVM proven, else QEMU), `qemu` or
     /// `firecracker`.
     #[serde(default)]
-    pub vmm: Option<String>,
+    pub vmm: Option<VmmChoice>,
     /// Published ports, `[IP:]HOST:GUEST[/tcp|udp]` (IP defaults to 127.0.0.1).
     #[serde(default)]
     pub publish: Vec<String>,
@@ -449,4 +520,36 @@ pub struct VmList {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VmLogs {
     pub text: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choices_keep_the_strings_sent_before_they_were_typed() {
+        let p: VmCreateParams = serde_json::from_str(
+            r#"{"image":"x","init":"image","channel":"serial","vmm":"firecracker"}"#,
+        )
+        .expect("parse");
+        assert_eq!(p.init, Some(InitChoice::Image));
+        assert_eq!(p.channel, Some(ChannelChoice::Serial));
+        assert_eq!(p.vmm, Some(VmmChoice::Firecracker));
+        let back = serde_json::to_value(&p).expect("json");
+        assert_eq!(back["init"], "image");
+        assert_eq!(back["channel"], "serial");
+        assert_eq!(back["vmm"], "firecracker");
+        for bad in [
+            r#"{"image":"x","vmm":"kvmtool"}"#,
+            r#"{"image":"x","init":"Agent"}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<VmCreateParams>(bad).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!("qemu".parse::<VmmChoice>(), Ok(VmmChoice::Qemu));
+        assert_eq!(ChannelChoice::default().as_str(), "auto");
+        assert!("x".parse::<InitChoice>().is_err());
+    }
 }

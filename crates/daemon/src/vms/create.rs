@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use banger_api::names::validate_name;
-use banger_api::vm::{Vm, VmCreateParams, VmState};
+use banger_api::vm::{InitChoice, Vm, VmCreateParams, VmState};
 use banger_guest_proto::InitMode;
 
 use super::spec::{DEFAULT_DISK_BYTES, VmSpec, validate_disk};
@@ -44,11 +44,10 @@ impl Vms {
             "--work-disk",
             p.work_disk_bytes.unwrap_or(DEFAULT_DISK_BYTES),
         )?;
-        let init = match p.init.as_deref() {
-            None => InitMode::Auto,
-            Some(s) => InitMode::parse(s).ok_or_else(|| {
-                OpError::BadRequest(format!("--init {s:?}: use auto, agent or image"))
-            })?,
+        let init = match p.init.unwrap_or_default() {
+            InitChoice::Auto => InitMode::Auto,
+            InitChoice::Agent => InitMode::Agent,
+            InitChoice::Image => InitMode::Image,
         };
         let ready = match p.ready.as_deref() {
             None => banger_guest_proto::Readiness::default(),
@@ -56,7 +55,7 @@ impl Vms {
                 OpError::BadRequest(format!("--ready {s:?}: use none, sysinit or multi-user"))
             })?,
         };
-        let channel = p.channel.clone().unwrap_or_else(|| "auto".into());
+        let channel = p.channel.unwrap_or_default().as_str().to_string();
         let net = super::net::mode_name(p.net);
         super::net::check(&net, &p.allow, &p.deny)?;
         let publish = p
@@ -74,8 +73,8 @@ impl Vms {
         let console_log_max = super::console::check_max(p.console_log_max)?;
         let vmm: banger_vmm::VmmChoice = p
             .vmm
-            .as_deref()
-            .unwrap_or("auto")
+            .unwrap_or_default()
+            .as_str()
             .parse()
             .map_err(|e: banger_vmm::SelectError| OpError::BadRequest(e.to_string()))?;
         let host = self.host().await?;
