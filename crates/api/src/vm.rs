@@ -259,9 +259,9 @@ pub struct VmCreateParams {
     /// `firecracker`.
     #[serde(default)]
     pub vmm: Option<VmmChoice>,
-    /// Published ports, `[IP:]HOST:GUEST[/tcp|udp]` (IP defaults to 127.0.0.1).
+    /// Published ports (IP defaults to 127.0.0.1).
     #[serde(default)]
-    pub publish: Vec<String>,
+    pub publish: Vec<PortSpec>,
     /// Extra kernel command-line arguments, appended after banger's own (so a later
     /// `loglevel=` wins); `banger.*` keys are reserved.
     #[serde(default)]
@@ -294,6 +294,71 @@ pub struct VmDefaults {
     pub image_ref: String,
     /// The kernel that pull uses (`default`).
     pub kernel: String,
+}
+
+/// A port to publish: the text `-p` takes, `[IP:]HOST:GUEST[/tcp|udp]`, or the structured
+/// form (the shape `vm.ports` reports).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PortSpec {
+    /// `[IP:]HOST:GUEST[/tcp|udp]`.
+    Text(String),
+    /// `{"host_port", "guest_port", "proto"?, "host_ip"?}`.
+    Port(PortForwardSpec),
+}
+
+/// The structured form of a [`PortSpec`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortForwardSpec {
+    /// The host port (1..65535).
+    pub host_port: u16,
+    /// The guest port (1..65535).
+    pub guest_port: u16,
+    /// `tcp` (default) or `udp`.
+    #[serde(default)]
+    pub proto: PortProto,
+    /// The host address to bind (default 127.0.0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+}
+
+/// A published port's protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortProto {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl PortSpec {
+    /// The text form, which the daemon validates whichever form came.
+    pub fn text(&self) -> String {
+        match self {
+            PortSpec::Text(text) => text.clone(),
+            PortSpec::Port(p) => {
+                let ip = p
+                    .host_ip
+                    .as_deref()
+                    .map(|ip| format!("[{ip}]:"))
+                    .unwrap_or_default();
+                let proto = match p.proto {
+                    PortProto::Tcp => "tcp",
+                    PortProto::Udp => "udp",
+                };
+                format!("{ip}{}:{}/{proto}", p.host_port, p.guest_port)
+            }
+        }
+    }
+}
+
+impl From<&str> for PortSpec {
+    fn from(text: &str) -> PortSpec {
+        PortSpec::Text(text.to_string())
+    }
 }
 
 /// A guest port published on the host.
@@ -551,5 +616,17 @@ mod tests {
         assert_eq!("qemu".parse::<VmmChoice>(), Ok(VmmChoice::Qemu));
         assert_eq!(ChannelChoice::default().as_str(), "auto");
         assert!("x".parse::<InitChoice>().is_err());
+    }
+
+    #[test]
+    fn ports_come_as_text_or_structured() {
+        let p: VmCreateParams = serde_json::from_str(
+            r#"{"image":"x","publish":["8080:80",{"host_port":53,"guest_port":5353,"proto":"udp","host_ip":"::1"},{"host_port":1,"guest_port":2}]}"#,
+        )
+        .expect("parse");
+        let texts: Vec<String> = p.publish.iter().map(PortSpec::text).collect();
+        assert_eq!(texts, ["8080:80", "[::1]:53:5353/udp", "1:2/tcp"]);
+        let typo = r#"{"image":"x","publish":[{"host_port":1,"guest_prot":2}]}"#;
+        assert!(serde_json::from_str::<VmCreateParams>(typo).is_err());
     }
 }

@@ -61,7 +61,7 @@ impl Vms {
         let publish = p
             .publish
             .iter()
-            .map(|s| super::net::parse_publish(s))
+            .map(|s| super::net::parse_publish(&s.text()))
             .collect::<Result<Vec<_>, _>>()?;
         if net == "none" && !publish.is_empty() {
             return Err(OpError::BadRequest(

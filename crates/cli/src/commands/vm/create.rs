@@ -240,7 +240,7 @@ pub fn params(args: &CreateArgs) -> VmCreateParams {
             .or_else(|| args.net.map(|_| "--net".to_string())),
         allow: args.allow.clone(),
         deny: args.deny.clone(),
-        publish: args.publish.clone(),
+        publish: args.publish.iter().map(|p| p.as_str().into()).collect(),
         vmm: args.vmm.map(VmmArg::choice),
         kernel_args: args.kernel_args.clone(),
         console_log_max: args.console_log_max,

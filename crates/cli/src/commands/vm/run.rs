@@ -162,7 +162,7 @@ pub fn create_params(
         }),
         allow: Vec::new(),
         deny: Vec::new(),
-        publish: publish.to_vec(),
+        publish: publish.iter().map(|p| p.as_str().into()).collect(),
         vmm: vm.vmm.as_ref().map(|s| s.value.choice()),
         kernel_args: kernel_args.to_vec(),
         console_log_max: vm.console_log_max.as_ref().map(|s| s.value),
@@ -481,7 +481,7 @@ mod tests {
         assert_eq!(p.memory_mib, Some(2048), "file");
         assert_eq!(p.net, Some(banger_api::vm::NetMode::None), "file");
         assert_eq!(p.disk_bytes, None, "daemon");
-        assert_eq!(p.publish, ["8080:80"]);
+        assert_eq!(p.publish, [banger_api::vm::PortSpec::from("8080:80")]);
         assert_eq!(p.vmm, Some(banger_api::vm::VmmChoice::Qemu), "file");
         assert_eq!(p.kernel_args, ["quiet"], "flag");
         assert!(!p.no_start);
