@@ -477,6 +477,12 @@ mod tests {
                 .body(Full::new(Bytes::from(body)))
                 .expect("response"));
         }
+        // A daemon from before the public framing switches to the guest's frames.
+        let token = if params.vm == "old-daemon" {
+            "banger-exec"
+        } else {
+            EXEC_UPGRADE
+        };
         tokio::spawn(async move {
             if let Ok(upgraded) = on_upgrade.await {
                 let peer = Peer {
@@ -489,7 +495,7 @@ mod tests {
         Ok(Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
             .header(hyper::header::CONNECTION, "upgrade")
-            .header(hyper::header::UPGRADE, EXEC_UPGRADE)
+            .header(hyper::header::UPGRADE, token)
             .body(Full::default())
             .expect("response"))
     }
@@ -721,6 +727,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_exec_failed_error_is_an_error_and_unknown_messages_are_skipped() {
+        let out = exec_against(
+            exec_params("dev", &["sleep", "100"]),
+            None,
+            no_controls(),
+            |_, mut peer| async move {
+                let unknown = br#"{"type":"progress","percent":50}"#;
+                let bytes =
+                    banger_api::exec::encode(banger_api::exec::frame_type::CONTROL, unknown)
+                        .expect("encode");
+                peer.io.write_all(&bytes).await.expect("write");
+                peer.send(DaemonFrame::Stdout(b"partial".to_vec())).await;
+                peer.send(DaemonFrame::Control(DaemonControl::Error {
+                    code: ExecErrorCode::ExecFailed,
+                    message: "the guest agent's stream ended".into(),
+                }))
+                .await;
+            },
+        )
+        .await;
+        let err = out.end.expect_err("not a command's end");
+        assert!(format!("{err:#}").contains("stream ended"), "{err:#}");
+        assert_eq!(out.stdout, b"partial");
+    }
+
+    #[tokio::test]
     async fn a_refused_upgrade_is_the_daemons_error() {
         let daemon = fake_daemon().await;
         let (mut o, mut e) = (Vec::new(), Vec::new());
@@ -738,6 +770,24 @@ mod tests {
             Error::Daemon(ClientError::Api(api)) => assert_eq!(api.code, ErrorCode::NotRunning),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn an_older_daemons_framing_is_refused() {
+        let daemon = fake_daemon().await;
+        let (mut o, mut e) = (Vec::new(), Vec::new());
+        let err = session(
+            &daemon.client,
+            &exec_params("old-daemon", &["true"]),
+            None::<&[u8]>,
+            no_controls(),
+            &mut o,
+            &mut e,
+        )
+        .await
+        .expect_err("refused");
+        let text = format!("{err:#}");
+        assert!(text.contains("older than this client"), "{text}");
     }
 
     /// A reader that went away (`| head`).
