@@ -6,15 +6,18 @@
 //! `application/x-ndjson` lines of [`StreamLine`](event::StreamLine) when the request says
 //! `Accept: application/x-ndjson`. Each method is a type in [`methods`] naming its params
 //! and result, so the daemon's handlers and the CLI's calls are checked against one
-//! declaration.
+//! declaration. `vm.exec` upgrades the connection to the daemon's own stream framing,
+//! [`exec`] (language-neutral: a type byte, a length, raw data or JSON; docs/api.md).
 //!
-//! This crate holds only data (and [`text`], the one rule for printing untrusted text): no
+//! This crate holds only data (and [`text`], the one rule for printing untrusted text, and
+//! [`exec`]'s frame encoder and decoder, pure functions over bytes): no
 //! I/O beyond reading environment variables and checking directories for [`layout`], and
 //! reading the configuration file's `[daemon]` table for [`config`].
 
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod exec;
 pub mod image;
 pub mod kernel;
 pub mod layout;

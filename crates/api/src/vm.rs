@@ -2,15 +2,16 @@
 //!
 //! `vm.create` and `vm.start` stream [`crate::event::OpEvent::VmStage`] events while the
 //! guest comes up; `vm.logs` with `follow` streams [`crate::event::OpEvent::Log`] chunks.
-//! `vm.exec` upgrades the HTTP/1.1 connection (`Upgrade: banger-exec`, answered with
-//! `101 Switching Protocols`); after that both directions carry `banger-guest-proto`
-//! frames: the client sends `ExecInput` frames, the daemon relays `ExecOutput` frames from
-//! the guest agent, ending with `Exited` or `FailedToStart`.
+//! `vm.exec` upgrades the HTTP/1.1 connection (`Upgrade: banger-exec/2`, answered with
+//! `101 Switching Protocols`); after that both directions carry the daemon's own frames
+//! ([`crate::exec`]), which it translates to and from the guest agent's protocol.
 
 use serde::{Deserialize, Serialize};
 
-/// The `Upgrade` token of `vm.exec`.
-pub const EXEC_UPGRADE: &str = "banger-exec";
+/// The `Upgrade` token of `vm.exec`: the stream's framing ([`crate::exec`]) and its
+/// version. The daemon refuses any other token, so a client of another framing gets an
+/// error instead of bytes it misreads.
+pub const EXEC_UPGRADE: &str = "banger-exec/2";
 /// The `Upgrade` token of the raw byte streams: `vm.cp.put`, `vm.cp.get`, `vm.proxy`.
 ///
 /// - `vm.cp.put`: after `101` the client sends a tar stream and half-closes its side
@@ -21,6 +22,77 @@ pub const EXEC_UPGRADE: &str = "banger-exec";
 /// - `vm.proxy`: raw TCP bytes both ways to `127.0.0.1:<port>` in the guest; the client's
 ///   half-close half-closes the guest socket; the guest closing ends the stream.
 pub const STREAM_UPGRADE: &str = "banger-stream";
+
+/// Declares a `vm.create` choice: an enum spelled in lowercase on the wire (the strings
+/// sent before it was typed), `auto` by default.
+macro_rules! choice {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name {
+            /// The daemon decides (see the variants).
+            #[default]
+            Auto,
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// The wire spelling.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $name::Auto => "auto",
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<$name, String> {
+                match s {
+                    "auto" => Ok($name::Auto),
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "{other:?}: use {}",
+                        ["auto", $($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+choice! {
+    /// The host↔agent channel (`--channel`); `auto`: vsock when its backend is installed.
+    ChannelChoice {
+        /// vsock (vhost-user with QEMU, hybrid with Firecracker).
+        Vsock = "vsock",
+        /// virtio-serial (QEMU only).
+        Serial = "serial",
+    }
+}
+
+choice! {
+    /// The VMM (`--vmm`); `auto`: Firecracker where installed and KVM proven, else QEMU.
+    VmmChoice {
+        /// QEMU.
+        Qemu = "qemu",
+        /// Firecracker (needs KVM).
+        Firecracker = "firecracker",
+    }
+}
+
+choice! {
+    /// Who is PID 1 (`--init`); `auto`: the image's `/sbin/init` when it has one.
+    InitChoice {
+        /// The agent stays PID 1 (container images).
+        Agent = "agent",
+        /// The image's own init (systemd).
+        Image = "image",
+    }
+}
 
 /// A VM's network scope (`--net`), enforced outside the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,13 +247,13 @@ pub struct VmCreateParams {
     pub work_disk_bytes: Option<u64>,
     /// `auto` (default), `agent` or `image`.
     #[serde(default)]
-    pub init: Option<String>,
+    pub init: Option<InitChoice>,
     /// Only make the VM; `vm start` boots it.
     #[serde(default)]
     pub no_start: bool,
     /// `auto` (default: vsock when its backend is installed), `vsock` or `serial`.
     #[serde(default)]
-    pub channel: Option<String>,
+    pub channel: Option<ChannelChoice>,
     /// Seconds the guest gets to report ready (default 120 under software emulation,
     /// 30 with KVM).
     #[serde(default)]
@@ -202,10 +274,10 @@ pub struct VmCreateParams {
     /// `auto` (default: Firecracker where installed and KVM proven, else QEMU), `qemu` or
     /// `firecracker`.
     #[serde(default)]
-    pub vmm: Option<String>,
-    /// Published ports, `[IP:]HOST:GUEST[/tcp|udp]` (IP defaults to 127.0.0.1).
+    pub vmm: Option<VmmChoice>,
+    /// Published ports (IP defaults to 127.0.0.1).
     #[serde(default)]
-    pub publish: Vec<String>,
+    pub publish: Vec<PortSpec>,
     /// Extra kernel command-line arguments, appended after banger's own (so a later
     /// `loglevel=` wins); `banger.*` keys are reserved.
     #[serde(default)]
@@ -238,6 +310,71 @@ pub struct VmDefaults {
     pub image_ref: String,
     /// The kernel that pull uses (`default`).
     pub kernel: String,
+}
+
+/// A port to publish: the text `-p` takes, `[IP:]HOST:GUEST[/tcp|udp]`, or the structured
+/// form (the shape `vm.ports` reports).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PortSpec {
+    /// `[IP:]HOST:GUEST[/tcp|udp]`.
+    Text(String),
+    /// `{"host_port", "guest_port", "proto"?, "host_ip"?}`.
+    Port(PortForwardSpec),
+}
+
+/// The structured form of a [`PortSpec`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortForwardSpec {
+    /// The host port (1..65535).
+    pub host_port: u16,
+    /// The guest port (1..65535).
+    pub guest_port: u16,
+    /// `tcp` (default) or `udp`.
+    #[serde(default)]
+    pub proto: PortProto,
+    /// The host address to bind (default 127.0.0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+}
+
+/// A published port's protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortProto {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl PortSpec {
+    /// The text form, which the daemon validates whichever form came.
+    pub fn text(&self) -> String {
+        match self {
+            PortSpec::Text(text) => text.clone(),
+            PortSpec::Port(p) => {
+                let ip = p
+                    .host_ip
+                    .as_deref()
+                    .map(|ip| format!("[{ip}]:"))
+                    .unwrap_or_default();
+                let proto = match p.proto {
+                    PortProto::Tcp => "tcp",
+                    PortProto::Udp => "udp",
+                };
+                format!("{ip}{}:{}/{proto}", p.host_port, p.guest_port)
+            }
+        }
+    }
+}
+
+impl From<&str> for PortSpec {
+    fn from(text: &str) -> PortSpec {
+        PortSpec::Text(text.to_string())
+    }
 }
 
 /// A guest port published on the host.
@@ -464,4 +601,48 @@ pub struct VmList {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VmLogs {
     pub text: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choices_keep_the_strings_sent_before_they_were_typed() {
+        let p: VmCreateParams = serde_json::from_str(
+            r#"{"image":"x","init":"image","channel":"serial","vmm":"firecracker"}"#,
+        )
+        .expect("parse");
+        assert_eq!(p.init, Some(InitChoice::Image));
+        assert_eq!(p.channel, Some(ChannelChoice::Serial));
+        assert_eq!(p.vmm, Some(VmmChoice::Firecracker));
+        let back = serde_json::to_value(&p).expect("json");
+        assert_eq!(back["init"], "image");
+        assert_eq!(back["channel"], "serial");
+        assert_eq!(back["vmm"], "firecracker");
+        for bad in [
+            r#"{"image":"x","vmm":"kvmtool"}"#,
+            r#"{"image":"x","init":"Agent"}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<VmCreateParams>(bad).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!("qemu".parse::<VmmChoice>(), Ok(VmmChoice::Qemu));
+        assert_eq!(ChannelChoice::default().as_str(), "auto");
+        assert!("x".parse::<InitChoice>().is_err());
+    }
+
+    #[test]
+    fn ports_come_as_text_or_structured() {
+        let p: VmCreateParams = serde_json::from_str(
+            r#"{"image":"x","publish":["8080:80",{"host_port":53,"guest_port":5353,"proto":"udp","host_ip":"::1"},{"host_port":1,"guest_port":2}]}"#,
+        )
+        .expect("parse");
+        let texts: Vec<String> = p.publish.iter().map(PortSpec::text).collect();
+        assert_eq!(texts, ["8080:80", "[::1]:53:5353/udp", "1:2/tcp"]);
+        let typo = r#"{"image":"x","publish":[{"host_port":1,"guest_prot":2}]}"#;
+        assert!(serde_json::from_str::<VmCreateParams>(typo).is_err());
+    }
 }

@@ -103,7 +103,11 @@ async fn spawn_and_wait(layout: &Layout) -> anyhow::Result<PingResult> {
             Err(ClientError::NotRunning { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        if let Some(status) = child.try_wait().context("waiting for bangerd")? {
+        if let Some(status) = child.try_wait().context("waiting for bangerd")?
+            // Another client started a daemon at the same moment and ours lost the lock to
+            // it: wait for that one instead.
+            && !other_daemon_holds_the_lock(layout, child.id())
+        {
             bail!(
                 "bangerd exited ({status}) before it was ready:\n{}",
                 log_tail(&log_path)
@@ -117,6 +121,16 @@ async fn spawn_and_wait(layout: &Layout) -> anyhow::Result<PingResult> {
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Whether the state dir's lock file names a live process other than `ours` (the daemon
+/// writes its pid there once it holds the lock).
+fn other_daemon_holds_the_lock(layout: &Layout, ours: u32) -> bool {
+    let text = std::fs::read_to_string(layout.state_lock_path()).unwrap_or_default();
+    match text.trim().parse::<u32>() {
+        Ok(pid) if pid != ours => std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        _ => false,
     }
 }
 
@@ -143,4 +157,29 @@ fn log_tail(path: &std::path::Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
     // The log can quote guests and registries.
     banger_api::text::visible(&lines[lines.len().saturating_sub(5)..].join("\n")).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_file_naming_another_live_process_means_another_daemon() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = Layout {
+            state_dir: dir.path().to_path_buf(),
+            cache_dir: dir.path().join("cache"),
+            runtime_dir: dir.path().join("run"),
+        };
+        assert!(!other_daemon_holds_the_lock(&layout, 1), "no lock file");
+        let me = std::process::id();
+        std::fs::write(layout.state_lock_path(), me.to_string()).expect("write");
+        assert!(other_daemon_holds_the_lock(&layout, me + 1));
+        assert!(!other_daemon_holds_the_lock(&layout, me), "our own child");
+        std::fs::write(layout.state_lock_path(), "4294967295").expect("write");
+        assert!(
+            !other_daemon_holds_the_lock(&layout, me),
+            "a pid that is not alive"
+        );
+    }
 }

@@ -1,17 +1,19 @@
 //! One `vm.exec` session, driven by a front end: `POST /v1/vm.exec` asks to upgrade the
-//! connection (`Upgrade: banger-exec`); after the daemon's `101`, the session sends
-//! [`ExecInput`] frames (stdin, its EOF, signals, window sizes) and reads [`ExecOutput`]
-//! frames (stdout, stderr, then exactly one `Exited` or `FailedToStart`).
+//! connection (`Upgrade: banger-exec/2`); after the daemon's `101`, the session sends
+//! [`ClientFrame`]s (stdin, its EOF, signals, window sizes) and reads [`DaemonFrame`]s
+//! (stdout, stderr, then exactly one `exit` or `error`): the daemon's public framing
+//! (`banger_api::exec`, docs/api.md), not the guest's.
 //!
 //! The caller brings the byte streams (stdin, stdout, stderr) and the [`Control`] events;
 //! a terminal's raw mode, its signals and window size are the front end's (the CLI's).
 
 use anyhow::Context as _;
+pub use banger_api::exec::ExitStatus;
+use banger_api::exec::{
+    ClientControl, ClientFrame, DaemonControl, DaemonFrame, ExecErrorCode, FrameReader, MAX_CHUNK,
+};
 use banger_api::methods;
 use banger_api::vm::VmExecParams;
-use banger_guest_proto::frame::{self, FrameBuffer, MAX_CHUNK};
-use banger_guest_proto::{ExecInput, ExecOutput, TtySize};
-pub use banger_guest_proto::{ExitStatus, StartFailure, StartFailureKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -31,11 +33,41 @@ pub enum Control {
     Resize { rows: u16, cols: u16 },
 }
 
-impl From<Control> for ExecInput {
-    fn from(control: Control) -> ExecInput {
-        match control {
-            Control::Signal(n) => ExecInput::Signal(n),
-            Control::Resize { rows, cols } => ExecInput::Resize(TtySize { rows, cols }),
+impl From<Control> for ClientFrame {
+    fn from(control: Control) -> ClientFrame {
+        ClientFrame::Control(match control {
+            Control::Signal(signal) => ClientControl::Signal { signal },
+            Control::Resize { rows, cols } => ClientControl::Resize { rows, cols },
+        })
+    }
+}
+
+/// Why a command could not be started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartFailure {
+    /// What kind of failure.
+    pub kind: StartFailureKind,
+    /// A message naming the program and the cause (written in the guest: escape it).
+    pub message: String,
+}
+
+/// The classes of start failures a caller may treat differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFailureKind {
+    /// No such program (exit 127).
+    NotFound,
+    /// Not executable (exit 126).
+    PermissionDenied,
+    /// No such user, bad working directory, or anything else (exit 126).
+    Other,
+}
+
+impl StartFailure {
+    /// The shell's exit code for this failure (127 not found, 126 otherwise).
+    pub fn shell_code(&self) -> i32 {
+        match self.kind {
+            StartFailureKind::NotFound => 127,
+            StartFailureKind::PermissionDenied | StartFailureKind::Other => 126,
         }
     }
 }
@@ -132,7 +164,7 @@ where
     I: AsyncRead + Unpin,
 {
     if stdin.is_none() {
-        send(&mut conn, &ExecInput::StdinEof).await?;
+        send(&mut conn, &ClientFrame::StdinEof).await?;
     }
     let mut buf = vec![0u8; MAX_CHUNK];
     let mut controls_open = true;
@@ -140,12 +172,12 @@ where
         tokio::select! {
             read = read_opt(&mut stdin, &mut buf), if stdin.is_some() => {
                 match read {
-                    Ok(n) if n > 0 => send(&mut conn, &ExecInput::Stdin(buf[..n].to_vec())).await?,
+                    Ok(n) if n > 0 => send(&mut conn, &ClientFrame::Stdin(buf[..n].to_vec())).await?,
                     // EOF, or a stdin that cannot be read (a hung-up terminal): the same
                     // to the command.
                     _ => {
                         stdin = None;
-                        send(&mut conn, &ExecInput::StdinEof).await?;
+                        send(&mut conn, &ClientFrame::StdinEof).await?;
                     }
                 }
             }
@@ -168,8 +200,8 @@ async fn read_opt<I: AsyncRead + Unpin>(
     }
 }
 
-async fn send<W: AsyncWrite + Unpin>(conn: &mut W, msg: &ExecInput) -> anyhow::Result<()> {
-    conn.write_all(&frame::encode(msg)?).await?;
+async fn send<W: AsyncWrite + Unpin>(conn: &mut W, msg: &ClientFrame) -> anyhow::Result<()> {
+    conn.write_all(&msg.encode()?).await?;
     conn.flush().await?;
     Ok(())
 }
@@ -186,7 +218,7 @@ where
     O: AsyncWrite + Unpin,
     E: AsyncWrite + Unpin,
 {
-    let mut frames = FrameBuffer::default();
+    let mut frames = FrameReader::default();
     let mut buf = vec![0u8; MAX_CHUNK];
     let mut out = Outputs {
         stdout,
@@ -194,20 +226,14 @@ where
         unflushed: None,
     };
     loop {
-        while let Some(msg) = frames
-            .next::<ExecOutput>()
-            .context("bad frame from bangerd")?
-        {
-            let written = match msg {
-                ExecOutput::Started { .. } => Ok(()),
-                ExecOutput::Stdout(bytes) => out.write(Stream::Stdout, &bytes).await,
-                ExecOutput::Stderr(bytes) => out.write(Stream::Stderr, &bytes).await,
-                ExecOutput::Exited(status) => {
-                    return out.finish(ExecEnd::Exited(status)).await;
-                }
-                ExecOutput::FailedToStart(failure) => {
-                    return out.finish(ExecEnd::FailedToStart(failure)).await;
-                }
+        while let Some(frame) = frames.next_daemon().context("bad frame from bangerd")? {
+            let written = match frame {
+                DaemonFrame::Stdout(bytes) => out.write(Stream::Stdout, &bytes).await,
+                DaemonFrame::Stderr(bytes) => out.write(Stream::Stderr, &bytes).await,
+                DaemonFrame::Control(control) => match ending(control)? {
+                    Some(end) => return out.finish(end).await,
+                    None => Ok(()),
+                },
             };
             if let Some(end) = output_failed(written)? {
                 return Ok(end);
@@ -222,6 +248,38 @@ where
             anyhow::bail!(WENT_AWAY);
         }
         frames.push(&buf[..n]);
+    }
+}
+
+/// The end a control message announces, if any; an `error` that is not a start failure
+/// is this session's error.
+fn ending(control: DaemonControl) -> anyhow::Result<Option<ExecEnd>> {
+    match control {
+        DaemonControl::Exit {
+            code: Some(code), ..
+        } => Ok(Some(ExecEnd::Exited(ExitStatus::Code(code)))),
+        DaemonControl::Exit {
+            signal: Some(signal),
+            ..
+        } => Ok(Some(ExecEnd::Exited(ExitStatus::Signal(signal)))),
+        DaemonControl::Exit { .. } => {
+            anyhow::bail!("bangerd sent an exit with neither code nor signal")
+        }
+        DaemonControl::Error { code, message } => {
+            let kind = match code {
+                ExecErrorCode::CommandNotFound => StartFailureKind::NotFound,
+                ExecErrorCode::PermissionDenied => StartFailureKind::PermissionDenied,
+                ExecErrorCode::StartFailed => StartFailureKind::Other,
+                ExecErrorCode::ExecFailed | ExecErrorCode::BadFrame | ExecErrorCode::Unknown => {
+                    anyhow::bail!(
+                        "exec failed: {} (see `banger vm show` and `banger vm logs`)",
+                        banger_api::text::visible(&message)
+                    )
+                }
+            };
+            Ok(Some(ExecEnd::FailedToStart(StartFailure { kind, message })))
+        }
+        DaemonControl::Started { .. } | DaemonControl::Unknown => Ok(None),
     }
 }
 
@@ -333,14 +391,14 @@ mod tests {
     /// The daemon's end of one upgraded connection.
     struct Peer {
         io: TokioIo<Upgraded>,
-        frames: FrameBuffer,
+        frames: FrameReader,
     }
 
     impl Peer {
-        async fn recv(&mut self) -> Option<ExecInput> {
+        async fn recv(&mut self) -> Option<ClientFrame> {
             let mut buf = [0u8; 8192];
             loop {
-                if let Some(msg) = self.frames.next::<ExecInput>().expect("a valid frame") {
+                if let Some(msg) = self.frames.next_client().expect("a valid frame") {
                     return Some(msg);
                 }
                 let n = self.io.read(&mut buf).await.expect("read");
@@ -351,8 +409,8 @@ mod tests {
             }
         }
 
-        async fn send(&mut self, msg: ExecOutput) {
-            let bytes = frame::encode(&msg).expect("encode");
+        async fn send(&mut self, msg: DaemonFrame) {
+            let bytes = msg.encode().expect("encode");
             self.io.write_all(&bytes).await.expect("write");
             self.io.flush().await.expect("flush");
         }
@@ -419,11 +477,17 @@ mod tests {
                 .body(Full::new(Bytes::from(body)))
                 .expect("response"));
         }
+        // A daemon from before the public framing switches to the guest's frames.
+        let token = if params.vm == "old-daemon" {
+            "banger-exec"
+        } else {
+            EXEC_UPGRADE
+        };
         tokio::spawn(async move {
             if let Ok(upgraded) = on_upgrade.await {
                 let peer = Peer {
                     io: TokioIo::new(upgraded),
-                    frames: FrameBuffer::default(),
+                    frames: FrameReader::default(),
                 };
                 let _ = tx.send((params, peer)).await;
             }
@@ -431,7 +495,7 @@ mod tests {
         Ok(Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
             .header(hyper::header::CONNECTION, "upgrade")
-            .header(hyper::header::UPGRADE, EXEC_UPGRADE)
+            .header(hyper::header::UPGRADE, token)
             .body(Full::default())
             .expect("response"))
     }
@@ -497,14 +561,18 @@ mod tests {
                 assert_eq!(params.argv, ["sh", "-c", "exit 7"]);
                 assert_eq!(
                     peer.recv().await,
-                    Some(ExecInput::StdinEof),
+                    Some(ClientFrame::StdinEof),
                     "no -i: EOF at once"
                 );
-                peer.send(ExecOutput::Started { pid: 12 }).await;
-                peer.send(ExecOutput::Stdout(b"out 1\n".to_vec())).await;
-                peer.send(ExecOutput::Stderr(b"err 1\n".to_vec())).await;
-                peer.send(ExecOutput::Stdout(b"out 2\n".to_vec())).await;
-                peer.send(ExecOutput::Exited(ExitStatus::Code(7))).await;
+                peer.send(DaemonFrame::Control(DaemonControl::Started { pid: 12 }))
+                    .await;
+                peer.send(DaemonFrame::Stdout(b"out 1\n".to_vec())).await;
+                peer.send(DaemonFrame::Stderr(b"err 1\n".to_vec())).await;
+                peer.send(DaemonFrame::Stdout(b"out 2\n".to_vec())).await;
+                peer.send(DaemonFrame::Control(DaemonControl::exit(ExitStatus::Code(
+                    7,
+                ))))
+                .await;
             },
         )
         .await;
@@ -522,7 +590,10 @@ mod tests {
             None,
             no_controls(),
             |_, mut peer| async move {
-                peer.send(ExecOutput::Exited(ExitStatus::Signal(9))).await;
+                peer.send(DaemonFrame::Control(DaemonControl::exit(
+                    ExitStatus::Signal(9),
+                )))
+                .await;
             },
         )
         .await;
@@ -536,8 +607,8 @@ mod tests {
             None,
             no_controls(),
             |_, mut peer| async move {
-                peer.send(ExecOutput::FailedToStart(StartFailure {
-                    kind: StartFailureKind::NotFound,
+                peer.send(DaemonFrame::Control(DaemonControl::Error {
+                    code: ExecErrorCode::CommandNotFound,
                     message: "nosuch: command not found in PATH=/usr/bin:/bin".into(),
                 }))
                 .await;
@@ -560,8 +631,8 @@ mod tests {
             None,
             no_controls(),
             |_, mut peer| async move {
-                peer.send(ExecOutput::FailedToStart(StartFailure {
-                    kind: StartFailureKind::Other,
+                peer.send(DaemonFrame::Control(DaemonControl::Error {
+                    code: ExecErrorCode::StartFailed,
                     message: "x: \u{1b}]52;c;Y3VybCBldmlsfHNo\u{7}denied".into(),
                 }))
                 .await;
@@ -588,20 +659,23 @@ mod tests {
                 let mut got = Vec::new();
                 loop {
                     match peer.recv().await {
-                        Some(ExecInput::Stdin(chunk)) => {
+                        Some(ClientFrame::Stdin(chunk)) => {
                             assert!(!chunk.is_empty() && chunk.len() <= MAX_CHUNK);
                             got.extend_from_slice(&chunk);
                         }
-                        Some(ExecInput::StdinEof) => break,
+                        Some(ClientFrame::StdinEof) => break,
                         other => panic!("unexpected {other:?}"),
                     }
                 }
                 assert_eq!(got, expected);
-                peer.send(ExecOutput::Stdout(
+                peer.send(DaemonFrame::Stdout(
                     format!("{} bytes", got.len()).into_bytes(),
                 ))
                 .await;
-                peer.send(ExecOutput::Exited(ExitStatus::Code(0))).await;
+                peer.send(DaemonFrame::Control(DaemonControl::exit(ExitStatus::Code(
+                    0,
+                ))))
+                .await;
             },
         )
         .await;
@@ -617,11 +691,18 @@ mod tests {
             None,
             rx,
             |_, mut peer| async move {
-                assert_eq!(peer.recv().await, Some(ExecInput::StdinEof));
+                assert_eq!(peer.recv().await, Some(ClientFrame::StdinEof));
                 tx.send(Control::Signal(libc::SIGINT)).expect("send");
-                assert_eq!(peer.recv().await, Some(ExecInput::Signal(libc::SIGINT)));
-                peer.send(ExecOutput::Exited(ExitStatus::Signal(libc::SIGINT)))
-                    .await;
+                assert_eq!(
+                    peer.recv().await,
+                    Some(ClientFrame::Control(ClientControl::Signal {
+                        signal: libc::SIGINT
+                    }))
+                );
+                peer.send(DaemonFrame::Control(DaemonControl::exit(
+                    ExitStatus::Signal(libc::SIGINT),
+                )))
+                .await;
             },
         )
         .await;
@@ -635,13 +716,39 @@ mod tests {
             None,
             no_controls(),
             |_, mut peer| async move {
-                peer.send(ExecOutput::Stdout(b"partial".to_vec())).await;
+                peer.send(DaemonFrame::Stdout(b"partial".to_vec())).await;
                 drop(peer);
             },
         )
         .await;
         let err = out.end.expect_err("no final frame");
         assert!(format!("{err:#}").contains("went away"), "{err:#}");
+        assert_eq!(out.stdout, b"partial");
+    }
+
+    #[tokio::test]
+    async fn an_exec_failed_error_is_an_error_and_unknown_messages_are_skipped() {
+        let out = exec_against(
+            exec_params("dev", &["sleep", "100"]),
+            None,
+            no_controls(),
+            |_, mut peer| async move {
+                let unknown = br#"{"type":"progress","percent":50}"#;
+                let bytes =
+                    banger_api::exec::encode(banger_api::exec::frame_type::CONTROL, unknown)
+                        .expect("encode");
+                peer.io.write_all(&bytes).await.expect("write");
+                peer.send(DaemonFrame::Stdout(b"partial".to_vec())).await;
+                peer.send(DaemonFrame::Control(DaemonControl::Error {
+                    code: ExecErrorCode::ExecFailed,
+                    message: "the guest agent's stream ended".into(),
+                }))
+                .await;
+            },
+        )
+        .await;
+        let err = out.end.expect_err("not a command's end");
+        assert!(format!("{err:#}").contains("stream ended"), "{err:#}");
         assert_eq!(out.stdout, b"partial");
     }
 
@@ -663,6 +770,24 @@ mod tests {
             Error::Daemon(ClientError::Api(api)) => assert_eq!(api.code, ErrorCode::NotRunning),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn an_older_daemons_framing_is_refused() {
+        let daemon = fake_daemon().await;
+        let (mut o, mut e) = (Vec::new(), Vec::new());
+        let err = session(
+            &daemon.client,
+            &exec_params("old-daemon", &["true"]),
+            None::<&[u8]>,
+            no_controls(),
+            &mut o,
+            &mut e,
+        )
+        .await
+        .expect_err("refused");
+        let text = format!("{err:#}");
+        assert!(text.contains("older than this client"), "{text}");
     }
 
     /// A reader that went away (`| head`).
@@ -692,7 +817,9 @@ mod tests {
         let (ours, theirs) = tokio::io::duplex(1 << 16);
         let guest = async move {
             let mut peer = theirs;
-            let bytes = frame::encode(&ExecOutput::Stdout(b"y\n".to_vec())).expect("encode");
+            let bytes = DaemonFrame::Stdout(b"y\n".to_vec())
+                .encode()
+                .expect("encode");
             peer.write_all(&bytes).await.expect("write");
             // Keep the connection open: the end must come from our side.
             let mut sink = Vec::new();
@@ -747,13 +874,13 @@ mod tests {
         // All frames in one write: they are decoded in one batch.
         let mut wire = Vec::new();
         for msg in [
-            ExecOutput::Stdout(b"a".to_vec()),
-            ExecOutput::Stdout(b"b".to_vec()),
-            ExecOutput::Stderr(b"c".to_vec()),
-            ExecOutput::Stdout(b"d".to_vec()),
-            ExecOutput::Exited(ExitStatus::Code(0)),
+            DaemonFrame::Stdout(b"a".to_vec()),
+            DaemonFrame::Stdout(b"b".to_vec()),
+            DaemonFrame::Stderr(b"c".to_vec()),
+            DaemonFrame::Stdout(b"d".to_vec()),
+            DaemonFrame::Control(DaemonControl::exit(ExitStatus::Code(0))),
         ] {
-            wire.extend_from_slice(&frame::encode(&msg).expect("encode"));
+            wire.extend_from_slice(&msg.encode().expect("encode"));
         }
         theirs.write_all(&wire).await.expect("write");
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

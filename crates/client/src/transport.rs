@@ -141,6 +141,19 @@ impl Client {
         let response = self.send(method, params, &headers).await?;
         let status = response.status();
         if status == hyper::StatusCode::SWITCHING_PROTOCOLS {
+            // An older daemon switches to an older framing of the same stream: refuse it
+            // rather than misread its frames.
+            let switched_to = response
+                .headers()
+                .get(hyper::header::UPGRADE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            if !switched_to.eq_ignore_ascii_case(protocol) {
+                return Err(ClientError::Protocol(format!(
+                    "bangerd switched {method} to {switched_to:?}, this client speaks {protocol:?}: the daemon is older than this client; restart it"
+                )));
+            }
             let upgraded = hyper::upgrade::on(response)
                 .await
                 .map_err(|e| protocol_error(&e))?;

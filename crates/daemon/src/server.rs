@@ -169,7 +169,10 @@ async fn route(
     let method = method.to_owned();
     let kind = rpc::kind(&method);
     let upgrade = match kind {
-        Some(Kind::Upgrade(token)) => Some((token, hyper::upgrade::on(&mut req))),
+        Some(Kind::Upgrade(token)) => {
+            require_upgrade_token(&req, &method, token)?;
+            Some((token, hyper::upgrade::on(&mut req)))
+        }
         _ => None,
     };
     let wants_stream = req
@@ -204,6 +207,32 @@ async fn route(
     rpc::dispatch(state, &method, params, OpContext::detached())
         .await
         .map(Reply::Json)
+}
+
+/// An upgrade names the stream's protocol and version (`banger-exec/2`): a client of
+/// another one is refused before the switch, rather than misreading the frames after it.
+fn require_upgrade_token(
+    req: &Request<Incoming>,
+    method: &str,
+    token: &str,
+) -> Result<(), OpError> {
+    let asked = req
+        .headers()
+        .get(hyper::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if asked.eq_ignore_ascii_case(token) {
+        return Ok(());
+    }
+    if asked.is_empty() {
+        return Err(OpError::BadRequest(format!(
+            "{method} needs an upgraded connection (`Connection: Upgrade`, `Upgrade: {token}`); see docs/api.md"
+        )));
+    }
+    Err(OpError::BadRequest(format!(
+        "{method} speaks `Upgrade: {token}` (see docs/api.md); this client asked for {asked:?}: \
+         it is older or newer than this daemon, upgrade the one that is behind"
+    )))
 }
 
 /// Runs a streaming method in its own task; the client reads events, then one result or
@@ -296,10 +325,9 @@ fn upgrade_response(op: &str, token: &'static str) -> Response<Body> {
     response
 }
 
-/// Copies the client's bytes to the agent and the agent's response body to the client,
-/// verbatim (exec frames use the same framing on both hops). The stream ends when the
-/// agent's body ends. For exec, a client that goes away drops the agent stream, which kills
-/// the guest process; for files and proxies the client's EOF only ends the input.
+/// Exec is translated frame by frame (`vms::exec_relay`). Files and proxies: copies the
+/// client's bytes to the agent and the agent's response body to the client, verbatim; the
+/// stream ends when the agent's body ends, and the client's EOF only ends the input.
 async fn relay(on_upgrade: hyper::upgrade::OnUpgrade, session: StreamSession) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let upgraded = match on_upgrade.await {
@@ -309,12 +337,16 @@ async fn relay(on_upgrade: hyper::upgrade::OnUpgrade, session: StreamSession) {
             return;
         }
     };
-    let (mut from_client, mut to_client) = tokio::io::split(TokioIo::new(upgraded));
     let StreamSession {
         input,
         output,
         mode,
     } = session;
+    if mode == RelayMode::Exec {
+        crate::vms::exec_relay::relay(TokioIo::new(upgraded), input, output).await;
+        return;
+    }
+    let (mut from_client, mut to_client) = tokio::io::split(TokioIo::new(upgraded));
     let client_to_agent = async move {
         let mut buf = vec![0u8; 64 << 10];
         loop {
@@ -322,11 +354,6 @@ async fn relay(on_upgrade: hyper::upgrade::OnUpgrade, session: StreamSession) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     if input.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
-                        if mode == RelayMode::ClientGoneCancels {
-                            // The process closed its stdin; its output keeps flowing, and
-                            // this side must not end the select below.
-                            std::future::pending::<()>().await;
-                        }
                         // The agent takes no more input (a download ignores it): done.
                         break;
                     }
@@ -377,15 +404,8 @@ async fn relay(on_upgrade: hyper::upgrade::OnUpgrade, session: StreamSession) {
         }
         let _ = to_client.shutdown().await;
     };
-    if mode == RelayMode::ClientGoneCancels {
-        tokio::select! {
-            () = agent_to_client => tracing::info!("exec finished"),
-            () = client_to_agent => tracing::info!("exec client went away; the guest process is stopped"),
-        }
-    } else {
-        let (_, ()) = tokio::join!(client_to_agent, agent_to_client);
-        tracing::info!("stream finished");
-    }
+    let (_, ()) = tokio::join!(client_to_agent, agent_to_client);
+    tracing::info!("stream finished");
 }
 
 fn json_response<T: serde::Serialize>(status: StatusCode, body: &T, op: &str) -> Response<Body> {

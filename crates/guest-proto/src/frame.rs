@@ -1,9 +1,9 @@
 //! Typed frames inside a streaming body: `tokio-util`'s length-delimited codec (4-byte
 //! big-endian length) around `postcard`-encoded messages.
 //!
-//! The same framing carries exec streams from the CLI to the daemon (over the upgraded
-//! HTTP/1.1 connection) and from the daemon to the agent (over HTTP/2 bodies), so the
-//! daemon can relay frames without re-encoding them.
+//! It carries exec streams between the daemon and the agent (over HTTP/2 bodies) only:
+//! clients of the daemon speak its own framing (`banger_api::exec`), which the daemon
+//! translates to and from this one.
 
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;

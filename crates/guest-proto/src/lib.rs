@@ -46,6 +46,18 @@
 //! speaks `PROTO_MIN..=PROTO_VERSION`. New optional fields use `#[serde(default)]` and do
 //! not bump it. The agent binary is rebuilt into every initramfs, so host and agent
 //! usually match; the range matters for VMs that outlive a daemon upgrade.
+//!
+//! The bytes of every message kind are pinned by `tests/golden.rs` (one fixture each under
+//! `tests/golden/`). When it fails, the change is on the wire: postcard encodes enum
+//! variants by index and struct fields by position, so reordering, removing or inserting
+//! a variant or field is incompatible (bump [`PROTO_VERSION`], keep the old encoding while
+//! `PROTO_MIN` still allows it); an appended enum variant is compatible only if it is never
+//! sent to a peer too old to know it. Either way: a COMPATIBILITY.md line, then the
+//! fixture updated by hand.
+//!
+//! This protocol stays behind the daemon: clients of `bangerd` never see it (the daemon
+//! translates exec streams to its own framing, `banger_api::exec`), so it may change with
+//! the agent alone.
 
 use serde::{Deserialize, Serialize};
 

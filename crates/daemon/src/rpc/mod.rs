@@ -142,7 +142,7 @@ pub async fn dispatch(
     match TABLE.get(method).map(|e| &e.handler) {
         Some(Handler::Call(f)) => f(state, params, ctx).await,
         Some(Handler::Upgrade(_)) => Err(OpError::BadRequest(format!(
-            "{method} needs an upgraded connection (`Connection: Upgrade`, `Upgrade: banger-exec` or `banger-stream`); see docs/api.md"
+            "{method} needs an upgraded connection (`Connection: Upgrade`, `Upgrade: banger-exec/2` or `banger-stream`); see docs/api.md"
         ))),
         None => Err(unknown(method)),
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use banger_api::image::Image;
 use banger_api::names::validate_name;
-use banger_api::vm::{Vm, VmCreateParams, VmState};
+use banger_api::vm::{InitChoice, Vm, VmCreateParams, VmState};
 use banger_guest_proto::InitMode;
 
 use super::spec::{DEFAULT_DISK_BYTES, VmSpec, validate_disk};
@@ -95,11 +95,10 @@ impl Vms {
             "--work-disk",
             p.work_disk_bytes.unwrap_or(DEFAULT_DISK_BYTES),
         )?;
-        let init = match p.init.as_deref() {
-            None => InitMode::Auto,
-            Some(s) => InitMode::parse(s).ok_or_else(|| {
-                OpError::BadRequest(format!("--init {s:?}: use auto, agent or image"))
-            })?,
+        let init = match p.init.unwrap_or_default() {
+            InitChoice::Auto => InitMode::Auto,
+            InitChoice::Agent => InitMode::Agent,
+            InitChoice::Image => InitMode::Image,
         };
         let ready = match p.ready.as_deref() {
             None => banger_guest_proto::Readiness::default(),
@@ -107,13 +106,13 @@ impl Vms {
                 OpError::BadRequest(format!("--ready {s:?}: use none, sysinit or multi-user"))
             })?,
         };
-        let channel = p.channel.clone().unwrap_or_else(|| "auto".into());
+        let channel = p.channel.unwrap_or_default().as_str().to_string();
         let net = super::net::mode_name(p.net);
         super::net::check(&net, &p.allow, &p.deny)?;
         let publish = p
             .publish
             .iter()
-            .map(|s| super::net::parse_publish(s))
+            .map(|s| super::net::parse_publish(&s.text()))
             .collect::<Result<Vec<_>, _>>()?;
         if net == "none" && !publish.is_empty() {
             return Err(OpError::BadRequest(
@@ -125,8 +124,8 @@ impl Vms {
         let console_log_max = super::console::check_max(p.console_log_max)?;
         let vmm: banger_vmm::VmmChoice = p
             .vmm
-            .as_deref()
-            .unwrap_or("auto")
+            .unwrap_or_default()
+            .as_str()
             .parse()
             .map_err(|e: banger_vmm::SelectError| OpError::BadRequest(e.to_string()))?;
         Ok(VmSpec {

@@ -1,5 +1,5 @@
-//! `vm.exec`: opens an exec stream to the guest agent. The server relays frames between
-//! the client's upgraded connection and this stream without decoding them.
+//! `vm.exec`: opens an exec stream to the guest agent, which [`super::exec_relay`] joins
+//! to the client's upgraded connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +20,9 @@ pub use super::agent::PendingResponse;
 /// How the relay treats the client closing its side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayMode {
-    /// Exec: the client going away ends the stream (and kills the guest process).
-    ClientGoneCancels,
+    /// Exec: frames are translated between the public and the guest framing; the client
+    /// going away ends the stream (and kills the guest process).
+    Exec,
     /// Files and proxy: the client's EOF ends the input; the output still flows to the end.
     HalfClose,
     /// An upload: as `HalfClose`, and a refusal is turned into a `PutResult` error.
@@ -29,7 +30,7 @@ pub enum RelayMode {
 }
 
 /// An open stream to the agent: bytes for the agent go into `input`; `output` resolves to
-/// the agent's response, whose body is relayed to the client verbatim.
+/// the agent's response, whose body is relayed to the client (see [`RelayMode`]).
 pub struct StreamSession {
     pub input: mpsc::Sender<Bytes>,
     pub output: PendingResponse,
@@ -61,7 +62,7 @@ impl Vms {
         Ok(StreamSession {
             input,
             output: Box::pin(async move { Ok(response) }),
-            mode: RelayMode::ClientGoneCancels,
+            mode: RelayMode::Exec,
         })
     }
 

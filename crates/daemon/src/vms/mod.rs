@@ -21,6 +21,7 @@ mod create;
 mod delete;
 pub mod disks;
 mod exec;
+pub mod exec_relay;
 mod files;
 mod kill;
 pub mod lease;

@@ -1,7 +1,7 @@
 //! `banger vm create NAME --image IMG …`
 
 use banger_api::methods;
-use banger_api::vm::{NetMode, Vm, VmCreateParams, VmState};
+use banger_api::vm::{ChannelChoice, InitChoice, NetMode, Vm, VmCreateParams, VmState, VmmChoice};
 use clap::{Args, ValueEnum};
 
 use crate::Context;
@@ -108,6 +108,14 @@ pub enum VmmArg {
 }
 
 impl VmmArg {
+    pub fn choice(self) -> VmmChoice {
+        match self {
+            VmmArg::Auto => VmmChoice::Auto,
+            VmmArg::Qemu => VmmChoice::Qemu,
+            VmmArg::Firecracker => VmmChoice::Firecracker,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             VmmArg::Auto => "auto",
@@ -158,11 +166,11 @@ pub enum InitArg {
 }
 
 impl InitArg {
-    fn as_str(self) -> &'static str {
+    pub fn choice(self) -> InitChoice {
         match self {
-            InitArg::Auto => "auto",
-            InitArg::Agent => "agent",
-            InitArg::Image => "image",
+            InitArg::Auto => InitChoice::Auto,
+            InitArg::Agent => InitChoice::Agent,
+            InitArg::Image => InitChoice::Image,
         }
     }
 }
@@ -193,11 +201,11 @@ pub enum ChannelArg {
 }
 
 impl ChannelArg {
-    fn as_str(self) -> &'static str {
+    fn choice(self) -> ChannelChoice {
         match self {
-            ChannelArg::Auto => "auto",
-            ChannelArg::Vsock => "vsock",
-            ChannelArg::Serial => "serial",
+            ChannelArg::Auto => ChannelChoice::Auto,
+            ChannelArg::Vsock => ChannelChoice::Vsock,
+            ChannelArg::Serial => ChannelChoice::Serial,
         }
     }
 }
@@ -221,9 +229,9 @@ pub fn params(args: &CreateArgs) -> VmCreateParams {
         memory_mib: args.memory,
         disk_bytes: args.disk,
         work_disk_bytes: args.work_disk,
-        init: args.init.map(|i| i.as_str().to_string()),
+        init: args.init.map(InitArg::choice),
         no_start: args.no_start,
-        channel: args.channel.map(|c| c.as_str().to_string()),
+        channel: args.channel.map(ChannelArg::choice),
         ready_timeout_secs: args.ready_timeout,
         net: args.net.map(NetArg::mode),
         net_from: args
@@ -232,8 +240,8 @@ pub fn params(args: &CreateArgs) -> VmCreateParams {
             .or_else(|| args.net.map(|_| "--net".to_string())),
         allow: args.allow.clone(),
         deny: args.deny.clone(),
-        publish: args.publish.clone(),
-        vmm: args.vmm.map(|v| v.as_str().to_string()),
+        publish: args.publish.iter().map(|p| p.as_str().into()).collect(),
+        vmm: args.vmm.map(VmmArg::choice),
         kernel_args: args.kernel_args.clone(),
         console_log_max: args.console_log_max,
         ready: args.ready.map(|r| r.as_str().to_string()),
@@ -341,8 +349,8 @@ mod tests {
         assert_eq!(p.memory_mib, Some(2048));
         assert_eq!(p.disk_bytes, Some(20 << 30));
         assert_eq!(p.work_disk_bytes, Some(512 << 20), "a bare number is MiB");
-        assert_eq!(p.init.as_deref(), Some("image"));
-        assert_eq!(p.channel.as_deref(), Some("serial"));
+        assert_eq!(p.init, Some(InitChoice::Image));
+        assert_eq!(p.channel, Some(ChannelChoice::Serial));
         assert_eq!(p.ready_timeout_secs, Some(300));
         assert!(p.no_start && a.quiet);
     }

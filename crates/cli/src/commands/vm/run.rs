@@ -17,7 +17,7 @@ use clap::Args;
 use crate::Context;
 use crate::commands::vm::create::{InitArg, NetArg, VmmArg, parse_memory_mib};
 use crate::commands::vm::exec::{self, ExecArgs};
-use crate::config::{Config, VmDefaults, VmFlags, init_str};
+use crate::config::{Config, VmDefaults, VmFlags};
 use crate::progress::PullProgress;
 
 /// The command of an interactive session: the guest's bash as a login shell when it has
@@ -151,7 +151,7 @@ pub fn create_params(
         memory_mib: vm.memory_mib.as_ref().map(|s| s.value),
         disk_bytes: vm.disk_bytes.as_ref().map(|s| s.value),
         work_disk_bytes: vm.work_disk_bytes.as_ref().map(|s| s.value),
-        init: vm.init.as_ref().map(|s| init_str(s.value).to_string()),
+        init: vm.init.as_ref().map(|s| s.value.choice()),
         no_start: false,
         channel: None,
         ready_timeout_secs: None,
@@ -162,8 +162,8 @@ pub fn create_params(
         }),
         allow: Vec::new(),
         deny: Vec::new(),
-        publish: publish.to_vec(),
-        vmm: vm.vmm.as_ref().map(|s| s.value.as_str().to_string()),
+        publish: publish.iter().map(|p| p.as_str().into()).collect(),
+        vmm: vm.vmm.as_ref().map(|s| s.value.choice()),
         kernel_args: kernel_args.to_vec(),
         console_log_max: vm.console_log_max.as_ref().map(|s| s.value),
         ready: None,
@@ -481,8 +481,8 @@ mod tests {
         assert_eq!(p.memory_mib, Some(2048), "file");
         assert_eq!(p.net, Some(banger_api::vm::NetMode::None), "file");
         assert_eq!(p.disk_bytes, None, "daemon");
-        assert_eq!(p.publish, ["8080:80"]);
-        assert_eq!(p.vmm.as_deref(), Some("qemu"), "file");
+        assert_eq!(p.publish, [banger_api::vm::PortSpec::from("8080:80")]);
+        assert_eq!(p.vmm, Some(banger_api::vm::VmmChoice::Qemu), "file");
         assert_eq!(p.kernel_args, ["quiet"], "flag");
         assert!(!p.no_start);
         let a = parse(&["--vmm", "firecracker"]).expect("parses");
@@ -492,8 +492,8 @@ mod tests {
             &a.resources.kernel_args,
         );
         assert_eq!(
-            p.vmm.as_deref(),
-            Some("firecracker"),
+            p.vmm,
+            Some(banger_api::vm::VmmChoice::Firecracker),
             "the flag beats the file"
         );
     }
