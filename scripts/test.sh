@@ -41,9 +41,10 @@ set +e
 cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
-# Real workloads through `vm run` (the light subset: apt-get as the first command, process
-# substitution, cgroups on both kinds of image, zlib's own test suite); the whole matrix is
-# scripts/e2e-workloads.sh without --light. Skipped when the tests were filtered.
+# Real workloads through `vm run` (the light subset: apt-get as the first command and zlib's own
+# test suite; process substitution and cgroups on both kinds of image are in vm_environment.rs
+# above); the whole matrix is scripts/e2e-workloads.sh without --light. Skipped when the tests
+# were filtered.
 workloads=0
 if [ "$#" = 0 ]; then
     echo "== scripts/e2e-workloads.sh --light"
