@@ -7,6 +7,7 @@
 #
 # Usage: scripts/bench-ready.sh
 #   BENCH_RUNS=N (default 5)   BANGER_TEST_CACHE (default /var/tmp/banger-test-cache)
+#   BENCH_PROFILE=release|debug (default release: the guest's boot dominates either way)
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${BANGER_TEST_CACHE:-/var/tmp/banger-test-cache}
@@ -19,11 +20,16 @@ for t in qemu-system-x86_64 python3 bc; do
 done
 
 "$REPO/scripts/bench-pull.sh" --prepare-only minbase dev
-(cd "$REPO" && cargo build --quiet --locked --release -p banger)
+PROFILE=${BENCH_PROFILE:-release}
+case $PROFILE in
+    release) (cd "$REPO" && cargo build --quiet --locked --release -p banger) ;;
+    debug) (cd "$REPO" && cargo build --quiet --locked -p banger) ;;
+    *) die "BENCH_PROFILE=$PROFILE: use release or debug" ;;
+esac
 export BANGER_AGENT
 BANGER_AGENT=$("$REPO/scripts/build-agent.sh")
-B=$TARGET/release/banger
-export BANGER_DAEMON=$TARGET/release/bangerd
+B=$TARGET/$PROFILE/banger
+export BANGER_DAEMON=$TARGET/$PROFILE/bangerd
 deb=$(ls "$CACHE"/kernel-deb/linux-image-*-cloud-amd64_*.deb 2>/dev/null | head -n 1 || true)
 [ -n "$deb" ] || die "no cloud kernel .deb in $CACHE/kernel-deb (scripts/bench-vm.sh fetches it)"
 
