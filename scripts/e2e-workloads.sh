@@ -105,6 +105,19 @@ apt_mirror() {
         grep -v security | head -n 1
 }
 npm_registry() { npm config get registry 2>/dev/null | sed 's:/*$::'; }
+# The trust store the host's own pip uses (its `cert` setting, else Debian's bundle): on
+# machines whose registries sit behind a TLS-inspecting proxy it holds the proxy's CA, which
+# a fresh guest does not trust. Copied into each HTTPS workload as .host-ca.pem; the guest
+# commands point pip, npm, Node and OpenSSL at it.
+host_ca() {
+    local ca
+    ca=$(python3 -m pip config get global.cert 2>/dev/null || true)
+    [ -r "$ca" ] || ca=/etc/ssl/certs/ca-certificates.crt
+    [ -r "$ca" ] || die "no CA bundle at $ca"
+    cp "$ca" "$1/.host-ca.pem"
+}
+CA_ENV='export SSL_CERT_FILE=$PWD/.host-ca.pem PIP_CERT=$PWD/.host-ca.pem \
+    NODE_EXTRA_CA_CERTS=$PWD/.host-ca.pem npm_config_cafile=$PWD/.host-ca.pem'
 
 # zlib's source as Debian ships it, from the host's own mirror (a private apt state: the host's
 # lists are untouched).
@@ -200,18 +213,20 @@ if [ "$LIGHT" = 0 ]; then
         command -v "$t" >/dev/null || die "missing $t (the full matrix needs Node.js and npm)"
     done
     fetch_more_itertools "$SRC/more-itertools"
+    host_ca "$SRC/more-itertools"
     py='python3 -m venv /tmp/v && /tmp/v/bin/pip install -q pytest . && /tmp/v/bin/pytest -q -p no:cacheprovider'
     # Debian splits venv's ensurepip into python3-venv, which the dev image lacks.
     venv='apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null'
     run "Python: more-itertools, pip install + pytest in a venv" ' passed' \
         "$(host_time "$SRC/more-itertools" "$py")" \
-        -- "$SRC/more-itertools" --image dev -- bash -c "$venv && $py"
+        -- "$SRC/more-itertools" --image dev -- bash -c "$CA_ENV && $venv && $py"
 
     make_node_project "$SRC/node-project"
+    host_ca "$SRC/node-project"
     reg=$(npm_registry)
     # Node from Debian in the guest; npm itself from the registry (Debian's npm is hundreds of
     # packages).
-    node_guest="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    node_guest="$CA_ENV && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
         nodejs ca-certificates >/dev/null && python3 -c 'import sys, urllib.request; \
         urllib.request.urlretrieve(sys.argv[1], \"/tmp/npm.tgz\")' $reg/npm/-/npm-10.8.2.tgz && \
         mkdir -p /tmp/npm && tar -xzf /tmp/npm.tgz -C /tmp/npm && \
