@@ -68,7 +68,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     Ok(o)
 }
 
-/// Runs `modprobe` with `args` (without argv[0]); returns the exit status.
+/// Runs `modprobe` with `args` (without `argv[0]`); returns the exit status.
 pub fn main(args: &[String]) -> i32 {
     let o = match parse(args) {
         Ok(o) => o,

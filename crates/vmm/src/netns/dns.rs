@@ -265,7 +265,7 @@ pub fn names(target: &Target, name: &str) -> bool {
 pub enum Verdict {
     /// Not allowed (or denied): answered `REFUSED`, never sent upstream.
     Refuse,
-    /// Allowed by these domain entries ([`super::policy::domain_sets`] indices): resolved
+    /// Allowed by these domain entries (indices of [`super::policy::domain_allows`], whose sets [`super::policy::domain_set`] names): resolved
     /// upstream, and the addresses go into their sets.
     Allow(Vec<usize>),
 }
