@@ -6,7 +6,7 @@
 //!
 //! # Invariants
 //! - A record names one process for its whole life: a pid that was reused by a newer
-//!   process never matches, because its start time differs. A zombie counts as dead.
+//!   process never matches, because its start time differs. A zombie counts as dead once none of its threads runs.
 //! - Signals go through a pidfd opened *before* the start time is checked, so the process
 //!   checked is the process signalled (no window for pid reuse).
 //! - Whoever spawns through [`spawn_detached`] also reaps: a thread per child waits for it,
@@ -54,6 +54,26 @@ fn read_stat(pid: u32) -> io::Result<Stat> {
     })
 }
 
+fn exited(state: char) -> bool {
+    matches!(state, 'Z' | 'X')
+}
+
+/// Whether a thread of `pid` other than its (exited) leader still runs: after an
+/// `exit_group` the leader turns zombie first while its other threads are still tearing
+/// down (a VMM's vCPU threads unmapping guest memory), and the process is not gone until
+/// they are.
+fn other_threads_run(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            .and_then(|text| parse_stat(&text))
+            .is_some_and(|s| !exited(s.state))
+    })
+}
+
 /// `pid (comm) S ppid … starttime …`: the command may hold spaces and parentheses, so
 /// fields are counted from the last `)`. After it, field 3 (state) is index 0, field 22
 /// (starttime) index 19.
@@ -79,8 +99,9 @@ impl ProcessRecord {
     /// Whether this very process still runs: the pid exists, is not a zombie, and started
     /// when the record says.
     pub fn is_alive(&self) -> bool {
-        read_stat(self.pid)
-            .is_ok_and(|s| s.start_time == self.start_time && !matches!(s.state, 'Z' | 'X'))
+        read_stat(self.pid).is_ok_and(|s| {
+            s.start_time == self.start_time && (!exited(s.state) || other_threads_run(self.pid))
+        })
     }
 
     /// Sends `sig` (e.g. `libc::SIGTERM`) to this process; `ESRCH` when it is gone (or the
@@ -378,5 +399,44 @@ mod tests {
         rec.stop(Duration::from_millis(300)).await.unwrap();
         assert!(!rec.is_alive());
         assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_process_lives_while_any_thread_runs() {
+        // The main thread leaves with exit(2) (not exit_group): the leader turns zombie
+        // while the other thread runs on, as in the middle of a VMM's exit.
+        let script = "import ctypes, threading, time\n\
+                      threading.Thread(target=time.sleep, args=(600,)).start()\n\
+                      ctypes.CDLL(None).syscall(60, 0)\n";
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        let s = spawn_detached(&mut cmd, "threads", |_| {}).unwrap();
+        let rec = s.record.clone();
+        // Killed also when an assertion fails.
+        struct KillOnDrop(ProcessRecord);
+        impl Drop for KillOnDrop {
+            fn drop(&mut self) {
+                let _ = self.0.signal(libc::SIGKILL);
+            }
+        }
+        let _guard = KillOnDrop(rec.clone());
+        banger_testkit::wait::until("the leader to turn zombie", || {
+            read_stat(rec.pid).is_ok_and(|st| exited(st.state))
+        });
+        assert!(rec.is_alive(), "its second thread still runs");
+        let exited = rec.exited();
+        tokio::pin!(exited);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut exited)
+                .await
+                .is_err(),
+            "exited() waits for every thread"
+        );
+        rec.signal(libc::SIGKILL).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), exited)
+            .await
+            .expect("exited() resolves after SIGKILL");
+        assert!(!rec.is_alive());
     }
 }

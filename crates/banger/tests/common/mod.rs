@@ -265,7 +265,7 @@ pub fn alive(pid: i32) -> bool {
         // The state follows the parenthesised command name, which may contain spaces.
         stat.rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z")
+            .is_some_and(|state| !matches!(state, "Z" | "X"))
     };
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
