@@ -115,10 +115,35 @@ pub enum NetConfig {
 /// One raw disk image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskConfig {
-    /// A raw image file (or block device).
+    /// An image file (or block device).
     pub path: PathBuf,
     /// Attach read-only (the shared base image); read-write disks get discard.
     pub read_only: bool,
+    /// How the file holds the disk. Never probed: a guest could write any header into a
+    /// raw disk.
+    #[serde(default)]
+    pub format: DiskFormat,
+}
+
+/// The format of a disk file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskFormat {
+    /// The disk's bytes as they are (every driver).
+    #[default]
+    Raw,
+    /// A QEMU copy-on-write overlay over a backing file (a fork's disk; QEMU only).
+    Qcow2,
+}
+
+impl DiskFormat {
+    /// QEMU's name of the format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
 }
 
 /// Everything a driver needs to launch one VM.
@@ -147,6 +172,10 @@ pub struct VmConfig {
     pub net: NetConfig,
     /// Accelerator.
     pub accel: Accel,
+    /// A directory [`crate::Vmm::save_state`] wrote: the VM does not boot but goes on
+    /// from that state (the rest of the configuration must match the saved VM's, except
+    /// the run directory, the disks' paths and the network's host side).
+    pub restore: Option<PathBuf>,
 }
 
 /// The most vCPUs a VM may have (QEMU microvm's limit is far higher; this bounds typos).
@@ -381,6 +410,7 @@ mod tests {
             channel: ChannelKind::Serial,
             net: NetConfig::None,
             accel: Accel::Kvm,
+            restore: None,
         }
     }
 
@@ -427,6 +457,7 @@ mod tests {
             disks: vec![DiskConfig {
                 path: dir.path().to_path_buf(),
                 read_only: true,
+                format: Default::default(),
             }],
             ..ok.clone()
         }

@@ -54,8 +54,8 @@ use std::sync::Arc;
 
 pub use capabilities::{Capabilities, Support, VsockKind};
 pub use config::{
-    Accel, ChannelKind, ConfigError, DiskConfig, MAX_CMDLINE, MAX_CPUS, MAX_DISKS, MIN_MEMORY_MIB,
-    NetConfig, PortForward, Proto, VmConfig,
+    Accel, ChannelKind, ConfigError, DiskConfig, DiskFormat, MAX_CMDLINE, MAX_CPUS, MAX_DISKS,
+    MIN_MEMORY_MIB, NetConfig, PortForward, Proto, VmConfig,
 };
 pub use detect::{
     AccelChoice, DetectOptions, Detection, FirecrackerInfo, KvmStatus, PROBE_TIMEOUT, QEMU_PROGRAM,
@@ -116,6 +116,37 @@ pub trait Vmm: Send + Sync {
     /// guest may ignore it: callers follow up with a deadline and a kill.
     fn power_down(&self, run_dir: &Path) -> Result<(), VmmError>;
 
+    /// Stops the guest's vCPUs; its memory and devices stay as they are. Pausing a paused
+    /// guest is not an error.
+    fn pause(&self, run_dir: &Path) -> Result<(), VmmError> {
+        let _ = run_dir;
+        Err(VmmError::NotSupported {
+            vmm: self.name(),
+            what: "pause",
+        })
+    }
+
+    /// Lets a paused guest run again. Resuming a running guest is not an error.
+    fn resume(&self, run_dir: &Path) -> Result<(), VmmError> {
+        let _ = run_dir;
+        Err(VmmError::NotSupported {
+            vmm: self.name(),
+            what: "resume",
+        })
+    }
+
+    /// Writes the state of a **paused** guest — its memory and device state, not its
+    /// disks — into `dest`, an existing empty directory; the guest stays paused. A
+    /// [`VmConfig::restore`] naming `dest` launches a VM that goes on from that state
+    /// (with disks holding what the guest's disks held at that moment).
+    fn save_state(&self, run_dir: &Path, dest: &Path) -> Result<(), VmmError> {
+        let _ = (run_dir, dest);
+        Err(VmmError::NotSupported {
+            vmm: self.name(),
+            what: "snapshots",
+        })
+    }
+
     /// Tells the driver the caller bound a new listener at the
     /// [`ChannelEndpoint::VsockListen`] path of a running VM (e.g. a restarted daemon
     /// that re-adopted it). A jailed Firecracker reaches that socket through a hard link
@@ -166,6 +197,14 @@ pub enum VmmError {
     /// The VMM asked for cannot be used on this host.
     #[error(transparent)]
     Select(#[from] SelectError),
+    /// The driver cannot do this (see [`Vmm::capabilities`]).
+    #[error("{vmm} cannot do {what} here")]
+    NotSupported {
+        /// The driver.
+        vmm: &'static str,
+        /// The feature.
+        what: &'static str,
+    },
     /// No VMM can run on this host.
     #[error("no VMM is available: {reason}")]
     NoVmm {

@@ -156,6 +156,7 @@ fn config(run: &Path, cmdline: &str) -> VmConfig {
         DiskConfig {
             path: p,
             read_only: name == "base.img",
+            format: Default::default(),
         }
     };
     VmConfig {
@@ -170,6 +171,7 @@ fn config(run: &Path, cmdline: &str) -> VmConfig {
         channel: ChannelKind::Vsock,
         net: NetConfig::None,
         accel: Accel::Kvm,
+        restore: None,
     }
 }
 

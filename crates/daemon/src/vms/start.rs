@@ -133,20 +133,24 @@ fn vm_config(
             DiskConfig {
                 path: image.rootfs_path.clone().into(),
                 read_only: true,
+                format: Default::default(),
             },
             DiskConfig {
                 path: root_disk,
                 read_only: false,
+                format: Default::default(),
             },
             DiskConfig {
                 path: work_disk,
                 read_only: false,
+                format: Default::default(),
             },
         ]
         .into_iter()
         .chain(files.modules_disk.map(|path| DiskConfig {
             path,
             read_only: true,
+            format: Default::default(),
         }))
         .collect(),
         channel: if vsock {
@@ -162,6 +166,7 @@ fn vm_config(
             None => NetConfig::None,
         },
         accel,
+        restore: None,
     }
 }
 

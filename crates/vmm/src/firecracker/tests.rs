@@ -146,14 +146,17 @@ fn full_config(dir: &Path) -> VmConfig {
             DiskConfig {
                 path: disk("base.ext4"),
                 read_only: true,
+                format: Default::default(),
             },
             DiskConfig {
                 path: disk("upper.ext4"),
                 read_only: false,
+                format: Default::default(),
             },
             DiskConfig {
                 path: disk("work.ext4"),
                 read_only: false,
+                format: Default::default(),
             },
         ],
         channel: ChannelKind::Vsock,
@@ -167,6 +170,7 @@ fn full_config(dir: &Path) -> VmConfig {
             policy: Default::default(),
         },
         accel: Accel::Kvm,
+        restore: None,
     }
 }
 

@@ -151,7 +151,7 @@ pub(crate) fn qemu_args(cfg: &VmConfig, files: &RunFiles) -> Vec<OsString> {
     for (i, d) in cfg.disks.iter().enumerate() {
         let mut drive = OsString::from(format!("id=d{i},file="));
         drive.push(escape(d.path.as_os_str()));
-        drive.push(",format=raw,if=none");
+        drive.push(format!(",format={},if=none", d.format.as_str()));
         if d.read_only {
             drive.push(",readonly=on");
         } else {
@@ -233,6 +233,7 @@ mod tests {
             channel: ChannelKind::Serial,
             net: NetConfig::None,
             accel: Accel::Kvm,
+            restore: None,
         }
     }
 
@@ -296,14 +297,17 @@ mod tests {
                 DiskConfig {
                     path: PathBuf::from("/img/root,fs.ext4"),
                     read_only: true,
+                    format: Default::default(),
                 },
                 DiskConfig {
                     path: PathBuf::from("/vm/upper.ext4"),
                     read_only: false,
+                    format: Default::default(),
                 },
                 DiskConfig {
                     path: PathBuf::from("/vm/work.ext4"),
                     read_only: false,
+                    format: Default::default(),
                 },
             ],
             ..cfg()

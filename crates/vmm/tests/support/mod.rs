@@ -78,6 +78,7 @@ pub fn config(
         channel,
         net: NetConfig::None,
         accel: accel(),
+        restore: None,
     }
 }
 
