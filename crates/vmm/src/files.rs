@@ -36,6 +36,8 @@ pub struct RunFiles {
     pub pids_json: PathBuf,
     /// Firecracker's API socket (Firecracker creates it; the driver removes it).
     pub fc_api_socket: PathBuf,
+    /// QEMU's migration socket: saved state leaves and arrives through it.
+    pub migrate_socket: PathBuf,
     /// Firecracker's stdout and stderr (its log; the serial console goes to
     /// [`RunFiles::console_log`]).
     pub fc_log: PathBuf,
@@ -68,6 +70,7 @@ impl RunFiles {
             qmp_socket: run_dir.join("qmp.sock"),
             pids_json: run_dir.join("pids.json"),
             fc_api_socket: run_dir.join("fc.sock"),
+            migrate_socket: run_dir.join("migrate.sock"),
             fc_log: run_dir.join("firecracker.log"),
             pasta_log: run_dir.join("pasta.log"),
             net_rules: run_dir.join("net-policy.nft"),
@@ -86,17 +89,19 @@ impl RunFiles {
             self.serial_socket.clone(),
             self.qmp_socket.clone(),
             self.fc_api_socket.clone(),
+            self.migrate_socket.clone(),
         ]
     }
 
     /// The sockets the driver itself creates (and may remove when stale).
-    pub(crate) fn driver_sockets(&self) -> [&Path; 5] {
+    pub(crate) fn driver_sockets(&self) -> [&Path; 6] {
         [
             &self.vhost_socket,
             &self.vsock_uds,
             &self.serial_socket,
             &self.qmp_socket,
             &self.fc_api_socket,
+            &self.migrate_socket,
         ]
     }
 

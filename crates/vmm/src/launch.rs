@@ -33,6 +33,15 @@ pub enum LaunchError {
         #[source]
         source: std::io::Error,
     },
+    /// The saved state to restore cannot be read.
+    #[error("cannot read the saved state {path}: {source}: is the snapshot complete?")]
+    SavedState {
+        /// The state file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A program could not be started.
     #[error("cannot start {program}: {source}: check that it is installed and executable")]
     Spawn {

@@ -185,6 +185,9 @@ pub enum VmmError {
     /// Talking to a running VMM failed.
     #[error(transparent)]
     Qmp(#[from] QmpError),
+    /// Saving a QEMU guest's state failed.
+    #[error(transparent)]
+    Save(#[from] qemu::SaveError),
     /// Firecracker's API refused a request or did not answer.
     #[error(transparent)]
     Api(#[from] ApiError),

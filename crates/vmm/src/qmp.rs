@@ -95,7 +95,18 @@ impl Qmp {
 
     /// Runs `command` (no arguments) and returns its `return` value.
     pub fn execute(&mut self, command: &str) -> Result<Value, QmpError> {
-        let mut line = serde_json::json!({ "execute": command }).to_string();
+        self.execute_with(command, Value::Null)
+    }
+
+    /// Runs `command` with `arguments` (an object; `Null` for none) and returns its
+    /// `return` value.
+    pub fn execute_with(&mut self, command: &str, arguments: Value) -> Result<Value, QmpError> {
+        let request = if arguments.is_null() {
+            serde_json::json!({ "execute": command })
+        } else {
+            serde_json::json!({ "execute": command, "arguments": arguments })
+        };
+        let mut line = request.to_string();
         line.push('\n');
         self.writer
             .write_all(line.as_bytes())

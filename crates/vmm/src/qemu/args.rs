@@ -180,6 +180,14 @@ pub(crate) fn qemu_args(cfg: &VmConfig, files: &RunFiles) -> Vec<OsString> {
         }
     }
 
+    if cfg.restore.is_some() {
+        // The state arrives on this socket (`state::feed`); QEMU runs once it has it all.
+        a.push("-incoming".into());
+        let mut uri = OsString::from("unix:");
+        uri.push(files.migrate_socket.as_os_str());
+        a.push(uri);
+    }
+
     if let NetConfig::User { .. } = &cfg.net {
         // The TAP of the VM's network namespace (`crate::netns`), where QEMU runs; the
         // guest starts paused (`-S`) and the driver resumes it once pasta is attached, so

@@ -21,6 +21,9 @@
 //!   re-adopts a VM whose `vmm` record is dead stops its `vsock` record itself.
 
 mod args;
+mod state;
+
+pub use state::{STATE_FILE, SaveError};
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -153,6 +156,10 @@ impl Qemu {
             source,
         })?;
         started.add(vmm.record.clone())?;
+        let feeder = match &cfg.restore {
+            Some(dir) => Some(state::feed(&files, dir)?),
+            None => None,
+        };
         if let Some((tools, forwards, policy)) = &net {
             self.wait_namespace(&files, &vmm.record, &vmm.exit)?;
             let attached = netns::attach(tools, &vmm.record, forwards, policy, &files)?;
@@ -164,7 +171,16 @@ impl Qemu {
             }
             self.resume(&files, &vmm.exit)?;
         }
-        self.wait_running(&files, &vmm.exit)?;
+        self.wait_running(&files, &vmm.exit, cfg.restore.is_some())?;
+        if let Some(feeder) = feeder {
+            // QEMU runs once it has read the whole state: the feeder is done or about to be.
+            match feeder.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(vm = %cfg.name, error = %e, "feeding the saved state"),
+                Err(_) => tracing::warn!(vm = %cfg.name, "the saved-state feeder panicked"),
+            }
+            let _ = std::fs::remove_file(&files.migrate_socket);
+        }
         let processes = started.keep();
         tracing::debug!(vm = %cfg.name, ?processes, "launched");
         Ok(Launched {
@@ -227,10 +243,13 @@ impl Qemu {
 
     /// Waits until QMP reports the guest running. A QEMU that exits successfully first
     /// (a guest that was done very fast) counts as launched.
+    /// Waits for QMP's `running`. `restored`: a guest saved while paused comes back
+    /// paused once its state is loaded, and is resumed here.
     fn wait_running(
         &self,
         files: &RunFiles,
         exit: &mpsc::Receiver<ExitStatus>,
+        restored: bool,
     ) -> Result<(), LaunchError> {
         let deadline = Instant::now() + VMM_READY;
         let mut last = String::from("QMP socket not connectable yet");
@@ -254,6 +273,13 @@ impl Qemu {
             }
             match Qmp::connect(&files.qmp_socket, left).and_then(|mut q| q.status()) {
                 Ok(s) if s == "running" => return Ok(()),
+                Ok(s) if restored && s == "paused" => {
+                    if let Err(e) =
+                        Qmp::connect(&files.qmp_socket, left).and_then(|mut q| q.execute("cont"))
+                    {
+                        last = format!("`cont` after the restore: {e}");
+                    }
+                }
                 Ok(s) => last = format!("status `{s}`"),
                 Err(e) => last = e.to_string(),
             }
@@ -294,6 +320,18 @@ impl Vmm for Qemu {
         let mut q = Qmp::connect(&files.qmp_socket, Duration::from_secs(5))?;
         q.execute("system_powerdown")?;
         Ok(())
+    }
+
+    fn pause(&self, run_dir: &Path) -> Result<(), VmmError> {
+        state::pause(run_dir)
+    }
+
+    fn resume(&self, run_dir: &Path) -> Result<(), VmmError> {
+        state::resume(run_dir)
+    }
+
+    fn save_state(&self, run_dir: &Path, dest: &Path) -> Result<(), VmmError> {
+        state::save(run_dir, dest)
     }
 }
 
