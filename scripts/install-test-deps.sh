@@ -12,6 +12,8 @@ declare -A PACKAGES=(
   [skopeo]=skopeo
   [umoci]=umoci
   [qemu-system-x86_64]=qemu-system-x86
+  # Forks of snapshots: copy-on-write qcow2 overlays over the snapshot's disks.
+  [qemu-img]=qemu-utils
   [busybox]=busybox-static
   [cpio]=cpio
   [zstd]=zstd

@@ -18,7 +18,7 @@ REF=${1:-debian:bookworm}
 # What VMs need at run time, from Debian: QEMU, and for the guest network pasta (passt) and
 # nftables (the network policy's rules, enforced outside the guest).
 missing=()
-for t in qemu-system-x86_64:qemu-system-x86 pasta:passt nft:nftables; do
+for t in qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils pasta:passt nft:nftables; do
   PATH="$PATH:/usr/sbin:/sbin" command -v "${t%%:*}" >/dev/null || missing+=("${t#*:}")
 done
 if ((${#missing[@]})); then

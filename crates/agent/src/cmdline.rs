@@ -104,7 +104,7 @@ impl BootArgs {
 }
 
 /// RFC 1123 labels, at most 64 bytes (the kernel's limit).
-fn valid_hostname(name: &str) -> bool {
+pub(crate) fn valid_hostname(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name.split('.').all(|label| {

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use banger_guest_proto::{
     AddAuthorizedKey, AgentError, Connect, Empty, GetFiles, Hello, HelloRequest, InitMode,
-    PARAMS_HEADER, PROTO_MIN, PROTO_VERSION, PutFiles, ReadFile, SetClock, ShutdownRequest,
-    StageTime, auth, negotiate, paths,
+    MAX_SEED, PARAMS_HEADER, PROTO_MIN, PROTO_VERSION, PutFiles, ReadFile, SetClock, SetIdentity,
+    ShutdownRequest, StageTime, auth, negotiate, paths,
 };
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -53,6 +53,8 @@ pub enum Machine {
 pub enum MachineRequest {
     /// CLOCK was called.
     SetClock(SetClock),
+    /// IDENTITY was called (checked).
+    SetIdentity(SetIdentity),
     /// SHUTDOWN was called.
     Shutdown,
 }
@@ -98,6 +100,8 @@ impl AgentConfig {
 #[derive(Debug)]
 pub struct Agent {
     cfg: AgentConfig,
+    /// The secret hellos prove: the boot's, until a fork is given its own (IDENTITY).
+    secret: std::sync::Mutex<Vec<u8>>,
 }
 
 type Reply = Response<AgentBody>;
@@ -151,7 +155,8 @@ impl Agent {
     /// (call it inside one: children are reaped process-wide, from any runtime that serves).
     pub fn new(cfg: AgentConfig) -> std::io::Result<Arc<Agent>> {
         reaper::start()?;
-        Ok(Arc::new(Agent { cfg }))
+        let secret = std::sync::Mutex::new(cfg.secret.clone());
+        Ok(Arc::new(Agent { cfg, secret }))
     }
 
     /// Serves HTTP/2 on `io` until the connection ends. Requests still running (exec
@@ -186,6 +191,7 @@ impl Agent {
         let result = match path.as_str() {
             paths::HELLO => self.hello(body).await,
             paths::CLOCK => self.clock(body).await,
+            paths::IDENTITY => self.identity(body).await,
             paths::SHUTDOWN => self.shutdown(body).await,
             paths::EXEC => exec::handle(&self.cfg.root, body)
                 .await
@@ -226,8 +232,53 @@ impl Agent {
             init: self.cfg.init,
             stages: self.cfg.stages.clone(),
             kernel_release: self.cfg.kernel_release.clone(),
-            proof: auth::proof(&self.cfg.secret, &req.nonce, &self.cfg.boot_id),
+            proof: auth::proof(&self.secret(), &req.nonce, &self.cfg.boot_id),
         }))
+    }
+
+    fn secret(&self) -> Vec<u8> {
+        self.secret
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A fork becomes itself: everything checked before anything changes.
+    async fn identity(&self, body: Incoming) -> Result<Reply, Reply> {
+        let req: SetIdentity = read_json(body).await?;
+        if !crate::cmdline::valid_hostname(&req.hostname) {
+            return Err(error(StatusCode::BAD_REQUEST, "invalid hostname"));
+        }
+        if req.secret.len() != auth::SECRET_LEN || req.seed.is_empty() || req.seed.len() > MAX_SEED
+        {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "a secret of {} bytes and 1..={MAX_SEED} seed bytes are required",
+                    auth::SECRET_LEN
+                ),
+            ));
+        }
+        match &self.cfg.machine {
+            Machine::Guest => {
+                sys::reseed_rng(&req.seed).map_err(|e| {
+                    error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("reseeding the kernel's RNG: {e}"),
+                    )
+                })?;
+                if let Err(e) = sys::set_realtime(req.unix_nanos) {
+                    log!("identity: clock_settime: {e}");
+                }
+                crate::boot::configure::set_identity_hostname(&req.hostname);
+                log!("this VM is now {} (resumed from a snapshot)", req.hostname);
+            }
+            Machine::Recorder(tx) => {
+                let _ = tx.send(MachineRequest::SetIdentity(req.clone()));
+            }
+        }
+        *self.secret.lock().unwrap_or_else(|e| e.into_inner()) = req.secret;
+        Ok(json(&Empty {}))
     }
 
     async fn clock(&self, body: Incoming) -> Result<Reply, Reply> {

@@ -147,6 +147,11 @@ impl Layout {
         self.state_dir.join("vms")
     }
 
+    /// One directory per snapshot: saved state, disk copies, boot files.
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.state_dir.join("snapshots")
+    }
+
     /// Guest initramfs files, built per kernel and agent and reused.
     pub fn initramfs_dir(&self) -> PathBuf {
         self.state_dir.join("initramfs")

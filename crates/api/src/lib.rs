@@ -24,6 +24,7 @@ pub mod layout;
 pub mod methods;
 pub mod names;
 pub mod pull;
+pub mod snapshot;
 pub mod system;
 pub mod text;
 pub mod vm;

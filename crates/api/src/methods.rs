@@ -135,7 +135,7 @@ pub mod vm {
     use crate::vm::{
         EXEC_UPGRADE, STREAM_UPGRADE, Vm, VmCpGetParams, VmCpPutParams, VmCreateParams, VmDefaults,
         VmDeleteParams, VmDeleted, VmExecParams, VmList, VmLogs, VmLogsParams, VmPorts,
-        VmProxyParams, VmRef, VmStartParams,
+        VmProxyParams, VmRef, VmSnapshotParams, VmStartParams,
     };
 
     method!(Create = "vm.create", streaming: VmCreateParams => Vm);
@@ -159,10 +159,32 @@ pub mod vm {
         /// until the client goes away (its VMs are then killed and deleted).
         Hold = "vm.hold", streaming: Empty => VmHoldEnded
     );
+    method!(
+        /// Stops the guest's vCPUs; memory kept.
+        Pause = "vm.pause", plain: VmRef => Vm
+    );
+    method!(Resume = "vm.resume", plain: VmRef => Vm);
+    method!(
+        /// Memory, device state and disks of a running or paused VM.
+        Snapshot = "vm.snapshot", plain: VmSnapshotParams => crate::snapshot::Snapshot
+    );
     method!(Exec = "vm.exec", upgrade(EXEC_UPGRADE): VmExecParams);
     method!(CpPut = "vm.cp.put", upgrade(STREAM_UPGRADE): VmCpPutParams);
     method!(CpGet = "vm.cp.get", upgrade(STREAM_UPGRADE): VmCpGetParams);
     method!(Proxy = "vm.proxy", upgrade(STREAM_UPGRADE): VmProxyParams);
+}
+
+/// `snapshot.*` (taking one is `vm.snapshot`).
+pub mod snapshot {
+    use crate::snapshot::{SnapshotDeleted, SnapshotList, SnapshotRef};
+    use crate::system::Empty;
+
+    method!(List = "snapshot.list", plain: Empty => SnapshotList);
+    method!(Show = "snapshot.show", plain: SnapshotRef => crate::snapshot::Snapshot);
+    method!(
+        /// Refused while forks of it exist.
+        Delete = "snapshot.delete", plain: SnapshotRef => SnapshotDeleted
+    );
 }
 
 /// `ssh.*`.

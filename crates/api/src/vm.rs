@@ -195,6 +195,8 @@ pub enum VmState {
     Stopped,
     /// The last start or run failed; see `last_error`. Disks and logs kept.
     Error,
+    /// The VMM runs, the guest's vCPUs are stopped (`vm pause`); memory kept.
+    Paused,
 }
 
 impl VmState {
@@ -206,6 +208,7 @@ impl VmState {
             VmState::Stopping => "stopping",
             VmState::Stopped => "stopped",
             VmState::Error => "error",
+            VmState::Paused => "paused",
         }
     }
 
@@ -217,6 +220,7 @@ impl VmState {
             "stopping" => VmState::Stopping,
             "stopped" => VmState::Stopped,
             "error" => VmState::Error,
+            "paused" => VmState::Paused,
             _ => return None,
         })
     }
@@ -233,8 +237,13 @@ pub struct VmCreateParams {
     /// the naming rule, `run` when absent or when nothing usable is left.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name_hint: Option<String>,
-    /// Image name or id.
+    /// Image name or id (empty with `from`: the snapshot's image).
+    #[serde(default)]
     pub image: String,
+    /// A snapshot (name or id) to fork: the VM goes on from the snapshot's memory and
+    /// disks instead of booting (`vm create --from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
     #[serde(default)]
     pub cpus: Option<u32>,
     #[serde(default)]
@@ -645,4 +654,18 @@ mod tests {
         let typo = r#"{"image":"x","publish":[{"host_port":1,"guest_prot":2}]}"#;
         assert!(serde_json::from_str::<VmCreateParams>(typo).is_err());
     }
+}
+
+/// `vm.snapshot`'s params.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSnapshotParams {
+    /// The running (or paused) VM.
+    pub vm: String,
+    /// The snapshot's name; absent: `<vm>-<4 hex digits>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Stop the VM once its state is saved (instead of letting it run on).
+    #[serde(default)]
+    pub stop: bool,
 }

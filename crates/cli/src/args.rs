@@ -42,6 +42,9 @@ pub enum Command {
     /// Create, run and inspect microVMs booted from images; run commands in them.
     #[command(subcommand)]
     Vm(crate::commands::vm::VmCommand),
+    /// Snapshots of VMs (`banger vm snapshot` takes them): list, show, delete.
+    #[command(subcommand)]
+    Snapshot(crate::commands::snapshot::SnapshotCommand),
     /// Start, stop or inspect the bangerd daemon.
     #[command(subcommand)]
     Daemon(DaemonCommand),

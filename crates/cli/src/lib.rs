@@ -89,6 +89,7 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Image(c) => commands::image::run(ctx, c).await.map(|()| 0),
         Command::Kernel(c) => commands::kernel::run(ctx, c).await.map(|()| 0),
+        Command::Snapshot(c) => commands::snapshot::run(ctx, c).await.map(|()| 0),
         Command::Vm(c) => commands::vm::run(ctx, c).await,
         Command::Daemon(c) => commands::daemon::run(ctx, c).await,
         Command::Config(c) => commands::config::run(ctx, c).await,

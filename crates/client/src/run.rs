@@ -142,9 +142,11 @@ async fn steps(
     then: impl AsyncFnOnce(&Client, &Vm) -> anyhow::Result<u8>,
 ) -> Result<u8, Error> {
     // 1. The image.
-    let image = match &opts.image {
-        Some(i) => i.clone(),
-        None => default_image(client, interrupt, on_event).await?,
+    let image = match (&opts.image, &opts.create.from) {
+        (Some(i), _) => i.clone(),
+        // A fork's image is its snapshot's.
+        (None, Some(_)) => String::new(),
+        (None, None) => default_image(client, interrupt, on_event).await?,
     };
     // 2. The VM. A name already taken is refused before anything (so --rm never deletes
     // a VM that was there before).

@@ -156,6 +156,14 @@ impl Images {
                 users.join(", ")
             )));
         }
+        let snapshots = self.store.snapshot_names_of_image(&image.id)?;
+        if !snapshots.is_empty() {
+            return Err(OpError::InUse(format!(
+                "image {} is used by snapshot(s) {}; delete them first (`banger snapshot delete NAME`)",
+                image.name,
+                snapshots.join(", ")
+            )));
+        }
         if !self.store.delete_image(&image.id)? {
             return Err(not_found(name_or_id));
         }

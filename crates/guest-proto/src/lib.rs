@@ -19,6 +19,9 @@
 //!   and one whose `proof` does not answer the request's `nonce` under the boot's secret
 //!   ([`auth`]).
 //! - [`paths::CLOCK`]: `POST`, JSON [`SetClock`] → JSON [`Empty`].
+//! - [`paths::IDENTITY`]: `POST`, JSON [`SetIdentity`] → JSON [`Empty`]: a VM resumed from
+//!   a snapshot becomes itself (hostname, entropy, clock, agent secret) before anything
+//!   else is asked of it.
 //! - [`paths::SHUTDOWN`]: `POST`, JSON [`ShutdownRequest`] → JSON [`Empty`]; the agent
 //!   answers, then syncs, unmounts and reboots the guest (the VMM exits on guest reboot:
 //!   QEMU runs with `-no-reboot`, Firecracker always does).
@@ -87,6 +90,8 @@ pub mod paths {
     pub const HELLO: &str = "/v1/hello";
     /// See the crate docs.
     pub const CLOCK: &str = "/v1/clock";
+    /// See the crate docs.
+    pub const IDENTITY: &str = "/v1/identity";
     /// See the crate docs.
     pub const SHUTDOWN: &str = "/v1/shutdown";
     /// See the crate docs.
@@ -369,6 +374,24 @@ pub struct SetClock {
     /// Nanoseconds since the Unix epoch (UTC).
     pub unix_nanos: u128,
 }
+
+/// A fork's own identity, sent on its first connection after it resumed from a snapshot
+/// (every fork of one snapshot starts as a copy of the same memory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetIdentity {
+    /// The new hostname (also written to `/etc/hostname` and `/etc/hosts`).
+    pub hostname: String,
+    /// Host randomness mixed into the kernel's entropy pool, which is then reseeded: no
+    /// two forks produce the same random bytes (at most [`MAX_SEED`] bytes).
+    pub seed: Vec<u8>,
+    /// The agent secret from now on ([`auth::SECRET_LEN`] bytes): later hellos prove it.
+    pub secret: Vec<u8>,
+    /// The wall clock, nanoseconds since the Unix epoch (a snapshot's clock is old).
+    pub unix_nanos: u128,
+}
+
+/// The most seed bytes [`SetIdentity`] carries.
+pub const MAX_SEED: usize = 512;
 
 /// Asks the agent to power the guest off cleanly.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,17 +19,7 @@ const NAMESERVER: &str = "10.0.2.3";
 /// Applies `args` to the running guest (after the switch to the new root).
 pub fn apply(args: &BootArgs) {
     if let Some(name) = &args.hostname {
-        report("sethostname", set_hostname(name));
-        report(
-            "/etc/hostname",
-            replace_file(Path::new("/etc/hostname"), &format!("{name}\n")),
-        );
-        let hosts = Path::new("/etc/hosts");
-        let old = std::fs::read_to_string(hosts).unwrap_or_default();
-        report(
-            "/etc/hosts",
-            replace_file(hosts, &hosts_content(&old, name)),
-        );
+        set_identity_hostname(name);
     }
     report("bringing up lo", net::up("lo"));
     if args.net == Net::User {
@@ -42,6 +32,21 @@ pub fn apply(args: &BootArgs) {
             ),
         );
     }
+}
+
+/// The hostname, `/etc/hostname` and the `/etc/hosts` line (at boot, and for a fork).
+pub fn set_identity_hostname(name: &str) {
+    report("sethostname", set_hostname(name));
+    report(
+        "/etc/hostname",
+        replace_file(Path::new("/etc/hostname"), &format!("{name}\n")),
+    );
+    let hosts = Path::new("/etc/hosts");
+    let old = std::fs::read_to_string(hosts).unwrap_or_default();
+    report(
+        "/etc/hosts",
+        replace_file(hosts, &hosts_content(&old, name)),
+    );
 }
 
 fn report(what: &str, r: io::Result<()>) {

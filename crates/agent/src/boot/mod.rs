@@ -12,7 +12,7 @@
 //! - Boot stages are recorded as they are reached and reported by whichever process
 //!   serves (with `image`, `InitHandedOver` is recorded before the fork, in the child).
 
-mod configure;
+pub(crate) mod configure;
 mod error;
 mod modules;
 mod mounts;

@@ -1,10 +1,11 @@
 //! `vm.*` and `ssh.config`. VM verbs are async (they wait on the guest); the
 //! store reads of `list` and `show` are short and run inline.
 
+use banger_api::methods::snapshot;
 use banger_api::methods::ssh;
 use banger_api::methods::vm::{
-    CpGet, CpPut, Create, Defaults, Delete, Exec, Hold, Kill, List, Logs, Ports, Proxy, Show,
-    Start, Stop,
+    CpGet, CpPut, Create, Defaults, Delete, Exec, Hold, Kill, List, Logs, Pause, Ports, Proxy,
+    Resume, Show, Snapshot, Start, Stop,
 };
 
 use super::Table;
@@ -20,6 +21,12 @@ pub(super) fn register(t: &mut Table) {
     t.call::<Logs, _, _>(|s, p, ctx| async move { s.vms.logs(p, &ctx).await });
     t.call::<Hold, _, _>(|s, _, ctx| async move { s.vms.hold(&ctx).await });
     t.call::<Ports, _, _>(|s, p, _| async move { s.vms.ports(p).await });
+    t.call::<Pause, _, _>(|s, p, _| async move { s.vms.pause(p).await });
+    t.call::<Resume, _, _>(|s, p, _| async move { s.vms.resume(p).await });
+    t.call::<Snapshot, _, _>(|s, p, _| async move { s.vms.snapshot(p).await });
+    t.blocking::<snapshot::List, _>(|s, _, _| s.vms.snapshot_list());
+    t.blocking::<snapshot::Show, _>(|s, p, _| s.vms.snapshot_show(p));
+    t.call::<snapshot::Delete, _, _>(|s, p, _| async move { s.vms.snapshot_delete(p).await });
     t.blocking::<ssh::Config, _>(|s, _, _| s.vms.ssh_info());
     t.blocking::<Defaults, _>(|_, _, _| crate::vms::naming::load_defaults());
     t.upgrade::<Exec, _, _>(|s, p| async move { s.vms.exec(p).await });

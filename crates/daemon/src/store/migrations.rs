@@ -70,4 +70,21 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX vms_image_id ON vms (image_id);
     "#,
+    // 3: snapshots of VMs (memory, devices, disks), the parents of forks.
+    r#"
+    CREATE TABLE snapshots (
+        id              TEXT PRIMARY KEY,
+        name            TEXT NOT NULL UNIQUE,
+        image_id        TEXT NOT NULL REFERENCES images (id),
+        source_vm       TEXT NOT NULL,
+        vmm             TEXT NOT NULL,
+        -- JSON of the source's `vms::spec::VmSpec`: what a fork starts from.
+        spec            TEXT NOT NULL,
+        dir             TEXT NOT NULL,
+        size_bytes      INTEGER NOT NULL,
+        paused_ms       INTEGER NOT NULL,
+        created_at      TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX snapshots_image_id ON snapshots (image_id);
+    "#,
 ];

@@ -4,8 +4,10 @@
 //! is negligible next to the work (pulls, boots) the daemon does between them.
 
 mod migrations;
+mod snapshots;
 mod vms;
 
+pub use snapshots::SnapshotRow;
 pub use vms::VmRow;
 
 use banger_api::image::Image;
@@ -25,6 +27,10 @@ pub enum StoreError {
         "a VM named {0:?} already exists; pick another name or delete it with `banger vm delete {0}`"
     )]
     VmNameTaken(String),
+    #[error(
+        "a snapshot named {0:?} already exists; pick another name or delete it with `banger snapshot delete {0}`"
+    )]
+    SnapshotNameTaken(String),
     #[error(
         "the database schema is version {found}, newer than this bangerd understands ({known}); upgrade banger"
     )]

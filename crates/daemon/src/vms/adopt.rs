@@ -88,6 +88,13 @@ impl Vms {
                 continue;
             }
             self.spawn_exit_watcher(vm);
+            if state_of(&row) == VmState::Paused {
+                tracing::info!(vm = %row.name, "re-adopted paused VM");
+                report.adopted.push(row.name.clone());
+                continue;
+            }
+            // A daemon killed while it had the guest paused for a snapshot: running again.
+            self.ensure_running(&row).await;
             if state_of(&row) != VmState::Running {
                 self.set_state(&row, VmState::Running, Some(&runtime), None)?;
             }
@@ -97,6 +104,13 @@ impl Vms {
         let owned: HashSet<String> = self.store.vm_ids()?.into_iter().collect();
         report.swept_dirs = crate::recovery::remove_unowned(&self.layout.vms_dir(), &owned)
             .map_err(|e| OpError::io("sweeping the vms dir", e))?;
+        // Snapshots cut short (a daemon killed while taking one) have no row.
+        let snapshots: HashSet<String> = self.store.snapshot_ids()?.into_iter().collect();
+        let swept = crate::recovery::remove_unowned(&self.layout.snapshots_dir(), &snapshots)
+            .map_err(|e| OpError::io("sweeping the snapshots dir", e))?;
+        report
+            .swept_dirs
+            .extend(swept.into_iter().map(|d| format!("snapshots/{d}")));
         Ok(report)
     }
 }

@@ -153,6 +153,11 @@ pub fn agent_initramfs(cached: &Path, vm_dir: &Path) -> Result<PathBuf, OpError>
     Ok(out)
 }
 
+/// Replaces the agent secret kept for a VM (a fork's, once its agent took its own).
+pub fn replace_agent_key(vm_dir: &Path, secret: &[u8]) -> Result<(), OpError> {
+    write_private(&vm_dir.join(AGENT_KEY), secret)
+}
+
 /// The secret of the VM's current boot, as [`agent_initramfs`] kept it.
 pub fn read_agent_key(vm_dir: &Path) -> Result<Vec<u8>, OpError> {
     let path = vm_dir.join(AGENT_KEY);

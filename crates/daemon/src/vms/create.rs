@@ -29,6 +29,9 @@ impl Vms {
             ));
         }
         let (name, _claim) = self.claim_name(&p)?;
+        if let Some(snapshot) = p.from.clone() {
+            return self.create_fork(p, name, &snapshot, ctx).await;
+        }
         let image = self.store.find_image(&p.image)?.ok_or_else(|| {
             OpError::NotFound(format!(
                 "no image named {:?}; see `banger image list`, or make one with `banger image pull`",
@@ -45,14 +48,31 @@ impl Vms {
             .map_err(|e| OpError::io(format!("creating {}", dir.display()), e))?;
         let guard = DirGuard::new(dir.clone());
         make_disks(&id, &dir, &spec).await?;
+        self.record_and_start(id, name, &image, &spec, guard, &p, ctx)
+            .await
+    }
 
+    /// Records a VM whose directory and disks are made (removing them if the record
+    /// fails), attaches it to its lease, and boots it unless `no_start`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn record_and_start(
+        self: &Arc<Self>,
+        id: String,
+        name: String,
+        image: &Image,
+        spec: &VmSpec,
+        guard: DirGuard,
+        p: &VmCreateParams,
+        ctx: &OpContext,
+    ) -> Result<Vm, OpError> {
+        let dir = self.vm_dir(&id);
         let (cpus, memory_mib) = (spec.cpus, spec.memory_mib);
         let row = VmRow {
             id: id.clone(),
             name,
             image_id: image.id.clone(),
             state: VmState::Created.as_str().into(),
-            spec: serde_json::to_string(&spec)
+            spec: serde_json::to_string(spec)
                 .map_err(|e| OpError::Failed(format!("encoding VM spec: {e}")))?,
             runtime: None,
             last_error: None,
@@ -147,6 +167,9 @@ impl Vms {
             console_log_max,
             auto_remove: p.auto_remove,
             leased: p.lease.is_some(),
+            disk_format: banger_vmm::DiskFormat::Raw,
+            forked_from: None,
+            resume_pending: false,
         })
     }
 
@@ -172,7 +195,7 @@ impl Vms {
 
 /// The VM's empty root and work disks in `dir`, their filesystems seeded from its id.
 async fn make_disks(id: &str, dir: &Path, spec: &VmSpec) -> Result<(), OpError> {
-    let (root, work) = disks::paths(dir);
+    let (root, work) = disks::paths(dir, spec.disk_format);
     let seed_id = id.to_string();
     let (disk_bytes, work_disk_bytes) = (spec.disk_bytes, spec.work_disk_bytes);
     tokio::task::spawn_blocking(move || {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use banger_api::vm::DiskUsage;
 use banger_ext4::{Ext4Writer, Options, SizePolicy};
+use banger_vmm::DiskFormat;
 
 use crate::error::OpError;
 
@@ -51,9 +52,59 @@ pub fn usage(path: &Path) -> DiskUsage {
     }
 }
 
-/// The two disk paths of a VM directory.
-pub fn paths(vm_dir: &Path) -> (PathBuf, PathBuf) {
-    (vm_dir.join(ROOT_DISK), vm_dir.join(WORK_DISK))
+/// The names of a fork's disks: qcow2 overlays over its snapshot's copies.
+pub const ROOT_OVERLAY: &str = "root.qcow2";
+pub const WORK_OVERLAY: &str = "work.qcow2";
+
+/// The two disk paths of a VM directory, for disks stored as `format`.
+pub fn paths(vm_dir: &Path, format: DiskFormat) -> (PathBuf, PathBuf) {
+    match format {
+        DiskFormat::Raw => (vm_dir.join(ROOT_DISK), vm_dir.join(WORK_DISK)),
+        DiskFormat::Qcow2 => (vm_dir.join(ROOT_OVERLAY), vm_dir.join(WORK_OVERLAY)),
+    }
+}
+
+/// Writes the disk a qcow2 `overlay` shows (with its backing file) as a new sparse raw
+/// file `raw` (`qemu-img convert`: only allocated data is read and written).
+pub fn flatten(overlay: &Path, raw: &Path) -> Result<(), OpError> {
+    qemu_img(
+        &["convert", "-q", "-f", "qcow2", "-O", "raw", "-S", "4k"],
+        &[overlay, raw],
+        raw,
+    )
+}
+
+/// Runs `qemu-img ARGS PATHS…`; `made` is the file it makes (for messages).
+fn qemu_img(args: &[&str], paths: &[&Path], made: &Path) -> Result<(), OpError> {
+    let out = std::process::Command::new("qemu-img")
+        .args(args)
+        .args(paths)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| {
+            OpError::Failed(format!(
+                "running qemu-img to make {}: {e}: install the qemu-utils package",
+                made.display()
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(OpError::Failed(format!(
+            "qemu-img could not make {}: {}",
+            made.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Creates `overlay`, a qcow2 file whose unwritten blocks read from the raw `backing`
+/// (`qemu-img create`): O(1), nothing is copied.
+pub fn create_overlay(backing: &Path, overlay: &Path) -> Result<(), OpError> {
+    qemu_img(
+        &["create", "-q", "-f", "qcow2", "-F", "raw", "-b"],
+        &[backing, overlay],
+        overlay,
+    )
 }
 
 /// A per-VM seed for filesystem UUIDs, from its id (16 hex digits).

@@ -72,6 +72,12 @@ impl Vms {
         vm: &str,
     ) -> Result<(crate::store::VmRow, super::agent::AgentConn), OpError> {
         let row = self.find(vm)?;
+        if state_of(&row) == VmState::Paused {
+            return Err(OpError::NotRunning(format!(
+                "VM {} is paused; resume it with `banger vm resume {}`",
+                row.name, row.name
+            )));
+        }
         if state_of(&row) != VmState::Running {
             return Err(OpError::NotRunning(format!(
                 "VM {} is not running (it is {}); start it with `banger vm start {}`",

@@ -78,7 +78,21 @@ pub struct LiveVm {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Refused connections, logged at a bounded rate (a guest can dial in a loop).
     refusals: RateLimitedLog,
+    /// Resumed from a snapshot: see [`RESTORED_HANDSHAKES`].
+    restored: AtomicBool,
 }
+
+/// Handshake deadlines of the first dials to a VM resumed from a snapshot. Its agent
+/// still serves the snapshot's HTTP/2 session when the first dial's bytes arrive: they
+/// end that session (a protocol error) and are lost with it, and the agent opens a new one
+/// within 100 ms. A short first deadline redials at once instead of waiting out
+/// [`HANDSHAKE_TIMEOUT`]; later attempts get longer ones, as a slow guest may need them.
+const RESTORED_HANDSHAKES: [Duration; 4] = [
+    Duration::from_millis(300),
+    Duration::from_millis(600),
+    Duration::from_millis(1200),
+    Duration::from_millis(2400),
+];
 
 impl LiveVm {
     pub fn new(id: &str, name: &str, dir: &Path, runtime: VmRuntime) -> Arc<LiveVm> {
@@ -91,7 +105,13 @@ impl LiveVm {
             stopping: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
             refusals: RateLimitedLog::default(),
+            restored: AtomicBool::new(false),
         })
+    }
+
+    /// Marks a VM resumed from a snapshot (before its channel starts).
+    pub fn set_restored(&self) {
+        self.restored.store(true, Ordering::SeqCst);
     }
 
     pub fn runtime(&self) -> VmRuntime {
@@ -224,10 +244,18 @@ impl LiveVm {
     }
 
     async fn dial_loop(self: Arc<Self>, path: &Path) {
+        let mut quick = if self.restored.load(Ordering::SeqCst) {
+            &RESTORED_HANDSHAKES[..]
+        } else {
+            &[]
+        };
         loop {
             match UnixStream::connect(path).await {
                 Ok(stream) => {
-                    if let Some(closed) = self.adopt_stream(stream).await {
+                    let deadline = quick.first().copied().unwrap_or(HANDSHAKE_TIMEOUT);
+                    quick = quick.get(1..).unwrap_or(&[]);
+                    if let Some(closed) = self.adopt_stream_within(stream, deadline).await {
+                        quick = &[];
                         let _ = closed.await;
                     }
                 }
@@ -245,6 +273,15 @@ impl LiveVm {
         self: &Arc<Self>,
         stream: UnixStream,
     ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        self.adopt_stream_within(stream, HANDSHAKE_TIMEOUT).await
+    }
+
+    /// [`Self::adopt_stream`] with a handshake deadline of `deadline`.
+    async fn adopt_stream_within(
+        self: &Arc<Self>,
+        stream: UnixStream,
+        deadline: Duration,
+    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
         let secret = match super::boot::read_agent_key(&self.dir) {
             Ok(s) => s,
@@ -256,14 +293,11 @@ impl LiveVm {
         };
         // A handshake that stalls (bytes lost across a serial reconnect, or a guest process
         // holding a connection open) is dropped rather than waited on.
-        let handshake = tokio::time::timeout(
-            HANDSHAKE_TIMEOUT,
-            AgentConn::handshake(stream, closed_tx, &secret),
-        );
+        let handshake =
+            tokio::time::timeout(deadline, AgentConn::handshake(stream, closed_tx, &secret));
         match handshake.await.unwrap_or_else(|_| {
             Err(super::agent::AgentCallError::Transport(format!(
-                "handshake timed out after {} s",
-                HANDSHAKE_TIMEOUT.as_secs()
+                "handshake timed out after {deadline:?}"
             )))
         }) {
             Ok(conn) => {

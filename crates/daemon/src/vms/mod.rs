@@ -23,6 +23,7 @@ pub mod disks;
 mod exec;
 pub mod exec_relay;
 mod files;
+mod fork;
 mod kill;
 pub mod lease;
 pub mod live;
@@ -31,6 +32,7 @@ pub mod naming;
 pub mod net;
 mod ports;
 mod show;
+pub mod snapshot;
 pub mod spec;
 pub mod ssh;
 mod start;
@@ -284,7 +286,7 @@ pub(crate) fn state_of(row: &VmRow) -> VmState {
 pub(crate) fn is_live(row: &VmRow) -> bool {
     matches!(
         state_of(row),
-        VmState::Running | VmState::Starting | VmState::Stopping
+        VmState::Running | VmState::Starting | VmState::Stopping | VmState::Paused
     )
 }
 

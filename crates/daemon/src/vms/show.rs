@@ -45,7 +45,7 @@ impl Vms {
             .find_image(&row.image_id)?
             .map(|i| i.name)
             .unwrap_or_else(|| "(deleted)".into());
-        let (root, work) = disks::paths(std::path::Path::new(&row.dir));
+        let (root, work) = disks::paths(std::path::Path::new(&row.dir), spec.disk_format);
         let vmm = if runtime.vmm.is_empty() {
             spec.vmm.as_str().to_string()
         } else {

@@ -67,6 +67,16 @@ pub struct VmSpec {
     /// the next daemon start.
     #[serde(default)]
     pub leased: bool,
+    /// How the VM's own disks are stored: raw ext4, or (forks) qcow2 overlays over a
+    /// snapshot's disks.
+    #[serde(default)]
+    pub disk_format: banger_vmm::DiskFormat,
+    /// The snapshot a fork was made from (it cannot be deleted while the fork exists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<String>,
+    /// Set until a fork's first start: it goes on from the snapshot instead of booting.
+    #[serde(default)]
+    pub resume_pending: bool,
 }
 
 fn default_net() -> String {
@@ -265,6 +275,9 @@ pub(crate) mod tests {
             net_from: "--net".into(),
             allow: vec!["example.org:443".into()],
             deny: Vec::new(),
+            disk_format: banger_vmm::DiskFormat::Qcow2,
+            forked_from: Some("0123456789abcdef".into()),
+            resume_pending: true,
         }
     }
 

@@ -93,9 +93,9 @@ struct BootFiles {
 fn check_startable(row: &VmRow) -> Result<(), OpError> {
     match state_of(row) {
         VmState::Created | VmState::Stopped | VmState::Error => Ok(()),
-        VmState::Running | VmState::Starting | VmState::Stopping => Err(OpError::AlreadyRunning(
-            format!("VM {} is already {}", row.name, row.state),
-        )),
+        VmState::Running | VmState::Starting | VmState::Stopping | VmState::Paused => Err(
+            OpError::AlreadyRunning(format!("VM {} is already {}", row.name, row.state)),
+        ),
     }
 }
 
@@ -111,7 +111,7 @@ fn vm_config(
     accel: Accel,
 ) -> VmConfig {
     let dir = std::path::PathBuf::from(&row.dir);
-    let (root_disk, work_disk) = disks::paths(&dir);
+    let (root_disk, work_disk) = disks::paths(&dir, spec.disk_format);
     let with_net = policy.is_some();
     VmConfig {
         name: row.name.clone(),
@@ -138,12 +138,12 @@ fn vm_config(
             DiskConfig {
                 path: root_disk,
                 read_only: false,
-                format: Default::default(),
+                format: spec.disk_format,
             },
             DiskConfig {
                 path: work_disk,
                 read_only: false,
-                format: Default::default(),
+                format: spec.disk_format,
             },
         ]
         .into_iter()
@@ -188,6 +188,9 @@ impl Vms {
     ) -> Result<Vm, OpError> {
         check_startable(&row)?;
         let spec = parse_spec(&row)?;
+        if spec.resume_pending {
+            return self.boot_restored(row, spec, ctx, ready_timeout_secs).await;
+        }
         let image = self.store.find_image(&row.image_id)?.ok_or_else(|| {
             OpError::Failed(format!(
                 "VM {}'s image (id {}) no longer exists; delete the VM",
@@ -205,6 +208,62 @@ impl Vms {
             .boot_files(&image, &dir, selected.name, vsock, with_net)
             .await?;
         let cfg = vm_config(&row, &spec, &image, files, vsock, policy, selected.accel);
+        self.launch_and_wait(row, spec, cfg, &host, &selected, ctx, ready_timeout_secs)
+            .await
+    }
+
+    /// A fork's first start: its VMM goes on from the snapshot's saved state.
+    async fn boot_restored(
+        self: &Arc<Self>,
+        row: VmRow,
+        spec: VmSpec,
+        ctx: &OpContext,
+        ready_timeout_secs: Option<u64>,
+    ) -> Result<Vm, OpError> {
+        let snap_id = spec.forked_from.clone().unwrap_or_default();
+        let snap = self.store.find_snapshot(&snap_id)?.ok_or_else(|| {
+            OpError::Failed(format!(
+                "VM {} was forked from snapshot {snap_id}, which no longer exists; delete the VM",
+                row.name
+            ))
+        })?;
+        let host = self.host().await?;
+        let selected = host.select(spec.vmm)?;
+        if selected.name != snap.vmm {
+            return Err(OpError::BadRequest(format!(
+                "snapshot {} was taken with {}, which cannot run here ({} was selected)",
+                snap.name, snap.vmm, selected.name
+            )));
+        }
+        let policy = super::net::policy(&spec)?;
+        super::net::check_free(&spec.publish)?;
+        let cfg = super::fork::fork_config(
+            Path::new(&snap.dir),
+            Path::new(&row.dir),
+            &row.name,
+            &spec.publish,
+            policy,
+        )?;
+        self.launch_and_wait(row, spec, cfg, &host, &selected, ctx, ready_timeout_secs)
+            .await
+    }
+
+    /// Launches `cfg` and waits for the guest's agent (the VM recorded `starting`, then
+    /// `running`, or `error` with the console's tail).
+    #[allow(clippy::too_many_arguments)]
+    async fn launch_and_wait(
+        self: &Arc<Self>,
+        row: VmRow,
+        spec: VmSpec,
+        cfg: VmConfig,
+        host: &super::Host,
+        selected: &banger_vmm::Selected,
+        ctx: &OpContext,
+        ready_timeout_secs: Option<u64>,
+    ) -> Result<Vm, OpError> {
+        let dir = std::path::PathBuf::from(&row.dir);
+        super::snapshot::save_launch_config(&dir, &cfg)?;
+        let vsock = cfg.channel == ChannelKind::Vsock;
         let endpoint = selected.vmm.channel_endpoint(&cfg);
         let listener = match &endpoint {
             ChannelEndpoint::VsockListen(path) => Some(live::bind_vsock_listener(path)?),
@@ -253,6 +312,9 @@ impl Vms {
             live::cleanup_processes(&dir, &runtime.processes);
             self.drop_live(&row.id);
             return Err(e);
+        }
+        if cfg.restore.is_some() {
+            live.set_restored();
         }
         live.spawn_channel(endpoint, listener);
         console::spawn_keeper(&live, &row, console::Boot::Fresh);
@@ -325,7 +387,26 @@ impl Vms {
     ) -> Result<Vm, OpError> {
         let dir = live.dir.clone();
         let console = banger_vmm::RunFiles::new(&dir).console_log;
-        let outcome = wait_ready(&live, &console, ctx, started, &mut runtime, timeout).await;
+        // A resumed guest's hello repeats the stages of the snapshot's boot: not this one's.
+        let boot_stages = !spec.resume_pending;
+        let outcome = wait_ready(
+            &live,
+            &console,
+            ctx,
+            started,
+            &mut runtime,
+            timeout,
+            boot_stages,
+        )
+        .await;
+        let outcome = match outcome {
+            Ok(conn) if spec.resume_pending => {
+                let became = self.become_itself(&row.name, &dir, &conn).await;
+                stage(ctx, &mut runtime, "identity", started, None);
+                became.map(|()| conn)
+            }
+            other => other,
+        };
         match outcome {
             Ok(conn) => {
                 super::clock::push(&row.name, &conn).await;
@@ -333,8 +414,9 @@ impl Vms {
                 runtime.boot_id = Some(conn.hello.boot_id.clone());
                 stage(ctx, &mut runtime, "ready", started, None);
                 *live.runtime.lock().unwrap_or_else(|e| e.into_inner()) = runtime.clone();
-                if spec.init_resolved != Some(conn.hello.init) {
+                if spec.init_resolved != Some(conn.hello.init) || spec.resume_pending {
                     spec.init_resolved = Some(conn.hello.init);
+                    spec.resume_pending = false;
                     if let Ok(json) = serde_json::to_string(&spec) {
                         self.store.update_vm_spec(&row.id, &json)?;
                     }
@@ -537,6 +619,7 @@ async fn wait_ready(
     started: Instant,
     runtime: &mut VmRuntime,
     timeout: Duration,
+    boot_stages: bool,
 ) -> Result<super::agent::AgentConn, String> {
     let Some(vmm) = live.vmm() else {
         return Err("no VMM process was recorded".into());
@@ -563,7 +646,7 @@ async fn wait_ready(
                         stage(ctx, runtime, "kernel_started", started, None);
                     }
                     stage(ctx, runtime, "agent_connected", started, None);
-                    for s in &conn.hello.stages {
+                    for s in conn.hello.stages.iter().filter(|_| boot_stages) {
                         let name = serde_json::to_value(s.stage)
                             .ok()
                             .and_then(|v| v.as_str().map(str::to_owned))

@@ -42,6 +42,10 @@ impl Vms {
             Err(stopped) => return Ok(stopped),
         };
         self.require_running(&row)?;
+        if state_of(&row) == VmState::Paused {
+            // A paused guest cannot shut itself down.
+            self.resume_locked(&row).await?;
+        }
         let live = self.live_or_adopted(&row);
         live.mark_stopping();
         self.set_state(&row, VmState::Stopping, Some(&live.runtime()), None)?;
@@ -126,7 +130,7 @@ impl Vms {
 
     pub(super) fn require_running(&self, row: &VmRow) -> Result<(), OpError> {
         match state_of(row) {
-            VmState::Running | VmState::Starting | VmState::Stopping => Ok(()),
+            VmState::Running | VmState::Starting | VmState::Stopping | VmState::Paused => Ok(()),
             other => Err(OpError::NotRunning(format!(
                 "VM {} is not running (it is {}); start it with `banger vm start {}`",
                 row.name,

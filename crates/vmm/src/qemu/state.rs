@@ -16,6 +16,7 @@
 //! - Every wait has a deadline; a failed migration is QEMU's own error message.
 
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -99,7 +100,13 @@ fn receive(listener: UnixListener, target: PathBuf) -> std::thread::JoinHandle<i
         stream.set_read_timeout(Some(STREAM_DEADLINE))?;
         let partial = target.with_extension("partial");
         let written = (|| {
-            let mut out = std::fs::File::create(&partial)?;
+            // Guest memory: readable by its owner only.
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&partial)?;
             io::copy(&mut { stream }, &mut out)?;
             out.sync_all()?;
             std::fs::rename(&partial, &target)

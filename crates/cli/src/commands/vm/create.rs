@@ -15,8 +15,13 @@ pub struct CreateArgs {
     /// (max 64).
     pub name: String,
     /// Image to boot (name or id; see `banger image list`).
-    #[arg(long, value_name = "IMAGE")]
-    pub image: String,
+    #[arg(long, value_name = "IMAGE", required_unless_present = "from")]
+    pub image: Option<String>,
+    /// Fork a snapshot instead of booting an image: the VM goes on from the snapshot's
+    /// memory and disks, with its own name, randomness and agent secret (see `banger vm
+    /// snapshot --help`). Its CPUs, memory and disks are the snapshot's.
+    #[arg(long, value_name = "SNAP", conflicts_with_all = ["image", "cpus", "memory", "disk", "work_disk", "init", "channel", "vmm", "kernel_args"])]
+    pub from: Option<String>,
     /// Virtual CPUs [default: 2, or the host's core count if lower].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub cpus: Option<u32>,
@@ -51,8 +56,9 @@ pub struct CreateArgs {
     /// without this CLI.
     #[arg(long)]
     pub rm: bool,
-    /// The host↔agent channel: vsock, or the virtio-serial fallback (for tests).
-    #[arg(long, value_name = "CHANNEL", hide = true)]
+    /// The host↔agent channel: `vsock`, or `serial` (virtio-serial; with QEMU, the one
+    /// that snapshots work with) [default: vsock when the host has the helper].
+    #[arg(long, value_name = "CHANNEL")]
     pub channel: Option<ChannelArg>,
     /// Seconds the guest gets to report ready before the start counts as failed
     /// [default: 30 with KVM, 120 under software emulation].
@@ -224,7 +230,8 @@ pub fn params(args: &CreateArgs) -> VmCreateParams {
     VmCreateParams {
         name_hint: None,
         name: args.name.clone(),
-        image: args.image.clone(),
+        image: args.image.clone().unwrap_or_default(),
+        from: args.from.clone(),
         cpus: args.cpus,
         memory_mib: args.memory,
         disk_bytes: args.disk,

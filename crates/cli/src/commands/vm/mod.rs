@@ -9,10 +9,13 @@ pub mod exec;
 pub mod kill;
 pub mod list;
 pub mod logs;
+pub mod pause;
 pub mod ports;
 pub mod proxy;
+pub mod resume;
 pub mod run;
 pub mod show;
+pub mod snapshot;
 pub mod ssh;
 pub mod start;
 pub mod stop;
@@ -100,7 +103,36 @@ pub enum VmCommand {
         after_help = "Published ports are set at create time with -p [IP:]HOST:GUEST[/tcp|udp] (bound to\n127.0.0.1 unless an IP is given). Listening sockets come from the running guest.\n\nExamples:\n  banger vm ports dev\n  banger vm ports dev --json | jq '.listening'"
     )]
     Ports(ports::PortsArgs),
+    /// Stop a running VM's vCPUs: nothing in it runs (its clock included) until `vm resume`;
+    /// memory and processes are kept. exec and cp are refused while it is paused.
+    #[command(after_help = "Examples:\n  banger vm pause dev\n  banger vm resume dev")]
+    Pause(pause::PauseArgs),
+    /// Let a paused VM run again (its clock is set from the host's).
+    #[command(after_help = "Example:\n  banger vm resume dev")]
+    Resume(resume::ResumeArgs),
+    /// Save a running VM's memory, device state and disks as a snapshot, to fork new VMs
+    /// from (`vm create NEW --from SNAP`, `vm run --from SNAP`). The VM pauses only while
+    /// it is saved, then runs on (or stops with --stop).
+    #[command(after_help = SNAPSHOT_HELP)]
+    Snapshot(snapshot::SnapshotArgs),
 }
+
+const SNAPSHOT_HELP: &str = "\
+A fork goes on from the moment of the snapshot: its processes run, their memory intact,
+its files as they were. Its disks are copy-on-write over the snapshot's (nothing is
+copied); it gets its own name as hostname, fresh randomness in the guest kernel's RNG, the
+host's clock and its own agent secret before anything else runs in it. Many forks of one
+snapshot may run at once. `banger snapshot list|show|delete` manage snapshots.
+
+With QEMU, VMs on the vsock agent channel cannot be saved (QEMU 7.2 refuses to migrate
+vhost-user-vsock): create VMs to snapshot with `--channel serial`.
+
+Examples:
+  banger vm create base --image dev --channel serial
+  banger vm exec base -- sh -c 'apt-get update && apt-get install -y python3'
+  banger vm snapshot base --name py
+  banger vm create a --from py && banger vm create b --from py
+  banger vm run --rm --from py -- python3 -c 'print(1)'";
 
 const RUN_HELP: &str = "\
 Steps: the image (without --image, the configured default image, pulled once with the
@@ -169,12 +201,20 @@ pub async fn run(ctx: &Context, command: VmCommand) -> anyhow::Result<u8> {
         VmCommand::Cp(args) => cp::run(&client, args).await,
         VmCommand::Proxy(args) => proxy::run(&client, args).await,
         VmCommand::Ports(args) => ports::run(ctx, &client, args).await,
+        VmCommand::Pause(args) => pause::run(ctx, &client, args).await,
+        VmCommand::Resume(args) => resume::run(ctx, &client, args).await,
+        VmCommand::Snapshot(args) => snapshot::run(ctx, &client, args).await,
     }
 }
 
 /// `vm create`: the config file's `[vm]` defaults where no flag was given.
 pub fn apply_config(config: &crate::config::Config, args: &mut create::CreateArgs) {
     let vm = &config.vm;
+    if args.from.is_some() {
+        // A fork has its snapshot's resources; the network policy may differ.
+        args.net = args.net.or(vm.net.as_ref().map(|s| s.value));
+        return;
+    }
     args.cpus = args.cpus.or(vm.cpus.as_ref().map(|s| s.value));
     args.memory = args.memory.or(vm.memory_mib.as_ref().map(|s| s.value));
     args.disk = args.disk.or(vm.disk_bytes.as_ref().map(|s| s.value));

@@ -105,6 +105,10 @@ pub struct RunArgs {
     /// pulled from `default_image` with kernel `default_kernel` on first use].
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
+    /// Fork this snapshot instead of booting an image (see `banger vm snapshot --help`):
+    /// the VM goes on from the snapshot, with its CPUs, memory and disks.
+    #[arg(long, value_name = "SNAP", conflicts_with_all = ["image", "cpus", "memory", "disk", "work_disk", "init", "vmm", "kernel_args"])]
+    pub from: Option<String>,
     /// Name for the VM [default: the daemon picks <PATH's name, or "run">-<4 random hex
     /// digits>].
     #[arg(long, value_name = "NAME")]
@@ -147,6 +151,7 @@ pub fn create_params(
         name: String::new(),
         name_hint: None,
         image: String::new(),
+        from: None,
         cpus: vm.cpus.as_ref().map(|s| s.value),
         memory_mib: vm.memory_mib.as_ref().map(|s| s.value),
         disk_bytes: vm.disk_bytes.as_ref().map(|s| s.value),
@@ -261,6 +266,14 @@ pub fn options(args: &RunArgs, config: &Config, ws: Option<Workspace>) -> RunOpt
         &args.resources.kernel_args,
     );
     create.ready = args.resources.ready.map(|r| r.as_str().to_string());
+    if args.from.is_some() {
+        // A fork has its snapshot's resources: the config's defaults do not apply.
+        create.from = args.from.clone();
+        (create.cpus, create.memory_mib) = (None, None);
+        (create.disk_bytes, create.work_disk_bytes) = (None, None);
+        (create.init, create.vmm) = (None, None);
+        create.kernel_args.clear();
+    }
     create.allow = [&config.net.allow[..], &args.resources.allow[..]].concat();
     create.deny = [&config.net.deny[..], &args.resources.deny[..]].concat();
     NetArg::warn_if_deprecated(

@@ -76,7 +76,7 @@ pub fn render(style: &Style, vm: &Vm) -> String {
         let tone = match vm.state {
             VmState::Running => Tone::Good,
             VmState::Error => Tone::Bad,
-            VmState::Starting | VmState::Stopping => Tone::Warn,
+            VmState::Starting | VmState::Stopping | VmState::Paused => Tone::Warn,
             VmState::Created | VmState::Stopped => Tone::Dim,
         };
         style.paint(tone, vm.state.as_str())
