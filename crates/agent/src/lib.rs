@@ -25,6 +25,7 @@ mod console;
 mod exec;
 mod fdio;
 mod files;
+mod hostkeys;
 mod keys;
 pub mod modprobe;
 mod power;

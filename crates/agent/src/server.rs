@@ -271,6 +271,9 @@ impl Agent {
                     log!("identity: clock_settime: {e}");
                 }
                 crate::boot::configure::set_identity_hostname(&req.hostname);
+                let root = self.cfg.root.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || crate::hostkeys::regenerate(&root)).await;
                 log!("this VM is now {} (resumed from a snapshot)", req.hostname);
             }
             Machine::Recorder(tx) => {

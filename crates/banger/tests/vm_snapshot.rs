@@ -274,3 +274,60 @@ fn pause_snapshot_fork_and_crash_safety() {
     }
     assert_eq!(entries(&snapshots_dir(&env)), Vec::<String>::new());
 }
+
+/// The image's systemd and sshd: a fork has host keys of its own, and its sshd serves them.
+#[test]
+fn a_fork_of_a_systemd_guest_has_its_own_ssh_host_keys() {
+    let env = TestEnv::new();
+    let image = env.debian_image("dev");
+    env.ok(&[
+        "vm",
+        "create",
+        "sys",
+        "--image",
+        &image,
+        "--channel",
+        "serial",
+        "--cpus",
+        "1",
+        "--memory",
+        "768MiB",
+        "--net",
+        "none",
+        "--ready",
+        "multi-user",
+        "-q",
+    ]);
+    let key = "cat /etc/ssh/ssh_host_ed25519_key.pub";
+    let source_key = exec(&env, "sys", key);
+    assert!(source_key.starts_with("ssh-ed25519 "), "{source_key}");
+    env.ok(&["vm", "snapshot", "sys", "--name", "sys-snap", "--stop"]);
+    env.ok(&["vm", "create", "sysf", "--from", "sys-snap", "-q"]);
+    let fork_key = exec(&env, "sysf", key);
+    assert!(fork_key.starts_with("ssh-ed25519 "), "{fork_key}");
+    assert_ne!(
+        fork_key, source_key,
+        "the fork kept the snapshot's host key"
+    );
+    // banger's known_hosts has the fork's new key, and the fork's sshd serves it.
+    let known = std::fs::read_to_string(env.state_dir().join("ssh/known_hosts")).unwrap();
+    let blob = fork_key.split_whitespace().nth(1).unwrap();
+    assert!(
+        known
+            .lines()
+            .any(|l| l.starts_with("sysf.vm ") && l.contains(blob)),
+        "{known}"
+    );
+    wait::until_for("sshd to serve the new key", GUEST, || {
+        exec(
+            &env,
+            "sysf",
+            "ssh-keyscan -t ed25519 127.0.0.1 2>/dev/null | cut -d' ' -f3",
+        )
+        .trim()
+            == blob
+    });
+    env.ok(&["vm", "delete", "sysf", "--force"]);
+    env.ok(&["vm", "delete", "sys", "--force"]);
+    env.ok(&["snapshot", "delete", "sys-snap"]);
+}
