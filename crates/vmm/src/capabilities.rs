@@ -99,12 +99,12 @@ pub(crate) fn qemu(vsock_helper: bool) -> Capabilities {
     }
 }
 
-/// Firecracker: `PATCH /vm` pauses, `PUT /snapshot/create` snapshots (paused guests);
-/// it has no virtio-fs and no device hot-plug; its vsock is the hybrid Unix-socket kind.
+/// Firecracker: `PATCH /vm` pauses and resumes, `PUT /snapshot/create` saves a paused
+/// guest and `PUT /snapshot/load` restores it (all driven by banger); it has no virtio-fs and no device hot-plug; its vsock is the hybrid Unix-socket kind.
 pub(crate) fn firecracker() -> Capabilities {
     Capabilities {
-        pause: Support::VmmOnly,
-        snapshot: Support::VmmOnly,
+        pause: Support::Yes,
+        snapshot: Support::Yes,
         shared_folders: Support::No,
         hot_plug: Support::No,
         vsock: VsockKind::Hybrid,
@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn nothing_is_claimed_that_banger_does_not_drive() {
-        for caps in [qemu(true), qemu(false), firecracker()] {
+        for caps in [qemu(true), qemu(false)] {
             for s in [
                 caps.pause,
                 caps.snapshot,
@@ -127,6 +127,10 @@ mod tests {
                 assert_ne!(s, Support::Yes, "{caps}");
             }
         }
+        // The Firecracker driver pauses, resumes, saves and restores (`firecracker/`).
+        let fc = firecracker();
+        assert_eq!((fc.pause, fc.snapshot), (Support::Yes, Support::Yes));
+        assert_eq!(fc.hot_plug, Support::No);
         assert_eq!(qemu(false).vsock, VsockKind::None);
         assert_eq!(qemu(true).vsock, VsockKind::VhostUser);
         assert_eq!(firecracker().shared_folders, Support::No);
@@ -138,8 +142,8 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({
-                "pause": "vmm_only",
-                "snapshot": "vmm_only",
+                "pause": "yes",
+                "snapshot": "yes",
                 "shared_folders": "no",
                 "hot_plug": "no",
                 "vsock": "hybrid",

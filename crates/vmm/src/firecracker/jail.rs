@@ -97,6 +97,20 @@ pub enum JailError {
         /// The jailed gid.
         gid: u32,
     },
+    /// A saved state could not be staged in the jail or moved out of it.
+    #[error(
+        "cannot {action} {path} for the snapshot of a jailed Firecracker: {source}; check \
+         that the destination is writable and has room for the guest's memory"
+    )]
+    SavedState {
+        /// What was being done.
+        action: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
     /// The jail directory exists and belongs to another run directory.
     #[error(
         "the jail {jail} exists but is not this VM's (its run directory {run_dir} does not \
@@ -170,6 +184,10 @@ impl Jail {
                 .collect(),
             console: at(CONSOLE),
             vsock_uds: at(VSOCK),
+            saved: cfg
+                .restore
+                .as_ref()
+                .map(|_| super::api::saved_files(Path::new("/"))),
         }
     }
 
@@ -243,6 +261,14 @@ impl Jail {
             if !d.read_only {
                 self.chown(&d.path)?;
             }
+        }
+        if let Some(dir) = &cfg.restore {
+            // Never chowned: forks of one snapshot share these files, read-only (the
+            // memory file is mapped privately). A jailed save left them to the jailed ids.
+            let (state, memory) = super::api::saved_files(dir);
+            let (in_state, in_memory) = super::api::saved_files(&self.root);
+            self.link_or_bind(&state, &in_state)?;
+            self.link_or_bind(&memory, &in_memory)?;
         }
         self.link_or_bind(&files.console_log, &self.root.join(CONSOLE))?;
         self.chown(&files.console_log)?;
@@ -434,6 +460,54 @@ fn unescape(s: &str) -> String {
 /// The jail directory `<run>/jail` points to.
 fn recorded(link: &Path) -> Option<PathBuf> {
     std::fs::read_link(link).ok().filter(|p| p.is_absolute())
+}
+
+/// The jail root this run directory records, if the VM is jailed.
+pub(crate) fn recorded_root(files: &RunFiles) -> Option<PathBuf> {
+    recorded(&files.jail_link).map(|d| d.join("root"))
+}
+
+/// Where a jailed Firecracker writes a snapshot, under its jail root.
+pub(crate) const SNAPSHOT_DIR: &str = "snapshot";
+
+/// A fresh, empty `<root>/snapshot` the jailed ids (the jail root's owner) can write.
+pub(crate) fn snapshot_dir(root: &Path) -> Result<PathBuf, JailError> {
+    let err = |action, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| JailError::SavedState {
+            action,
+            path,
+            source,
+        }
+    };
+    let owner = std::fs::metadata(root).map_err(err("read", root))?;
+    let dir = root.join(SNAPSHOT_DIR);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).map_err(err("create", &dir))?;
+    std::os::unix::fs::chown(&dir, Some(owner.uid()), Some(owner.gid()))
+        .map_err(err("change the owner of", &dir))?;
+    Ok(dir)
+}
+
+/// Moves a file the jailed Firecracker wrote to `to`: a rename, or a copy across
+/// filesystems.
+pub(crate) fn move_out(from: &Path, to: &Path) -> Result<(), JailError> {
+    let err = |action, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| JailError::SavedState {
+            action,
+            path,
+            source,
+        }
+    };
+    match std::fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            std::fs::copy(from, to).map_err(err("copy", from))?;
+            std::fs::remove_file(from).map_err(err("remove", from))
+        }
+        Err(e) => Err(err("move", from)(e)),
+    }
 }
 
 /// Removes the jail this run directory records (bind mounts, directory, cgroup, the

@@ -183,6 +183,21 @@ fn all_requests(cfg: &VmConfig) -> Vec<Request> {
     );
     v.push(api::instance_start());
     v.push(api::ctrl_alt_del());
+    v.push(api::set_state(api::VmState::Paused));
+    v.push(api::set_state(api::VmState::Resumed));
+    v.push(api::snapshot_create(
+        &cfg.run_dir.join("snap/vmstate"),
+        &cfg.run_dir.join("snap/memory"),
+    ));
+    let restored = VmConfig {
+        restore: Some(cfg.run_dir.join("snap")),
+        ..cfg.clone()
+    };
+    v.extend(api::restore_requests(
+        &restored,
+        &api::GuestPaths::direct(&restored, &files),
+        Some(crate::netns::TAP_NAME),
+    ));
     v
 }
 
@@ -202,6 +217,9 @@ fn every_request_body_matches_the_published_schema() {
         "Vsock",
         "NetworkInterface",
         "InstanceActionInfo",
+        "Vm",
+        "SnapshotCreateParams",
+        "SnapshotLoadParams",
     ] {
         assert!(kinds.contains(want), "no {want} request in {kinds:?}");
     }
@@ -268,6 +286,103 @@ fn the_schema_check_catches_what_firecracker_refuses() {
         serde_json::json!({"drive_id": "vda", "is_root_device": "no"}),
     );
     assert_eq!(e.len(), 1, "{e:?}");
+    let e = check("Vm", serde_json::json!({"state": "Stopped"}));
+    assert_eq!(e.len(), 1, "{e:?}");
+    let e = check(
+        "SnapshotLoadParams",
+        serde_json::json!({"mem_backend": {"backend_type": "Mmap", "backend_path": "/m"},
+                           "vsock_override": {}, "resume": true}),
+    );
+    assert!(
+        e.iter().any(|e| e.contains("snapshot_path is missing")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|e| e.contains("\"Mmap\" is not one of")),
+        "{e:?}"
+    );
+    assert!(e.iter().any(|e| e.contains("uds_path is missing")), "{e:?}");
+    assert!(
+        e.iter().any(|e| e.contains("unknown property resume")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn the_pause_resume_and_snapshot_bodies_are_what_the_api_wants() {
+    assert_eq!(
+        api::set_state(api::VmState::Paused),
+        Request {
+            method: "PATCH",
+            path: "/vm".into(),
+            body: serde_json::json!({"state": "Paused"}),
+            schema: "Vm",
+        }
+    );
+    assert_eq!(
+        api::set_state(api::VmState::Resumed).body,
+        serde_json::json!({"state": "Resumed"})
+    );
+    let r = api::snapshot_create(Path::new("/s/vmstate"), Path::new("/s/memory"));
+    assert_eq!((r.method, r.path.as_str()), ("PUT", "/snapshot/create"));
+    assert_eq!(
+        r.body,
+        serde_json::json!({"mem_file_path": "/s/memory", "snapshot_path": "/s/vmstate",
+                           "snapshot_type": "Full"})
+    );
+}
+
+#[test]
+fn a_restore_sets_the_console_then_loads_with_this_vms_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("snap");
+    let cfg = VmConfig {
+        restore: Some(snap.clone()),
+        ..full_config(dir.path())
+    };
+    let files = RunFiles::new(dir.path());
+    let reqs = api::restore_requests(
+        &cfg,
+        &api::GuestPaths::direct(&cfg, &files),
+        Some(crate::netns::TAP_NAME),
+    );
+    let run = dir.path().display();
+    let calls: Vec<(&str, &str)> = reqs.iter().map(|r| (r.method, r.path.as_str())).collect();
+    assert_eq!(calls, [("PUT", "/serial"), ("PUT", "/snapshot/load")]);
+    assert_eq!(
+        reqs[0].body,
+        serde_json::json!({"serial_out_path": format!("{run}/console.log")})
+    );
+    assert_eq!(
+        reqs[1].body,
+        serde_json::json!({
+            "mem_backend": {"backend_type": "File", "backend_path": format!("{run}/snap/memory")},
+            "snapshot_path": format!("{run}/snap/vmstate"),
+            "resume_vm": true,
+            "network_overrides": [{"iface_id": "eth0", "host_dev_name": "tap0"}],
+            "vsock_override": {"uds_path": format!("{run}/vsock.sock")},
+        })
+    );
+    // Without a network there is no override; jailed, every path is the jail's.
+    let bare = VmConfig {
+        net: NetConfig::None,
+        ..cfg.clone()
+    };
+    let reqs = api::restore_requests(&bare, &jail::Jail::guest_paths(&bare), None);
+    assert_eq!(
+        reqs[1].body,
+        serde_json::json!({
+            "mem_backend": {"backend_type": "File", "backend_path": "/memory"},
+            "snapshot_path": "/vmstate",
+            "resume_vm": true,
+            "vsock_override": {"uds_path": "/vsock.sock"},
+        })
+    );
+    assert_eq!(reqs[0].body["serial_out_path"], "/console.log");
+    // What `vm show` prints for a restore is the same sequence, without InstanceStart.
+    let shown = Firecracker::new("/fc".into()).api_calls(&cfg);
+    let paths: Vec<&str> = shown.iter().map(|c| c.1.as_str()).collect();
+    assert_eq!(paths, ["/serial", "/snapshot/load"]);
 }
 
 #[test]
@@ -288,7 +403,12 @@ fn requests_follow_the_config() {
             "/vsock",
             "/network-interfaces/eth0",
             "/actions",
-            "/actions"
+            "/actions",
+            "/vm",
+            "/vm",
+            "/snapshot/create",
+            "/serial",
+            "/snapshot/load"
         ]
     );
     let run = dir.path().display();
@@ -305,13 +425,15 @@ fn requests_follow_the_config() {
         reqs[2].body["serial_out_path"],
         format!("{run}/console.log")
     );
+    // Drives by names relative to the run directory, the same for every VM (a saved
+    // state records them).
     assert_eq!(
         reqs[3].body,
-        serde_json::json!({"drive_id": "vda", "path_on_host": format!("{run}/base.ext4"),
+        serde_json::json!({"drive_id": "vda", "path_on_host": "fc-drives/vda",
                            "is_root_device": false, "is_read_only": true})
     );
     assert_eq!(reqs[4].body["is_read_only"], false);
-    assert_eq!(reqs[5].body["path_on_host"], format!("{run}/work.ext4"));
+    assert_eq!(reqs[5].body["path_on_host"], "fc-drives/vdc");
     assert_eq!(
         reqs[6].body,
         serde_json::json!({"guest_cid": 3, "uds_path": format!("{run}/vsock.sock")})
@@ -390,6 +512,27 @@ fn what_firecracker_cannot_run_is_refused_before_anything_starts() {
         ..ok.clone()
     });
     assert!(e.contains("command line"), "{e}");
+    let mut qcow = ok.clone();
+    qcow.disks[1].format = crate::DiskFormat::Qcow2;
+    let e = refused(qcow);
+    assert!(
+        e.contains("disk 1") && e.contains("upper.ext4") && e.contains("qcow2 format"),
+        "{e}"
+    );
+    let snap = dir.path().join("snap");
+    std::fs::create_dir(&snap).unwrap();
+    std::fs::write(snap.join("vmstate"), b"").unwrap();
+    let e = refused(VmConfig {
+        restore: Some(snap.clone()),
+        ..ok.clone()
+    });
+    assert!(e.contains("restoring from") && e.contains("memory"), "{e}");
+    std::fs::write(snap.join("memory"), b"").unwrap();
+    check_config(&VmConfig {
+        restore: Some(snap),
+        ..ok.clone()
+    })
+    .unwrap();
     // The channel endpoint is vsock whatever the config says.
     assert_eq!(
         Firecracker::new("/fc".into()).channel_endpoint(&ok),
