@@ -23,9 +23,21 @@ use banger_vmm::{
 };
 use support::{GUEST_DEADLINE, Reap};
 
+/// `../shared/tools` beside the repository, or beside the nearest directory above it that
+/// has one (a worktree under `<top>/wt/` uses `<top>/shared`).
+fn tools_dir() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .skip(2)
+        .map(|a| a.join("../shared/tools"))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| manifest.join("../../../shared/tools"))
+}
+
 /// The binary, or `None` (skipped with a message) outside CI.
 fn firecracker() -> Option<Arc<Firecracker>> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/firecracker");
+    let path = tools_dir().join("firecracker");
     if path.is_file() {
         return Some(Arc::new(Firecracker::new(path)));
     }
@@ -50,7 +62,7 @@ const JAILED: u32 = 65534;
 /// root; these machines and CI run the tests as root).
 fn jailed(base: &Path) -> Option<Arc<Firecracker>> {
     let fc = firecracker()?;
-    let jailer = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/jailer");
+    let jailer = tools_dir().join("jailer");
     if !jailer.is_file() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!(
@@ -626,4 +638,117 @@ async fn a_drive_the_jailed_user_cannot_read_is_refused_first() {
     );
     assert!(!base.path().join("firecracker/fc-test").exists());
     assert!(!run.path().join("pids.json").exists());
+}
+
+/// The (device, inode) of every file `pid` has open.
+fn open_files(pid: u32) -> Vec<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::metadata(e.unwrap().path()).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect()
+}
+
+fn id_of(path: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    (m.dev(), m.ino())
+}
+
+/// Boots `vmm` in a fresh run directory into early boot, pauses it (twice: not an
+/// error), saves it (a full snapshot: the state file and a memory file of the guest's
+/// size), resumes it (twice) and kills it; then launches a second VM from the saved
+/// state, in another run directory over its own disks, and checks that the fork runs
+/// on from the source's state (its console goes on where the source's was, no new
+/// boot) with its own disks open and none of the source's.
+async fn pause_save_and_restore(vmm: &Arc<Firecracker>) {
+    let run = support::run_dir();
+    let cfg = config(run.path(), "earlyprintk=ttyS0");
+    let launched = launch(vmm, &cfg).await.expect("launch");
+    let _reap = Reap(launched.processes.clone());
+    let fc = vmm_of(&launched).clone();
+    support::until(run.path(), "the kernel's first console lines", || {
+        support::console(run.path()).contains("Linux version")
+    })
+    .await;
+
+    vmm.pause(run.path()).expect("PATCH /vm Paused");
+    vmm.pause(run.path()).expect("pausing a paused guest");
+    let snap = support::run_dir();
+    vmm.save_state(run.path(), snap.path())
+        .expect("PUT /snapshot/create");
+    let memory = std::fs::metadata(snap.path().join("memory")).unwrap();
+    assert_eq!(memory.len(), cfg.memory_mib << 20);
+    assert!(
+        std::fs::metadata(snap.path().join("vmstate"))
+            .unwrap()
+            .len()
+            > 0
+    );
+    vmm.resume(run.path()).expect("PATCH /vm Resumed");
+    vmm.resume(run.path()).expect("resuming a running guest");
+    fc.signal(libc::SIGKILL).unwrap();
+    gone(&fc, run.path()).await;
+
+    let fork_run = support::run_dir();
+    let fork = VmConfig {
+        name: "fc fork".into(),
+        restore: Some(snap.path().to_path_buf()),
+        ..config(fork_run.path(), "earlyprintk=ttyS0")
+    };
+    let restored = launch(vmm, &fork).await.unwrap_or_else(|e| {
+        let log = std::fs::read_to_string(fork_run.path().join("firecracker.log"));
+        panic!("PUT /snapshot/load: {e}\nfirecracker's log:\n{log:?}")
+    });
+    let _reap2 = Reap(restored.processes.clone());
+    let fc2 = vmm_of(&restored).clone();
+    let open = open_files(fc2.pid);
+    for d in ["base.img", "upper.img", "work.img"] {
+        assert!(
+            open.contains(&id_of(&fork_run.path().join(d))),
+            "the fork's {d}"
+        );
+        assert!(
+            !open.contains(&id_of(&run.path().join(d))),
+            "the source's {d}"
+        );
+    }
+    assert!(fork_run.path().join("vsock.sock").exists());
+    // The guest goes on writing its console, into the fork's log, without booting again.
+    support::until(
+        fork_run.path(),
+        "the restored guest's console output",
+        || !support::console(fork_run.path()).is_empty(),
+    )
+    .await;
+    let console = support::console(fork_run.path());
+    assert!(!console.contains("Linux version"), "a new boot:\n{console}");
+    fc2.signal(libc::SIGKILL).unwrap();
+    gone(&fc2, fork_run.path()).await;
+    assert!(support::processes_mentioning(fork_run.path()).is_empty());
+}
+
+/// Pause, save and restore against the real Firecracker, as far as this host lets a
+/// guest run (into early boot; the load itself works here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_is_paused_saved_and_restored_into_another_vm() {
+    let Some(vmm) = firecracker() else { return };
+    pause_save_and_restore(&vmm).await;
+}
+
+/// The same under the jailer: the snapshot is written inside the source's jail and moved
+/// out; the fork's jail gets the saved files and its own disks at the same jailed paths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jailed_guest_is_paused_saved_and_restored_into_another_jail() {
+    let base = support::run_dir();
+    let Some(vmm) = jailed(base.path()) else {
+        return;
+    };
+    pause_save_and_restore(&vmm).await;
+    assert!(
+        mounts_under(base.path()).is_empty(),
+        "{:?}",
+        mounts_under(base.path())
+    );
 }

@@ -9,9 +9,16 @@ use super::api::{self, Request};
 use super::*;
 use crate::config::{DiskConfig, PortForward, Proto};
 
-/// `../shared/tools` beside the repository (where CI has it too).
+/// `../shared/tools` beside the repository (where CI has it too), or beside the nearest
+/// directory above it that has one (a worktree under `<top>/wt/` uses `<top>/shared`).
 fn tools_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools")
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .skip(2)
+        .map(|a| a.join("../shared/tools"))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| manifest.join("../../../shared/tools"))
 }
 
 /// The schema as JSON, or `None` (skipped, loudly) outside CI when it is missing.
@@ -547,4 +554,134 @@ fn instance_ids_are_what_firecracker_accepts() {
     assert_eq!(instance_id(&"é".repeat(100)).len(), 64);
     assert_eq!(api::drive_id(0), "vda");
     assert_eq!(api::drive_id(25), "vdz");
+}
+
+/// One request as the fake API received it.
+type Received = (String, String, Value);
+
+/// A stand-in for Firecracker's API on `<run>/fc.sock`: answers `n` requests with 204
+/// and returns them. For `PUT /snapshot/create` it writes the two files as Firecracker
+/// would, under `chroot` (the jail root when the VM is jailed, else `/`).
+fn fake_api(run: &Path, chroot: &Path, n: usize) -> std::thread::JoinHandle<Vec<Received>> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::os::unix::net::UnixListener::bind(run.join("fc.sock")).unwrap();
+    let chroot = chroot.to_path_buf();
+    std::thread::spawn(move || {
+        let mut got = Vec::new();
+        for _ in 0..n {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            let mut words = line.split_whitespace();
+            let (method, path) = (words.next().unwrap(), words.next().unwrap());
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                r.read_line(&mut h).unwrap();
+                if h == "\r\n" {
+                    break;
+                }
+                if let Some(v) = h.strip_prefix("Content-Length: ") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            if path == "/snapshot/create" {
+                for (k, content) in [("snapshot_path", "state"), ("mem_file_path", "memory")] {
+                    let p = body[k].as_str().unwrap().trim_start_matches('/');
+                    std::fs::write(chroot.join(p), content).unwrap();
+                }
+            }
+            s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+            got.push((method.to_string(), path.to_string(), body));
+        }
+        got
+    })
+}
+
+#[test]
+fn pause_resume_and_save_state_make_exactly_these_calls() {
+    let run = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let server = fake_api(run.path(), Path::new("/"), 4);
+    let vmm = Firecracker::new("/fc".into());
+    vmm.pause(run.path()).unwrap();
+    vmm.save_state(run.path(), dest.path()).unwrap();
+    vmm.resume(run.path()).unwrap();
+    vmm.resume(run.path()).unwrap();
+    let got = server.join().unwrap();
+    let d = dest.path().display();
+    assert_eq!(
+        got,
+        [
+            (
+                "PATCH".into(),
+                "/vm".into(),
+                serde_json::json!({"state": "Paused"})
+            ),
+            (
+                "PUT".into(),
+                "/snapshot/create".into(),
+                serde_json::json!({"mem_file_path": format!("{d}/memory"),
+                                   "snapshot_path": format!("{d}/vmstate"),
+                                   "snapshot_type": "Full"})
+            ),
+            (
+                "PATCH".into(),
+                "/vm".into(),
+                serde_json::json!({"state": "Resumed"})
+            ),
+            (
+                "PATCH".into(),
+                "/vm".into(),
+                serde_json::json!({"state": "Resumed"})
+            ),
+        ]
+    );
+    assert_eq!(
+        std::fs::read(dest.path().join("memory")).unwrap(),
+        b"memory"
+    );
+    // A VM that is gone: the error says the socket does not answer.
+    std::fs::remove_file(run.path().join("fc.sock")).unwrap();
+    let e = vmm.pause(run.path()).unwrap_err();
+    assert!(matches!(e, VmmError::Api(ApiError::Connect { .. })), "{e}");
+}
+
+/// Jailed, Firecracker writes inside its jail (`/snapshot/…`, the only paths it sees);
+/// the files end up in `dest` and nothing stays in the jail.
+#[test]
+fn a_jailed_save_is_written_in_the_jail_and_moved_to_dest() {
+    let run = tempfile::tempdir().unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let jail_dir = base.path().join("firecracker/vm-1");
+    let root = jail_dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::os::unix::fs::symlink(&jail_dir, run.path().join("jail")).unwrap();
+    let server = fake_api(run.path(), &root, 1);
+    save_state(run.path(), dest.path()).unwrap();
+    let got = server.join().unwrap();
+    assert_eq!(
+        got[0].2,
+        serde_json::json!({"mem_file_path": "/snapshot/memory",
+                           "snapshot_path": "/snapshot/vmstate", "snapshot_type": "Full"})
+    );
+    assert_eq!(
+        std::fs::read(dest.path().join("vmstate")).unwrap(),
+        b"state"
+    );
+    assert_eq!(
+        std::fs::read(dest.path().join("memory")).unwrap(),
+        b"memory"
+    );
+    assert!(!root.join("snapshot").exists());
+    // A failed snapshot leaves no staging directory either.
+    std::fs::remove_file(run.path().join("fc.sock")).unwrap();
+    let e = save_state(run.path(), dest.path()).unwrap_err();
+    assert!(matches!(e, VmmError::Api(ApiError::Connect { .. })), "{e}");
+    assert!(!root.join("snapshot").exists());
 }
