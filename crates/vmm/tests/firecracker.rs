@@ -662,9 +662,12 @@ fn id_of(path: &Path) -> (u64, u64) {
 /// state, in another run directory over its own disks, and checks that the fork runs
 /// on from the source's state (its console goes on where the source's was, no new
 /// boot) with its own disks open and none of the source's.
-async fn pause_save_and_restore(vmm: &Arc<Firecracker>) {
+async fn pause_save_and_restore(vmm: &Arc<Firecracker>, net: NetConfig) {
     let run = support::run_dir();
-    let cfg = config(run.path(), "earlyprintk=ttyS0");
+    let cfg = VmConfig {
+        net: net.clone(),
+        ..config(run.path(), "earlyprintk=ttyS0")
+    };
     let launched = launch(vmm, &cfg).await.expect("launch");
     let _reap = Reap(launched.processes.clone());
     let fc = vmm_of(&launched).clone();
@@ -691,10 +694,12 @@ async fn pause_save_and_restore(vmm: &Arc<Firecracker>) {
     fc.signal(libc::SIGKILL).unwrap();
     gone(&fc, run.path()).await;
 
+    let networked = matches!(net, NetConfig::User { .. });
     let fork_run = support::run_dir();
     let fork = VmConfig {
         name: "fc fork".into(),
         restore: Some(snap.path().to_path_buf()),
+        net,
         ..config(fork_run.path(), "earlyprintk=ttyS0")
     };
     let restored = launch(vmm, &fork).await.unwrap_or_else(|e| {
@@ -715,6 +720,15 @@ async fn pause_save_and_restore(vmm: &Arc<Firecracker>) {
         );
     }
     assert!(fork_run.path().join("vsock.sock").exists());
+    if networked {
+        let tun = std::fs::read_dir(format!("/proc/{}/fd", fc2.pid))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+            .any(|t| t == Path::new("/dev/net/tun"));
+        assert!(tun, "the fork's NIC has a TAP");
+        let log = std::fs::read_to_string(fork_run.path().join("firecracker.log")).unwrap();
+        assert!(log.contains(r#"\"host_dev_name\":\"tap0\""#), "{log}");
+    }
     // The guest goes on writing its console, into the fork's log, without booting again.
     support::until(
         fork_run.path(),
@@ -734,7 +748,7 @@ async fn pause_save_and_restore(vmm: &Arc<Firecracker>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_is_paused_saved_and_restored_into_another_vm() {
     let Some(vmm) = firecracker() else { return };
-    pause_save_and_restore(&vmm).await;
+    pause_save_and_restore(&vmm, NetConfig::None).await;
 }
 
 /// The same under the jailer: the snapshot is written inside the source's jail and moved
@@ -745,10 +759,22 @@ async fn a_jailed_guest_is_paused_saved_and_restored_into_another_jail() {
     let Some(vmm) = jailed(base.path()) else {
         return;
     };
-    pause_save_and_restore(&vmm).await;
+    pause_save_and_restore(&vmm, NetConfig::None).await;
     assert!(
         mounts_under(base.path()).is_empty(),
         "{:?}",
         mounts_under(base.path())
     );
+}
+
+/// With user networking the saved NIC is re-pointed at the fork's own TAP (in the fork's
+/// namespace): the load is accepted and the fork's Firecracker holds a TAP open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_networked_guest_is_restored_onto_its_own_tap() {
+    let Some(vmm) = firecracker() else { return };
+    let net = NetConfig::User {
+        forwards: vec![],
+        policy: Default::default(),
+    };
+    pause_save_and_restore(&vmm, net).await;
 }
