@@ -676,9 +676,15 @@ async fn pause_save_and_restore(vmm: &Arc<Firecracker>, net: NetConfig) {
     })
     .await;
 
+    let snap = support::run_dir();
+    let e = vmm.save_state(run.path(), snap.path()).unwrap_err();
+    assert!(
+        matches!(&e, VmmError::Api(ApiError::Rejected { path, .. }) if path == "/snapshot/create"),
+        "a running guest cannot be saved: {e}"
+    );
+    eprintln!("saving a running guest: {e}");
     vmm.pause(run.path()).expect("PATCH /vm Paused");
     vmm.pause(run.path()).expect("pausing a paused guest");
-    let snap = support::run_dir();
     vmm.save_state(run.path(), snap.path())
         .expect("PUT /snapshot/create");
     let memory = std::fs::metadata(snap.path().join("memory")).unwrap();
@@ -708,6 +714,22 @@ async fn pause_save_and_restore(vmm: &Arc<Firecracker>, net: NetConfig) {
     });
     let _reap2 = Reap(restored.processes.clone());
     let fc2 = vmm_of(&restored).clone();
+    // Exactly these calls, as Firecracker logged them: no configuration beyond the console.
+    let log = std::fs::read_to_string(fork_run.path().join("firecracker.log")).unwrap();
+    let calls: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once("The API server received a ").map(|(_, r)| r))
+        .filter_map(|r| r.split(" with body").next())
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            r#"Get request on "/"."#,
+            r#"Put request on "/serial""#,
+            r#"Put request on "/snapshot/load""#
+        ],
+        "{log}"
+    );
     let open = open_files(fc2.pid);
     for d in ["base.img", "upper.img", "work.img"] {
         assert!(

@@ -12,6 +12,14 @@
 //!    the launch waits until `GET /` answers, then sends machine config, boot source,
 //!    serial console (`<run>/console.log`), drives, vsock, network interface, and
 //!    `InstanceStart`. It returns when `InstanceStart` succeeded: the guest runs.
+//!    With [`VmConfig::restore`] it sends only the serial console and
+//!    `PUT /snapshot/load` (which resumes the guest) instead.
+//!
+//! # Pause, save, restore
+//! `PATCH /vm` pauses and resumes; [`save_state`] is a full `PUT /snapshot/create`. A
+//! saved state records the drives' paths and a load reopens them, so they are the same
+//! for every VM: the jail's `/vda`, …, or unjailed `fc-drives/vda`, … relative to the run
+//! directory (Firecracker's working directory), symlinks to the VM's disks.
 //!
 //! # Invariants
 //! - A refused request is an error carrying Firecracker's `fault_message`; if Firecracker
