@@ -800,3 +800,32 @@ async fn a_networked_guest_is_restored_onto_its_own_tap() {
     };
     pause_save_and_restore(&vmm, net).await;
 }
+
+/// A saved state the jailed user cannot read is refused before anything starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_state_the_jailed_user_cannot_read_is_refused_first() {
+    let base = support::run_dir();
+    let Some(vmm) = jailed(base.path()) else {
+        return;
+    };
+    let run = support::run_dir();
+    let snap = support::run_dir();
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["vmstate", "memory"] {
+        let p = snap.path().join(f);
+        std::fs::write(&p, b"x").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let cfg = VmConfig {
+        restore: Some(snap.path().to_path_buf()),
+        ..config(run.path(), "")
+    };
+    let err = launch(&vmm, &cfg).await.unwrap_err();
+    assert!(
+        matches!(&err, VmmError::Jail(JailError::UnreadableState { uid, path, .. })
+            if *uid == JAILED && path.ends_with("vmstate")),
+        "{err}"
+    );
+    assert!(!base.path().join("firecracker/fc-test").exists());
+    assert!(!run.path().join("pids.json").exists());
+}

@@ -97,6 +97,20 @@ pub enum JailError {
         /// The jailed gid.
         gid: u32,
     },
+    /// A saved state's file the jailed user cannot read.
+    #[error(
+        "the saved state's file {path} is not readable by uid {uid} / gid {gid}, which the \
+         jailed Firecracker restoring it runs as: make it readable by them (a jailed \
+         save_state leaves it to them), or configure the jailer with ids that can read it"
+    )]
+    UnreadableState {
+        /// The file.
+        path: PathBuf,
+        /// The jailed uid.
+        uid: u32,
+        /// The jailed gid.
+        gid: u32,
+    },
     /// A saved state could not be staged in the jail or moved out of it.
     #[error(
         "cannot {action} {path} for the snapshot of a jailed Firecracker: {source}; check \
@@ -216,6 +230,19 @@ impl Jail {
                     uid: self.uid,
                     gid: self.gid,
                 });
+            }
+        }
+        if let Some(dir) = &cfg.restore {
+            let (state, memory) = super::api::saved_files(dir);
+            for f in [state, memory] {
+                let m = std::fs::metadata(&f).map_err(self.io("reading", &f))?;
+                if !readable_by(&m, self.uid, self.gid) {
+                    return Err(JailError::UnreadableState {
+                        path: f,
+                        uid: self.uid,
+                        gid: self.gid,
+                    });
+                }
             }
         }
         if self.dir.exists() && recorded(&files.jail_link).as_deref() != Some(&*self.dir) {
