@@ -494,46 +494,40 @@ pub(crate) fn recorded_root(files: &RunFiles) -> Option<PathBuf> {
     recorded(&files.jail_link).map(|d| d.join("root"))
 }
 
+/// A failed step of moving a saved state out of a jail.
+fn saved_state_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> JailError {
+    let path = path.to_path_buf();
+    move |source| JailError::SavedState {
+        action,
+        path,
+        source,
+    }
+}
+
 /// Where a jailed Firecracker writes a snapshot, under its jail root.
 pub(crate) const SNAPSHOT_DIR: &str = "snapshot";
 
 /// A fresh, empty `<root>/snapshot` the jailed ids (the jail root's owner) can write.
 pub(crate) fn snapshot_dir(root: &Path) -> Result<PathBuf, JailError> {
-    let err = |action, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| JailError::SavedState {
-            action,
-            path,
-            source,
-        }
-    };
-    let owner = std::fs::metadata(root).map_err(err("read", root))?;
+    let owner = std::fs::metadata(root).map_err(saved_state_err("read", root))?;
     let dir = root.join(SNAPSHOT_DIR);
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir(&dir).map_err(err("create", &dir))?;
+    std::fs::create_dir(&dir).map_err(saved_state_err("create", &dir))?;
     std::os::unix::fs::chown(&dir, Some(owner.uid()), Some(owner.gid()))
-        .map_err(err("change the owner of", &dir))?;
+        .map_err(saved_state_err("change the owner of", &dir))?;
     Ok(dir)
 }
 
 /// Moves a file the jailed Firecracker wrote to `to`: a rename, or a copy across
 /// filesystems.
 pub(crate) fn move_out(from: &Path, to: &Path) -> Result<(), JailError> {
-    let err = |action, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| JailError::SavedState {
-            action,
-            path,
-            source,
-        }
-    };
     match std::fs::rename(from, to) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            std::fs::copy(from, to).map_err(err("copy", from))?;
-            std::fs::remove_file(from).map_err(err("remove", from))
+            std::fs::copy(from, to).map_err(saved_state_err("copy", from))?;
+            std::fs::remove_file(from).map_err(saved_state_err("remove", from))
         }
-        Err(e) => Err(err("move", from)(e)),
+        Err(e) => Err(saved_state_err("move", from)(e)),
     }
 }
 

@@ -9,16 +9,9 @@ use super::api::{self, Request};
 use super::*;
 use crate::config::{DiskConfig, PortForward, Proto};
 
-/// `../shared/tools` beside the repository (where CI has it too), or beside the nearest
-/// directory above it that has one (a worktree under `<top>/wt/` uses `<top>/shared`).
+/// `../shared/tools` beside the repository (where CI has it too).
 fn tools_dir() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .skip(2)
-        .map(|a| a.join("../shared/tools"))
-        .find(|p| p.is_dir())
-        .unwrap_or_else(|| manifest.join("../../../shared/tools"))
+    banger_testkit::tools::shared_tools_dir()
 }
 
 /// The schema as JSON, or `None` (skipped, loudly) outside CI when it is missing.
