@@ -651,10 +651,10 @@ fn id_of(path: &Path) -> (u64, u64) {
 
 /// Boots `vmm` in a fresh run directory into early boot, pauses it (twice: not an
 /// error), saves it (a full snapshot: the state file and a memory file of the guest's
-/// size), resumes it (twice) and kills it; then launches a second VM from the saved
-/// state, in another run directory over its own disks, and checks that the fork runs
-/// on from the source's state (its console goes on where the source's was, no new
-/// boot) with its own disks open and none of the source's.
+/// size), resumes it (twice) and kills it; then launches two VMs at once from the saved
+/// state, each in its own run directory over its own disks, and checks that each fork
+/// runs on from the source's state (its console goes on where the source's was, no new
+/// boot) with its own disks open and none of the source's or the other fork's.
 async fn pause_save_and_restore(vmm: &Arc<Firecracker>, net: NetConfig) {
     let run = support::run_dir();
     let cfg = VmConfig {
@@ -693,22 +693,57 @@ async fn pause_save_and_restore(vmm: &Arc<Firecracker>, net: NetConfig) {
     fc.signal(libc::SIGKILL).unwrap();
     gone(&fc, run.path()).await;
 
+    // Two forks of the one saved state, launched at once.
     let networked = matches!(net, NetConfig::User { .. });
-    let fork_run = support::run_dir();
-    let fork = VmConfig {
-        name: "fc fork".into(),
-        restore: Some(snap.path().to_path_buf()),
-        net,
-        ..config(fork_run.path(), "earlyprintk=ttyS0")
-    };
-    let restored = launch(vmm, &fork).await.unwrap_or_else(|e| {
-        let log = std::fs::read_to_string(fork_run.path().join("firecracker.log"));
-        panic!("PUT /snapshot/load: {e}\nfirecracker's log:\n{log:?}")
-    });
-    let _reap2 = Reap(restored.processes.clone());
-    let fc2 = vmm_of(&restored).clone();
+    let runs = [support::run_dir(), support::run_dir()];
+    let forks: Vec<VmConfig> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| VmConfig {
+            name: format!("fc fork {i}"),
+            restore: Some(snap.path().to_path_buf()),
+            net: net.clone(),
+            ..config(r.path(), "earlyprintk=ttyS0")
+        })
+        .collect();
+    let (a, b) = tokio::join!(launch(vmm, &forks[0]), launch(vmm, &forks[1]));
+    // Every fork that started is stopped, also when the other one failed.
+    let reaps: Vec<Reap> = [&a, &b]
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|l| Reap(l.processes.clone()))
+        .collect();
+    let mut pids = Vec::new();
+    for (restored, fork_run) in [a, b].into_iter().zip(&runs) {
+        let restored = restored.unwrap_or_else(|e| {
+            let log = std::fs::read_to_string(fork_run.path().join("firecracker.log"));
+            panic!("PUT /snapshot/load: {e}\nfirecracker's log:\n{log:?}")
+        });
+        pids.push(vmm_of(&restored).clone());
+    }
+    for (i, (fc2, fork_run)) in pids.iter().zip(&runs).enumerate() {
+        let other = &runs[1 - i];
+        check_fork(
+            fc2.pid,
+            fork_run.path(),
+            &[run.path(), other.path()],
+            networked,
+        )
+        .await;
+    }
+    for (fc2, fork_run) in pids.iter().zip(&runs) {
+        fc2.signal(libc::SIGKILL).unwrap();
+        gone(fc2, fork_run.path()).await;
+        assert!(support::processes_mentioning(fork_run.path()).is_empty());
+    }
+    drop(reaps);
+}
+
+/// A VM restored in `fork_run` by Firecracker `pid`: the calls it got, its disks (and
+/// none of `others`'), its vsock socket and TAP, and a guest that runs on.
+async fn check_fork(pid: u32, fork_run: &Path, others: &[&Path], networked: bool) {
     // Exactly these calls, as Firecracker logged them: no configuration beyond the console.
-    let log = std::fs::read_to_string(fork_run.path().join("firecracker.log")).unwrap();
+    let log = std::fs::read_to_string(fork_run.join("firecracker.log")).unwrap();
     let calls: Vec<&str> = log
         .lines()
         .filter_map(|l| l.split_once("The API server received a ").map(|(_, r)| r))
@@ -723,39 +758,29 @@ async fn pause_save_and_restore(vmm: &Arc<Firecracker>, net: NetConfig) {
         ],
         "{log}"
     );
-    let open = open_files(fc2.pid);
+    let open = open_files(pid);
     for d in ["base.img", "upper.img", "work.img"] {
-        assert!(
-            open.contains(&id_of(&fork_run.path().join(d))),
-            "the fork's {d}"
-        );
-        assert!(
-            !open.contains(&id_of(&run.path().join(d))),
-            "the source's {d}"
-        );
+        assert!(open.contains(&id_of(&fork_run.join(d))), "the fork's {d}");
+        for o in others {
+            assert!(!open.contains(&id_of(&o.join(d))), "{d} of {}", o.display());
+        }
     }
-    assert!(fork_run.path().join("vsock.sock").exists());
+    assert!(fork_run.join("vsock.sock").exists());
     if networked {
-        let tun = std::fs::read_dir(format!("/proc/{}/fd", fc2.pid))
+        let tun = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()
             .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
             .any(|t| t == Path::new("/dev/net/tun"));
         assert!(tun, "the fork's NIC has a TAP");
-        let log = std::fs::read_to_string(fork_run.path().join("firecracker.log")).unwrap();
         assert!(log.contains(r#"\"host_dev_name\":\"tap0\""#), "{log}");
     }
     // The guest goes on writing its console, into the fork's log, without booting again.
-    support::until(
-        fork_run.path(),
-        "the restored guest's console output",
-        || !support::console(fork_run.path()).is_empty(),
-    )
+    support::until(fork_run, "the restored guest's console output", || {
+        !support::console(fork_run).is_empty()
+    })
     .await;
-    let console = support::console(fork_run.path());
+    let console = support::console(fork_run);
     assert!(!console.contains("Linux version"), "a new boot:\n{console}");
-    fc2.signal(libc::SIGKILL).unwrap();
-    gone(&fc2, fork_run.path()).await;
-    assert!(support::processes_mentioning(fork_run.path()).is_empty());
 }
 
 /// Pause, save and restore against the real Firecracker, as far as this host lets a
