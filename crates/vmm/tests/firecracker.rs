@@ -682,6 +682,8 @@ async fn pause_save_and_restore(vmm: &Arc<Firecracker>, net: NetConfig) {
         .expect("PUT /snapshot/create");
     let memory = std::fs::metadata(snap.path().join("memory")).unwrap();
     assert_eq!(memory.len(), cfg.memory_mib << 20);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(memory.permissions().mode() & 0o777, 0o600);
     assert!(
         std::fs::metadata(snap.path().join("vmstate"))
             .unwrap()

@@ -20,6 +20,12 @@
 //! - `console.log` and `vsock.sock_1025`: the run directory's files (the caller's
 //!   listener, bound before launch), linked the same way and given to U:G, so the
 //!   console lands in `<run>/console.log` and guest connections reach the caller.
+//! - `vmstate`, `memory` for a launch from a saved state: linked like the drives, never
+//!   chowned (every VM restored from them shares them), refused before anything starts
+//!   when U:G cannot read them.
+//!
+//! A snapshot of a jailed VM is written to the jail's `/snapshot/` (made for U:G) and
+//! moved out (see [`super::save_state`]).
 //!
 //! The sockets Firecracker creates (`/fc.sock`, `/vsock.sock`) are symlinked from the
 //! run directory's usual names: callers keep using [`crate::RunFiles`] unchanged.
@@ -111,10 +117,11 @@ pub enum JailError {
         /// The jailed gid.
         gid: u32,
     },
-    /// A saved state could not be staged in the jail or moved out of it.
+    /// A saved state could not be staged in the jail, moved out of it, or restricted to
+    /// its owner.
     #[error(
-        "cannot {action} {path} for the snapshot of a jailed Firecracker: {source}; check \
-         that the destination is writable and has room for the guest's memory"
+        "cannot {action} {path} for a Firecracker snapshot: {source}; check that the \
+         destination is writable and has room for the guest's memory"
     )]
     SavedState {
         /// What was being done.
@@ -494,8 +501,11 @@ pub(crate) fn recorded_root(files: &RunFiles) -> Option<PathBuf> {
     recorded(&files.jail_link).map(|d| d.join("root"))
 }
 
-/// A failed step of moving a saved state out of a jail.
-fn saved_state_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> JailError {
+/// A failed step of moving a saved state out of a jail or restricting it.
+pub(crate) fn saved_state_err(
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(io::Error) -> JailError {
     let path = path.to_path_buf();
     move |source| JailError::SavedState {
         action,

@@ -454,21 +454,39 @@ fn send(run_dir: &Path, r: &api::Request) -> Result<(), VmmError> {
 /// [`Vmm::save_state`] of a Firecracker VM: a full snapshot, `dest/vmstate` (devices)
 /// and `dest/memory`. A jailed Firecracker can only write inside its jail: it writes to
 /// the jail's `/snapshot/`, and the files are then moved to `dest` (a rename when the
-/// jail is on `dest`'s filesystem, as the chroot base should be; else a copy).
+/// jail is on `dest`'s filesystem, as the chroot base should be; else a copy). Both files
+/// are made 0600: they hold everything the guest held in memory, secrets included.
 pub fn save_state(run_dir: &Path, dest: &Path) -> Result<(), VmmError> {
     let files = RunFiles::new(run_dir);
     let dest = api::absolute(dest);
     let (state, memory) = api::saved_files(&dest);
-    match jail::recorded_root(&files) {
-        None => send(run_dir, &api::snapshot_create(&state, &memory)),
+    write_state(run_dir, &files, &state, &memory)?;
+    for f in [&state, &memory] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600))
+            .map_err(jail::saved_state_err("restrict to its owner", f))
+            .map_err(VmmError::from)?;
+    }
+    Ok(())
+}
+
+/// Has Firecracker write a full snapshot to `state` and `memory`.
+fn write_state(
+    run_dir: &Path,
+    files: &RunFiles,
+    state: &Path,
+    memory: &Path,
+) -> Result<(), VmmError> {
+    match jail::recorded_root(files) {
+        None => send(run_dir, &api::snapshot_create(state, memory)),
         Some(root) => {
             let staging = jail::snapshot_dir(&root)?;
             let inside = Path::new("/").join(jail::SNAPSHOT_DIR);
             let (in_state, in_memory) = api::saved_files(&inside);
             let (out_state, out_memory) = api::saved_files(&staging);
             let saved = send(run_dir, &api::snapshot_create(&in_state, &in_memory))
-                .and_then(|()| Ok(jail::move_out(&out_state, &state)?))
-                .and_then(|()| Ok(jail::move_out(&out_memory, &memory)?));
+                .and_then(|()| Ok(jail::move_out(&out_state, state)?))
+                .and_then(|()| Ok(jail::move_out(&out_memory, memory)?));
             let _ = std::fs::remove_dir_all(&staging);
             saved
         }

@@ -638,6 +638,18 @@ fn pause_resume_and_save_state_make_exactly_these_calls() {
         std::fs::read(dest.path().join("memory")).unwrap(),
         b"memory"
     );
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["vmstate", "memory"] {
+        let mode = std::fs::metadata(dest.path().join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "{f}: the guest's memory is its owner's only"
+        );
+    }
     // A VM that is gone: the error says the socket does not answer.
     std::fs::remove_file(run.path().join("fc.sock")).unwrap();
     let e = vmm.pause(run.path()).unwrap_err();
