@@ -736,6 +736,11 @@ async fn pause_save_and_restore(vmm: &Arc<Firecracker>, net: NetConfig) {
     for (fc2, fork_run) in pids.iter().zip(&runs) {
         fc2.signal(libc::SIGKILL).unwrap();
         gone(fc2, fork_run.path()).await;
+        banger_testkit::wait::until("the fork's sockets to be removed", || {
+            sockets(fork_run.path())
+                .iter()
+                .all(|s| std::fs::symlink_metadata(s).is_err())
+        });
         assert!(support::processes_mentioning(fork_run.path()).is_empty());
     }
     drop(reaps);

@@ -355,8 +355,8 @@ impl Firecracker {
         };
         for r in calls {
             http::call(&files.fc_api_socket, r.method, &r.path, Some(&r.body)).map_err(failed)?;
-            if r.schema != "InstanceActionInfo" {
-                // The vsock socket exists once the device is configured or loaded.
+            if r.path == "/vsock" || r.path == "/snapshot/load" {
+                // Firecracker made the vsock socket: the reaper removes it.
                 remember(created, &files.vsock_uds);
             }
         }
