@@ -4,8 +4,10 @@
 # checked again by a restarted daemon, modules loaded on demand, /dev/fd and delegated cgroups with the agent as
 # PID 1, `vm run -- true`, the network policy: the default keeps the host's loopback out and
 # reaches apt's mirror, an allow-list resolves and reaches only what it names) once with `--vmm firecracker`
-# and once with `--vmm qemu` (QEMU + KVM), then prints create→ready, `vm run -- true` and
-# `vm exec -- true` round-trip timings of both side by side as a markdown table.
+# and once with `--vmm qemu` (QEMU + KVM), plus with Firecracker pause/resume, snapshots and
+# forks (`vm pause|resume|snapshot`, `snapshot list|show|delete`, `vm create|run --from`),
+# then prints create→ready, `vm run -- true` and `vm exec -- true` round-trip timings of
+# both side by side as a markdown table (and `vm run --from SNAP` for Firecracker).
 #
 # On a host where KVM cannot boot guests (no VMX/SVM, PVM-backed /dev/kvm, no /dev/kvm) it
 # stops before building anything, quoting `banger doctor --json`'s acceleration check.
@@ -153,7 +155,105 @@ net_checks() {
     "$B" vm delete "a-$vmm" --force >/dev/null
 }
 
-declare -A READY RUN EXEC
+# The guest's counter (/tmp/counter, +1 every 100 ms, by a detached loop started by
+# start_counter) in VM.
+counter() { "$B" vm exec "$1" -- cat /tmp/counter; }
+start_counter() {
+    "$B" vm exec "$1" -- sh -c 'setsid sh -c "i=0; while :; do i=\$((i+1)); echo \$i >/tmp/counter; sleep 0.1; done" </dev/null >/dev/null 2>&1 &'
+    local deadline=$((SECONDS + 10))
+    until "$B" vm exec "$1" -- test -s /tmp/counter 2>/dev/null; do
+        [ $SECONDS -lt $deadline ] || die "$1: the guest's counter did not start"
+        sleep 0.2
+    done
+}
+# Waits until VM's counter passes N (the guest runs), for at most 10 s.
+counter_passes() { # VM N WHAT
+    local deadline=$((SECONDS + 10))
+    until [ "$(counter "$1" 2>/dev/null || echo 0)" -gt "$2" ]; do
+        [ $SECONDS -lt $deadline ] || die "$3: the counter of $1 stays at $(counter "$1" || true)"
+        sleep 0.2
+    done
+}
+
+# Pause/resume, a snapshot of a running VM and forks of it (issue 21), with --vmm VMM.
+snapshot_checks() {
+    local vmm=$1 src="p-$1" snap="snap-$1" f1="f1-$1" f2="f2-$1"
+    "$B" vm create "$src" --image minbase --vmm "$vmm" --cpus 1 --memory 512MiB -q >/dev/null
+    start_counter "$src"
+    # Paused: listed as such, the counter stands still, exec is a clear error.
+    "$B" vm pause "$src" >/dev/null
+    "$B" vm list | grep -w "$src" | grep -qw paused || die "--vmm $vmm: vm list does not say $src is paused"
+    "$B" vm show "$src" | grep -qw paused || die "--vmm $vmm: vm show does not say $src is paused"
+    if err=$("$B" vm exec "$src" -- true 2>&1); then
+        die "--vmm $vmm: exec on a paused VM succeeded"
+    fi
+    echo "$err" | grep -qi paused || die "--vmm $vmm: exec on a paused VM fails without saying why: $err"
+    sleep 1
+    "$B" vm resume "$src" >/dev/null
+    local c1 c2
+    c1=$(counter "$src")
+    sleep 1
+    c2=$(counter "$src")
+    [ $((c2 - c1)) -ge 5 ] || die "--vmm $vmm: the counter did not go on after resume ($c1 → $c2)"
+    [ "$("$B" vm exec "$src" -- echo ok)" = ok ] || die "--vmm $vmm: exec after resume failed"
+    local drift
+    drift=$(python3 -c "print(abs($("$B" vm exec "$src" -- date +%s) - $(date +%s)))")
+    [ "$drift" -le 1 ] || die "--vmm $vmm: the guest clock is ${drift}s off after resume"
+
+    # A snapshot of the running VM: a file on its disk and the counter's process go into it.
+    "$B" vm exec "$src" -- sh -c 'echo before-snapshot >/root/marker && sync'
+    "$B" vm snapshot "$src" --name "$snap" >/dev/null
+    "$B" snapshot list | grep -qw "$snap" || die "--vmm $vmm: snapshot list does not list $snap"
+    "$B" snapshot show "$snap" | grep -qw "$src" || die "--vmm $vmm: snapshot show does not name the source $src"
+    [ "$("$B" vm exec "$src" -- echo ok)" = ok ] || die "--vmm $vmm: the source does not run on after its snapshot"
+
+    # Forks: the file and the running process are there, identities and writes are their own.
+    "$B" vm create "$f1" --from "$snap" -q >/dev/null
+    "$B" vm create "$f2" --from "$snap" -q >/dev/null
+    local f
+    for f in "$f1" "$f2"; do
+        [ "$("$B" vm exec "$f" -- cat /root/marker)" = before-snapshot ] ||
+            die "--vmm $vmm: $f lacks the file written before the snapshot"
+        counter_passes "$f" "$(counter "$f")" "--vmm $vmm: $f's copy of the source's process"
+        [ "$("$B" vm exec "$f" -- hostname)" = "$f" ] || die "--vmm $vmm: $f's hostname is not its name"
+    done
+    local r0 r1 r2
+    r0=$("$B" vm exec "$src" -- sh -c 'head -c 32 /dev/urandom | od -An -tx1 | tr -d " \n"')
+    r1=$("$B" vm exec "$f1" -- sh -c 'head -c 32 /dev/urandom | od -An -tx1 | tr -d " \n"')
+    r2=$("$B" vm exec "$f2" -- sh -c 'head -c 32 /dev/urandom | od -An -tx1 | tr -d " \n"')
+    [ "$r0" != "$r1" ] && [ "$r1" != "$r2" ] && [ "$r0" != "$r2" ] ||
+        die "--vmm $vmm: forks read the same random bytes ($r0 / $r1 / $r2)"
+    "$B" vm exec "$f1" -- sh -c 'echo f1 >/root/only-f1 && sync'
+    for f in "$src" "$f2"; do
+        "$B" vm exec "$f" -- test ! -e /root/only-f1 || die "--vmm $vmm: $f1's write shows in $f"
+    done
+    # The source goes; the snapshot and its forks stay.
+    "$B" vm delete "$src" --force >/dev/null
+    [ "$("$B" vm exec "$f1" -- echo ok)" = ok ] || die "--vmm $vmm: $f1 broke with its source deleted"
+    "$B" vm run --from "$snap" --rm -q -- true || die "--vmm $vmm: vm run --from $snap -- true failed"
+    [ "$("$B" vm run --from "$snap" --rm -q -- cat /root/marker)" = before-snapshot ] ||
+        die "--vmm $vmm: vm run --from $snap does not see the snapshot's disk"
+    "$B" vm delete "$f1" --force >/dev/null
+    "$B" vm delete "$f2" --force >/dev/null
+}
+
+# `vm run --from SNAP --rm -- true`, RUNS times: the median in ms (the snapshot's VM stays).
+from_snapshot_timing() {
+    local vmm=$1 snap="timing-$1" runs=()
+    "$B" vm create "ts-$vmm" --image minbase --vmm "$vmm" --cpus 1 --memory 512MiB -q >/dev/null
+    "$B" vm snapshot "ts-$vmm" --name "$snap" >/dev/null
+    "$B" vm delete "ts-$vmm" --force >/dev/null
+    local i r0 r1
+    for i in $(seq "$RUNS"); do
+        r0=$(now); "$B" vm run --from "$snap" --rm -q -- true; r1=$(now)
+        runs+=("$(ms "$r0" "$r1")")
+    done
+    "$B" snapshot delete "$snap" >/dev/null
+    "$B" snapshot list | grep -qw "$snap" && die "--vmm $vmm: snapshot delete left $snap listed"
+    printf '%s\n' "${runs[@]}" | median
+}
+
+declare -A READY RUN EXEC FROM
 FC=${BANGER_FIRECRACKER:-$(command -v firecracker)}
 for vmm in firecracker qemu; do
     echo "smoke-kvm: --vmm $vmm: lifecycle ..." >&2
@@ -185,6 +285,14 @@ for vmm in firecracker qemu; do
     "$B" vm run --image minbase --vmm "$vmm" --rm -q -- true || die "--vmm $vmm: vm run -- true failed"
     echo "smoke-kvm: --vmm $vmm: network policy ..." >&2
     net_checks "$vmm"
+    # The QEMU side of snapshots is checked by the QEMU tests here (software emulation).
+    FROM[$vmm]=n/a
+    if [ "$vmm" = firecracker ]; then
+        echo "smoke-kvm: --vmm $vmm: pause, resume, snapshot and forks ..." >&2
+        snapshot_checks "$vmm"
+        "$B" snapshot delete "snap-$vmm" >/dev/null
+        FROM[$vmm]="$(from_snapshot_timing "$vmm") ms"
+    fi
 
     echo "smoke-kvm: --vmm $vmm: $RUNS timing samples ..." >&2
     ready=() run=() exec=()
@@ -210,3 +318,4 @@ echo "|---|---|---|"
 echo "| create → ready | ${READY[firecracker]} ms | ${READY[qemu]} ms |"
 echo "| \`vm run --rm -- true\` | ${RUN[firecracker]} ms | ${RUN[qemu]} ms |"
 echo "| \`vm exec -- true\` round trip | ${EXEC[firecracker]} ms | ${EXEC[qemu]} ms |"
+echo "| \`vm run --from SNAP --rm -- true\` | ${FROM[firecracker]} | ${FROM[qemu]} |"

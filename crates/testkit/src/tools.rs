@@ -131,6 +131,18 @@ pub fn cache_dir() -> PathBuf {
     dir
 }
 
+/// The tools no package registry carries (Firecracker, its jailer and API schema):
+/// `shared/tools` beside the repository, or beside the nearest directory above it that
+/// has one (a worktree under `<top>/wt/` uses `<top>/shared/tools`). The path beside the
+/// repository when none exists (callers report it missing).
+pub fn shared_tools_dir() -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    repo.ancestors()
+        .map(|a| a.join("../shared/tools"))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| repo.join("../shared/tools"))
+}
+
 /// Last `max_lines` lines of `text`, for panic messages.
 pub fn tail(text: &str, max_lines: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();

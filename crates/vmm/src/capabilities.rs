@@ -100,12 +100,12 @@ pub(crate) fn qemu(vsock_helper: bool) -> Capabilities {
     }
 }
 
-/// Firecracker: `PATCH /vm` pauses, `PUT /snapshot/create` snapshots (paused guests);
-/// it has no virtio-fs and no device hot-plug; its vsock is the hybrid Unix-socket kind.
+/// Firecracker: `PATCH /vm` pauses and resumes, `PUT /snapshot/create` saves a paused
+/// guest and `PUT /snapshot/load` restores it (all driven by banger); it has no virtio-fs and no device hot-plug; its vsock is the hybrid Unix-socket kind.
 pub(crate) fn firecracker() -> Capabilities {
     Capabilities {
-        pause: Support::VmmOnly,
-        snapshot: Support::VmmOnly,
+        pause: Support::Yes,
+        snapshot: Support::Yes,
         shared_folders: Support::No,
         hot_plug: Support::No,
         vsock: VsockKind::Hybrid,
@@ -122,9 +122,10 @@ mod tests {
             for s in [caps.shared_folders, caps.hot_plug] {
                 assert_ne!(s, Support::Yes, "{caps}");
             }
+            // Both drivers pause, resume, save and restore (`qemu/state.rs`, `firecracker/`).
+            assert_eq!((caps.pause, caps.snapshot), (Support::Yes, Support::Yes));
         }
-        assert_eq!(qemu(false).pause, Support::Yes);
-        assert_eq!(qemu(false).snapshot, Support::Yes);
+        assert_eq!(firecracker().hot_plug, Support::No);
         assert_eq!(qemu(false).vsock, VsockKind::None);
         assert_eq!(qemu(true).vsock, VsockKind::VhostUser);
         assert_eq!(firecracker().shared_folders, Support::No);
@@ -136,8 +137,8 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({
-                "pause": "vmm_only",
-                "snapshot": "vmm_only",
+                "pause": "yes",
+                "snapshot": "yes",
                 "shared_folders": "no",
                 "hot_plug": "no",
                 "vsock": "hybrid",

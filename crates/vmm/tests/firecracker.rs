@@ -23,9 +23,14 @@ use banger_vmm::{
 };
 use support::{GUEST_DEADLINE, Reap};
 
+/// `../shared/tools` beside the repository (where CI has it too).
+fn tools_dir() -> PathBuf {
+    banger_testkit::tools::shared_tools_dir()
+}
+
 /// The binary, or `None` (skipped with a message) outside CI.
 fn firecracker() -> Option<Arc<Firecracker>> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/firecracker");
+    let path = tools_dir().join("firecracker");
     if path.is_file() {
         return Some(Arc::new(Firecracker::new(path)));
     }
@@ -50,7 +55,7 @@ const JAILED: u32 = 65534;
 /// root; these machines and CI run the tests as root).
 fn jailed(base: &Path) -> Option<Arc<Firecracker>> {
     let fc = firecracker()?;
-    let jailer = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/jailer");
+    let jailer = tools_dir().join("jailer");
     if !jailer.is_file() {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!(
@@ -622,6 +627,228 @@ async fn a_drive_the_jailed_user_cannot_read_is_refused_first() {
     let err = launch(&vmm, &cfg).await.unwrap_err();
     assert!(
         matches!(&err, VmmError::Jail(JailError::Unreadable { uid, .. }) if *uid == JAILED),
+        "{err}"
+    );
+    assert!(!base.path().join("firecracker/fc-test").exists());
+    assert!(!run.path().join("pids.json").exists());
+}
+
+/// The (device, inode) of every file `pid` has open.
+fn open_files(pid: u32) -> Vec<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::metadata(e.unwrap().path()).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect()
+}
+
+fn id_of(path: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    (m.dev(), m.ino())
+}
+
+/// Boots `vmm` in a fresh run directory into early boot, pauses it (twice: not an
+/// error), saves it (a full snapshot: the state file and a memory file of the guest's
+/// size), resumes it (twice) and kills it; then launches two VMs at once from the saved
+/// state, each in its own run directory over its own disks, and checks that each fork
+/// runs on from the source's state (its console goes on where the source's was, no new
+/// boot) with its own disks open and none of the source's or the other fork's.
+async fn pause_save_and_restore(vmm: &Arc<Firecracker>, net: NetConfig) {
+    let run = support::run_dir();
+    let cfg = VmConfig {
+        net: net.clone(),
+        ..config(run.path(), "earlyprintk=ttyS0")
+    };
+    let launched = launch(vmm, &cfg).await.expect("launch");
+    let _reap = Reap(launched.processes.clone());
+    let fc = vmm_of(&launched).clone();
+    support::until(run.path(), "the kernel's first console lines", || {
+        support::console(run.path()).contains("Linux version")
+    })
+    .await;
+
+    let snap = support::run_dir();
+    let e = vmm.save_state(run.path(), snap.path()).unwrap_err();
+    assert!(
+        matches!(&e, VmmError::Api(ApiError::Rejected { path, .. }) if path == "/snapshot/create"),
+        "a running guest cannot be saved: {e}"
+    );
+    eprintln!("saving a running guest: {e}");
+    vmm.pause(run.path()).expect("PATCH /vm Paused");
+    vmm.pause(run.path()).expect("pausing a paused guest");
+    vmm.save_state(run.path(), snap.path())
+        .expect("PUT /snapshot/create");
+    let memory = std::fs::metadata(snap.path().join("memory")).unwrap();
+    assert_eq!(memory.len(), cfg.memory_mib << 20);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(memory.permissions().mode() & 0o777, 0o600);
+    assert!(
+        std::fs::metadata(snap.path().join("vmstate"))
+            .unwrap()
+            .len()
+            > 0
+    );
+    vmm.resume(run.path()).expect("PATCH /vm Resumed");
+    vmm.resume(run.path()).expect("resuming a running guest");
+    fc.signal(libc::SIGKILL).unwrap();
+    gone(&fc, run.path()).await;
+
+    // Two forks of the one saved state, launched at once.
+    let networked = matches!(net, NetConfig::User { .. });
+    let runs = [support::run_dir(), support::run_dir()];
+    let forks: Vec<VmConfig> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| VmConfig {
+            name: format!("fc fork {i}"),
+            restore: Some(snap.path().to_path_buf()),
+            net: net.clone(),
+            ..config(r.path(), "earlyprintk=ttyS0")
+        })
+        .collect();
+    let (a, b) = tokio::join!(launch(vmm, &forks[0]), launch(vmm, &forks[1]));
+    // Every fork that started is stopped, also when the other one failed.
+    let reaps: Vec<Reap> = [&a, &b]
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|l| Reap(l.processes.clone()))
+        .collect();
+    let mut pids = Vec::new();
+    for (restored, fork_run) in [a, b].into_iter().zip(&runs) {
+        let restored = restored.unwrap_or_else(|e| {
+            let log = std::fs::read_to_string(fork_run.path().join("firecracker.log"));
+            panic!("PUT /snapshot/load: {e}\nfirecracker's log:\n{log:?}")
+        });
+        pids.push(vmm_of(&restored).clone());
+    }
+    for (i, (fc2, fork_run)) in pids.iter().zip(&runs).enumerate() {
+        let other = &runs[1 - i];
+        check_fork(
+            fc2.pid,
+            fork_run.path(),
+            &[run.path(), other.path()],
+            networked,
+        )
+        .await;
+    }
+    for (fc2, fork_run) in pids.iter().zip(&runs) {
+        fc2.signal(libc::SIGKILL).unwrap();
+        gone(fc2, fork_run.path()).await;
+        banger_testkit::wait::until("the fork's sockets to be removed", || {
+            sockets(fork_run.path())
+                .iter()
+                .all(|s| std::fs::symlink_metadata(s).is_err())
+        });
+        assert!(support::processes_mentioning(fork_run.path()).is_empty());
+    }
+    drop(reaps);
+}
+
+/// A VM restored in `fork_run` by Firecracker `pid`: the calls it got, its disks (and
+/// none of `others`'), its vsock socket and TAP, and a guest that runs on.
+async fn check_fork(pid: u32, fork_run: &Path, others: &[&Path], networked: bool) {
+    // Exactly these calls, as Firecracker logged them: no configuration beyond the console.
+    let log = std::fs::read_to_string(fork_run.join("firecracker.log")).unwrap();
+    let calls: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split_once("The API server received a ").map(|(_, r)| r))
+        .filter_map(|r| r.split(" with body").next())
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            r#"Get request on "/"."#,
+            r#"Put request on "/serial""#,
+            r#"Put request on "/snapshot/load""#
+        ],
+        "{log}"
+    );
+    let open = open_files(pid);
+    for d in ["base.img", "upper.img", "work.img"] {
+        assert!(open.contains(&id_of(&fork_run.join(d))), "the fork's {d}");
+        for o in others {
+            assert!(!open.contains(&id_of(&o.join(d))), "{d} of {}", o.display());
+        }
+    }
+    assert!(fork_run.join("vsock.sock").exists());
+    if networked {
+        let tun = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+            .any(|t| t == Path::new("/dev/net/tun"));
+        assert!(tun, "the fork's NIC has a TAP");
+        assert!(log.contains(r#"\"host_dev_name\":\"tap0\""#), "{log}");
+    }
+    // The guest goes on writing its console, into the fork's log, without booting again.
+    support::until(fork_run, "the restored guest's console output", || {
+        !support::console(fork_run).is_empty()
+    })
+    .await;
+    let console = support::console(fork_run);
+    assert!(!console.contains("Linux version"), "a new boot:\n{console}");
+}
+
+/// Pause, save and restore against the real Firecracker, as far as this host lets a
+/// guest run (into early boot; the load itself works here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_is_paused_saved_and_restored_into_another_vm() {
+    let Some(vmm) = firecracker() else { return };
+    pause_save_and_restore(&vmm, NetConfig::None).await;
+}
+
+/// The same under the jailer: the snapshot is written inside the source's jail and moved
+/// out; the fork's jail gets the saved files and its own disks at the same jailed paths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jailed_guest_is_paused_saved_and_restored_into_another_jail() {
+    let base = support::run_dir();
+    let Some(vmm) = jailed(base.path()) else {
+        return;
+    };
+    pause_save_and_restore(&vmm, NetConfig::None).await;
+    assert!(
+        mounts_under(base.path()).is_empty(),
+        "{:?}",
+        mounts_under(base.path())
+    );
+}
+
+/// With user networking the saved NIC is re-pointed at the fork's own TAP (in the fork's
+/// namespace): the load is accepted and the fork's Firecracker holds a TAP open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_networked_guest_is_restored_onto_its_own_tap() {
+    let Some(vmm) = firecracker() else { return };
+    let net = NetConfig::User {
+        forwards: vec![],
+        policy: Default::default(),
+    };
+    pause_save_and_restore(&vmm, net).await;
+}
+
+/// A saved state the jailed user cannot read is refused before anything starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_state_the_jailed_user_cannot_read_is_refused_first() {
+    let base = support::run_dir();
+    let Some(vmm) = jailed(base.path()) else {
+        return;
+    };
+    let run = support::run_dir();
+    let snap = support::run_dir();
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["vmstate", "memory"] {
+        let p = snap.path().join(f);
+        std::fs::write(&p, b"x").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let cfg = VmConfig {
+        restore: Some(snap.path().to_path_buf()),
+        ..config(run.path(), "")
+    };
+    let err = launch(&vmm, &cfg).await.unwrap_err();
+    assert!(
+        matches!(&err, VmmError::Jail(JailError::UnreadableState { uid, path, .. })
+            if *uid == JAILED && path.ends_with("vmstate")),
         "{err}"
     );
     assert!(!base.path().join("firecracker/fc-test").exists());

@@ -324,7 +324,7 @@ pub fn is_root() -> bool {
 /// The Firecracker build at `../shared/tools/firecracker` (beside the repository). CI has
 /// it and must use it; elsewhere a missing one is reported by the tests that need it.
 pub fn firecracker() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/firecracker");
+    let p = banger_testkit::tools::shared_tools_dir().join("firecracker");
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         assert!(p.is_file(), "CI must have Firecracker at {}", p.display());
     }

@@ -79,6 +79,76 @@ pub(crate) struct InstanceActionInfo {
     pub(crate) action_type: &'static str,
 }
 
+/// `PATCH /vm`.
+#[derive(Debug, Serialize)]
+pub(crate) struct Vm {
+    pub(crate) state: VmState,
+}
+
+/// The states `PATCH /vm` sets.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) enum VmState {
+    Paused,
+    Resumed,
+}
+
+/// `PUT /snapshot/create`.
+#[derive(Debug, Serialize)]
+pub(crate) struct SnapshotCreateParams {
+    pub(crate) mem_file_path: String,
+    pub(crate) snapshot_path: String,
+    pub(crate) snapshot_type: SnapshotType,
+}
+
+/// Full snapshots only: a diff needs the previous snapshot's memory file and dirty-page
+/// tracking from boot.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) enum SnapshotType {
+    Full,
+}
+
+/// `PUT /snapshot/load`.
+#[derive(Debug, Serialize)]
+pub(crate) struct SnapshotLoadParams {
+    pub(crate) mem_backend: MemoryBackend,
+    pub(crate) snapshot_path: String,
+    pub(crate) resume_vm: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) network_overrides: Vec<NetworkOverride>,
+    pub(crate) vsock_override: VsockOverride,
+}
+
+/// Where the guest memory comes from on load.
+#[derive(Debug, Serialize)]
+pub(crate) struct MemoryBackend {
+    pub(crate) backend_type: MemoryBackendType,
+    pub(crate) backend_path: String,
+}
+
+/// A memory file (mapped privately: the file is never written, forks share its pages).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) enum MemoryBackendType {
+    File,
+}
+
+/// The TAP a restored NIC uses instead of the saved one.
+#[derive(Debug, Serialize)]
+pub(crate) struct NetworkOverride {
+    pub(crate) iface_id: String,
+    pub(crate) host_dev_name: String,
+}
+
+/// The vsock Unix socket a restored VM uses instead of the saved one.
+#[derive(Debug, Serialize)]
+pub(crate) struct VsockOverride {
+    pub(crate) uds_path: String,
+}
+
+/// The names of a saved state's files in the directory [`crate::Vmm::save_state`] fills.
+pub(crate) const STATE_FILE: &str = "vmstate";
+/// See [`STATE_FILE`].
+pub(crate) const MEMORY_FILE: &str = "memory";
+
 /// One API call: method, path, body, and the schema definition the body must match.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Request {
@@ -90,8 +160,17 @@ pub(crate) struct Request {
 }
 
 fn put(path: impl Into<String>, schema: &'static str, body: impl Serialize) -> Request {
+    call("PUT", path, schema, body)
+}
+
+fn call(
+    method: &'static str,
+    path: impl Into<String>,
+    schema: &'static str,
+    body: impl Serialize,
+) -> Request {
     Request {
-        method: "PUT",
+        method,
         path: path.into(),
         // Serializing these plain structs of strings and integers cannot fail.
         body: serde_json::to_value(body).unwrap_or(serde_json::Value::Null),
@@ -125,6 +204,71 @@ pub(crate) fn ctrl_alt_del() -> Request {
     action("SendCtrlAltDel")
 }
 
+/// `PATCH /vm`: pause or resume the vCPUs.
+pub(crate) fn set_state(state: VmState) -> Request {
+    call("PATCH", "/vm", "Vm", Vm { state })
+}
+
+/// `PUT /snapshot/create` of a paused VM: device state to `state`, memory to `memory`
+/// (paths as Firecracker sees them).
+pub(crate) fn snapshot_create(state: &Path, memory: &Path) -> Request {
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    put(
+        "/snapshot/create",
+        "SnapshotCreateParams",
+        SnapshotCreateParams {
+            mem_file_path: s(memory),
+            snapshot_path: s(state),
+            snapshot_type: SnapshotType::Full,
+        },
+    )
+}
+
+/// Every call a launch from a saved state makes, in order: the serial console (the only
+/// configuration Firecracker takes before a load), then the load, which resumes the
+/// guest with this VM's vsock socket and TAP. Drives are not named: the saved state
+/// holds their paths, which [`GuestPaths`] keeps the same for every VM.
+pub(crate) fn restore_requests(
+    cfg: &VmConfig,
+    paths: &GuestPaths,
+    tap: Option<&str>,
+) -> Vec<Request> {
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let (state, memory) = paths.saved.clone().unwrap_or_default();
+    let network_overrides = match (&cfg.net, tap) {
+        (NetConfig::User { .. }, Some(tap)) => vec![NetworkOverride {
+            iface_id: IFACE_ID.into(),
+            host_dev_name: tap.into(),
+        }],
+        _ => Vec::new(),
+    };
+    vec![
+        put(
+            "/serial",
+            "SerialDevice",
+            SerialDevice {
+                serial_out_path: s(&paths.console),
+            },
+        ),
+        put(
+            "/snapshot/load",
+            "SnapshotLoadParams",
+            SnapshotLoadParams {
+                mem_backend: MemoryBackend {
+                    backend_type: MemoryBackendType::File,
+                    backend_path: s(&memory),
+                },
+                snapshot_path: s(&state),
+                resume_vm: true,
+                network_overrides,
+                vsock_override: VsockOverride {
+                    uds_path: s(&paths.vsock_uds),
+                },
+            },
+        ),
+    ]
+}
+
 fn action(action_type: &'static str) -> Request {
     put(
         "/actions",
@@ -143,19 +287,41 @@ pub(crate) struct GuestPaths {
     pub(crate) drives: Vec<PathBuf>,
     pub(crate) console: PathBuf,
     pub(crate) vsock_uds: PathBuf,
+    /// The saved state and memory files to load ([`VmConfig::restore`]).
+    pub(crate) saved: Option<(PathBuf, PathBuf)>,
 }
 
 impl GuestPaths {
-    /// The host's paths (no jail).
+    /// The host's paths (no jail), except the drives: `fc-drives/vda`, … relative to
+    /// the run directory (Firecracker's working directory), symlinks to the disks. A
+    /// saved state records the drives' paths and a load reopens them (the load request
+    /// cannot re-point them): relative names make a VM restored in another run
+    /// directory open its own disks, as the jail's `/vda` does.
     pub(crate) fn direct(cfg: &VmConfig, files: &RunFiles) -> GuestPaths {
         GuestPaths {
-            kernel: cfg.kernel.clone(),
-            initrd: cfg.initrd.clone(),
-            drives: cfg.disks.iter().map(|d| d.path.clone()).collect(),
-            console: files.console_log.clone(),
-            vsock_uds: files.vsock_uds.clone(),
+            kernel: absolute(&cfg.kernel),
+            initrd: cfg.initrd.as_deref().map(absolute),
+            drives: (0..cfg.disks.len())
+                .map(|i| Path::new(DRIVE_LINKS).join(drive_id(i)))
+                .collect(),
+            console: absolute(&files.console_log),
+            vsock_uds: absolute(&files.vsock_uds),
+            saved: cfg.restore.as_deref().map(|d| saved_files(&absolute(d))),
         }
     }
+}
+
+/// `p` from the caller's working directory (Firecracker's is the run directory).
+pub(crate) fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The run directory's subdirectory holding an unjailed VM's drive symlinks.
+pub(crate) const DRIVE_LINKS: &str = "fc-drives";
+
+/// The state and memory files of a saved-state directory.
+pub(crate) fn saved_files(dir: &Path) -> (PathBuf, PathBuf) {
+    (dir.join(STATE_FILE), dir.join(MEMORY_FILE))
 }
 
 /// Every configuration call for `cfg`, in order, before [`instance_start`]. `tap` is the

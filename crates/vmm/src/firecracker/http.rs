@@ -71,7 +71,8 @@ pub enum ApiError {
     /// Firecracker refused the request; `fault_message` is its own explanation.
     #[error(
         "Firecracker refused {method} {path} (HTTP {status}): {fault_message} (request \
-         body: {body}): fix that part of the VM's configuration"
+         body: {body}): fix what it names (a configuration value, or the VM's state: a \
+         snapshot needs a paused VM)"
     )]
     Rejected {
         /// The method.

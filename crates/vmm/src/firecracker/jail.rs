@@ -20,6 +20,12 @@
 //! - `console.log` and `vsock.sock_1025`: the run directory's files (the caller's
 //!   listener, bound before launch), linked the same way and given to U:G, so the
 //!   console lands in `<run>/console.log` and guest connections reach the caller.
+//! - `vmstate`, `memory` for a launch from a saved state: linked like the drives, never
+//!   chowned (every VM restored from them shares them), refused before anything starts
+//!   when U:G cannot read them.
+//!
+//! A snapshot of a jailed VM is written to the jail's `/snapshot/` (made for U:G) and
+//! moved out (see [`super::save_state`]).
 //!
 //! The sockets Firecracker creates (`/fc.sock`, `/vsock.sock`) are symlinked from the
 //! run directory's usual names: callers keep using [`crate::RunFiles`] unchanged.
@@ -97,6 +103,35 @@ pub enum JailError {
         /// The jailed gid.
         gid: u32,
     },
+    /// A saved state's file the jailed user cannot read.
+    #[error(
+        "the saved state's file {path} is not readable by uid {uid} / gid {gid}, which the \
+         jailed Firecracker restoring it runs as: make it readable by them (a jailed \
+         save_state leaves it to them), or configure the jailer with ids that can read it"
+    )]
+    UnreadableState {
+        /// The file.
+        path: PathBuf,
+        /// The jailed uid.
+        uid: u32,
+        /// The jailed gid.
+        gid: u32,
+    },
+    /// A saved state could not be staged in the jail, moved out of it, or restricted to
+    /// its owner.
+    #[error(
+        "cannot {action} {path} for a Firecracker snapshot: {source}; check that the \
+         destination is writable and has room for the guest's memory"
+    )]
+    SavedState {
+        /// What was being done.
+        action: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
     /// The jail directory exists and belongs to another run directory.
     #[error(
         "the jail {jail} exists but is not this VM's (its run directory {run_dir} does not \
@@ -170,6 +205,10 @@ impl Jail {
                 .collect(),
             console: at(CONSOLE),
             vsock_uds: at(VSOCK),
+            saved: cfg
+                .restore
+                .as_ref()
+                .map(|_| super::api::saved_files(Path::new("/"))),
         }
     }
 
@@ -198,6 +237,19 @@ impl Jail {
                     uid: self.uid,
                     gid: self.gid,
                 });
+            }
+        }
+        if let Some(dir) = &cfg.restore {
+            let (state, memory) = super::api::saved_files(dir);
+            for f in [state, memory] {
+                let m = std::fs::metadata(&f).map_err(self.io("reading", &f))?;
+                if !readable_by(&m, self.uid, self.gid) {
+                    return Err(JailError::UnreadableState {
+                        path: f,
+                        uid: self.uid,
+                        gid: self.gid,
+                    });
+                }
             }
         }
         if self.dir.exists() && recorded(&files.jail_link).as_deref() != Some(&*self.dir) {
@@ -243,6 +295,14 @@ impl Jail {
             if !d.read_only {
                 self.chown(&d.path)?;
             }
+        }
+        if let Some(dir) = &cfg.restore {
+            // Never chowned: forks of one snapshot share these files, read-only (the
+            // memory file is mapped privately). A jailed save left them to the jailed ids.
+            let (state, memory) = super::api::saved_files(dir);
+            let (in_state, in_memory) = super::api::saved_files(&self.root);
+            self.link_or_bind(&state, &in_state)?;
+            self.link_or_bind(&memory, &in_memory)?;
         }
         self.link_or_bind(&files.console_log, &self.root.join(CONSOLE))?;
         self.chown(&files.console_log)?;
@@ -434,6 +494,51 @@ fn unescape(s: &str) -> String {
 /// The jail directory `<run>/jail` points to.
 fn recorded(link: &Path) -> Option<PathBuf> {
     std::fs::read_link(link).ok().filter(|p| p.is_absolute())
+}
+
+/// The jail root this run directory records, if the VM is jailed.
+pub(crate) fn recorded_root(files: &RunFiles) -> Option<PathBuf> {
+    recorded(&files.jail_link).map(|d| d.join("root"))
+}
+
+/// A failed step of moving a saved state out of a jail or restricting it.
+pub(crate) fn saved_state_err(
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(io::Error) -> JailError {
+    let path = path.to_path_buf();
+    move |source| JailError::SavedState {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Where a jailed Firecracker writes a snapshot, under its jail root.
+pub(crate) const SNAPSHOT_DIR: &str = "snapshot";
+
+/// A fresh, empty `<root>/snapshot` the jailed ids (the jail root's owner) can write.
+pub(crate) fn snapshot_dir(root: &Path) -> Result<PathBuf, JailError> {
+    let owner = std::fs::metadata(root).map_err(saved_state_err("read", root))?;
+    let dir = root.join(SNAPSHOT_DIR);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).map_err(saved_state_err("create", &dir))?;
+    std::os::unix::fs::chown(&dir, Some(owner.uid()), Some(owner.gid()))
+        .map_err(saved_state_err("change the owner of", &dir))?;
+    Ok(dir)
+}
+
+/// Moves a file the jailed Firecracker wrote to `to`: a rename, or a copy across
+/// filesystems.
+pub(crate) fn move_out(from: &Path, to: &Path) -> Result<(), JailError> {
+    match std::fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            std::fs::copy(from, to).map_err(saved_state_err("copy", from))?;
+            std::fs::remove_file(from).map_err(saved_state_err("remove", from))
+        }
+        Err(e) => Err(saved_state_err("move", from)(e)),
+    }
 }
 
 /// Removes the jail this run directory records (bind mounts, directory, cgroup, the

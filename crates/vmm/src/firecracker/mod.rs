@@ -12,6 +12,14 @@
 //!    the launch waits until `GET /` answers, then sends machine config, boot source,
 //!    serial console (`<run>/console.log`), drives, vsock, network interface, and
 //!    `InstanceStart`. It returns when `InstanceStart` succeeded: the guest runs.
+//!    With [`VmConfig::restore`] it sends only the serial console and
+//!    `PUT /snapshot/load` (which resumes the guest) instead.
+//!
+//! # Pause, save, restore
+//! `PATCH /vm` pauses and resumes; [`save_state`] is a full `PUT /snapshot/create`. A
+//! saved state records the drives' paths and a load reopens them, so they are the same
+//! for every VM: the jail's `/vda`, …, or unjailed `fc-drives/vda`, … relative to the run
+//! directory (Firecracker's working directory), symlinks to the VM's disks.
 //!
 //! # Invariants
 //! - A refused request is an error carrying Firecracker's `fault_message`; if Firecracker
@@ -38,7 +46,7 @@ pub use http::ApiError;
 pub use jail::{JailError, JailerConfig};
 
 use crate::config::{
-    Accel, ChannelKind, ConfigError, MAX_CMDLINE, NetConfig, PortForward, VmConfig,
+    Accel, ChannelKind, ConfigError, DiskFormat, MAX_CMDLINE, NetConfig, PortForward, VmConfig,
 };
 use crate::files::RunFiles;
 use crate::launch::{self, LaunchError, Started};
@@ -109,8 +117,15 @@ impl Firecracker {
             Some(_) => Jail::guest_paths(cfg),
             None => api::GuestPaths::direct(cfg, &files),
         };
-        let mut v = api::requests(cfg, &paths, Some(netns::TAP_NAME));
-        v.push(api::instance_start());
+        let tap = Some(netns::TAP_NAME);
+        let v = match cfg.restore {
+            Some(_) => api::restore_requests(cfg, &paths, tap),
+            None => {
+                let mut v = api::requests(cfg, &paths, tap);
+                v.push(api::instance_start());
+                v
+            }
+        };
         v.into_iter()
             .map(|r| (r.method, r.path, r.body.to_string()))
             .collect()
@@ -138,12 +153,17 @@ impl Firecracker {
             None => None,
         };
         let log = fresh_run_files(&files)?;
+        if jail.is_none() {
+            link_drives(cfg)?;
+        }
         let rules = match &cfg.net {
             NetConfig::User { forwards, policy } => netns::write_rules(policy, forwards, &files)?,
             NetConfig::None => None,
         };
         let mut cmd = self.command(cfg, &files, &id, &jail, &net, rules.as_deref())?;
-        cmd.stdin(Stdio::null())
+        // Unjailed drive paths are relative to the run directory (see `GuestPaths`).
+        cmd.current_dir(&cfg.run_dir)
+            .stdin(Stdio::null())
             .stdout(launch::clone_file(&log, &files.fc_log)?)
             .stderr(log);
         let (vmm, created) = self.spawn(cfg, &files, &jail, &mut cmd)?;
@@ -324,18 +344,22 @@ impl Firecracker {
         } else {
             api::GuestPaths::direct(cfg, files)
         };
-        for r in api::requests(cfg, &paths, tap) {
+        let calls = match cfg.restore {
+            // The load resumes the guest: nothing to start.
+            Some(_) => api::restore_requests(cfg, &paths, tap),
+            None => {
+                let mut v = api::requests(cfg, &paths, tap);
+                v.push(api::instance_start());
+                v
+            }
+        };
+        for r in calls {
             http::call(&files.fc_api_socket, r.method, &r.path, Some(&r.body)).map_err(failed)?;
+            if r.path == "/vsock" || r.path == "/snapshot/load" {
+                // Firecracker made the vsock socket: the reaper removes it.
+                remember(created, &files.vsock_uds);
+            }
         }
-        remember(created, &files.vsock_uds);
-        let start = api::instance_start();
-        http::call(
-            &files.fc_api_socket,
-            start.method,
-            &start.path,
-            Some(&start.body),
-        )
-        .map_err(failed)?;
         Ok(())
     }
 
@@ -399,6 +423,18 @@ impl Vmm for Firecracker {
         Ok(())
     }
 
+    fn pause(&self, run_dir: &Path) -> Result<(), VmmError> {
+        send(run_dir, &api::set_state(api::VmState::Paused))
+    }
+
+    fn resume(&self, run_dir: &Path) -> Result<(), VmmError> {
+        send(run_dir, &api::set_state(api::VmState::Resumed))
+    }
+
+    fn save_state(&self, run_dir: &Path, dest: &Path) -> Result<(), VmmError> {
+        save_state(run_dir, dest)
+    }
+
     fn listener_rebound(&self, run_dir: &Path) -> Result<(), VmmError> {
         listener_rebound(run_dir)
     }
@@ -406,6 +442,71 @@ impl Vmm for Firecracker {
     fn cleanup(&self, run_dir: &Path) -> Result<(), VmmError> {
         cleanup(run_dir)
     }
+}
+
+/// One call to the API of the VM running in `run_dir`.
+fn send(run_dir: &Path, r: &api::Request) -> Result<(), VmmError> {
+    let files = RunFiles::new(run_dir);
+    http::call(&files.fc_api_socket, r.method, &r.path, Some(&r.body))?;
+    Ok(())
+}
+
+/// [`Vmm::save_state`] of a Firecracker VM: a full snapshot, `dest/vmstate` (devices)
+/// and `dest/memory`. A jailed Firecracker can only write inside its jail: it writes to
+/// the jail's `/snapshot/`, and the files are then moved to `dest` (a rename when the
+/// jail is on `dest`'s filesystem, as the chroot base should be; else a copy). Both files
+/// are made 0600: they hold everything the guest held in memory, secrets included.
+pub fn save_state(run_dir: &Path, dest: &Path) -> Result<(), VmmError> {
+    let files = RunFiles::new(run_dir);
+    let dest = api::absolute(dest);
+    let (state, memory) = api::saved_files(&dest);
+    write_state(run_dir, &files, &state, &memory)?;
+    for f in [&state, &memory] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600))
+            .map_err(jail::saved_state_err("restrict to its owner", f))
+            .map_err(VmmError::from)?;
+    }
+    Ok(())
+}
+
+/// Has Firecracker write a full snapshot to `state` and `memory`.
+fn write_state(
+    run_dir: &Path,
+    files: &RunFiles,
+    state: &Path,
+    memory: &Path,
+) -> Result<(), VmmError> {
+    match jail::recorded_root(files) {
+        None => send(run_dir, &api::snapshot_create(state, memory)),
+        Some(root) => {
+            let staging = jail::snapshot_dir(&root)?;
+            let inside = Path::new("/").join(jail::SNAPSHOT_DIR);
+            let (in_state, in_memory) = api::saved_files(&inside);
+            let (out_state, out_memory) = api::saved_files(&staging);
+            let saved = send(run_dir, &api::snapshot_create(&in_state, &in_memory))
+                .and_then(|()| Ok(jail::move_out(&out_state, state)?))
+                .and_then(|()| Ok(jail::move_out(&out_memory, memory)?));
+            let _ = std::fs::remove_dir_all(&staging);
+            saved
+        }
+    }
+}
+
+/// Symlinks an unjailed VM's disks as `<run>/fc-drives/vda`, … (see `GuestPaths`).
+fn link_drives(cfg: &VmConfig) -> Result<(), LaunchError> {
+    let dir = cfg.run_dir.join(api::DRIVE_LINKS);
+    let _ = std::fs::remove_dir_all(&dir);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LaunchError::RunFile { path, source }
+    };
+    std::fs::create_dir(&dir).map_err(io(&dir))?;
+    for (i, d) in cfg.disks.iter().enumerate() {
+        let link = dir.join(api::drive_id(i));
+        std::os::unix::fs::symlink(api::absolute(&d.path), &link).map_err(io(&link))?;
+    }
+    Ok(())
 }
 
 /// [`Vmm::listener_rebound`] of a Firecracker VM; needs no driver instance (everything is
@@ -514,6 +615,37 @@ pub(crate) fn check_config(cfg: &VmConfig) -> Result<(), ConfigError> {
             ),
             "give it the uncompressed vmlinux (the kernel store extracts it from vmlinuz)",
         ));
+    }
+    if let Some((i, d)) = cfg
+        .disks
+        .iter()
+        .enumerate()
+        .find(|(_, d)| d.format != DiskFormat::Raw)
+    {
+        return Err(unsupported(
+            format!(
+                "disk {i} ({}) in the {} format",
+                d.path.display(),
+                d.format.as_str()
+            ),
+            "Firecracker attaches raw disk files only: give it a raw image (qcow2 overlays \
+             are QEMU's)",
+        ));
+    }
+    if let Some(dir) = &cfg.restore {
+        let (state, memory) = api::saved_files(dir);
+        for f in [state, memory] {
+            if !f.is_file() {
+                return Err(unsupported(
+                    format!(
+                        "restoring from {}, which has no {}",
+                        dir.display(),
+                        f.display()
+                    ),
+                    "restore from a directory Firecracker's save_state wrote",
+                ));
+            }
+        }
     }
     let len = api::boot_args(cfg).len();
     if len > MAX_CMDLINE {

@@ -11,7 +11,7 @@ use crate::config::{DiskConfig, PortForward, Proto};
 
 /// `../shared/tools` beside the repository (where CI has it too).
 fn tools_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools")
+    banger_testkit::tools::shared_tools_dir()
 }
 
 /// The schema as JSON, or `None` (skipped, loudly) outside CI when it is missing.
@@ -183,6 +183,21 @@ fn all_requests(cfg: &VmConfig) -> Vec<Request> {
     );
     v.push(api::instance_start());
     v.push(api::ctrl_alt_del());
+    v.push(api::set_state(api::VmState::Paused));
+    v.push(api::set_state(api::VmState::Resumed));
+    v.push(api::snapshot_create(
+        &cfg.run_dir.join("snap/vmstate"),
+        &cfg.run_dir.join("snap/memory"),
+    ));
+    let restored = VmConfig {
+        restore: Some(cfg.run_dir.join("snap")),
+        ..cfg.clone()
+    };
+    v.extend(api::restore_requests(
+        &restored,
+        &api::GuestPaths::direct(&restored, &files),
+        Some(crate::netns::TAP_NAME),
+    ));
     v
 }
 
@@ -202,6 +217,9 @@ fn every_request_body_matches_the_published_schema() {
         "Vsock",
         "NetworkInterface",
         "InstanceActionInfo",
+        "Vm",
+        "SnapshotCreateParams",
+        "SnapshotLoadParams",
     ] {
         assert!(kinds.contains(want), "no {want} request in {kinds:?}");
     }
@@ -268,6 +286,103 @@ fn the_schema_check_catches_what_firecracker_refuses() {
         serde_json::json!({"drive_id": "vda", "is_root_device": "no"}),
     );
     assert_eq!(e.len(), 1, "{e:?}");
+    let e = check("Vm", serde_json::json!({"state": "Stopped"}));
+    assert_eq!(e.len(), 1, "{e:?}");
+    let e = check(
+        "SnapshotLoadParams",
+        serde_json::json!({"mem_backend": {"backend_type": "Mmap", "backend_path": "/m"},
+                           "vsock_override": {}, "resume": true}),
+    );
+    assert!(
+        e.iter().any(|e| e.contains("snapshot_path is missing")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|e| e.contains("\"Mmap\" is not one of")),
+        "{e:?}"
+    );
+    assert!(e.iter().any(|e| e.contains("uds_path is missing")), "{e:?}");
+    assert!(
+        e.iter().any(|e| e.contains("unknown property resume")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn the_pause_resume_and_snapshot_bodies_are_what_the_api_wants() {
+    assert_eq!(
+        api::set_state(api::VmState::Paused),
+        Request {
+            method: "PATCH",
+            path: "/vm".into(),
+            body: serde_json::json!({"state": "Paused"}),
+            schema: "Vm",
+        }
+    );
+    assert_eq!(
+        api::set_state(api::VmState::Resumed).body,
+        serde_json::json!({"state": "Resumed"})
+    );
+    let r = api::snapshot_create(Path::new("/s/vmstate"), Path::new("/s/memory"));
+    assert_eq!((r.method, r.path.as_str()), ("PUT", "/snapshot/create"));
+    assert_eq!(
+        r.body,
+        serde_json::json!({"mem_file_path": "/s/memory", "snapshot_path": "/s/vmstate",
+                           "snapshot_type": "Full"})
+    );
+}
+
+#[test]
+fn a_restore_sets_the_console_then_loads_with_this_vms_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("snap");
+    let cfg = VmConfig {
+        restore: Some(snap.clone()),
+        ..full_config(dir.path())
+    };
+    let files = RunFiles::new(dir.path());
+    let reqs = api::restore_requests(
+        &cfg,
+        &api::GuestPaths::direct(&cfg, &files),
+        Some(crate::netns::TAP_NAME),
+    );
+    let run = dir.path().display();
+    let calls: Vec<(&str, &str)> = reqs.iter().map(|r| (r.method, r.path.as_str())).collect();
+    assert_eq!(calls, [("PUT", "/serial"), ("PUT", "/snapshot/load")]);
+    assert_eq!(
+        reqs[0].body,
+        serde_json::json!({"serial_out_path": format!("{run}/console.log")})
+    );
+    assert_eq!(
+        reqs[1].body,
+        serde_json::json!({
+            "mem_backend": {"backend_type": "File", "backend_path": format!("{run}/snap/memory")},
+            "snapshot_path": format!("{run}/snap/vmstate"),
+            "resume_vm": true,
+            "network_overrides": [{"iface_id": "eth0", "host_dev_name": "tap0"}],
+            "vsock_override": {"uds_path": format!("{run}/vsock.sock")},
+        })
+    );
+    // Without a network there is no override; jailed, every path is the jail's.
+    let bare = VmConfig {
+        net: NetConfig::None,
+        ..cfg.clone()
+    };
+    let reqs = api::restore_requests(&bare, &jail::Jail::guest_paths(&bare), None);
+    assert_eq!(
+        reqs[1].body,
+        serde_json::json!({
+            "mem_backend": {"backend_type": "File", "backend_path": "/memory"},
+            "snapshot_path": "/vmstate",
+            "resume_vm": true,
+            "vsock_override": {"uds_path": "/vsock.sock"},
+        })
+    );
+    assert_eq!(reqs[0].body["serial_out_path"], "/console.log");
+    // What `vm show` prints for a restore is the same sequence, without InstanceStart.
+    let shown = Firecracker::new("/fc".into()).api_calls(&cfg);
+    let paths: Vec<&str> = shown.iter().map(|c| c.1.as_str()).collect();
+    assert_eq!(paths, ["/serial", "/snapshot/load"]);
 }
 
 #[test]
@@ -288,7 +403,12 @@ fn requests_follow_the_config() {
             "/vsock",
             "/network-interfaces/eth0",
             "/actions",
-            "/actions"
+            "/actions",
+            "/vm",
+            "/vm",
+            "/snapshot/create",
+            "/serial",
+            "/snapshot/load"
         ]
     );
     let run = dir.path().display();
@@ -305,13 +425,15 @@ fn requests_follow_the_config() {
         reqs[2].body["serial_out_path"],
         format!("{run}/console.log")
     );
+    // Drives by names relative to the run directory, the same for every VM (a saved
+    // state records them).
     assert_eq!(
         reqs[3].body,
-        serde_json::json!({"drive_id": "vda", "path_on_host": format!("{run}/base.ext4"),
+        serde_json::json!({"drive_id": "vda", "path_on_host": "fc-drives/vda",
                            "is_root_device": false, "is_read_only": true})
     );
     assert_eq!(reqs[4].body["is_read_only"], false);
-    assert_eq!(reqs[5].body["path_on_host"], format!("{run}/work.ext4"));
+    assert_eq!(reqs[5].body["path_on_host"], "fc-drives/vdc");
     assert_eq!(
         reqs[6].body,
         serde_json::json!({"guest_cid": 3, "uds_path": format!("{run}/vsock.sock")})
@@ -390,6 +512,27 @@ fn what_firecracker_cannot_run_is_refused_before_anything_starts() {
         ..ok.clone()
     });
     assert!(e.contains("command line"), "{e}");
+    let mut qcow = ok.clone();
+    qcow.disks[1].format = crate::DiskFormat::Qcow2;
+    let e = refused(qcow);
+    assert!(
+        e.contains("disk 1") && e.contains("upper.ext4") && e.contains("qcow2 format"),
+        "{e}"
+    );
+    let snap = dir.path().join("snap");
+    std::fs::create_dir(&snap).unwrap();
+    std::fs::write(snap.join("vmstate"), b"").unwrap();
+    let e = refused(VmConfig {
+        restore: Some(snap.clone()),
+        ..ok.clone()
+    });
+    assert!(e.contains("restoring from") && e.contains("memory"), "{e}");
+    std::fs::write(snap.join("memory"), b"").unwrap();
+    check_config(&VmConfig {
+        restore: Some(snap),
+        ..ok.clone()
+    })
+    .unwrap();
     // The channel endpoint is vsock whatever the config says.
     assert_eq!(
         Firecracker::new("/fc".into()).channel_endpoint(&ok),
@@ -404,4 +547,146 @@ fn instance_ids_are_what_firecracker_accepts() {
     assert_eq!(instance_id(&"é".repeat(100)).len(), 64);
     assert_eq!(api::drive_id(0), "vda");
     assert_eq!(api::drive_id(25), "vdz");
+}
+
+/// One request as the fake API received it.
+type Received = (String, String, Value);
+
+/// A stand-in for Firecracker's API on `<run>/fc.sock`: answers `n` requests with 204
+/// and returns them. For `PUT /snapshot/create` it writes the two files as Firecracker
+/// would, under `chroot` (the jail root when the VM is jailed, else `/`).
+fn fake_api(run: &Path, chroot: &Path, n: usize) -> std::thread::JoinHandle<Vec<Received>> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::os::unix::net::UnixListener::bind(run.join("fc.sock")).unwrap();
+    let chroot = chroot.to_path_buf();
+    std::thread::spawn(move || {
+        let mut got = Vec::new();
+        for _ in 0..n {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            let mut words = line.split_whitespace();
+            let (method, path) = (words.next().unwrap(), words.next().unwrap());
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                r.read_line(&mut h).unwrap();
+                if h == "\r\n" {
+                    break;
+                }
+                if let Some(v) = h.strip_prefix("Content-Length: ") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            if path == "/snapshot/create" {
+                for (k, content) in [("snapshot_path", "state"), ("mem_file_path", "memory")] {
+                    let p = body[k].as_str().unwrap().trim_start_matches('/');
+                    std::fs::write(chroot.join(p), content).unwrap();
+                }
+            }
+            s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+            got.push((method.to_string(), path.to_string(), body));
+        }
+        got
+    })
+}
+
+#[test]
+fn pause_resume_and_save_state_make_exactly_these_calls() {
+    let run = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let server = fake_api(run.path(), Path::new("/"), 4);
+    let vmm = Firecracker::new("/fc".into());
+    vmm.pause(run.path()).unwrap();
+    vmm.save_state(run.path(), dest.path()).unwrap();
+    vmm.resume(run.path()).unwrap();
+    vmm.resume(run.path()).unwrap();
+    let got = server.join().unwrap();
+    let d = dest.path().display();
+    assert_eq!(
+        got,
+        [
+            (
+                "PATCH".into(),
+                "/vm".into(),
+                serde_json::json!({"state": "Paused"})
+            ),
+            (
+                "PUT".into(),
+                "/snapshot/create".into(),
+                serde_json::json!({"mem_file_path": format!("{d}/memory"),
+                                   "snapshot_path": format!("{d}/vmstate"),
+                                   "snapshot_type": "Full"})
+            ),
+            (
+                "PATCH".into(),
+                "/vm".into(),
+                serde_json::json!({"state": "Resumed"})
+            ),
+            (
+                "PATCH".into(),
+                "/vm".into(),
+                serde_json::json!({"state": "Resumed"})
+            ),
+        ]
+    );
+    assert_eq!(
+        std::fs::read(dest.path().join("memory")).unwrap(),
+        b"memory"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["vmstate", "memory"] {
+        let mode = std::fs::metadata(dest.path().join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "{f}: the guest's memory is its owner's only"
+        );
+    }
+    // A VM that is gone: the error says the socket does not answer.
+    std::fs::remove_file(run.path().join("fc.sock")).unwrap();
+    let e = vmm.pause(run.path()).unwrap_err();
+    assert!(matches!(e, VmmError::Api(ApiError::Connect { .. })), "{e}");
+}
+
+/// Jailed, Firecracker writes inside its jail (`/snapshot/…`, the only paths it sees);
+/// the files end up in `dest` and nothing stays in the jail.
+#[test]
+fn a_jailed_save_is_written_in_the_jail_and_moved_to_dest() {
+    let run = tempfile::tempdir().unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let jail_dir = base.path().join("firecracker/vm-1");
+    let root = jail_dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::os::unix::fs::symlink(&jail_dir, run.path().join("jail")).unwrap();
+    let server = fake_api(run.path(), &root, 1);
+    save_state(run.path(), dest.path()).unwrap();
+    let got = server.join().unwrap();
+    assert_eq!(
+        got[0].2,
+        serde_json::json!({"mem_file_path": "/snapshot/memory",
+                           "snapshot_path": "/snapshot/vmstate", "snapshot_type": "Full"})
+    );
+    assert_eq!(
+        std::fs::read(dest.path().join("vmstate")).unwrap(),
+        b"state"
+    );
+    assert_eq!(
+        std::fs::read(dest.path().join("memory")).unwrap(),
+        b"memory"
+    );
+    assert!(!root.join("snapshot").exists());
+    // A failed snapshot leaves no staging directory either.
+    std::fs::remove_file(run.path().join("fc.sock")).unwrap();
+    let e = save_state(run.path(), dest.path()).unwrap_err();
+    assert!(matches!(e, VmmError::Api(ApiError::Connect { .. })), "{e}");
+    assert!(!root.join("snapshot").exists());
 }
