@@ -16,7 +16,7 @@ use banger_guest_proto::{Empty, MAX_SEED, SetIdentity, auth, paths};
 use banger_vmm::{DiskFormat, NetConfig, VmConfig};
 
 use super::agent::AgentConn;
-use super::snapshot::{MODULES_LINK, ROOT_COPY, WORK_COPY, load_launch_config};
+use super::snapshot::{KERNEL_COPY, MODULES_LINK, ROOT_COPY, WORK_COPY, load_launch_config};
 use super::spec::VmSpec;
 use super::{Vms, boot, disks};
 use crate::error::OpError;
@@ -54,7 +54,13 @@ impl Vms {
                 snap.name
             ))
         })?;
-        let spec = fork_spec(source, &p, &snap.id)?;
+        // QEMU forks get copy-on-write overlays; Firecracker reads raw files only.
+        let format = if snap.vmm == "qemu" {
+            DiskFormat::Qcow2
+        } else {
+            DiskFormat::Raw
+        };
+        let spec = fork_spec(source, &p, &snap.id, format)?;
 
         let id = crate::ids::new_id();
         let dir = self.vm_dir(&id);
@@ -62,7 +68,7 @@ impl Vms {
             .map_err(|e| OpError::io(format!("creating {}", dir.display()), e))?;
         let guard = DirGuard::new(dir.clone());
         let (snap_dir, vm_dir) = (PathBuf::from(&snap.dir), dir.clone());
-        tokio::task::spawn_blocking(move || fork_files(&snap_dir, &vm_dir))
+        tokio::task::spawn_blocking(move || fork_files(&snap_dir, &vm_dir, format))
             .await
             .map_err(|e| OpError::Failed(format!("making the fork's disks aborted: {e}")))??;
         tracing::info!(vm = %name, snapshot = %snap.name, "forking");
@@ -101,7 +107,12 @@ impl Vms {
 
 /// The fork's spec: the snapshot's, with what may differ between forks (ports, network
 /// policy, `--rm`, lease) taken from the params. CPUs and memory are the snapshot's.
-fn fork_spec(mut spec: VmSpec, p: &VmCreateParams, snapshot_id: &str) -> Result<VmSpec, OpError> {
+fn fork_spec(
+    mut spec: VmSpec,
+    p: &VmCreateParams,
+    snapshot_id: &str,
+    format: DiskFormat,
+) -> Result<VmSpec, OpError> {
     for (flag, asked, have) in [
         ("--cpus", p.cpus.map(u64::from), u64::from(spec.cpus)),
         ("--memory", p.memory_mib, spec.memory_mib),
@@ -137,18 +148,23 @@ fn fork_spec(mut spec: VmSpec, p: &VmCreateParams, snapshot_id: &str) -> Result<
     super::net::check_free(&spec.publish)?;
     spec.auto_remove = p.auto_remove;
     spec.leased = p.lease.is_some();
-    spec.disk_format = DiskFormat::Qcow2;
+    spec.disk_format = format;
     spec.forked_from = Some(snapshot_id.to_string());
     spec.resume_pending = true;
     Ok(spec)
 }
 
-/// The fork's disks (overlays over the snapshot's copies) and the snapshot boot's agent
-/// secret, which the resumed agent still proves until it is given its own.
-fn fork_files(snap_dir: &Path, vm_dir: &Path) -> Result<(), OpError> {
-    let (root, work) = disks::paths(vm_dir, DiskFormat::Qcow2);
-    disks::create_overlay(&snap_dir.join(ROOT_COPY), &root)?;
-    disks::create_overlay(&snap_dir.join(WORK_COPY), &work)?;
+/// The fork's disks (overlays over the snapshot's copies, or sparse copies of them for a
+/// VMM that reads raw files only) and the snapshot boot's agent secret, which the resumed
+/// agent still proves until it is given its own.
+fn fork_files(snap_dir: &Path, vm_dir: &Path, format: DiskFormat) -> Result<(), OpError> {
+    let (root, work) = disks::paths(vm_dir, format);
+    for (copy, disk) in [(ROOT_COPY, root), (WORK_COPY, work)] {
+        match format {
+            DiskFormat::Qcow2 => disks::create_overlay(&snap_dir.join(copy), &disk)?,
+            DiskFormat::Raw => crate::fsutil::copy_sparse(&snap_dir.join(copy), &disk)?,
+        }
+    }
     let key = boot::read_agent_key(snap_dir)?;
     boot::replace_agent_key(vm_dir, &key)
 }
@@ -159,13 +175,14 @@ pub(super) fn fork_config(
     snap_dir: &Path,
     vm_dir: &Path,
     name: &str,
-    publish: &[banger_vmm::PortForward],
+    spec: &VmSpec,
     policy: Option<banger_vmm::netns::Policy>,
 ) -> Result<VmConfig, OpError> {
     let mut cfg = load_launch_config(snap_dir)?;
     cfg.name = name.to_string();
     cfg.run_dir = vm_dir.to_path_buf();
-    let (root, work) = disks::paths(vm_dir, DiskFormat::Qcow2);
+    let format = spec.disk_format;
+    let (root, work) = disks::paths(vm_dir, format);
     for (i, path) in [(1, root), (2, work)] {
         let disk = cfg.disks.get_mut(i).ok_or_else(|| {
             OpError::Failed(format!(
@@ -174,15 +191,18 @@ pub(super) fn fork_config(
             ))
         })?;
         disk.path = path;
-        disk.format = DiskFormat::Qcow2;
+        disk.format = format;
     }
     if let Some(modules) = cfg.disks.get_mut(3) {
         modules.path = snap_dir.join(MODULES_LINK);
     }
+    if snap_dir.join(KERNEL_COPY).is_file() {
+        cfg.kernel = snap_dir.join(KERNEL_COPY);
+    }
     cfg.initrd = Some(snap_dir.join(boot::VM_INITRAMFS));
     cfg.net = match (cfg.net, policy) {
         (NetConfig::User { .. }, Some(policy)) => NetConfig::User {
-            forwards: publish.to_vec(),
+            forwards: spec.publish.clone(),
             policy,
         },
         (NetConfig::None, None) => NetConfig::None,

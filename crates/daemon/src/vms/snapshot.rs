@@ -33,6 +33,8 @@ pub const LAUNCH_CONFIG: &str = "launch.json";
 pub const ROOT_COPY: &str = "root.ext4";
 pub const WORK_COPY: &str = "work.ext4";
 pub const MODULES_LINK: &str = "modules.ext4";
+/// Inside a snapshot: the kernel, when the VM's own directory held it (Firecracker's ELF).
+pub const KERNEL_COPY: &str = "kernel";
 
 /// Writes `<vm_dir>/launch.json`.
 pub fn save_launch_config(vm_dir: &Path, cfg: &VmConfig) -> Result<(), OpError> {
@@ -364,10 +366,18 @@ fn copy_vm_files(vm_dir: &Path, snap_dir: &Path, format: DiskFormat) -> Result<(
     for name in [LAUNCH_CONFIG, boot::VM_INITRAMFS, boot::AGENT_KEY] {
         fsutil::copy_file(&vm_dir.join(name), &snap_dir.join(name))?;
     }
+    let mut links = vec![];
     if let Some(modules) = cfg.disks.get(3) {
-        let link = snap_dir.join(MODULES_LINK);
-        if std::fs::hard_link(&modules.path, &link).is_err() {
-            fsutil::copy_sparse(&modules.path, &link)?;
+        links.push((modules.path.clone(), MODULES_LINK));
+    }
+    if cfg.kernel.starts_with(vm_dir) {
+        // The source VM's directory goes with it; its forks need the kernel.
+        links.push((cfg.kernel.clone(), KERNEL_COPY));
+    }
+    for (from, name) in links {
+        let link = snap_dir.join(name);
+        if std::fs::hard_link(&from, &link).is_err() {
+            fsutil::copy_sparse(&from, &link)?;
         }
     }
     fsutil::fsync_dir(snap_dir)

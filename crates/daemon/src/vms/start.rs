@@ -241,7 +241,7 @@ impl Vms {
             Path::new(&snap.dir),
             Path::new(&row.dir),
             &row.name,
-            &spec.publish,
+            &spec,
             policy,
         )?;
         self.launch_and_wait(row, spec, cfg, &host, &selected, ctx, ready_timeout_secs)
