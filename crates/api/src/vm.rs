@@ -583,6 +583,9 @@ pub struct Vm {
     /// Also deleted when the client holding its lease goes away (`vm.hold`).
     #[serde(default)]
     pub leased: bool,
+    /// The snapshot this VM was forked from (`vm create --from`), by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<String>,
     /// What the VM's VMM offers; absent until the daemon has looked at this host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<VmCapabilities>,

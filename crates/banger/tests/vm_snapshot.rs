@@ -164,6 +164,7 @@ fn pause_snapshot_fork_and_crash_safety() {
     for name in ["fa", "fb"] {
         let vm = env.json(&["vm", "show", name]);
         assert_eq!(vm["state"], "running", "{vm}");
+        assert_eq!(vm["forked_from"], "s1", "{vm}");
         let stages: Vec<&str> = vm["stages"]
             .as_array()
             .unwrap()

@@ -92,6 +92,15 @@ impl Vms {
             started_at: row.started_at.clone(),
             auto_remove: spec.auto_remove,
             leased: spec.leased,
+            forked_from: match &spec.forked_from {
+                Some(id) => Some(
+                    self.store
+                        .find_snapshot(id)?
+                        .map(|s| s.name)
+                        .unwrap_or_else(|| format!("(deleted snapshot {id})")),
+                ),
+                None => None,
+            },
         })
     }
 }

@@ -252,6 +252,7 @@ pub(crate) mod testing {
     /// A running VM as the daemon would describe it.
     pub fn sample_vm() -> Vm {
         Vm {
+            forked_from: None,
             id: "vm-3f2a9c1d".into(),
             name: "dev".into(),
             image: "debian-bookworm".into(),

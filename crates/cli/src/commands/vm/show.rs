@@ -115,6 +115,9 @@ pub fn render(style: &Style, vm: &Vm) -> String {
         };
         fields.push(("Removed", format!("{when} (--rm)")));
     }
+    if let Some(snapshot) = &vm.forked_from {
+        fields.push(("Forked from", format!("snapshot {}", visible(snapshot))));
+    }
     if let Some(c) = &vm.capabilities {
         fields.push((
             "Capabilities",
