@@ -80,7 +80,7 @@ read -r warm_med warm_p95 < <(printf '%s\n' "${warm[@]}" | stats)
 echo "bench-snapshot: cold ${cold_med}/${cold_p95} s, from the snapshot ${warm_med}/${warm_p95} s" >&2
 
 t0=$(now); "$B" vm create one --from ready -q >/dev/null; t1=$(now)
-fork_ready=$(echo "$t1 - $t0" | bc)
+fork_ready=$(printf '%.2f' "$(echo "$t1 - $t0" | bc)")
 "$B" vm delete one --force >/dev/null
 
 echo "bench-snapshot: $FORKS forks at once ..." >&2
@@ -91,7 +91,7 @@ for i in $(seq 1 "$FORKS"); do
 done
 for p in "${pids[@]}"; do wait "$p"; done
 t1=$(now)
-all_ready=$(echo "$t1 - $t0" | bc)
+all_ready=$(printf '%.2f' "$(echo "$t1 - $t0" | bc)")
 read -r rss_mib pss_mib < <(python3 - "$B" "$FORKS" <<'EOF'
 import json, subprocess, sys, statistics
 b, n = sys.argv[1], int(sys.argv[2])
@@ -121,7 +121,7 @@ for mem in 512 2048; do
     PAUSE[$mem]=$(echo "($t1 - $t0) * 1000" | bc | cut -d. -f1)
     "$B" vm resume "m$mem" >/dev/null
     t0=$(now); "$B" vm snapshot "m$mem" --name "s$mem" >/dev/null; t1=$(now)
-    SNAP[$mem]=$(echo "$t1 - $t0" | bc)
+    SNAP[$mem]=$(printf '%.2f' "$(echo "$t1 - $t0" | bc)")
     "$B" vm delete "m$mem" --force >/dev/null
     "$B" snapshot delete "s$mem" >/dev/null
 done
