@@ -233,7 +233,15 @@ impl Vms {
         let paused_ms = super::ms_since(paused_at);
         taken?;
         if p.stop {
+            // Its state is saved: killing the VMM loses nothing the snapshot needs.
             self.kill_locked(&row).await?;
+            self.set_state(
+                &row,
+                VmState::Stopped,
+                None,
+                Some("stopped after its snapshot"),
+            )?;
+            self.remove_if_auto(&row);
         }
         let size_bytes = dir_allocated_bytes(&snap_dir);
         let snap = SnapshotRow {
@@ -362,7 +370,11 @@ fn copy_vm_files(vm_dir: &Path, snap_dir: &Path, format: DiskFormat) -> Result<(
             DiskFormat::Qcow2 => disks::flatten(&from, &to)?,
         }
     }
-    let cfg = load_launch_config(vm_dir)?;
+    let cfg = load_launch_config(vm_dir).map_err(|e| {
+        OpError::Failed(format!(
+            "{e}: a VM started by an older bangerd has none; stop and start it, then snapshot it"
+        ))
+    })?;
     for name in [LAUNCH_CONFIG, boot::VM_INITRAMFS, boot::AGENT_KEY] {
         fsutil::copy_file(&vm_dir.join(name), &snap_dir.join(name))?;
     }

@@ -61,7 +61,7 @@ async fn boot_and_serve(guest: Guest) {
         return std::future::pending().await;
     };
     let session = Session {
-        secret,
+        secret: Arc::new(std::sync::Mutex::new(secret)),
         boot_id: format!("fake-boot-{}", guest.vmm.pid),
         vmm: guest.vmm.clone(),
         dies_after_hello: matches!(guest.behaviour, Behaviour::DiesAfterHello),
@@ -90,7 +90,8 @@ async fn boot_and_serve(guest: Guest) {
 
 #[derive(Clone)]
 struct Session {
-    secret: Vec<u8>,
+    /// Shared by the sessions of one guest: `identity` replaces it.
+    secret: Arc<std::sync::Mutex<Vec<u8>>>,
     boot_id: String,
     vmm: ProcessRecord,
     dies_after_hello: bool,
@@ -140,6 +141,13 @@ impl Session {
                 std::future::pending().await
             }
             paths::CLOCK | paths::AUTHORIZED_KEY => json(&Empty {}, None),
+            paths::IDENTITY => match serde_json::from_slice::<proto::SetIdentity>(&body) {
+                Ok(identity) => {
+                    *self.secret.lock().unwrap_or_else(|e| e.into_inner()) = identity.secret;
+                    json(&Empty {}, None)
+                }
+                Err(e) => refuse(StatusCode::BAD_REQUEST, &e.to_string()),
+            },
             paths::SHUTDOWN if self.ignore_shutdown => json(&Empty {}, None),
             paths::SHUTDOWN => {
                 // The guest powers off once its answer is out (QEMU's -no-reboot exits).
@@ -160,7 +168,11 @@ impl Session {
             init: proto::InitMode::Agent,
             stages: Vec::new(),
             kernel_release: "fake".into(),
-            proof: auth::proof(&self.secret, nonce, &self.boot_id),
+            proof: auth::proof(
+                &self.secret.lock().unwrap_or_else(|e| e.into_inner()),
+                nonce,
+                &self.boot_id,
+            ),
         }
     }
 }

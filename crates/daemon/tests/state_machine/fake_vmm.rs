@@ -97,6 +97,8 @@ pub struct Plan {
     /// The agent answers `shutdown` but the guest keeps running.
     pub ignore_shutdown: bool,
     pub power_down: PowerDown,
+    /// `save_state` fails with this message (after the guest was paused).
+    pub save_fails: Option<&'static str>,
 }
 
 /// A call the daemon made.
@@ -104,6 +106,9 @@ pub struct Plan {
 pub enum Call {
     Launch { vm: String },
     PowerDown { run_dir: PathBuf },
+    Pause { run_dir: PathBuf },
+    Resume { run_dir: PathBuf },
+    Save { run_dir: PathBuf },
 }
 
 /// One launched VM: its processes, and the pipes that keep them waiting.
@@ -111,6 +116,9 @@ struct Running {
     vmm: ProcessRecord,
     helper: ProcessRecord,
     power_down: PowerDown,
+    save_fails: Option<&'static str>,
+    /// Restored from a saved state (`VmConfig::restore`).
+    restored: bool,
     _stdin: Vec<ChildStdin>,
 }
 
@@ -160,6 +168,11 @@ impl FakeVmm {
             .iter()
             .filter(|c| matches!(c, Call::PowerDown { .. }))
             .count()
+    }
+
+    /// Whether the VM in `run_dir` was launched from a saved state.
+    pub fn restored(&self, run_dir: &Path) -> bool {
+        lock(&self.vms).get(run_dir).is_some_and(|r| r.restored)
     }
 
     /// The processes of the VM in `run_dir`'s latest launch: (helper, VMM).
@@ -229,8 +242,8 @@ impl Vmm for FakeVmm {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            pause: Support::No,
-            snapshot: Support::No,
+            pause: Support::Yes,
+            snapshot: Support::Yes,
             shared_folders: Support::No,
             hot_plug: Support::No,
             vsock: VsockKind::None,
@@ -291,6 +304,8 @@ impl Vmm for FakeVmm {
                 vmm: vmm.clone(),
                 helper,
                 power_down: plan.power_down,
+                save_fails: plan.save_fails,
+                restored: cfg.restore.is_some(),
                 _stdin: vec![helper_in, vmm_in],
             },
         );
@@ -306,6 +321,40 @@ impl Vmm for FakeVmm {
             processes,
             console_log: files.console_log,
             vmm_stderr: files.vmm_stderr,
+        })
+    }
+
+    fn pause(&self, run_dir: &Path) -> Result<(), VmmError> {
+        self.record(Call::Pause {
+            run_dir: run_dir.to_path_buf(),
+        });
+        Ok(())
+    }
+
+    fn resume(&self, run_dir: &Path) -> Result<(), VmmError> {
+        self.record(Call::Resume {
+            run_dir: run_dir.to_path_buf(),
+        });
+        Ok(())
+    }
+
+    /// Writes a stand-in state file, or fails as scripted.
+    fn save_state(&self, run_dir: &Path, dest: &Path) -> Result<(), VmmError> {
+        self.record(Call::Save {
+            run_dir: run_dir.to_path_buf(),
+        });
+        let fails = lock(&self.vms).get(run_dir).and_then(|r| r.save_fails);
+        if let Some(message) = fails {
+            return Err(VmmError::NoVmm {
+                reason: format!("fake: {message}"),
+            });
+        }
+        std::fs::write(dest.join("fake.state"), b"saved").map_err(|source| {
+            LaunchError::RunFile {
+                path: dest.to_path_buf(),
+                source,
+            }
+            .into()
         })
     }
 

@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 use banger_api::ErrorCode;
 use banger_api::image::Image;
 use banger_api::layout::Layout;
-use banger_api::vm::{Vm, VmCreateParams, VmDeleteParams, VmRef, VmStartParams, VmState};
+use banger_api::snapshot::{Snapshot, SnapshotRef};
+use banger_api::vm::{
+    Vm, VmCreateParams, VmDeleteParams, VmRef, VmSnapshotParams, VmStartParams, VmState,
+};
 use banger_daemon::error::OpError;
 use banger_daemon::progress::OpContext;
 use banger_daemon::store::Store;
@@ -305,7 +308,7 @@ async fn every_transition(channel: ChannelKind) {
     let caps = running
         .capabilities
         .expect("vm show reports the driver's capabilities");
-    assert_eq!((caps.pause.as_str(), caps.vsock.as_str()), ("no", "none"));
+    assert_eq!((caps.pause.as_str(), caps.vsock.as_str()), ("yes", "none"));
     assert_eq!(
         running.channel,
         if channel == ChannelKind::Vsock {
@@ -875,4 +878,202 @@ async fn a_daemon_killed_mid_launch_leaves_no_process() {
     wait_no_process(&env).await;
     assert_no_runtime_files(&vm.dir);
     assert_eq!(vms.show("a").unwrap().state, VmState::Stopped);
+}
+
+fn snapshot_entries(env: &Env) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(env.layout.snapshots_dir())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+async fn snapshot(vms: &Arc<Vms>, vm: &str, name: &str) -> Result<Snapshot, OpError> {
+    vms.snapshot(VmSnapshotParams {
+        vm: vm.into(),
+        name: Some(name.into()),
+        stop: false,
+    })
+    .await
+}
+
+/// Pause and resume, snapshots (a failed save leaves the VM running and nothing of the
+/// snapshot), forks (restored, given their identity, the snapshot pinned while they live).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_snapshot_and_fork_transitions() {
+    let env = Env::new(ChannelKind::Serial);
+    let vms = env.daemon();
+    let a = create(&vms, "a", true).await.unwrap();
+    let dir = PathBuf::from(&a.dir);
+
+    // running → paused → running (exec's refusal is checked on a real guest,
+    // crates/banger/tests/vm_snapshot.rs).
+    let paused = vms.pause(VmRef { vm: "a".into() }).await.unwrap();
+    assert_eq!(paused.state, VmState::Paused);
+    assert_eq!(
+        vms.pause(VmRef { vm: "a".into() }).await.unwrap().state,
+        VmState::Paused
+    );
+    let resumed = vms.resume(VmRef { vm: "a".into() }).await.unwrap();
+    assert_eq!(resumed.state, VmState::Running);
+    assert_eq!(
+        env.fake.calls()[1..],
+        [
+            Call::Pause {
+                run_dir: dir.clone()
+            },
+            Call::Resume {
+                run_dir: dir.clone()
+            }
+        ]
+    );
+    // A paused VM is resumed before its stop (a paused guest cannot shut down).
+    vms.pause(VmRef { vm: "a".into() }).await.unwrap();
+    assert_eq!(stop(&vms, "a").await.unwrap().state, VmState::Stopped);
+    assert!(env.fake.calls().ends_with(&[
+        Call::Pause {
+            run_dir: dir.clone()
+        },
+        Call::Resume {
+            run_dir: dir.clone()
+        }
+    ]));
+    assert_eq!(
+        code(vms.pause(VmRef { vm: "a".into() }).await),
+        ErrorCode::NotRunning
+    );
+
+    // A save that fails: the VM runs on, no snapshot is listed, no directory is left.
+    env.fake.script(Plan {
+        save_fails: Some("disk full (scripted)"),
+        ..Plan::default()
+    });
+    start(&vms, "a").await.unwrap();
+    let e = snapshot(&vms, "a", "bad").await.unwrap_err();
+    assert!(e.to_string().contains("disk full"), "{e}");
+    assert!(env.fake.calls().ends_with(&[
+        Call::Pause {
+            run_dir: dir.clone()
+        },
+        Call::Save {
+            run_dir: dir.clone()
+        },
+        Call::Resume {
+            run_dir: dir.clone()
+        }
+    ]));
+    assert_eq!(vms.show("a").unwrap().state, VmState::Running);
+    assert!(vms.snapshot_list().unwrap().snapshots.is_empty());
+    assert_eq!(snapshot_entries(&env), Vec::<String>::new());
+
+    // A snapshot: listed with its files; the VM was paused, saved, resumed.
+    stop(&vms, "a").await.unwrap();
+    start(&vms, "a").await.unwrap();
+    let s = snapshot(&vms, "a", "s").await.unwrap();
+    assert_eq!((s.name.as_str(), s.source_vm.as_str()), ("s", "a"));
+    assert_eq!(vms.show("a").unwrap().state, VmState::Running);
+    let snap_dir = env.layout.snapshots_dir().join(&s.id);
+    for f in [
+        "fake.state",
+        "root.ext4",
+        "work.ext4",
+        "launch.json",
+        "agent.key",
+    ] {
+        assert!(snap_dir.join(f).is_file(), "{f} missing from the snapshot");
+    }
+    assert_eq!(
+        code(snapshot(&vms, "a", "s").await),
+        ErrorCode::AlreadyExists
+    );
+
+    // A fork: restored (not booted), given its identity and a secret of its own.
+    let params = VmCreateParams {
+        name: "f".into(),
+        from: Some("s".into()),
+        ..Default::default()
+    };
+    let f = vms.create(params, &OpContext::detached()).await.unwrap();
+    assert_eq!(f.state, VmState::Running);
+    assert_eq!(f.forked_from.as_deref(), Some("s"));
+    assert!(env.fake.restored(Path::new(&f.dir)));
+    assert!(
+        f.stages.iter().any(|st| st.stage == "identity"),
+        "{:?}",
+        f.stages
+    );
+    let key = |d: &Path| std::fs::read(d.join("agent.key")).unwrap();
+    assert_ne!(
+        key(Path::new(&f.dir)),
+        key(&snap_dir),
+        "the fork's own secret"
+    );
+    // Its second start boots it like any VM.
+    stop(&vms, "f").await.unwrap();
+    start(&vms, "f").await.unwrap();
+    assert!(!env.fake.restored(Path::new(&f.dir)));
+    // Mismatched resources are refused before anything is made.
+    let bigger = VmCreateParams {
+        name: "g".into(),
+        from: Some("s".into()),
+        cpus: Some(4),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(vms.create(bigger, &OpContext::detached()).await),
+        ErrorCode::BadRequest
+    );
+    assert_eq!(code(vms.show("g")), ErrorCode::NotFound);
+
+    // The snapshot outlives its source, and goes only once its forks are gone.
+    delete(&vms, "a", true).await.unwrap();
+    let r = vms
+        .snapshot_delete(SnapshotRef {
+            snapshot: "s".into(),
+        })
+        .await;
+    assert_eq!(code(r), ErrorCode::InUse);
+    delete(&vms, "f", true).await.unwrap();
+    vms.snapshot_delete(SnapshotRef {
+        snapshot: "s".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(snapshot_entries(&env), Vec::<String>::new());
+    wait_no_process(&env).await;
+}
+
+/// A daemon killed mid-snapshot left a directory without a row and the VM paused: the
+/// next daemon sweeps the one and resumes the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_sweeps_a_half_snapshot_and_resumes_its_vm() {
+    let env = Env::new(ChannelKind::Serial);
+    let first = multi_thread();
+    let vms = env.daemon();
+    let a = first
+        .spawn(async move { create(&vms, "a", true).await })
+        .await
+        .unwrap()
+        .unwrap();
+    first.shutdown_background();
+    let half = env.layout.snapshots_dir().join("0123456789abcdef");
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::write(half.join("root.ext4"), b"partial").unwrap();
+    let calls_before = env.fake.calls().len();
+    let next = env.daemon();
+    next.adopt_all().await.unwrap();
+    assert_eq!(snapshot_entries(&env), Vec::<String>::new());
+    assert_eq!(
+        env.fake.calls()[calls_before..],
+        [Call::Resume {
+            run_dir: PathBuf::from(&a.dir)
+        }]
+    );
+    assert_eq!(next.show("a").unwrap().state, VmState::Running);
+    delete(&next, "a", true).await.unwrap();
+    wait_no_process(&env).await;
 }
