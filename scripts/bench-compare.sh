@@ -7,12 +7,14 @@
 # e.g. to check that a refactoring kept the numbers (issue 19: ±5 %).
 #
 # Usage: scripts/bench-compare.sh REV      (a commit, tag or branch to compare HEAD with)
-#   BENCH_RUNS=N (default 10)
+#   BENCH_RUNS=N (default 10)   BENCH_NET=MODE (default none: the VMs' --net)
 #   BANGER_TEST_CACHE  cache dir of the debootstrap images and kernel (default /var/tmp/banger-test-cache)
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${BANGER_TEST_CACHE:-/var/tmp/banger-test-cache}
 RUNS=${BENCH_RUNS:-10}
+# `none` by default: what both sides have, so network changes do not blur the comparison.
+NET=${BENCH_NET:-none}
 REV=${1:?usage: scripts/bench-compare.sh REV}
 export PATH=$PATH:$HOME/.cargo/bin:/usr/sbin:/sbin
 die() { echo "bench-compare: $*" >&2; exit 1; }
@@ -64,8 +66,8 @@ for side in old new; do
     env_for "$side"
     "$B" kernel import cloud --deb "$deb" >/dev/null
     "$B" image pull "oci:$CACHE/bench/oci-minbase:t" --name minbase --kernel-ref cloud -q >/dev/null
-    "$B" vm run --rm --image minbase -q -- true   # warm caches (initramfs, modules disk)
-    "$B" vm create keep --image minbase --cpus 1 --memory 512MiB -q >/dev/null
+    "$B" vm run --rm --image minbase --net "$NET" -q -- true   # warm caches (initramfs, modules disk)
+    "$B" vm create keep --image minbase --cpus 1 --memory 512MiB --net "$NET" -q >/dev/null
 done
 
 now() { date +%s.%N; }
@@ -73,7 +75,7 @@ declare -A RUN EXEC
 for i in $(seq 1 "$RUNS"); do
     for side in old new; do
         env_for "$side"
-        t0=$(now); "$B" vm run --rm --image minbase --cpus 1 --memory 512MiB -q -- true; t1=$(now)
+        t0=$(now); "$B" vm run --rm --image minbase --cpus 1 --memory 512MiB --net "$NET" -q -- true; t1=$(now)
         RUN[$side]+="$(echo "($t1 - $t0) * 1000" | bc) "
         for _ in 1 2 3 4 5; do
             t0=$(now); "$B" vm exec keep -- true; t1=$(now)
@@ -87,7 +89,7 @@ run_old=$(median "${RUN[old]}"); run_new=$(median "${RUN[new]}")
 exec_old=$(median "${EXEC[old]}"); exec_new=$(median "${EXEC[new]}")
 cat <<EOF
 
-A/B, minbase, 1 vCPU, 512 MiB, release builds, alternating; old = $(git -C "$REPO" rev-parse --short "$old_commit"), new = $(git -C "$REPO" rev-parse --short "$new_commit"):
+A/B, minbase, 1 vCPU, 512 MiB, --net $NET, release builds, alternating; old = $(git -C "$REPO" rev-parse --short "$old_commit"), new = $(git -C "$REPO" rev-parse --short "$new_commit"):
 
 | | old | new | difference |
 |---|---|---|---|
