@@ -33,15 +33,20 @@ const SCRIPT: &str = "secret=$(cat /proc/sys/kernel/random/uuid)\n\
                       sum=$(echo $secret | md5sum)\n\
                       while :; do echo \"tick $i\"; echo \"secret-sum $sum\"; i=$((i+1)); sleep 0.1; done\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_saved_guest_goes_on_where_it_was_paused() {
+/// A launched guest running [`SCRIPT`] on the serial channel (its processes reaped on drop).
+async fn counting_guest() -> (tempfile::TempDir, Arc<Qemu>, VmConfig, Reap) {
     let run = support::run_dir();
     let initrd = run.path().join("initrd");
     support::initramfs(&initrd, &[], SCRIPT, &[]);
     let vmm = Arc::new(support::qemu());
     let cfg = support::config(run.path(), ChannelKind::Serial, Some(initrd), "quiet");
     let launched = launch(&vmm, &cfg).await.expect("launch");
-    let _reap = Reap(launched.processes.clone());
+    (run, vmm, cfg, Reap(launched.processes))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_guest_goes_on_where_it_was_paused() {
+    let (run, vmm, cfg, _reap) = counting_guest().await;
     support::until(run.path(), "ticks", || last_tick(run.path()) >= Some(3)).await;
 
     // Paused: the count stops (well past the guest's 100 ms period, it has not moved).
@@ -106,13 +111,7 @@ async fn a_saved_guest_goes_on_where_it_was_paused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_guest_is_not_saved() {
-    let run = support::run_dir();
-    let initrd = run.path().join("initrd");
-    support::initramfs(&initrd, &[], SCRIPT, &[]);
-    let vmm = Arc::new(support::qemu());
-    let cfg = support::config(run.path(), ChannelKind::Serial, Some(initrd), "quiet");
-    let launched = launch(&vmm, &cfg).await.expect("launch");
-    let _reap = Reap(launched.processes.clone());
+    let (run, vmm, _cfg, _reap) = counting_guest().await;
     let state = tempfile::tempdir().unwrap();
     let e = vmm.save_state(run.path(), state.path()).unwrap_err();
     assert!(e.to_string().contains("not paused"), "{e}");

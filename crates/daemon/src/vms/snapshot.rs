@@ -139,15 +139,12 @@ impl Vms {
     /// The driver running `row` (from its runtime's VMM name).
     async fn driver_for(&self, row: &VmRow) -> Result<Arc<dyn Vmm>, OpError> {
         let runtime = parse_runtime(row);
-        self.host()
-            .await?
-            .driver_named(&runtime.vmm)
-            .ok_or_else(|| {
-                OpError::Unavailable(format!(
-                    "VM {} runs on {}, which this daemon cannot drive",
-                    row.name, runtime.vmm
-                ))
-            })
+        self.driver_of(&runtime.vmm).await.ok_or_else(|| {
+            OpError::Unavailable(format!(
+                "VM {} runs on {}, which this daemon cannot drive",
+                row.name, runtime.vmm
+            ))
+        })
     }
 
     pub async fn snapshot(self: &Arc<Self>, p: VmSnapshotParams) -> Result<Snapshot, OpError> {

@@ -124,7 +124,7 @@ impl Vms {
     }
 
     /// The driver that runs VMs of `vmm` (a runtime's `vmm` name) on this host.
-    async fn driver_of(&self, vmm: &str) -> Option<Arc<dyn banger_vmm::Vmm>> {
+    pub(super) async fn driver_of(&self, vmm: &str) -> Option<Arc<dyn banger_vmm::Vmm>> {
         self.host().await.ok()?.driver_named(vmm)
     }
 
