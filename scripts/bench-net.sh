@@ -15,50 +15,18 @@
 #   BENCH_BIN_DIR  where banger and bangerd are (default: a release build made here)
 #   BANGER_TEST_CACHE  cache dir of the debootstrap images and kernel (default /var/tmp/banger-test-cache)
 set -euo pipefail
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-CACHE=${BANGER_TEST_CACHE:-/var/tmp/banger-test-cache}
-TARGET=${CARGO_TARGET_DIR:-$REPO/target}
+BENCH_NAME=bench-net
+. "$(dirname "$0")/bench-lib.sh"
 RUNS=${BENCH_RUNS:-10}
 DL_RUNS=${BENCH_DL_RUNS:-5}
 DL_MB=${BENCH_DL_MB:-100}
-export PATH=$PATH:$HOME/.cargo/bin:/usr/sbin:/sbin
-die() { echo "bench-net: $*" >&2; exit 1; }
-for t in qemu-system-x86_64 python3 umoci debootstrap dpkg-deb pasta nft ebtables; do
-    command -v "$t" >/dev/null || die "missing $t (scripts/install-test-deps.sh installs it)"
-done
-
-"$REPO/scripts/bench-pull.sh" --prepare-only minbase
-if [ -n "${BENCH_BIN_DIR:-}" ]; then
-    BIN=$BENCH_BIN_DIR
-else
-    (cd "$REPO" && cargo build --quiet --locked --release -p banger)
-    BIN=$TARGET/release
-fi
-if [ -z "${BANGER_AGENT:-}" ]; then
-    BANGER_AGENT=$("$REPO/scripts/build-agent.sh")
-fi
-export BANGER_AGENT
-B=$BIN/banger
-export BANGER_DAEMON=$BIN/bangerd
-
-deb=$(ls "$CACHE"/kernel-deb/linux-image-*-cloud-amd64_*.deb 2>/dev/null | head -n 1 || true)
-[ -n "$deb" ] || die "no kernel .deb in $CACHE/kernel-deb (scripts/bench-vm.sh fetches one)"
-
-WORK=$(mktemp -d /var/tmp/bench-net.XXXXXX)
-export XDG_STATE_HOME=$WORK/state XDG_CACHE_HOME=$WORK/cache XDG_RUNTIME_DIR=$WORK/run
+bench_require qemu-system-x86_64 python3 umoci debootstrap dpkg-deb pasta nft ebtables
 SERVER_PID=""
-cleanup() {
+bench_cleanup() {
     [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null
-    for vm in $("$B" --json vm list 2>/dev/null | python3 -c 'import json,sys; print(" ".join(v["name"] for v in json.load(sys.stdin)["vms"]))' 2>/dev/null); do
-        "$B" vm delete "$vm" --force >/dev/null 2>&1 || true
-    done
-    "$B" daemon stop >/dev/null 2>&1 || true
-    rm -rf "$WORK"
+    bench_delete_vms
 }
-trap cleanup EXIT
-
-"$B" kernel import cloud --deb "$deb" >/dev/null
-"$B" image pull "oci:$CACHE/bench/oci-minbase:t" --name minbase --kernel-ref cloud -q >/dev/null
+bench_setup
 
 # The apt mirror's parent domain, from this machine's apt configuration (a wildcard entry
 # makes the DNS forwarder run; nothing here resolves through it).
@@ -88,7 +56,6 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 
-now() { date +%s.%N; }
 median() { python3 -c 'import sys,statistics as s; print(f"{s.median(float(x) for x in sys.stdin):.1f}")'; }
 ALLOW=(--net host --allow "10.0.2.2:$port" --allow "*.$parent")
 

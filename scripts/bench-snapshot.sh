@@ -15,49 +15,13 @@
 #   BENCH_BIN_DIR  where banger and bangerd are (default: a release build made here)
 #   BANGER_TEST_CACHE  cache dir of the debootstrap images and kernel (default /var/tmp/banger-test-cache)
 set -euo pipefail
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-CACHE=${BANGER_TEST_CACHE:-/var/tmp/banger-test-cache}
-TARGET=${CARGO_TARGET_DIR:-$REPO/target}
+BENCH_NAME=bench-snapshot
+. "$(dirname "$0")/bench-lib.sh"
 RUNS=${BENCH_RUNS:-10}
 FORKS=${BENCH_FORKS:-10}
-export PATH=$PATH:$HOME/.cargo/bin:/usr/sbin:/sbin
-die() { echo "bench-snapshot: $*" >&2; exit 1; }
-for t in qemu-system-x86_64 qemu-img python3 umoci debootstrap dpkg-deb bc; do
-    command -v "$t" >/dev/null || die "missing $t (scripts/install-test-deps.sh installs it)"
-done
+bench_require qemu-system-x86_64 qemu-img python3 umoci debootstrap dpkg-deb bc
+bench_setup
 
-"$REPO/scripts/bench-pull.sh" --prepare-only minbase
-if [ -n "${BENCH_BIN_DIR:-}" ]; then
-    BIN=$BENCH_BIN_DIR
-else
-    (cd "$REPO" && cargo build --quiet --locked --release -p banger)
-    BIN=$TARGET/release
-fi
-if [ -z "${BANGER_AGENT:-}" ]; then
-    BANGER_AGENT=$("$REPO/scripts/build-agent.sh")
-fi
-export BANGER_AGENT
-B=$BIN/banger
-export BANGER_DAEMON=$BIN/bangerd
-
-deb=$(ls "$CACHE"/kernel-deb/linux-image-*-cloud-amd64_*.deb 2>/dev/null | head -n 1 || true)
-[ -n "$deb" ] || die "no kernel .deb in $CACHE/kernel-deb (scripts/bench-vm.sh fetches one)"
-
-WORK=$(mktemp -d /var/tmp/bench-snapshot.XXXXXX)
-export XDG_STATE_HOME=$WORK/state XDG_CACHE_HOME=$WORK/cache XDG_RUNTIME_DIR=$WORK/run
-cleanup() {
-    for vm in $("$B" --json vm list 2>/dev/null | python3 -c 'import json,sys; print(" ".join(v["name"] for v in json.load(sys.stdin)["vms"]))' 2>/dev/null); do
-        "$B" vm delete "$vm" --force >/dev/null 2>&1 || true
-    done
-    "$B" daemon stop >/dev/null 2>&1 || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"$B" kernel import cloud --deb "$deb" >/dev/null
-"$B" image pull "oci:$CACHE/bench/oci-minbase:t" --name minbase --kernel-ref cloud -q >/dev/null
-
-now() { date +%s.%N; }
 stats() { # median p95 of the numbers on stdin
     python3 -c 'import sys,statistics as s; v=sorted(float(x) for x in sys.stdin); print(f"{s.median(v):.2f} {v[min(len(v)-1, int(round(0.95*(len(v)-1))))]:.2f}")'
 }

@@ -79,26 +79,33 @@ fn entries(dir: &Path) -> Vec<String> {
     v
 }
 
-#[test]
-fn pause_snapshot_fork_and_crash_safety() {
-    let env = TestEnv::new();
-    let image = env.debian_image("minbase");
-    env.ok(&[
+/// `vm create NAME` of a VM QEMU can snapshot: the serial channel, 1 vCPU, no network.
+fn create_snapshottable(env: &TestEnv, name: &str, image: &str, memory: &str, extra: &[&str]) {
+    let mut args = vec![
         "vm",
         "create",
-        "src",
+        name,
         "--image",
-        &image,
+        image,
         "--channel",
         "serial",
         "--cpus",
         "1",
         "--memory",
-        "512MiB",
+        memory,
         "--net",
         "none",
         "-q",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    env.ok(&args);
+}
+
+#[test]
+fn pause_snapshot_fork_and_crash_safety() {
+    let env = TestEnv::new();
+    let image = env.debian_image("minbase");
+    create_snapshottable(&env, "src", &image, "512MiB", &[]);
 
     // 1. Pause and resume: the console ticks stop and go on; exec is refused while paused;
     //    the guest's clock is set again on resume.
@@ -281,24 +288,7 @@ fn pause_snapshot_fork_and_crash_safety() {
 fn a_fork_of_a_systemd_guest_has_its_own_ssh_host_keys() {
     let env = TestEnv::new();
     let image = env.debian_image("dev");
-    env.ok(&[
-        "vm",
-        "create",
-        "sys",
-        "--image",
-        &image,
-        "--channel",
-        "serial",
-        "--cpus",
-        "1",
-        "--memory",
-        "768MiB",
-        "--net",
-        "none",
-        "--ready",
-        "multi-user",
-        "-q",
-    ]);
+    create_snapshottable(&env, "sys", &image, "768MiB", &["--ready", "multi-user"]);
     let key = "cat /etc/ssh/ssh_host_ed25519_key.pub";
     let source_key = exec(&env, "sys", key);
     assert!(source_key.starts_with("ssh-ed25519 "), "{source_key}");
