@@ -96,7 +96,7 @@ done
 pct() { python3 -c "print(f'{($2 - $1) / $1 * 100:+.1f} %')"; }
 diff_ms() { python3 -c "print(f'{$2 - $1:+.0f} ms')"; }
 echo
-echo "Medians, 1 vCPU, 512 MiB, minbase image, $(uname -r) host, accel: $("$B" --json doctor 2>/dev/null | python3 -c 'import json,sys; print(next((c["detail"] for c in json.load(sys.stdin) if c["name"] == "acceleration"), "?")[:60])' || echo '?'):"
+echo "Medians, 1 vCPU, 512 MiB, minbase image, $(uname -r) host, accel: $("$B" --json doctor 2>/dev/null | python3 -c 'import json,sys; print(next((c["detail"] for c in json.load(sys.stdin) if c["name"] == "acceleration"), "?").split(":")[0])' || echo '?'):"
 echo
 echo "| | baseline (\`--net any\`) | ruleset | ruleset + DNS forwarder (allow-list) |"
 echo "|---|---|---|---|"
