@@ -188,7 +188,14 @@ def run(sock_path, vm, argv, stdin):
                     out["end"] = msg
             else:
                 raise RuntimeError(f"unexpected frame type {ftype}")
-        if frames.next() is not None:
+        # Nothing may follow the last message. The daemon may close while stdin frames it
+        # no longer reads are in flight, which the kernel turns into a reset instead of a
+        # clean end: after the last message, either is the end of the stream.
+        try:
+            after = frames.next()
+        except ConnectionResetError:
+            after = None
+        if after is not None:
             raise RuntimeError("a frame after the last message")
         return out
     finally:
