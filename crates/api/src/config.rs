@@ -213,6 +213,38 @@ impl ImageDefaults {
     }
 }
 
+/// `[vm] warm` of the file at `path`: whether `vm.create` from an image starts warm when
+/// the request does not say (absent file or key: true).
+pub fn warm_starts(path: &Path) -> Result<bool, KeyError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => {
+            return Err(KeyError {
+                key: None,
+                message: format!("cannot be read: {e}"),
+            });
+        }
+    };
+    let table: toml::Table = toml::from_str(&text).map_err(|e| KeyError {
+        key: None,
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    warm_from_table(&table)
+}
+
+/// `[vm] warm` of a parsed file.
+pub fn warm_from_table(table: &toml::Table) -> Result<bool, KeyError> {
+    match table.get("vm").and_then(|vm| vm.get("warm")) {
+        None => Ok(true),
+        Some(toml::Value::Boolean(b)) => Ok(*b),
+        Some(other) => Err(KeyError {
+            key: Some("vm.warm".into()),
+            message: format!("expected true or false, found {}", other.type_str()),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +252,17 @@ mod tests {
     fn parse(text: &str) -> Result<DaemonConfig, KeyError> {
         let mut table: toml::Table = toml::from_str(text).expect("toml");
         DaemonConfig::from_table(table.remove("daemon"))
+    }
+
+    #[test]
+    fn warm_starts_are_on_unless_the_vm_table_says_false() {
+        let t = |text: &str| warm_from_table(&toml::from_str(text).expect("toml"));
+        assert_eq!(t("").expect("empty"), true);
+        assert_eq!(t("[vm]\ncpus = 2").expect("unset"), true);
+        assert_eq!(t("[vm]\nwarm = false").expect("off"), false);
+        let e = t("[vm]\nwarm = \"no\"").expect_err("a string");
+        assert_eq!(e.key.as_deref(), Some("vm.warm"));
+        assert!(warm_starts(Path::new("/nonexistent/banger/config.toml")).expect("no file"));
     }
 
     #[test]

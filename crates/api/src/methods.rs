@@ -110,6 +110,11 @@ pub mod image {
     method!(Delete = "image.delete", plain: ImageRef => ImageDeleted);
     method!(Pull = "image.pull", streaming: ImagePullParams => Image);
     method!(CachePrune = "image.cache.prune", plain: CachePruneParams => CachePruned);
+    method!(
+        /// The image's ready-snapshot for VMs created with these params (warm starts),
+        /// made now unless it exists.
+        Warm = "image.warm", streaming: crate::vm::VmCreateParams => crate::snapshot::Snapshot
+    );
 }
 
 /// `kernel.*`.

@@ -25,6 +25,9 @@ pub struct Snapshot {
     /// How long the source VM was paused to take it.
     #[serde(default)]
     pub paused_ms: u64,
+    /// A ready-snapshot banger made of its image for warm starts (deleted with the image).
+    #[serde(default)]
+    pub warm: bool,
 }
 
 /// `snapshot.list`'s result.

@@ -307,6 +307,12 @@ pub struct VmCreateParams {
     /// when the client holding the lease goes away, and when the daemon restarts.
     #[serde(default)]
     pub lease: Option<String>,
+    /// Warm start: the VM goes on from the image's ready-snapshot for these settings
+    /// when there is one, and one is made in the background after a cold boot when there
+    /// is not. `false` (`--cold`): always boot. Absent: `config.toml`'s `[vm] warm`
+    /// (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<bool>,
 }
 
 /// `vm.defaults`: what `vm run` boots when no image is given, from the daemon's config file
@@ -586,6 +592,10 @@ pub struct Vm {
     /// The snapshot this VM was forked from (`vm create --from`), by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forked_from: Option<String>,
+    /// How its last start began: `cold` (a boot), `warm` (from its image's
+    /// ready-snapshot) or `fork` (from a snapshot, `--from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
     /// What the VM's VMM offers; absent until the daemon has looked at this host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<VmCapabilities>,

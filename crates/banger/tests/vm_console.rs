@@ -95,7 +95,7 @@ fn peak_rss(pid: i32) -> u64 {
 #[test]
 fn the_console_is_capped_streamed_and_escaped_on_a_terminal() {
     let env = TestEnv::new();
-    env.write_config("[vm]\nconsole_log_max = \"256KiB\"\n");
+    env.write_config("[vm]\nconsole_log_max = \"256KiB\"\nwarm = false\n");
     let image = env.debian_image("minbase");
     env.ok(&[
         "vm", "create", "c", "--image", &image, "--cpus", "1", "--memory", "384MiB", "-q",

@@ -37,7 +37,8 @@ fn fc_env() -> Option<TestEnv> {
     }
     let env = TestEnv::new();
     env.write_config(&format!(
-        "[daemon]\naccel = \"kvm\"\nfirecracker = \"{}\"\n",
+        "{}[daemon]\naccel = \"kvm\"\nfirecracker = \"{}\"\n",
+        common::COLD,
         fc.canonicalize().expect("firecracker path").display()
     ));
     Some(env)
@@ -256,7 +257,8 @@ fn a_jailed_firecracker_vm_runs_unprivileged_and_its_jail_goes_after_a_restart()
         .canonicalize()
         .expect("firecracker path");
     env.write_config(&format!(
-        "[daemon]\naccel = \"kvm\"\nfirecracker = \"{}\"\njailer = \"{}\"\n",
+        "{}[daemon]\naccel = \"kvm\"\nfirecracker = \"{}\"\njailer = \"{}\"\n",
+        common::COLD,
         fc.display(),
         jailer.canonicalize().expect("jailer path").display()
     ));

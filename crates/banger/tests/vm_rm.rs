@@ -197,7 +197,7 @@ fn a_create_rm_vm_goes_when_stopped_and_leased_vms_not_past_a_restart() {
 fn a_bangerd_started_directly_applies_the_daemon_table() {
     let _one = serial();
     let env = TestEnv::new();
-    env.write_config("[daemon]\naccel = \"tcg\"\n");
+    env.write_config(&format!("{}[daemon]\naccel = \"tcg\"\n", common::COLD));
     let mut daemon = env
         .bangerd_cmd(&[])
         .env_remove("BANGER_ACCEL")

@@ -97,12 +97,43 @@ pub enum ImageCommand {
         image: String,
     },
     /// Delete an image (a managed image's files are removed; a registered image's files
-    /// are left alone).
+    /// are left alone), with its ready-snapshots.
     #[command(alias = "rm")]
     Delete {
         /// Image name or id.
         image: String,
     },
+    /// Make the image's ready-snapshot now, for VMs with these settings: `vm run` and
+    /// `vm create` then start from it (a warm start) instead of booting.
+    #[command(
+        after_help = "A ready-snapshot is the memory, devices and disks of a VM of the image that has just
+become ready (systemd images: sysinit.target reached), taken by a VM banger boots for it
+and deletes. A warm start forks it: the new VM gets its own name, hostname, randomness,
+agent secret, clock and SSH host keys, and disks of its own.
+
+It is made anyway, in the background, after the first cold start with given settings.
+It is found again only by VMs with the same settings (image, kernel, agent, VMM, CPUs,
+memory, disks, init, --ready, network or not, kernel arguments); anything else boots
+cold. `vm run --cold` and config `[vm] warm = false` skip it. Ready-snapshots are listed
+by `banger snapshot list` and deleted with their image.
+
+Examples:
+  banger image warm dev
+  banger image warm dev --cpus 1 --memory 512MiB --net none"
+    )]
+    Warm(WarmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WarmArgs {
+    /// Image name or id.
+    pub image: String,
+    /// The VMs' settings (as `vm run` takes them; config `[vm]` defaults apply the same way).
+    #[command(flatten)]
+    pub resources: crate::commands::vm::run::ResourceArgs,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]

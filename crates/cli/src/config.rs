@@ -27,6 +27,7 @@
 //! init = "auto"           # "auto", "agent" or "image": who runs as PID 1
 //! vmm = "auto"            # "auto", "qemu" or "firecracker" (see `banger vm create --help`)
 //! console_log_max = "8MiB" # serial console kept on the host per VM, the newest (64KiB-256MiB)
+//! warm = true             # start from the image's ready-snapshot when there is one (the daemon reads it)
 //!
 //! # How bangerd runs VMs: read by bangerd itself when it starts, however it is started
 //! # (its flags win; restart it with `banger daemon stop` for a change to apply).
@@ -101,6 +102,8 @@ pub struct VmDefaults {
     pub init: Option<Setting<InitArg>>,
     pub vmm: Option<Setting<VmmArg>>,
     pub console_log_max: Option<Setting<u64>>,
+    /// `[vm] warm`, which the daemon applies itself (shown by `config show`).
+    pub warm: Option<Setting<bool>>,
 }
 
 /// The effective configuration.
@@ -174,6 +177,8 @@ struct RawVm {
     init: Option<toml::Value>,
     vmm: Option<toml::Value>,
     console_log_max: Option<toml::Value>,
+    /// Read by the daemon (`banger_api::config::warm_starts`); checked here too.
+    warm: Option<toml::Value>,
 }
 
 pub use banger_api::config::{config_dir, config_path, home_dir};
@@ -355,6 +360,16 @@ impl Config {
                 format!("{b} bytes is out of range; give 64KiB to 256MiB"),
             ));
         }
+        let warm = match vm.warm {
+            None => None,
+            Some(toml::Value::Boolean(b)) => Some(b),
+            Some(other) => {
+                return Err(err(
+                    "vm.warm",
+                    format!("expected true or false, found {}", other.type_str()),
+                ));
+            }
+        };
         let daemon =
             banger_api::config::DaemonConfig::from_table(raw.daemon).map_err(|e| ConfigError {
                 path: path.to_path_buf(),
@@ -379,6 +394,7 @@ impl Config {
                 init: init.map(from(&file)),
                 vmm: vmm.map(from(&file)),
                 console_log_max: console_log_max.map(from(&file)),
+                warm: warm.map(from(&file)),
             },
             net: NetLists {
                 allow: raw.net.allow,
@@ -410,6 +426,7 @@ impl Config {
             vmm: over(flags.vmm, &self.vm.vmm),
             // `vm create --console-log-max` is applied with the other create flags.
             console_log_max: self.vm.console_log_max.clone(),
+            warm: self.vm.warm.clone(),
         }
     }
 
@@ -470,6 +487,8 @@ impl Config {
         rows.push(row("vm.vmm", v, s, "auto"));
         let (v, s) = split(vm.console_log_max, size);
         rows.push(row("vm.console_log_max", v, s, "8MiB"));
+        let (v, s) = split(vm.warm, |w| w.to_string());
+        rows.push(row("vm.warm", v, s, "true"));
         let list = |l: &[String]| (!l.is_empty()).then(|| l.join(", "));
         let source = |l: &[String]| match l.is_empty() {
             true => Source::Default,

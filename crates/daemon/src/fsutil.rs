@@ -145,66 +145,10 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
     Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
-/// Copies `from` to a new file `to` keeping its holes (a VM disk of 8 GiB apparent size
-/// holds a few MiB): only the data ranges `SEEK_DATA`/`SEEK_HOLE` find are copied, with
-/// `copy_file_range`, and the copy is fsynced. `std::fs::copy` would fill the holes.
+/// Copies `from` to a new file `to` keeping its holes (see [`banger_vmm::copy_sparse`]).
 pub fn copy_sparse(from: &Path, to: &Path) -> Result<(), OpError> {
-    use std::os::fd::AsRawFd;
-    let err = |what: &str, e: std::io::Error| {
-        OpError::io(
-            format!("{what} copying {} to {}", from.display(), to.display()),
-            e,
-        )
-    };
-    let src = File::open(from).map_err(|e| err("opening", e))?;
-    let len = src.metadata().map_err(|e| err("stat", e))?.len();
-    let dst = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(to)
-        .map_err(|e| err("creating", e))?;
-    dst.set_len(len).map_err(|e| err("sizing", e))?;
-    let len = i64::try_from(len).map_err(|_| err("sizing", std::io::Error::other("too large")))?;
-    let mut at: i64 = 0;
-    while at < len {
-        // SAFETY: lseek on an open fd; no memory is passed.
-        let data = unsafe { libc::lseek(src.as_raw_fd(), at, libc::SEEK_DATA) };
-        if data < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                break; // no data after `at`: the rest is a hole
-            }
-            return Err(err("seeking", e));
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(src.as_raw_fd(), data, libc::SEEK_HOLE) };
-        if hole < 0 {
-            return Err(err("seeking", std::io::Error::last_os_error()));
-        }
-        let (mut off_in, mut off_out) = (data, data);
-        while off_in < hole {
-            let want = usize::try_from(hole - off_in).unwrap_or(usize::MAX);
-            // SAFETY: both fds are open; the offsets are valid i64s the kernel updates.
-            let n = unsafe {
-                libc::copy_file_range(
-                    src.as_raw_fd(),
-                    &mut off_in,
-                    dst.as_raw_fd(),
-                    &mut off_out,
-                    want,
-                    0,
-                )
-            };
-            if n < 0 {
-                return Err(err("copying", std::io::Error::last_os_error()));
-            }
-            if n == 0 {
-                break; // the file shrank under us
-            }
-        }
-        at = hole;
-    }
-    dst.sync_all().map_err(|e| err("fsync", e))
+    banger_vmm::copy_sparse(from, to)
+        .map_err(|e| OpError::io(format!("copying {} to {}", from.display(), to.display()), e))
 }
 
 #[cfg(test)]

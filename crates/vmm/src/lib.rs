@@ -48,6 +48,7 @@ mod process;
 pub mod qemu;
 pub mod qmp;
 mod select;
+mod sparse;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -72,6 +73,7 @@ pub use process::{ProcessRecord, ROLE_VMM, ROLE_VSOCK};
 pub use qemu::Qemu;
 pub use qmp::QmpError;
 pub use select::{SelectError, Selected, VmmChoice, select, select_with_jailer};
+pub use sparse::copy_sparse;
 
 /// Where the host side of the agent channel is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -177,6 +177,7 @@ fn config(run: &Path, cmdline: &str) -> VmConfig {
         net: NetConfig::None,
         accel: Accel::Kvm,
         restore: None,
+        memory_file: false,
     }
 }
 

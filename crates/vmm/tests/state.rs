@@ -35,13 +35,33 @@ const SCRIPT: &str = "secret=$(cat /proc/sys/kernel/random/uuid)\n\
 
 /// A launched guest running [`SCRIPT`] on the serial channel (its processes reaped on drop).
 async fn counting_guest() -> (tempfile::TempDir, Arc<Qemu>, VmConfig, Reap) {
+    counting_guest_with(false).await
+}
+
+/// [`counting_guest`], its memory in a file of the run directory or not.
+async fn counting_guest_with(memory_file: bool) -> (tempfile::TempDir, Arc<Qemu>, VmConfig, Reap) {
     let run = support::run_dir();
     let initrd = run.path().join("initrd");
     support::initramfs(&initrd, &[], SCRIPT, &[]);
     let vmm = Arc::new(support::qemu());
-    let cfg = support::config(run.path(), ChannelKind::Serial, Some(initrd), "quiet");
+    let cfg = VmConfig {
+        memory_file,
+        ..support::config(run.path(), ChannelKind::Serial, Some(initrd), "quiet")
+    };
     let launched = launch(&vmm, &cfg).await.expect("launch");
     (run, vmm, cfg, Reap(launched.processes))
+}
+
+/// The digest of the counting shell's secret on a run directory's console.
+fn secret_sum(run: &std::path::Path) -> Option<String> {
+    support::console(run)
+        .lines()
+        .find_map(|l| l.strip_prefix("secret-sum ").map(str::to_string))
+}
+
+fn allocated_bytes(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,20 +113,77 @@ async fn a_saved_guest_goes_on_where_it_was_paused() {
         "the restored VM did not boot again: {console2}"
     );
     // Both print the same digest of the secret in the shell's memory.
-    let sum = |run: &std::path::Path| {
-        support::console(run)
-            .lines()
-            .find_map(|l| l.strip_prefix("secret-sum ").map(str::to_string))
-    };
     support::until(run.path(), "the source's digest", || {
-        sum(run.path()).is_some()
+        secret_sum(run.path()).is_some()
     })
     .await;
     support::until(run2.path(), "the restored digest", || {
-        sum(run2.path()).is_some()
+        secret_sum(run2.path()).is_some()
     })
     .await;
-    assert_eq!(sum(run.path()), sum(run2.path()));
+    assert_eq!(secret_sum(run.path()), secret_sum(run2.path()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_in_a_memory_file_is_saved_without_streaming_it_and_restored_twice_from_it() {
+    let (run, vmm, cfg, reap) = counting_guest_with(true).await;
+    support::until(run.path(), "ticks", || last_tick(run.path()) >= Some(3)).await;
+    vmm.pause(run.path()).unwrap();
+    let paused_at = last_tick(run.path()).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    vmm.save_state(run.path(), state.path()).expect("save");
+    drop(reap); // the source is gone: its memory file is not what the restores use
+
+    let memory = state.path().join(banger_vmm::qemu::MEMORY_FILE);
+    let stream = std::fs::metadata(state.path().join(banger_vmm::qemu::STATE_FILE))
+        .unwrap()
+        .len();
+    // The guest's memory (its initramfs alone is megabytes) is in the file, not the stream.
+    assert!(
+        allocated_bytes(&memory) > 4 << 20,
+        "memory file holds the guest's pages"
+    );
+    assert!(
+        stream < 2 << 20,
+        "the stream carries devices only: {stream} bytes"
+    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&memory).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "guest memory is its owner's only");
+    let before = std::fs::read(&memory).unwrap();
+
+    let mut restored = Vec::new();
+    for _ in 0..2 {
+        let run2 = support::run_dir();
+        let cfg2 = VmConfig {
+            run_dir: run2.path().to_path_buf(),
+            restore: Some(state.path().to_path_buf()),
+            ..cfg.clone()
+        };
+        let launched = launch(&vmm, &cfg2).await.expect("restore");
+        restored.push((run2, Reap(launched.processes)));
+    }
+    for (run2, _) in &restored {
+        support::until(run2.path(), "ticks in a restored VM", || {
+            last_tick(run2.path()) > Some(paused_at + 2)
+        })
+        .await;
+        let console = support::console(run2.path());
+        assert!(!console.contains("tick 0\n"), "booted again: {console}");
+        support::until(run2.path(), "the digest", || {
+            secret_sum(run2.path()).is_some()
+        })
+        .await;
+    }
+    assert_eq!(
+        secret_sum(restored[0].0.path()),
+        secret_sum(restored[1].0.path())
+    );
+    // Copy-on-write: the guests wrote (they count), the saved memory did not change.
+    assert!(
+        std::fs::read(&memory).unwrap() == before,
+        "the saved memory was written"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

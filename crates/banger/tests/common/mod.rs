@@ -9,13 +9,20 @@ pub struct TestEnv {
     pub root: tempfile::TempDir,
 }
 
+/// `config.toml` with warm starts off (every test's default).
+pub const COLD: &str = "[vm]\nwarm = false\n";
+
 impl TestEnv {
     pub fn new() -> TestEnv {
         let root = tempfile::Builder::new()
             .prefix("banger-e2e-")
             .tempdir()
             .expect("creating a temp dir");
-        TestEnv { root }
+        let env = TestEnv { root };
+        // Cold boots unless a test asks: a warm start's background template would boot a
+        // second guest beside every test's own (`tests/vm_warm.rs` turns them on).
+        env.write_config(COLD);
+        env
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -149,7 +156,8 @@ impl TestEnv {
     }
 
     /// Writes this installation's `config.toml` (read by the CLI, and by the daemon it
-    /// starts for `[daemon]`).
+    /// starts for `[daemon]` and `[vm] warm`): the text as given (include [`COLD`]'s key
+    /// to keep warm starts off).
     pub fn write_config(&self, text: &str) {
         let dir = self.path("config/banger");
         std::fs::create_dir_all(&dir).expect("mkdir config");

@@ -9,7 +9,7 @@ use banger_api::pull::ImagePullParams;
 use banger_api::system::Empty;
 
 use crate::Context;
-use crate::args::{CacheCommand, ImageCommand, KernelArgs, PullArgs, RegisterArgs};
+use crate::args::{CacheCommand, ImageCommand, KernelArgs, PullArgs, RegisterArgs, WarmArgs};
 use crate::commands::{absolute, local_source_absolute};
 use crate::output::{self, Tone};
 
@@ -99,7 +99,45 @@ pub async fn run(ctx: &Context, command: ImageCommand) -> anyhow::Result<()> {
                 Ok(())
             }
         }
+        ImageCommand::Warm(args) => warm(ctx, &client, args).await,
     }
+}
+
+async fn warm(ctx: &Context, client: &banger_client::Client, args: WarmArgs) -> anyhow::Result<()> {
+    let config = crate::config::Config::load()?;
+    let mut params = crate::commands::vm::run::create_params(
+        &config.vm_with_flags(&args.resources.flags()),
+        &[],
+        &args.resources.kernel_args,
+    );
+    params.image = args.image;
+    params.ready = args.resources.ready.map(|r| r.as_str().to_string());
+    params.allow = config.net.allow.clone();
+    params.allow.extend(args.resources.allow.iter().cloned());
+    params.deny = config.net.deny.clone();
+    params.deny.extend(args.resources.deny.iter().cloned());
+    params.warm = Some(true);
+    let snap: banger_api::snapshot::Snapshot =
+        crate::commands::with_progress::<methods::image::Warm>(
+            client,
+            &params,
+            args.quiet || ctx.json,
+            "the daemon discards the half-made snapshot",
+        )
+        .await?;
+    if ctx.json {
+        return output::print_json(&snap);
+    }
+    println!(
+        "ready-snapshot {} of image {} ({}, {} CPU, {}); `banger vm run --image {}` starts from it",
+        snap.name,
+        snap.image,
+        output::human_bytes(snap.size_bytes),
+        snap.cpus,
+        output::human_bytes(snap.memory_mib << 20),
+        snap.image
+    );
+    Ok(())
 }
 
 async fn pull(ctx: &Context, client: &banger_client::Client, args: PullArgs) -> anyhow::Result<()> {

@@ -115,9 +115,14 @@ pub fn render(s: &Snapshot) -> String {
             .join(", ")
     };
     format!(
-        "name:       {}\nid:         {}\nsource vm:  {}\nimage:      {}\nvmm:        {}\ncpus:       {}\nmemory:     {} MiB\nsize:       {}\npaused for: {} ms\nforks:      {}\ncreated:    {}\n",
+        "name:       {}\nid:         {}\nkind:       {}\nsource vm:  {}\nimage:      {}\nvmm:        {}\ncpus:       {}\nmemory:     {} MiB\nsize:       {}\npaused for: {} ms\nforks:      {}\ncreated:    {}\n",
         visible(&s.name),
         s.id,
+        if s.warm {
+            "ready-snapshot for warm starts (deleted with its image)"
+        } else {
+            "snapshot"
+        },
         visible(&s.source_vm),
         visible(&s.image),
         s.vmm,

@@ -87,4 +87,10 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX snapshots_image_id ON snapshots (image_id);
     "#,
+    // 4: warm starts: a ready-snapshot banger made of an image, found by the digest of
+    // everything that makes it valid (NULL: a user's snapshot).
+    r#"
+    ALTER TABLE snapshots ADD COLUMN warm_key TEXT;
+    CREATE UNIQUE INDEX snapshots_warm_key ON snapshots (warm_key);
+    "#,
 ];

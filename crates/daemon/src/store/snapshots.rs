@@ -19,10 +19,12 @@ pub struct SnapshotRow {
     pub size_bytes: u64,
     pub paused_ms: u64,
     pub created_at: String,
+    /// Set on a warm start's ready-snapshot: the digest of what makes it valid.
+    pub warm_key: Option<String>,
 }
 
 const COLUMNS: &str =
-    "id, name, image_id, source_vm, vmm, spec, dir, size_bytes, paused_ms, created_at";
+    "id, name, image_id, source_vm, vmm, spec, dir, size_bytes, paused_ms, created_at, warm_key";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<SnapshotRow> {
     Ok(SnapshotRow {
@@ -36,6 +38,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<SnapshotRow> {
         size_bytes: u64::try_from(row.get::<_, i64>(7)?).unwrap_or(0),
         paused_ms: u64::try_from(row.get::<_, i64>(8)?).unwrap_or(0),
         created_at: row.get(9)?,
+        warm_key: row.get(10)?,
     })
 }
 
@@ -45,7 +48,7 @@ impl Store {
         let conn = self.conn();
         let res = conn.execute(
             &format!(
-                "INSERT INTO snapshots ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                "INSERT INTO snapshots ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
             ),
             params![
                 s.id,
@@ -58,6 +61,7 @@ impl Store {
                 i64::try_from(s.size_bytes).unwrap_or(i64::MAX),
                 i64::try_from(s.paused_ms).unwrap_or(i64::MAX),
                 s.created_at,
+                s.warm_key,
             ],
         );
         match res {
@@ -96,11 +100,35 @@ impl Store {
         })
     }
 
-    /// Names of the snapshots of an image.
+    /// The warm start ready-snapshot with this key.
+    pub fn find_warm_snapshot(&self, key: &str) -> Result<Option<SnapshotRow>, StoreError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM snapshots WHERE warm_key = ?1"),
+                [key],
+                from_row,
+            )
+            .optional()?)
+    }
+
+    /// An image's warm start ready-snapshots, newest first.
+    pub fn warm_snapshots_of_image(&self, image_id: &str) -> Result<Vec<SnapshotRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM snapshots WHERE image_id = ?1 AND warm_key IS NOT NULL \
+             ORDER BY created_at DESC, id"
+        ))?;
+        let rows = stmt.query_map([image_id], from_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Names of the user's snapshots of an image (warm ones go with the image).
     pub fn snapshot_names_of_image(&self, image_id: &str) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT name FROM snapshots WHERE image_id = ?1 ORDER BY name")?;
+        let mut stmt = conn.prepare(
+            "SELECT name FROM snapshots WHERE image_id = ?1 AND warm_key IS NULL ORDER BY name",
+        )?;
         let rows = stmt.query_map([image_id], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }

@@ -32,6 +32,17 @@ impl Vms {
     pub async fn adopt_all(self: &Arc<Self>) -> Result<AdoptReport, OpError> {
         let mut report = AdoptReport::default();
         for row in self.store.list_vms()? {
+            if parse_spec(&row).is_ok_and(|s| s.warm_template) {
+                // A warm start template whose snapshot the last daemon did not finish: its
+                // next create boots cold and makes another.
+                let runtime = parse_runtime(&row);
+                let dir = std::path::PathBuf::from(&row.dir);
+                live::end_processes(&dir, &runtime.processes, LEASED_KILL_GRACE).await;
+                self.remove_locked(&row)?;
+                tracing::info!(vm = %row.name, "unfinished warm start template deleted at start");
+                report.removed.push(row.name.clone());
+                continue;
+            }
             if !is_live(&row) {
                 continue;
             }

@@ -41,6 +41,12 @@ impl Vms {
         check_architecture(&image.name, image.platform.as_deref())?;
         let spec = self.validated_spec(&p)?;
         self.check_bootable(&image, &spec).await?;
+        let warm = self.warm_plan(&p, &image, &spec).await?;
+        if let Some(plan) = &warm
+            && let Some(snap) = self.warm_snapshot(plan)?
+        {
+            return self.create_warm(&p, name, &image, spec, &snap, ctx).await;
+        }
 
         let id = crate::ids::new_id();
         let dir = self.vm_dir(&id);
@@ -48,8 +54,14 @@ impl Vms {
             .map_err(|e| OpError::io(format!("creating {}", dir.display()), e))?;
         let guard = DirGuard::new(dir.clone());
         make_disks(&id, &dir, &spec).await?;
-        self.record_and_start(id, name, &image, &spec, guard, &p, ctx)
-            .await
+        let vm = self
+            .record_and_start(id, name, &image, &spec, guard, &p, ctx)
+            .await?;
+        if let Some(plan) = warm {
+            // Now that this VM is ready, so that the next one starts warm.
+            self.warm_later(image, plan);
+        }
+        Ok(vm)
     }
 
     /// Records a VM whose directory and disks are made (removing them if the record
@@ -104,7 +116,7 @@ impl Vms {
     }
 
     /// The VM's spec from the params and the daemon's defaults, every value checked.
-    fn validated_spec(&self, p: &VmCreateParams) -> Result<VmSpec, OpError> {
+    pub(super) fn validated_spec(&self, p: &VmCreateParams) -> Result<VmSpec, OpError> {
         let cpus = p.cpus.unwrap_or_else(|| self.resources.default_cpus());
         let memory_mib = p
             .memory_mib
@@ -170,6 +182,7 @@ impl Vms {
             disk_format: banger_vmm::DiskFormat::Raw,
             forked_from: None,
             resume_pending: false,
+            warm_template: false,
         })
     }
 
@@ -194,7 +207,7 @@ impl Vms {
 }
 
 /// The VM's empty root and work disks in `dir`, their filesystems seeded from its id.
-async fn make_disks(id: &str, dir: &Path, spec: &VmSpec) -> Result<(), OpError> {
+pub(super) async fn make_disks(id: &str, dir: &Path, spec: &VmSpec) -> Result<(), OpError> {
     let (root, work) = disks::paths(dir, spec.disk_format);
     let seed_id = id.to_string();
     let (disk_bytes, work_disk_bytes) = (spec.disk_bytes, spec.work_disk_bytes);

@@ -157,7 +157,11 @@ fn fork_spec(
 /// The fork's disks (overlays over the snapshot's copies, or sparse copies of them for a
 /// VMM that reads raw files only) and the snapshot boot's agent secret, which the resumed
 /// agent still proves until it is given its own.
-fn fork_files(snap_dir: &Path, vm_dir: &Path, format: DiskFormat) -> Result<(), OpError> {
+pub(super) fn fork_files(
+    snap_dir: &Path,
+    vm_dir: &Path,
+    format: DiskFormat,
+) -> Result<(), OpError> {
     let (root, work) = disks::paths(vm_dir, format);
     for (copy, disk) in [(ROOT_COPY, root), (WORK_COPY, work)] {
         match format {

@@ -37,6 +37,7 @@ pub mod spec;
 pub mod ssh;
 mod start;
 mod stop;
+mod warm;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -110,11 +111,16 @@ pub struct Vms {
     /// `vm.hold` leases and the VMs under them.
     leases: lease::Leases,
     stop_graces: StopGraces,
+    /// Warm start templates booting.
+    warming: warm::Warming,
+    /// Whether creates that do not say start warm: `None`, as `config.toml`'s `[vm] warm`
+    /// says (the daemon); the state machine's tests boot cold unless they ask.
+    warm_default: Option<bool>,
 }
 
 impl Vms {
     pub fn new(layout: Layout, store: Arc<Store>) -> Arc<Vms> {
-        Self::build(layout, store, None, StopGraces::default())
+        Self::build(layout, store, None, StopGraces::default(), None)
     }
 
     /// VMs run by `host` instead of the detected one, with `stop`'s waits shortened to
@@ -125,7 +131,7 @@ impl Vms {
         host: Arc<Host>,
         graces: StopGraces,
     ) -> Arc<Vms> {
-        Self::build(layout, store, Some(host), graces)
+        Self::build(layout, store, Some(host), graces, Some(false))
     }
 
     fn build(
@@ -133,6 +139,7 @@ impl Vms {
         store: Arc<Store>,
         host: Option<Arc<Host>>,
         stop_graces: StopGraces,
+        warm_default: Option<bool>,
     ) -> Arc<Vms> {
         Arc::new(Vms {
             layout,
@@ -145,6 +152,8 @@ impl Vms {
             creating: crate::claims::NameClaims::new(create::taken_message),
             leases: lease::Leases::default(),
             stop_graces,
+            warming: warm::Warming::default(),
+            warm_default,
         })
     }
 

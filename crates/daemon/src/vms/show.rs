@@ -101,6 +101,7 @@ impl Vms {
                 ),
                 None => None,
             },
+            start: Some(runtime.start.clone()).filter(|s| !s.is_empty()),
         })
     }
 }

@@ -166,9 +166,21 @@ impl Vms {
                 StoreError::SnapshotNameTaken(name).to_string(),
             ));
         }
-        let lock = self.op_lock(&row.id);
+        self.take_snapshot(&row.id, name, p.stop, None).await
+    }
+
+    /// Snapshots VM `id` as `name` (checked by the caller); `warm_key`: a warm start's
+    /// ready-snapshot.
+    pub(super) async fn take_snapshot(
+        self: &Arc<Self>,
+        id: &str,
+        name: String,
+        stop: bool,
+        warm_key: Option<String>,
+    ) -> Result<Snapshot, OpError> {
+        let lock = self.op_lock(id);
         let _op = lock.lock().await;
-        let row = self.find(&row.id)?;
+        let row = self.find(id)?;
         let was_paused = match state_of(&row) {
             VmState::Running => false,
             VmState::Paused => true,
@@ -215,7 +227,7 @@ impl Vms {
         .await;
         // Resumed whatever happened (a failed save must not leave the VM stopped).
         let resume = match &taken {
-            Ok(()) => !was_paused && !p.stop,
+            Ok(()) => !was_paused && !stop,
             Err(_) => !was_paused,
         };
         if resume {
@@ -229,7 +241,7 @@ impl Vms {
         }
         let paused_ms = super::ms_since(paused_at);
         taken?;
-        if p.stop {
+        if stop {
             // Its state is saved: killing the VMM loses nothing the snapshot needs.
             self.kill_locked(&row).await?;
             self.set_state(
@@ -252,6 +264,7 @@ impl Vms {
             size_bytes,
             paused_ms,
             created_at: crate::ids::now_rfc3339(),
+            warm_key,
         };
         match self.store.insert_snapshot(&snap) {
             Ok(()) => guard.disarm(),
@@ -282,7 +295,7 @@ impl Vms {
 
     pub async fn snapshot_delete(&self, p: SnapshotRef) -> Result<SnapshotDeleted, OpError> {
         let row = self.find_snapshot(&p.snapshot)?;
-        let forks = self.forks_of(&row.id)?;
+        let forks = self.dependent_forks(&row.id)?;
         if !forks.is_empty() {
             return Err(OpError::InUse(format!(
                 "snapshot {} is the base of {} ({}): delete them first",
@@ -291,6 +304,11 @@ impl Vms {
                 forks.join(", ")
             )));
         }
+        self.remove_snapshot(row)
+    }
+
+    /// Deletes a snapshot nothing depends on (checked by the caller).
+    pub(super) fn remove_snapshot(&self, row: SnapshotRow) -> Result<SnapshotDeleted, OpError> {
         let dir = PathBuf::from(&row.dir);
         let freed_bytes = dir_allocated_bytes(&dir);
         // The row first: a directory without a row is swept at the next start anyway.
@@ -317,16 +335,36 @@ impl Vms {
 
     /// Names of the VMs forked from snapshot `id`.
     fn forks_of(&self, id: &str) -> Result<Vec<String>, OpError> {
+        self.forks_where(id, |_| true)
+    }
+
+    /// Names of the VMs that need snapshot `id`'s files: forks whose disks are overlays over
+    /// its disks, and forks not started yet. A started fork with disks of its own (a warm
+    /// start, a Firecracker fork) needs nothing more of it: its VMM keeps the memory file
+    /// it mapped open.
+    pub(super) fn dependent_forks(&self, id: &str) -> Result<Vec<String>, OpError> {
+        self.forks_where(id, |s| {
+            s.disk_format == DiskFormat::Qcow2 || s.resume_pending
+        })
+    }
+
+    fn forks_where(
+        &self,
+        id: &str,
+        needs: impl Fn(&super::spec::VmSpec) -> bool,
+    ) -> Result<Vec<String>, OpError> {
         Ok(self
             .store
             .list_vms()?
             .into_iter()
-            .filter(|vm| parse_spec(vm).is_ok_and(|s| s.forked_from.as_deref() == Some(id)))
+            .filter(|vm| {
+                parse_spec(vm).is_ok_and(|s| s.forked_from.as_deref() == Some(id) && needs(&s))
+            })
             .map(|vm| vm.name)
             .collect())
     }
 
-    fn snapshot_view(&self, row: &SnapshotRow) -> Result<Snapshot, OpError> {
+    pub(super) fn snapshot_view(&self, row: &SnapshotRow) -> Result<Snapshot, OpError> {
         let spec: super::spec::VmSpec = serde_json::from_str(&row.spec).map_err(|e| {
             OpError::Failed(format!(
                 "snapshot {}'s stored spec is unreadable: {e}",
@@ -351,6 +389,7 @@ impl Vms {
             forks: self.forks_of(&row.id)?,
             created_at: row.created_at.clone(),
             paused_ms: row.paused_ms,
+            warm: row.warm_key.is_some(),
         })
     }
 }

@@ -77,6 +77,11 @@ pub struct VmSpec {
     /// Set until a fork's first start: it goes on from the snapshot instead of booting.
     #[serde(default)]
     pub resume_pending: bool,
+    /// A VM banger boots only to take an image's warm start ready-snapshot (`warm.rs`):
+    /// its memory is a file (saved by copying it), and a daemon that finds one at start
+    /// deletes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warm_template: bool,
 }
 
 fn default_net() -> String {
@@ -102,6 +107,9 @@ pub struct VmRuntime {
     /// The agent's boot id, to tell a reconnect from a reboot.
     #[serde(default)]
     pub boot_id: Option<String>,
+    /// How this start began: `cold`, `warm` or `fork` (`api::vm::Vm::start`).
+    #[serde(default)]
+    pub start: String,
 }
 
 impl VmRuntime {

@@ -167,6 +167,10 @@ fn vm_config(
         },
         accel,
         restore: None,
+        // A warm start template's memory is saved by copying its file, so that the VMs
+        // started from it map that file instead of loading a stream (QEMU, serial only:
+        // vsock already shares a memfd with its helper, and cannot be saved).
+        memory_file: spec.warm_template && !vsock,
     }
 }
 
@@ -208,8 +212,17 @@ impl Vms {
             .boot_files(&image, &dir, selected.name, vsock, with_net)
             .await?;
         let cfg = vm_config(&row, &spec, &image, files, vsock, policy, selected.accel);
-        self.launch_and_wait(row, spec, cfg, &host, &selected, ctx, ready_timeout_secs)
-            .await
+        self.launch_and_wait(
+            row,
+            spec,
+            cfg,
+            &host,
+            &selected,
+            "cold",
+            ctx,
+            ready_timeout_secs,
+        )
+        .await
     }
 
     /// A fork's first start: its VMM goes on from the snapshot's saved state.
@@ -244,8 +257,22 @@ impl Vms {
             &spec,
             policy,
         )?;
-        self.launch_and_wait(row, spec, cfg, &host, &selected, ctx, ready_timeout_secs)
-            .await
+        let start = if snap.warm_key.is_some() {
+            "warm"
+        } else {
+            "fork"
+        };
+        self.launch_and_wait(
+            row,
+            spec,
+            cfg,
+            &host,
+            &selected,
+            start,
+            ctx,
+            ready_timeout_secs,
+        )
+        .await
     }
 
     /// Launches `cfg` and waits for the guest's agent (the VM recorded `starting`, then
@@ -258,6 +285,7 @@ impl Vms {
         cfg: VmConfig,
         host: &super::Host,
         selected: &banger_vmm::Selected,
+        start: &str,
         ctx: &OpContext,
         ready_timeout_secs: Option<u64>,
     ) -> Result<Vm, OpError> {
@@ -285,6 +313,7 @@ impl Vms {
             accel_reason: host.detection.reason.clone(),
             stages: Vec::new(),
             boot_id: None,
+            start: start.to_string(),
         };
         self.set_state(&row, VmState::Starting, Some(&runtime), None)?;
         let vmm = selected.vmm.clone();

@@ -16,8 +16,36 @@ use banger_guest_proto::{GUEST_CID, SERIAL_PORT_NAME};
 use crate::config::{Accel, ChannelKind, NetConfig, VmConfig};
 use crate::files::RunFiles;
 
-/// The QEMU id of the memfd memory backend the vhost-user device shares.
+/// The QEMU id of the guest's memory backend, when it is not QEMU's anonymous default.
 const MEM_ID: &str = "mem";
+
+/// Guest memory when it must be more than anonymous memory:
+/// - vsock: the vhost-user helper maps it, so a shared memfd;
+/// - a restore from a save that kept memory in a file: that file, mapped privately
+///   (copy-on-write; the save's pages are shared with every VM restored from it);
+/// - [`VmConfig::memory_file`]: a file in the run directory, shared, so that a save can
+///   copy it instead of streaming it.
+fn memory_backend(cfg: &VmConfig, files: &RunFiles) -> Option<OsString> {
+    let size = format!("id={MEM_ID},size={}M", cfg.memory_mib);
+    if cfg.channel == ChannelKind::Vsock {
+        return Some(format!("memory-backend-memfd,{size},share=on").into());
+    }
+    let (path, share) = match &cfg.restore {
+        Some(dir) => {
+            let saved = dir.join(crate::qemu::MEMORY_FILE);
+            if !saved.is_file() {
+                return None;
+            }
+            (saved, "off")
+        }
+        None if cfg.memory_file => (files.guest_memory.clone(), "on"),
+        None => return None,
+    };
+    let mut o = OsString::from(format!("memory-backend-file,{size},mem-path="));
+    o.push(escape(path.as_os_str()));
+    o.push(format!(",share={share}"));
+    Some(o)
+}
 
 /// The kernel parameters the driver adds, each with its reason.
 fn driver_params(accel: &Accel) -> Vec<String> {
@@ -101,12 +129,11 @@ fn opt(prefix: &str, path: &std::path::Path) -> OsString {
 pub(crate) fn qemu_args(cfg: &VmConfig, files: &RunFiles) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
-    let vsock = cfg.channel == ChannelKind::Vsock;
 
     let name = escape(OsStr::new(&cfg.name));
+    let backend = memory_backend(cfg, files);
     let mut machine = String::from("microvm");
-    if vsock {
-        // vhost-user devices need guest memory the helper can map: a shared memfd.
+    if backend.is_some() {
         machine.push_str(&format!(",memory-backend={MEM_ID}"));
     }
     push(&["-M", &machine]);
@@ -117,13 +144,11 @@ pub(crate) fn qemu_args(cfg: &VmConfig, files: &RunFiles) -> Vec<OsString> {
     }
     let mem = cfg.memory_mib.to_string();
     push(&["-smp", &cfg.cpus.to_string(), "-m", &mem]);
-    if vsock {
-        push(&[
-            "-object",
-            &format!("memory-backend-memfd,id={MEM_ID},size={mem}M,share=on"),
-        ]);
-    }
     push(&["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+    if let Some(backend) = backend {
+        a.push("-object".into());
+        a.push(backend);
+    }
     a.push("-name".into());
     a.push(name);
     a.push("-kernel".into());
@@ -181,11 +206,10 @@ pub(crate) fn qemu_args(cfg: &VmConfig, files: &RunFiles) -> Vec<OsString> {
     }
 
     if cfg.restore.is_some() {
-        // The state arrives on this socket (`state::feed`); QEMU runs once it has it all.
-        a.push("-incoming".into());
-        let mut uri = OsString::from("unix:");
-        uri.push(files.migrate_socket.as_os_str());
-        a.push(uri);
+        // The driver sets the migration capabilities over QMP, then starts the incoming
+        // migration on the migration socket (`state::start_incoming`); QEMU runs once it
+        // has read the whole state.
+        a.extend(["-incoming", "defer"].map(OsString::from));
     }
 
     if let NetConfig::User { .. } = &cfg.net {
@@ -242,6 +266,7 @@ mod tests {
             net: NetConfig::None,
             accel: Accel::Kvm,
             restore: None,
+            memory_file: false,
         }
     }
 
@@ -341,6 +366,37 @@ mod tests {
                 "virtio-blk-device,drive=d2"
             ]
         );
+    }
+
+    #[test]
+    fn a_memory_file_is_shared_when_booting_and_private_when_restored() {
+        let mut c = cfg();
+        c.memory_file = true;
+        let a = render(&c);
+        assert_eq!(values(&a, "-M"), ["microvm,memory-backend=mem"]);
+        assert_eq!(
+            values(&a, "-object"),
+            ["memory-backend-file,id=mem,size=512M,mem-path=/run/b,,anger/vm/memory,share=on"]
+        );
+        assert!(values(&a, "-incoming").is_empty());
+
+        // Restored from a save that kept the memory file: that file, copy-on-write.
+        let saved = tempfile::tempdir().expect("tempdir");
+        std::fs::write(saved.path().join(crate::qemu::MEMORY_FILE), b"").expect("memory");
+        c.restore = Some(saved.path().to_path_buf());
+        let a = render(&c);
+        let want = format!(
+            "memory-backend-file,id=mem,size=512M,mem-path={}/memory,share=off",
+            saved.path().display()
+        );
+        assert_eq!(values(&a, "-object"), [want.as_str()]);
+        assert_eq!(values(&a, "-incoming"), ["defer"]);
+
+        // A save that streamed its memory: QEMU's own memory, filled from the stream.
+        std::fs::remove_file(saved.path().join(crate::qemu::MEMORY_FILE)).expect("rm");
+        let a = render(&c);
+        assert_eq!(values(&a, "-M"), ["microvm"]);
+        assert!(values(&a, "-object").is_empty());
     }
 
     #[test]

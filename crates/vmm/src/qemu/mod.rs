@@ -23,7 +23,7 @@
 mod args;
 mod state;
 
-pub use state::{STATE_FILE, SaveError};
+pub use state::{MEMORY_FILE, STATE_FILE, SaveError};
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -100,6 +100,8 @@ impl Qemu {
         for s in files.driver_sockets() {
             remove_stale(s)?;
         }
+        // A boot's memory file starts empty; one from an earlier boot must not be saved.
+        remove_stale(&files.guest_memory)?;
 
         let mut started = Started::new(&files.pids_json);
         let mut helper_record = None;
@@ -157,7 +159,22 @@ impl Qemu {
         })?;
         started.add(vmm.record.clone())?;
         let feeder = match &cfg.restore {
-            Some(dir) => Some(state::feed(&files, dir)?),
+            Some(dir) => {
+                if let Err(e) = state::start_incoming(&files, VMM_READY) {
+                    if let Ok(status) = vmm.exit.try_recv() {
+                        return Err(exited(&self.qemu, status, &files.vmm_stderr).into());
+                    }
+                    return Err(LaunchError::NotReady {
+                        program: self.qemu.clone(),
+                        timeout: VMM_READY,
+                        waiting_for: format!("QMP to start the restore: {e}"),
+                        log: files.vmm_stderr.clone(),
+                        tail: tail(&files.vmm_stderr),
+                    }
+                    .into());
+                }
+                Some(state::feed(&files, dir)?)
+            }
             None => None,
         };
         if let Some((tools, forwards, policy)) = &net {

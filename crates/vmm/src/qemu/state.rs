@@ -30,6 +30,13 @@ use crate::qmp::{Qmp, QmpError};
 
 /// The saved state's file name in a [`crate::Vmm::save_state`] directory.
 pub const STATE_FILE: &str = "qemu.state";
+/// Guest memory in a save of a VM whose memory was a file ([`crate::VmConfig::memory_file`]):
+/// the state stream leaves it out, restores map it privately.
+pub const MEMORY_FILE: &str = "memory";
+
+/// Set on both sides of every save and restore (the stream's format depends on it): RAM
+/// QEMU maps shared from a file is not streamed, the file itself carries it.
+const IGNORE_SHARED: &str = "x-ignore-shared";
 
 /// How long QMP commands may take to answer.
 const QMP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,6 +80,7 @@ pub(crate) fn save(run_dir: &Path, dest: &Path) -> Result<(), VmmError> {
             "migrate-set-parameters",
             json!({ "max-bandwidth": MAX_BANDWIDTH }),
         )?;
+        set_ignore_shared(&mut q)?;
         let uri = format!("unix:{}", files.migrate_socket.display());
         q.execute_with("migrate", json!({ "uri": uri }))?;
         let target = dest.join(STATE_FILE);
@@ -87,10 +95,63 @@ pub(crate) fn save(run_dir: &Path, dest: &Path) -> Result<(), VmmError> {
             path: dest.join(STATE_FILE),
             source,
         })?;
-        Ok(())
+        save_memory_file(&files, dest)
     })();
     let _ = std::fs::remove_file(&files.migrate_socket);
     result
+}
+
+fn set_ignore_shared(q: &mut Qmp) -> Result<(), QmpError> {
+    q.execute_with(
+        "migrate-set-capabilities",
+        json!({ "capabilities": [{ "capability": IGNORE_SHARED, "state": true }] }),
+    )
+    .map(drop)
+}
+
+/// The paused guest's memory file, when it has one, copied beside its state (complete or
+/// absent, like the state).
+fn save_memory_file(files: &RunFiles, dest: &Path) -> Result<(), VmmError> {
+    if !files.guest_memory.is_file() {
+        return Ok(());
+    }
+    let target = dest.join(MEMORY_FILE);
+    let partial = target.with_extension("partial");
+    let copied = crate::copy_sparse(&files.guest_memory, &partial)
+        .and_then(|()| {
+            std::fs::set_permissions(
+                &partial,
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+        })
+        .and_then(|()| std::fs::rename(&partial, &target));
+    copied.map_err(|source| {
+        let _ = std::fs::remove_file(&partial);
+        SaveError::Io {
+            what: "copying the guest's memory",
+            path: target,
+            source,
+        }
+        .into()
+    })
+}
+
+/// Starts the restore of a QEMU launched with `-incoming defer`: once QMP answers, the
+/// capabilities the save used, then the incoming migration on the migration socket (which
+/// [`feed`] fills).
+pub(crate) fn start_incoming(files: &RunFiles, within: Duration) -> Result<(), QmpError> {
+    let until = Instant::now() + within;
+    let mut q = loop {
+        match Qmp::connect(&files.qmp_socket, QMP_TIMEOUT) {
+            Ok(q) => break q,
+            Err(e) if Instant::now() >= until => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(2)),
+        }
+    };
+    set_ignore_shared(&mut q)?;
+    let uri = format!("unix:{}", files.migrate_socket.display());
+    q.execute_with("migrate-incoming", json!({ "uri": uri }))
+        .map(drop)
 }
 
 /// Accepts QEMU's connection and writes the stream to `target` (via a temporary name).

@@ -101,6 +101,13 @@ pub struct CreateArgs {
     /// [default: 8 MiB; config file: `[vm] console_log_max`].
     #[arg(long, value_name = "SIZE", value_parser = crate::size::parse_size)]
     pub console_log_max: Option<u64>,
+    /// Boot, even when the image has a ready-snapshot for these settings. Without it, a
+    /// VM whose VMM can snapshot it (QEMU: on the serial channel, which `auto` then picks)
+    /// goes on from the image's ready-snapshot when there is one, in a fraction of a boot,
+    /// and the first cold boot has one made in the background (see `banger image warm
+    /// --help`) [default: config `vm.warm`, else warm when possible].
+    #[arg(long, conflicts_with = "from")]
+    pub cold: bool,
     /// No progress output (the boot stages).
     #[arg(long, short)]
     pub quiet: bool,
@@ -254,6 +261,7 @@ pub fn params(args: &CreateArgs) -> VmCreateParams {
         ready: args.ready.map(|r| r.as_str().to_string()),
         auto_remove: args.rm,
         lease: None,
+        warm: args.cold.then_some(false),
     }
 }
 

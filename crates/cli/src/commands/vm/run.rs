@@ -128,6 +128,10 @@ pub struct RunArgs {
     pub publish: Vec<String>,
     #[command(flatten)]
     pub resources: ResourceArgs,
+    /// Boot, even when the image has a ready-snapshot for these settings (see `banger
+    /// image warm --help`) [default: config `vm.warm`, else start warm when possible].
+    #[arg(long, conflicts_with = "from")]
+    pub cold: bool,
     /// Print what would be copied from PATH (sorted, one per line; directories end in /),
     /// with a count and the total size on stderr, and stop: no VM is made.
     #[arg(long)]
@@ -174,6 +178,7 @@ pub fn create_params(
         ready: None,
         auto_remove: false,
         lease: None,
+        warm: None,
     }
 }
 
@@ -266,6 +271,7 @@ pub fn options(args: &RunArgs, config: &Config, ws: Option<Workspace>) -> RunOpt
         &args.resources.kernel_args,
     );
     create.ready = args.resources.ready.map(|r| r.as_str().to_string());
+    create.warm = args.cold.then_some(false);
     if args.from.is_some() {
         // A fork has its snapshot's resources: the config's defaults do not apply.
         create.from = args.from.clone();

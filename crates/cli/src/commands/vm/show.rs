@@ -115,8 +115,16 @@ pub fn render(style: &Style, vm: &Vm) -> String {
         };
         fields.push(("Removed", format!("{when} (--rm)")));
     }
-    if let Some(snapshot) = &vm.forked_from {
-        fields.push(("Forked from", format!("snapshot {}", visible(snapshot))));
+    match (vm.start.as_deref(), &vm.forked_from) {
+        (Some("warm"), Some(snapshot)) => fields.push((
+            "Start",
+            format!("warm, from ready-snapshot {}", visible(snapshot)),
+        )),
+        (_, Some(snapshot)) => {
+            fields.push(("Forked from", format!("snapshot {}", visible(snapshot))))
+        }
+        (Some(start), None) => fields.push(("Start", visible(start).to_string())),
+        (None, None) => {}
     }
     if let Some(c) = &vm.capabilities {
         fields.push((
