@@ -78,7 +78,9 @@ for which in new base; do
     mkdir -p "$WORK/$which/out"
     "$B" kernel import cloud --deb "$deb" >/dev/null
     "$B" image pull "oci:$CACHE/bench/oci-minbase:t" --name minbase --kernel-ref cloud -q >/dev/null
-    "$B" vm create bench --image minbase --cpus 1 --memory 512MiB -q >/dev/null
+    # Boots cold, and no warm start template boots beside it (builds before warm starts have no --cold).
+    cold=$("$B" vm create --help | grep -q -- '--cold' && echo --cold || true)
+    "$B" vm create bench --image minbase --cpus 1 --memory 512MiB $cold -q >/dev/null
     "$B" vm exec bench -- sh -c 'mkdir -p /root/tree && cd /root/tree &&
         i=0; while [ $i -lt 5000 ]; do echo "file $i" > f$i; i=$((i+1)); done'
 done

@@ -61,13 +61,15 @@ env_for() { # SIDE
     B=$WORK/$1.bin/banger
     export BANGER_DAEMON=$WORK/$1.bin/bangerd BANGER_AGENT=$WORK/$1.bin/banger-agent
     export XDG_STATE_HOME=$WORK/$1.state XDG_CACHE_HOME=$WORK/$1.cache XDG_RUNTIME_DIR=$WORK/$1.run
+    # Both sides boot: builds with warm starts get --cold (older ones have no such flag).
+    COLD=$("$B" vm run --help | grep -q -- '--cold' && echo --cold || true)
 }
 for side in old new; do
     env_for "$side"
     "$B" kernel import cloud --deb "$deb" >/dev/null
     "$B" image pull "oci:$CACHE/bench/oci-minbase:t" --name minbase --kernel-ref cloud -q >/dev/null
-    "$B" vm run --rm --image minbase --net "$NET" -q -- true   # warm caches (initramfs, modules disk)
-    "$B" vm create keep --image minbase --cpus 1 --memory 512MiB --net "$NET" -q >/dev/null
+    "$B" vm run --rm --image minbase --net "$NET" $COLD -q -- true   # warm caches (initramfs, modules disk)
+    "$B" vm create keep --image minbase --cpus 1 --memory 512MiB --net "$NET" $COLD -q >/dev/null
 done
 
 now() { date +%s.%N; }
@@ -75,7 +77,7 @@ declare -A RUN EXEC
 for i in $(seq 1 "$RUNS"); do
     for side in old new; do
         env_for "$side"
-        t0=$(now); "$B" vm run --rm --image minbase --cpus 1 --memory 512MiB --net "$NET" -q -- true; t1=$(now)
+        t0=$(now); "$B" vm run --rm --image minbase --cpus 1 --memory 512MiB --net "$NET" $COLD -q -- true; t1=$(now)
         RUN[$side]+="$(echo "($t1 - $t0) * 1000" | bc) "
         for _ in 1 2 3 4 5; do
             t0=$(now); "$B" vm exec keep -- true; t1=$(now)

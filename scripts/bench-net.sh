@@ -67,7 +67,7 @@ for mode in any host allow; do
         allow) args=("${ALLOW[@]}") ;;
         *) args=(--net "$mode") ;;
     esac
-    "$B" vm create "dl-$mode" --image minbase --cpus 1 --memory 512MiB -q "${args[@]}" >/dev/null
+    "$B" vm create "dl-$mode" --image minbase --cpus 1 --memory 512MiB --cold -q "${args[@]}" >/dev/null
     rates=()
     for _ in $(seq "$DL_RUNS"); do
         out=$("$B" vm exec "dl-$mode" -- bash -c "$DL") || die "--net $mode: the download failed: $out"
@@ -84,10 +84,10 @@ for mode in any public allow; do
         allow) args=("${ALLOW[@]}") ;;
         *) args=(--net "$mode") ;;
     esac
-    "$B" vm run --image minbase --rm -q "${args[@]}" -- true   # warm caches
+    "$B" vm run --image minbase --rm --cold -q "${args[@]}" -- true   # warm caches
     times=()
     for _ in $(seq "$RUNS"); do
-        t0=$(now); "$B" vm run --image minbase --rm --cpus 1 --memory 512MiB -q "${args[@]}" -- true; t1=$(now)
+        t0=$(now); "$B" vm run --image minbase --rm --cpus 1 --memory 512MiB --cold -q "${args[@]}" -- true; t1=$(now)
         times+=("$(python3 -c "print(($t1 - $t0) * 1000)")")
     done
     START[$mode]=$(printf '%s\n' "${times[@]}" | median)

@@ -8,8 +8,10 @@
 # Prints: create→ready (median, p95) over BENCH_BOOTS boots, `vm exec -- true` round trip,
 # allocated disk per new VM (at create and after boot), host RSS of QEMU + vsock helper per
 # VM, create time for a ~200 MB and a ~800 MB image, BENCH_SOAK boots without a hang,
-# `vm run --rm -- true` end to end against the by-hand SSH equivalent (copy the rootfs, boot
-# it, wait for its sshd, `ssh true`), and the workspace copy rate of a 10,000-file repo.
+# `vm run --rm -- true` end to end, cold (a boot) and warm (from the image's ready-snapshot),
+# against the by-hand SSH equivalent (copy the rootfs, boot it, wait for its sshd, `ssh true`),
+# and the workspace copy rate of a 10,000-file repo. Every VM boots cold (`--cold`) but the
+# warm row's.
 #
 # Usage: scripts/bench-vm.sh
 #   BENCH_BOOTS=N  (default 10)   BENCH_SOAK=N (default 50)   BENCH_BASELINE_RUNS=N (default 3)
@@ -88,7 +90,7 @@ echo "bench-vm: $BOOTS boots of minbase (1 vCPU, 512 MiB) ..." >&2
 ready=() exec_ms=() alloc_boot=() rss=()
 for i in $(seq 1 "$BOOTS"); do
     t0=$(now)
-    "$B" vm create "b$i" --image minbase --cpus 1 --memory 512MiB -q >/dev/null
+    "$B" vm create "b$i" --image minbase --cpus 1 --memory 512MiB --cold -q >/dev/null
     t1=$(now)
     ready+=("$(echo "$t1 - $t0" | bc)")
     for _ in 1 2 3 4 5 6 7 8 9 10; do
@@ -105,7 +107,7 @@ read -r exec_med exec_p95 < <(printf '%s\n' "${exec_ms[@]}" | stats)
 alloc_boot_mib=$(printf '%s\n' "${alloc_boot[@]}" | python3 -c 'import sys,statistics as s; print(f"{s.median(int(x) for x in sys.stdin)/2**20:.1f}")')
 rss_mib=$(printf '%s\n' "${rss[@]}" | python3 -c 'import sys,statistics as s; print(f"{s.median(int(x) for x in sys.stdin)/1024:.0f}")')
 
-"$B" vm create fresh --image minbase --no-start -q >/dev/null
+"$B" vm create fresh --image minbase --no-start --cold -q >/dev/null
 alloc_create=$(du -B1 -s "$(vm_field fresh 'v["dir"]')" | cut -f1)
 alloc_create_kib=$((alloc_create / 1024))
 "$B" vm delete fresh >/dev/null
@@ -114,7 +116,7 @@ echo "bench-vm: create time against image size ..." >&2
 create_time() { # IMAGE: median create→ready of 3 (init agent, same guest work)
     for i in 1 2 3; do
         t0=$(now)
-        "$B" vm create "s$i" --image "$1" --cpus 1 --memory 512MiB --init agent -q >/dev/null
+        "$B" vm create "s$i" --image "$1" --cpus 1 --memory 512MiB --init agent --cold -q >/dev/null
         t1=$(now)
         "$B" vm delete "s$i" --force >/dev/null
         echo "$t1 - $t0" | bc
@@ -126,7 +128,7 @@ big=$(create_time dev)
 echo "bench-vm: $SOAK boots without a hang ..." >&2
 hangs=0
 for i in $(seq 1 "$SOAK"); do
-    if ! "$B" vm create "k$i" --image minbase --cpus 1 --memory 256MiB --ready-timeout 60 -q >/dev/null 2>"$WORK/soak.err" ||
+    if ! "$B" vm create "k$i" --image minbase --cpus 1 --memory 256MiB --ready-timeout 60 --cold -q >/dev/null 2>"$WORK/soak.err" ||
         ! timeout 30 "$B" vm exec "k$i" -- true; then
         hangs=$((hangs + 1))
         echo "bench-vm: soak boot $i failed: $(tail -n 3 "$WORK/soak.err")" >&2
@@ -134,15 +136,21 @@ for i in $(seq 1 "$SOAK"); do
     "$B" vm delete "k$i" --force >/dev/null 2>&1 || true
 done
 
-echo "bench-vm: $RUNS × vm run --rm -- true ..." >&2
-runs=()
+echo "bench-vm: $RUNS × vm run --rm -- true, cold and warm, alternating ..." >&2
+"$B" image warm minbase --cpus 1 --memory 512MiB -q >/dev/null
+runs=() warm_runs=()
 for i in $(seq 1 "$RUNS"); do
     t0=$(now)
-    "$B" vm run --image minbase --rm --cpus 1 --memory 512MiB -q -- true
+    "$B" vm run --image minbase --rm --cpus 1 --memory 512MiB --cold -q -- true
     t1=$(now)
     runs+=("$(echo "$t1 - $t0" | bc)")
+    t0=$(now)
+    "$B" vm run --image minbase --rm --cpus 1 --memory 512MiB --warm -q -- true
+    t1=$(now)
+    warm_runs+=("$(echo "$t1 - $t0" | bc)")
 done
 read -r run_med run_p95 < <(printf '%s\n' "${runs[@]}" | stats)
+read -r warm_med warm_p95 < <(printf '%s\n' "${warm_runs[@]}" | stats)
 
 echo "bench-vm: workspace copy of a 10,000-file repository ..." >&2
 repo=$WORK/repo
@@ -159,7 +167,7 @@ for d in range(100):
 PY
 git -C "$repo" add -A && git -C "$repo" -c user.name=b -c user.email=b@example.invalid commit -qm files
 t0=$(now)
-"$B" vm run "$repo" --image minbase --rm --cpus 1 --memory 512MiB -- sh -c 'find /root/repo/src -type f | wc -l' >"$WORK/count" 2>"$WORK/copy.err"
+"$B" vm run "$repo" --image minbase --rm --cpus 1 --memory 512MiB --cold -- sh -c 'find /root/repo/src -type f | wc -l' >"$WORK/count" 2>"$WORK/copy.err"
 t1=$(now)
 copied=$(tr -d ' ' <"$WORK/count")
 copy_s=$(echo "$t1 - $t0" | bc)
@@ -252,6 +260,7 @@ cat <<EOF
 | host RSS of QEMU + vsock helper per VM (512 MiB guest) | ${rss_mib} MiB | - | report |
 | create → ready: minbase ($(size_of minbase) MiB) vs dev ($(size_of dev) MiB) | ${small} s vs ${big} s | - | equal ±10 % |
 | boots without a hang | $((SOAK - hangs)) / $SOAK | - | all |
-| \`vm run --rm -- true\` end to end, median / p95 of $RUNS | ${run_med} s / ${run_p95} s | ${ssh_med} s (copy, boot, wait for sshd, ssh true) | ≤ 4 s median |
+| \`vm run --rm -- true\` end to end, cold (boot), median / p95 of $RUNS | ${run_med} s / ${run_p95} s | ${ssh_med} s (copy, boot, wait for sshd, ssh true) | ≤ 4 s median |
+| \`vm run --rm -- true\` end to end, warm (ready-snapshot), median / p95 of $RUNS, same run | ${warm_med} s / ${warm_p95} s | - | ≤ 0.5 s median |
 | workspace copy: 10,000-file repo, \`vm run REPO -- find\` in all | ${copy_s} s, ${copied} files in the guest; ${copy_line} | - | report |
 EOF

@@ -257,9 +257,9 @@ mod tests {
     #[test]
     fn warm_starts_are_on_unless_the_vm_table_says_false() {
         let t = |text: &str| warm_from_table(&toml::from_str(text).expect("toml"));
-        assert_eq!(t("").expect("empty"), true);
-        assert_eq!(t("[vm]\ncpus = 2").expect("unset"), true);
-        assert_eq!(t("[vm]\nwarm = false").expect("off"), false);
+        assert!(t("").expect("empty"));
+        assert!(t("[vm]\ncpus = 2").expect("unset"));
+        assert!(!t("[vm]\nwarm = false").expect("off"));
         let e = t("[vm]\nwarm = \"no\"").expect_err("a string");
         assert_eq!(e.key.as_deref(), Some("vm.warm"));
         assert!(warm_starts(Path::new("/nonexistent/banger/config.toml")).expect("no file"));

@@ -19,7 +19,7 @@ use common::{TestEnv, vm_dir};
 const GUEST: Duration = Duration::from_secs(180);
 
 /// One small VM's settings; the key of its ready-snapshot.
-fn small<'a>(image: &'a str) -> Vec<&'a str> {
+fn small(image: &str) -> Vec<&str> {
     vec![
         "--image", image, "--cpus", "1", "--memory", "512MiB", "--net", "none",
     ]

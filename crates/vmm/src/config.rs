@@ -422,6 +422,7 @@ mod tests {
             net: NetConfig::None,
             accel: Accel::Kvm,
             restore: None,
+            memory_file: false,
         }
     }
 

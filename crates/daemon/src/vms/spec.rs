@@ -286,6 +286,7 @@ pub(crate) mod tests {
             disk_format: banger_vmm::DiskFormat::Qcow2,
             forked_from: Some("0123456789abcdef".into()),
             resume_pending: true,
+            warm_template: true,
         }
     }
 

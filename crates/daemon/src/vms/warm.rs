@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use banger_api::image::Image;
 use banger_api::snapshot::Snapshot;
 use banger_api::vm::{Vm, VmCreateParams, VmDeleteParams};
-use banger_vmm::{DiskFormat, Support};
+use banger_vmm::{DiskFormat, Support, VsockKind};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -137,10 +137,15 @@ impl Vms {
         if selected.vmm.capabilities().snapshot != Support::Yes {
             return Ok(None);
         }
-        let channel = match (selected.name, spec.channel.as_str()) {
-            ("qemu", "auto" | "serial") => "serial",
-            ("qemu", _) => return Ok(None),
-            (_, "auto" | "vsock") => "vsock",
+        // The channel the VMM can save: Firecracker's vsock (its snapshots carry it), else
+        // virtio-serial (QEMU 7.2's vhost-user-vsock refuses migration).
+        let saveable = match selected.vmm.capabilities().vsock {
+            VsockKind::Hybrid => "vsock",
+            _ => "serial",
+        };
+        let channel = match spec.channel.as_str() {
+            "auto" => saveable,
+            asked if asked == saveable => saveable,
             _ => return Ok(None),
         };
         let with_net = spec.net != "none";

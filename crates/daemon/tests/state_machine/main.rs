@@ -1029,22 +1029,100 @@ async fn pause_snapshot_and_fork_transitions() {
     );
     assert_eq!(code(vms.show("g")), ErrorCode::NotFound);
 
-    // The snapshot outlives its source, and goes only once its forks are gone.
+    // The snapshot outlives its source. A fork not started yet needs it; a started fork
+    // with disks of its own (this VMM's forks get raw copies) does not.
     delete(&vms, "a", true).await.unwrap();
+    let pending = VmCreateParams {
+        name: "p".into(),
+        from: Some("s".into()),
+        no_start: true,
+        ..Default::default()
+    };
+    vms.create(pending, &OpContext::detached()).await.unwrap();
     let r = vms
         .snapshot_delete(SnapshotRef {
             snapshot: "s".into(),
         })
         .await;
     assert_eq!(code(r), ErrorCode::InUse);
-    delete(&vms, "f", true).await.unwrap();
+    delete(&vms, "p", true).await.unwrap();
     vms.snapshot_delete(SnapshotRef {
         snapshot: "s".into(),
     })
     .await
     .unwrap();
     assert_eq!(snapshot_entries(&env), Vec::<String>::new());
+    assert_eq!(vms.show("f").unwrap().state, VmState::Running);
+    stop(&vms, "f").await.unwrap();
+    start(&vms, "f").await.unwrap();
+    delete(&vms, "f", true).await.unwrap();
     wait_no_process(&env).await;
+}
+
+/// Warm starts: the first create boots and has the image's ready-snapshot made in the
+/// background (a template VM, booted, saved, deleted); the next create of the same settings
+/// is restored from it; `warm: false` and other settings boot; the image's deletion takes
+/// its ready-snapshots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_starts_use_the_ready_snapshot_a_cold_start_left() {
+    let env = Env::new(ChannelKind::Serial);
+    let vms = env.daemon();
+    let warm = |name: &str| VmCreateParams {
+        warm: Some(true),
+        ..create_params(name)
+    };
+    let a = vms.create(warm("a"), &OpContext::detached()).await.unwrap();
+    assert_eq!(a.start.as_deref(), Some("cold"));
+    assert!(!env.fake.restored(Path::new(&a.dir)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let ready_snapshots = || {
+        vms.snapshot_list()
+            .unwrap()
+            .snapshots
+            .into_iter()
+            .filter(|s| s.warm)
+            .collect::<Vec<_>>()
+    };
+    while ready_snapshots().is_empty() || vms.list().unwrap().vms.len() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ready-snapshot made"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let snap = ready_snapshots().remove(0);
+    assert!(snap.source_vm.starts_with("banger-warm-"), "{snap:?}");
+    assert!(snap.name.contains("@warm-"), "{snap:?}");
+
+    let b = vms.create(warm("b"), &OpContext::detached()).await.unwrap();
+    assert_eq!(b.start.as_deref(), Some("warm"));
+    assert!(env.fake.restored(Path::new(&b.dir)));
+    assert!(
+        b.stages.iter().any(|s| s.stage == "identity"),
+        "{:?}",
+        b.stages
+    );
+    // Not asked, other settings: cold.
+    let c = vms
+        .create(
+            VmCreateParams {
+                warm: Some(false),
+                ..create_params("c")
+            },
+            &OpContext::detached(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(c.start.as_deref(), Some("cold"));
+
+    // The image goes with its ready-snapshots (once its VMs are gone).
+    for vm in ["a", "b", "c"] {
+        delete(&vms, vm, true).await.unwrap();
+    }
+    wait_no_process(&env).await;
+    vms.drop_warm_of_image(&a.image).unwrap();
+    assert!(ready_snapshots().is_empty());
+    assert_eq!(snapshot_entries(&env), Vec::<String>::new());
 }
 
 /// A daemon killed mid-snapshot left a directory without a row and the VM paused: the

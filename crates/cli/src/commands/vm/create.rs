@@ -108,6 +108,9 @@ pub struct CreateArgs {
     /// --help`) [default: config `vm.warm`, else warm when possible].
     #[arg(long, conflicts_with = "from")]
     pub cold: bool,
+    /// Start warm when possible even if config `vm.warm` is false.
+    #[arg(long, conflicts_with_all = ["from", "cold"])]
+    pub warm: bool,
     /// No progress output (the boot stages).
     #[arg(long, short)]
     pub quiet: bool,
@@ -261,7 +264,16 @@ pub fn params(args: &CreateArgs) -> VmCreateParams {
         ready: args.ready.map(|r| r.as_str().to_string()),
         auto_remove: args.rm,
         lease: None,
-        warm: args.cold.then_some(false),
+        warm: warm_choice(args.cold, args.warm),
+    }
+}
+
+/// `--cold` / `--warm` as the wire's `warm` (neither: the daemon's config decides).
+pub fn warm_choice(cold: bool, warm: bool) -> Option<bool> {
+    match (cold, warm) {
+        (true, _) => Some(false),
+        (false, true) => Some(true),
+        (false, false) => None,
     }
 }
 

@@ -253,6 +253,7 @@ pub(crate) mod testing {
     pub fn sample_vm() -> Vm {
         Vm {
             forked_from: None,
+            start: None,
             id: "vm-3f2a9c1d".into(),
             name: "dev".into(),
             image: "debian-bookworm".into(),

@@ -132,6 +132,9 @@ pub struct RunArgs {
     /// image warm --help`) [default: config `vm.warm`, else start warm when possible].
     #[arg(long, conflicts_with = "from")]
     pub cold: bool,
+    /// Start warm when possible even if config `vm.warm` is false.
+    #[arg(long, conflicts_with_all = ["from", "cold"])]
+    pub warm: bool,
     /// Print what would be copied from PATH (sorted, one per line; directories end in /),
     /// with a count and the total size on stderr, and stop: no VM is made.
     #[arg(long)]
@@ -271,7 +274,7 @@ pub fn options(args: &RunArgs, config: &Config, ws: Option<Workspace>) -> RunOpt
         &args.resources.kernel_args,
     );
     create.ready = args.resources.ready.map(|r| r.as_str().to_string());
-    create.warm = args.cold.then_some(false);
+    create.warm = super::create::warm_choice(args.cold, args.warm);
     if args.from.is_some() {
         // A fork has its snapshot's resources: the config's defaults do not apply.
         create.from = args.from.clone();
