@@ -5,7 +5,8 @@
 # PID 1, `vm run -- true`, the network policy: the default keeps the host's loopback out and
 # reaches apt's mirror, an allow-list resolves and reaches only what it names) once with `--vmm firecracker`
 # and once with `--vmm qemu` (QEMU + KVM), plus with Firecracker pause/resume, snapshots and
-# forks (`vm pause|resume|snapshot`, `snapshot list|show|delete`, `vm create|run --from`),
+# forks (`vm pause|resume|snapshot`, `snapshot list|show|delete`, `vm create|run --from`), and
+# warm starts on both (`image warm`, `vm run --warm`, a warm VM restarted cold),
 # then prints create→ready, `vm run -- true` and `vm exec -- true` round-trip timings of
 # both side by side as a markdown table (and `vm run --from SNAP` for Firecracker).
 #
@@ -33,6 +34,10 @@ fi
 
 WORK=$(mktemp -d /var/tmp/smoke-kvm.XXXXXX)
 export XDG_STATE_HOME=$WORK/state XDG_CACHE_HOME=$WORK/cache XDG_RUNTIME_DIR=$WORK/run
+# Cold unless a check says --warm: no warm start template boots behind the other checks.
+export XDG_CONFIG_HOME=$WORK/config
+mkdir -p "$XDG_CONFIG_HOME/banger"
+printf '[vm]\nwarm = false\n' >"$XDG_CONFIG_HOME/banger/config.toml"
 B=$TARGET/release/banger
 export BANGER_DAEMON=$TARGET/release/bangerd
 SERVER_PID=""
@@ -253,14 +258,39 @@ from_snapshot_timing() {
     printf '%s\n' "${runs[@]}" | median
 }
 
-declare -A READY RUN EXEC FROM
+# Warm starts (issue 21) with --vmm VMM: `image warm` makes the image's ready-snapshot, a VM
+# of the same settings starts from it (`vm show`: warm) as its own machine, and restarted it
+# boots its own disks; prints the median of RUNS warm `vm run --rm -- true` in ms.
+warm_checks() {
+    local vmm=$1 w="w-$1" i r0 r1 runs=()
+    local small=(--image minbase --vmm "$vmm" --cpus 1 --memory 512MiB)
+    "$B" image warm minbase --vmm "$vmm" --cpus 1 --memory 512MiB -q >/dev/null ||
+        die "--vmm $vmm: image warm failed"
+    "$B" snapshot list | grep -q "minbase@warm-" || die "--vmm $vmm: no ready-snapshot listed"
+    "$B" vm create "$w" "${small[@]}" --warm -q >/dev/null
+    [ "$(vm_field "$w" 'v.get("start")')" = warm ] || die "--vmm $vmm: $w did not start warm"
+    [ "$("$B" vm exec "$w" -- hostname)" = "$w" ] || die "--vmm $vmm: a warm VM's hostname is not its name"
+    "$B" vm exec "$w" -- sh -c 'echo kept >/root/marker && sync'
+    "$B" vm stop "$w" >/dev/null
+    "$B" vm start "$w" >/dev/null
+    [ "$(vm_field "$w" 'v.get("start")')" = cold ] || die "--vmm $vmm: a restarted warm VM did not boot"
+    [ "$("$B" vm exec "$w" -- cat /root/marker)" = kept ] || die "--vmm $vmm: a warm VM lost its disk on restart"
+    "$B" vm delete "$w" --force >/dev/null
+    for i in $(seq "$RUNS"); do
+        r0=$(now); "$B" vm run "${small[@]}" --warm --rm -q -- true; r1=$(now)
+        runs+=("$(ms "$r0" "$r1")")
+    done
+    printf '%s\n' "${runs[@]}" | median
+}
+
+declare -A READY RUN EXEC FROM WARM
 FC=${BANGER_FIRECRACKER:-$(command -v firecracker)}
 for vmm in firecracker qemu; do
     echo "smoke-kvm: --vmm $vmm: lifecycle ..." >&2
     "$B" daemon stop >/dev/null 2>&1 || true
     export BANGER_FIRECRACKER=$FC
     # The VM scenario: create, exec, stop, start, exec, delete.
-    "$B" vm create "s-$vmm" --image minbase --vmm "$vmm" --cpus 1 --memory 512MiB -q >/dev/null
+    "$B" vm create "s-$vmm" --image minbase --vmm "$vmm" --cpus 1 --memory 512MiB --cold -q >/dev/null
     got=$(vm_field "s-$vmm" 'v.get("vmm")' 2>/dev/null || true)
     [ -z "$got" ] || [ "$got" = "$vmm" ] || die "--vmm $vmm: vm show says the VMM is $got"
     [ "$("$B" vm exec "s-$vmm" -- echo ok)" = ok ] || die "--vmm $vmm: exec after create failed"
@@ -282,7 +312,7 @@ for vmm in firecracker qemu; do
         grep -qx 2 || die "--vmm $vmm: modules do not load on demand from the modules disk"
     "$B" vm delete "s-$vmm" --force >/dev/null
     # The sandbox scenario: a one-shot command in a throw-away VM.
-    "$B" vm run --image minbase --vmm "$vmm" --rm -q -- true || die "--vmm $vmm: vm run -- true failed"
+    "$B" vm run --image minbase --vmm "$vmm" --rm --cold -q -- true || die "--vmm $vmm: vm run -- true failed"
     echo "smoke-kvm: --vmm $vmm: network policy ..." >&2
     net_checks "$vmm"
     # The QEMU side of snapshots is checked by the QEMU tests here (software emulation).
@@ -294,15 +324,18 @@ for vmm in firecracker qemu; do
         FROM[$vmm]="$(from_snapshot_timing "$vmm") ms"
     fi
 
+    echo "smoke-kvm: --vmm $vmm: warm starts ..." >&2
+    WARM[$vmm]="$(warm_checks "$vmm") ms"
+
     echo "smoke-kvm: --vmm $vmm: $RUNS timing samples ..." >&2
     ready=() run=() exec=()
     for i in $(seq "$RUNS"); do
-        t0=$(now); "$B" vm create "t-$vmm-$i" --image minbase --vmm "$vmm" --cpus 1 --memory 512MiB -q >/dev/null; t1=$(now)
+        t0=$(now); "$B" vm create "t-$vmm-$i" --image minbase --vmm "$vmm" --cpus 1 --memory 512MiB --cold -q >/dev/null; t1=$(now)
         ready+=("$(ms "$t0" "$t1")")
         e0=$(now); "$B" vm exec "t-$vmm-$i" -- true; e1=$(now)
         exec+=("$(ms "$e0" "$e1")")
         "$B" vm delete "t-$vmm-$i" --force >/dev/null
-        r0=$(now); "$B" vm run --image minbase --vmm "$vmm" --rm --cpus 1 --memory 512MiB -q -- true; r1=$(now)
+        r0=$(now); "$B" vm run --image minbase --vmm "$vmm" --rm --cpus 1 --memory 512MiB --cold -q -- true; r1=$(now)
         run+=("$(ms "$r0" "$r1")")
     done
     READY[$vmm]=$(printf '%s\n' "${ready[@]}" | median)
@@ -316,6 +349,7 @@ echo
 echo "| | Firecracker | QEMU + KVM |"
 echo "|---|---|---|"
 echo "| create → ready | ${READY[firecracker]} ms | ${READY[qemu]} ms |"
-echo "| \`vm run --rm -- true\` | ${RUN[firecracker]} ms | ${RUN[qemu]} ms |"
+echo "| \`vm run --rm -- true\`, cold | ${RUN[firecracker]} ms | ${RUN[qemu]} ms |"
+echo "| \`vm run --rm -- true\`, warm (ready-snapshot) | ${WARM[firecracker]} | ${WARM[qemu]} |"
 echo "| \`vm exec -- true\` round trip | ${EXEC[firecracker]} ms | ${EXEC[qemu]} ms |"
 echo "| \`vm run --from SNAP --rm -- true\` | ${FROM[firecracker]} | ${FROM[qemu]} |"
