@@ -68,6 +68,7 @@ pub mod auth;
 pub mod frame;
 pub mod modindex;
 pub mod proc_net;
+pub mod serial_sync;
 
 /// The protocol version this crate speaks (2: the authenticated hello).
 pub const PROTO_VERSION: u32 = 2;
