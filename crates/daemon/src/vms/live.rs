@@ -56,6 +56,13 @@ impl RateLimitedLog {
     }
 }
 
+/// Whether a stream starts with the serial sync (the serial channel) or HTTP/2 at once.
+#[derive(Clone, Copy, Debug)]
+enum Sync {
+    None,
+    Serial,
+}
+
 /// Sockets and pid files a VM's processes leave in its directory.
 const RUNTIME_FILES: &[&str] = &[
     "vsock.sock",
@@ -78,21 +85,7 @@ pub struct LiveVm {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Refused connections, logged at a bounded rate (a guest can dial in a loop).
     refusals: RateLimitedLog,
-    /// Resumed from a snapshot: see [`RESTORED_HANDSHAKES`].
-    restored: AtomicBool,
 }
-
-/// Handshake deadlines of the first dials to a VM resumed from a snapshot. Its agent
-/// still serves the snapshot's HTTP/2 session when the first dial's bytes arrive: they
-/// end that session (a protocol error) and are lost with it, and the agent opens a new one
-/// within 100 ms. A short first deadline redials at once instead of waiting out
-/// [`HANDSHAKE_TIMEOUT`]; later attempts get longer ones, as a slow guest may need them.
-const RESTORED_HANDSHAKES: [Duration; 4] = [
-    Duration::from_millis(300),
-    Duration::from_millis(600),
-    Duration::from_millis(1200),
-    Duration::from_millis(2400),
-];
 
 impl LiveVm {
     pub fn new(id: &str, name: &str, dir: &Path, runtime: VmRuntime) -> Arc<LiveVm> {
@@ -105,14 +98,13 @@ impl LiveVm {
             stopping: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
             refusals: RateLimitedLog::default(),
-            restored: AtomicBool::new(false),
         })
     }
 
-    /// Marks a VM resumed from a snapshot (before its channel starts).
-    pub fn set_restored(&self) {
-        self.restored.store(true, Ordering::SeqCst);
-    }
+    /// Marks a VM resumed from a snapshot (before its channel starts). Nothing depends on
+    /// it any more: the serial sync lets the first dial through a snapshot's stale session
+    /// (kept for `start.rs`, which calls it).
+    pub fn set_restored(&self) {}
 
     pub fn runtime(&self) -> VmRuntime {
         self.runtime
@@ -221,7 +213,7 @@ impl LiveVm {
             next_id += 1;
             let (live, queue) = (self.clone(), pending.clone());
             let task = tokio::spawn(async move {
-                live.adopt_stream(stream).await;
+                live.adopt(stream, Sync::None).await;
                 lock(&queue).retain(|(i, _)| *i != id);
             });
             let mut queue = lock(&pending);
@@ -243,19 +235,13 @@ impl LiveVm {
         self.agent.borrow().as_ref().is_some_and(|c| !c.is_closed())
     }
 
+    /// Keeps a connection to the VM's serial socket (QEMU's chardev): each one starts
+    /// with the serial sync, which also ends a snapshot's stale session at once.
     async fn dial_loop(self: Arc<Self>, path: &Path) {
-        let mut quick = if self.restored.load(Ordering::SeqCst) {
-            &RESTORED_HANDSHAKES[..]
-        } else {
-            &[]
-        };
         loop {
             match UnixStream::connect(path).await {
                 Ok(stream) => {
-                    let deadline = quick.first().copied().unwrap_or(HANDSHAKE_TIMEOUT);
-                    quick = quick.get(1..).unwrap_or(&[]);
-                    if let Some(closed) = self.adopt_stream_within(stream, deadline).await {
-                        quick = &[];
+                    if let Some(closed) = self.adopt(stream, Sync::Serial).await {
                         let _ = closed.await;
                     }
                 }
@@ -267,21 +253,14 @@ impl LiveVm {
         }
     }
 
-    /// Handshakes over a fresh stream and publishes the connection. Returns a receiver
-    /// that fires when it closes.
-    async fn adopt_stream(
+    /// Syncs (serial only), handshakes and publishes the connection, all within
+    /// [`HANDSHAKE_TIMEOUT`]. Returns a receiver that fires when it closes.
+    async fn adopt(
         self: &Arc<Self>,
         stream: UnixStream,
+        sync: Sync,
     ) -> Option<tokio::sync::oneshot::Receiver<()>> {
-        self.adopt_stream_within(stream, HANDSHAKE_TIMEOUT).await
-    }
-
-    /// [`Self::adopt_stream`] with a handshake deadline of `deadline`.
-    async fn adopt_stream_within(
-        self: &Arc<Self>,
-        stream: UnixStream,
-        deadline: Duration,
-    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let deadline = HANDSHAKE_TIMEOUT;
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
         let secret = match super::boot::read_agent_key(&self.dir) {
             Ok(s) => s,
@@ -291,15 +270,24 @@ impl LiveVm {
                 return None;
             }
         };
-        // A handshake that stalls (bytes lost across a serial reconnect, or a guest process
+        let handshake = async {
+            match sync {
+                Sync::None => AgentConn::handshake(stream, closed_tx, &secret).await,
+                Sync::Serial => {
+                    let stream = super::agent::sync_serial(stream).await?;
+                    AgentConn::handshake(stream, closed_tx, &secret).await
+                }
+            }
+        };
+        // A handshake that stalls (a guest that never answers the sync, or a guest process
         // holding a connection open) is dropped rather than waited on.
-        let handshake =
-            tokio::time::timeout(deadline, AgentConn::handshake(stream, closed_tx, &secret));
-        match handshake.await.unwrap_or_else(|_| {
-            Err(super::agent::AgentCallError::Transport(format!(
-                "handshake timed out after {deadline:?}"
-            )))
-        }) {
+        match tokio::time::timeout(deadline, handshake)
+            .await
+            .unwrap_or_else(|_| {
+                Err(super::agent::AgentCallError::Transport(format!(
+                    "handshake timed out after {deadline:?}"
+                )))
+            }) {
             Ok(conn) => {
                 // Two authenticated handshakes may race (a redial); the first one wins.
                 let mut published = false;
