@@ -357,6 +357,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_agent_from_before_the_sync_is_recognised_by_the_host() {
+        // Such an agent serves HTTP/2 at once on every session: hyper's server speaks first.
+        let agent = test_agent();
+        let (port, host) = tokio::io::duplex(64 << 10);
+        tokio::spawn(async move { agent.serve(port).await });
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(10),
+            host_open(host, &[3; 16], MAX_HOST_SCAN),
+        )
+        .await
+        .expect("decided in time");
+        assert!(
+            matches!(outcome, Err(serial_sync::SyncError::Legacy)),
+            "{:?}",
+            outcome.err()
+        );
+    }
+
+    #[tokio::test]
     async fn a_serial_port_without_a_host_is_retried_later() {
         let agent = test_agent();
         let (port, host) = tokio::io::duplex(64);

@@ -180,11 +180,47 @@ pub enum SyncError {
     /// The guest sent this many bytes without the answer.
     #[error("serial sync: no answer in the guest's first {0} bytes")]
     TooMuch(usize),
+    /// The guest sent an HTTP/2 server's SETTINGS frame instead of an answer: an agent
+    /// from before the sync, which serves HTTP/2 at once on every session it opens.
+    #[error("serial sync: the guest speaks HTTP/2 without the sync (an older agent)")]
+    Legacy,
+}
+
+/// Spots the first frame an HTTP/2 server sends (SETTINGS: type 4, no flags, stream 0,
+/// a length of whole 6-byte settings) in bytes fed in pieces. An agent that knows the sync
+/// writes nothing before its ACK, and a stale session of one ends with a GOAWAY, not this.
+#[derive(Debug, Default)]
+pub struct LegacyDetector {
+    tail: Vec<u8>,
+}
+
+impl LegacyDetector {
+    const HEADER: usize = 9;
+    /// More settings than any HTTP/2 server sends at once (there are 6 kinds, plus a few
+    /// extensions).
+    const MAX_SETTINGS: u32 = 16;
+
+    /// Whether a SETTINGS frame header ends in `data` (it may begin in earlier pieces).
+    pub fn feed(&mut self, data: &[u8]) -> bool {
+        let mut joined = std::mem::take(&mut self.tail);
+        joined.extend_from_slice(data);
+        let found = joined.windows(Self::HEADER).any(|h| {
+            let length = u32::from_be_bytes([0, h[0], h[1], h[2]]);
+            h[3..] == [4, 0, 0, 0, 0, 0]
+                && length.is_multiple_of(6)
+                && length <= 6 * Self::MAX_SETTINGS
+        });
+        let keep = joined.len().min(Self::HEADER - 1);
+        self.tail = joined[joined.len() - keep..].to_vec();
+        found
+    }
 }
 
 /// The host's side: sends SYN(`nonce`) every [`SYN_INTERVAL`] until the guest's
 /// ACK(`nonce`), then START(`nonce`). Scans at most `max_scan` guest bytes; the caller
 /// bounds it in time. Returns the stream, positioned at the start of the guest's HTTP/2.
+/// [`SyncError::Legacy`] when the guest's agent predates the sync: then the caller
+/// connects again without it.
 pub async fn host_open<S>(
     mut io: S,
     nonce: &Nonce,
@@ -195,6 +231,7 @@ where
 {
     let syn = encode(Kind::Syn, nonce);
     let mut scanner = Scanner::new();
+    let mut legacy = LegacyDetector::default();
     let mut scanned = 0usize;
     let mut buf = vec![0u8; 16 << 10];
     loop {
@@ -208,6 +245,7 @@ where
             }
             let mut data = &buf[..n.min(max_scan - scanned)];
             scanned += data.len();
+            let legacy = legacy.feed(data);
             while let Some(found) = scanner.feed(data) {
                 data = &data[found.end..];
                 if found.kind == Kind::Ack && found.nonce == *nonce {
@@ -216,6 +254,9 @@ where
                     io.flush().await?;
                     return Ok(Prefixed::new(rest, io));
                 }
+            }
+            if legacy {
+                return Err(SyncError::Legacy);
             }
             if scanned >= max_scan {
                 return Err(SyncError::TooMuch(scanned));

@@ -231,3 +231,47 @@ async fn a_silent_guest_gets_a_syn_every_interval() {
     );
     assert!(got.chunks(MARKER_LEN).all(|m| m == encode(Kind::Syn, &N1)));
 }
+
+/// What hyper's HTTP/2 server (the agent before the sync) writes first on every session:
+/// its SETTINGS frame.
+const OLD_AGENT_SETTINGS: &[u8] =
+    b"\x00\x00\x12\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x02\x00\x00\x04\x00\x10\x00\x00\x00\x06\x00\x00\x40\x00";
+
+#[test]
+fn an_old_agents_settings_are_spotted_in_any_pieces_and_a_goaway_is_not() {
+    let mut stream = b"\xFF\xFF\xFF noise".to_vec();
+    stream.extend_from_slice(OLD_AGENT_SETTINGS);
+    for piece in 1..=stream.len() {
+        let mut detector = LegacyDetector::default();
+        assert!(
+            stream.chunks(piece).any(|c| detector.feed(c)),
+            "pieces of {piece}"
+        );
+        assert!(detector.tail.len() < 9);
+    }
+    // A stale session of a new agent ends with GOAWAY(FRAME_SIZE_ERROR), then a SETTINGS
+    // ACK may follow: neither is an old agent.
+    let goaway = b"\x00\x00\x08\x07\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x06";
+    let settings_ack = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00";
+    let mut detector = LegacyDetector::default();
+    assert!(!detector.feed(goaway));
+    assert!(!detector.feed(settings_ack));
+    assert!(!detector.feed(&encode(Kind::Ack, &N2)));
+}
+
+#[tokio::test]
+async fn the_host_reports_an_agent_from_before_the_sync() {
+    let (host, mut guest) = tokio::io::duplex(4096);
+    tokio::spawn(async move {
+        let mut syn = [0u8; MARKER_LEN];
+        guest.read_exact(&mut syn).await.expect("read");
+        guest.write_all(OLD_AGENT_SETTINGS).await.expect("write");
+        // Held open: the host must decide from what it read.
+        std::future::pending::<()>().await;
+    });
+    let err = host_open(host, &N1, MAX_HOST_SCAN)
+        .await
+        .err()
+        .expect("an error");
+    assert!(matches!(err, SyncError::Legacy), "{err}");
+}

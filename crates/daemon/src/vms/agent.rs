@@ -65,6 +65,8 @@ pub enum AgentCallError {
         "a guest process that cannot prove this boot's agent secret tried to take the agent channel"
     )]
     Unauthenticated,
+    #[error("the guest agent predates the serial channel's session sync")]
+    BeforeSerialSync,
     #[error("the guest agent's hello is malformed: {0}")]
     BadHello(String),
     #[error(
@@ -257,7 +259,8 @@ impl AgentConn {
 /// The serial channel's session sync (`banger_guest_proto::serial_sync`) with a fresh
 /// nonce: SYN until the guest's ACK, then START. Scans at most
 /// [`serial_sync::MAX_HOST_SCAN`] guest bytes; the caller bounds it in time. Framing only:
-/// the hello that follows authenticates the agent.
+/// the hello that follows authenticates the agent. [`AgentCallError::BeforeSerialSync`]:
+/// the guest's agent predates the sync; connect again without it.
 pub async fn sync_serial<S>(io: S) -> Result<serial_sync::Prefixed<S>, AgentCallError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -267,7 +270,10 @@ where
         .map_err(|e| AgentCallError::Transport(format!("drawing a nonce: {e}")))?;
     serial_sync::host_open(io, &nonce, serial_sync::MAX_HOST_SCAN)
         .await
-        .map_err(|e| AgentCallError::Transport(e.to_string()))
+        .map_err(|e| match e {
+            serial_sync::SyncError::Legacy => AgentCallError::BeforeSerialSync,
+            e => AgentCallError::Transport(e.to_string()),
+        })
 }
 
 /// Sends one request on the connection once it can take another stream (within

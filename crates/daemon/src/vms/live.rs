@@ -15,7 +15,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
-use super::agent::AgentConn;
+use super::agent::{AgentCallError, AgentConn};
 use super::spec::VmRuntime;
 use crate::error::OpError;
 
@@ -213,7 +213,7 @@ impl LiveVm {
             next_id += 1;
             let (live, queue) = (self.clone(), pending.clone());
             let task = tokio::spawn(async move {
-                live.adopt(stream, Sync::None).await;
+                let _ = live.adopt(stream, Sync::None).await;
                 lock(&queue).retain(|(i, _)| *i != id);
             });
             let mut queue = lock(&pending);
@@ -236,15 +236,20 @@ impl LiveVm {
     }
 
     /// Keeps a connection to the VM's serial socket (QEMU's chardev): each one starts
-    /// with the serial sync, which also ends a snapshot's stale session at once.
+    /// with the serial sync, which also ends a snapshot's stale session at once. An agent
+    /// from before the sync (a VM booted, or a snapshot taken, by an older banger) is
+    /// spoken to without it from the next connection on, until that fails.
     async fn dial_loop(self: Arc<Self>, path: &Path) {
+        let mut sync = Sync::Serial;
         loop {
             match UnixStream::connect(path).await {
-                Ok(stream) => {
-                    if let Some(closed) = self.adopt(stream, Sync::Serial).await {
+                Ok(stream) => match self.adopt(stream, sync).await {
+                    Ok(closed) => {
                         let _ = closed.await;
                     }
-                }
+                    Err(AgentCallError::BeforeSerialSync) => sync = Sync::None,
+                    Err(_) => sync = Sync::Serial,
+                },
                 Err(e) => {
                     tracing::debug!(vm = %self.name, error = %e, "agent serial socket not ready");
                 }
@@ -254,20 +259,21 @@ impl LiveVm {
     }
 
     /// Syncs (serial only), handshakes and publishes the connection, all within
-    /// [`HANDSHAKE_TIMEOUT`]. Returns a receiver that fires when it closes.
+    /// [`HANDSHAKE_TIMEOUT`]. Returns a receiver that fires when it closes; failures are
+    /// noted in `refusals`.
     async fn adopt(
         self: &Arc<Self>,
         stream: UnixStream,
         sync: Sync,
-    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+    ) -> Result<tokio::sync::oneshot::Receiver<()>, AgentCallError> {
         let deadline = HANDSHAKE_TIMEOUT;
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
         let secret = match super::boot::read_agent_key(&self.dir) {
             Ok(s) => s,
             Err(e) => {
-                self.refusals
-                    .note(&self.name, &format!("no agent secret: {e}"));
-                return None;
+                let error = AgentCallError::Transport(format!("no agent secret: {e}"));
+                self.refusals.note(&self.name, &error.to_string());
+                return Err(error);
             }
         };
         let handshake = async {
@@ -284,7 +290,7 @@ impl LiveVm {
         match tokio::time::timeout(deadline, handshake)
             .await
             .unwrap_or_else(|_| {
-                Err(super::agent::AgentCallError::Transport(format!(
+                Err(AgentCallError::Transport(format!(
                     "handshake timed out after {deadline:?}"
                 )))
             }) {
@@ -300,15 +306,21 @@ impl LiveVm {
                     true
                 });
                 if !published {
-                    return None;
+                    return Err(AgentCallError::Transport(
+                        "another connection was published first".into(),
+                    ));
                 }
                 tracing::info!(vm = %self.name, agent = %conn.hello.agent_version, boot_id = %conn.hello.boot_id, "agent connected");
-                Some(closed_rx)
+                Ok(closed_rx)
+            }
+            Err(AgentCallError::BeforeSerialSync) => {
+                tracing::info!(vm = %self.name, "the agent predates the serial sync; connecting without it");
+                Err(AgentCallError::BeforeSerialSync)
             }
             Err(e) => {
                 self.refusals
                     .note(&self.name, &format!("agent handshake failed: {e}"));
-                None
+                Err(e)
             }
         }
     }

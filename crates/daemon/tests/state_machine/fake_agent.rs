@@ -54,7 +54,7 @@ async fn boot_and_serve(guest: Guest) {
             return std::future::pending().await;
         }
         Behaviour::HelloAfter(gate) => gate.pass().await,
-        Behaviour::Ready | Behaviour::DiesAfterHello => {}
+        Behaviour::Ready | Behaviour::DiesAfterHello | Behaviour::BeforeSerialSync => {}
     }
     let Ok(secret) = std::fs::read(guest.run_dir.join(banger_daemon::vms::boot::AGENT_KEY)) else {
         // No secret, no proof: the daemon refuses this guest and its start times out.
@@ -68,6 +68,7 @@ async fn boot_and_serve(guest: Guest) {
         ignore_shutdown: guest.ignore_shutdown,
         run_dir: guest.run_dir.clone(),
     };
+    let synced = !matches!(guest.behaviour, Behaviour::BeforeSerialSync);
     match (&guest.endpoint, guest.serial) {
         (ChannelEndpoint::VsockListen(path), _) => loop {
             match UnixStream::connect(path).await {
@@ -82,7 +83,9 @@ async fn boot_and_serve(guest: Guest) {
             // One host connection at a time, as a serial port carries one byte stream;
             // each starts with the serial sync, as the real agent's.
             while let Ok((stream, _)) = listener.accept().await {
-                if let Ok(stream) = proto::serial_sync::guest_accept(stream).await {
+                if !synced {
+                    session.serve(stream).await;
+                } else if let Ok(stream) = proto::serial_sync::guest_accept(stream).await {
                     session.serve(stream).await;
                 }
             }
