@@ -19,7 +19,8 @@ use super::agent::{AgentCallError, AgentConn};
 use super::spec::VmRuntime;
 use crate::error::OpError;
 
-/// How long a connection gets to complete the HTTP/2 handshake and the hello.
+/// How long a connection gets to complete the serial sync (serial only), the HTTP/2
+/// handshake and the hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once on one VM's agent port; a new one evicts the oldest.
 const MAX_PENDING_HANDSHAKES: usize = 8;
