@@ -57,11 +57,12 @@ impl RateLimitedLog {
     }
 }
 
-/// Whether a stream starts with the serial sync (the serial channel) or HTTP/2 at once.
+/// What precedes HTTP/2 on a stream: nothing (vsock, and a serial agent from before the
+/// sync) or the serial session sync.
 #[derive(Clone, Copy, Debug)]
-enum Sync {
+enum Preamble {
     None,
-    Serial,
+    SerialSync,
 }
 
 /// Sockets and pid files a VM's processes leave in its directory.
@@ -214,7 +215,7 @@ impl LiveVm {
             next_id += 1;
             let (live, queue) = (self.clone(), pending.clone());
             let task = tokio::spawn(async move {
-                let _ = live.adopt(stream, Sync::None).await;
+                let _ = live.adopt(stream, Preamble::None).await;
                 lock(&queue).retain(|(i, _)| *i != id);
             });
             let mut queue = lock(&pending);
@@ -241,15 +242,15 @@ impl LiveVm {
     /// from before the sync (a VM booted, or a snapshot taken, by an older banger) is
     /// spoken to without it from the next connection on, until that fails.
     async fn dial_loop(self: Arc<Self>, path: &Path) {
-        let mut sync = Sync::Serial;
+        let mut preamble = Preamble::SerialSync;
         loop {
             match UnixStream::connect(path).await {
-                Ok(stream) => match self.adopt(stream, sync).await {
+                Ok(stream) => match self.adopt(stream, preamble).await {
                     Ok(closed) => {
                         let _ = closed.await;
                     }
-                    Err(AgentCallError::BeforeSerialSync) => sync = Sync::None,
-                    Err(_) => sync = Sync::Serial,
+                    Err(AgentCallError::BeforeSerialSync) => preamble = Preamble::None,
+                    Err(_) => preamble = Preamble::SerialSync,
                 },
                 Err(e) => {
                     tracing::debug!(vm = %self.name, error = %e, "agent serial socket not ready");
@@ -265,7 +266,7 @@ impl LiveVm {
     async fn adopt(
         self: &Arc<Self>,
         stream: UnixStream,
-        sync: Sync,
+        preamble: Preamble,
     ) -> Result<tokio::sync::oneshot::Receiver<()>, AgentCallError> {
         let deadline = HANDSHAKE_TIMEOUT;
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
@@ -278,10 +279,12 @@ impl LiveVm {
             }
         };
         let handshake = async {
-            match sync {
-                Sync::None => AgentConn::handshake(stream, closed_tx, &secret).await,
-                Sync::Serial => {
+            match preamble {
+                Preamble::None => AgentConn::handshake(stream, closed_tx, &secret).await,
+                Preamble::SerialSync => {
+                    let began = std::time::Instant::now();
                     let stream = super::agent::sync_serial(stream).await?;
+                    tracing::debug!(vm = %self.name, took = ?began.elapsed(), "serial sync done");
                     AgentConn::handshake(stream, closed_tx, &secret).await
                 }
             }
