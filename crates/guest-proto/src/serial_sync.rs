@@ -231,7 +231,7 @@ where
 {
     let syn = encode(Kind::Syn, nonce);
     let mut scanner = Scanner::new();
-    let mut legacy = LegacyDetector::default();
+    let mut old_agent = LegacyDetector::default();
     let mut scanned = 0usize;
     let mut buf = vec![0u8; 16 << 10];
     loop {
@@ -245,7 +245,7 @@ where
             }
             let mut data = &buf[..n.min(max_scan - scanned)];
             scanned += data.len();
-            let legacy = legacy.feed(data);
+            let seen_old_agent = old_agent.feed(data);
             while let Some(found) = scanner.feed(data) {
                 data = &data[found.end..];
                 if found.kind == Kind::Ack && found.nonce == *nonce {
@@ -255,7 +255,7 @@ where
                     return Ok(Prefixed::new(rest, io));
                 }
             }
-            if legacy {
+            if seen_old_agent {
                 return Err(SyncError::Legacy);
             }
             if scanned >= max_scan {
