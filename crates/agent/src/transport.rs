@@ -157,10 +157,11 @@ async fn vsock_session(agent: &Arc<Agent>) -> Ended {
     }
 }
 
-/// One session on the serial port: the sync, then HTTP/2 until it ends. A protocol error
-/// is followed by a new session at once: it is how a snapshot's session ends when the
-/// host's SYN arrives, and the host is waiting. An end of stream (the host is not
-/// connected: the port reads 0 bytes until it is) or an I/O error waits [`RETRY`].
+/// One session on the serial port: the sync, then HTTP/2 until it ends. HTTP/2 that ends
+/// in an error is followed by a new session at once: that is how a snapshot's session ends
+/// when the host's SYN arrives, and the host is waiting. An end of stream or an I/O error
+/// during the sync waits [`RETRY`] (the port reads 0 bytes while the host is not connected,
+/// so reopening at once would spin).
 async fn serial_session<S>(agent: &Arc<Agent>, port: S) -> Ended
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
