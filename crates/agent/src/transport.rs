@@ -2,9 +2,12 @@
 //!
 //! - vsock: the agent dials the host (CID [`HOST_CID`], port [`AGENT_VSOCK_PORT`]); until
 //!   the host listens, every attempt fails and is retried after [`RETRY`].
-//! - serial: the virtio port named [`SERIAL_PORT_NAME`]. A read of 0 bytes means the host
-//!   side is not (or no longer) connected: the stream ends, and the port is reopened after
-//!   [`RETRY`].
+//! - serial: the virtio port named [`SERIAL_PORT_NAME`]. The port outlives the host's
+//!   connections (and a snapshot's session), so each session starts with the host's sync
+//!   (`banger_guest_proto::serial_sync`): bytes before it are discarded. A read of 0 bytes
+//!   means the host side is not (or no longer) connected: the port is reopened after
+//!   [`RETRY`]. A session that ends in a protocol error (a VM resumed from a snapshot: its
+//!   old session reads the new host's SYN) is followed by a new one at once.
 //!
 //! Failures are logged when they change, not on every retry, so a host that is slow to
 //! listen does not flood the console.
@@ -15,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use banger_guest_proto::{AGENT_VSOCK_PORT, HOST_CID, SERIAL_PORT_NAME};
+use banger_guest_proto::{AGENT_VSOCK_PORT, HOST_CID, SERIAL_PORT_NAME, serial_sync};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -36,11 +39,6 @@ pub const RETRY: Duration = Duration::from_millis(100);
 /// HTTP/2 preface and the hello); silence means nobody will — a daemon that died after
 /// the connection was queued — and the agent dials again rather than wait forever.
 const HOST_SILENCE: Duration = Duration::from_secs(10);
-
-enum Opened {
-    Vsock(FdStream),
-    Serial(FdStream),
-}
 
 /// A stream whose reads fail with `TimedOut` if no byte arrives within [`HOST_SILENCE`]
 /// of its opening; after the first byte it is the stream itself.
@@ -102,36 +100,83 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HostSpeaksFirst<S> {
     }
 }
 
+/// How a session ended: what to log, and whether to wait [`RETRY`] before the next.
+struct Ended {
+    error: Option<String>,
+    retry_later: bool,
+}
+
+impl Ended {
+    fn later(error: Option<String>) -> Ended {
+        Ended {
+            error,
+            retry_later: true,
+        }
+    }
+}
+
 /// Serves the host forever over `channel`.
 pub async fn serve_forever(agent: Arc<Agent>, channel: Channel) -> ! {
     let mut last_error = String::new();
     loop {
-        let opened = match channel {
-            Channel::Vsock => connect_vsock().await.map(Opened::Vsock),
-            Channel::Serial => open_serial().map(Opened::Serial),
+        let ended = match channel {
+            Channel::Vsock => vsock_session(&agent).await,
+            Channel::Serial => match open_serial() {
+                Ok(port) => serial_session(&agent, port).await,
+                Err(e) => Ended::later(Some(format!(
+                    "cannot reach the host yet ({e}); retrying every {RETRY:?}"
+                ))),
+            },
         };
-        let outcome = match opened {
-            Ok(Opened::Vsock(stream)) => agent
-                .serve(HostSpeaksFirst::new(stream))
-                .await
-                .map_err(|e| format!("connection to the host ended: {e}")),
-            Ok(Opened::Serial(stream)) => agent
-                .serve(stream)
-                .await
-                .map_err(|e| format!("connection to the host ended: {e}")),
-            Err(e) => Err(format!(
-                "cannot reach the host yet ({e}); retrying every {RETRY:?}"
-            )),
-        };
-        match outcome {
-            Ok(()) => last_error.clear(),
-            Err(msg) if msg != last_error => {
+        match ended.error {
+            None => last_error.clear(),
+            Some(msg) if msg != last_error => {
                 log!("{msg}");
                 last_error = msg;
             }
-            Err(_) => {}
+            Some(_) => {}
         }
-        tokio::time::sleep(RETRY).await;
+        if ended.retry_later {
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+}
+
+async fn vsock_session(agent: &Arc<Agent>) -> Ended {
+    match connect_vsock().await {
+        Ok(stream) => Ended::later(
+            agent
+                .serve(HostSpeaksFirst::new(stream))
+                .await
+                .err()
+                .map(|e| format!("connection to the host ended: {e}")),
+        ),
+        Err(e) => Ended::later(Some(format!(
+            "cannot reach the host yet ({e}); retrying every {RETRY:?}"
+        ))),
+    }
+}
+
+/// One session on the serial port: the sync, then HTTP/2 until it ends. HTTP/2 that ends
+/// in an error is followed by a new session at once: that is how a snapshot's session ends
+/// when the host's SYN arrives, and the host is waiting. An end of stream or an I/O error
+/// during the sync waits [`RETRY`] (the port reads 0 bytes while the host is not connected,
+/// so reopening at once would spin).
+async fn serial_session<S>(agent: &Arc<Agent>, port: S) -> Ended
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let stream = match serial_sync::guest_accept(port).await {
+        Ok(stream) => stream,
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ended::later(None),
+        Err(e) => return Ended::later(Some(format!("serial port: {e}"))),
+    };
+    match agent.serve(stream).await {
+        Ok(()) => Ended::later(None),
+        Err(e) => Ended {
+            error: Some(format!("connection to the host ended: {e}")),
+            retry_later: false,
+        },
     }
 }
 
@@ -219,7 +264,126 @@ fn open_serial() -> io::Result<FdStream> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use banger_guest_proto::serial_sync::{Kind, MAX_HOST_SCAN, encode, host_open};
+    use banger_guest_proto::{Hello, HelloRequest, InitMode, PROTO_MIN, PROTO_VERSION, auth};
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const SECRET: &[u8] = b"the serial tests' boot secret";
+    /// The HTTP/2 client preface and an empty SETTINGS frame: a session's first bytes.
+    const H2_START: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+    fn test_agent() -> Arc<Agent> {
+        let (tx, _machine) = tokio::sync::mpsc::unbounded_channel();
+        let root = std::env::temp_dir();
+        let mut cfg = crate::AgentConfig::new(root, InitMode::Agent, crate::Machine::Recorder(tx));
+        cfg.secret = SECRET.to_vec();
+        Agent::new(cfg).unwrap()
+    }
+
+    async fn hello_over<S>(stream: S) -> Hello
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let body = serde_json::to_vec(&HelloRequest {
+            proto_min: PROTO_MIN,
+            proto_max: PROTO_VERSION,
+            host_version: "test".into(),
+            nonce: "n0nce".into(),
+        })
+        .unwrap();
+        let req = hyper::Request::post(format!("http://agent{}", banger_guest_proto::paths::HELLO))
+            .body(Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        let answer = sender.send_request(req).await.unwrap();
+        assert_eq!(answer.status(), hyper::StatusCode::OK);
+        let bytes = answer.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_serial_session_starts_behind_garbage_and_a_stale_sessions_bytes() {
+        let agent = test_agent();
+        let (port, mut host) = tokio::io::duplex(64 << 10);
+        let session = tokio::spawn(async move { serial_session(&agent, port).await.retry_later });
+        // What a port may hold: noise, and the middle of an old session (a DATA frame).
+        host.write_all(b"\x00\x00\x05\x00\x01\x00\x00\x00\x03hello\xFF\xFF junk")
+            .await
+            .unwrap();
+        host.write_all(H2_START).await.unwrap();
+        let synced = tokio::time::timeout(
+            Duration::from_secs(10),
+            host_open(host, &[7; 16], MAX_HOST_SCAN),
+        )
+        .await
+        .expect("the agent answers the SYN")
+        .unwrap();
+        let hello = hello_over(synced).await;
+        assert!(auth::verify(SECRET, "n0nce", &hello.boot_id, &hello.proof));
+        session.abort();
+    }
+
+    #[tokio::test]
+    async fn a_stale_session_ends_at_once_when_a_syn_arrives_and_is_followed_at_once() {
+        let agent = test_agent();
+        let (port, host) = tokio::io::duplex(64 << 10);
+        let session = tokio::spawn(async move { serial_session(&agent, port).await.retry_later });
+        let mut stale = host_open(host, &[1; 16], MAX_HOST_SCAN).await.unwrap();
+        stale.write_all(H2_START).await.unwrap();
+        let mut settings = [0u8; 9];
+        stale.read_exact(&mut settings).await.unwrap();
+        assert_eq!(settings[3], 4, "the agent's SETTINGS: the session is up");
+        // The snapshot is resumed; a new host connection sends its SYN into the old session.
+        let started = std::time::Instant::now();
+        stale.write_all(&encode(Kind::Syn, &[2; 16])).await.unwrap();
+        let retry_later = tokio::time::timeout(Duration::from_secs(5), session)
+            .await
+            .expect("the stale session ends")
+            .unwrap();
+        assert!(
+            !retry_later,
+            "a protocol error is followed by a new session at once"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "ended without waiting for a payload or a keepalive: {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_agent_from_before_the_sync_is_recognised_by_the_host() {
+        // Such an agent serves HTTP/2 at once on every session: hyper's server speaks first.
+        let agent = test_agent();
+        let (port, host) = tokio::io::duplex(64 << 10);
+        tokio::spawn(async move { agent.serve(port).await });
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(10),
+            host_open(host, &[3; 16], MAX_HOST_SCAN),
+        )
+        .await
+        .expect("decided in time");
+        assert!(
+            matches!(outcome, Err(serial_sync::SyncError::Legacy)),
+            "{:?}",
+            outcome.err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_serial_port_without_a_host_is_retried_later() {
+        let agent = test_agent();
+        let (port, host) = tokio::io::duplex(64);
+        drop(host);
+        let ended = serial_session(&agent, port).await;
+        assert!(ended.retry_later && ended.error.is_none());
+    }
 
     #[tokio::test]
     async fn a_silent_host_is_given_up_on_and_a_speaking_one_is_not() {

@@ -11,7 +11,9 @@
 //! this crate adds only typed messages.
 //!
 //! When the stream breaks (the daemon restarted), the agent opens a new one and a new
-//! HTTP/2 connection starts on it; guest state (processes, mounts) is unaffected.
+//! HTTP/2 connection starts on it; guest state (processes, mounts) is unaffected. On the
+//! serial port, which outlives the host's connections and a snapshot's session, each
+//! HTTP/2 connection is preceded by a session sync ([`serial_sync`]).
 //!
 //! # Methods
 //! - [`paths::HELLO`]: `POST`, JSON [`HelloRequest`] → JSON [`Hello`]. First call on every
@@ -68,6 +70,7 @@ pub mod auth;
 pub mod frame;
 pub mod modindex;
 pub mod proc_net;
+pub mod serial_sync;
 
 /// The protocol version this crate speaks (2: the authenticated hello).
 pub const PROTO_VERSION: u32 = 2;

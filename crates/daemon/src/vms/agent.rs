@@ -14,7 +14,9 @@ use std::task::{Context, Poll};
 
 use std::time::Duration;
 
-use banger_guest_proto::{self as proto, AgentError, Hello, HelloRequest, auth, paths};
+use banger_guest_proto::{
+    self as proto, AgentError, Hello, HelloRequest, auth, paths, serial_sync,
+};
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
@@ -63,6 +65,8 @@ pub enum AgentCallError {
         "a guest process that cannot prove this boot's agent secret tried to take the agent channel"
     )]
     Unauthenticated,
+    #[error("the guest agent predates the serial channel's session sync")]
+    BeforeSerialSync,
     #[error("the guest agent's hello is malformed: {0}")]
     BadHello(String),
     #[error(
@@ -250,6 +254,26 @@ impl AgentConn {
     pub fn is_closed(&self) -> bool {
         self.sender.is_closed()
     }
+}
+
+/// The serial channel's session sync (`banger_guest_proto::serial_sync`) with a fresh
+/// nonce: SYN until the guest's ACK, then START. Scans at most
+/// [`serial_sync::MAX_HOST_SCAN`] guest bytes; the caller bounds it in time. Framing only:
+/// the hello that follows authenticates the agent. [`AgentCallError::BeforeSerialSync`]:
+/// the guest's agent predates the sync; connect again without it.
+pub async fn sync_serial<S>(io: S) -> Result<serial_sync::Prefixed<S>, AgentCallError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut nonce = [0u8; serial_sync::NONCE_LEN];
+    crate::ids::secret_random(&mut nonce)
+        .map_err(|e| AgentCallError::Transport(format!("drawing a nonce: {e}")))?;
+    serial_sync::host_open(io, &nonce, serial_sync::MAX_HOST_SCAN)
+        .await
+        .map_err(|e| match e {
+            serial_sync::SyncError::Legacy => AgentCallError::BeforeSerialSync,
+            e => AgentCallError::Transport(e.to_string()),
+        })
 }
 
 /// Sends one request on the connection once it can take another stream (within

@@ -250,3 +250,122 @@ async fn an_agent_that_allows_no_stream_cannot_hang_a_call() {
         clock.err()
     );
 }
+
+mod serial {
+    //! The host's serial sync against guests that answer it badly or not at all.
+
+    use super::*;
+    use banger_guest_proto::serial_sync::{self, Kind, MAX_HOST_SCAN, Scanner, encode};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The honest fake agent behind the guest's half of the sync, with `noise` in the port
+    /// before it (what a stale session leaves).
+    fn synced_fake_agent(noise: &'static [u8]) -> tokio::io::DuplexStream {
+        let (mut agent, _) = fake_agent(Fault::EndlessAnswer);
+        let (host, mut guest) = tokio::io::duplex(64 << 10);
+        tokio::spawn(async move {
+            guest.write_all(noise).await.unwrap();
+            let mut guest = serial_sync::guest_accept(guest).await.unwrap();
+            let _ = tokio::io::copy_bidirectional(&mut guest, &mut agent).await;
+        });
+        host
+    }
+
+    /// A guest that reads the host's markers and answers each SYN with `answer(nonce)`;
+    /// returns its host end and a count of the SYNs and STARTs it saw.
+    fn answering_guest(
+        answer: fn(&serial_sync::Nonce) -> Vec<u8>,
+    ) -> (tokio::io::DuplexStream, Arc<AtomicU64>, Arc<AtomicU64>) {
+        let (host, mut guest) = tokio::io::duplex(64 << 10);
+        let (syns, starts) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (s, t) = (syns.clone(), starts.clone());
+        tokio::spawn(async move {
+            let mut scanner = Scanner::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = guest.read(&mut buf).await {
+                let mut data = &buf[..n];
+                while let Some(found) = scanner.feed(data) {
+                    data = &data[found.end..];
+                    match found.kind {
+                        Kind::Syn => {
+                            s.fetch_add(1, Ordering::Relaxed);
+                            if guest.write_all(&answer(&found.nonce)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Kind::Start => {
+                            t.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Kind::Ack => {}
+                    }
+                }
+            }
+        });
+        (host, syns, starts)
+    }
+
+    #[tokio::test]
+    async fn an_honest_agent_is_reached_behind_a_stale_sessions_bytes() {
+        let host = synced_fake_agent(b"\x00\x00\x08\x07\x00\x00\x00\x00\x00goaway..junk\xFF\xFF");
+        let synced = tokio::time::timeout(Duration::from_secs(10), sync_serial(host))
+            .await
+            .expect("synced in time")
+            .unwrap();
+        let (closed, _closed_rx) = tokio::sync::oneshot::channel();
+        let conn = AgentConn::handshake(synced, closed, SECRET).await;
+        assert!(conn.is_ok(), "{:?}", conn.err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_guest_that_never_acks_is_given_syns_until_the_deadline() {
+        let (host, syns, starts) = answering_guest(|_| Vec::new());
+        let deadline = Duration::from_secs(1);
+        let outcome = tokio::time::timeout(deadline, sync_serial(host)).await;
+        assert!(outcome.is_err(), "no sync without an ACK");
+        let syns = syns.load(Ordering::Relaxed);
+        assert!((40..=60).contains(&syns), "a SYN every 20 ms: {syns}");
+        assert_eq!(starts.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ack_of_another_nonce_is_not_an_answer() {
+        let (host, syns, starts) = answering_guest(|nonce| {
+            let mut other = *nonce;
+            other[0] ^= 1;
+            encode(Kind::Ack, &other).to_vec()
+        });
+        let outcome = tokio::time::timeout(Duration::from_secs(1), sync_serial(host)).await;
+        assert!(outcome.is_err(), "a wrong nonce does not sync");
+        assert!(syns.load(Ordering::Relaxed) > 1, "the host kept asking");
+        assert_eq!(
+            starts.load(Ordering::Relaxed),
+            0,
+            "no START for a wrong ACK"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_guest_flooding_garbage_is_scanned_up_to_the_limit_only() {
+        let (host, mut guest) = tokio::io::duplex(64 << 10);
+        let flood = tokio::spawn(async move {
+            // `FF FF FF S` over and over: every byte may start a marker.
+            let garbage = b"\xFF\xFF\xFFS".repeat(16 << 10);
+            let mut sent = 0usize;
+            while guest.write_all(&garbage).await.is_ok() {
+                sent += garbage.len();
+            }
+            sent
+        });
+        let outcome = tokio::time::timeout(Duration::from_secs(10), sync_serial(host))
+            .await
+            .expect("fails before its deadline");
+        let err = outcome.err().expect("no ACK in garbage");
+        assert!(
+            err.to_string()
+                .contains("no answer in the guest's first 1048576 bytes"),
+            "{err}"
+        );
+        let sent = flood.await.unwrap();
+        assert!(sent <= MAX_HOST_SCAN + (192 << 10), "read {sent} bytes");
+    }
+}

@@ -15,11 +15,12 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
-use super::agent::AgentConn;
+use super::agent::{AgentCallError, AgentConn};
 use super::spec::VmRuntime;
 use crate::error::OpError;
 
-/// How long a connection gets to complete the HTTP/2 handshake and the hello.
+/// How long a connection gets to complete the serial sync (serial only), the HTTP/2
+/// handshake and the hello.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once on one VM's agent port; a new one evicts the oldest.
 const MAX_PENDING_HANDSHAKES: usize = 8;
@@ -56,6 +57,14 @@ impl RateLimitedLog {
     }
 }
 
+/// What precedes HTTP/2 on a stream: nothing (vsock, and a serial agent from before the
+/// sync) or the serial session sync.
+#[derive(Clone, Copy, Debug)]
+enum Preamble {
+    None,
+    SerialSync,
+}
+
 /// Sockets and pid files a VM's processes leave in its directory.
 const RUNTIME_FILES: &[&str] = &[
     "vsock.sock",
@@ -78,21 +87,7 @@ pub struct LiveVm {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Refused connections, logged at a bounded rate (a guest can dial in a loop).
     refusals: RateLimitedLog,
-    /// Resumed from a snapshot: see [`RESTORED_HANDSHAKES`].
-    restored: AtomicBool,
 }
-
-/// Handshake deadlines of the first dials to a VM resumed from a snapshot. Its agent
-/// still serves the snapshot's HTTP/2 session when the first dial's bytes arrive: they
-/// end that session (a protocol error) and are lost with it, and the agent opens a new one
-/// within 100 ms. A short first deadline redials at once instead of waiting out
-/// [`HANDSHAKE_TIMEOUT`]; later attempts get longer ones, as a slow guest may need them.
-const RESTORED_HANDSHAKES: [Duration; 4] = [
-    Duration::from_millis(300),
-    Duration::from_millis(600),
-    Duration::from_millis(1200),
-    Duration::from_millis(2400),
-];
 
 impl LiveVm {
     pub fn new(id: &str, name: &str, dir: &Path, runtime: VmRuntime) -> Arc<LiveVm> {
@@ -105,13 +100,7 @@ impl LiveVm {
             stopping: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
             refusals: RateLimitedLog::default(),
-            restored: AtomicBool::new(false),
         })
-    }
-
-    /// Marks a VM resumed from a snapshot (before its channel starts).
-    pub fn set_restored(&self) {
-        self.restored.store(true, Ordering::SeqCst);
     }
 
     pub fn runtime(&self) -> VmRuntime {
@@ -221,7 +210,7 @@ impl LiveVm {
             next_id += 1;
             let (live, queue) = (self.clone(), pending.clone());
             let task = tokio::spawn(async move {
-                live.adopt_stream(stream).await;
+                let _ = live.adopt(stream, Preamble::None).await;
                 lock(&queue).retain(|(i, _)| *i != id);
             });
             let mut queue = lock(&pending);
@@ -243,22 +232,21 @@ impl LiveVm {
         self.agent.borrow().as_ref().is_some_and(|c| !c.is_closed())
     }
 
+    /// Keeps a connection to the VM's serial socket (QEMU's chardev): each one starts
+    /// with the serial sync, which also ends a snapshot's stale session at once. An agent
+    /// from before the sync (a VM booted, or a snapshot taken, by an older banger) is
+    /// spoken to without it from the next connection on, until that fails.
     async fn dial_loop(self: Arc<Self>, path: &Path) {
-        let mut quick = if self.restored.load(Ordering::SeqCst) {
-            &RESTORED_HANDSHAKES[..]
-        } else {
-            &[]
-        };
+        let mut preamble = Preamble::SerialSync;
         loop {
             match UnixStream::connect(path).await {
-                Ok(stream) => {
-                    let deadline = quick.first().copied().unwrap_or(HANDSHAKE_TIMEOUT);
-                    quick = quick.get(1..).unwrap_or(&[]);
-                    if let Some(closed) = self.adopt_stream_within(stream, deadline).await {
-                        quick = &[];
+                Ok(stream) => match self.adopt(stream, preamble).await {
+                    Ok(closed) => {
                         let _ = closed.await;
                     }
-                }
+                    Err(AgentCallError::BeforeSerialSync) => preamble = Preamble::None,
+                    Err(_) => preamble = Preamble::SerialSync,
+                },
                 Err(e) => {
                     tracing::debug!(vm = %self.name, error = %e, "agent serial socket not ready");
                 }
@@ -267,39 +255,44 @@ impl LiveVm {
         }
     }
 
-    /// Handshakes over a fresh stream and publishes the connection. Returns a receiver
-    /// that fires when it closes.
-    async fn adopt_stream(
+    /// Syncs (serial only), handshakes and publishes the connection, all within
+    /// [`HANDSHAKE_TIMEOUT`]. Returns a receiver that fires when it closes; failures are
+    /// noted in `refusals`.
+    async fn adopt(
         self: &Arc<Self>,
         stream: UnixStream,
-    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
-        self.adopt_stream_within(stream, HANDSHAKE_TIMEOUT).await
-    }
-
-    /// [`Self::adopt_stream`] with a handshake deadline of `deadline`.
-    async fn adopt_stream_within(
-        self: &Arc<Self>,
-        stream: UnixStream,
-        deadline: Duration,
-    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        preamble: Preamble,
+    ) -> Result<tokio::sync::oneshot::Receiver<()>, AgentCallError> {
+        let deadline = HANDSHAKE_TIMEOUT;
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
         let secret = match super::boot::read_agent_key(&self.dir) {
             Ok(s) => s,
             Err(e) => {
-                self.refusals
-                    .note(&self.name, &format!("no agent secret: {e}"));
-                return None;
+                let error = AgentCallError::Transport(format!("no agent secret: {e}"));
+                self.refusals.note(&self.name, &error.to_string());
+                return Err(error);
             }
         };
-        // A handshake that stalls (bytes lost across a serial reconnect, or a guest process
+        let handshake = async {
+            match preamble {
+                Preamble::None => AgentConn::handshake(stream, closed_tx, &secret).await,
+                Preamble::SerialSync => {
+                    let began = std::time::Instant::now();
+                    let stream = super::agent::sync_serial(stream).await?;
+                    tracing::debug!(vm = %self.name, took = ?began.elapsed(), "serial sync done");
+                    AgentConn::handshake(stream, closed_tx, &secret).await
+                }
+            }
+        };
+        // A handshake that stalls (a guest that never answers the sync, or a guest process
         // holding a connection open) is dropped rather than waited on.
-        let handshake =
-            tokio::time::timeout(deadline, AgentConn::handshake(stream, closed_tx, &secret));
-        match handshake.await.unwrap_or_else(|_| {
-            Err(super::agent::AgentCallError::Transport(format!(
-                "handshake timed out after {deadline:?}"
-            )))
-        }) {
+        match tokio::time::timeout(deadline, handshake)
+            .await
+            .unwrap_or_else(|_| {
+                Err(AgentCallError::Transport(format!(
+                    "handshake timed out after {deadline:?}"
+                )))
+            }) {
             Ok(conn) => {
                 // Two authenticated handshakes may race (a redial); the first one wins.
                 let mut published = false;
@@ -312,15 +305,21 @@ impl LiveVm {
                     true
                 });
                 if !published {
-                    return None;
+                    return Err(AgentCallError::Transport(
+                        "another connection was published first".into(),
+                    ));
                 }
                 tracing::info!(vm = %self.name, agent = %conn.hello.agent_version, boot_id = %conn.hello.boot_id, "agent connected");
-                Some(closed_rx)
+                Ok(closed_rx)
+            }
+            Err(AgentCallError::BeforeSerialSync) => {
+                tracing::info!(vm = %self.name, "the agent predates the serial sync; connecting without it");
+                Err(AgentCallError::BeforeSerialSync)
             }
             Err(e) => {
                 self.refusals
                     .note(&self.name, &format!("agent handshake failed: {e}"));
-                None
+                Err(e)
             }
         }
     }

@@ -342,9 +342,6 @@ impl Vms {
             self.drop_live(&row.id);
             return Err(e);
         }
-        if cfg.restore.is_some() {
-            live.set_restored();
-        }
         live.spawn_channel(endpoint, listener);
         console::spawn_keeper(&live, &row, console::Boot::Fresh);
 

@@ -54,7 +54,7 @@ async fn boot_and_serve(guest: Guest) {
             return std::future::pending().await;
         }
         Behaviour::HelloAfter(gate) => gate.pass().await,
-        Behaviour::Ready | Behaviour::DiesAfterHello => {}
+        Behaviour::Ready | Behaviour::DiesAfterHello | Behaviour::BeforeSerialSync => {}
     }
     let Ok(secret) = std::fs::read(guest.run_dir.join(banger_daemon::vms::boot::AGENT_KEY)) else {
         // No secret, no proof: the daemon refuses this guest and its start times out.
@@ -68,6 +68,7 @@ async fn boot_and_serve(guest: Guest) {
         ignore_shutdown: guest.ignore_shutdown,
         run_dir: guest.run_dir.clone(),
     };
+    let synced = !matches!(guest.behaviour, Behaviour::BeforeSerialSync);
     match (&guest.endpoint, guest.serial) {
         (ChannelEndpoint::VsockListen(path), _) => loop {
             match UnixStream::connect(path).await {
@@ -79,9 +80,14 @@ async fn boot_and_serve(guest: Guest) {
             let Ok(listener) = tokio::net::UnixListener::from_std(listener) else {
                 return;
             };
-            // One host connection at a time, as a serial port carries one byte stream.
+            // One host connection at a time, as a serial port carries one byte stream;
+            // each starts with the serial sync, as the real agent's.
             while let Ok((stream, _)) = listener.accept().await {
-                session.serve(stream).await;
+                if !synced {
+                    session.serve(stream).await;
+                } else if let Ok(stream) = proto::serial_sync::guest_accept(stream).await {
+                    session.serve(stream).await;
+                }
             }
         }
         (ChannelEndpoint::SerialConnect(_), None) => {}
@@ -103,7 +109,10 @@ impl Session {
     /// Serves one HTTP/2 connection until the host drops it, or until the guest powers
     /// off after a `shutdown`: then the answer is flushed first (a real agent's answer is
     /// out before the guest reboots), and the VMM exits.
-    async fn serve(&self, stream: UnixStream) {
+    async fn serve<S>(&self, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let power_off = Arc::new(Notify::new());
         let (session, asked) = (self.clone(), power_off.clone());
         let service = service_fn(move |req: Request<Incoming>| {

@@ -72,6 +72,9 @@ pub enum Guest {
     DiesBeforeHello,
     /// The VMM dies as soon as the hello was answered.
     DiesAfterHello,
+    /// As `Ready`, but serves HTTP/2 on the serial port without the session sync (an agent
+    /// of an older banger).
+    BeforeSerialSync,
 }
 
 /// What a power-down request does.

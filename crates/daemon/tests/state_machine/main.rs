@@ -466,6 +466,22 @@ async fn a_vmm_that_dies_after_the_hello_ends_stopped() {
     kill(&vms, "a").await.unwrap();
 }
 
+/// A serial guest whose agent predates the session sync (booted by an older banger) is
+/// recognised by its first HTTP/2 bytes and spoken to without the sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serial_agent_from_before_the_sync_is_reached_without_it() {
+    let env = Env::new(ChannelKind::Serial);
+    let vms = env.daemon();
+    create(&vms, "a", false).await.unwrap();
+    env.fake.script(Plan {
+        guest: Guest::BeforeSerialSync,
+        ..Plan::default()
+    });
+    assert_eq!(start(&vms, "a").await.unwrap().state, VmState::Running);
+    stop(&vms, "a").await.unwrap();
+    wait_no_process(&env).await;
+}
+
 /// The VMM dies while the VM runs: the exit watcher records `stopped` with the VMM's
 /// output, kills the helper, and the VM can start again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
