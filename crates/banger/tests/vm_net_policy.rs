@@ -302,6 +302,9 @@ fn net_modes_and_allow_lists_hold_against_the_guest() {
     let show = env.json(&["vm", "show", "pub"]);
     assert_eq!(show["net"], "public", "{show}");
     assert_eq!(show["net_policy"]["from"], "default", "{show}");
+    // The receive window the agent caps (pasta's resend storms: `agent/src/boot/net.rs`).
+    let rmem = env.ok(&["vm", "exec", "pub", "--", "cat", "/proc/sys/net/ipv4/tcp_rmem"]);
+    assert_eq!(rmem.split_whitespace().last(), Some("262144"), "{rmem}");
     let got = probe(&env, "pub", &targets(&[]));
     assert_denied_fast(&got, &gateway, "public: the host's loopback");
     assert_denied_fast(

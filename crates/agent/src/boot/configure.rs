@@ -24,6 +24,7 @@ pub fn apply(args: &BootArgs) {
     report("bringing up lo", net::up("lo"));
     if args.net == Net::User {
         report("configuring eth0", net::configure_eth0());
+        report("net.ipv4.tcp_rmem", net::limit_receive_window());
         report(
             "/etc/resolv.conf",
             replace_file(
