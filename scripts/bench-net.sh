@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What the network policy (issue 20) costs. In one run, on one VM per mode (the minbase
 # image, 1 vCPU):
-#   - a 100 MB download from a host-side HTTP server (python3, on 127.0.0.1, reached at the
+#   - a 100 MB download from a host-side HTTP/1.1 server (python3, on 127.0.0.1, reached at the
 #     gateway 10.0.2.2) into the guest (bash's /dev/tcp, to /dev/null), BENCH_DL_RUNS times,
 #     with `--net any` (no ruleset loaded: the baseline), `--net host` (the ruleset) and an
 #     allow-list (`--net host --allow 10.0.2.2:PORT --allow '*.<apt mirror's parent>'`:
@@ -45,11 +45,23 @@ raise SystemExit("no apt mirror with a parent domain in /etc/apt")
 EOF
 )
 
-# The host-side server: DL_MB MB from 127.0.0.1 (the guest reaches it at 10.0.2.2).
+# The host-side server: DL_MB MB from 127.0.0.1 (the guest reaches it at 10.0.2.2), HTTP/1.1
+# with keep-alive: the guest reads the body's Content-Length bytes and closes first. (With a
+# server that closes right after the body, Debian 12's pasta drops the connection's unsent tail
+# when the guest is slower than the server: the download then stalls for good. That is pasta's
+# bug, not the policy's, and it would decide the numbers: see the README.)
 mkdir -p "$WORK/www"
 head -c $((DL_MB * 1024 * 1024)) /dev/zero > "$WORK/www/blob"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-python3 -m http.server "$port" --bind 127.0.0.1 --directory "$WORK/www" >/dev/null 2>&1 &
+python3 - "$port" "$WORK/www" >/dev/null 2>&1 <<'PY' &
+import functools, http.server, sys
+class Handler(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args):
+        pass
+handler = functools.partial(Handler, directory=sys.argv[2])
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler).serve_forever()
+PY
 SERVER_PID=$!
 for _ in $(seq 100); do
     python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break
@@ -59,8 +71,10 @@ done
 median() { python3 -c 'import sys,statistics as s; print(f"{s.median(float(x) for x in sys.stdin):.1f}")'; }
 ALLOW=(--net host --allow "10.0.2.2:$port" --allow "*.$parent")
 
-# Download: seconds for the whole body, timed inside the guest.
-DL='s=$(date +%s.%N); exec 3<>/dev/tcp/10.0.2.2/'$port'; printf "GET /blob HTTP/1.0\r\n\r\n" >&3; n=$(cat <&3 2>/dev/null | wc -c); e=$(date +%s.%N); echo "$n $s $e"'
+# Download: seconds for the whole body, timed inside the guest (headers read up to the blank
+# line, then exactly the body; the guest closes).
+BODY=$((DL_MB * 1024 * 1024))
+DL='s=$(date +%s.%N); exec 3<>/dev/tcp/10.0.2.2/'$port'; printf "GET /blob HTTP/1.1\r\nHost: bench\r\n\r\n" >&3; while IFS= read -r l <&3 && [ "$l" != $'"'"'\r'"'"' ]; do :; done; n=$(head -c '$BODY' <&3 | wc -c); exec 3<&-; e=$(date +%s.%N); echo "$n $s $e"'
 declare -A MBPS START
 for mode in any host allow; do
     case $mode in
@@ -72,7 +86,7 @@ for mode in any host allow; do
     for _ in $(seq "$DL_RUNS"); do
         out=$("$B" vm exec "dl-$mode" -- bash -c "$DL") || die "--net $mode: the download failed: $out"
         read -r n s e <<<"$out"
-        [ "$n" -gt $((DL_MB * 1024 * 1024)) ] || die "--net $mode: the download got $n bytes"
+        [ "$n" -eq "$BODY" ] || die "--net $mode: the download got $n bytes of $BODY"
         rates+=("$(python3 -c "print($n / 1e6 / ($e - $s))")")
     done
     MBPS[$mode]=$(printf '%s\n' "${rates[@]}" | median)

@@ -303,7 +303,14 @@ fn net_modes_and_allow_lists_hold_against_the_guest() {
     assert_eq!(show["net"], "public", "{show}");
     assert_eq!(show["net_policy"]["from"], "default", "{show}");
     // The receive window the agent caps (pasta's resend storms: `agent/src/boot/net.rs`).
-    let rmem = env.ok(&["vm", "exec", "pub", "--", "cat", "/proc/sys/net/ipv4/tcp_rmem"]);
+    let rmem = env.ok(&[
+        "vm",
+        "exec",
+        "pub",
+        "--",
+        "cat",
+        "/proc/sys/net/ipv4/tcp_rmem",
+    ]);
     assert_eq!(rmem.split_whitespace().last(), Some("262144"), "{rmem}");
     let got = probe(&env, "pub", &targets(&[]));
     assert_denied_fast(&got, &gateway, "public: the host's loopback");

@@ -76,7 +76,8 @@ pub async fn run(layout: Layout, vm_host: crate::vms::HostOptions) -> anyhow::Re
     spawn_signal_handler(state.clone())?;
     tracing::info!(socket = %socket.display(), pid = std::process::id(), version = env!("CARGO_PKG_VERSION"), "bangerd ready");
 
-    server::serve(listener, state).await;
+    server::serve(listener, state.clone()).await;
+    state.vms.end_warm_templates().await;
 
     if let Err(e) = std::fs::remove_file(&socket) {
         tracing::warn!(error = %e, "could not remove the socket");

@@ -35,10 +35,7 @@ impl Vms {
             if parse_spec(&row).is_ok_and(|s| s.warm_template) {
                 // A warm start template whose snapshot the last daemon did not finish: its
                 // next create boots cold and makes another.
-                let runtime = parse_runtime(&row);
-                let dir = std::path::PathBuf::from(&row.dir);
-                live::end_processes(&dir, &runtime.processes, LEASED_KILL_GRACE).await;
-                self.remove_locked(&row)?;
+                self.remove_template(&row).await?;
                 tracing::info!(vm = %row.name, "unfinished warm start template deleted at start");
                 report.removed.push(row.name.clone());
                 continue;
@@ -129,6 +126,33 @@ impl Vms {
 /// The processes of a VM to clean up: the recorded ones, or, for a daemon killed between
 /// a launch and recording its pids, those the driver wrote to the run directory's pid file
 /// (records carry start times: a reused pid is never mistaken for them).
+impl Vms {
+    /// Kills a warm start template's processes (those its launch recorded too) and
+    /// deletes it.
+    pub(super) async fn remove_template(&self, row: &crate::store::VmRow) -> Result<(), OpError> {
+        let dir = std::path::PathBuf::from(&row.dir);
+        let processes = launched_processes(&dir, &parse_runtime(row));
+        live::end_processes(&dir, &processes, LEASED_KILL_GRACE).await;
+        self.remove_locked(row)
+    }
+
+    /// At shutdown: no new template starts, and those booting are killed and deleted (a
+    /// template is of no use without the daemon that would snapshot it).
+    pub async fn end_warm_templates(&self) {
+        self.warming.close();
+        let Ok(rows) = self.store.list_vms() else {
+            return;
+        };
+        for row in rows {
+            if parse_spec(&row).is_ok_and(|s| s.warm_template)
+                && let Err(e) = self.remove_template(&row).await
+            {
+                tracing::warn!(vm = %row.name, error = %e, "could not delete a warm start template");
+            }
+        }
+    }
+}
+
 fn launched_processes(
     dir: &std::path::Path,
     runtime: &super::spec::VmRuntime,

@@ -21,7 +21,7 @@ use crate::error::OpError;
 /// Serialises rewrites of the shared known_hosts file.
 static KNOWN_HOSTS_LOCK: Mutex<()> = Mutex::new(());
 
-const HOST_KEYS: &[&str] = &[
+const HOST_KEYS: [&str; 3] = [
     "/etc/ssh/ssh_host_ed25519_key.pub",
     "/etc/ssh/ssh_host_ecdsa_key.pub",
     "/etc/ssh/ssh_host_rsa_key.pub",
@@ -55,36 +55,42 @@ impl Vms {
     /// At boot: authorize banger's key in the guest (if a key exists or can be made) and
     /// learn the guest's host keys. Failures are logged: SSH is optional, exec is not.
     pub(super) async fn setup_ssh(&self, vm: &str, conn: &AgentConn) {
-        match self.ssh_info() {
-            Ok(info) => {
-                let add = AddAuthorizedKey {
-                    user: "root".into(),
-                    key: info.public_key,
-                };
-                if let Err(e) = conn.call::<_, Empty>(paths::AUTHORIZED_KEY, &add).await {
-                    tracing::warn!(vm, error = %e, "could not authorize banger's SSH key in the guest");
+        // Concurrent calls on the one HTTP/2 connection: a round trip, not four.
+        let authorize = async {
+            match self.ssh_info() {
+                Ok(info) => {
+                    let add = AddAuthorizedKey {
+                        user: "root".into(),
+                        key: info.public_key,
+                    };
+                    if let Err(e) = conn.call::<_, Empty>(paths::AUTHORIZED_KEY, &add).await {
+                        tracing::warn!(vm, error = %e, "could not authorize banger's SSH key in the guest");
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(vm, error = %e, "no SSH key for guests (ssh-keygen missing?)")
                 }
             }
-            Err(e) => tracing::info!(vm, error = %e, "no SSH key for guests (ssh-keygen missing?)"),
-        }
-        self.refresh_known_hosts(vm, conn).await;
+        };
+        tokio::join!(authorize, self.refresh_known_hosts(vm, conn));
     }
 
     /// Replaces the VM's lines in banger's known_hosts with the host keys the guest has now.
     pub(super) async fn refresh_known_hosts(&self, vm: &str, conn: &AgentConn) {
-        let mut keys = Vec::new();
-        for path in HOST_KEYS {
+        let read = |path: &str| {
             let read = ReadFile {
-                path: (*path).into(),
+                path: path.into(),
                 max_bytes: 16 << 10,
             };
-            if let Ok(c) = conn.read_file(&read).await {
+            async move {
+                let c = conn.read_file(&read).await.ok()?;
                 let mut words = c.data.split_whitespace();
-                if let (Some(kind), Some(blob)) = (words.next(), words.next()) {
-                    keys.push(format!("{kind} {blob}"));
-                }
+                Some(format!("{} {}", words.next()?, words.next()?))
             }
-        }
+        };
+        let [ed25519, ecdsa, rsa] = HOST_KEYS;
+        let (a, b, c) = tokio::join!(read(ed25519), read(ecdsa), read(rsa));
+        let keys: Vec<String> = [a, b, c].into_iter().flatten().collect();
         let known = ssh_dir(&self.layout.state_dir).join("known_hosts");
         if let Err(e) = replace_host_lines(&known, &format!("{vm}.vm"), &keys) {
             tracing::warn!(vm, error = %e, "could not update banger's known_hosts");

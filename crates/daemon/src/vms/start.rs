@@ -435,8 +435,13 @@ impl Vms {
         };
         match outcome {
             Ok(conn) => {
-                super::clock::push(&row.name, &conn).await;
-                self.setup_ssh(&row.name, &conn).await;
+                // A fork's identity set its clock already.
+                let clock = async {
+                    if !spec.resume_pending {
+                        super::clock::push(&row.name, &conn).await;
+                    }
+                };
+                tokio::join!(clock, self.setup_ssh(&row.name, &conn));
                 runtime.boot_id = Some(conn.hello.boot_id.clone());
                 stage(ctx, &mut runtime, "ready", started, None);
                 *live.runtime.lock().unwrap_or_else(|e| e.into_inner()) = runtime.clone();

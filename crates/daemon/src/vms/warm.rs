@@ -46,20 +46,32 @@ const FORMAT: u32 = 1;
 /// Ready-snapshots kept per image.
 const KEEP_PER_IMAGE: usize = 4;
 
-/// The keys with a template booting (one at a time per key).
+/// The keys with a template booting (one at a time per key); closed at shutdown.
 #[derive(Default)]
-pub struct Warming(Mutex<HashSet<String>>);
+pub struct Warming {
+    keys: Mutex<HashSet<String>>,
+    closed: std::sync::atomic::AtomicBool,
+}
 
 impl Warming {
     fn begin(&self, key: &str) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.to_string())
+        !self.closed.load(std::sync::atomic::Ordering::SeqCst)
+            && self
+                .keys
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.to_string())
     }
 
     fn end(&self, key: &str) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
