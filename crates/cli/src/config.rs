@@ -764,6 +764,7 @@ jailer = "/opt/fc/jailer"
                 "vm.init",
                 "vm.vmm",
                 "vm.console_log_max",
+                "vm.warm",
                 "net.allow",
                 "net.deny",
                 "daemon.firecracker",
