@@ -232,10 +232,20 @@ impl FakeVmm {
     }
 }
 
-/// Kills `vmm` after writing [`CRASH_STDERR`] to the VMM's output.
+/// Kills `vmm` after writing [`CRASH_STDERR`] to the VMM's output, and returns once it is
+/// dead: `kill` returns before the signal is acted on, and a daemon looking in between
+/// would still find it alive.
 pub fn crash(vmm: &ProcessRecord, run_dir: &Path) {
     let _ = std::fs::write(RunFiles::new(run_dir).vmm_stderr, CRASH_STDERR);
     let _ = vmm.signal(libc::SIGKILL);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while vmm.is_alive() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a SIGKILLed VMM lives on"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 impl Vmm for FakeVmm {

@@ -266,6 +266,13 @@ fn assert_vm_gone(env: &Env, vms: &Arc<Vms>, vm: &Vm) {
     env.assert_no_process();
 }
 
+/// Ends a daemon's runtime as a killed daemon would end: every task of it gone before
+/// the test goes on. (`shutdown_background` returns at once, and a task still running on
+/// its workers, such as an exit watcher, could record what the next daemon must find.)
+fn end_daemon(runtime: tokio::runtime::Runtime) {
+    tokio::task::block_in_place(|| runtime.shutdown_timeout(Duration::from_secs(10)));
+}
+
 fn multi_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -380,7 +387,7 @@ async fn a_restarted_daemon_adopts_a_running_vm() {
             .unwrap()
             .unwrap();
         assert_eq!(vm.state, VmState::Running);
-        first.shutdown_background();
+        end_daemon(first);
 
         let vms = env.daemon();
         let report = vms.adopt_all().await.unwrap();
@@ -800,7 +807,7 @@ async fn a_daemon_restarted_mid_start_finishes_the_boot() {
     });
     gate.reached().await;
     assert_eq!(wait_pid(&vms, "a").await.state, VmState::Starting);
-    first.shutdown_background();
+    end_daemon(first);
     drop(vms);
 
     let vms = env.daemon();
@@ -832,7 +839,7 @@ async fn a_vm_that_died_while_no_daemon_ran_is_marked_stopped() {
         .await
         .unwrap()
         .unwrap();
-    first.shutdown_background();
+    end_daemon(first);
     env.fake.crash(Path::new(&vm.dir));
     let stray = env.vms_dir().join("no-record-owns-this");
     std::fs::create_dir_all(&stray).unwrap();
@@ -872,11 +879,15 @@ async fn a_daemon_killed_mid_launch_leaves_no_process() {
         guest: Guest::Silent,
         ..Plan::default()
     });
-    let _booting = first.spawn({
+    let booting = first.spawn({
         let vms = vms.clone();
         async move { start(&vms, "a").await }
     });
     gate.reached().await;
+    // The start task is gone before the launch returns (as in a killed daemon), but the
+    // launch thread, blocked at the gate, outlives the runtime: not `end_daemon`.
+    booting.abort();
+    assert!(booting.await.is_err_and(|e| e.is_cancelled()));
     first.shutdown_background();
     drop(vms);
     // The launch thread outlives its daemon and starts the VM.
@@ -1153,7 +1164,7 @@ async fn a_restart_sweeps_a_half_snapshot_and_resumes_its_vm() {
         .await
         .unwrap()
         .unwrap();
-    first.shutdown_background();
+    end_daemon(first);
     let half = env.layout.snapshots_dir().join("0123456789abcdef");
     std::fs::create_dir_all(&half).unwrap();
     std::fs::write(half.join("root.ext4"), b"partial").unwrap();
