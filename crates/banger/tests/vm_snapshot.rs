@@ -144,6 +144,16 @@ fn pause_snapshot_fork_and_crash_safety() {
     assert_eq!(snap["name"], "s1");
     assert_eq!(snap["source_vm"], "src");
     assert!(snap["size_bytes"].as_u64().unwrap() > 0, "{snap}");
+    // QEMU shares the guest's memory (a memfd): the save copied it beside a device-only
+    // stream, and forks map that copy instead of loading it.
+    let snap_dir = snapshots_dir(&env).join(snap["id"].as_str().unwrap());
+    let stream = std::fs::metadata(snap_dir.join("qemu.state")).unwrap().len();
+    assert!(stream < 2 << 20, "the stream carries devices only: {stream} bytes");
+    let memory = std::fs::metadata(snap_dir.join("memory")).unwrap();
+    assert!(
+        std::os::unix::fs::MetadataExt::blocks(&memory) * 512 > 16 << 20,
+        "the guest's pages are in the memory file"
+    );
     assert_eq!(env.json(&["vm", "show", "src"])["state"], "running");
     exec(&env, "src", "echo after > /root/after");
     let src_random = random32(&env, "src");

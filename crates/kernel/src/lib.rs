@@ -29,6 +29,7 @@ pub mod initramfs;
 pub mod manifest;
 pub mod modules;
 pub mod modules_disk;
+pub mod pvh;
 
 pub use agent::needs_interpreter;
 pub use error::KernelError;

@@ -176,17 +176,16 @@ pub struct VmConfig {
     /// from that state (the rest of the configuration must match the saved VM's, except
     /// the run directory, the disks' paths and the network's host side).
     pub restore: Option<PathBuf>,
-    /// Fresh boots (QEMU): guest memory is the file [`RunFiles::guest_memory`] in the run
-    /// directory, shared with QEMU, instead of anonymous memory. A save then leaves memory
-    /// out of the state stream and copies that file (sparse) beside it; a VM restored from
-    /// such a save maps the copy privately: it starts without loading its memory, and the
-    /// VMs restored from one save share every page none of them wrote. Ignored on restores
-    /// (the saved directory says how memory was saved) and by Firecracker (whose saves
-    /// always write a memory file that restores map privately).
-    ///
-    /// [`RunFiles::guest_memory`]: crate::RunFiles::guest_memory
-    #[serde(default)]
-    pub memory_file: bool,
+    /// Fresh boots (QEMU): guest memory is a shared memfd instead of anonymous memory. A
+    /// save then leaves memory out of the state stream and copies the memfd (sparse: what
+    /// the guest touched) into a file beside it; a VM restored from such a save maps that
+    /// file privately: it starts without loading its memory, and the VMs restored from one
+    /// save share every page none of them wrote. The price: shared memory gets no
+    /// transparent huge pages (under KVM, a few per cent of the guest's speed). Ignored on
+    /// restores (the saved directory says how memory was saved) and by Firecracker (whose
+    /// saves always write a memory file that restores map privately).
+    #[serde(default, alias = "memory_file")]
+    pub shared_memory: bool,
 }
 
 /// The most vCPUs a VM may have (QEMU microvm's limit is far higher; this bounds typos).
@@ -422,7 +421,7 @@ mod tests {
             net: NetConfig::None,
             accel: Accel::Kvm,
             restore: None,
-            memory_file: false,
+            shared_memory: false,
         }
     }
 

@@ -38,8 +38,6 @@ pub struct RunFiles {
     pub fc_api_socket: PathBuf,
     /// QEMU's migration socket: saved state leaves and arrives through it.
     pub migrate_socket: PathBuf,
-    /// Guest memory, with [`crate::VmConfig::memory_file`] (sparse: what the guest touched).
-    pub guest_memory: PathBuf,
     /// Firecracker's stdout and stderr (its log; the serial console goes to
     /// [`RunFiles::console_log`]).
     pub fc_log: PathBuf,
@@ -73,7 +71,6 @@ impl RunFiles {
             pids_json: run_dir.join("pids.json"),
             fc_api_socket: run_dir.join("fc.sock"),
             migrate_socket: run_dir.join("migrate.sock"),
-            guest_memory: run_dir.join("memory"),
             fc_log: run_dir.join("firecracker.log"),
             pasta_log: run_dir.join("pasta.log"),
             net_rules: run_dir.join("net-policy.nft"),
@@ -125,7 +122,6 @@ impl RunFiles {
             self.net_rules.clone(),
             self.dns_config.clone(),
             self.dns_log.clone(),
-            self.guest_memory.clone(),
         ]);
         v
     }

@@ -177,7 +177,7 @@ fn config(run: &Path, cmdline: &str) -> VmConfig {
         net: NetConfig::None,
         accel: Accel::Kvm,
         restore: None,
-        memory_file: false,
+        shared_memory: false,
     }
 }
 

@@ -38,14 +38,16 @@ async fn counting_guest() -> (tempfile::TempDir, Arc<Qemu>, VmConfig, Reap) {
     counting_guest_with(false).await
 }
 
-/// [`counting_guest`], its memory in a file of the run directory or not.
-async fn counting_guest_with(memory_file: bool) -> (tempfile::TempDir, Arc<Qemu>, VmConfig, Reap) {
+/// [`counting_guest`], its memory a shared memfd or QEMU's own.
+async fn counting_guest_with(
+    shared_memory: bool,
+) -> (tempfile::TempDir, Arc<Qemu>, VmConfig, Reap) {
     let run = support::run_dir();
     let initrd = run.path().join("initrd");
     support::initramfs(&initrd, &[], SCRIPT, &[]);
     let vmm = Arc::new(support::qemu());
     let cfg = VmConfig {
-        memory_file,
+        shared_memory,
         ..support::config(run.path(), ChannelKind::Serial, Some(initrd), "quiet")
     };
     let launched = launch(&vmm, &cfg).await.expect("launch");
@@ -125,14 +127,14 @@ async fn a_saved_guest_goes_on_where_it_was_paused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_guest_in_a_memory_file_is_saved_without_streaming_it_and_restored_twice_from_it() {
+async fn a_guest_in_shared_memory_is_saved_without_streaming_it_and_restored_twice_from_it() {
     let (run, vmm, cfg, reap) = counting_guest_with(true).await;
     support::until(run.path(), "ticks", || last_tick(run.path()) >= Some(3)).await;
     vmm.pause(run.path()).unwrap();
     let paused_at = last_tick(run.path()).unwrap();
     let state = tempfile::tempdir().unwrap();
     vmm.save_state(run.path(), state.path()).expect("save");
-    drop(reap); // the source is gone: its memory file is not what the restores use
+    drop(reap); // the source is gone: its memfd is not what the restores use
 
     let memory = state.path().join(banger_vmm::qemu::MEMORY_FILE);
     let stream = std::fs::metadata(state.path().join(banger_vmm::qemu::STATE_FILE))

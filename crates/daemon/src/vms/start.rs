@@ -72,6 +72,17 @@ fn elf_kernel(kernel: &Path, vm_dir: &Path) -> Result<std::path::PathBuf, OpErro
     Ok(extracted)
 }
 
+/// The kernel QEMU boots: the kernel set's uncompressed `vmlinux` when it has a PVH entry
+/// (QEMU loads it as it is and skips the bzImage's decompressor, most of a second of every
+/// boot under software emulation), else the image's kernel.
+fn qemu_kernel(kernel: &Path) -> std::path::PathBuf {
+    let vmlinux = kernel.with_file_name(crate::kernels::manifest::VMLINUX);
+    match banger_kernel::pvh::has_pvh_entry(&vmlinux) {
+        Ok(true) => vmlinux,
+        _ => kernel.to_path_buf(),
+    }
+}
+
 /// The VMM's own output (stdout and stderr) in a VM's directory.
 pub(super) fn vmm_log(dir: &Path, vmm: &str) -> std::path::PathBuf {
     let files = banger_vmm::RunFiles::new(dir);
@@ -167,10 +178,10 @@ fn vm_config(
         },
         accel,
         restore: None,
-        // A warm start template's memory is saved by copying its file, so that the VMs
-        // started from it map that file instead of loading a stream (QEMU, serial only:
-        // vsock already shares a memfd with its helper, and cannot be saved).
-        memory_file: spec.warm_template && !vsock,
+        // A save then copies memory instead of streaming it, and the VMs started from the
+        // save (forks, warm starts) map the copy instead of loading it. Serial only: vsock
+        // already shares a memfd with its helper, and QEMU cannot save it.
+        shared_memory: !vsock,
     }
 }
 
@@ -387,7 +398,10 @@ impl Vms {
                 .await
                 .map_err(|e| OpError::Failed(format!("kernel extraction aborted: {e}")))??
         } else {
-            image.kernel_path.clone().into()
+            let image_kernel = image.kernel_path.clone();
+            tokio::task::spawn_blocking(move || qemu_kernel(Path::new(&image_kernel)))
+                .await
+                .map_err(|e| OpError::Failed(format!("kernel check aborted: {e}")))?
         };
         Ok(BootFiles {
             kernel,

@@ -171,7 +171,7 @@ fn full_config(dir: &Path) -> VmConfig {
         },
         accel: Accel::Kvm,
         restore: None,
-        memory_file: false,
+        shared_memory: false,
     }
 }
 

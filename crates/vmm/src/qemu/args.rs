@@ -23,28 +23,28 @@ const MEM_ID: &str = "mem";
 /// - vsock: the vhost-user helper maps it, so a shared memfd;
 /// - a restore from a save that kept memory in a file: that file, mapped privately
 ///   (copy-on-write; the save's pages are shared with every VM restored from it);
-/// - [`VmConfig::memory_file`]: a file in the run directory, shared, so that a save can
-///   copy it instead of streaming it.
-fn memory_backend(cfg: &VmConfig, files: &RunFiles) -> Option<OsString> {
+/// - [`VmConfig::shared_memory`]: a shared memfd, so that a save can copy it instead of
+///   streaming it.
+fn memory_backend(cfg: &VmConfig) -> Option<OsString> {
     let size = format!("id={MEM_ID},size={}M", cfg.memory_mib);
+    let memfd = || Some(format!("memory-backend-memfd,{size},share=on").into());
     if cfg.channel == ChannelKind::Vsock {
-        return Some(format!("memory-backend-memfd,{size},share=on").into());
+        return memfd();
     }
-    let (path, share) = match &cfg.restore {
+    match &cfg.restore {
         Some(dir) => {
             let saved = dir.join(crate::qemu::MEMORY_FILE);
             if !saved.is_file() {
                 return None;
             }
-            (saved, "off")
+            let mut o = OsString::from(format!("memory-backend-file,{size},mem-path="));
+            o.push(escape(saved.as_os_str()));
+            o.push(",share=off");
+            Some(o)
         }
-        None if cfg.memory_file => (files.guest_memory.clone(), "on"),
-        None => return None,
-    };
-    let mut o = OsString::from(format!("memory-backend-file,{size},mem-path="));
-    o.push(escape(path.as_os_str()));
-    o.push(format!(",share={share}"));
-    Some(o)
+        None if cfg.shared_memory => memfd(),
+        None => None,
+    }
 }
 
 /// The kernel parameters the driver adds, each with its reason.
@@ -131,7 +131,7 @@ pub(crate) fn qemu_args(cfg: &VmConfig, files: &RunFiles) -> Vec<OsString> {
     let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
 
     let name = escape(OsStr::new(&cfg.name));
-    let backend = memory_backend(cfg, files);
+    let backend = memory_backend(cfg);
     let mut machine = String::from("microvm");
     if backend.is_some() {
         machine.push_str(&format!(",memory-backend={MEM_ID}"));
@@ -266,7 +266,7 @@ mod tests {
             net: NetConfig::None,
             accel: Accel::Kvm,
             restore: None,
-            memory_file: false,
+            shared_memory: false,
         }
     }
 
@@ -369,14 +369,14 @@ mod tests {
     }
 
     #[test]
-    fn a_memory_file_is_shared_when_booting_and_private_when_restored() {
+    fn shared_memory_is_a_memfd_when_booting_and_a_private_file_when_restored() {
         let mut c = cfg();
-        c.memory_file = true;
+        c.shared_memory = true;
         let a = render(&c);
         assert_eq!(values(&a, "-M"), ["microvm,memory-backend=mem"]);
         assert_eq!(
             values(&a, "-object"),
-            ["memory-backend-file,id=mem,size=512M,mem-path=/run/b,,anger/vm/memory,share=on"]
+            ["memory-backend-memfd,id=mem,size=512M,share=on"]
         );
         assert!(values(&a, "-incoming").is_empty());
 

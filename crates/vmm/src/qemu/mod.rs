@@ -100,8 +100,6 @@ impl Qemu {
         for s in files.driver_sockets() {
             remove_stale(s)?;
         }
-        // A boot's memory file starts empty; one from an earlier boot must not be saved.
-        remove_stale(&files.guest_memory)?;
 
         let mut started = Started::new(&files.pids_json);
         let mut helper_record = None;

@@ -8,6 +8,10 @@
 //! the file to it. No shell and no file descriptor passing; the socket works from inside
 //! the VM's network namespace.
 //!
+//! Guest memory QEMU maps shared (a memfd: [`crate::VmConfig::shared_memory`]) stays out
+//! of the stream (`x-ignore-shared`): the save copies the memfd, sparse, to [`MEMORY_FILE`]
+//! through `/proc/PID/fd`, and restores map that file privately instead of loading it.
+//!
 //! # Invariants
 //! - Only a paused guest is saved: its vCPUs are stopped, so memory, devices and (after
 //!   QEMU's own flush) disks describe one moment. Migration inactivates the disks; the
@@ -30,9 +34,12 @@ use crate::qmp::{Qmp, QmpError};
 
 /// The saved state's file name in a [`crate::Vmm::save_state`] directory.
 pub const STATE_FILE: &str = "qemu.state";
-/// Guest memory in a save of a VM whose memory was a file ([`crate::VmConfig::memory_file`]):
+/// Guest memory in a save of a VM whose memory was shared ([`crate::VmConfig::shared_memory`]):
 /// the state stream leaves it out, restores map it privately.
 pub const MEMORY_FILE: &str = "memory";
+
+/// How QEMU names its `memory-backend-memfd` (`/proc/PID/fd/N` links to `/memfd:NAME (deleted)`).
+const MEMFD_LINK: &str = "/memfd:memory-backend-memfd";
 
 /// Set on both sides of every save and restore (the stream's format depends on it): RAM
 /// QEMU maps shared from a file is not streamed, the file itself carries it.
@@ -69,6 +76,12 @@ pub(crate) fn save(run_dir: &Path, dest: &Path) -> Result<(), VmmError> {
     if !matches!(status.as_str(), "paused" | "postmigrate") {
         return Err(SaveError::NotPaused { status }.into());
     }
+    // Shared memory is left out of the stream: it must be found before anything is saved.
+    let memory = if has_shared_memory(&mut q)? {
+        Some(shared_memory_of(&files).ok_or(SaveError::NoSharedMemory)?)
+    } else {
+        None
+    };
     remove_stale(&files.migrate_socket)?;
     let listener = UnixListener::bind(&files.migrate_socket).map_err(|source| SaveError::Io {
         what: "binding the migration socket",
@@ -95,7 +108,10 @@ pub(crate) fn save(run_dir: &Path, dest: &Path) -> Result<(), VmmError> {
             path: dest.join(STATE_FILE),
             source,
         })?;
-        save_memory_file(&files, dest)
+        match &memory {
+            Some(memory) => save_memory(memory, dest),
+            None => Ok(()),
+        }
     })();
     let _ = std::fs::remove_file(&files.migrate_socket);
     result
@@ -109,15 +125,20 @@ fn set_ignore_shared(q: &mut Qmp) -> Result<(), QmpError> {
     .map(drop)
 }
 
-/// The paused guest's memory file, when it has one, copied beside its state (complete or
-/// absent, like the state).
-fn save_memory_file(files: &RunFiles, dest: &Path) -> Result<(), VmmError> {
-    if !files.guest_memory.is_file() {
-        return Ok(());
-    }
+/// Whether QEMU maps any guest memory shared (`query-memdev`), which the stream leaves out.
+fn has_shared_memory(q: &mut Qmp) -> Result<bool, QmpError> {
+    let memdevs = q.execute("query-memdev")?;
+    Ok(memdevs
+        .as_array()
+        .is_some_and(|m| m.iter().any(|d| d["share"].as_bool() == Some(true))))
+}
+
+/// The paused guest's shared memory copied beside its state (complete or absent, like the
+/// state).
+fn save_memory(memory: &Path, dest: &Path) -> Result<(), VmmError> {
     let target = dest.join(MEMORY_FILE);
     let partial = target.with_extension("partial");
-    let copied = crate::copy_sparse(&files.guest_memory, &partial)
+    let copied = crate::copy_sparse(memory, &partial)
         .and_then(|()| {
             std::fs::set_permissions(
                 &partial,
@@ -133,6 +154,24 @@ fn save_memory_file(files: &RunFiles, dest: &Path) -> Result<(), VmmError> {
             source,
         }
         .into()
+    })
+}
+
+/// `/proc/PID/fd/N` of the running QEMU's guest memfd: opening it opens the memfd itself
+/// (QEMU runs as this user). Only this driver's launch records name the process.
+fn shared_memory_of(files: &RunFiles) -> Option<PathBuf> {
+    let bytes = std::fs::read(&files.pids_json).ok()?;
+    let records: Vec<crate::process::ProcessRecord> = serde_json::from_slice(&bytes).ok()?;
+    let vmm = records
+        .into_iter()
+        .find(|r| r.role == crate::process::ROLE_VMM && r.is_alive())?;
+    let fds = PathBuf::from(format!("/proc/{}/fd", vmm.pid));
+    std::fs::read_dir(&fds).ok()?.flatten().find_map(|e| {
+        let link = std::fs::read_link(e.path()).ok()?;
+        link.as_os_str()
+            .as_encoded_bytes()
+            .starts_with(MEMFD_LINK.as_bytes())
+            .then(|| e.path())
     })
 }
 
@@ -277,6 +316,11 @@ pub enum SaveError {
         /// QEMU's `error-desc`.
         reason: String,
     },
+    /// QEMU maps the guest's memory shared, but its memfd is not among its open files.
+    #[error(
+        "the guest's memory is shared but QEMU's memfd was not found in /proc (is its pid in pids.json?)"
+    )]
+    NoSharedMemory,
     /// The migration did not finish in time.
     #[error("saving the guest took longer than {after:?}: cancelled")]
     TimedOut {

@@ -79,7 +79,7 @@ pub fn config(
         net: NetConfig::None,
         accel: accel(),
         restore: None,
-        memory_file: false,
+        shared_memory: false,
     }
 }
 
