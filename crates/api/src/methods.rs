@@ -140,12 +140,17 @@ pub mod vm {
     use crate::vm::{
         EXEC_UPGRADE, STREAM_UPGRADE, Vm, VmCpGetParams, VmCpPutParams, VmCreateParams, VmDefaults,
         VmDeleteParams, VmDeleted, VmExecParams, VmList, VmLogs, VmLogsParams, VmPorts,
-        VmProxyParams, VmRef, VmSnapshotParams, VmStartParams,
+        VmProxyParams, VmPruneParams, VmPruned, VmRef, VmSnapshotParams, VmStartParams,
     };
 
     method!(Create = "vm.create", streaming: VmCreateParams => Vm);
     method!(Start = "vm.start", streaming: VmStartParams => Vm);
     method!(Stop = "vm.stop", plain: VmRef => Vm);
+    method!(
+        /// `vm.stop` when the VM is up, then `vm.start`: same disks.
+        Restart = "vm.restart", streaming: VmStartParams => Vm
+    );
+    method!(Prune = "vm.prune", plain: VmPruneParams => VmPruned);
     method!(Kill = "vm.kill", plain: VmRef => Vm);
     method!(Delete = "vm.delete", plain: VmDeleteParams => VmDeleted);
     method!(List = "vm.list", plain: Empty => VmList);

@@ -493,6 +493,28 @@ pub struct VmDeleted {
     pub name: String,
 }
 
+/// `vm.prune`: delete the VMs that are not up (created, stopped, failed).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmPruneParams {
+    /// Name them, delete nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Only these (names or ids), and only if they are still not up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only: Option<Vec<String>>,
+}
+
+/// Result of `vm.prune`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VmPruned {
+    /// The VMs deleted (with `dry_run`: that would be), by name.
+    pub deleted: Vec<String>,
+    /// Host bytes their directories held (0 with `dry_run`).
+    #[serde(default)]
+    pub freed_bytes: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VmLogsParams {

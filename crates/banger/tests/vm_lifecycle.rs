@@ -315,8 +315,62 @@ fn vms_outlive_a_killed_daemon() {
     assert_eq!(stdout(&exec(&env, "keep", &["echo", "ok"])), "ok\n");
     env.ok(&["vm", "start", "lose"]);
     assert_eq!(stdout(&exec(&env, "lose", &["hostname"])), "lose\n");
+
+    // `vm restart`: the disks are kept, the processes are not.
+    let marker = exec(
+        &env,
+        "keep",
+        &[
+            "sh",
+            "-c",
+            "echo kept > /root/kept; sync; nohup sleep 1000 >/dev/null 2>&1 & echo $!",
+        ],
+    );
+    let sleeper = stdout(&marker).trim().to_string();
+    let before = env.json(&["vm", "show", "keep"]);
+    let (_, progress) = env.ok_with_stderr(&["vm", "restart", "keep"]);
+    assert!(
+        progress.contains("stopped") && progress.contains("ready"),
+        "{progress}"
+    );
+    let after = env.json(&["vm", "show", "keep"]);
+    assert_eq!(after["state"], "running");
+    assert_ne!(after["pid"], before["pid"], "a new VMM");
+    assert_eq!(
+        stdout(&exec(&env, "keep", &["cat", "/root/kept"])),
+        "kept\n"
+    );
+    let gone = exec(
+        &env,
+        "keep",
+        &[
+            "sh",
+            "-c",
+            &format!("kill -0 {sleeper} 2>/dev/null && echo alive || echo gone"),
+        ],
+    );
+    assert_eq!(stdout(&gone), "gone\n");
+
+    // `vm prune`: exactly the VMs that are not up go (here: a stopped and a created one).
+    env.ok(&["vm", "stop", "lose"]);
+    env.ok(&["vm", "create", "idle", "--image", &image, "--no-start"]);
+    let refused = env.fails(&["vm", "prune"]);
+    assert!(refused.contains("--force"), "{refused}");
+    let listed = env.json(&["vm", "list"])["vms"].as_array().unwrap().len();
+    assert_eq!(listed, 3, "nothing pruned without a confirmation");
+    let pruned = env.json(&["vm", "prune", "--force"]);
+    let mut deleted: Vec<String> = pruned["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect();
+    deleted.sort();
+    assert_eq!(deleted, ["idle", "lose"]);
+    assert!(pruned["freed_bytes"].as_u64().unwrap() > 0, "{pruned}");
+    assert_eq!(states(&env), pairs(&[("keep", "running")]));
+    assert!(!lose_dir.exists(), "the pruned VM's directory is gone");
     env.ok(&["vm", "delete", "keep", "--force"]);
-    env.ok(&["vm", "delete", "lose", "--force"]);
     assert!(processes_mentioning(vm_dir(&keep).to_str().expect("utf8")).is_empty());
 }
 

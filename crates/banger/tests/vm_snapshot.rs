@@ -147,8 +147,13 @@ fn pause_snapshot_fork_and_crash_safety() {
     // QEMU shares the guest's memory (a memfd): the save copied it beside a device-only
     // stream, and forks map that copy instead of loading it.
     let snap_dir = snapshots_dir(&env).join(snap["id"].as_str().unwrap());
-    let stream = std::fs::metadata(snap_dir.join("qemu.state")).unwrap().len();
-    assert!(stream < 2 << 20, "the stream carries devices only: {stream} bytes");
+    let stream = std::fs::metadata(snap_dir.join("qemu.state"))
+        .unwrap()
+        .len();
+    assert!(
+        stream < 2 << 20,
+        "the stream carries devices only: {stream} bytes"
+    );
     let memory = std::fs::metadata(snap_dir.join("memory")).unwrap();
     assert!(
         std::os::unix::fs::MetadataExt::blocks(&memory) * 512 > 16 << 20,

@@ -5,7 +5,7 @@ use banger_api::methods::snapshot;
 use banger_api::methods::ssh;
 use banger_api::methods::vm::{
     CpGet, CpPut, Create, Defaults, Delete, Exec, Hold, Kill, List, Logs, Pause, Ports, Proxy,
-    Resume, Show, Snapshot, Start, Stop,
+    Prune, Restart, Resume, Show, Snapshot, Start, Stop,
 };
 
 use super::Table;
@@ -14,6 +14,8 @@ pub(super) fn register(t: &mut Table) {
     t.call::<Create, _, _>(|s, p, ctx| async move { s.vms.create(p, &ctx).await });
     t.call::<Start, _, _>(|s, p, ctx| async move { s.vms.start(p, &ctx).await });
     t.call::<Stop, _, _>(|s, p, _| async move { s.vms.stop(p).await });
+    t.call::<Restart, _, _>(|s, p, ctx| async move { s.vms.restart(p, &ctx).await });
+    t.call::<Prune, _, _>(|s, p, _| async move { s.vms.prune(p).await });
     t.call::<Kill, _, _>(|s, p, _| async move { s.vms.kill(p).await });
     t.call::<Delete, _, _>(|s, p, _| async move { s.vms.delete(p).await });
     t.call::<List, _, _>(|s, _, _| async move { s.vms.list() });

@@ -31,6 +31,8 @@ mod logs;
 pub mod naming;
 pub mod net;
 mod ports;
+mod prune;
+mod restart;
 mod show;
 pub mod snapshot;
 pub mod spec;

@@ -12,6 +12,8 @@ pub mod logs;
 pub mod pause;
 pub mod ports;
 pub mod proxy;
+pub mod prune;
+pub mod restart;
 pub mod resume;
 pub mod run;
 pub mod show;
@@ -47,6 +49,13 @@ pub enum VmCommand {
     /// (the VMM is killed if it does not within a deadline). Disks are kept.
     #[command(after_help = "Example:\n  banger vm stop dev && banger vm start dev")]
     Stop(stop::StopArgs),
+    /// Stop a VM cleanly (as `vm stop`) and boot it again from the same disks: its files
+    /// and /root are kept, its processes and memory are not. A VM that is not running is
+    /// just started.
+    #[command(
+        after_help = "The boot stages are shown as they happen (on stderr; --quiet hides them).\n\nExample:\n  banger vm restart dev"
+    )]
+    Restart(start::StartArgs),
     /// Kill a VM's VMM at once, without asking the guest. Disks are kept, but writes the
     /// guest had not synced are lost: prefer `banger vm stop`.
     #[command(after_help = "Example:\n  banger vm kill dev")]
@@ -58,6 +67,12 @@ pub enum VmCommand {
         after_help = "Examples:\n  banger vm delete dev\n  banger vm rm --force dev   # kill it first if it runs"
     )]
     Delete(delete::DeleteArgs),
+    /// Delete every VM that is not running (created, stopped or failed) with its disks.
+    /// Running and paused VMs are kept.
+    #[command(
+        after_help = "On a terminal it lists them and asks first; --force deletes without asking (and is\nneeded when stdin is not a terminal).\n\nExamples:\n  banger vm prune\n  banger vm prune --force --json | jq -r '.deleted[]'"
+    )]
+    Prune(prune::PruneArgs),
     /// List VMs with their state, size and disk use (--json: `{"vms": […]}`, each as `vm show`
     /// gives it).
     #[command(
@@ -191,6 +206,8 @@ pub async fn run(ctx: &Context, command: VmCommand) -> anyhow::Result<u8> {
         VmCommand::Create(args) => create::run(ctx, &client, args).await,
         VmCommand::Start(args) => start::run(ctx, &client, args).await,
         VmCommand::Stop(args) => stop::run(ctx, &client, args).await,
+        VmCommand::Restart(args) => restart::run(ctx, &client, args).await,
+        VmCommand::Prune(args) => prune::run(ctx, &client, args).await,
         VmCommand::Kill(args) => kill::run(ctx, &client, args).await,
         VmCommand::Delete(args) => delete::run(ctx, &client, args).await,
         VmCommand::List => list::run(ctx, &client).await,
