@@ -140,7 +140,7 @@ pub mod vm {
     use crate::vm::{
         EXEC_UPGRADE, STREAM_UPGRADE, Vm, VmCpGetParams, VmCpPutParams, VmCreateParams, VmDefaults,
         VmDeleteParams, VmDeleted, VmExecParams, VmList, VmLogs, VmLogsParams, VmPorts,
-        VmProxyParams, VmPruneParams, VmPruned, VmRef, VmSnapshotParams, VmStartParams,
+        VmProxyParams, VmPruneParams, VmPruned, VmRef, VmSnapshotParams, VmStartParams, VmStats,
     };
 
     method!(Create = "vm.create", streaming: VmCreateParams => Vm);
@@ -151,6 +151,7 @@ pub mod vm {
         Restart = "vm.restart", streaming: VmStartParams => Vm
     );
     method!(Prune = "vm.prune", plain: VmPruneParams => VmPruned);
+    method!(Stats = "vm.stats", plain: VmRef => VmStats);
     method!(Kill = "vm.kill", plain: VmRef => Vm);
     method!(Delete = "vm.delete", plain: VmDeleteParams => VmDeleted);
     method!(List = "vm.list", plain: Empty => VmList);

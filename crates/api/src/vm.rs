@@ -559,6 +559,54 @@ pub struct VmStageRecord {
     pub guest_uptime_ms: Option<u64>,
 }
 
+/// Result of `vm.stats`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmStats {
+    pub vm: String,
+    pub state: VmState,
+    /// What the guest's kernel reports (`/proc`, read through the agent): only while the
+    /// VM runs. The guest is its own witness here; the host's numbers are below.
+    pub guest: Option<GuestStats>,
+    pub host: HostStats,
+}
+
+/// `VmStats::guest`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GuestStats {
+    /// `/proc/uptime`.
+    pub uptime_secs: f64,
+    /// CPU time of all the guest's CPUs, in seconds (`/proc/stat`): user (with nice),
+    /// system (with interrupts), idle (with I/O wait).
+    pub cpu_user_secs: f64,
+    pub cpu_system_secs: f64,
+    pub cpu_idle_secs: f64,
+    /// `/proc/loadavg`: 1, 5 and 15 minutes.
+    pub load: [f64; 3],
+    /// `/proc/meminfo`: `MemTotal`, `MemAvailable`, and used = total − available.
+    pub memory_total_bytes: u64,
+    pub memory_available_bytes: u64,
+    pub memory_used_bytes: u64,
+    /// Bytes received and sent by the guest's interfaces other than `lo` (`/proc/net/dev`).
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+}
+
+/// `VmStats::host`: measured on the host, out of the guest's reach.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostStats {
+    /// CPU time the VMM process used (user + system), while it runs.
+    pub vmm_cpu_secs: Option<f64>,
+    /// The VMM's resident and proportional set sizes (`/proc/PID/smaps_rollup`).
+    pub vmm_rss_bytes: Option<u64>,
+    pub vmm_pss_bytes: Option<u64>,
+    pub root_disk: DiskUsage,
+    pub work_disk: DiskUsage,
+    /// Bytes the guest received and sent, counted on its tap device on the host side
+    /// (absent without a network).
+    pub net_rx_bytes: Option<u64>,
+    pub net_tx_bytes: Option<u64>,
+}
+
 /// Apparent and allocated bytes of one disk file.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskUsage {

@@ -351,6 +351,86 @@ fn vms_outlive_a_killed_daemon() {
     );
     assert_eq!(stdout(&gone), "gone\n");
 
+    // `vm stats`: the guest's numbers agree with its /proc, the disks' with `du`.
+    let stats = env.json(&["vm", "stats", "keep"]);
+    let meminfo = stdout(&exec(
+        &env,
+        "keep",
+        &["cat", "/proc/meminfo", "/proc/uptime"],
+    ));
+    let kib = |name: &str| -> f64 {
+        let line = meminfo.lines().find(|l| l.starts_with(name)).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+            * 1024.0
+    };
+    let within = |what: &str, got: f64, want: f64| {
+        assert!(
+            (got - want).abs() <= want.abs() * 0.10,
+            "{what}: vm stats says {got}, the source {want}"
+        );
+    };
+    let guest = &stats["guest"];
+    within(
+        "MemTotal",
+        guest["memory_total_bytes"].as_f64().unwrap(),
+        kib("MemTotal:"),
+    );
+    within(
+        "MemAvailable",
+        guest["memory_available_bytes"].as_f64().unwrap(),
+        kib("MemAvailable:"),
+    );
+    let uptime: f64 = meminfo
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    within("uptime", guest["uptime_secs"].as_f64().unwrap(), uptime);
+    assert!(guest["cpu_system_secs"].as_f64().unwrap() > 0.0, "{stats}");
+    let du = |file: &str| -> f64 {
+        let out = std::process::Command::new("du")
+            .args(["--block-size=1"])
+            .arg(vm_dir(&keep).join(file))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    within(
+        "root disk",
+        stats["host"]["root_disk"]["allocated_bytes"]
+            .as_f64()
+            .unwrap(),
+        du("root.ext4"),
+    );
+    within(
+        "work disk",
+        stats["host"]["work_disk"]["allocated_bytes"]
+            .as_f64()
+            .unwrap(),
+        du("work.ext4"),
+    );
+    assert!(
+        stats["host"]["vmm_pss_bytes"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+    assert!(
+        stats["host"]["vmm_cpu_secs"].as_f64().unwrap() > 0.0,
+        "{stats}"
+    );
+
     // `vm prune`: exactly the VMs that are not up go (here: a stopped and a created one).
     env.ok(&["vm", "stop", "lose"]);
     env.ok(&["vm", "create", "idle", "--image", &image, "--no-start"]);

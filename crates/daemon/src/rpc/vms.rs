@@ -5,7 +5,7 @@ use banger_api::methods::snapshot;
 use banger_api::methods::ssh;
 use banger_api::methods::vm::{
     CpGet, CpPut, Create, Defaults, Delete, Exec, Hold, Kill, List, Logs, Pause, Ports, Proxy,
-    Prune, Restart, Resume, Show, Snapshot, Start, Stop,
+    Prune, Restart, Resume, Show, Snapshot, Start, Stats, Stop,
 };
 
 use super::Table;
@@ -16,6 +16,7 @@ pub(super) fn register(t: &mut Table) {
     t.call::<Stop, _, _>(|s, p, _| async move { s.vms.stop(p).await });
     t.call::<Restart, _, _>(|s, p, ctx| async move { s.vms.restart(p, &ctx).await });
     t.call::<Prune, _, _>(|s, p, _| async move { s.vms.prune(p).await });
+    t.call::<Stats, _, _>(|s, p, _| async move { s.vms.stats(p).await });
     t.call::<Kill, _, _>(|s, p, _| async move { s.vms.kill(p).await });
     t.call::<Delete, _, _>(|s, p, _| async move { s.vms.delete(p).await });
     t.call::<List, _, _>(|s, _, _| async move { s.vms.list() });

@@ -38,6 +38,7 @@ pub mod snapshot;
 pub mod spec;
 pub mod ssh;
 mod start;
+mod stats;
 mod stop;
 mod warm;
 

@@ -20,6 +20,7 @@ pub mod show;
 pub mod snapshot;
 pub mod ssh;
 pub mod start;
+pub mod stats;
 pub mod stop;
 
 use banger_api::vm::Vm;
@@ -118,6 +119,13 @@ pub enum VmCommand {
         after_help = "Published ports are set at create time with -p [IP:]HOST:GUEST[/tcp|udp] (bound to\n127.0.0.1 unless an IP is given). Listening sockets come from the running guest.\n\nExamples:\n  banger vm ports dev\n  banger vm ports dev --json | jq '.listening'"
     )]
     Ports(ports::PortsArgs),
+    /// A VM's numbers: the guest's uptime, CPU time, load, memory and network bytes (read
+    /// from its /proc), and the host's: the VMM's CPU time and memory (RSS, PSS), the
+    /// guest's bytes on its tap, the disks' real size.
+    #[command(
+        after_help = "The guest's numbers come from the guest itself; the host's are measured outside it.\n\nExamples:\n  banger vm stats dev\n  banger vm stats dev --json | jq '.guest.memory_used_bytes'"
+    )]
+    Stats(stats::StatsArgs),
     /// Stop a running VM's vCPUs: nothing in it runs (its clock included) until `vm resume`;
     /// memory and processes are kept. exec and cp are refused while it is paused.
     #[command(after_help = "Examples:\n  banger vm pause dev\n  banger vm resume dev")]
@@ -208,6 +216,7 @@ pub async fn run(ctx: &Context, command: VmCommand) -> anyhow::Result<u8> {
         VmCommand::Stop(args) => stop::run(ctx, &client, args).await,
         VmCommand::Restart(args) => restart::run(ctx, &client, args).await,
         VmCommand::Prune(args) => prune::run(ctx, &client, args).await,
+        VmCommand::Stats(args) => stats::run(ctx, &client, args).await,
         VmCommand::Kill(args) => kill::run(ctx, &client, args).await,
         VmCommand::Delete(args) => delete::run(ctx, &client, args).await,
         VmCommand::List => list::run(ctx, &client).await,
