@@ -10,6 +10,7 @@
 //! (default image and kernel, VM names, `--rm`) is the daemon's.
 
 pub mod autostart;
+pub mod diff;
 pub mod exec;
 pub mod run;
 pub mod transfer;
