@@ -232,10 +232,7 @@ fn a_git_workspace_comes_back_as_a_patch_for_a_fresh_clone_and_the_guest_runs_no
 
     // Applied to a fresh clone: the guest's tree (fetched with vm cp).
     let clone = env.path("clone");
-    git(
-        &env.root.path().to_path_buf(),
-        &["clone", "-q", s(&repo), "clone"],
-    );
+    git(env.root.path(), &["clone", "-q", s(&repo), "clone"]);
     host(&clone, "git", &["apply", "--index", "-"], &patch);
     let guest = env.path("guest-copy");
     env.ok(&["vm", "cp", "-q", "work:/root/app", s(&guest)]);
