@@ -22,6 +22,7 @@
 mod git;
 mod tree;
 
+use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
@@ -100,9 +101,16 @@ impl Records {
             .create(&dir)
             .with_context(|| format!("creating {}", dir.display()))?;
         let kind = if ws.git {
-            git_baseline(&ws.tree.source)?
+            git_baseline(&ws.tree.source)
         } else {
-            plain_baseline(&dir, ws)?
+            plain_baseline(&dir, ws)
+        };
+        let kind = match kind {
+            Ok(k) => k,
+            Err(e) => {
+                self.forget(vm_id);
+                return Err(e.into());
+            }
         };
         let baseline = Baseline {
             vm_id: vm_id.to_string(),
@@ -143,15 +151,21 @@ impl Records {
         }
     }
 
-    /// Removes the baselines of VMs not in `live` (ids).
-    pub fn prune(&self, live: &[String]) {
+    /// Removes the baselines of VMs not in `live` (ids, as listed at `listed_at`). A
+    /// baseline changed since is kept: its VM may be newer than the list (another `vm
+    /// run` at the same time).
+    pub fn prune(&self, live: &[String], listed_at: std::time::SystemTime) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
             let known = name.to_str().is_some_and(|n| live.iter().any(|l| l == n));
-            if !known && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let older = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < listed_at);
+            if !known && older && entry.file_type().is_ok_and(|t| t.is_dir()) {
                 transfer::remove_tree(&entry.path());
             }
         }
@@ -165,12 +179,13 @@ impl Records {
         guest_path: &str,
         ws: &Workspace,
     ) -> Result<Baseline, Error> {
+        let listed_at = std::time::SystemTime::now();
         if let Ok(list) = client
             .call::<methods::vm::List>(&banger_api::system::Empty {})
             .await
         {
             let live: Vec<String> = list.vms.into_iter().map(|v| v.id).collect();
-            self.prune(&live);
+            self.prune(&live, listed_at);
         }
         let (records, vm_id, guest_path, ws) = (
             self.clone(),
@@ -187,7 +202,7 @@ impl Records {
 /// The host repository's objects and HEAD (the user's own repository: plain git, as
 /// `vm run` lists it).
 fn git_baseline(repo: &Path) -> anyhow::Result<BaselineKind> {
-    let ask = |args: &[&str]| -> anyhow::Result<Option<String>> {
+    let ask = |args: &[&str]| -> anyhow::Result<Option<Vec<u8>>> {
         let out = std::process::Command::new("git")
             .arg("-C")
             .arg(repo)
@@ -195,18 +210,22 @@ fn git_baseline(repo: &Path) -> anyhow::Result<BaselineKind> {
             .stderr(std::process::Stdio::null())
             .output()
             .with_context(|| format!("running git in {}", repo.display()))?;
-        Ok(out
-            .status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim_end().to_string()))
+        let mut text = out.stdout;
+        if text.last() == Some(&b'\n') {
+            text.pop();
+        }
+        Ok(out.status.success().then_some(text))
     };
-    let common = ask(&["rev-parse", "--path-format=absolute", "--git-common-dir"])?
+    let common = ask(&["rev-parse", "--git-common-dir"])?
         .ok_or_else(|| anyhow::anyhow!("{} is not a git repository", repo.display()))?;
+    // Relative to the repository (older git has no --path-format).
+    let common = repo.join(std::ffi::OsStr::from_bytes(&common));
+    let text = |v: Option<Vec<u8>>| v.map(|b| String::from_utf8_lossy(&b).into_owned());
     let object_format =
-        ask(&["rev-parse", "--show-object-format"])?.unwrap_or_else(|| "sha1".to_string());
-    let commit = ask(&["rev-parse", "-q", "--verify", "HEAD^{commit}"])?;
+        text(ask(&["rev-parse", "--show-object-format"])?).unwrap_or_else(|| "sha1".to_string());
+    let commit = text(ask(&["rev-parse", "-q", "--verify", "HEAD^{commit}"])?);
     Ok(BaselineKind::Git {
-        objects: PathBuf::from(common).join("objects"),
+        objects: common.join("objects"),
         commit,
         object_format,
     })
@@ -222,6 +241,25 @@ fn plain_baseline(dir: &Path, ws: &Workspace) -> anyhow::Result<BaselineKind> {
     let index = git.dir.join("index.banger");
     let _ = std::fs::remove_file(index);
     Ok(BaselineKind::Plain { tree: tree? })
+}
+
+/// The host repository's `info/exclude` (ignore rules that applied at copy time), for a
+/// git workspace's untracked files.
+fn borrow_excludes(git: &Git, objects: &Path) -> anyhow::Result<()> {
+    let Some(common) = objects.parent() else {
+        return Ok(());
+    };
+    match std::fs::read(common.join("info/exclude")) {
+        Ok(rules) => {
+            std::fs::create_dir_all(git.dir.join("info"))?;
+            std::fs::write(git.dir.join("info/exclude"), rules)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context("reading the repository's info/exclude"));
+        }
+    }
+    Ok(())
 }
 
 /// What to print.
@@ -366,6 +404,7 @@ fn hash_both(
                 );
             }
             git.borrow_objects(objects)?;
+            borrow_excludes(&git, objects)?;
             let base = match commit {
                 Some(c) => git
                     .line(
@@ -552,6 +591,7 @@ mod tests {
         write(&repo.join("img.bin"), &[0u8, 1, 2, 255, 0, 7]);
         git(&repo, &["add", "-A"]);
         git(&repo, &["commit", "-q", "-m", "init"]);
+        write(&repo.join(".git/info/exclude"), b"*.swp\n");
         let records = Records::new(&tmp.path().join("state"));
         let ws = crate::workspace::workspace(&repo).expect("workspace");
         let baseline = records.record("vm-1", "/root/app", &ws).expect("record");
@@ -576,6 +616,10 @@ mod tests {
         write(&g.join("new.bin"), &[0u8, 159, 146, 150, 0, 1]);
         write(&g.join("notes/untracked.md"), b"untracked\n");
         write(&g.join("target/build.o"), b"ignored\n");
+        write(
+            &g.join("editor.swp"),
+            b"ignored by the repository's info/exclude\n",
+        );
         write(&g.join("esc\x1b[31mname"), b"odd name\n");
         std::fs::remove_file(g.join("gone.txt")).expect("rm");
         std::fs::rename(g.join("old name.txt"), g.join("new name.txt")).expect("mv");
@@ -610,7 +654,11 @@ mod tests {
             &["clone", "-q", &repo.display().to_string(), "clone"],
         );
         run(&clone, "git", &["apply", "--index", "-"], Some(&patch));
-        assert_eq!(snapshot(&clone, &[]), snapshot(&g, &["target"]));
+        assert!(!text.contains("editor.swp"), "info/exclude applies");
+        assert_eq!(
+            snapshot(&clone, &[]),
+            snapshot(&g, &["target", "editor.swp"])
+        );
         let staged = git(&clone, &["status", "--porcelain"]);
         assert!(
             !String::from_utf8_lossy(&staged)
@@ -696,7 +744,13 @@ mod tests {
         records.record("vm-b", "/root/w", &ws).expect("record");
         assert!(records.load("vm-a").expect("load").is_some());
         assert!(records.load("../x").is_err(), "ids are names, not paths");
-        records.prune(&["vm-b".to_string()]);
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+        records.prune(&["vm-b".to_string()], std::time::SystemTime::UNIX_EPOCH);
+        assert!(
+            records.load("vm-a").expect("load").is_some(),
+            "newer than the list: kept"
+        );
+        records.prune(&["vm-b".to_string()], later);
         assert!(records.load("vm-a").expect("load").is_none());
         assert!(records.load("vm-b").expect("load").is_some());
         records.forget("vm-b");

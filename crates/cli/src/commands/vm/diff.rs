@@ -13,7 +13,8 @@ use crate::Context;
 
 pub const DIFF_HELP: &str = "\
 The baseline is what `banger vm run PATH` copied in (recorded on this host at copy time):
-for a git repository its HEAD commit, for any other directory a snapshot of its files.
+for a git repository its HEAD commit (so changes not committed on the host when it was
+copied are part of the patch), for any other directory a snapshot of its files.
 The guest's copy is fetched (as `vm cp` does) and compared with it: modified, added
 (untracked too, unless the workspace's .gitignore ignores them), deleted, renamed and
 mode-changed files, symlinks as symlinks, binary files as git binary patches. .git
