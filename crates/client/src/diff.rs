@@ -669,6 +669,28 @@ mod tests {
     }
 
     #[test]
+    fn a_symlink_where_a_tracked_directory_was_brings_back_no_host_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = tmp.path().join("app");
+        std::fs::create_dir(&repo).expect("mkdir");
+        git(&repo, &["init", "-q"]);
+        write(&repo.join("etc/passwd"), b"tracked in the repository\n");
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", "init"]);
+        let records = Records::new(&tmp.path().join("state"));
+        let ws = crate::workspace::workspace(&repo).expect("workspace");
+        records.record("vm-3", "/root/app", &ws).expect("record");
+        let (scratch, g) = guest_copy(&repo);
+        std::fs::remove_dir_all(g.join("etc")).expect("rm");
+        symlink("/etc", g.join("etc")).expect("symlink");
+        let p = prepare_local(&records, "vm-3", scratch);
+        let text = String::from_utf8(patch_of(&p, Format::Patch)).expect("utf8");
+        assert!(!text.contains("root:x:0"), "{text}");
+        assert!(text.contains("deleted file mode 100644"), "{text}");
+        assert!(text.contains("new file mode 120000"), "{text}");
+    }
+
+    #[test]
     fn a_plain_directory_diff_applies_with_git_apply_or_patch() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("plain");

@@ -55,26 +55,41 @@ fn item_of(path: &Path, fix_modes: bool) -> anyhow::Result<Option<Item>> {
 }
 
 /// Everything below `root/rel` (a directory): files and symlinks, not followed; `.git`
-/// directories left out. Unreadable directories are opened up (they are ours).
+/// directories left out. Unreadable directories are opened up (they are ours). A loop,
+/// not recursion: a guest's tree may be thousands of directories deep.
 pub fn walk(root: &Path, rel: &Path, items: &mut Items) -> anyhow::Result<()> {
-    let dir = root.join(rel);
-    let meta = std::fs::symlink_metadata(&dir)?;
-    if meta.permissions().mode() & 0o700 != 0o700 {
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-        let entry = entry?;
-        if is_git_dir_name(&entry.file_name()) {
-            continue;
+    let mut pending = vec![rel.to_path_buf()];
+    while let Some(rel) = pending.pop() {
+        let dir = root.join(&rel);
+        let meta = std::fs::symlink_metadata(&dir)?;
+        if meta.permissions().mode() & 0o700 != 0o700 {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         }
-        let child = rel.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            walk(root, &child, items)?;
-        } else if let Some(item) = item_of(&root.join(&child), true)? {
-            items.insert(child, item);
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let entry = entry?;
+            if is_git_dir_name(&entry.file_name()) {
+                continue;
+            }
+            let child = rel.join(entry.file_name());
+            if entry.file_type()?.is_dir() {
+                pending.push(child);
+            } else if let Some(item) = item_of(&root.join(&child), true)? {
+                items.insert(child, item);
+            }
         }
     }
     Ok(())
+}
+
+/// Every directory above `rel` (under `root`) is a real directory: a guest's symlink
+/// where the baseline had a directory must not lead git or us out of `root`.
+fn under_real_dirs(root: &Path, rel: &Path) -> bool {
+    rel.ancestors()
+        .skip(1)
+        .filter(|a| !a.as_os_str().is_empty())
+        .all(|a| std::fs::symlink_metadata(root.join(a)).is_ok_and(|m| m.is_dir()))
 }
 
 /// The git items of a packed workspace tree (what `vm run` copied): its files and
@@ -116,8 +131,8 @@ pub fn select_git(git: &Git, root: &Path, baseline_tree: &str) -> anyhow::Result
         let rel = PathBuf::from(std::ffi::OsStr::from_bytes(
             raw.strip_suffix(b"/").unwrap_or(raw),
         ));
-        if has_git_component(&rel) {
-            continue;
+        if has_git_component(&rel) || !under_real_dirs(root, &rel) {
+            continue; // not in the guest's tree as such (or a path through a symlink)
         }
         let Ok(meta) = std::fs::symlink_metadata(root.join(&rel)) else {
             continue; // in the baseline, deleted since
@@ -234,6 +249,18 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     use super::*;
+
+    #[test]
+    fn paths_through_symlinks_are_not_the_trees() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join("d/e")).expect("mkdir");
+        symlink("/etc", root.join("a")).expect("symlink");
+        assert!(under_real_dirs(root, Path::new("d/e/f")));
+        assert!(under_real_dirs(root, Path::new("top")));
+        assert!(!under_real_dirs(root, Path::new("a/passwd")));
+        assert!(!under_real_dirs(root, Path::new("missing/x")));
+    }
 
     fn items(pairs: &[(&str, Item)]) -> Items {
         pairs
