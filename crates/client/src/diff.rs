@@ -10,7 +10,7 @@
 //! - a plain directory: its tree, hashed into a private bare repository there.
 //!
 //! [`prepare`] fetches the guest's tree through `vm cp`'s confined extractor into a private
-//! temporary directory (bounded as `vm cp` is), drops its `.git`, hashes it into a private
+//! temporary directory (bounded as `vm cp` is), drops every `.git` in it, hashes it into a private
 //! repository that borrows the baseline's objects, and [`Prepared::write`] prints `git
 //! diff-tree` of the two trees (renames found, binary files as git binary patches). How
 //! host git is kept from the guest's configuration: [`git`]'s module docs.
@@ -386,8 +386,8 @@ fn hash_both(
     if !std::fs::symlink_metadata(&root)?.is_dir() {
         anyhow::bail!("{} is not a directory in the guest", baseline.guest_path);
     }
-    // The guest's repository is theirs: never where git looks, not even as data.
-    transfer::remove_tree(&root.join(".git"));
+    // The guest's repositories are theirs: never where git looks, not even as data.
+    tree::remove_git_dirs(&root)?;
     let links = scratch.join("links");
     std::fs::create_dir(&links)?;
     let (git, base) = match &baseline.kind {

@@ -83,6 +83,34 @@ pub fn walk(root: &Path, rel: &Path, items: &mut Items) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Removes every `.git` (any case, file or directory) below `root`: the guest's
+/// repositories are theirs, and host git is not to find one, even as data.
+pub fn remove_git_dirs(root: &Path) -> anyhow::Result<()> {
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&dir)?;
+        if meta.permissions().mode() & 0o700 != 0o700 {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let entry = entry?;
+            let is_dir = entry.file_type()?.is_dir();
+            if is_git_dir_name(&entry.file_name()) {
+                if is_dir {
+                    crate::transfer::remove_tree(&entry.path());
+                } else {
+                    std::fs::remove_file(entry.path())?;
+                }
+            } else if is_dir {
+                pending.push(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Every directory above `rel` (under `root`) is a real directory: a guest's symlink
 /// where the baseline had a directory must not lead git or us out of `root`.
 fn under_real_dirs(root: &Path, rel: &Path) -> bool {
@@ -249,6 +277,25 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     use super::*;
+
+    #[test]
+    fn every_dot_git_goes() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path();
+        std::fs::create_dir_all(root.join(".git/objects")).expect("mkdir");
+        std::fs::create_dir_all(root.join("sub/.Git/hooks")).expect("mkdir");
+        std::fs::create_dir_all(root.join("other")).expect("mkdir");
+        std::fs::write(root.join("other/.git"), "gitdir: /home\n").expect("write");
+        std::fs::write(root.join("sub/keep"), "k").expect("write");
+        std::fs::set_permissions(root.join("sub"), PermissionsExt::from_mode(0o500))
+            .expect("chmod");
+        remove_git_dirs(root).expect("removed");
+        let mut left = Items::new();
+        walk(root, Path::new(""), &mut left).expect("walk");
+        assert_eq!(left.keys().collect::<Vec<_>>(), [Path::new("sub/keep")]);
+        assert!(!root.join("sub/.Git").exists() && !root.join(".git").exists());
+        assert!(!root.join("other/.git").exists());
+    }
 
     #[test]
     fn paths_through_symlinks_are_not_the_trees() {
