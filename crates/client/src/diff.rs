@@ -13,7 +13,7 @@
 //! temporary directory (bounded as `vm cp` is), drops every `.git` in it, hashes it into a private
 //! repository that borrows the baseline's objects, and [`Prepared::write`] prints `git
 //! diff-tree` of the two trees (renames found, binary files as git binary patches). How
-//! host git is kept from the guest's configuration: [`git`]'s module docs.
+//! host git is kept from the guest's configuration: the `git` submodule's docs.
 //!
 //! What a patch cannot hold: `.git` directories at any depth, empty directories, special
 //! files, modes other than executable or not, and (git workspaces) untracked files the

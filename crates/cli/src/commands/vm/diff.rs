@@ -41,8 +41,8 @@ Examples:
 pub struct DiffArgs {
     /// The VM.
     pub vm: String,
-    /// The workspace's path in the guest [default: where `vm run` copied it, /root/<dir
-    /// name>].
+    /// The workspace's path in the guest (default: where `vm run` copied it, `/root/<dir
+    /// name>`).
     pub path: Option<String>,
     /// Write the patch to FILE instead of stdout.
     #[arg(long, short, value_name = "FILE")]
