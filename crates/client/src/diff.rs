@@ -10,10 +10,10 @@
 //! - a plain directory: its tree, hashed into a private bare repository there.
 //!
 //! [`prepare`] fetches the guest's tree through `vm cp`'s confined extractor into a private
-//! temporary directory (bounded as `vm cp` is), drops every `.git` in it, hashes it into a private
-//! repository that borrows the baseline's objects, and [`Prepared::write`] prints `git
-//! diff-tree` of the two trees (renames found, binary files as git binary patches). How
-//! host git is kept from the guest's configuration: the `git` submodule's docs.
+//! temporary directory (bounded as `vm cp` is), drops every `.git` in it, hashes it into a
+//! private repository that borrows the baseline's objects, and [`Prepared::write`] prints
+//! `git diff-tree` of the two trees (renames found, binary files as git binary patches).
+//! How host git is kept from the guest's configuration: `diff/git.rs`'s module docs.
 //!
 //! What a patch cannot hold: `.git` directories at any depth, empty directories, special
 //! files, modes other than executable or not, and (git workspaces) untracked files the
