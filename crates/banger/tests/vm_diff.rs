@@ -270,25 +270,8 @@ fn a_plain_directory_comes_back_with_rm_and_applies_with_git_apply_or_patch() {
     copy_dir(&dir, &pristine);
 
     // Binary changes: `git apply` outside any repository.
-    let patch_file = env.path("all.patch");
     let script = format!("{CHANGES}echo more >> build.log\n");
-    env.ok(&[
-        "vm",
-        "run",
-        s(&dir),
-        "--image",
-        &image,
-        "--cpus",
-        "1",
-        "-q",
-        "--rm",
-        "--diff",
-        s(&patch_file),
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let patch = run_rm_diff(&env, &image, &dir, &script);
     assert_eq!(
         env.json(&["vm", "list"])["vms"],
         serde_json::json!([]),
@@ -298,25 +281,31 @@ fn a_plain_directory_comes_back_with_rm_and_applies_with_git_apply_or_patch() {
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "its baseline went with it: {left:?}");
-    let patch = std::fs::read(&patch_file).expect("patch written");
-    let expected = env.path("expected");
-    copy_dir(&pristine, &expected);
-    host(&expected, "sh", &["-c", &script], b"");
-    let applied = env.path("applied");
-    copy_dir(&pristine, &applied);
-    host(&applied, "git", &["apply", "-"], &patch);
+    let (expected, applied) =
+        expected_and_applied(&env, &pristine, &script, "git", &["apply", "-"], &patch);
     assert_eq!(tree_of(&applied, &[]), tree_of(&expected, &[]));
 
     // Text only: GNU patch.
-    let patch_file = env.path("text.patch");
     let script =
         "set -e\nprintf 'one\\n2\\n' > a.txt\nrm gone.txt\nmkdir -p n && echo new > n/f.txt\n";
+    let patch = run_rm_diff(&env, &image, &dir, script);
+    let (expected, patched) =
+        expected_and_applied(&env, &pristine, script, "patch", &["-p1", "-s"], &patch);
+    assert_eq!(tree_of(&patched, &[]), tree_of(&expected, &[]));
+}
+
+/// `vm run DIR --rm --diff FILE -- sh -c SCRIPT`; the patch.
+fn run_rm_diff(env: &TestEnv, image: &str, dir: &Path, script: &str) -> Vec<u8> {
+    let patch_file = env
+        .root
+        .path()
+        .join(format!("{}.patch", std::process::id()));
     env.ok(&[
         "vm",
         "run",
-        s(&dir),
+        s(dir),
         "--image",
-        &image,
+        image,
         "--cpus",
         "1",
         "-q",
@@ -329,11 +318,25 @@ fn a_plain_directory_comes_back_with_rm_and_applies_with_git_apply_or_patch() {
         script,
     ]);
     let patch = std::fs::read(&patch_file).expect("patch written");
-    let expected = env.path("expected-text");
-    copy_dir(&pristine, &expected);
+    std::fs::remove_file(&patch_file).expect("rm");
+    patch
+}
+
+/// Two copies of `pristine`: SCRIPT run in one (what the guest did), the patch applied to
+/// the other with TOOL ARGS.
+fn expected_and_applied(
+    env: &TestEnv,
+    pristine: &Path,
+    script: &str,
+    tool: &str,
+    args: &[&str],
+    patch: &[u8],
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let expected = env.path(&format!("expected-{tool}"));
+    copy_dir(pristine, &expected);
     host(&expected, "sh", &["-c", script], b"");
-    let patched = env.path("patched");
-    copy_dir(&pristine, &patched);
-    host(&patched, "patch", &["-p1", "-s"], &patch);
-    assert_eq!(tree_of(&patched, &[]), tree_of(&expected, &[]));
+    let applied = env.path(&format!("applied-{tool}"));
+    copy_dir(pristine, &applied);
+    host(&applied, tool, args, patch);
+    (expected, applied)
 }
