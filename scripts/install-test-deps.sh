@@ -33,6 +33,8 @@ declare -A PACKAGES=(
   [ssh]=openssh-client
   [ssh-keygen]=openssh-client
   [git]=git
+  # tests/vm_diff.rs applies a plain directory's text patch with GNU patch.
+  [patch]=patch
   [python3]=python3
   # scripts/e2e-workloads.sh (its light subset runs in scripts/test.sh).
   [bc]=bc

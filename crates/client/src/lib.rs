@@ -2,14 +2,15 @@
 //! later an MCP server or a remote client) stands on this crate: the socket transport and
 //! typed calls ([`transport`]), starting a daemon on first use ([`autostart`]), exec
 //! sessions ([`exec`]), file transfer with the host's one confined extractor
-//! ([`transfer`]), workspace selection ([`workspace`]) and `vm run`'s client half
-//! ([`run`]).
+//! ([`transfer`]), workspace selection ([`workspace`]), `vm run`'s client half ([`run`])
+//! and the guest's changes to a workspace as a patch ([`diff`]).
 //!
 //! What is not here: argument parsing, the terminal (raw mode, window size, signals from
 //! the keyboard), rendering, and the configuration file's mapping onto options. Policy
 //! (default image and kernel, VM names, `--rm`) is the daemon's.
 
 pub mod autostart;
+pub mod diff;
 pub mod exec;
 pub mod run;
 pub mod transfer;

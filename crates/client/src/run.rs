@@ -1,6 +1,7 @@
 //! `vm run`'s client half: the image (the daemon's default, pulled on first use, unless one
 //! is given), a lease for `--rm`, the VM (named by the daemon unless a name is given), the
-//! workspace copied in, then the front end's step (an exec, or printing the name), and
+//! workspace copied in (and its baseline recorded for `vm diff`, see [`crate::diff`]),
+//! then the front end's step (an exec, or printing the name), and
 //! `--rm`'s deletion whatever happened. The front end maps its flags and config file into
 //! [`RunOptions`], renders [`RunEvent`]s and brings the final step.
 
@@ -15,6 +16,7 @@ use banger_api::system::Empty;
 use banger_api::vm::{Vm, VmCreateParams, VmDefaults, VmDeleteParams, VmRef};
 
 use crate::Error;
+use crate::diff::Records;
 use crate::transport::{Client, ClientError};
 use crate::workspace::Workspace;
 
@@ -30,6 +32,8 @@ pub struct RunOptions {
     /// goes: a `vm.hold` lease).
     pub rm: bool,
     pub workspace: Option<Workspace>,
+    /// Where to record the workspace's baseline for `vm diff` (`None`: not recorded).
+    pub records: Option<Records>,
     pub create: VmCreateParams,
 }
 
@@ -49,6 +53,10 @@ pub enum RunEvent<'a> {
         bytes: u64,
         elapsed: std::time::Duration,
         name: &'a str,
+    },
+    /// The workspace's baseline could not be recorded: `vm diff` will not work.
+    NotRecorded {
+        error: String,
     },
     /// The run failed and the VM stays (no `--rm`).
     Kept {
@@ -98,15 +106,17 @@ pub async fn run(
     then: impl AsyncFnOnce(&Client, &Vm) -> anyhow::Result<u8>,
 ) -> Result<u8, Error> {
     let rm = opts.rm;
+    let records = opts.records.clone();
     // Dropped last: the daemon's deletion of a --rm VM is the fallback of ours below.
     let mut lease = None;
     let mut made: Option<String> = None;
+    let mut made_id: Option<String> = None;
     let outcome = steps(
         client,
         opts,
         interrupt,
         &mut on_event,
-        &mut made,
+        (&mut made, &mut made_id),
         &mut lease,
         then,
     )
@@ -115,11 +125,16 @@ pub async fn run(
         return outcome;
     };
     if rm {
-        if let Err(e) = delete(client, &name).await {
-            on_event(RunEvent::DeleteFailed {
+        match delete(client, &name).await {
+            Ok(()) => {
+                if let (Some(records), Some(id)) = (&records, made_id) {
+                    records.forget(&id);
+                }
+            }
+            Err(e) => on_event(RunEvent::DeleteFailed {
                 name: &name,
                 error: format!("{e:#}"),
-            });
+            }),
         }
     } else if outcome.is_err()
         && client
@@ -137,7 +152,7 @@ async fn steps(
     opts: RunOptions,
     interrupt: &mut impl Interrupt,
     on_event: &mut impl FnMut(RunEvent<'_>),
-    made: &mut Option<String>,
+    (made, made_id): (&mut Option<String>, &mut Option<String>),
     lease: &mut Option<Lease>,
     then: impl AsyncFnOnce(&Client, &Vm) -> anyhow::Result<u8>,
 ) -> Result<u8, Error> {
@@ -199,6 +214,7 @@ async fn steps(
         }
     };
     *made = Some(vm.name.clone());
+    *made_id = Some(vm.id.clone());
     on_event(RunEvent::Running(&vm));
     // 3. The workspace.
     if let Some(ws) = &opts.workspace {
@@ -221,6 +237,23 @@ async fn steps(
             elapsed: started.elapsed(),
             name: &ws.name,
         });
+        if let Some(records) = &opts.records {
+            let guest_path = format!("/root/{}", ws.name);
+            let recorded = guard(
+                interrupt,
+                "recording the workspace",
+                records.record_and_prune(client, &vm.id, &guest_path, ws),
+            )
+            .await;
+            if let Err(e) = recorded {
+                if matches!(e, Error::Interrupted(_)) {
+                    return Err(e);
+                }
+                on_event(RunEvent::NotRecorded {
+                    error: format!("{:#}", anyhow::Error::new(e)),
+                });
+            }
+        }
     }
     // 4. The front end's step.
     Ok(then(client, &vm).await?)

@@ -230,6 +230,7 @@ fn options(image: Option<&str>, name: Option<&str>, rm: bool) -> RunOptions {
         name: name.map(str::to_string),
         rm,
         workspace: None,
+        records: None,
         create: VmCreateParams {
             cpus: Some(3),
             ..VmCreateParams::default()
@@ -257,7 +258,7 @@ impl Seen {
             RunEvent::Copied { files, name, .. } => self.copied = Some((files, name.to_string())),
             RunEvent::Kept { name } => self.kept = Some(name.to_string()),
             RunEvent::DeleteFailed { .. } => self.delete_failed = true,
-            RunEvent::Progress(_) | RunEvent::StepDone => {}
+            RunEvent::Progress(_) | RunEvent::StepDone | RunEvent::NotRecorded { .. } => {}
         }
     }
 }

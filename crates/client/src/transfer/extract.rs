@@ -124,7 +124,7 @@ fn extract_staged<R: Read>(
     limits: &Limits,
     replace: Replace,
 ) -> anyhow::Result<Extracted> {
-    let staging = make_staging_dir(&dest.dir)?;
+    let staging = private_dir(&dest.dir, ".banger-cp")?;
     let result = (|| {
         let mut x = Extractor::new(&staging, dest, limits);
         x.run(reader)?;
@@ -155,7 +155,8 @@ fn extract_staged<R: Read>(
     result
 }
 
-fn make_staging_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+/// A new directory `DIR/PREFIX.<pid>.<n>` only this user can enter.
+pub(crate) fn private_dir(dir: &Path, prefix: &str) -> anyhow::Result<PathBuf> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -163,7 +164,7 @@ fn make_staging_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     let mut last = None;
     for attempt in 0..16u32 {
         let path = dir.join(format!(
-            ".banger-cp.{}.{}",
+            "{prefix}.{}.{}",
             std::process::id(),
             nanos.wrapping_add(attempt)
         ));
@@ -207,7 +208,7 @@ fn rename_into_place(from: &Path, to: &Path, replace: Replace) -> io::Result<()>
 }
 
 /// Removes a staging tree, whatever modes its directories got (best effort: it is ours).
-fn remove_tree(path: &Path) {
+pub(crate) fn remove_tree(path: &Path) {
     fn writable(path: &Path) {
         let Ok(meta) = std::fs::symlink_metadata(path) else {
             return;

@@ -42,6 +42,7 @@ use crate::exec::{self, ExecEnd, ExitStatus};
 use crate::transport::{Client, ClientError};
 
 pub use extract::{Destination, Extracted, Limits, extract, guest_request};
+pub(crate) use extract::{private_dir, remove_tree};
 pub use pack::{Entry, Kind, PackStats, Tree, pack};
 pub use stream::{
     ChannelReader, ChannelWriter, Uploaded, download, put_stream, upload, upload_over,

@@ -1,10 +1,11 @@
 //! `banger vm …`: the VM lifecycle (create, start, stop, kill, delete), inspection (list,
-//! show, logs, ports), running commands inside (exec, ssh, run), files (cp) and TCP
+//! show, logs, ports), running commands inside (exec, ssh, run), files (cp, diff) and TCP
 //! tunnels (proxy). One module per verb.
 
 pub mod cp;
 pub mod create;
 pub mod delete;
+pub mod diff;
 pub mod exec;
 pub mod kill;
 pub mod list;
@@ -108,6 +109,10 @@ pub enum VmCommand {
     /// keeping modes, mtimes and symlinks; streamed, so file size does not matter.
     #[command(after_help = CP_HELP)]
     Cp(cp::CpArgs),
+    /// The guest's changes to the workspace `vm run PATH` copied in, as a git patch
+    /// (binary files included) against what was copied.
+    #[command(after_help = diff::DIFF_HELP)]
+    Diff(diff::DiffArgs),
     /// Pipe stdin/stdout to a TCP port inside a VM, over the agent (for OpenSSH's
     /// ProxyCommand; see `banger ssh-config`).
     #[command(
@@ -172,12 +177,15 @@ symlinks are kept. --dry-run prints the list and stops.
 -d creates the VM (and copies PATH), prints its name and leaves it running; it takes no
 CMD: use `banger vm exec NAME -- …` afterwards. --rm deletes the VM at the end, also after
 a failure or Ctrl-C. Without --rm the VM stays (a failed run says how to delete it).
+--diff FILE writes the guest's changes to PATH's copy as a git patch after CMD, before
+--rm deletes the VM; without --rm, `banger vm diff NAME` gives it at any time.
 
 Examples:
   banger vm run                               # a shell in the default image
   banger vm run ~/src/app -- make test        # the repo copied in; make's status is ours
   banger vm run --rm --image alpine-3-20 -- sh -c 'exit 7'; echo $?     # 7, nothing left
   banger vm run . --dry-run | less            # what would be copied
+  banger vm run . --rm --diff fix.patch -- ./fix.sh && git apply --index fix.patch
   banger vm run -d . -p 8080:80 --name web && banger vm exec web -- ./serve";
 
 const CP_HELP: &str = "\
@@ -225,6 +233,7 @@ pub async fn run(ctx: &Context, command: VmCommand) -> anyhow::Result<u8> {
         VmCommand::Exec(args) => exec::run(&client, args).await,
         VmCommand::Ssh(args) => ssh::run(&client, args).await,
         VmCommand::Cp(args) => cp::run(&client, args).await,
+        VmCommand::Diff(args) => diff::run(ctx, &client, args).await,
         VmCommand::Proxy(args) => proxy::run(&client, args).await,
         VmCommand::Ports(args) => ports::run(ctx, &client, args).await,
         VmCommand::Pause(args) => pause::run(ctx, &client, args).await,

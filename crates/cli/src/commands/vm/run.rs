@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use banger_api::vm::{Vm, VmCreateParams};
 use banger_client::Client;
+use banger_client::diff::Records;
 use banger_client::run::{Interrupt, RunEvent, RunOptions};
 use banger_client::workspace::{Workspace, workspace};
 use clap::Args;
@@ -135,6 +136,15 @@ pub struct RunArgs {
     /// Start warm when possible even if config `vm.warm` is false.
     #[arg(long, conflicts_with_all = ["from", "cold"])]
     pub warm: bool,
+    /// After CMD, write the guest's changes to PATH's copy to FILE as a git patch (see
+    /// `banger vm diff --help`), before --rm deletes the VM.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "path",
+        conflicts_with = "detach"
+    )]
+    pub diff: Option<PathBuf>,
     /// Print what would be copied from PATH (sorted, one per line; directories end in /),
     /// with a count and the total size on stderr, and stop: no VM is made.
     #[arg(long)]
@@ -295,6 +305,7 @@ pub fn options(args: &RunArgs, config: &Config, ws: Option<Workspace>) -> RunOpt
         name: args.name.clone(),
         rm: args.rm,
         workspace: ws,
+        records: None,
         create,
     }
 }
@@ -311,6 +322,9 @@ pub async fn execute(
 ) -> anyhow::Result<u8> {
     let quiet = args.quiet || ctx.json;
     let ws_name = ws.as_ref().map(|w| w.name.clone());
+    // A --rm VM's baseline is only wanted for --diff.
+    let records = (ws.is_some() && (!args.rm || args.diff.is_some()))
+        .then(|| Records::new(&ctx.layout.state_dir));
     // From here on Ctrl-C, SIGTERM and SIGHUP are ours: they cancel the step at hand, and
     // --rm still deletes the VM.
     let mut interrupts = Interrupts::install()?;
@@ -327,9 +341,14 @@ pub async fn execute(
             &args.command,
             std::io::stdin().is_terminal(),
         );
-        run_exec(client, exec).await
+        let code = run_exec(client, exec).await?;
+        if let (Some(file), Some(records)) = (&args.diff, &records) {
+            super::diff::write_patch_file(client, records, &vm.name, file).await?;
+        }
+        Ok(code)
     };
-    let options = options(args, config, ws);
+    let mut options = options(args, config, ws);
+    options.records = records.clone();
     Ok(banger_client::run::run(client, options, &mut interrupts, on_event, then).await?)
 }
 
@@ -365,6 +384,10 @@ fn render(progress: &mut Option<PullProgress>, quiet: bool, event: RunEvent<'_>)
             elapsed,
             name,
         } if !quiet => eprintln!("{}", copy_line(files, bytes, elapsed, name)),
+        RunEvent::NotRecorded { error } => eprintln!(
+            "banger: `banger vm diff` will not work for this vm: recording the workspace failed: {}",
+            banger_api::text::visible(&error)
+        ),
         RunEvent::Kept { name } => eprintln!(
             "banger: vm {name} is kept (see `banger vm logs {name}`); `banger vm delete --force {name}` removes it"
         ),
@@ -484,6 +507,12 @@ mod tests {
         assert!(parse(&["-d", "--", "true"]).is_err(), "-d takes no command");
         assert!(parse(&["-d", "."]).is_ok());
         assert!(parse(&["--cpus", "0"]).is_err());
+        let a = parse(&[".", "--rm", "--diff", "out.patch", "--", "make"]).expect("--diff");
+        assert_eq!(a.diff.as_deref(), Some(Path::new("out.patch")));
+        assert!(
+            parse(&["--diff", "p", "--", "true"]).is_err(),
+            "--diff needs PATH"
+        );
     }
 
     #[test]
