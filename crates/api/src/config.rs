@@ -69,25 +69,32 @@ pub struct KeyError {
     pub message: String,
 }
 
+/// The parsed file at `path`; `None` when there is none.
+pub fn read_table(path: &Path) -> Result<Option<toml::Table>, KeyError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(KeyError {
+                key: None,
+                message: format!("cannot be read: {e}"),
+            });
+        }
+    };
+    toml::from_str(&text).map(Some).map_err(|e| KeyError {
+        key: None,
+        message: e.to_string().trim_end().to_string(),
+    })
+}
+
 impl DaemonConfig {
     /// The `[daemon]` table of the file at `path` (absent file: all defaults). Other keys
     /// are the CLI's and are not looked at here.
     pub fn load(path: &Path) -> Result<DaemonConfig, KeyError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => {
-                return Err(KeyError {
-                    key: None,
-                    message: format!("cannot be read: {e}"),
-                });
-            }
-        };
-        let mut table: toml::Table = toml::from_str(&text).map_err(|e| KeyError {
-            key: None,
-            message: e.to_string().trim_end().to_string(),
-        })?;
-        Self::from_table(table.remove("daemon"))
+        match read_table(path)? {
+            Some(mut table) => Self::from_table(table.remove("daemon")),
+            None => Ok(Self::default()),
+        }
     }
 
     /// Checks the `[daemon]` table's value (as parsed by either reader).
@@ -161,21 +168,10 @@ pub struct ImageDefaults {
 impl ImageDefaults {
     /// The keys of the file at `path` (absent file: none set).
     pub fn load(path: &Path) -> Result<ImageDefaults, KeyError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(e) => {
-                return Err(KeyError {
-                    key: None,
-                    message: format!("cannot be read: {e}"),
-                });
-            }
-        };
-        let table: toml::Table = toml::from_str(&text).map_err(|e| KeyError {
-            key: None,
-            message: e.to_string().trim_end().to_string(),
-        })?;
-        Self::from_table(&table)
+        match read_table(path)? {
+            Some(table) => Self::from_table(&table),
+            None => Ok(Self::default()),
+        }
     }
 
     /// Checks the three keys of a parsed file (other keys are not looked at).
@@ -216,21 +212,10 @@ impl ImageDefaults {
 /// `[vm] warm` of the file at `path`: whether `vm.create` from an image starts warm when
 /// the request does not say (absent file or key: true).
 pub fn warm_starts(path: &Path) -> Result<bool, KeyError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
-        Err(e) => {
-            return Err(KeyError {
-                key: None,
-                message: format!("cannot be read: {e}"),
-            });
-        }
-    };
-    let table: toml::Table = toml::from_str(&text).map_err(|e| KeyError {
-        key: None,
-        message: e.to_string().trim_end().to_string(),
-    })?;
-    warm_from_table(&table)
+    match read_table(path)? {
+        Some(table) => warm_from_table(&table),
+        None => Ok(true),
+    }
 }
 
 /// `[vm] warm` of a parsed file.
@@ -245,6 +230,59 @@ pub fn warm_from_table(table: &toml::Table) -> Result<bool, KeyError> {
     }
 }
 
+/// `[vm] stop_idle_after` of the file at `path`, in seconds: a running VM with no exec,
+/// ssh, cp or proxy session (and, when it publishes ports, no traffic) for that long is
+/// stopped. `None`: never (absent file or key, or `"0"`).
+pub fn idle_stop_after(path: &Path) -> Result<Option<u64>, KeyError> {
+    match read_table(path)? {
+        Some(table) => idle_stop_from_table(&table),
+        None => Ok(None),
+    }
+}
+
+/// `[vm] stop_idle_after` of a parsed file (see [`idle_stop_after`]).
+pub fn idle_stop_from_table(table: &toml::Table) -> Result<Option<u64>, KeyError> {
+    let err = |message: String| KeyError {
+        key: Some("vm.stop_idle_after".into()),
+        message,
+    };
+    match table.get("vm").and_then(|vm| vm.get("stop_idle_after")) {
+        None => Ok(None),
+        Some(toml::Value::String(s)) => parse_duration(s)
+            .map(|secs| (secs > 0).then_some(secs))
+            .map_err(err),
+        Some(other) => Err(err(format!(
+            "expected a duration such as \"2h\", \"30m\" or \"90s\", found {}",
+            other.type_str()
+        ))),
+    }
+}
+
+/// `90s`, `30m`, `2h`, `1d`, or plain seconds, in seconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as \"2h\", \"30m\" or \"90s\""))?;
+    let scale = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (use s, m, h or d)"
+            ));
+        }
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +290,29 @@ mod tests {
     fn parse(text: &str) -> Result<DaemonConfig, KeyError> {
         let mut table: toml::Table = toml::from_str(text).expect("toml");
         DaemonConfig::from_table(table.remove("daemon"))
+    }
+
+    #[test]
+    fn idle_stop_reads_durations_and_refuses_nonsense() {
+        let t = |text: &str| idle_stop_from_table(&toml::from_str(text).expect("toml"));
+        assert_eq!(t("").expect("empty"), None);
+        assert_eq!(t("[vm]\nstop_idle_after = \"2h\"").expect("2h"), Some(7200));
+        assert_eq!(t("[vm]\nstop_idle_after = \"90\"").expect("90"), Some(90));
+        assert_eq!(t("[vm]\nstop_idle_after = \"0\"").expect("0"), None);
+        for bad in [
+            "[vm]\nstop_idle_after = 5",
+            "[vm]\nstop_idle_after = \"2 weeks\"",
+            "[vm]\nstop_idle_after = \"h\"",
+        ] {
+            let e = t(bad).expect_err(bad);
+            assert_eq!(e.key.as_deref(), Some("vm.stop_idle_after"), "{bad}");
+        }
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert!(
+            idle_stop_after(Path::new("/nonexistent/banger/config.toml"))
+                .expect("no file")
+                .is_none()
+        );
     }
 
     #[test]

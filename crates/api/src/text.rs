@@ -72,6 +72,18 @@ pub fn cut_front(text: &str, max: usize) -> &str {
     &text[start..]
 }
 
+/// Seconds as people write them: `7200` → `2h`, `90` → `1m30s`, `7260` → `2h1m`.
+pub fn human_duration(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match (h, m, s) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,5 +115,14 @@ mod tests {
         assert_eq!(cut("abc", 10), "abc");
         assert_eq!(cut_front("héllo", 4), "llo");
         assert_eq!(cut_front("héllo", 5), "éllo");
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        let h = human_duration;
+        assert_eq!(
+            [h(5), h(60), h(90), h(7200), h(7260)],
+            ["5s", "1m", "1m30s", "2h", "2h1m"]
+        );
     }
 }

@@ -669,6 +669,13 @@ pub struct Vm {
     /// What the VM's VMM offers; absent until the daemon has looked at this host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<VmCapabilities>,
+    /// `[vm] stop_idle_after` when the VM was created: it is stopped after this many
+    /// seconds without an exec, ssh, cp or proxy session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_idle_after_secs: Option<u64>,
+    /// While it runs with no session open: seconds until that stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_stop_in_secs: Option<u64>,
 }
 
 /// `Vm::capabilities`: `pause`, `snapshot`, `shared_folders` and `hot_plug` are each

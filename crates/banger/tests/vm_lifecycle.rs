@@ -716,3 +716,48 @@ fn a_systemd_image_hands_pid_1_over_and_keeps_exec() {
     env.ok(&["vm", "stop", "d"]);
     env.ok(&["vm", "delete", "d"]);
 }
+
+/// `[vm] stop_idle_after`: a VM nobody uses is stopped (with a note saying why), one with
+/// a command running is not, and `vm show` says when the stop comes.
+#[test]
+fn an_idle_vm_is_stopped_and_a_busy_one_is_not() {
+    let env = TestEnv::new();
+    let image = env.debian_image("minbase");
+    env.write_config("[vm]\nwarm = false\nstop_idle_after = \"5s\"\n");
+    create(&env, "busy", &image, &["--net", "none"]);
+    // A session held open for longer than the limit: the VM is in use all along.
+    let mut session = env
+        .banger_cmd(&["vm", "exec", "busy", "--", "sleep", "40"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    create(&env, "idle", &image, &["--net", "none"]);
+    let shown = env.ok(&["vm", "show", "idle"]);
+    assert!(
+        shown.contains("Idle stop") && shown.contains("after 5s idle"),
+        "{shown}"
+    );
+
+    wait::until_for("the idle VM to stop", Duration::from_secs(60), || {
+        env.json(&["vm", "show", "idle"])["state"] == "stopped"
+    });
+    let idle = env.json(&["vm", "show", "idle"]);
+    assert!(
+        idle["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("stop_idle_after"),
+        "{idle}"
+    );
+    // The busy one has been up longer than the idle one was, its session still open.
+    assert_eq!(env.json(&["vm", "show", "busy"])["state"], "running");
+    assert!(
+        session.try_wait().unwrap().is_none(),
+        "the session ended early"
+    );
+    let _ = session.kill();
+    let _ = session.wait();
+    env.ok(&["vm", "delete", "busy", "--force"]);
+    env.ok(&["vm", "delete", "idle"]);
+}

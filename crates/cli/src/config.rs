@@ -28,6 +28,7 @@
 //! vmm = "auto"            # "auto", "qemu" or "firecracker" (see `banger vm create --help`)
 //! console_log_max = "8MiB" # serial console kept on the host per VM, the newest (64KiB-256MiB)
 //! warm = true             # start from the image's ready-snapshot when there is one (the daemon reads it)
+//! stop_idle_after = "2h"  # stop a VM after this long without exec, ssh, cp or proxy (the daemon reads it)
 //!
 //! # How bangerd runs VMs: read by bangerd itself when it starts, however it is started
 //! # (its flags win; restart it with `banger daemon stop` for a change to apply).
@@ -104,6 +105,8 @@ pub struct VmDefaults {
     pub console_log_max: Option<Setting<u64>>,
     /// `[vm] warm`, which the daemon applies itself (shown by `config show`).
     pub warm: Option<Setting<bool>>,
+    /// `[vm] stop_idle_after` in seconds, which the daemon applies itself.
+    pub stop_idle_after_secs: Option<Setting<u64>>,
 }
 
 /// The effective configuration.
@@ -179,6 +182,8 @@ struct RawVm {
     console_log_max: Option<toml::Value>,
     /// Read by the daemon (`banger_api::config::warm_starts`); checked here too.
     warm: Option<toml::Value>,
+    /// Read by the daemon (`banger_api::config::idle_stop_after`); checked here too.
+    stop_idle_after: Option<toml::Value>,
 }
 
 pub use banger_api::config::{config_dir, config_path, home_dir};
@@ -370,6 +375,21 @@ impl Config {
                 ));
             }
         };
+        let stop_idle_after = match vm.stop_idle_after {
+            None => None,
+            Some(toml::Value::String(s)) => banger_api::config::parse_duration(&s)
+                .map(|secs| (secs > 0).then_some(secs))
+                .map_err(|m| err("vm.stop_idle_after", m))?,
+            Some(other) => {
+                return Err(err(
+                    "vm.stop_idle_after",
+                    format!(
+                        "expected a duration such as \"2h\", \"30m\" or \"90s\", found {}",
+                        other.type_str()
+                    ),
+                ));
+            }
+        };
         let daemon =
             banger_api::config::DaemonConfig::from_table(raw.daemon).map_err(|e| ConfigError {
                 path: path.to_path_buf(),
@@ -395,6 +415,7 @@ impl Config {
                 vmm: vmm.map(from(&file)),
                 console_log_max: console_log_max.map(from(&file)),
                 warm: warm.map(from(&file)),
+                stop_idle_after_secs: stop_idle_after.map(from(&file)),
             },
             net: NetLists {
                 allow: raw.net.allow,
@@ -427,6 +448,7 @@ impl Config {
             // `vm create --console-log-max` is applied with the other create flags.
             console_log_max: self.vm.console_log_max.clone(),
             warm: self.vm.warm.clone(),
+            stop_idle_after_secs: self.vm.stop_idle_after_secs.clone(),
         }
     }
 
@@ -489,6 +511,10 @@ impl Config {
         rows.push(row("vm.console_log_max", v, s, "8MiB"));
         let (v, s) = split(vm.warm, |w| w.to_string());
         rows.push(row("vm.warm", v, s, "true"));
+        let (v, s) = split(vm.stop_idle_after_secs, |secs| {
+            banger_api::text::human_duration(secs)
+        });
+        rows.push(row("vm.stop_idle_after", v, s, "never"));
         let list = |l: &[String]| (!l.is_empty()).then(|| l.join(", "));
         let source = |l: &[String]| match l.is_empty() {
             true => Source::Default,
@@ -765,6 +791,7 @@ jailer = "/opt/fc/jailer"
                 "vm.vmm",
                 "vm.console_log_max",
                 "vm.warm",
+                "vm.stop_idle_after",
                 "net.allow",
                 "net.deny",
                 "daemon.firecracker",

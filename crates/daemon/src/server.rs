@@ -341,6 +341,7 @@ async fn relay(on_upgrade: hyper::upgrade::OnUpgrade, session: StreamSession) {
         input,
         output,
         mode,
+        busy: _busy,
     } = session;
     if mode == RelayMode::Exec {
         crate::vms::exec_relay::relay(TokioIo::new(upgraded), input, output).await;

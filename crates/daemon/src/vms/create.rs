@@ -183,6 +183,10 @@ impl Vms {
             forked_from: None,
             resume_pending: false,
             warm_template: false,
+            stop_idle_after_secs: banger_api::config::idle_stop_after(
+                &banger_api::config::config_path(),
+            )
+            .map_err(|e| OpError::BadRequest(format!("config.toml: {e}")))?,
         })
     }
 

@@ -35,6 +35,8 @@ pub struct StreamSession {
     pub input: mpsc::Sender<Bytes>,
     pub output: PendingResponse,
     pub mode: RelayMode,
+    /// Keeps the VM from counting as idle while the session is relayed.
+    pub busy: Option<super::live::Busy>,
 }
 
 impl Vms {
@@ -63,6 +65,7 @@ impl Vms {
             input,
             output: Box::pin(async move { Ok(response) }),
             mode: RelayMode::Exec,
+            busy: self.live(&row.id).map(|l| l.busy()),
         })
     }
 

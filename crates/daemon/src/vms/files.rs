@@ -25,6 +25,7 @@ impl Vms {
             input,
             output: response,
             mode: RelayMode::Upload,
+            busy: self.live(&row.id).map(|l| l.busy()),
         })
     }
 
@@ -45,6 +46,7 @@ impl Vms {
             input,
             output: Box::pin(async move { Ok(response) }),
             mode: RelayMode::HalfClose,
+            busy: self.live(&row.id).map(|l| l.busy()),
         })
     }
 
@@ -64,6 +66,7 @@ impl Vms {
             input,
             output: Box::pin(async move { Ok(response) }),
             mode: RelayMode::HalfClose,
+            busy: self.live(&row.id).map(|l| l.busy()),
         })
     }
 }

@@ -6,9 +6,9 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use banger_vmm::{ChannelEndpoint, ProcessRecord};
 use tokio::net::{UnixListener, UnixStream};
@@ -87,6 +87,20 @@ pub struct LiveVm {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Refused connections, logged at a bounded rate (a guest can dial in a loop).
     refusals: RateLimitedLog,
+    /// Exec, cp and proxy sessions open now ([`LiveVm::busy`]), and when one last began
+    /// or ended (or the VM came up): what the idle stop looks at.
+    sessions: AtomicU32,
+    last_active: Mutex<Instant>,
+}
+
+/// An open exec, cp or proxy session of a VM: the VM is not idle while it lives.
+pub struct Busy(Arc<LiveVm>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.sessions.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl LiveVm {
@@ -100,7 +114,34 @@ impl LiveVm {
             stopping: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
             refusals: RateLimitedLog::default(),
+            sessions: AtomicU32::new(0),
+            last_active: Mutex::new(Instant::now()),
         })
+    }
+
+    /// Marks a session open until the returned guard drops.
+    pub fn busy(self: &Arc<Self>) -> Busy {
+        self.sessions.fetch_add(1, Ordering::SeqCst);
+        self.touch();
+        Busy(self.clone())
+    }
+
+    /// Records activity now (a session began or ended, traffic on a published port).
+    pub fn touch(&self) {
+        *self.last_active.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// How long the VM has had no session; `None` while one is open.
+    pub fn idle_for(&self) -> Option<Duration> {
+        if self.sessions.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        Some(
+            self.last_active
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed(),
+        )
     }
 
     pub fn runtime(&self) -> VmRuntime {

@@ -24,6 +24,7 @@ mod exec;
 pub mod exec_relay;
 mod files;
 mod fork;
+mod idle;
 mod kill;
 pub mod lease;
 pub mod live;

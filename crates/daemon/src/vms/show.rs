@@ -102,6 +102,10 @@ impl Vms {
                 None => None,
             },
             start: Some(runtime.start.clone()).filter(|s| !s.is_empty()),
+            stop_idle_after_secs: spec.stop_idle_after_secs,
+            idle_stop_in_secs: self
+                .idle_stop_in(&row.id, spec.stop_idle_after_secs)
+                .flatten(),
         })
     }
 }

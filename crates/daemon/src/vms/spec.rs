@@ -82,6 +82,10 @@ pub struct VmSpec {
     /// deletes it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub warm_template: bool,
+    /// `[vm] stop_idle_after` when the VM was created: stopped after this many seconds
+    /// without an exec, ssh, cp or proxy session (`idle.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_idle_after_secs: Option<u64>,
 }
 
 fn default_net() -> String {
@@ -287,6 +291,7 @@ pub(crate) mod tests {
             forked_from: Some("0123456789abcdef".into()),
             resume_pending: true,
             warm_template: true,
+            stop_idle_after_secs: Some(7200),
         }
     }
 

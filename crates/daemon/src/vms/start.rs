@@ -567,6 +567,7 @@ impl Vms {
     /// to their verb.
     pub(super) fn spawn_exit_watcher(self: &Arc<Self>, live: Arc<LiveVm>) {
         let Some(vmm) = live.vmm() else { return };
+        self.spawn_idle_stop(live.clone());
         let vms = self.clone();
         let watched = live.clone();
         let task = tokio::spawn(async move {

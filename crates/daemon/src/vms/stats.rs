@@ -166,7 +166,7 @@ fn interfaces(table: &str) -> impl Iterator<Item = (&str, (u64, u64))> {
     })
 }
 
-fn interface_bytes(table: &str, name: &str) -> Option<(u64, u64)> {
+pub(super) fn interface_bytes(table: &str, name: &str) -> Option<(u64, u64)> {
     interfaces(table).find(|(n, _)| *n == name).map(|(_, b)| b)
 }
 

@@ -289,6 +289,8 @@ pub(crate) mod testing {
         Vm {
             forked_from: None,
             start: None,
+            stop_idle_after_secs: Some(7200),
+            idle_stop_in_secs: Some(5400),
             id: "vm-3f2a9c1d".into(),
             name: "dev".into(),
             image: "debian-bookworm".into(),

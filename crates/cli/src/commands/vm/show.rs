@@ -1,7 +1,7 @@
 //! `banger vm show NAME`
 
 use banger_api::methods;
-use banger_api::text::visible;
+use banger_api::text::{human_duration, visible};
 use banger_api::vm::{DiskUsage, Vm, VmRef, VmState};
 use clap::Args;
 
@@ -126,6 +126,17 @@ pub fn render(style: &Style, vm: &Vm) -> String {
         (Some(start), None) => fields.push(("Start", visible(start).to_string())),
         (None, None) => {}
     }
+    if let Some(after) = vm.stop_idle_after_secs {
+        let after = human_duration(after);
+        let when = match (vm.state, vm.idle_stop_in_secs) {
+            (VmState::Running, Some(left)) => {
+                format!("in {} (after {after} idle)", human_duration(left))
+            }
+            (VmState::Running, None) => format!("after {after} idle (a session is open now)"),
+            _ => format!("after {after} idle, once running"),
+        };
+        fields.push(("Idle stop", when));
+    }
     if let Some(c) = &vm.capabilities {
         fields.push((
             "Capabilities",
@@ -219,6 +230,7 @@ PID         4242
 Directory   /home/me/.local/state/banger/vms/vm-3f2a9c1d
 Created     2025-05-01T10:00:00Z
 Started     2025-05-01T10:00:01Z
+Idle stop   in 1h30m (after 2h idle)
 Stages      vmm_spawned       +0.04s
             root_assembled    +2.90s  (guest uptime 1.80s)
             ready             +3.40s  (guest uptime 2.05s)
