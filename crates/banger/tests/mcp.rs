@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -32,19 +33,12 @@ fn venv_python() -> PathBuf {
     python
 }
 
-#[test]
-fn an_mcp_sdk_client_drives_a_sandbox_through_banger_mcp() {
-    let python = venv_python();
-    let env = TestEnv::new();
-    let image = env.debian_image("minbase");
-    let workspace = env.path("proj");
-    std::fs::create_dir_all(&workspace).unwrap();
-    std::fs::write(workspace.join("hello.txt"), "from the host\n").unwrap();
-
+/// `mcp_client.py MODE BANGER ARGS…` with the test's environment: its JSON summary.
+fn run_client(env: &TestEnv, args: &[&OsStr], mode: &str) -> serde_json::Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/mcp_client.py");
-    let mut cmd = Command::new(&python);
-    cmd.args(["-B", script, env!("CARGO_BIN_EXE_banger"), &image])
-        .arg(&workspace);
+    let mut cmd = Command::new(venv_python());
+    cmd.args(["-B", script, mode, env!("CARGO_BIN_EXE_banger")])
+        .args(args);
     env.apply(&mut cmd);
     let out = cmd.output().expect("running mcp_client.py");
     let (stdout, stderr) = (
@@ -53,11 +47,57 @@ fn an_mcp_sdk_client_drives_a_sandbox_through_banger_mcp() {
     );
     assert!(
         out.status.success(),
-        "mcp_client.py failed: {stderr}\n{stdout}"
+        "mcp_client.py {mode} failed: {stderr}\n{stdout}"
     );
     let s: serde_json::Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("summary is not JSON ({e}): {stdout}\n{stderr}"));
     eprintln!("summary: {s:#}");
+    s
+}
+
+/// A refusal whose text holds `needle`.
+fn refused(s: &serde_json::Value, key: &str, needle: &str) {
+    let r = &s[key];
+    assert_eq!(r["is_error"], true, "{key}: {r}");
+    assert!(
+        r["text"].as_str().unwrap().contains(needle),
+        "{key}: {needle:?} not in {r}"
+    );
+}
+
+#[test]
+fn banger_mcp_starts_the_daemon_and_refuses_bad_calls_without_dying() {
+    let env = TestEnv::new();
+    assert!(!env.socket().exists());
+    let s = run_client(&env, &[], "errors");
+    assert_eq!(s["first_list"], json!({"sandboxes": []}));
+    refused(&s, "bad_name", "name");
+    refused(&s, "missing_workspace", "/nonexistent/dir");
+    refused(&s, "argv_and_command", "either argv or command");
+    refused(&s, "zero_timeout", "timeout_secs must be at least 1");
+    refused(&s, "setuid", "setuid");
+    refused(&s, "huge_read", "over the limit");
+    refused(&s, "unknown_field", "vm");
+    refused(&s, "unknown_tool", "tool not found");
+    refused(&s, "delete_missing", "not_found");
+    assert_eq!(s["last_list"], json!({"sandboxes": []}));
+    // The daemon `banger mcp` started serves the CLI too.
+    assert_eq!(env.json(&["vm", "list"])["vms"], json!([]));
+}
+
+#[test]
+fn an_mcp_sdk_client_drives_a_sandbox_through_banger_mcp() {
+    let env = TestEnv::new();
+    let image = env.debian_image("minbase");
+    let workspace = env.path("proj");
+    std::fs::create_dir_all(&workspace).unwrap();
+    std::fs::write(workspace.join("hello.txt"), "from the host\n").unwrap();
+
+    let s = run_client(
+        &env,
+        &[OsStr::new(&image), workspace.as_os_str()],
+        "sandbox",
+    );
 
     assert_eq!(s["server_name"], "banger");
     assert_eq!(

@@ -1,6 +1,7 @@
 """Drives `banger mcp` with the official MCP Python SDK (a client banger did not write).
 
-Usage: mcp_client.py BANGER IMAGE WORKSPACE_DIR
+Usage: mcp_client.py sandbox BANGER IMAGE WORKSPACE_DIR  (one VM: the whole workflow)
+       mcp_client.py errors BANGER                        (no VM: refused calls)
 The server inherits this process's environment (the test's banger installation). Prints
 one JSON summary on stdout; the Rust test (tests/mcp.rs) asserts on it. Any protocol
 failure raises, failing the test.
@@ -39,7 +40,49 @@ async def call(session, name, args):
     return result.structured_content
 
 
-async def main(banger, image, workspace):
+def server(banger):
+    return StdioServerParameters(command=banger, args=["mcp"], env=dict(os.environ))
+
+
+async def refusal(session, name, args):
+    """A call that must be refused: as a tool error, or as a JSON-RPC error."""
+    try:
+        result = await session.call_tool(name, args)
+    except Exception as e:
+        return {"is_error": True, "text": str(e), "jsonrpc": True}
+    return {"is_error": bool(result.is_error), "text": text_of(result), "jsonrpc": False}
+
+
+async def errors(banger):
+    summary = {}
+    async with stdio_client(server(banger)) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            summary["first_list"] = await call(session, "sandbox_list", {})
+            summary["bad_name"] = await refusal(session, "sandbox_create", {"name": "Bad Name"})
+            summary["missing_workspace"] = await refusal(
+                session, "sandbox_create", {"workspace": "/nonexistent/dir"}
+            )
+            summary["argv_and_command"] = await refusal(
+                session, "sandbox_exec", {"sandbox": "x", "argv": ["ls"], "command": "ls"}
+            )
+            summary["zero_timeout"] = await refusal(
+                session, "sandbox_exec", {"sandbox": "x", "command": "ls", "timeout_secs": 0}
+            )
+            summary["setuid"] = await refusal(
+                session, "sandbox_write_file", {"sandbox": "x", "path": "/a", "content": "", "mode": "4755"}
+            )
+            summary["huge_read"] = await refusal(
+                session, "sandbox_read_file", {"sandbox": "x", "path": "/a", "max_bytes": 1 << 40}
+            )
+            summary["unknown_field"] = await refusal(session, "sandbox_show", {"sandbox": "x", "vm": "x"})
+            summary["unknown_tool"] = await refusal(session, "sandbox_frobnicate", {})
+            summary["delete_missing"] = await refusal(session, "sandbox_delete", {"sandbox": "ghost"})
+            summary["last_list"] = await call(session, "sandbox_list", {})
+    print(json.dumps(summary))
+
+
+async def sandbox(banger, image, workspace):
     summary = {}
     params = StdioServerParameters(command=banger, args=["mcp"], env=dict(os.environ))
     async with stdio_client(params) as (read, write):
@@ -142,4 +185,5 @@ async def main(banger, image, workspace):
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:4]))
+    mode, rest = sys.argv[1], sys.argv[2:]
+    asyncio.run({"sandbox": sandbox, "errors": errors}[mode](*rest))
