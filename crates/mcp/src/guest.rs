@@ -292,10 +292,12 @@ pub async fn list_dir(client: &Client, vm: &str, path: &str) -> Result<Vec<DirEn
     )
     .await?;
     if report.exit_code != Some(0) {
-        return Err(format!(
-            "cannot list {path}: {}",
-            banger_api::text::visible(report.stderr.trim_end())
-        ));
+        // A failed start (an image without sh or stat) says why in the note.
+        let why = match report.stderr.trim_end() {
+            "" => report.note.unwrap_or_else(|| "the listing failed".into()),
+            stderr => banger_api::text::visible(stderr).into_owned(),
+        };
+        return Err(format!("cannot list {path}: {why}"));
     }
     if report.stdout_truncated {
         return Err(format!(
