@@ -3,7 +3,7 @@
 #   - `sandbox_exec` of `echo hi` through `banger mcp`, from the official MCP Python SDK's
 #     session (started once, as an agent's is), BENCH_RUNS calls after one warm-up;
 #   - `banger vm exec VM -- echo hi`, a new CLI process each time, BENCH_RUNS times.
-# Prints the medians as a markdown table.
+# Prints median, min and max as a markdown table (load average before and after on stderr).
 #
 # Usage: scripts/bench-mcp.sh
 #   BENCH_RUNS=N (default 20)
@@ -20,10 +20,11 @@ bench_require qemu-system-x86_64 python3 umoci debootstrap dpkg-deb
 "$VENV_PY" -c 'import mcp.client.stdio' 2>/dev/null \
     || die "no MCP SDK in $VENV_PY (scripts/install-test-deps.sh makes the venv)"
 bench_setup
+echo "bench-mcp: load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 # No user config: cold boots, default networking.
 export XDG_CONFIG_HOME=$WORK/config
 
-"$B" vm create bench --image minbase --cpus 1 --memory 512MiB >/dev/null
+"$B" vm create bench --image minbase --cpus 1 --memory 512MiB -q >/dev/null
 
 echo "bench-mcp: sandbox_exec echo hi through banger mcp, $RUNS calls ..." >&2
 mcp_ms=$("$VENV_PY" - "$B" "$RUNS" <<'PY'
@@ -46,7 +47,8 @@ async def main(banger, runs):
                     raise SystemExit(f"bad answer: {r}")
                 if i:  # the first call is the warm-up
                     times.append(dt)
-            print(f"{statistics.median(times) * 1000:.1f}")
+            ms = [t * 1000 for t in times]
+            print(f"{statistics.median(ms):.1f} | {min(ms):.1f} | {max(ms):.1f}")
 
 asyncio.run(main(sys.argv[1], int(sys.argv[2])))
 PY
@@ -61,10 +63,14 @@ for _ in $(seq "$RUNS"); do
     [ "$out" = hi ] || die "vm exec said: $out"
     cli+=("$(echo "($t1 - $t0) * 1000" | bc -l)")
 done
-cli_ms=$(printf '%s\n' "${cli[@]}" | sort -n | python3 -c 'import statistics,sys; print(f"{statistics.median(float(l) for l in sys.stdin):.1f}")')
+cli_ms=$(printf '%s\n' "${cli[@]}" | python3 -c '
+import statistics, sys
+ms = [float(l) for l in sys.stdin]
+print(f"{statistics.median(ms):.1f} | {min(ms):.1f} | {max(ms):.1f}")')
 
 echo
-echo "| echo hi, median of $RUNS | ms |"
-echo "|---|---:|"
+echo "| echo hi, $RUNS runs | median ms | min | max |"
+echo "|---|---:|---:|---:|"
 echo "| MCP sandbox_exec (one session) | $mcp_ms |"
 echo "| banger vm exec (a process per call) | $cli_ms |"
+echo "bench-mcp: load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
