@@ -64,9 +64,9 @@ pub struct CreateArgs {
     /// an IP is given).
     #[serde(default)]
     pub ports: Vec<String>,
-    /// An absolute host directory copied into the sandbox as /root/<its name> (a git
-    /// repository: its tracked and untracked-not-ignored files plus .git). Run commands
-    /// there with `cwd`.
+    /// A host directory (absolute, or relative to where `banger mcp` runs) copied into the
+    /// sandbox as /root/<its name> (a git repository: its tracked and untracked-not-ignored
+    /// files plus .git). Run commands there with `cwd`.
     pub workspace: Option<String>,
 }
 

@@ -294,3 +294,65 @@ impl ServerHandler for Sandboxes {
             .with_instructions(INSTRUCTIONS)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tool_has_a_description_and_an_object_schema() {
+        let tools = Sandboxes::tool_router().list_all();
+        let mut names: Vec<_> = tools.iter().map(|t| t.name.to_string()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "sandbox_create",
+                "sandbox_delete",
+                "sandbox_exec",
+                "sandbox_list",
+                "sandbox_list_dir",
+                "sandbox_read_file",
+                "sandbox_show",
+                "sandbox_write_file"
+            ]
+        );
+        for tool in &tools {
+            let description = tool.description.as_deref().unwrap_or_default();
+            assert!(description.len() > 40, "{}: {description:?}", tool.name);
+            assert_eq!(
+                tool.input_schema.get("type"),
+                Some(&serde_json::json!("object")),
+                "{}",
+                tool.name
+            );
+        }
+    }
+
+    #[test]
+    fn required_arguments_are_marked_and_optional_ones_documented() {
+        let router = Sandboxes::tool_router();
+        let exec = router.get("sandbox_exec").expect("sandbox_exec");
+        assert_eq!(
+            exec.input_schema.get("required"),
+            Some(&serde_json::json!(["sandbox"]))
+        );
+        let props = exec.input_schema["properties"]
+            .as_object()
+            .expect("properties");
+        for arg in ["argv", "command", "stdin", "cwd", "timeout_secs"] {
+            let description = props[arg]["description"].as_str().unwrap_or_default();
+            assert!(!description.is_empty(), "{arg} has no description");
+        }
+        let create = router.get("sandbox_create").expect("sandbox_create");
+        assert_eq!(
+            create.input_schema.get("required"),
+            None,
+            "every argument is optional"
+        );
+        let net = serde_json::to_string(&create.input_schema["properties"]["net"]).expect("json");
+        for mode in ["public", "host", "any", "none"] {
+            assert!(net.contains(mode), "{net}");
+        }
+    }
+}
