@@ -14,10 +14,6 @@ use tokio::sync::mpsc;
 use crate::capture::{Capped, Captured};
 use crate::params::OUTPUT_CAP;
 
-/// How long a timed-out command has to die of SIGKILL before we hang up (the daemon then
-/// kills its whole process group).
-const KILL_GRACE: Duration = Duration::from_secs(3);
-
 /// Tar headers (with long-name extensions) read beyond a file's content.
 const TAR_SLACK: u64 = 64 << 10;
 
@@ -41,7 +37,7 @@ fn failed(e: impl Into<banger_client::Error>) -> ToolError {
 #[derive(Debug, Serialize)]
 pub struct ExecReport {
     /// The exit code; 128+N for signal N, 127/126 when the program could not start,
-    /// null when the command was abandoned after its timeout.
+    /// null after a timeout.
     pub exit_code: Option<i32>,
     /// The signal that ended the command, if one did.
     pub signal: Option<i32>,
@@ -81,7 +77,9 @@ pub async fn run(
     Ok(report(end, timed_out, timeout, out.finish(), err.finish()))
 }
 
-/// The session, with SIGKILL at the deadline and a hang-up if even that does not end it.
+/// The session, dropped at the deadline: closing the connection makes the daemon hang up
+/// on the command, and the agent then kills its whole process group (SIGHUP, SIGKILL a
+/// second later), children a SIGKILL of the command alone would leave running.
 async fn bounded(
     client: &Client,
     params: &VmExecParams,
@@ -90,17 +88,12 @@ async fn bounded(
     out: &mut Capped,
     err: &mut Capped,
 ) -> (Option<Result<ExecEnd, banger_client::Error>>, bool) {
-    let (controls, rx) = mpsc::unbounded_channel();
+    // No signals or resizes to send: the sender only has to outlive the session.
+    let (_controls, rx) = mpsc::unbounded_channel::<Control>();
     let input = stdin.as_ref().map(String::as_bytes);
     let session = exec::session(client, params, input, rx, out, err);
-    tokio::pin!(session);
-    if let Ok(end) = tokio::time::timeout(timeout, &mut session).await {
-        return (Some(end), false);
-    }
-    let _ = controls.send(Control::Signal(libc::SIGKILL));
-    match tokio::time::timeout(KILL_GRACE, &mut session).await {
-        Ok(end) => (Some(end), true),
-        // Dropping the session closes the connection: the daemon ends the command.
+    match tokio::time::timeout(timeout, session).await {
+        Ok(end) => (Some(end), false),
         Err(_) => (None, true),
     }
 }
@@ -119,7 +112,7 @@ fn report(
     };
     let note = if timed_out {
         Some(format!(
-            "timed out after {}s: the command was killed",
+            "timed out after {}s: the command and its process group were killed",
             timeout.as_secs()
         ))
     } else if let Some(ExecEnd::FailedToStart(f)) = &end {

@@ -146,10 +146,21 @@ async def sandbox(banger, image, workspace):
             })
             summary["timeout"] = {
                 "timed_out": slow["timed_out"],
+                "exit_code": slow["exit_code"],
                 "stdout": slow["stdout"],
                 "note": slow.get("note", ""),
                 "seconds": time.monotonic() - started,
             }
+            # The whole process group goes, the shell's `sleep` child too: wait (bounded)
+            # until no sleep runs in the guest.
+            count_sleeps = "for p in /proc/[0-9]*; do cat $p/comm 2>/dev/null; done | grep -cx sleep"
+            deadline = time.monotonic() + 10
+            while True:
+                left = await call(session, "sandbox_exec", {"sandbox": vm, "command": count_sleeps})
+                if left["stdout"].strip() == "0" or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            summary["timeout"]["sleeps_left"] = left["stdout"].strip()
 
             big = await call(session, "sandbox_exec", {
                 "sandbox": vm, "command": "head -c 10000000 /dev/zero | tr '\\0' a",
