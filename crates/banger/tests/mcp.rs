@@ -122,7 +122,7 @@ fn an_mcp_sdk_client_drives_a_sandbox_through_banger_mcp() {
         s["exec"],
         json!({"exit_code": 3, "stdout": "out\n", "stderr": "err\n", "timed_out": false})
     );
-    assert_eq!(s["stdin_stdout"], "SHOUT\n");
+    assert_eq!(s["stdin_stdout"], "SHOUT\nhello there\n");
     assert_eq!(
         s["read_back"],
         json!({"content": "#!/bin/sh\necho written\n", "mode": "755", "size": 23})

@@ -53,19 +53,28 @@ pub struct ExecReport {
     pub note: Option<String>,
 }
 
-/// Runs `argv` in `vm` with `stdin`, killed after `timeout`.
-pub async fn run(
-    client: &Client,
-    vm: &str,
-    argv: Vec<String>,
-    stdin: Option<String>,
-    cwd: Option<String>,
-    timeout: Duration,
-) -> Result<ExecReport, ToolError> {
+/// What to run: the checked arguments of `sandbox_exec`.
+pub struct Command {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub stdin: Option<String>,
+    pub cwd: Option<String>,
+    pub timeout: Duration,
+}
+
+/// Runs `command` in `vm`, with its stdin, its session dropped at the timeout.
+pub async fn run(client: &Client, vm: &str, command: Command) -> Result<ExecReport, ToolError> {
+    let Command {
+        argv,
+        env,
+        stdin,
+        cwd,
+        timeout,
+    } = command;
     let params = VmExecParams {
         vm: vm.to_string(),
         argv,
-        env: Vec::new(),
+        env,
         cwd: Some(cwd.map_or_else(|| "/root".to_string(), |c| transfer::guest_absolute(&c))),
         user: None,
         tty: None,
@@ -275,15 +284,14 @@ pub async fn list_dir(client: &Client, vm: &str, path: &str) -> Result<Vec<DirEn
     let argv = ["/bin/sh", "-c", LIST_SCRIPT, "sh", &path]
         .map(String::from)
         .to_vec();
-    let report = run(
-        client,
-        vm,
+    let listing = Command {
         argv,
-        None,
-        Some("/".into()),
-        Duration::from_secs(60),
-    )
-    .await?;
+        env: Vec::new(),
+        stdin: None,
+        cwd: Some("/".into()),
+        timeout: Duration::from_secs(60),
+    };
+    let report = run(client, vm, listing).await?;
     if report.exit_code != Some(0) {
         // A failed start (an image without sh or stat) says why in the note.
         let why = match report.stderr.trim_end() {

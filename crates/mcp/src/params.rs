@@ -84,6 +84,9 @@ pub struct ExecArgs {
     pub stdin: Option<String>,
     /// Working directory in the guest [default: /root].
     pub cwd: Option<String>,
+    /// Extra environment variables, NAME → value.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
     /// Seconds before the command is killed [default: 120, at most 3600].
     pub timeout_secs: Option<u64>,
 }
@@ -149,6 +152,20 @@ pub fn exec_argv(
         (Some(argv), None) => Ok(argv),
         (None, Some(command)) => Ok(vec!["/bin/sh".into(), "-c".into(), command]),
     }
+}
+
+/// `env` as the exec's pairs; a name must be non-empty, without '=' or NUL.
+pub fn exec_env(
+    env: std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, String> {
+    for (name, value) in &env {
+        if name.is_empty() || name.contains(['=', '\0']) || value.contains('\0') {
+            return Err(format!(
+                "env: {name:?} is not a valid variable name (or its value holds NUL)"
+            ));
+        }
+    }
+    Ok(env.into_iter().collect())
 }
 
 /// `timeout_secs` checked against its bounds, or the default.
@@ -229,6 +246,19 @@ mod tests {
         assert!(exec_argv(Some(vec!["ls".into()]), Some("ls".into())).is_err());
         assert!(exec_argv(None, None).is_err());
         assert!(exec_argv(Some(vec![]), None).is_err());
+    }
+
+    #[test]
+    fn env_names_are_checked() {
+        let env =
+            |k: &str, v: &str| std::collections::BTreeMap::from([(k.to_string(), v.to_string())]);
+        assert_eq!(
+            exec_env(env("A_B", "x=y")),
+            Ok(vec![("A_B".into(), "x=y".into())])
+        );
+        for (k, v) in [("", "x"), ("A=B", "x"), ("A\0", "x"), ("A", "x\0")] {
+            assert!(exec_env(env(k, v)).is_err(), "{k:?}={v:?}");
+        }
     }
 
     #[test]

@@ -157,7 +157,7 @@ workspace path. The sandbox lives until sandbox_delete."
 
     #[tool(
         description = "Run a command in a sandbox and wait for it: `argv` (no shell) or \
-`command` (a `sh -c` line), with optional stdin text, cwd and timeout_secs (default 120, \
+`command` (a `sh -c` line), with optional stdin text, cwd, env and timeout_secs (default 120, \
 max 3600; the command is killed then). Returns exit_code, stdout and stderr; each stream \
 keeps its first 1 MiB, then a '[banger: output truncated: …]' marker (stdout_bytes and \
 stderr_bytes give the full sizes). Redirect big outputs to a file and read parts of it."
@@ -166,17 +166,14 @@ stderr_bytes give the full sizes). Redirect big outputs to a file and read parts
         &self,
         Parameters(args): Parameters<ExecArgs>,
     ) -> Result<CallToolResult, ToolError> {
-        let argv = params::exec_argv(args.argv, args.command)?;
-        let timeout = params::exec_timeout(args.timeout_secs)?;
-        let report = guest::run(
-            &self.client,
-            &args.sandbox,
-            argv,
-            args.stdin,
-            args.cwd,
-            timeout,
-        )
-        .await?;
+        let command = guest::Command {
+            argv: params::exec_argv(args.argv, args.command)?,
+            env: params::exec_env(args.env)?,
+            stdin: args.stdin,
+            cwd: args.cwd,
+            timeout: params::exec_timeout(args.timeout_secs)?,
+        };
+        let report = guest::run(&self.client, &args.sandbox, command).await?;
         answer(&report)
     }
 
@@ -340,7 +337,7 @@ mod tests {
         let props = exec.input_schema["properties"]
             .as_object()
             .expect("properties");
-        for arg in ["argv", "command", "stdin", "cwd", "timeout_secs"] {
+        for arg in ["argv", "command", "stdin", "cwd", "env", "timeout_secs"] {
             let description = props[arg]["description"].as_str().unwrap_or_default();
             assert!(!description.is_empty(), "{arg} has no description");
         }

@@ -115,7 +115,8 @@ async def sandbox(banger, image, workspace):
             summary["exec"] = {k: ran[k] for k in ("exit_code", "stdout", "stderr", "timed_out")}
 
             piped = await call(session, "sandbox_exec", {
-                "sandbox": vm, "argv": ["tr", "a-z", "A-Z"], "stdin": "shout\n",
+                "sandbox": vm, "command": "tr a-z A-Z; echo \"$GREETING\"", "stdin": "shout\n",
+                "env": {"GREETING": "hello there"},
             })
             summary["stdin_stdout"] = piped["stdout"]
 
