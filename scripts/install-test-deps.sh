@@ -61,6 +61,11 @@ done
 if ! dpkg -s busybox-static >/dev/null 2>&1; then
   missing+=(busybox-static)
 fi
+# tests/mcp.rs and scripts/bench-mcp.sh drive `banger mcp` with the official MCP Python
+# SDK, installed in a venv (below, after the packages).
+if ! dpkg -s python3-venv >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
 
 # The vhost-user vsock backend QEMU uses for the agent channel: only crates.io has it.
 export PATH="$PATH:$HOME/.cargo/bin"
@@ -74,7 +79,21 @@ if ! command -v cargo-deny >/dev/null 2>&1; then
   cargo install --quiet --locked cargo-deny
 fi
 
+# The MCP SDK, pinned, from whatever index the machine's pip configuration names.
+MCP_SDK_VERSION=2.3.0
+install_mcp_venv() {
+  local venv=${BANGER_TEST_VENV:-/var/tmp/banger-test-venv}
+  if "$venv/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("mcp") != sys.argv[1])' \
+    "$MCP_SDK_VERSION" 2>/dev/null; then
+    return
+  fi
+  echo "install-test-deps: python venv $venv with mcp==$MCP_SDK_VERSION"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "mcp==$MCP_SDK_VERSION"
+}
+
 if ((${#missing[@]} == 0)); then
+  install_mcp_venv
   echo "install-test-deps: all test tools present"
   exit 0
 fi
@@ -89,3 +108,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get update -qq
 "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+install_mcp_venv

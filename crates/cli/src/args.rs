@@ -58,6 +58,14 @@ pub enum Command {
         after_help = "Writes $XDG_CONFIG_HOME/banger/ssh_config (Host *.vm, ProxyCommand banger vm proxy %h %p,\nbanger's key and known_hosts, strict host key checking). --install adds one Include\nline for it at the top of ~/.ssh/config; --uninstall removes it. Run it again after\nmoving the banger binary.\n\nExamples:\n  banger ssh-config --install && ssh dev.vm\n  banger ssh-config --print\n  scp ./file dev.vm:/root/\n  banger ssh-config --uninstall"
     )]
     SshConfig(crate::commands::ssh_config::SshConfigArgs),
+    /// Serve the Model Context Protocol on stdin/stdout, for AI agents: tools to create
+    /// sandboxes (with a workspace copied in), run commands, read, write and list files,
+    /// list, show and delete sandboxes. An MCP client starts it; only JSON-RPC goes to
+    /// stdout.
+    #[command(
+        after_help = "Setup:\n  claude mcp add banger -- banger mcp\n\nOther clients (Claude Desktop, Cursor, …) take a JSON config block:\n  {\"mcpServers\": {\"banger\": {\"command\": \"banger\", \"args\": [\"mcp\"]}}}\n\nSandboxes made through MCP are ordinary VMs: `banger vm list` shows them and\n`banger vm delete --force NAME` removes one a crashed agent left. New sandboxes take\nthe config file's [vm] and [net] settings."
+    )]
+    Mcp(crate::commands::mcp::McpArgs),
     /// Print the CLI's and the daemon's versions.
     Version,
     /// Check this machine for what banger needs, and say how to fix what is missing.

@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod image;
 pub mod kernel;
+pub mod mcp;
 pub mod snapshot;
 pub mod ssh_config;
 pub mod version;
