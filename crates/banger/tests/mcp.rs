@@ -105,6 +105,7 @@ fn an_mcp_sdk_client_drives_a_sandbox_through_banger_mcp() {
         json!([
             "sandbox_create",
             "sandbox_delete",
+            "sandbox_diff",
             "sandbox_exec",
             "sandbox_list",
             "sandbox_list_dir",
@@ -118,6 +119,19 @@ fn an_mcp_sdk_client_drives_a_sandbox_through_banger_mcp() {
     assert_eq!(s["created"]["state"], "running", "{}", s["created"]);
     assert_eq!(s["created"]["workspace"], "/root/proj");
     assert_eq!(s["workspace_file"], "from the host\n");
+    assert_eq!(s["diff_before"], json!({"empty": true, "patch": ""}));
+    let patch = s["diff_after"]["patch"].as_str().unwrap();
+    assert_eq!(s["diff_after"]["empty"], false);
+    assert!(
+        patch.contains("+++ b/hello.txt") && patch.contains("+changed"),
+        "{patch}"
+    );
+    assert!(
+        patch.contains("new file mode") && patch.contains("+brand new"),
+        "{patch}"
+    );
+    let stat = s["diff_stat"].as_str().unwrap();
+    assert!(stat.contains("2 files changed"), "{stat}");
     assert_eq!(
         s["exec"],
         json!({"exit_code": 3, "stdout": "out\n", "stderr": "err\n", "timed_out": false})

@@ -52,18 +52,27 @@ pub fn marker(kept: usize, total: u64) -> String {
     format!("\n[banger: output truncated: kept the first {kept} of {total} bytes]")
 }
 
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.total += buf.len() as u64;
+        let room = self.limit.saturating_sub(self.kept.len());
+        self.kept.extend_from_slice(&buf[..room.min(buf.len())]);
+        // Everything is accepted: the command must never block on a full capture.
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl AsyncWrite for Capped {
     fn poll_write(
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        this.total += buf.len() as u64;
-        let room = this.limit.saturating_sub(this.kept.len());
-        this.kept.extend_from_slice(&buf[..room.min(buf.len())]);
-        // Everything is accepted: the command must never block on a full capture.
-        Poll::Ready(Ok(buf.len()))
+        Poll::Ready(std::io::Write::write(self.get_mut(), buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

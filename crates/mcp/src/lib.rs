@@ -19,8 +19,12 @@ pub use server::Sandboxes;
 /// Serves MCP on this process's stdin and stdout until the client closes them. `defaults`
 /// are the `vm.create` settings every sandbox starts from (name, image and workspace are
 /// the tool's).
-pub async fn serve_stdio(client: Client, defaults: VmCreateParams) -> anyhow::Result<()> {
-    let running = Sandboxes::new(client, defaults)
+pub async fn serve_stdio(
+    client: Client,
+    defaults: VmCreateParams,
+    records: Option<banger_client::diff::Records>,
+) -> anyhow::Result<()> {
+    let running = Sandboxes::new(client, defaults, records)
         .serve(rmcp::transport::stdio())
         .await
         .context("starting the MCP session")?;

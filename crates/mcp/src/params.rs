@@ -138,6 +138,17 @@ pub struct SandboxArgs {
 #[serde(deny_unknown_fields)]
 pub struct NoArgs {}
 
+#[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(crate = "rmcp::schemars")]
+#[serde(deny_unknown_fields)]
+pub struct DiffArgs {
+    /// The sandbox's name (one created with a `workspace`).
+    pub sandbox: String,
+    /// Only the summary (files changed, lines added and removed), not the patch.
+    #[serde(default)]
+    pub stat: bool,
+}
+
 /// The argv an exec runs: `argv` as given, or `sh -c command`; exactly one of them.
 pub fn exec_argv(
     argv: Option<Vec<String>>,

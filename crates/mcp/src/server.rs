@@ -8,6 +8,7 @@ use banger_api::methods;
 use banger_api::system::Empty;
 use banger_api::vm::{PublishedPort, Vm, VmCreateParams, VmDeleteParams, VmRef};
 use banger_client::Client;
+use banger_client::diff::{Format, Records};
 use banger_client::run::{NoInterrupt, RunEvent, RunOptions};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -15,16 +16,19 @@ use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConf
 use rmcp::{ServerHandler, tool, tool_handler, tool_router};
 use serde::Serialize;
 
+use crate::capture::Capped;
 use crate::guest::{self, ToolError, message};
 use crate::params::{
-    self, CreateArgs, ExecArgs, ListDirArgs, NoArgs, ReadFileArgs, SandboxArgs, WriteFileArgs,
+    self, CreateArgs, DiffArgs, ExecArgs, ListDirArgs, NoArgs, OUTPUT_CAP, ReadFileArgs,
+    SandboxArgs, WriteFileArgs,
 };
 
 /// What the server tells a client at `initialize`: the workflow, in a few lines.
 const INSTRUCTIONS: &str = "banger runs disposable Linux sandboxes (microVMs). Workflow: \
 sandbox_create (optionally copying a host directory in as a workspace at /root/<name>) → \
 sandbox_exec commands in it (cwd = the workspace), sandbox_write_file / sandbox_read_file / \
-sandbox_list_dir to edit and inspect files → sandbox_delete when done. Sandboxes persist \
+sandbox_list_dir to edit and inspect files → sandbox_diff for the workspace's changes as a \
+git patch → sandbox_delete when done. Sandboxes persist \
 until deleted (sandbox_list shows them; so does `banger vm list` on the host). Network is \
 limited to the public internet unless `net` says otherwise.";
 
@@ -34,6 +38,8 @@ limited to the public internet unless `net` says otherwise.";
 pub struct Sandboxes {
     client: Client,
     defaults: VmCreateParams,
+    /// Where workspace baselines are recorded (`sandbox_diff`); `None`: not recorded.
+    records: Option<Records>,
     tool_router: ToolRouter<Sandboxes>,
 }
 
@@ -80,10 +86,11 @@ fn answer(value: &impl Serialize) -> Result<CallToolResult, ToolError> {
 
 #[tool_router]
 impl Sandboxes {
-    pub fn new(client: Client, defaults: VmCreateParams) -> Sandboxes {
+    pub fn new(client: Client, defaults: VmCreateParams, records: Option<Records>) -> Sandboxes {
         Sandboxes {
             client,
             defaults,
+            records,
             tool_router: Self::tool_router(),
         }
     }
@@ -120,6 +127,7 @@ workspace path. The sandbox lives until sandbox_delete."
             name: args.name,
             rm: false,
             workspace,
+            records: self.records.clone(),
             create,
         };
         let mut kept = None;
@@ -265,6 +273,39 @@ type (file, dir, symlink, other), size and octal mode."
     }
 
     #[tool(
+        description = "The sandbox's changes to its workspace as a git patch (binary-safe) against what was copied in: modified, added, deleted, renamed and mode-changed files. Apply it on the host with `git apply --index PATCH` in the repository (or `git apply` in a plain directory). `stat: true` gives the summary only. Empty when nothing changed."
+    )]
+    async fn sandbox_diff(
+        &self,
+        Parameters(args): Parameters<DiffArgs>,
+    ) -> Result<CallToolResult, ToolError> {
+        let records = self
+            .records
+            .as_ref()
+            .ok_or_else(|| "this server records no workspaces".to_string())?;
+        let prepared = banger_client::diff::prepare(&self.client, records, &args.sandbox, None)
+            .await
+            .map_err(|e| message(&e))?;
+        let format = if args.stat {
+            Format::Stat
+        } else {
+            Format::Patch
+        };
+        let patch = tokio::task::spawn_blocking(move || {
+            let mut out = Capped::new(OUTPUT_CAP);
+            prepared.write(format, &mut out).map(|()| out.finish())
+        })
+        .await
+        .map_err(|e| format!("the diff stopped: {e}"))?
+        .map_err(|e| message(&e))?;
+        answer(&serde_json::json!({
+            "sandbox": args.sandbox,
+            "empty": patch.total_bytes == 0,
+            "patch": patch,
+        }))
+    }
+
+    #[tool(
         description = "Delete a sandbox, stopping it first if it runs; its disks and files are gone."
     )]
     async fn sandbox_delete(
@@ -306,6 +347,7 @@ mod tests {
             [
                 "sandbox_create",
                 "sandbox_delete",
+                "sandbox_diff",
                 "sandbox_exec",
                 "sandbox_list",
                 "sandbox_list_dir",

@@ -21,6 +21,7 @@ TOOLS = [
     "sandbox_exec",
     "sandbox_read_file",
     "sandbox_write_file",
+    "sandbox_diff",
     "sandbox_list_dir",
     "sandbox_list",
     "sandbox_show",
@@ -108,6 +109,19 @@ async def sandbox(banger, image, workspace):
                 "sandbox": vm, "argv": ["cat", "hello.txt"], "cwd": created["workspace"],
             })
             summary["workspace_file"] = listing["stdout"]
+
+            unchanged = await call(session, "sandbox_diff", {"sandbox": vm})
+            summary["diff_before"] = {"empty": unchanged["empty"], "patch": unchanged["patch"]["text"]}
+            await call(session, "sandbox_exec", {
+                "sandbox": vm, "command": "echo changed >> hello.txt", "cwd": created["workspace"],
+            })
+            await call(session, "sandbox_write_file", {
+                "sandbox": vm, "path": created["workspace"] + "/new.txt", "content": "brand new\n",
+            })
+            changed = await call(session, "sandbox_diff", {"sandbox": vm})
+            summary["diff_after"] = {"empty": changed["empty"], "patch": changed["patch"]["text"]}
+            stat = await call(session, "sandbox_diff", {"sandbox": vm, "stat": True})
+            summary["diff_stat"] = stat["patch"]["text"]
 
             ran = await call(session, "sandbox_exec", {
                 "sandbox": vm, "command": "echo out; echo err >&2; exit 3",

@@ -17,6 +17,7 @@ pub async fn run(ctx: &Context, _args: McpArgs) -> anyhow::Result<u8> {
     defaults.allow = config.net.allow.clone();
     defaults.deny = config.net.deny.clone();
     let client = ctx.client().await?;
-    banger_mcp::serve_stdio(client, defaults).await?;
+    let records = banger_client::diff::Records::new(&ctx.layout.state_dir);
+    banger_mcp::serve_stdio(client, defaults, Some(records)).await?;
     Ok(0)
 }
