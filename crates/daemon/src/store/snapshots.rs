@@ -67,8 +67,14 @@ impl Store {
         match res {
             Ok(_) => Ok(()),
             Err(rusqlite::Error::SqliteFailure(e, _))
+                // With `conn`: the store's lock is held (`find_snapshot` would wait on it forever).
                 if e.code == rusqlite::ErrorCode::ConstraintViolation
-                    && self.find_snapshot(&s.name).ok().flatten().is_some() =>
+                    && conn
+                        .query_row("SELECT 1 FROM snapshots WHERE name = ?1", [&s.name], |_| Ok(()))
+                        .optional()
+                        .ok()
+                        .flatten()
+                        .is_some() =>
             {
                 Err(StoreError::SnapshotNameTaken(s.name.clone()))
             }
@@ -146,5 +152,46 @@ impl Store {
         let mut stmt = conn.prepare("SELECT id FROM snapshots")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(id: &str, name: &str, warm_key: Option<&str>) -> SnapshotRow {
+        SnapshotRow {
+            id: id.into(),
+            name: name.into(),
+            image_id: "img1".into(),
+            source_vm: "src".into(),
+            vmm: "qemu".into(),
+            spec: "{}".into(),
+            dir: format!("/snapshots/{id}"),
+            size_bytes: 1,
+            paused_ms: 1,
+            created_at: "2026-12-01T00:00:00Z".into(),
+            warm_key: warm_key.map(str::to_string),
+        }
+    }
+
+    /// Conflicts are answered, never waited on: the conflict check runs under the store's
+    /// lock that the insert holds (a second lock of it would never be granted).
+    #[test]
+    fn a_taken_name_or_warm_key_is_an_error_not_a_hang() {
+        let store = super::super::vms::tests::store_with_image();
+        store
+            .insert_snapshot(&snap("a1", "s1", Some("k")))
+            .expect("first");
+        match store.insert_snapshot(&snap("a2", "s1", None)) {
+            Err(StoreError::SnapshotNameTaken(name)) => assert_eq!(name, "s1"),
+            other => panic!("expected a taken name, got {other:?}"),
+        }
+        let same_key = store.insert_snapshot(&snap("a3", "s2", Some("k")));
+        assert!(
+            same_key.is_err() && !matches!(same_key, Err(StoreError::SnapshotNameTaken(_))),
+            "{same_key:?}"
+        );
+        assert_eq!(store.list_snapshots().expect("list").len(), 1);
     }
 }

@@ -159,7 +159,7 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use banger_api::image::Image;
 
@@ -178,7 +178,8 @@ mod tests {
         }
     }
 
-    fn store_with_image() -> Store {
+    /// An in-memory store with one image, `img1`.
+    pub(crate) fn store_with_image() -> Store {
         let store = Store::open_in_memory().expect("store");
         store
             .insert_image(&Image {

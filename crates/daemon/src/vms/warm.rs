@@ -41,8 +41,11 @@ use crate::fsutil::DirGuard;
 use crate::progress::OpContext;
 use crate::store::SnapshotRow;
 
-/// Bumped when what a ready-snapshot holds, or how it is restored, changes meaning.
-const FORMAT: u32 = 1;
+/// Bumped when what a ready-snapshot holds, or how it is restored, changes meaning
+/// (2: the template ran one command before it was saved).
+const FORMAT: u32 = 2;
+/// How long the template's first command may take.
+const FIRST_EXEC: std::time::Duration = std::time::Duration::from_secs(20);
 /// Ready-snapshots kept per image.
 const KEEP_PER_IMAGE: usize = 4;
 
@@ -302,6 +305,19 @@ impl Vms {
         if !self.warming.begin(&plan.key) {
             return Ok(None);
         }
+        // A template of this key may have finished since the caller looked (a cold start
+        // plans its ready-snapshot before it boots).
+        match self.warm_snapshot(&plan) {
+            Ok(Some(row)) => {
+                self.warming.end(&plan.key);
+                return self.snapshot_view(&row).map(Some);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                self.warming.end(&plan.key);
+                return Err(e);
+            }
+        }
         let made = self.boot_and_snapshot(image, &plan, ctx).await;
         self.warming.end(&plan.key);
         if made.is_ok() {
@@ -341,6 +357,7 @@ impl Vms {
         let snap_name = format!("{}@warm-{}", image.name, short);
         let taken = match booted {
             Ok(_) => {
+                self.first_exec(&id).await;
                 self.take_snapshot(&id, snap_name, true, Some(plan.key.clone()))
                     .await
             }
@@ -358,6 +375,41 @@ impl Vms {
             tracing::warn!(vm = %id, error = %e, "could not delete a warm start template");
         }
         taken
+    }
+
+    /// Runs `true` in the template once before it is saved: the agent's exec path (its
+    /// lazily made state, the guest kernel's fork and exec of a program from the disk) is
+    /// then already set up in every VM started from the snapshot, whose first command
+    /// otherwise pays for it (about 0.2 s under software emulation). Best effort.
+    async fn first_exec(self: &Arc<Self>, id: &str) {
+        use http_body_util::BodyExt;
+        let request = banger_guest_proto::ExecRequest {
+            argv: vec!["true".into()],
+            env: Vec::new(),
+            cwd: None,
+            user: None,
+            tty: None,
+            term: None,
+        };
+        let ran = tokio::time::timeout(FIRST_EXEC, async {
+            let (_, conn) = self.agent_of(id).await.map_err(|e| e.to_string())?;
+            let first = banger_guest_proto::frame::encode(&request).map_err(|e| e.to_string())?;
+            let (input, response) = conn.exec(first).await.map_err(|e| e.to_string())?;
+            drop(input);
+            let mut body = response.into_body();
+            while let Some(frame) = body.frame().await {
+                frame.map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        })
+        .await;
+        match ran {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(vm = %id, error = %e, "warm template: first command failed")
+            }
+            Err(_) => tracing::warn!(vm = %id, "warm template: first command timed out"),
+        }
     }
 
     /// Deletes an image's oldest ready-snapshots beyond [`KEEP_PER_IMAGE`] (those no VM is

@@ -134,6 +134,10 @@ impl Session {
 
     async fn answer(&self, req: Request<Incoming>, power_off: &Arc<Notify>) -> Response<AfterSent> {
         let path = req.uri().path().to_string();
+        if path == paths::EXEC {
+            // Streams are not faked: refused at once, before a body that may never end.
+            return refuse(StatusCode::NOT_FOUND, "fake agent: no exec");
+        }
         let body = match req.into_body().collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => Bytes::new(),
