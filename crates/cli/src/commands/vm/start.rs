@@ -1,7 +1,7 @@
 //! `banger vm start NAME`
 
 use banger_api::methods;
-use banger_api::vm::VmStartParams;
+use banger_api::vm::{Vm, VmStartParams};
 use clap::Args;
 
 use crate::Context;
@@ -23,12 +23,26 @@ pub struct StartArgs {
 }
 
 pub async fn run(ctx: &Context, client: &Client, args: StartArgs) -> anyhow::Result<u8> {
+    boot::<methods::vm::Start>(ctx, client, args, "started").await
+}
+
+/// `vm start` and `vm restart` (method `M`): the boot stages as they come, then `VERB vm
+/// NAME (ready in …)`.
+pub async fn boot<M>(
+    ctx: &Context,
+    client: &Client,
+    args: StartArgs,
+    verb: &str,
+) -> anyhow::Result<u8>
+where
+    M: banger_api::methods::Streaming<Params = VmStartParams, Result = Vm>,
+{
     let params = VmStartParams {
         vm: args.vm.clone(),
         ready_timeout_secs: args.ready_timeout,
     };
     let started = std::time::Instant::now();
-    let vm = with_progress::<methods::vm::Start>(
+    let vm = with_progress::<M>(
         client,
         &params,
         args.quiet || ctx.json,
@@ -39,7 +53,7 @@ pub async fn run(ctx: &Context, client: &Client, args: StartArgs) -> anyhow::Res
         output::print_json(&vm)?;
     } else {
         let ready = super::ready_secs(&vm).unwrap_or_else(|| started.elapsed().as_secs_f64());
-        println!("started vm {} (ready in {ready:.1}s)", vm.name);
+        println!("{verb} vm {} (ready in {ready:.1}s)", vm.name);
     }
     Ok(0)
 }
