@@ -61,13 +61,7 @@ pub fn walk(root: &Path, rel: &Path, items: &mut Items) -> anyhow::Result<()> {
     let mut pending = vec![rel.to_path_buf()];
     while let Some(rel) = pending.pop() {
         let dir = root.join(&rel);
-        let meta = std::fs::symlink_metadata(&dir)?;
-        if meta.permissions().mode() & 0o700 != 0o700 {
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-        }
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
-        {
+        for entry in entries_of(&dir)? {
             let entry = entry?;
             if is_git_dir_name(&entry.file_name()) {
                 continue;
@@ -83,18 +77,22 @@ pub fn walk(root: &Path, rel: &Path, items: &mut Items) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The entries of `dir`, made readable and searchable first (the guest's modes came with
+/// the tree; the scratch copy is ours).
+fn entries_of(dir: &Path) -> anyhow::Result<std::fs::ReadDir> {
+    let meta = std::fs::symlink_metadata(dir)?;
+    if meta.permissions().mode() & 0o700 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))
+}
+
 /// Removes every `.git` (any case, file or directory) below `root`: the guest's
 /// repositories are theirs, and host git is not to find one, even as data.
 pub fn remove_git_dirs(root: &Path) -> anyhow::Result<()> {
     let mut pending = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {
-        let meta = std::fs::symlink_metadata(&dir)?;
-        if meta.permissions().mode() & 0o700 != 0o700 {
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-        }
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
-        {
+        for entry in entries_of(&dir)? {
             let entry = entry?;
             let is_dir = entry.file_type()?.is_dir();
             if is_git_dir_name(&entry.file_name()) {
