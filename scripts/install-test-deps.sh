@@ -32,6 +32,8 @@ declare -A PACKAGES=(
   [ip]=iproute2
   [ssh]=openssh-client
   [ssh-keygen]=openssh-client
+  # tests/remote_ssh.rs starts its own sshd on a loopback port (never the system's).
+  [sshd]=openssh-server
   [git]=git
   # tests/vm_diff.rs applies a plain directory's text patch with GNU patch.
   [patch]=patch
@@ -106,6 +108,20 @@ if [[ $(id -u) -ne 0 ]]; then
   SUDO=(sudo)
 fi
 export DEBIAN_FRONTEND=noninteractive
+# Installing a server package starts its service (openssh-server: sshd on port 22): the
+# tests only need the binary, so services stay stopped while we install (policy-rc.d 101,
+# honoured by invoke-rc.d and deb-systemd-invoke), unless the machine has its own policy.
+policy=/usr/sbin/policy-rc.d
+ours_policy=0
+if [[ ! -e $policy ]]; then
+  printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
+  "${SUDO[@]}" chmod 755 "$policy"
+  ours_policy=1
+fi
 "${SUDO[@]}" apt-get update -qq
-"${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+"${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" || {
+  [[ $ours_policy = 1 ]] && "${SUDO[@]}" rm -f "$policy"
+  exit 1
+}
+[[ $ours_policy = 1 ]] && "${SUDO[@]}" rm -f "$policy"
 install_mcp_venv

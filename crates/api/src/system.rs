@@ -7,6 +7,12 @@ pub struct PingResult {
     pub ok: bool,
     pub pid: u32,
     pub uptime_seconds: u64,
+    /// The daemon's package version (empty from daemons older than this field).
+    #[serde(default)]
+    pub version: String,
+    /// [`crate::API_VERSION`] of the daemon (0 from daemons older than this field).
+    #[serde(default)]
+    pub api_version: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

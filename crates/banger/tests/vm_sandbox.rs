@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use banger_testkit::oci_image::sha256;
 use banger_testkit::{tools, wait};
-use common::TestEnv;
+use common::{PTY_DRIVER, TestEnv, on_pty};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -243,52 +243,6 @@ fn run_copies_a_git_workspace_and_dry_run_lists_it() {
         "--dry-run differs from the copy"
     );
 }
-
-/// Runs `script` (Python) driving `banger ARGS` on a pseudo-terminal; returns what it printed.
-fn on_pty(env: &TestEnv, args: &[&str], script: &str) -> String {
-    let mut cmd = Command::new(tools::require("python3"));
-    cmd.arg("-c")
-        .arg(script)
-        .arg(env!("CARGO_BIN_EXE_banger"))
-        .args(args);
-    env.apply(&mut cmd);
-    let out = cmd.output().expect("python3");
-    assert!(
-        out.status.success(),
-        "pty driver failed: {}\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
-}
-
-const PTY_DRIVER: &str = r#"
-import fcntl, os, pty, select, struct, sys, termios, time
-pid, fd = pty.fork()
-if pid == 0:
-    os.execv(sys.argv[1], sys.argv[1:])
-def read_until(token, limit=60):
-    buf, end = b"", time.time() + limit
-    while token not in buf:
-        if time.time() > end:
-            raise SystemExit("timed out waiting for %r; got %r" % (token, buf[-400:]))
-        r, _, _ = select.select([fd], [], [], 1)
-        if r:
-            try:
-                buf += os.read(fd, 4096)
-            except OSError:
-                break
-    return buf
-os.write(fd, b"tty; echo TTY-$((40+2))\n")
-print(read_until(b"TTY-42\r\n").decode(errors="replace"))
-fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 37, 101, 0, 0))
-time.sleep(0.2)
-os.write(fd, b"stty size; echo SIZE-$((40+2))\n")
-print(read_until(b"SIZE-42\r\n").decode(errors="replace"))
-os.write(fd, b"exit 0\n")
-_, status = os.waitpid(pid, 0)
-print("EXIT", os.waitstatus_to_exitcode(status))
-"#;
 
 /// One dev VM with a published port serves the pty, cp, ports and network assertions.
 #[test]

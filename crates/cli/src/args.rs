@@ -27,6 +27,12 @@ pub struct Cli {
     /// the CLI starts gets the same three directories.
     #[arg(long, global = true, value_name = "DIR")]
     pub runtime_dir: Option<PathBuf>,
+    /// Drive the daemon on another host: ssh://[user@]host[:port]. Every command goes
+    /// through `ssh HOST banger daemon dial-stdio` (your OpenSSH config, keys and agent);
+    /// local paths (`vm run PATH`, `vm cp`) stay on this machine. Also $BANGER_HOST, or
+    /// `host = "…"` in the config file. Given before the command: `banger --host URL vm list`.
+    #[arg(long, value_name = "URL", env = "BANGER_HOST")]
+    pub host: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -214,6 +220,17 @@ pub struct KernelArgs {
 pub enum DaemonCommand {
     /// Is the daemon running? Exit status 0 if so, 3 if not.
     Status,
+    /// Bridge stdin/stdout to this machine's daemon (starting it when needed): what
+    /// `banger --host ssh://HOST` runs on HOST through ssh. Not for a terminal.
+    #[command(
+        name = "dial-stdio",
+        after_help = "Run by `banger --host ssh://…` as `ssh HOST banger daemon dial-stdio`; each run carries one\nconnection. To restrict an ssh key to banger alone, in ~/.ssh/authorized_keys on HOST:\n  restrict,command=\"banger daemon dial-stdio\" ssh-ed25519 AAAA… you@laptop"
+    )]
+    DialStdio {
+        /// Do not start the daemon: exit with status 3 when none runs.
+        #[arg(long)]
+        no_start: bool,
+    },
     /// Start the daemon in the background (commands also start it on demand).
     Start,
     /// Stop the daemon gracefully (in-flight requests finish first).

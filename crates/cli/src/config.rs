@@ -15,6 +15,9 @@
 //! # A kernel in banger's kernel store (`banger kernel list`), used as --kernel-ref when
 //! # the default image is pulled.
 //! default_kernel = "default"
+//! # The daemon to drive, on another host (as --host and $BANGER_HOST, which win):
+//! # ssh://[user@]host[:port]. Unset: this machine's daemon.
+//! host = "ssh://me@build-box"
 //!
 //! # Defaults for `banger vm run` and `banger vm create`; flags win. Unset keys are left to
 //! # the daemon (its defaults are named in `banger config show`).
@@ -122,6 +125,8 @@ pub struct Config {
     pub vm: VmDefaults,
     pub net: NetLists,
     pub daemon: DaemonSettings,
+    /// `host`: another host's daemon (`ssh://…`), checked when used.
+    pub host: Option<Setting<String>>,
 }
 
 /// `[net]`: destinations every new VM allows or denies (flags add to them).
@@ -158,6 +163,7 @@ struct RawConfig {
     net: RawNet,
     /// Checked by `banger_api::config`, bangerd's reader too.
     daemon: Option<toml::Value>,
+    host: Option<toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -396,10 +402,15 @@ impl Config {
                 key: e.key,
                 message: e.message,
             })?;
+        let host = string("host", raw.host)?;
+        if let Some(h) = &host {
+            banger_client::SshTarget::parse(h).map_err(|e| err("host", e.to_string()))?;
+        }
         fn from<T>(file: &Source) -> impl Fn(T) -> Setting<T> + '_ {
             move |v| Setting::new(v, file.clone())
         }
         Ok(Config {
+            host: host.map(from(&file)),
             path: path.to_path_buf(),
             file_found: true,
             default_image,

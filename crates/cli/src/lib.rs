@@ -16,27 +16,64 @@ use clap::Parser;
 
 use crate::args::{Cli, Command};
 use crate::output::{Style, Tone};
-use banger_client::{Client, ClientError};
+use banger_client::{Client, ClientError, SshTarget};
 
 /// What every command needs.
 pub struct Context {
     pub layout: Layout,
     pub json: bool,
     pub style: Style,
+    /// `--host`: the daemon is on that host, reached through ssh.
+    pub remote: Option<SshTarget>,
 }
 
 impl Context {
-    /// A client for a running daemon, starting one if needed.
+    /// A client for a running daemon, starting one if needed (here, or on `--host`).
     pub async fn client(&self) -> anyhow::Result<Client> {
-        // The daemon reads config.toml's `[daemon]` itself; a bad file is reported here first.
-        let preflight = || config::Config::load().map(drop);
-        Ok(banger_client::autostart::ensure_daemon(&self.layout, preflight).await?)
+        let client = match &self.remote {
+            Some(target) => banger_client::autostart::ensure_remote(target).await?,
+            None => {
+                // The daemon reads config.toml's `[daemon]` itself; a bad file is reported
+                // here first.
+                let preflight = || config::Config::load().map(drop);
+                banger_client::autostart::ensure_daemon(&self.layout, preflight).await?
+            }
+        };
+        if let Some(notice) = client.notice() {
+            let style = Style::detect();
+            eprintln!(
+                "banger: {} {}",
+                style.paint(Tone::Warn, "warning:"),
+                visible(notice)
+            );
+        }
+        Ok(client)
     }
 
     /// A client that never starts the daemon (status, stop, version).
     pub fn plain_client(&self) -> Client {
-        Client::new(&self.layout.socket_path())
+        match &self.remote {
+            Some(target) => Client::ssh(target.clone(), false),
+            None => Client::new(&self.layout.socket_path()),
+        }
     }
+}
+
+/// `--host` (or $BANGER_HOST), else the config file's `host`.
+fn remote_target(cli: &Cli) -> anyhow::Result<Option<SshTarget>> {
+    let text = match &cli.host {
+        Some(h) if h.is_empty() => return Ok(None),
+        Some(h) => h.clone(),
+        None => match config::Config::load() {
+            Ok(c) => match c.host {
+                Some(h) => h.value,
+                None => return Ok(None),
+            },
+            // A bad file is reported by the command that reads it.
+            Err(_) => return Ok(None),
+        },
+    };
+    Ok(Some(SshTarget::parse(&text)?))
 }
 
 /// The XDG layout, with the directories given on the command line (made absolute: the
@@ -61,10 +98,21 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let remote = match remote_target(&cli) {
+        Ok(remote) => remote,
+        Err(e) => {
+            report(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(target) = &remote {
+        commands::set_daemon_host(&target.to_string());
+    }
     let ctx = Context {
         layout,
         json: cli.json,
         style: Style::detect(),
+        remote,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

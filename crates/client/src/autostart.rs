@@ -19,21 +19,64 @@ use crate::transport::{Client, ClientError};
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Returns a client for a daemon that answers, starting one if none does; `preflight`
-/// runs first when one is started (the CLI reports a bad config file there).
+/// runs first when one is started (the CLI reports a bad config file there). The daemon's
+/// version is checked first: see [`check_version`].
 pub async fn ensure_daemon(
     layout: &Layout,
     preflight: impl FnOnce() -> anyhow::Result<()>,
 ) -> Result<Client, Error> {
     let client = Client::new(&layout.socket_path());
-    match ping(&client).await {
-        Ok(_) => Ok(client),
+    let answer = match ping(&client).await {
+        Ok(answer) => answer,
         Err(ClientError::NotRunning { .. }) => {
             preflight()?;
-            start_daemon(layout).await?;
-            Ok(client)
+            start_daemon(layout).await?
         }
-        Err(e) => Err(e.into()),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(client.with_notice(check_version(&answer, None)?))
+}
+
+/// A client of the daemon on `target`, through ssh: the remote side starts its daemon when
+/// none runs (`banger daemon dial-stdio`). The same version check as locally.
+pub async fn ensure_remote(target: &crate::SshTarget) -> Result<Client, Error> {
+    let client = Client::ssh(target.clone(), true);
+    let answer = ping(&client).await?;
+    Ok(client.with_notice(check_version(&answer, Some(target))?))
+}
+
+/// The daemon's versions against this client's: another API version is an error naming
+/// both; another release with the same API is a warning (returned for the front end).
+pub fn check_version(
+    answer: &PingResult,
+    remote: Option<&crate::SshTarget>,
+) -> Result<Option<String>, ClientError> {
+    let ours = env!("CARGO_PKG_VERSION");
+    let at = remote.map(|t| format!(" on {t}")).unwrap_or_default();
+    if answer.api_version == 0 {
+        return Ok(Some(format!(
+            "bangerd{at} is older than this banger {ours} (it does not report its version); \
+             if a command fails, update it"
+        )));
     }
+    if answer.api_version != banger_api::API_VERSION {
+        return Err(ClientError::VersionMismatch {
+            client: ours.to_string(),
+            client_api: banger_api::API_VERSION,
+            daemon: answer.version.clone(),
+            daemon_api: answer.api_version,
+            at,
+        });
+    }
+    if answer.version != ours {
+        return Ok(Some(format!(
+            "bangerd{at} is version {}, this banger is {ours} (same API {}): it works, but \
+             updating both to one version is safer",
+            answer.version,
+            banger_api::API_VERSION
+        )));
+    }
+    Ok(None)
 }
 
 pub async fn ping(client: &Client) -> Result<PingResult, ClientError> {
@@ -162,6 +205,45 @@ fn log_tail(path: &std::path::Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn answer(version: &str, api: u32) -> PingResult {
+        PingResult {
+            ok: true,
+            pid: 1,
+            uptime_seconds: 0,
+            version: version.into(),
+            api_version: api,
+        }
+    }
+
+    #[test]
+    fn versions_that_matter_are_errors_and_others_warnings() {
+        let ours = env!("CARGO_PKG_VERSION");
+        assert_eq!(
+            check_version(&answer(ours, banger_api::API_VERSION), None).expect("same"),
+            None
+        );
+        let warning = check_version(&answer("0.0.9", banger_api::API_VERSION), None)
+            .expect("same API")
+            .expect("a warning");
+        assert!(
+            warning.contains("0.0.9") && warning.contains(ours),
+            "{warning}"
+        );
+        let target = crate::SshTarget::parse("ssh://me@box").expect("parses");
+        let e = check_version(&answer("9.0.0", banger_api::API_VERSION + 1), Some(&target))
+            .expect_err("another API");
+        let text = e.to_string();
+        assert!(
+            text.contains("9.0.0") && text.contains(ours) && text.contains("ssh://me@box"),
+            "{text}"
+        );
+        assert!(
+            check_version(&answer("", 0), None)
+                .expect("old daemon")
+                .is_some()
+        );
+    }
 
     #[test]
     fn a_lock_file_naming_another_live_process_means_another_daemon() {

@@ -1,6 +1,7 @@
 //! banger-client: the one client engine of `bangerd`. Every front end (the `banger` CLI, and
 //! later an MCP server or a remote client) stands on this crate: the socket transport and
-//! typed calls ([`transport`]), starting a daemon on first use ([`autostart`]), exec
+//! typed calls ([`transport`]) to this machine's daemon or another host's over ssh
+//! ([`endpoint`], [`ssh`]), starting a daemon on first use ([`autostart`]), exec
 //! sessions ([`exec`]), file transfer with the host's one confined extractor
 //! ([`transfer`]), workspace selection ([`workspace`]), `vm run`'s client half ([`run`])
 //! and the guest's changes to a workspace as a patch ([`diff`]).
@@ -11,12 +12,15 @@
 
 pub mod autostart;
 pub mod diff;
+pub mod endpoint;
 pub mod exec;
 pub mod run;
+pub mod ssh;
 pub mod transfer;
 pub mod transport;
 pub mod workspace;
 
+pub use endpoint::{Endpoint, SshTarget};
 pub use transport::{Client, ClientError};
 
 /// An error of this crate: the daemon's (typed, with its code), an interrupted step, or

@@ -1,6 +1,13 @@
-//! A small RPC client for the daemon's socket (HTTP/1.1 over a Unix stream).
+//! A small RPC client for the daemon (HTTP/1.1 over its Unix socket, or over an ssh
+//! bridge to another host's socket: [`crate::endpoint`]).
+//!
+//! A connection left idle by a completed call is kept and used for the next call, so a
+//! command's calls share one connection (over ssh: one ssh session instead of one each).
+//! Streaming and upgraded calls take a connection for themselves and never give it back:
+//! closing it is how the daemon learns that the client went.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use banger_api::event::{OpEvent, StreamLine};
 use banger_api::layout::PrivateDirError;
@@ -9,11 +16,16 @@ use banger_api::{ApiError, ErrorBody, NDJSON, RPC_PREFIX};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
+use hyper::client::conn::http1::SendRequest;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
+
+use crate::endpoint::{Endpoint, SshTarget};
+use crate::ssh::{SshStream, Tunnel};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -47,34 +59,141 @@ pub enum ClientError {
     Api(#[from] ApiError),
     #[error("talking to bangerd: {0}")]
     Protocol(String),
+    /// ssh itself failed (a wrong host, a refused key), or the remote bridge did.
+    #[error("{host}: {message}")]
+    Ssh { host: String, message: String },
+    /// The remote host answers, but no daemon runs there (and none was to be started).
+    #[error("bangerd is not running on {host}{}", if message.is_empty() { String::new() } else { format!(" ({message})") })]
+    RemoteNotRunning { host: String, message: String },
+    /// The daemon speaks another version of the API.
+    #[error(
+        "this banger {client} (API {client_api}) cannot drive bangerd {daemon} (API {daemon_api}){at}: \
+         install the same banger version on both sides (then `banger daemon stop` there, and \
+         the next command starts the new daemon)"
+    )]
+    VersionMismatch {
+        client: String,
+        client_api: u32,
+        daemon: String,
+        daemon_api: u32,
+        at: String,
+    },
 }
 
-#[derive(Debug, Clone)]
+impl ClientError {
+    /// No daemon answers there (locally or on the remote host).
+    pub fn is_not_running(&self) -> bool {
+        matches!(
+            self,
+            ClientError::NotRunning { .. } | ClientError::RemoteNotRunning { .. }
+        )
+    }
+}
+
+/// A connection's bytes: a Unix stream or an ssh bridge.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+type Sender = SendRequest<Full<Bytes>>;
+
+#[derive(Clone)]
 pub struct Client {
-    socket: PathBuf,
+    endpoint: Endpoint,
+    /// Over ssh: whether the remote bridge starts a daemon when none runs.
+    start_remote: bool,
+    /// A connection a completed call left open, for the next call.
+    idle: Arc<Mutex<Option<Idle>>>,
+    /// What the version check found worth a warning (for the front end to show).
+    notice: Option<Arc<str>>,
+}
+
+/// An idle connection, with its ssh bridge (if any) for error reports.
+struct Idle {
+    sender: Sender,
+    tunnel: Option<Tunnel>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
+    /// A client of this machine's daemon at `socket`.
     pub fn new(socket: &Path) -> Self {
-        Client {
+        Client::at(Endpoint::Local {
             socket: socket.to_path_buf(),
+        })
+    }
+
+    /// A client of another host's daemon, through ssh; `start_daemon`: the remote side
+    /// starts one when none runs.
+    pub fn ssh(target: SshTarget, start_daemon: bool) -> Self {
+        Client {
+            start_remote: start_daemon,
+            ..Client::at(Endpoint::Ssh(target))
         }
     }
 
-    pub fn socket(&self) -> &Path {
-        &self.socket
+    fn at(endpoint: Endpoint) -> Self {
+        Client {
+            endpoint,
+            start_remote: true,
+            idle: Arc::new(Mutex::new(None)),
+            notice: None,
+        }
+    }
+
+    /// This client with a warning for the front end to show once.
+    pub fn with_notice(mut self, notice: Option<String>) -> Self {
+        self.notice = notice.map(Arc::from);
+        self
+    }
+
+    /// The version check's warning, if any.
+    pub fn notice(&self) -> Option<&str> {
+        self.notice.as_deref()
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The remote host, when the daemon is not this machine's.
+    pub fn remote(&self) -> Option<&SshTarget> {
+        match &self.endpoint {
+            Endpoint::Ssh(t) => Some(t),
+            Endpoint::Local { .. } => None,
+        }
+    }
+
+    /// Where the daemon is, for messages: its socket, or `ssh://…`.
+    pub fn location(&self) -> String {
+        match &self.endpoint {
+            Endpoint::Local { socket } => socket.display().to_string(),
+            Endpoint::Ssh(t) => t.to_string(),
+        }
     }
 
     /// Calls `M` with `params` and decodes its result.
     pub async fn call<M: Call>(&self, params: &M::Params) -> Result<M::Result, ClientError> {
-        let response = self
+        let (response, sender, tunnel) = self
             .send(
                 M::NAME,
                 params,
                 &[(hyper::header::ACCEPT, "application/json")],
             )
             .await?;
-        decode_whole(response).await
+        let status = response.status();
+        let bytes = match response.into_body().collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => return Err(self.broken(tunnel.as_ref(), e).await),
+        };
+        self.keep(sender, tunnel);
+        decode(status, &bytes)
     }
 
     /// Calls a streaming method: `on_event` sees each progress event as it arrives, then
@@ -85,7 +204,7 @@ impl Client {
         params: &M::Params,
         mut on_event: impl FnMut(&OpEvent),
     ) -> Result<M::Result, ClientError> {
-        let response = self
+        let (response, _sender, tunnel) = self
             .send(M::NAME, params, &[(hyper::header::ACCEPT, NDJSON)])
             .await?;
         let streaming = response
@@ -99,7 +218,10 @@ impl Client {
         let mut body = response.into_body();
         let mut pending: Vec<u8> = Vec::new();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) => return Err(self.broken(tunnel.as_ref(), e).await),
+            };
             let Ok(data) = frame.into_data() else {
                 continue;
             };
@@ -119,9 +241,12 @@ impl Client {
                 }
             }
         }
-        Err(ClientError::Protocol(
-            "bangerd closed the stream before the result (did it crash? see its log)".into(),
-        ))
+        match tunnel {
+            Some(t) => Err(t.failure().await),
+            None => Err(ClientError::Protocol(
+                "bangerd closed the stream before the result (did it crash? see its log)".into(),
+            )),
+        }
     }
 
     /// Calls a method that switches the connection to another protocol (`vm.exec`): the
@@ -138,7 +263,7 @@ impl Client {
             (hyper::header::CONNECTION, "Upgrade"),
             (hyper::header::UPGRADE, protocol),
         ];
-        let response = self.send(method, params, &headers).await?;
+        let (response, _sender, _tunnel) = self.send(method, params, &headers).await?;
         let status = response.status();
         if status == hyper::StatusCode::SWITCHING_PROTOCOLS {
             // An older daemon switches to an older framing of the same stream: refuse it
@@ -165,39 +290,53 @@ impl Client {
         )))
     }
 
-    /// Connects, and makes sure the server is us or root before anything is written.
-    async fn connect(&self) -> Result<UnixStream, ClientError> {
-        let stream = self.connect_unchecked().await?;
-        let server_uid = stream
-            .peer_cred()
-            .map_err(|e| {
-                ClientError::Protocol(format!("reading the socket's peer credentials: {e}"))
-            })?
-            .uid();
-        let uid = effective_uid();
-        if server_uid != uid && server_uid != 0 {
-            return Err(ClientError::ForeignServer {
-                socket: self.socket.clone(),
-                server_uid,
-                uid,
-            });
+    /// A new connection: the local socket (checked to be served by us or root before
+    /// anything is written), or a new ssh bridge.
+    async fn connect(&self) -> Result<(Box<dyn Io>, Option<Tunnel>), ClientError> {
+        match &self.endpoint {
+            Endpoint::Local { socket } => Ok((Box::new(connect_local(socket).await?), None)),
+            Endpoint::Ssh(target) => {
+                let stream: SshStream = Tunnel::open(target, self.start_remote)?;
+                let tunnel = stream.tunnel();
+                Ok((Box::new(stream), Some(tunnel)))
+            }
         }
-        Ok(stream)
     }
 
-    async fn connect_unchecked(&self) -> Result<UnixStream, ClientError> {
-        UnixStream::connect(&self.socket).await.map_err(|source| {
-            if source.kind() == std::io::ErrorKind::PermissionDenied {
-                ClientError::PermissionDenied {
-                    socket: self.socket.clone(),
-                }
-            } else {
-                ClientError::NotRunning {
-                    socket: self.socket.clone(),
-                    source,
-                }
-            }
-        })
+    /// The idle connection if it is still open, else a new one.
+    async fn sender(&self) -> Result<(Sender, Option<Tunnel>, bool), ClientError> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut idle) = idle
+            && idle.sender.ready().await.is_ok()
+        {
+            return Ok((idle.sender, idle.tunnel, true));
+        }
+        let (stream, tunnel) = self.connect().await?;
+        let handshake = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await;
+        let (sender, conn) = match handshake {
+            Ok(pair) => pair,
+            Err(e) => return Err(self.broken(tunnel.as_ref(), e).await),
+        };
+        // `with_upgrades` lets `upgrade` take the connection over; other calls never switch.
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok((sender, tunnel, false))
+    }
+
+    /// The error for a connection that broke before the daemon answered: over ssh, what
+    /// ssh or the remote bridge said.
+    async fn broken(&self, tunnel: Option<&Tunnel>, e: impl ToString) -> ClientError {
+        let message = e.to_string();
+        match tunnel {
+            Some(t) => t.failure().await,
+            None => ClientError::Protocol(message),
+        }
+    }
+
+    /// Puts a connection whose call completed back for the next call.
+    fn keep(&self, sender: Sender, tunnel: Option<Tunnel>) {
+        *self.idle.lock().unwrap_or_else(|e| e.into_inner()) = Some(Idle { sender, tunnel });
     }
 
     async fn send<P: Serialize>(
@@ -205,30 +344,73 @@ impl Client {
         method: &str,
         params: &P,
         headers: &[(hyper::header::HeaderName, &str)],
-    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
-        let stream = self.connect().await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| protocol_error(&e))?;
-        // `with_upgrades` lets `upgrade` take the connection over; other calls never switch.
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        let body = serde_json::to_vec(params).map_err(|e| protocol_error(&e))?;
-        let mut request = Request::post(format!("http://banger{RPC_PREFIX}{method}"))
-            .header(hyper::header::HOST, "banger")
-            .header(hyper::header::CONTENT_TYPE, "application/json");
-        for (name, value) in headers {
-            request = request.header(name, *value);
+    ) -> Result<
+        (
+            hyper::Response<hyper::body::Incoming>,
+            Sender,
+            Option<Tunnel>,
+        ),
+        ClientError,
+    > {
+        let body = Bytes::from(serde_json::to_vec(params).map_err(|e| protocol_error(&e))?);
+        let request = || {
+            let mut request = Request::post(format!("http://banger{RPC_PREFIX}{method}"))
+                .header(hyper::header::HOST, "banger")
+                .header(hyper::header::USER_AGENT, USER_AGENT)
+                .header(hyper::header::CONTENT_TYPE, "application/json");
+            for (name, value) in headers {
+                request = request.header(name, *value);
+            }
+            request
+                .body(Full::new(body.clone()))
+                .map_err(|e| protocol_error(&e))
+        };
+        let (mut sender, tunnel, reused) = self.sender().await?;
+        match sender.send_request(request()?).await {
+            Ok(response) => Ok((response, sender, tunnel)),
+            // The daemon may close an idle connection at any moment (a restart, its idle
+            // timeout): a request that never reached it goes again on a new connection.
+            Err(e) if reused && e.is_canceled() || reused && e.is_incomplete_message() => {
+                let (mut sender, tunnel, _) = self.sender().await?;
+                match sender.send_request(request()?).await {
+                    Ok(response) => Ok((response, sender, tunnel)),
+                    Err(e) => Err(self.broken(tunnel.as_ref(), e).await),
+                }
+            }
+            Err(e) => Err(self.broken(tunnel.as_ref(), e).await),
         }
-        let request = request
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| protocol_error(&e))?;
-        sender
-            .send_request(request)
-            .await
-            .map_err(|e| protocol_error(&e))
     }
+}
+
+/// Sent with every request: the daemon logs who talks to it.
+const USER_AGENT: &str = concat!("banger/", env!("CARGO_PKG_VERSION"));
+
+async fn connect_local(socket: &Path) -> Result<UnixStream, ClientError> {
+    let stream = UnixStream::connect(socket).await.map_err(|source| {
+        if source.kind() == std::io::ErrorKind::PermissionDenied {
+            ClientError::PermissionDenied {
+                socket: socket.to_path_buf(),
+            }
+        } else {
+            ClientError::NotRunning {
+                socket: socket.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    let server_uid = stream
+        .peer_cred()
+        .map_err(|e| ClientError::Protocol(format!("reading the socket's peer credentials: {e}")))?
+        .uid();
+    let uid = effective_uid();
+    if server_uid != uid && server_uid != 0 {
+        return Err(ClientError::ForeignServer {
+            socket: socket.to_path_buf(),
+            server_uid,
+            uid,
+        });
+    }
+    Ok(stream)
 }
 
 fn socket_dir(socket: &Path) -> std::path::Display<'_> {

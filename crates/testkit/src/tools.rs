@@ -34,6 +34,7 @@ pub fn debian_package(tool: &str) -> &str {
         "apt-get" | "apt-cache" => "apt",
         "dpkg-deb" => "dpkg",
         "ssh" | "ssh-keygen" => "openssh-client",
+        "sshd" => "openssh-server",
         "pasta" | "passt" => "passt",
         other => other,
     }

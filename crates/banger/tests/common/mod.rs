@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 pub struct TestEnv {
     pub root: tempfile::TempDir,
+    /// More environment for both binaries (e.g. `BANGER_HOST` for a remote client).
+    pub extra_env: Vec<(String, String)>,
 }
 
 /// `config.toml` with warm starts off (every test's default).
@@ -18,7 +20,10 @@ impl TestEnv {
             .prefix("banger-e2e-")
             .tempdir()
             .expect("creating a temp dir");
-        let env = TestEnv { root };
+        let env = TestEnv {
+            root,
+            extra_env: Vec::new(),
+        };
         // Cold boots unless a test asks: a warm start's background template would boot a
         // second guest beside every test's own (`tests/vm_warm.rs` turns them on).
         env.write_config(COLD);
@@ -52,7 +57,11 @@ impl TestEnv {
             .env("NO_COLOR", "1")
             .env("BANGER_AGENT", banger_testkit::vm::agent_binary())
             .env("BANGER_FIRECRACKER", firecracker())
-            .env_remove("BANGER_LOG");
+            .env_remove("BANGER_LOG")
+            .env_remove("BANGER_HOST");
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
     }
 
     pub fn banger_cmd(&self, args: &[&str]) -> Command {
@@ -204,6 +213,62 @@ impl Drop for TestEnv {
         kill_processes_mentioning(&self.root.path().to_string_lossy());
     }
 }
+
+/// Runs `script` (Python) driving `banger ARGS` on a pseudo-terminal; returns what it
+/// printed.
+pub fn on_pty(env: &TestEnv, args: &[&str], script: &str) -> String {
+    let mut cmd = Command::new(banger_testkit::tools::require("python3"));
+    cmd.arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_banger"))
+        .args(args);
+    env.apply(&mut cmd);
+    let out = cmd.output().expect("python3");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "pty driver failed: {stdout}\n{stderr}"
+    );
+    stdout
+}
+
+/// For [`on_pty`]: on a login shell, `tty`, then a window resize and `stty size`, then
+/// `exit 0`; prints what it read and `EXIT <status>`.
+pub const PTY_DRIVER: &str = r#"
+import fcntl, os, pty, select, struct, sys, termios, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+def read_until(token, limit=60):
+    buf, end = b"", time.time() + limit
+    while token not in buf:
+        if time.time() > end:
+            raise SystemExit("timed out waiting for %r; got %r" % (token, buf[-400:]))
+        r, _, _ = select.select([fd], [], [], 1)
+        if r:
+            try:
+                buf += os.read(fd, 4096)
+            except OSError:
+                break
+    return buf
+os.write(fd, b"tty; echo TTY-$((40+2))\n")
+print(read_until(b"TTY-42\r\n").decode(errors="replace"))
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 37, 101, 0, 0))
+# The resize travels to the guest on its own: ask until it arrived (or the deadline).
+out, end = b"", time.time() + 30
+while b"37 101" not in out:
+    if time.time() > end:
+        raise SystemExit("the new window size never reached the guest; got %r" % out[-400:])
+    os.write(fd, b"stty size; echo SIZE-$((40+2))\n")
+    out = read_until(b"SIZE-42\r\n")
+print(out.decode(errors="replace"))
+os.write(fd, b"exit 0\n")
+_, status = os.waitpid(pid, 0)
+print("EXIT", os.waitstatus_to_exitcode(status))
+"#;
 
 /// SIGKILLs the processes of every VM's `pids.json` under `vms_dir` that still run with
 /// the recorded start time (a reused pid is left alone).

@@ -1,4 +1,4 @@
-//! `banger daemon status|start|stop`
+//! `banger daemon status|start|stop|dial-stdio`
 
 use std::time::{Duration, Instant};
 
@@ -38,19 +38,30 @@ pub async fn run(ctx: &Context, command: DaemonCommand) -> anyhow::Result<u8> {
                 }
                 Ok(0)
             }
-            Err(ClientError::NotRunning { .. }) => {
+            Err(e) if e.is_not_running() => {
                 if ctx.json {
                     crate::output::print_json(&json!({ "running": false }))?;
                 } else {
-                    println!(
-                        "bangerd is not running (socket {})",
-                        client.socket().display()
-                    );
+                    println!("bangerd is not running ({})", client.location());
                 }
                 Ok(EXIT_NOT_RUNNING)
             }
             Err(e) => Err(e.into()),
         },
+        DaemonCommand::Start if ctx.remote.is_some() => {
+            // The remote bridge starts the daemon there when none runs.
+            let ping = autostart::ping(&ctx.client().await?).await?;
+            if ctx.json {
+                crate::output::print_json(&json!({ "pid": ping.pid }))?;
+            } else {
+                println!(
+                    "bangerd running on {} (pid {})",
+                    client.location(),
+                    ping.pid
+                );
+            }
+            Ok(0)
+        }
         DaemonCommand::Start => {
             let (started, ping) = match autostart::ping(&client).await {
                 Ok(p) => (false, p),
@@ -72,10 +83,13 @@ pub async fn run(ctx: &Context, command: DaemonCommand) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+        DaemonCommand::DialStdio { no_start } => {
+            crate::commands::dial_stdio::run(ctx, no_start).await
+        }
         DaemonCommand::Stop => {
             match client.call::<methods::system::Shutdown>(&Empty {}).await {
                 Ok(_) => {}
-                Err(ClientError::NotRunning { .. }) => {
+                Err(e) if e.is_not_running() => {
                     if !ctx.json {
                         println!("bangerd is not running");
                     } else {
@@ -88,7 +102,7 @@ pub async fn run(ctx: &Context, command: DaemonCommand) -> anyhow::Result<u8> {
             // Wait until the process is gone (its instance lock is free), so
             // `stop && start` is safe in scripts.
             let deadline = Instant::now() + Duration::from_secs(30);
-            while lock_is_held(&ctx.layout.state_lock_path()) {
+            while stopping(ctx, &client).await {
                 if Instant::now() > deadline {
                     bail!("bangerd did not stop within 30s; see its log");
                 }
@@ -101,6 +115,18 @@ pub async fn run(ctx: &Context, command: DaemonCommand) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+    }
+}
+
+/// True while the daemon is still there: its instance lock held (here), or it still
+/// answers (on `--host`, asked without starting one).
+async fn stopping(ctx: &Context, client: &banger_client::Client) -> bool {
+    match &ctx.remote {
+        None => lock_is_held(&ctx.layout.state_lock_path()),
+        Some(_) => !matches!(
+            autostart::ping(client).await,
+            Err(ref e) if e.is_not_running()
+        ),
     }
 }
 

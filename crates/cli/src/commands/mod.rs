@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod dial_stdio;
 pub mod doctor;
 pub mod image;
 pub mod kernel;
@@ -44,7 +45,53 @@ pub async fn with_progress<M: Streaming>(
     Ok(result?)
 }
 
-pub use banger_client::{absolute, local_source_absolute};
+/// The remote host (`--host`) whose daemon reads the paths in arguments, set once by
+/// `main` before any command runs.
+static DAEMON_HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Records that the daemon runs on `host`: paths in arguments then name that host's files.
+pub fn set_daemon_host(host: &str) {
+    let _ = DAEMON_HOST.set(host.to_string());
+}
+
+/// A path the daemon reads: made absolute against this directory, or, with `--host`, a
+/// path on that host, which must then be absolute (this machine's working directory means
+/// nothing there).
+pub fn absolute(path: &std::path::Path) -> anyhow::Result<String> {
+    match DAEMON_HOST.get() {
+        None => Ok(banger_client::absolute(path)?),
+        Some(host) => remote_path(host, path),
+    }
+}
+
+/// `oci:`, `oci-archive:` and `docker-archive:` references: their paths as [`absolute`]
+/// makes them.
+pub fn local_source_absolute(reference: &str) -> anyhow::Result<String> {
+    match DAEMON_HOST.get() {
+        None => Ok(banger_client::local_source_absolute(reference)?),
+        Some(host) => {
+            for prefix in ["oci:", "oci-archive:", "docker-archive:"] {
+                if let Some(rest) = reference.strip_prefix(prefix) {
+                    remote_path(host, std::path::Path::new(rest))?;
+                }
+            }
+            Ok(reference.to_string())
+        }
+    }
+}
+
+fn remote_path(host: &str, path: &std::path::Path) -> anyhow::Result<String> {
+    if !path.is_absolute() {
+        anyhow::bail!(
+            "{}: with --host the daemon on {host} reads this path on that host, so it must be \
+             absolute there (copy a local file over first, e.g. with scp)",
+            path.display()
+        );
+    }
+    path.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("path {} is not valid UTF-8", path.display()))
+}
 
 #[cfg(test)]
 mod tests {

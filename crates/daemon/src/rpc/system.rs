@@ -11,6 +11,8 @@ pub(super) fn register(t: &mut Table) {
             ok: true,
             pid: std::process::id(),
             uptime_seconds: state.started.elapsed().as_secs(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            api_version: banger_api::API_VERSION,
         })
     });
     t.call::<Version, _, _>(|state, _, _| async move {

@@ -25,6 +25,9 @@ pub async fn run(ctx: &Context, client: &Client, args: PortsArgs) -> anyhow::Res
         output::print_json(&ports)?;
     } else {
         print!("{}", render(&ctx.style, &args.vm, &ports));
+        if let Some(target) = client.remote() {
+            print!("{}", remote_hint(target, &ports));
+        }
     }
     Ok(0)
 }
@@ -85,9 +88,61 @@ pub fn render(style: &Style, vm: &str, ports: &VmPorts) -> String {
     out
 }
 
+/// With `--host`, ports are published on that host: how to bring each TCP one here.
+pub fn remote_hint(target: &banger_client::SshTarget, ports: &VmPorts) -> String {
+    let tcp: Vec<_> = ports
+        .published
+        .iter()
+        .filter(|p| p.proto == "tcp")
+        .collect();
+    if tcp.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\nThese ports are published on {target}, not on this machine. To bring one here:\n"
+    );
+    for p in tcp {
+        // A wildcard address on the remote host is reached through its loopback.
+        let ip = match p.host_ip.as_str() {
+            "0.0.0.0" | "::" => "127.0.0.1",
+            ip => ip,
+        };
+        out.push_str(&format!(
+            "  {}\n",
+            target.forward_hint(p.host_port, ip, p.host_port)
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use banger_api::vm::{ListeningSocket, PublishedPort};
+
+    #[test]
+    fn a_remote_hint_names_an_ssh_forward_per_tcp_port() {
+        let target = banger_client::SshTarget::parse("ssh://me@box").expect("parses");
+        let ports = VmPorts {
+            published: vec![PublishedPort {
+                proto: "tcp".into(),
+                host_ip: "127.0.0.1".into(),
+                host_port: 8080,
+                guest_port: 80,
+            }],
+            listening: vec![],
+        };
+        let text = remote_hint(&target, &ports);
+        assert!(text.contains("ssh://me@box"), "{text}");
+        assert!(
+            text.contains("ssh -N -L 8080:127.0.0.1:8080 me@box"),
+            "{text}"
+        );
+        let none = VmPorts {
+            published: vec![],
+            listening: vec![],
+        };
+        assert_eq!(remote_hint(&target, &none), "");
+    }
 
     use super::*;
 
