@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod daemon_service;
 pub mod doctor;
 pub mod image;
 pub mod kernel;
