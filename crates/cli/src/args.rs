@@ -45,7 +45,7 @@ pub enum Command {
     /// Snapshots of VMs (`banger vm snapshot` takes them): list, show, delete.
     #[command(subcommand)]
     Snapshot(crate::commands::snapshot::SnapshotCommand),
-    /// Start, stop or inspect the bangerd daemon.
+    /// Start, stop or inspect the bangerd daemon, or run it as a systemd service.
     #[command(subcommand)]
     Daemon(DaemonCommand),
     /// The CLI's configuration file (default image and kernel, VM defaults).

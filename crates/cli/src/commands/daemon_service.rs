@@ -183,7 +183,8 @@ CacheDirectory=banger\n\
 CacheDirectoryMode=0700\n\
 RuntimeDirectory=banger\n\
 RuntimeDirectoryMode=0700\n\
-# Keep /run/banger when the daemon stops: running VMs keep their sockets there.\n\
+# Keep /run/banger across stops and restarts: it holds the cached KVM probe (without it\n\
+# every start boots a probe guest). VMs' own sockets live under the state dir.\n\
 RuntimeDirectoryPreserve=yes\n",
         );
     }
