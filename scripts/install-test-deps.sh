@@ -41,6 +41,8 @@ declare -A PACKAGES=(
   # scripts/e2e-workloads.sh (its light subset runs in scripts/test.sh).
   [bc]=bc
   [apt-get]=apt
+  # tests/daemon_service.rs checks the units `banger daemon install` writes.
+  [systemd-analyze]=systemd
 )
 
 # Rootless TAP networking (crates/vmm/src/netns, tests/netns_guest.rs) needs an

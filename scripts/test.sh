@@ -34,6 +34,13 @@ cargo deny check licenses bans sources
 # commit still explores new cases. Override with PROPTEST_RNG_SEED=N to replay or vary.
 rev=$(git rev-parse --short=8 HEAD 2>/dev/null || echo 0)
 export PROPTEST_RNG_SEED=${PROPTEST_RNG_SEED:-$((16#$rev))}
+# tests/daemon_service.rs starts the user unit under a real systemd only where systemd is
+# PID 1 (a passing test's own output is not shown, so the verdict is printed here).
+if [[ -d /run/systemd/system ]]; then
+  echo "== systemd is PID 1: daemon_service runs the live user-unit test"
+else
+  echo "== systemd is not PID 1 (PID 1 is $(cat /proc/1/comm)): daemon_service skips the live user-unit test"
+fi
 echo "== cargo test (PROPTEST_RNG_SEED=$PROPTEST_RNG_SEED)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

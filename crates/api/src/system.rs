@@ -23,6 +23,11 @@ pub struct VersionInfo {
     pub state_dir: String,
     pub cache_dir: String,
     pub socket_path: String,
+    /// How this daemon was started: `systemd unit NAME (user manager)` (or `system
+    /// manager`), `banger CLI (on demand)` or `by hand`. Empty from daemons older than
+    /// the field.
+    #[serde(default)]
+    pub started_by: String,
 }
 
 /// Result of `daemon.shutdown`.

@@ -51,7 +51,7 @@ pub enum Command {
     /// Snapshots of VMs (`banger vm snapshot` takes them): list, show, delete.
     #[command(subcommand)]
     Snapshot(crate::commands::snapshot::SnapshotCommand),
-    /// Start, stop or inspect the bangerd daemon.
+    /// Start, stop or inspect the bangerd daemon, or run it as a systemd service.
     #[command(subcommand)]
     Daemon(DaemonCommand),
     /// The CLI's configuration file (default image and kernel, VM defaults).
@@ -235,4 +235,28 @@ pub enum DaemonCommand {
     Start,
     /// Stop the daemon gracefully (in-flight requests finish first).
     Stop,
+    /// Run bangerd as a systemd service: write its unit, enable and start it.
+    #[command(
+        after_help = "The user unit (default) is $XDG_CONFIG_HOME/systemd/user/bangerd.service: bangerd runs\nas you, with this CLI's directories, so every banger command finds it. Without\n`loginctl enable-linger $USER` your user manager, and the daemon, stop when you log out\nand do not start at boot.\n\nThe system unit (--system, as root) is /etc/systemd/system/bangerd.service: bangerd runs\nas root (it needs root for its network namespaces and taps), with /var/lib/banger,\n/var/cache/banger and /run/banger. Reach it as root (`banger --runtime-dir /run/banger\nvm list`) or through ssh://root@host.\n\nA daemon the CLI started on demand holds the instance lock the unit's daemon needs:\ninstall stops it first (its VMs keep running; the unit's daemon adopts them). Stopping\nor restarting the service leaves VMs running too (KillMode=process).\n\nExamples:\n  banger daemon install && loginctl enable-linger \"$USER\"\n  banger daemon install --print          # the unit, written nowhere\n  sudo banger daemon install --system\n  banger daemon install --no-start  # then: systemctl --user daemon-reload &&\n                                    #   systemctl --user enable --now bangerd.service"
+    )]
+    Install {
+        /// The system-wide unit (root only): bangerd as root, for the whole machine.
+        #[arg(long)]
+        system: bool,
+        /// Print the unit on stdout; write nothing, start nothing.
+        #[arg(long)]
+        print: bool,
+        /// Write the unit but do not run `systemctl daemon-reload` and `enable --now`.
+        #[arg(long, conflicts_with = "print")]
+        no_start: bool,
+    },
+    /// Stop, disable and remove the unit `daemon install` wrote (VMs keep running).
+    #[command(
+        after_help = "Runs `systemctl [--user] disable --now bangerd.service`, removes the unit file and\nreloads systemd; without systemd it removes the file and says so. A second run has\nnothing to remove and exits 0. Afterwards banger commands start bangerd on demand again.\n\nExamples:\n  banger daemon uninstall\n  sudo banger daemon uninstall --system"
+    )]
+    Uninstall {
+        /// The system-wide unit (root only).
+        #[arg(long)]
+        system: bool,
+    },
 }

@@ -125,6 +125,7 @@ async fn spawn_and_wait(layout: &Layout) -> anyhow::Result<PingResult> {
         .arg(&layout.cache_dir)
         .arg("--runtime-dir")
         .arg(&layout.runtime_dir)
+        .env("BANGER_STARTED_BY", "cli")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)

@@ -370,7 +370,7 @@ impl Client {
             Ok(response) => Ok((response, sender, tunnel)),
             // The daemon may close an idle connection at any moment (a restart, its idle
             // timeout): a request that never reached it goes again on a new connection.
-            Err(e) if reused && e.is_canceled() || reused && e.is_incomplete_message() => {
+            Err(e) if reused && (e.is_canceled() || e.is_incomplete_message()) => {
                 let (mut sender, tunnel, _) = self.sender().await?;
                 match sender.send_request(request()?).await {
                     Ok(response) => Ok((response, sender, tunnel)),

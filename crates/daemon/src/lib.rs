@@ -13,6 +13,7 @@ pub mod kernels;
 pub mod lock;
 pub mod logging;
 pub mod oci_client;
+pub mod origin;
 pub mod paths;
 pub mod progress;
 pub mod pull;

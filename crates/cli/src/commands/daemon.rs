@@ -1,4 +1,4 @@
-//! `banger daemon status|start|stop|dial-stdio`
+//! `banger daemon status|start|stop|dial-stdio` (`install|uninstall`: [`super::daemon_service`])
 
 use std::time::{Duration, Instant};
 
@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::Context;
 use crate::args::DaemonCommand;
+use crate::commands::daemon_service::{self, Scope};
 use banger_client::ClientError;
 use banger_client::autostart;
 
@@ -27,10 +28,11 @@ pub async fn run(ctx: &Context, command: DaemonCommand) -> anyhow::Result<u8> {
                     )?;
                 } else {
                     println!(
-                        "bangerd {} running (pid {}, up {}s)\n  socket: {}\n  state:  {}\n  cache:  {}",
+                        "bangerd {} running (pid {}, up {}s)\n  started by: {}\n  socket:     {}\n  state:      {}\n  cache:      {}",
                         v.version,
                         v.pid,
                         ping.uptime_seconds,
+                        daemon_service::started_by_text(&v),
                         v.socket_path,
                         v.state_dir,
                         v.cache_dir
@@ -115,6 +117,21 @@ pub async fn run(ctx: &Context, command: DaemonCommand) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+        DaemonCommand::Install { .. } | DaemonCommand::Uninstall { .. }
+            if let Some(target) = &ctx.remote =>
+        {
+            anyhow::bail!(
+                "the service is installed on the machine it runs on: `ssh {} banger daemon \
+                 install` (without --host)",
+                target.host
+            )
+        }
+        DaemonCommand::Install {
+            system,
+            print,
+            no_start,
+        } => daemon_service::install(ctx, Scope::new(system), print, no_start).await,
+        DaemonCommand::Uninstall { system } => daemon_service::uninstall(Scope::new(system)).await,
     }
 }
 
@@ -131,7 +148,7 @@ async fn stopping(ctx: &Context, client: &banger_client::Client) -> bool {
 }
 
 /// True while some process holds the daemon's instance lock.
-fn lock_is_held(path: &std::path::Path) -> bool {
+pub(crate) fn lock_is_held(path: &std::path::Path) -> bool {
     match std::fs::File::open(path) {
         Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
         Err(_) => false,

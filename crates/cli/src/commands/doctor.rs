@@ -72,6 +72,10 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
     let mut checks = checks;
     checks.extend(vm_checks(&ctx.layout.runtime_dir).await);
     checks.push(disk_check(&ctx.layout.state_dir));
+    let daemon = daemon_check(ctx).await;
+    let started_by = daemon.1;
+    checks.push(daemon.0);
+    checks.push(service_check(started_by.as_deref()));
     let failed = checks.iter().any(|c| c.verdict == Verdict::Fail);
     if ctx.json {
         crate::output::print_json(&checks)?;
@@ -94,6 +98,88 @@ pub async fn run(ctx: &Context) -> anyhow::Result<u8> {
         }
     }
     Ok(if failed { 1 } else { 0 })
+}
+
+/// Which daemon answers the CLI's socket (without starting one), and how it was started.
+async fn daemon_check(ctx: &Context) -> (Check, Option<String>) {
+    let client = ctx.plain_client();
+    match client
+        .call::<banger_api::methods::system::Version>(&banger_api::system::Empty {})
+        .await
+    {
+        Ok(v) => {
+            let by = super::daemon_service::started_by_text(&v).to_string();
+            let check = Check {
+                name: "daemon",
+                verdict: Verdict::Pass,
+                detail: format!(
+                    "bangerd {} pid {}, started by {by}, socket {}",
+                    v.version, v.pid, v.socket_path
+                ),
+                fix: None,
+            };
+            (check, Some(v.started_by))
+        }
+        Err(e) if e.is_not_running() => (
+            Check {
+                name: "daemon",
+                verdict: Verdict::Pass,
+                detail: format!(
+                    "not running (banger commands start it on demand), socket {}",
+                    client.location()
+                ),
+                fix: None,
+            },
+            None,
+        ),
+        Err(e) => (
+            Check {
+                name: "daemon",
+                verdict: Verdict::Warn,
+                detail: format!("{} does not answer as bangerd: {e}", client.location()),
+                fix: Some("banger daemon stop; banger daemon start".into()),
+            },
+            None,
+        ),
+    }
+}
+
+/// Whether `banger daemon install` wrote a unit; `started_by` is the answering daemon's.
+fn service_check(started_by: Option<&str>) -> Check {
+    use super::daemon_service::{Scope, UNIT_NAME, installed_units};
+    let units = installed_units();
+    if units.is_empty() {
+        return Check {
+            name: "service",
+            verdict: Verdict::Pass,
+            detail: "no systemd unit installed (`banger daemon install` makes one)".into(),
+            fix: None,
+        };
+    }
+    let detail = units
+        .iter()
+        .map(|(scope, path)| format!("{} unit {}", scope.name(), path.display()))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let user_unit = units.iter().any(|(s, _)| *s == Scope::User);
+    // The user unit's daemon serves this CLI's directories: another daemon there holds the
+    // instance lock it needs.
+    if user_unit && started_by.is_some_and(|by| !by.starts_with("systemd")) {
+        return Check {
+            name: "service",
+            verdict: Verdict::Warn,
+            detail: format!("{detail}, but the daemon answering was not started by it"),
+            fix: Some(format!(
+                "banger daemon stop && systemctl --user restart {UNIT_NAME}"
+            )),
+        };
+    }
+    Check {
+        name: "service",
+        verdict: Verdict::Pass,
+        detail: format!("{detail} installed"),
+        fix: None,
+    }
 }
 
 /// Finds `tool` on PATH or in the sbin directories (root tools live there on Debian).

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod daemon_service;
 pub mod dial_stdio;
 pub mod doctor;
 pub mod image;

@@ -23,6 +23,7 @@ pub(super) fn register(t: &mut Table) {
             state_dir: state.layout.state_dir.display().to_string(),
             cache_dir: state.layout.cache_dir.display().to_string(),
             socket_path: state.layout.socket_path().display().to_string(),
+            started_by: crate::origin::started_by(),
         })
     });
     t.call::<Shutdown, _, _>(|state, _, _| async move {
