@@ -201,10 +201,15 @@ pub mod snapshot {
 /// `ssh.*`.
 pub mod ssh {
     use crate::system::Empty;
-    use crate::vm::SshInfo;
+    use crate::vm::{SshInfo, SshKeys};
 
     method!(
         /// banger's SSH identity and known_hosts, for `banger ssh-config`.
         Config = "ssh.config", plain: Empty => SshInfo
+    );
+    method!(
+        /// The contents of that identity and known_hosts, for a client on another machine
+        /// (`banger --host ssh://… ssh-config`).
+        Keys = "ssh.keys", plain: Empty => SshKeys
     );
 }

@@ -446,6 +446,16 @@ pub struct VmProxyParams {
     pub port: u16,
 }
 
+/// Result of `ssh.keys`: what `ssh.config` names, as text, for a client on another machine
+/// (the private key is the daemon owner's own, sent only to that owner).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SshKeys {
+    /// The private key (OpenSSH format).
+    pub identity: String,
+    /// `NAME.vm` lines with the running VMs' host keys.
+    pub known_hosts: String,
+}
+
 /// Result of `ssh.config`: banger's own SSH identity and known_hosts (the daemon creates
 /// the key on first use; known_hosts holds `NAME.vm` lines for running VMs whose host keys
 /// the agent reported).

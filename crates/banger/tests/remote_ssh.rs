@@ -273,14 +273,29 @@ fn a_remote_daemon_does_what_a_local_one_does() {
     assert!(out.contains("EXIT 0"), "{out}");
 
     // vm list --json lists the remote VM.
-    let list = local.json(&["vm", "list"]);
-    let names: Vec<&str> = list["vms"]
-        .as_array()
-        .expect("vms")
-        .iter()
-        .filter_map(|v| v["name"].as_str())
-        .collect();
-    assert_eq!(names, ["far"], "{list}");
+    assert_eq!(vm_names(&local), ["far"]);
+
+    // ssh-config through the remote: ProxyCommand and KnownHostsCommand go there, the
+    // identity is a local 0600 copy of the remote daemon's.
+    local.ok(&["ssh-config"]);
+    let written = std::fs::read_to_string(local.path("config/banger/ssh_config")).expect("read");
+    assert!(
+        written.contains("--host ssh://testbox vm proxy '%h' %p")
+            && written.contains("KnownHostsCommand ")
+            && written.contains("--host ssh://testbox ssh-config --known-hosts"),
+        "{written}"
+    );
+    let identity = local.path("config/banger/remote/testbox/id_ed25519");
+    assert_eq!(common::mode_of(&identity) & 0o777, 0o600);
+    assert_eq!(
+        std::fs::read(&identity).expect("read"),
+        std::fs::read(remote.state_dir().join("ssh/id_ed25519")).expect("read"),
+        "the local copy is not the remote daemon's identity"
+    );
+    assert_eq!(
+        local.ok(&["ssh-config", "--known-hosts"]),
+        std::fs::read_to_string(remote.state_dir().join("ssh/known_hosts")).expect("read")
+    );
 
     // The ssh connection killed in the middle of an exec: the remote daemon stays healthy
     // and the VM runs on.
@@ -348,13 +363,7 @@ fn a_remote_daemon_does_what_a_local_one_does() {
     let _ = run.wait();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let list = local.json(&["vm", "list"]);
-        let names: Vec<String> = list["vms"]
-            .as_array()
-            .expect("vms")
-            .iter()
-            .filter_map(|v| v["name"].as_str().map(str::to_string))
-            .collect();
+        let names = vm_names(&local);
         if !names.iter().any(|n| n == "gone") {
             break;
         }
@@ -369,6 +378,17 @@ fn a_remote_daemon_does_what_a_local_one_does() {
     local.ok(&["vm", "rm", "-f", "far"]);
     local.ok(&["daemon", "stop"]);
     assert!(!remote.socket().exists(), "the remote daemon still serves");
+}
+
+/// `vm list --json`'s names.
+fn vm_names(env: &TestEnv) -> Vec<String> {
+    let list = env.json(&["vm", "list"]);
+    list["vms"]
+        .as_array()
+        .expect("vms")
+        .iter()
+        .filter_map(|v| v["name"].as_str().map(str::to_string))
+        .collect()
 }
 
 /// SIGKILLs the ssh processes that are children of `pid` (the CLI's bridge).

@@ -7,7 +7,6 @@
 use std::io::IsTerminal;
 
 use anyhow::bail;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use crate::Context;
@@ -37,58 +36,24 @@ pub async fn run(ctx: &Context, no_start: bool) -> anyhow::Result<u8> {
         ctx.client().await?;
     }
     let stream = UnixStream::connect(&socket).await?;
-    let result = bridge(stream, tokio::io::stdin(), tokio::io::stdout()).await;
+    // The same pipe as `vm proxy`'s: stdin's EOF half-closes, the daemon's close ends it.
+    let result =
+        crate::commands::vm::proxy::pipe(stream, tokio::io::stdin(), tokio::io::stdout()).await;
     // Tokio reads stdin on a blocking thread that the runtime would wait for at exit, and
     // the client may never close its side: once the daemon's side ended, leave at once.
     std::process::exit(match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("banger daemon dial-stdio: {e}");
+            eprintln!("banger daemon dial-stdio: {e:#}");
             1
         }
     })
 }
 
-/// Copies `input` to the socket (half-closing it at EOF) and the socket to `output`, until
-/// the daemon closes its side.
-async fn bridge(
-    stream: UnixStream,
-    mut input: impl tokio::io::AsyncRead + Unpin,
-    mut output: impl tokio::io::AsyncWrite + Unpin,
-) -> std::io::Result<()> {
-    let (mut rd, mut wr) = stream.into_split();
-    let upstream = async {
-        let mut buf = vec![0u8; 64 << 10];
-        loop {
-            let n = input.read(&mut buf).await?;
-            if n == 0 {
-                wr.shutdown().await?;
-                // Nothing more to send: wait for the other direction to end.
-                return std::future::pending::<std::io::Result<()>>().await;
-            }
-            wr.write_all(&buf[..n]).await?;
-        }
-    };
-    let downstream = async {
-        let mut buf = vec![0u8; 64 << 10];
-        loop {
-            let n = rd.read(&mut buf).await?;
-            if n == 0 {
-                output.flush().await?;
-                return std::io::Result::Ok(());
-            }
-            output.write_all(&buf[..n]).await?;
-            output.flush().await?;
-        }
-    };
-    tokio::select! {
-        r = upstream => r,
-        r = downstream => r,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
 
     #[tokio::test]
@@ -104,7 +69,7 @@ mod tests {
             theirs.write_all(b"answer:").await.expect("write");
             theirs.write_all(&got).await.expect("write");
         });
-        let bridge = tokio::spawn(bridge(ours, input_r, output_w));
+        let bridge = tokio::spawn(crate::commands::vm::proxy::pipe(ours, input_r, output_w));
         input_w.write_all(b"request").await.expect("write");
         drop(input_w);
         let mut out = Vec::new();

@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use banger_api::methods;
 use banger_api::system::Empty;
-use banger_api::vm::SshInfo;
+use banger_api::vm::{SshInfo, SshKeys};
 use clap::Args;
 
 use crate::Context;
@@ -56,6 +56,9 @@ pub struct SshConfigArgs {
     /// install and print).
     #[arg(long, conflicts_with = "uninstall")]
     pub print: bool,
+    /// Print the daemon's known_hosts (what `KnownHostsCommand` runs with --host).
+    #[arg(long, hide = true, conflicts_with_all = ["install", "uninstall", "print"])]
+    pub known_hosts: bool,
 }
 
 /// The banger-owned ssh config's path.
@@ -77,31 +80,73 @@ fn quoted(text: &str) -> String {
     }
 }
 
-/// The file's text.
-pub fn render(banger: &Path, info: &SshInfo) -> String {
+/// `banger` as ProxyCommand's shell sees it: single-quoted when the path holds blanks or
+/// shell characters.
+fn shell_exe(banger: &Path) -> String {
     let exe = banger.to_string_lossy();
-    // ProxyCommand runs through the user's shell: single-quote a path with blanks.
-    let exe = if exe.contains([' ', '\t', '\'', '"', '$', '\\']) {
+    if exe.contains([' ', '\t', '\'', '"', '$', '\\']) {
         format!("'{}'", exe.replace('\'', "'\\''"))
     } else {
         exe.into_owned()
-    };
+    }
+}
+
+/// The file's text.
+pub fn render(banger: &Path, info: &SshInfo) -> String {
+    render_with(
+        &shell_exe(banger),
+        &quoted(&info.identity_file),
+        &format!("UserKnownHostsFile {}", quoted(&info.known_hosts_file)),
+    )
+}
+
+/// The file's text for a daemon on another host (`--host`): ProxyCommand goes there, the
+/// identity is a local copy (`identity`), and the guests' host keys are asked of that daemon
+/// on each connection (`KnownHostsCommand`), so VMs made later are known too.
+pub fn render_remote(banger: &Path, target: &banger_client::SshTarget, identity: &Path) -> String {
+    // The URL is checked (letters, digits, '.', '-', '_', ':', '@', '[', ']' only): no quoting.
+    let command = format!("{} --host {target}", shell_exe(banger));
+    render_with(
+        &command,
+        &quoted(&identity.to_string_lossy()),
+        &format!(
+            "UserKnownHostsFile /dev/null\n\x20   KnownHostsCommand {command} ssh-config --known-hosts"
+        ),
+    )
+}
+
+fn render_with(command: &str, identity: &str, known_hosts: &str) -> String {
     format!(
         "# Written by `banger ssh-config`; rewritten on each run, do not edit.\n\
 # `ssh NAME.vm` reaches VM NAME through banger's agent channel (no guest network needed).\n\
 Host *.vm\n\
 \x20   User root\n\
-\x20   ProxyCommand {exe} vm proxy '%h' %p\n\
-\x20   IdentityFile {}\n\
+\x20   ProxyCommand {command} vm proxy '%h' %p\n\
+\x20   IdentityFile {identity}\n\
 \x20   IdentitiesOnly yes\n\
-\x20   UserKnownHostsFile {}\n\
+\x20   {known_hosts}\n\
 \x20   StrictHostKeyChecking yes\n\
 \x20   CheckHostIP no\n\
 \x20   ForwardAgent no\n\
-\x20   ForwardX11 no\n",
-        quoted(&info.identity_file),
-        quoted(&info.known_hosts_file),
+\x20   ForwardX11 no\n"
     )
+}
+
+/// Where a remote daemon's identity is kept on this machine: one file per host, 0600.
+fn remote_identity_path(target: &banger_client::SshTarget) -> PathBuf {
+    let slug: String = target
+        .to_string()
+        .trim_start_matches("ssh://")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    config_dir().join("remote").join(slug).join("id_ed25519")
 }
 
 /// The `Include` line for `file`.
@@ -234,9 +279,24 @@ pub async fn run(ctx: &Context, args: SshConfigArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     let client = ctx.client().await?;
-    let info: SshInfo = client.call::<methods::ssh::Config>(&Empty {}).await?;
+    if args.known_hosts {
+        let keys: SshKeys = client.call::<methods::ssh::Keys>(&Empty {}).await?;
+        print!("{}", keys.known_hosts);
+        return Ok(0);
+    }
     let exe = std::env::current_exe().context("finding banger's own path")?;
-    let text = render(&exe, &info);
+    let text = match client.remote() {
+        None => {
+            let info: SshInfo = client.call::<methods::ssh::Config>(&Empty {}).await?;
+            render(&exe, &info)
+        }
+        Some(target) => {
+            let keys: SshKeys = client.call::<methods::ssh::Keys>(&Empty {}).await?;
+            let identity = remote_identity_path(target);
+            write_keeping_mode(&identity, &keys.identity)?;
+            render_remote(&exe, target, &identity)
+        }
+    };
     if args.print && !args.install {
         print!("{text}");
         return Ok(0);
@@ -282,6 +342,33 @@ mod tests {
             public_key: "ssh-ed25519 AAAA banger".into(),
             known_hosts_file: "/home/me/.local/state/banger/ssh/known_hosts".into(),
         }
+    }
+
+    #[test]
+    fn a_remote_config_goes_through_the_host_and_asks_it_for_host_keys() {
+        let target = banger_client::SshTarget::parse("ssh://me@box:2222").expect("parses");
+        let text = render_remote(
+            Path::new("/usr/local/bin/banger"),
+            &target,
+            Path::new("/home/me/.config/banger/remote/me_box_2222/id_ed25519"),
+        );
+        for want in [
+            "    ProxyCommand /usr/local/bin/banger --host ssh://me@box:2222 vm proxy '%h' %p\n",
+            "    IdentityFile /home/me/.config/banger/remote/me_box_2222/id_ed25519\n",
+            "    UserKnownHostsFile /dev/null\n",
+            "    KnownHostsCommand /usr/local/bin/banger --host ssh://me@box:2222 ssh-config --known-hosts\n",
+            "    StrictHostKeyChecking yes\n",
+            "    ForwardAgent no\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+        assert_eq!(
+            remote_identity_path(&target)
+                .parent()
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str()),
+            Some("me_box_2222")
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `vm.*` and `ssh.config`. VM verbs are async (they wait on the guest); the
+//! `vm.*`, `ssh.config` and `ssh.keys`. VM verbs are async (they wait on the guest); the
 //! store reads of `list` and `show` are short and run inline.
 
 use banger_api::methods::snapshot;
@@ -31,6 +31,7 @@ pub(super) fn register(t: &mut Table) {
     t.blocking::<snapshot::Show, _>(|s, p, _| s.vms.snapshot_show(p));
     t.call::<snapshot::Delete, _, _>(|s, p, _| async move { s.vms.snapshot_delete(p).await });
     t.blocking::<ssh::Config, _>(|s, _, _| s.vms.ssh_info());
+    t.blocking::<ssh::Keys, _>(|s, _, _| s.vms.ssh_keys());
     t.blocking::<Defaults, _>(|_, _, _| crate::vms::naming::load_defaults());
     t.upgrade::<Exec, _, _>(|s, p| async move { s.vms.exec(p).await });
     t.upgrade::<CpPut, _, _>(|s, p| async move { s.vms.cp_put(p).await });

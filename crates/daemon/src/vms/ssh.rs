@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use banger_api::vm::SshInfo;
+use banger_api::vm::{SshInfo, SshKeys};
 use banger_guest_proto::{AddAuthorizedKey, Empty, ReadFile, paths};
 
 use super::Vms;
@@ -49,6 +49,26 @@ impl Vms {
             identity_file: crate::paths::to_string(&key)?,
             public_key,
             known_hosts_file: crate::paths::to_string(&known)?,
+        })
+    }
+
+    /// The identity and known_hosts as text (`ssh.keys`), for a client on another machine.
+    pub fn ssh_keys(&self) -> Result<SshKeys, OpError> {
+        let info = self.ssh_info()?;
+        // Both are banger's own small files; a bound keeps a damaged one from filling memory.
+        let read = |path: &str| -> Result<String, OpError> {
+            let mut text = String::new();
+            std::fs::File::open(path)
+                .and_then(|f| {
+                    std::io::Read::read_to_string(&mut std::io::Read::take(f, 1 << 20), &mut text)
+                })
+                .map_err(|e| OpError::io(format!("reading {path}"), e))?;
+            Ok(text)
+        };
+        let _guard = KNOWN_HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(SshKeys {
+            identity: read(&info.identity_file)?,
+            known_hosts: read(&info.known_hosts_file)?,
         })
     }
 
