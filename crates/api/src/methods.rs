@@ -82,7 +82,8 @@ macro_rules! method {
 
 /// The daemon itself: `ping`, `version`, `daemon.shutdown`.
 pub mod system {
-    use crate::system::{Empty, PingResult, ShutdownResult, VersionInfo};
+    use crate::system::{Empty, PingResult, ShutdownResult, UploadParams, UploadRef, VersionInfo};
+    use crate::vm::STREAM_UPGRADE;
 
     method!(
         /// Is the daemon up (the CLI's autostart polls it).
@@ -92,6 +93,15 @@ pub mod system {
     method!(
         /// Stop accepting; in-flight requests finish first.
         Shutdown = "daemon.shutdown", plain: Empty => ShutdownResult
+    );
+    method!(
+        /// A file from a client on another machine (`--host`: `image pull oci-archive:…`),
+        /// kept on the daemon's host for the call that reads it.
+        Upload = "upload", upgrade(STREAM_UPGRADE): UploadParams
+    );
+    method!(
+        /// Removes a file `upload` kept.
+        UploadDelete = "upload.delete", plain: UploadRef => Empty
     );
 }
 

@@ -40,3 +40,31 @@ pub struct ShutdownResult {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
+
+/// Params of `upload` (see [`crate::vm::STREAM_UPGRADE`]): the client then sends exactly
+/// `size` bytes and half-closes; the daemon answers with an [`UploadResult`] and closes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadParams {
+    pub size: u64,
+    /// The file's name on the client (a plain name: no '/'): kept, as what the daemon
+    /// derives from a path (an image's default name) comes from it.
+    pub name: String,
+}
+
+/// The answer of `upload`, on the stream: where the file is on the daemon's host (kept
+/// until `upload.delete` or the daemon's next start), or why it is not.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UploadResult {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Params of `upload.delete`: a path `upload` answered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadRef {
+    pub path: String,
+}

@@ -481,3 +481,62 @@ fn a_wrong_host_or_a_refused_key_is_one_clear_line() {
     assert!(!remote.socket().exists());
     assert!(!stranger.socket().exists());
 }
+
+#[test]
+fn an_archive_on_this_machine_is_uploaded_for_a_remote_pull() {
+    let remote = TestEnv::new();
+    let sshd = Sshd::start(&remote.path("sshd"), &remote);
+    let local = client_of(&sshd, "user_key");
+    // A small image as an OCI archive, here, named by a relative path.
+    let layout = local.path("layout");
+    let layer = banger_testkit::layers::LayerBuilder::new()
+        .dir("etc", 0o755)
+        .file("etc/hello", b"uploaded")
+        .finish();
+    banger_testkit::oci_image::single(
+        &layout,
+        "v1",
+        &[banger_testkit::oci_image::Layer {
+            tar: layer,
+            compression: banger_testkit::oci_image::Compression::Gzip,
+        }],
+    );
+    tools::run(
+        Command::new("tar")
+            .arg("-cf")
+            .arg(local.path("app.tar"))
+            .arg("-C")
+            .arg(&layout)
+            .arg("."),
+    );
+    let kernel = remote.fixture_files().p("vmlinux");
+    let out = local
+        .banger_cmd(&[
+            "--json",
+            "image",
+            "pull",
+            "oci-archive:app.tar",
+            "--kernel",
+            &kernel,
+        ])
+        .current_dir(local.root.path())
+        .output()
+        .expect("pull");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let image: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(image["name"], "app", "{image}");
+    // The rootfs is on the remote side; the upload is gone once the pull is done.
+    let rootfs = image["rootfs_path"].as_str().expect("rootfs_path");
+    assert!(rootfs.starts_with(remote.state_dir().to_str().expect("utf8")));
+    let uploads = remote.state_dir().join("uploads");
+    assert_eq!(
+        std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0),
+        0,
+        "an upload was left in {}",
+        uploads.display()
+    );
+    // A relative path the daemon would read in place (not an archive) is refused.
+    let err = local.fails(&["image", "pull", "oci:layout:v1", "--kernel", &kernel]);
+    assert!(err.contains("must be absolute there"), "{err}");
+    assert!(!local.socket().exists(), "a local daemon was started");
+}

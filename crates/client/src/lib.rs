@@ -18,6 +18,7 @@ pub mod run;
 pub mod ssh;
 pub mod transfer;
 pub mod transport;
+pub mod upload;
 pub mod workspace;
 
 pub use endpoint::{Endpoint, SshTarget};
@@ -63,10 +64,10 @@ pub fn absolute(path: &std::path::Path) -> Result<String, Error> {
         .ok_or_else(|| anyhow::anyhow!("path {} is not valid UTF-8", abs.display()).into())
 }
 
-/// `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]` and `docker-archive:FILE[:IMAGE]` name paths
-/// on the client's side: make them absolute, as the daemon has another working directory.
+/// A reference that names a path on the client's side, split: its prefix (`oci:`,
+/// `oci-archive:` or `docker-archive:`), the path, and what follows it (`:TAG`, `:IMAGE`).
 /// What follows the path stays as typed (paths with ':' are not supported, as in skopeo).
-pub fn local_source_absolute(reference: &str) -> Result<String, Error> {
+pub fn split_local_source(reference: &str) -> Option<(&'static str, &str, Option<&str>)> {
     for prefix in ["oci:", "oci-archive:", "docker-archive:"] {
         if let Some(rest) = reference.strip_prefix(prefix) {
             let (path, suffix) = if prefix == "docker-archive:" {
@@ -81,14 +82,31 @@ pub fn local_source_absolute(reference: &str) -> Result<String, Error> {
                     _ => (rest, None),
                 }
             };
-            let abs = absolute(std::path::Path::new(path))?;
-            return Ok(match suffix {
-                Some(s) => format!("{prefix}{abs}:{s}"),
-                None => format!("{prefix}{abs}"),
-            });
+            return Some((prefix, path, suffix));
         }
     }
-    Ok(reference.to_string())
+    None
+}
+
+/// `reference` with its path (see [`split_local_source`]) replaced by `path`.
+pub fn with_source_path(reference: &str, path: &str) -> String {
+    match split_local_source(reference) {
+        Some((prefix, _, Some(suffix))) => format!("{prefix}{path}:{suffix}"),
+        Some((prefix, _, None)) => format!("{prefix}{path}"),
+        None => reference.to_string(),
+    }
+}
+
+/// `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]` and `docker-archive:FILE[:IMAGE]` name paths
+/// on the client's side: make them absolute, as the daemon has another working directory.
+pub fn local_source_absolute(reference: &str) -> Result<String, Error> {
+    match split_local_source(reference) {
+        Some((_, path, _)) => Ok(with_source_path(
+            reference,
+            &absolute(std::path::Path::new(path))?,
+        )),
+        None => Ok(reference.to_string()),
+    }
 }
 
 /// A byte stream to TCP `port` inside `vm` (`vm.proxy`: an ssh `ProxyCommand`'s way in,

@@ -23,4 +23,5 @@ pub mod run;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod uploads;
 pub mod vms;

@@ -48,6 +48,13 @@ pub async fn run(layout: Layout, vm_host: crate::vms::HostOptions) -> anyhow::Re
             .with_context(|| format!("opening the database {}", layout.db_path().display()))?,
     );
     recovery::sweep_cache_tmp(&layout.oci_cache_dir())?;
+    let uploads = crate::uploads::sweep(&layout.state_dir);
+    if uploads > 0 {
+        tracing::info!(
+            count = uploads,
+            "removed uploads an earlier daemon's clients left"
+        );
+    }
     let removed = recovery::sweep_images_dir(&layout.images_dir(), &store)?;
     if !removed.is_empty() {
         tracing::info!(

@@ -26,7 +26,7 @@ use crate::ids;
 use crate::progress::OpContext;
 use crate::rpc;
 use crate::state::DaemonState;
-use crate::vms::{RelayMode, StreamSession};
+use crate::vms::{RelayMode, SessionOutput, StreamSession};
 
 /// Params are small JSON documents; anything bigger is a mistake or an attack.
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -343,6 +343,13 @@ async fn relay(on_upgrade: hyper::upgrade::OnUpgrade, session: StreamSession) {
         mode,
         busy: _busy,
     } = session;
+    let output = match output {
+        SessionOutput::Agent(output) => output,
+        SessionOutput::Host(answer) => {
+            relay_to_host(TokioIo::new(upgraded), input, answer).await;
+            return;
+        }
+    };
     if mode == RelayMode::Exec {
         crate::vms::exec_relay::relay(TokioIo::new(upgraded), input, output).await;
         return;
@@ -406,6 +413,33 @@ async fn relay(on_upgrade: hyper::upgrade::OnUpgrade, session: StreamSession) {
         let _ = to_client.shutdown().await;
     };
     let (_, ()) = tokio::join!(client_to_agent, agent_to_client);
+    tracing::info!("stream finished");
+}
+
+/// A stream the daemon answers itself (an upload): the client's bytes go to `input` until
+/// its EOF (or its going away), then the answer goes back and the stream closes.
+async fn relay_to_host(
+    upgraded: TokioIo<hyper::upgrade::Upgraded>,
+    input: tokio::sync::mpsc::Sender<Bytes>,
+    answer: std::pin::Pin<Box<dyn std::future::Future<Output = Bytes> + Send>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut from_client, mut to_client) = tokio::io::split(upgraded);
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match from_client.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if input.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(input);
+    let bytes = answer.await;
+    let _ = to_client.write_all(&bytes).await;
+    let _ = to_client.shutdown().await;
     tracing::info!("stream finished");
 }
 

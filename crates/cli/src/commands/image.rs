@@ -141,21 +141,47 @@ async fn warm(ctx: &Context, client: &banger_client::Client, args: WarmArgs) -> 
 }
 
 async fn pull(ctx: &Context, client: &banger_client::Client, args: PullArgs) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let quiet = args.quiet || ctx.json;
+    // With --host, an archive on this machine is sent to the daemon's host first.
+    let uploaded = match (
+        client.remote(),
+        banger_client::split_local_source(&args.reference),
+    ) {
+        (Some(target), Some(("oci-archive:" | "docker-archive:", path, _))) => {
+            if !quiet {
+                eprintln!("uploading {path} to {target} …");
+            }
+            Some(banger_client::upload::upload_file(client, std::path::Path::new(path)).await?)
+        }
+        _ => None,
+    };
+    let reference = match &uploaded {
+        Some(there) => banger_client::with_source_path(&args.reference, there),
+        None => local_source_absolute(&args.reference)?,
+    };
     let params = ImagePullParams {
-        reference: local_source_absolute(&args.reference)?,
+        reference,
         name: args.name,
         kernel: kernel_choice(args.kernel)?,
         size_bytes: args.size,
         platform: Some(args.platform),
     };
-    let started = std::time::Instant::now();
-    let image: Image = super::with_progress::<methods::image::Pull>(
+    let pulled = super::with_progress::<methods::image::Pull>(
         client,
         &params,
-        args.quiet || ctx.json,
+        quiet,
         "the daemon discards the partial image",
     )
-    .await?;
+    .await;
+    if let Some(there) = &uploaded
+        && let Err(e) = banger_client::upload::discard(client, there).await
+    {
+        eprintln!(
+            "banger: could not remove the upload {there} (the daemon's next start does): {e}"
+        );
+    }
+    let image: Image = pulled?;
     if ctx.json {
         return output::print_json(&image);
     }

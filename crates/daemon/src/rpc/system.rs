@@ -1,11 +1,13 @@
-//! `ping`, `version`, `daemon.shutdown`.
+//! `ping`, `version`, `daemon.shutdown`, `upload`, `upload.delete`.
 
-use banger_api::methods::system::{Ping, Shutdown, Version};
+use banger_api::methods::system::{Ping, Shutdown, Upload, UploadDelete, Version};
 use banger_api::system::{PingResult, ShutdownResult, VersionInfo};
 
 use super::Table;
 
 pub(super) fn register(t: &mut Table) {
+    t.upgrade::<Upload, _, _>(|s, p| async move { crate::uploads::open(&s.layout.state_dir, p) });
+    t.blocking::<UploadDelete, _>(|s, p, _| crate::uploads::delete(&s.layout.state_dir, p));
     t.call::<Ping, _, _>(|state, _, _| async move {
         Ok(PingResult {
             ok: true,

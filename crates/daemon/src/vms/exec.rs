@@ -29,11 +29,18 @@ pub enum RelayMode {
     Upload,
 }
 
-/// An open stream to the agent: bytes for the agent go into `input`; `output` resolves to
-/// the agent's response, whose body is relayed to the client (see [`RelayMode`]).
+/// What a stream answers the client with.
+pub enum SessionOutput {
+    /// The agent's response, whose body is relayed (see [`RelayMode`]).
+    Agent(PendingResponse),
+    /// The daemon's own answer, once the input has ended (an upload to the host).
+    Host(std::pin::Pin<Box<dyn std::future::Future<Output = Bytes> + Send>>),
+}
+
+/// An open stream: bytes from the client go into `input`; `output` is what goes back.
 pub struct StreamSession {
     pub input: mpsc::Sender<Bytes>,
-    pub output: PendingResponse,
+    pub output: SessionOutput,
     pub mode: RelayMode,
     /// Keeps the VM from counting as idle while the session is relayed.
     pub busy: Option<super::live::Busy>,
@@ -63,7 +70,7 @@ impl Vms {
             .map_err(|e| OpError::Failed(format!("exec in VM {}: {e}", row.name)))?;
         Ok(StreamSession {
             input,
-            output: Box::pin(async move { Ok(response) }),
+            output: SessionOutput::Agent(Box::pin(async move { Ok(response) })),
             mode: RelayMode::Exec,
             busy: self.live(&row.id).map(|l| l.busy()),
         })

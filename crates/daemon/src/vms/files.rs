@@ -6,7 +6,7 @@ use std::sync::Arc;
 use banger_api::vm::{VmCpGetParams, VmCpPutParams, VmProxyParams};
 use banger_guest_proto::{Connect, GetFiles, PutFiles, paths};
 
-use super::exec::{RelayMode, StreamSession};
+use super::exec::{RelayMode, SessionOutput, StreamSession};
 use super::{Vms, agent};
 use crate::error::OpError;
 
@@ -23,7 +23,7 @@ impl Vms {
             .map_err(|e| OpError::Failed(format!("copy into VM {}: {e}", row.name)))?;
         Ok(StreamSession {
             input,
-            output: response,
+            output: SessionOutput::Agent(response),
             mode: RelayMode::Upload,
             busy: self.live(&row.id).map(|l| l.busy()),
         })
@@ -44,7 +44,7 @@ impl Vms {
             ready_or_refused(response, &row.name, &format!("{}:{}", row.name, p.path)).await?;
         Ok(StreamSession {
             input,
-            output: Box::pin(async move { Ok(response) }),
+            output: SessionOutput::Agent(Box::pin(async move { Ok(response) })),
             mode: RelayMode::HalfClose,
             busy: self.live(&row.id).map(|l| l.busy()),
         })
@@ -64,7 +64,7 @@ impl Vms {
         let response = ready_or_refused(response, &row.name, &what).await?;
         Ok(StreamSession {
             input,
-            output: Box::pin(async move { Ok(response) }),
+            output: SessionOutput::Agent(Box::pin(async move { Ok(response) })),
             mode: RelayMode::HalfClose,
             busy: self.live(&row.id).map(|l| l.busy()),
         })

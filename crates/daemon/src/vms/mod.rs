@@ -51,7 +51,7 @@ use banger_api::layout::Layout;
 use banger_api::vm::VmState;
 use banger_vmm::{Detection, Vmm};
 
-pub use exec::{RelayMode, StreamSession};
+pub use exec::{RelayMode, SessionOutput, StreamSession};
 pub use stop::StopGraces;
 
 use crate::error::OpError;
