@@ -27,6 +27,8 @@ pub struct Cli {
     /// the CLI starts gets the same three directories.
     #[arg(long, global = true, value_name = "DIR")]
     pub runtime_dir: Option<PathBuf>,
+    // Doc comment = clap help text, shown verbatim: not rustdoc markup.
+    #[allow(rustdoc::broken_intra_doc_links)]
     /// Drive the daemon on another host: ssh://[user@]host[:port]. Every command goes
     /// through `ssh HOST banger daemon dial-stdio` (your OpenSSH config, keys and agent);
     /// local paths (`vm run PATH`, `vm cp`) stay on this machine. Also $BANGER_HOST, or
