@@ -727,7 +727,7 @@ fn an_idle_vm_is_stopped_and_a_busy_one_is_not() {
     create(&env, "busy", &image, &["--net", "none"]);
     // A session held open for longer than the limit: the VM is in use all along.
     let mut session = env
-        .banger_cmd(&["vm", "exec", "busy", "--", "sleep", "40"])
+        .banger_cmd(&["vm", "exec", "busy", "--", "sleep", "600"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
