@@ -303,10 +303,18 @@ fn pause_snapshot_fork_and_crash_safety() {
 fn a_fork_of_a_systemd_guest_has_its_own_ssh_host_keys() {
     let env = TestEnv::new();
     let image = env.debian_image("dev");
-    create_snapshottable(&env, "sys", &image, "768MiB", &["--ready", "multi-user"]);
+    // Not `--ready multi-user`: on this image that target waits out a 90 s device timeout
+    // (no udev for the serial getty). What matters is an sshd already serving the
+    // snapshot's key, so the fork must replace keys under a running sshd.
+    create_snapshottable(&env, "sys", &image, "768MiB", &[]);
     let key = "cat /etc/ssh/ssh_host_ed25519_key.pub";
     let source_key = exec(&env, "sys", key);
     assert!(source_key.starts_with("ssh-ed25519 "), "{source_key}");
+    let source_blob = source_key.split_whitespace().nth(1).unwrap().to_string();
+    let served = "ssh-keyscan -t ed25519 127.0.0.1 2>/dev/null | cut -d' ' -f3";
+    wait::until_for("sshd in the source to serve its key", GUEST, || {
+        exec(&env, "sys", served).trim() == source_blob
+    });
     env.ok(&["vm", "snapshot", "sys", "--name", "sys-snap", "--stop"]);
     env.ok(&["vm", "create", "sysf", "--from", "sys-snap", "-q"]);
     let fork_key = exec(&env, "sysf", key);
@@ -325,13 +333,7 @@ fn a_fork_of_a_systemd_guest_has_its_own_ssh_host_keys() {
         "{known}"
     );
     wait::until_for("sshd to serve the new key", GUEST, || {
-        exec(
-            &env,
-            "sysf",
-            "ssh-keyscan -t ed25519 127.0.0.1 2>/dev/null | cut -d' ' -f3",
-        )
-        .trim()
-            == blob
+        exec(&env, "sysf", served).trim() == blob
     });
     env.ok(&["vm", "delete", "sysf", "--force"]);
     env.ok(&["vm", "delete", "sys", "--force"]);
