@@ -208,8 +208,13 @@ async fn endless_answers_are_cut_at_their_limit_with_flat_memory() {
         let pushed = sent.load(Ordering::Relaxed);
         assert!(pushed < 64 << 20, "{fault:?}: {pushed} bytes pushed");
     }
+    // The growth, not the level: the other tests of this binary run beside this one and
+    // share the process (one of them had left it at 660 MiB before this test began).
     let after = rss_mib();
-    assert!(after < 256, "RSS {after} MiB (was {before} MiB)");
+    assert!(
+        after.saturating_sub(before) < 192,
+        "RSS {after} MiB (was {before} MiB)"
+    );
 }
 
 #[tokio::test(start_paused = true)]
