@@ -68,6 +68,52 @@ fn wait_for_attempts(env: &TestEnv, attempts: &dyn Fn(&TestEnv) -> u64, above: u
     }
 }
 
+/// The guest port of the freezer's thaw listener (published on a free host port).
+const THAW_GUEST_PORT: u16 = 7777;
+
+/// Run by guest root: listens on the thaw port, stops the agent (argv[1]) and says so on
+/// the console, then lets it go on when the host connects (or after 120 s, so a failed
+/// test never leaves it frozen).
+const FREEZER: &str = r#"
+import os, signal, socket, sys
+agent, port = int(sys.argv[1]), int(sys.argv[2])
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("0.0.0.0", port))
+listener.listen(1)
+os.kill(agent, signal.SIGSTOP)
+with open("/dev/console", "w") as console:
+    console.write("BANGER-TEST-FROZEN\n")
+listener.settimeout(120)
+try:
+    conn, _ = listener.accept()
+finally:
+    os.kill(agent, signal.SIGCONT)
+conn.sendall(b"thawed\n")
+conn.close()
+"#;
+
+/// Connects to the freezer's published port until it answers that the agent goes on.
+fn thaw(port: u16) {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut answer = String::new();
+        if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = conn.read_to_string(&mut answer);
+        }
+        if answer.contains("thawed") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the freezer in h never answered on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -78,7 +124,15 @@ fn an_unprivileged_guest_process_cannot_take_the_agent_channel() {
     // The image's own init (systemd) is PID 1 and the agent its child, which guest root
     // can freeze below (PID 1 ignores SIGSTOP).
     let image = env.debian_image("dev");
-    env.ok(&["vm", "create", "h", "--image", &image, "--cpus", "1", "-q"]);
+    // The published port is how the test thaws the agent it lets guest root freeze below.
+    let thaw_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let publish = format!("127.0.0.1:{thaw_port}:{THAW_GUEST_PORT}");
+    env.ok(&[
+        "vm", "create", "h", "--image", &image, "--cpus", "1", "-p", &publish, "-q",
+    ]);
     let vm = env.json(&["vm", "show", "h"]);
     // Any guest process can dial a vsock port; a virtio-serial port is root's alone. The
     // attack needs the vsock channel, which the test tools install (vhost-device-vsock).
@@ -187,14 +241,26 @@ fn an_unprivileged_guest_process_cannot_take_the_agent_channel() {
     );
 
     // The real agent frozen (by guest root: SIGSTOP) and the daemon restarted: only the
-    // impostor dials the new listener, and it must stay out. When the agent thaws, it
-    // redials and serves the exec that was waiting.
+    // impostor dials the new listener, and it must stay out. The test thaws the agent (a
+    // connection to the freezer's published port) once another VM has answered; the agent
+    // then redials and serves the exec that was waiting.
     let before = attempts(&env);
+    let freezer = env.path("freezer.py");
+    std::fs::write(&freezer, FREEZER).unwrap();
+    env.ok(&[
+        "vm",
+        "cp",
+        "-q",
+        freezer.to_str().unwrap(),
+        "h:/tmp/freezer.py",
+    ]);
     let out = exec(
         &env,
         "h",
-        "agent=$PPID; setsid sh -c \"sleep 1; kill -STOP $agent; echo BANGER-TEST-FROZEN \
-         >/dev/console; sleep 15; kill -CONT $agent\" </dev/null >/dev/null 2>&1 & echo timer",
+        &format!(
+            "setsid python3 /tmp/freezer.py $PPID {THAW_GUEST_PORT} </dev/null >/dev/null 2>&1 & \
+             echo timer"
+        ),
     );
     assert!(stdout(&out).contains("timer"), "{out:?}");
     let console = dir.join("console.log");
@@ -221,10 +287,11 @@ fn an_unprivileged_guest_process_cannot_take_the_agent_channel() {
     };
     let other = exec(&env, "other", "echo other");
     assert_eq!(stdout(&other), "other\n", "{other:?}");
-    assert!(
-        !waiting.is_finished(),
-        "h's exec was still waiting for its frozen agent when the other VM answered"
-    );
+    if waiting.is_finished() {
+        let out = waiting.join().expect("exec thread");
+        panic!("h's exec ended while its agent was frozen: {out:?}");
+    }
+    thaw(thaw_port);
     let out = waiting.join().expect("exec thread");
     assert_eq!(
         stdout(&out),
