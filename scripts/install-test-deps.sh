@@ -66,7 +66,8 @@ if ! dpkg -s busybox-static >/dev/null 2>&1; then
   missing+=(busybox-static)
 fi
 # tests/mcp.rs and scripts/bench-mcp.sh drive `banger mcp` with the official MCP Python
-# SDK, installed in a venv (below, after the packages).
+# SDK, tests/e2b.rs and scripts/bench-e2b.sh `banger serve` with the official E2B Python
+# SDK, both installed in one venv (below, after the packages).
 if ! dpkg -s python3-venv >/dev/null 2>&1; then
   missing+=(python3-venv)
 fi
@@ -83,21 +84,23 @@ if ! command -v cargo-deny >/dev/null 2>&1; then
   cargo install --quiet --locked cargo-deny
 fi
 
-# The MCP SDK, pinned, from whatever index the machine's pip configuration names.
+# The MCP and E2B SDKs, pinned, from whatever index the machine's pip configuration names.
 MCP_SDK_VERSION=2.3.0
-install_mcp_venv() {
+E2B_SDK_VERSION=2.63.0
+install_sdk_venv() {
   local venv=${BANGER_TEST_VENV:-/var/tmp/banger-test-venv}
-  if "$venv/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("mcp") != sys.argv[1])' \
-    "$MCP_SDK_VERSION" 2>/dev/null; then
+  local pinned='import importlib.metadata as m, sys; sys.exit(m.version("mcp") != sys.argv[1] or m.version("e2b") != sys.argv[2])'
+  if "$venv/bin/python" -c "$pinned" "$MCP_SDK_VERSION" "$E2B_SDK_VERSION" 2>/dev/null; then
     return
   fi
-  echo "install-test-deps: python venv $venv with mcp==$MCP_SDK_VERSION"
+  echo "install-test-deps: python venv $venv with mcp==$MCP_SDK_VERSION e2b==$E2B_SDK_VERSION"
   /usr/bin/python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "mcp==$MCP_SDK_VERSION"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    "mcp==$MCP_SDK_VERSION" "e2b==$E2B_SDK_VERSION"
 }
 
 if ((${#missing[@]} == 0)); then
-  install_mcp_venv
+  install_sdk_venv
   echo "install-test-deps: all test tools present"
   exit 0
 fi
@@ -126,4 +129,4 @@ fi
   exit 1
 }
 [[ $ours_policy = 1 ]] && "${SUDO[@]}" rm -f "$policy"
-install_mcp_venv
+install_sdk_venv

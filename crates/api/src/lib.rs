@@ -27,6 +27,7 @@ pub mod pull;
 pub mod snapshot;
 pub mod system;
 pub mod text;
+pub mod time;
 pub mod vm;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};

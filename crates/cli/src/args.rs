@@ -74,6 +74,13 @@ pub enum Command {
         after_help = "Setup:\n  claude mcp add banger -- banger mcp\n\nOther clients (Claude Desktop, Cursor, …) take a JSON config block:\n  {\"mcpServers\": {\"banger\": {\"command\": \"banger\", \"args\": [\"mcp\"]}}}\n\nSandboxes made through MCP are ordinary VMs: `banger vm list` shows them and\n`banger vm delete --force NAME` removes one a crashed agent left. New sandboxes take\nthe config file's [vm] and [net] settings."
     )]
     Mcp(crate::commands::mcp::McpArgs),
+    /// Serve E2B's sandbox API on a local port, so the unchanged E2B SDKs (and the agent
+    /// frameworks built on them) create and drive banger sandboxes: commands, files,
+    /// timeouts, pause and resume. Runs in the foreground; its sandboxes go with it.
+    #[command(
+        after_help = "Point the E2B SDK at it:\n  banger serve --api-key KEY &\n  export E2B_API_URL=http://127.0.0.1:3000 E2B_SANDBOX_URL=http://127.0.0.1:3000 E2B_API_KEY=KEY\n  python3 -c 'from e2b import Sandbox; print(Sandbox.create(template=\"base\").commands.run(\"uname -a\").stdout)'\n\nA template is a banger image name, an image reference pulled on first use\n(debian:bookworm), or `base` (the default image). Sandboxes are ordinary VMs (`banger vm\nlist` shows them) made with the config file's [vm] and [net] settings, and removed\nwhen they time out or when the server stops. Not implemented: PTYs, watching\ndirectories, file metadata, metrics, templates builds, a sandbox's own ports."
+    )]
+    Serve(crate::commands::serve::ServeArgs),
     /// Print the CLI's and the daemon's versions.
     Version,
     /// Check this machine for what banger needs, and say how to fix what is missing.

@@ -39,6 +39,11 @@
 //! firecracker = "/usr/local/bin/firecracker"  # default: $BANGER_FIRECRACKER, then PATH
 //! accel = "auto"          # "auto" (probe KVM), "kvm" (trust /dev/kvm, no probe), "tcg"
 //! jailer = "/usr/local/bin/jailer"  # jail Firecracker VMs (bangerd as root only); default: none
+//!
+//! # `banger serve`, the local E2B API (its flags win).
+//! [serve]
+//! listen = "127.0.0.1:3000"  # the address to serve on; not loopback needs api_keys
+//! api_keys = ["e2b_…"]       # the X-API-KEYs accepted; none: any key, on loopback only
 //! ```
 //!
 //! An unknown key or a bad value is an error naming the key and the file: a typo never
@@ -127,6 +132,14 @@ pub struct Config {
     pub daemon: DaemonSettings,
     /// `host`: another host's daemon (`ssh://…`), checked when used.
     pub host: Option<Setting<String>>,
+    pub serve: ServeSettings,
+}
+
+/// `[serve]`: how `banger serve` listens and whom it lets in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServeSettings {
+    pub listen: Option<Setting<std::net::SocketAddr>>,
+    pub api_keys: Vec<String>,
 }
 
 /// `[net]`: destinations every new VM allows or denies (flags add to them).
@@ -164,6 +177,16 @@ struct RawConfig {
     /// Checked by `banger_api::config`, bangerd's reader too.
     daemon: Option<toml::Value>,
     host: Option<toml::Value>,
+    #[serde(default)]
+    serve: RawServe,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServe {
+    listen: Option<toml::Value>,
+    #[serde(default)]
+    api_keys: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -406,10 +429,27 @@ impl Config {
         if let Some(h) = &host {
             banger_client::SshTarget::parse(h).map_err(|e| err("host", e.to_string()))?;
         }
+        let listen = string("serve.listen", raw.serve.listen)?
+            .map(|l| {
+                l.parse::<std::net::SocketAddr>().map_err(|_| {
+                    err(
+                        "serve.listen",
+                        format!("{l:?} is not an address and port such as \"127.0.0.1:3000\""),
+                    )
+                })
+            })
+            .transpose()?;
+        if raw.serve.api_keys.iter().any(|k| k.trim().is_empty()) {
+            return Err(err("serve.api_keys", "a key must not be empty".into()));
+        }
         fn from<T>(file: &Source) -> impl Fn(T) -> Setting<T> + '_ {
             move |v| Setting::new(v, file.clone())
         }
         Ok(Config {
+            serve: ServeSettings {
+                listen: listen.map(from(&file)),
+                api_keys: raw.serve.api_keys,
+            },
             host: host.map(from(&file)),
             path: path.to_path_buf(),
             file_found: true,
@@ -554,6 +594,25 @@ impl Config {
             v,
             s,
             "none: Firecracker runs unjailed",
+        ));
+        // `banger serve` reads these itself: their defaults are its own, not the daemon's.
+        let serve_row =
+            |key: &str, value: Option<String>, source: Source, default: &str| ConfigRow {
+                key: key.to_string(),
+                display: value
+                    .clone()
+                    .unwrap_or_else(|| format!("(default: {default})")),
+                value,
+                source,
+            };
+        let (v, s) = split(self.serve.listen.clone(), |a| a.to_string());
+        rows.push(serve_row("serve.listen", v, s, "127.0.0.1:3000"));
+        let keys = &self.serve.api_keys;
+        rows.push(serve_row(
+            "serve.api_keys",
+            (!keys.is_empty()).then(|| format!("{} key(s)", keys.len())),
+            source(keys),
+            "none: any key, loopback only",
         ));
         rows
     }
@@ -807,7 +866,9 @@ jailer = "/opt/fc/jailer"
                 "net.deny",
                 "daemon.firecracker",
                 "daemon.accel",
-                "daemon.jailer"
+                "daemon.jailer",
+                "serve.listen",
+                "serve.api_keys"
             ]
         );
         let get = |k: &str| rows.iter().find(|r| r.key == k).expect(k);
@@ -821,6 +882,26 @@ jailer = "/opt/fc/jailer"
         assert_eq!(get("vm.memory").display, "2GiB");
         assert_eq!(get("vm.disk").value, None);
         assert!(get("vm.disk").display.contains("daemon default"));
+    }
+
+    #[test]
+    fn serve_listens_where_the_file_says_and_names_a_bad_address() {
+        let c = parse("[serve]\nlisten = \"0.0.0.0:8080\"\napi_keys = [\"k1\", \"k2\"]\n")
+            .expect("parses");
+        let listen = c.serve.listen.as_ref().expect("listen");
+        assert_eq!(listen.value, "0.0.0.0:8080".parse().expect("addr"));
+        assert_eq!(c.serve.api_keys, ["k1", "k2"]);
+        let rows = c.rows(&VmFlags::default());
+        let keys = rows
+            .iter()
+            .find(|r| r.key == "serve.api_keys")
+            .expect("row");
+        assert_eq!(keys.display, "2 key(s)", "keys are not printed");
+        let e = parse("[serve]\nlisten = \"localhost\"\n").expect_err("no port");
+        assert_eq!(e.key.as_deref(), Some("serve.listen"));
+        let e = parse("[serve]\napi_keys = [\" \"]\n").expect_err("empty key");
+        assert_eq!(e.key.as_deref(), Some("serve.api_keys"));
+        assert!(parse("[serve]\nport = 1\n").is_err());
     }
 
     #[test]

@@ -143,6 +143,7 @@ async fn run(ctx: &Context, command: Command) -> anyhow::Result<u8> {
         Command::Config(c) => commands::config::run(ctx, c).await,
         Command::SshConfig(a) => commands::ssh_config::run(ctx, a).await,
         Command::Mcp(a) => commands::mcp::run(ctx, a).await,
+        Command::Serve(a) => commands::serve::run(ctx, a).await,
         Command::Version => commands::version::run(ctx).await.map(|()| 0),
         Command::Doctor => commands::doctor::run(ctx).await,
         Command::Completions { shell } => {

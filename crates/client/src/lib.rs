@@ -14,6 +14,7 @@ pub mod autostart;
 pub mod diff;
 pub mod endpoint;
 pub mod exec;
+pub mod lease;
 pub mod run;
 pub mod ssh;
 pub mod transfer;

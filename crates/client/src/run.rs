@@ -17,6 +17,7 @@ use banger_api::vm::{Vm, VmCreateParams, VmDefaults, VmDeleteParams, VmRef};
 
 use crate::Error;
 use crate::diff::Records;
+use crate::lease::Lease;
 use crate::transport::{Client, ClientError};
 use crate::workspace::Workspace;
 
@@ -188,7 +189,7 @@ async fn steps(
     if opts.rm {
         let opened = guard(interrupt, "opening a lease", Lease::open(client)).await?;
         params.auto_remove = true;
-        params.lease = Some(opened.id.clone());
+        params.lease = Some(opened.id().to_string());
         *lease = Some(opened);
     }
     // A named VM half-made by an interrupted create is ours to delete; an unnamed one the
@@ -300,51 +301,6 @@ async fn default_image(
         ))
     })?;
     Ok(image.name)
-}
-
-/// A `vm.hold` lease, held on its own connection by a task until dropped (or until this
-/// process ends, however it ends): then the daemon deletes the VMs created under it.
-struct Lease {
-    id: String,
-    holder: tokio::task::JoinHandle<()>,
-}
-
-impl Lease {
-    async fn open(client: &Client) -> anyhow::Result<Lease> {
-        let (tx, rx) = tokio::sync::oneshot::channel::<Result<String, ClientError>>();
-        let holder_client = client.clone();
-        let holder = tokio::spawn(async move {
-            let mut tx = Some(tx);
-            let ended = holder_client
-                .call_streaming::<methods::vm::Hold>(&Empty {}, |event| {
-                    if let OpEvent::Lease { id } = event
-                        && let Some(tx) = tx.take()
-                    {
-                        let _ = tx.send(Ok(id.clone()));
-                    }
-                })
-                .await;
-            if let (Some(tx), Err(e)) = (tx, ended) {
-                let _ = tx.send(Err(e));
-            }
-        });
-        let id = match rx.await {
-            Ok(Ok(id)) => id,
-            Ok(Err(e)) => {
-                return Err(anyhow::Error::new(e).context("opening a vm.hold lease for --rm"));
-            }
-            Err(_) => {
-                anyhow::bail!("bangerd ended the vm.hold call without a lease (an older daemon?)")
-            }
-        };
-        Ok(Lease { id, holder })
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.holder.abort();
-    }
 }
 
 async fn delete(client: &Client, name: &str) -> Result<(), ClientError> {

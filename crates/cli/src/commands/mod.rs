@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod image;
 pub mod kernel;
 pub mod mcp;
+pub mod serve;
 pub mod snapshot;
 pub mod ssh_config;
 pub mod version;
