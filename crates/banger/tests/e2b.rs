@@ -54,8 +54,15 @@ struct Serve {
 
 impl Serve {
     fn start(env: &TestEnv) -> Serve {
+        Serve::start_with(env, &["--api-key", KEY])
+    }
+
+    /// `banger serve --listen 127.0.0.1:0 ARGS…`.
+    fn start_with(env: &TestEnv, args: &[&str]) -> Serve {
+        let mut argv = vec!["serve", "--listen", "127.0.0.1:0"];
+        argv.extend_from_slice(args);
         let mut child = env
-            .banger_cmd(&["serve", "--listen", "127.0.0.1:0", "--api-key", KEY])
+            .banger_cmd(&argv)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -559,4 +566,42 @@ fn banger_serve_refuses_unknown_ids_bad_templates_and_keys_in_the_sdks_shapes() 
 
     assert!(serve.running(), "banger serve exited:\n{}", serve.log());
     assert_eq!(env.json(&["vm", "list"])["vms"], json!([]));
+
+    // No key configured: anything is let in, on loopback; an open address is refused.
+    let keyless = Serve::start_with(&env, &[]);
+    let s = keyless.client("minbase", "keyless");
+    assert_eq!(s["no_key"], 200, "{s}");
+    assert_eq!(s["sdk_list"], json!({"ok": 0}), "{s}");
+    let refused = env.fails(&["serve", "--listen", "0.0.0.0:0"]);
+    assert!(refused.contains("without an API key"), "{refused}");
+}
+
+/// A template that names an image reference: pulled from a real registry on the first
+/// create (under its derived name), found on the second.
+#[test]
+fn a_template_reference_is_pulled_on_first_use() {
+    let env = TestEnv::new();
+    // The kernel a pulled template boots (`default_kernel`), warm starts off as in every test.
+    env.write_config("default_kernel = \"cloud\"\n[vm]\nwarm = false\n");
+    let deb = banger_testkit::qemu::Kernel::get().deb();
+    env.ok(&["kernel", "import", "cloud", "--deb", deb.to_str().unwrap()]);
+    let registry = banger_testkit::registry::Registry::start();
+    let layout = banger_testkit::vm::debian_layout("minbase");
+    registry.push(&format!("oci:{}:t", layout.display()), "minbase:t", &[]);
+    let reference = format!("{}/minbase:t", registry.host());
+    let serve = Serve::start(&env);
+    let s = serve.client(&reference, "reference");
+    for round in ["first", "second"] {
+        let r = &s[round];
+        assert_eq!(r["run"], "pulled\n", "{round}: {r}");
+        assert_eq!(r["template_id"], reference.as_str(), "{round}: {r}");
+        assert_eq!(r["kill"], true, "{round}: {r}");
+    }
+    let images = env.json(&["image", "list"]);
+    assert_eq!(images.as_array().unwrap().len(), 1, "pulled once: {images}");
+    assert_eq!(
+        images[0]["name"], "minbase-t",
+        "the name image pull derives: {images}"
+    );
+    no_vms_left(&env);
 }

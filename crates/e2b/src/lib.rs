@@ -5,7 +5,7 @@
 //! are ordinary banger VMs made through the client crate ([`banger_client`]) under one
 //! `vm.hold` lease, so the daemon removes them when the server goes.
 //!
-//! Requests: REST needs `X-API-KEY` to be one of the configured keys (any key when none
+//! Requests: REST needs `X-API-KEY` to be one of the configured keys (anything when none
 //! are configured, which only a loopback listener allows); envd requests need the
 //! sandbox's access token (`X-Access-Token`), handed out by create and connect.
 
@@ -66,6 +66,17 @@ pub enum ServeError {
     OpenWithoutKey(SocketAddr),
 }
 
+impl Options {
+    /// Refuses what the server would not run with (an open address without a key), before
+    /// anything starts.
+    pub fn check(&self) -> Result<(), ServeError> {
+        if self.api_keys.is_empty() && !self.listen.ip().is_loopback() {
+            return Err(ServeError::OpenWithoutKey(self.listen));
+        }
+        Ok(())
+    }
+}
+
 struct Server {
     sandboxes: Arc<Sandboxes>,
     api_keys: Vec<String>,
@@ -78,9 +89,7 @@ pub async fn serve(
     options: Options,
     on_listening: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
-    if options.api_keys.is_empty() && !options.listen.ip().is_loopback() {
-        return Err(ServeError::OpenWithoutKey(options.listen).into());
-    }
+    options.check()?;
     let listener = TcpListener::bind(options.listen)
         .await
         .with_context(|| format!("listening on {}", options.listen))?;
@@ -133,12 +142,7 @@ impl Server {
             return http::empty(StatusCode::NO_CONTENT);
         }
         let key = http::header(req.headers(), "x-api-key").unwrap_or("");
-        let allowed = if self.api_keys.is_empty() {
-            !key.is_empty()
-        } else {
-            http::matches_secret(key, &self.api_keys)
-        };
-        if !allowed {
+        if !key_allowed(key, &self.api_keys) {
             return rest::error(&RestError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong X-API-KEY (set E2B_API_KEY to a key `banger serve` accepts)",
@@ -238,6 +242,12 @@ impl Server {
         }
         rpc::call(&client, &sandbox, req, path).await
     }
+}
+
+/// Whether a REST request's key lets it in: one of the configured keys, or anything when
+/// none are configured (which [`serve`] allows on loopback only).
+fn key_allowed(given: &str, keys: &[String]) -> bool {
+    keys.is_empty() || http::matches_secret(given, keys)
 }
 
 fn unary_error(e: &RpcError) -> Response<Body> {
@@ -413,5 +423,34 @@ mod rpc {
             connect::STREAM_JSON,
             http::full(connect::end_of_stream(Some(e))),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_let_in_only_their_holders_and_none_configured_lets_in_all() {
+        let keys = vec!["k1".to_string()];
+        assert!(key_allowed("k1", &keys));
+        assert!(!key_allowed("", &keys));
+        assert!(!key_allowed("k2", &keys));
+        assert!(key_allowed("", &[]));
+        assert!(key_allowed("anything", &[]));
+    }
+
+    #[tokio::test]
+    async fn an_open_address_without_a_key_is_refused_before_anything_starts() {
+        let options = Options {
+            listen: "0.0.0.0:0".parse().unwrap(),
+            api_keys: Vec::new(),
+            defaults: VmCreateParams::default(),
+        };
+        let client = Client::new(std::path::Path::new("/nonexistent/bangerd.sock"));
+        let e = serve(client, options, |_| panic!("it listened"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("without an API key"), "{e}");
     }
 }

@@ -234,68 +234,72 @@ impl Sandboxes {
     }
 
     /// The image a template names: `base` is the daemon's default image (pulled on first
-    /// use), an image name is itself, and a reference (`debian:bookworm`, `host/repo:tag`)
-    /// is pulled on first use under its derived name.
+    /// use, as `vm run` does), an image name or id is itself, and a registry reference
+    /// (`debian:bookworm`, `host/repo:tag`) is the image pulled from it, pulled on first use
+    /// (found again by its recorded source, so two references that derive the same name
+    /// never stand for each other).
     async fn resolve_template(&self, template: &str) -> Result<String, RestError> {
-        let (name, reference, kernel) = if template == DEFAULT_TEMPLATE {
-            let defaults = self
-                .client
-                .call::<methods::vm::Defaults>(&Empty {})
-                .await
-                .map_err(|e| RestError::daemon("reading the daemon's default image", &e))?;
-            (
-                Some(defaults.image),
-                Some(defaults.image_ref),
-                Some(defaults.kernel),
-            )
-        } else {
-            (Some(template.to_string()), None, None)
-        };
-        if let Some(found) = self.image(name.as_deref().unwrap_or(template)).await? {
+        let defaults = self
+            .client
+            .call::<methods::vm::Defaults>(&Empty {})
+            .await
+            .map_err(|e| RestError::daemon("reading the daemon's defaults", &e))?;
+        if template == DEFAULT_TEMPLATE {
+            if let Some(found) = self.image(&defaults.image).await? {
+                return Ok(found);
+            }
+            let _one_pull = self.pulling.lock().await;
+            return self
+                .pull(&defaults.image_ref, &defaults.image, &defaults.kernel)
+                .await;
+        }
+        if let Some(found) = self.image(template).await? {
             return Ok(found);
         }
-        let looks_like_reference = template.contains([':', '/', '@']);
-        let Some(reference) = reference.or_else(|| looks_like_reference.then(|| template.into()))
-        else {
-            return Err(RestError::new(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "template {}: no such image (pull one with `banger image pull REF --name {}`, \
-                     or give an image reference such as debian:bookworm)",
-                    banger_api::text::visible(template),
-                    banger_api::text::visible(template)
-                ),
-            ));
-        };
-        if reference.starts_with("oci:")
-            || reference.starts_with("oci-archive:")
-            || reference.starts_with("docker-archive:")
-        {
-            return Err(RestError::new(
-                StatusCode::BAD_REQUEST,
-                "a template is an image name or a registry reference, not a local path",
-            ));
-        }
-        let _one_pull = self.pulling.lock().await;
-        let kernel = match kernel {
-            Some(kernel) => kernel,
-            None => {
-                self.client
-                    .call::<methods::vm::Defaults>(&Empty {})
-                    .await
-                    .map_err(|e| RestError::daemon("reading the daemon's default kernel", &e))?
-                    .kernel
+        let shown = banger_api::text::visible(banger_api::text::cut(template, 200)).into_owned();
+        let local = ["oci:", "oci-archive:", "docker-archive:"]
+            .iter()
+            .any(|p| template.starts_with(p));
+        let reference = match banger_oci::reference::Reference::parse(template) {
+            Ok(reference) if !local => reference,
+            _ => {
+                return Err(RestError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "template {shown}: no such image (pull one with `banger image pull REF \
+                         --name {shown}`, or give an image reference such as debian:bookworm)"
+                    ),
+                ));
             }
         };
+        let canonical = reference.to_string();
+        let _one_pull = self.pulling.lock().await;
+        let images = self
+            .client
+            .call::<methods::image::List>(&Empty {})
+            .await
+            .map_err(|e| RestError::daemon("listing images", &e))?
+            .images;
+        if let Some(pulled) = images
+            .iter()
+            .find(|i| i.source_ref.as_deref() == Some(canonical.as_str()))
+        {
+            return Ok(pulled.name.clone());
+        }
+        let mut name = banger_oci::reference::default_image_name(&reference);
+        if images.iter().any(|i| i.name == name) {
+            name = format!("{name}-{:08x}", fnv1a(&canonical));
+        }
+        self.pull(template, &name, &defaults.kernel).await
+    }
+
+    /// Pulls `reference` as image `name`, booting `kernel`.
+    async fn pull(&self, reference: &str, name: &str, kernel: &str) -> Result<String, RestError> {
         let params = ImagePullParams {
-            reference: reference.clone(),
-            name: if template == DEFAULT_TEMPLATE {
-                name
-            } else {
-                None
-            },
+            reference: reference.to_string(),
+            name: Some(name.to_string()),
             kernel: KernelChoice {
-                kernel_ref: Some(kernel),
+                kernel_ref: Some(kernel.to_string()),
                 ..KernelChoice::default()
             },
             ..ImagePullParams::default()
@@ -306,7 +310,9 @@ impl Sandboxes {
             .await
             .map_err(|e| {
                 let mut e = RestError::daemon(&format!("pulling template {reference}"), &e);
-                if e.status == StatusCode::INTERNAL_SERVER_ERROR {
+                // A reference that does not pull is the request's fault, and a 5xx would
+                // be retried by the SDKs.
+                if e.status.is_server_error() {
                     e.status = StatusCode::BAD_REQUEST;
                 }
                 e
@@ -429,6 +435,13 @@ impl Sandboxes {
             }
         }
     }
+}
+
+/// 32-bit FNV-1a: a short, stable suffix that tells two references' images apart.
+fn fnv1a(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// Seconds since the epoch as RFC 3339.

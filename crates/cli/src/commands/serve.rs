@@ -42,6 +42,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<u8> {
         api_keys,
         defaults,
     };
+    options.check()?;
     let client = ctx.client().await?;
     let serve = banger_e2b::serve(client, options, |addr| {
         eprintln!("banger serve: E2B API on http://{addr}");
