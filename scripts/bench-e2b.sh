@@ -65,13 +65,14 @@ start_serve() {
     export E2B_API_URL=http://127.0.0.1:$port E2B_SANDBOX_URL=http://127.0.0.1:$port E2B_API_KEY=$KEY
 }
 
-# sdk_runs: "median | min | max" (seconds) of create → first run("true"), one warm-up first.
+# sdk_runs START: "median | min | max" (seconds) of create → first run("true"), one warm-up
+# first; every sandbox must have started as START says (`cold` or `warm`, from `vm show`).
 sdk_runs() {
-    "$VENV_PY" - "$RUNS" <<'PY'
-import statistics, sys, time
+    "$VENV_PY" - "$RUNS" "$B" "$1" <<'PY'
+import json, statistics, subprocess, sys, time
 from e2b import Sandbox
 
-runs = int(sys.argv[1])
+runs, banger, start = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 times = []
 for i in range(runs + 1):
     t = time.perf_counter()
@@ -81,6 +82,9 @@ for i in range(runs + 1):
         dt = time.perf_counter() - t
         if r.exit_code != 0:
             raise SystemExit(f"bad answer: {r}")
+        shown = json.loads(subprocess.check_output([banger, "vm", "show", "--json", sbx.sandbox_id]))
+        if shown.get("start") != start:
+            raise SystemExit(f"{sbx.sandbox_id} started {shown.get('start')}, not {start}")
     finally:
         sbx.kill()
     if i:  # the first one is the warm-up
@@ -106,9 +110,11 @@ print(f"{statistics.median(v):.2f} | {min(v):.2f} | {max(v):.2f}")'
 }
 
 echo "bench-e2b: cold: SDK through banger serve, $RUNS runs ..." >&2
+# The daemon reads [vm] warm when it starts (the setup's daemon read the default, true).
+"$B" daemon stop >/dev/null
 config false
 start_serve cold
-sdk_cold=$(sdk_runs)
+sdk_cold=$(sdk_runs cold)
 stop_serve
 echo "bench-e2b: cold: banger vm run --rm --cold -- true, $RUNS runs ..." >&2
 vm_cold=$(vm_runs --cold)
@@ -119,7 +125,7 @@ echo "bench-e2b: warm: image warm minbase, then the same ..." >&2
 config true
 "$B" image warm minbase --cpus 1 --memory 512MiB -q >/dev/null
 start_serve warm
-sdk_warm=$(sdk_runs)
+sdk_warm=$(sdk_runs warm)
 stop_serve
 vm_warm=$(vm_runs --warm)
 

@@ -577,7 +577,8 @@ fn banger_serve_refuses_unknown_ids_bad_templates_and_keys_in_the_sdks_shapes() 
 }
 
 /// A template that names an image reference: pulled from a real registry on the first
-/// create (under its derived name), found on the second.
+/// create (under its derived name), found on the second, whose sandbox pauses at its
+/// timeout as its lifecycle asks and resumes on connect.
 #[test]
 fn a_template_reference_is_pulled_on_first_use() {
     let env = TestEnv::new();
@@ -597,6 +598,11 @@ fn a_template_reference_is_pulled_on_first_use() {
         assert_eq!(r["template_id"], reference.as_str(), "{round}: {r}");
         assert_eq!(r["kill"], true, "{round}: {r}");
     }
+    // `lifecycle.on_timeout = "pause"`: paused at its deadline, not killed, and resumed by
+    // connect with its files.
+    let second = &s["second"];
+    assert_eq!(second["state_at_timeout"], "paused", "{second}");
+    assert_eq!(second["after_connect"], "kept\n", "{second}");
     let images = env.json(&["image", "list"]);
     assert_eq!(images.as_array().unwrap().len(), 1, "pulled once: {images}");
     assert_eq!(

@@ -419,8 +419,10 @@ impl Sandboxes {
                 .cloned()
                 .collect();
             for sandbox in due {
-                let ended = if sandbox.auto_pause {
-                    self.pause(&sandbox.id).await
+                // A sandbox that cannot pause is killed: past its deadline it must not run on.
+                let paused = sandbox.auto_pause && self.pause(&sandbox.id).await.is_ok();
+                let ended = if paused {
+                    Ok(())
                 } else {
                     self.kill(&sandbox.id).await.map(|_| ())
                 };

@@ -462,19 +462,33 @@ def errors(template, summary):
 
 
 def reference(template, summary):
-    """A template that is an image reference: pulled on the first create, reused after."""
+    """A template that is an image reference: pulled on the first create, reused after. The
+    second sandbox pauses at its timeout (`lifecycle.on_timeout = "pause"`) instead of dying,
+    and connect resumes it."""
     for round_ in ("first", "second"):
         started = time.monotonic()
         # The first create pulls and converts the image before it boots: more than the
         # SDK's default 60 s request timeout on a loaded machine.
-        sbx = Sandbox.create(template=template, timeout=120, request_timeout=600)
+        lifecycle = {"on_timeout": "pause"} if round_ == "second" else None
+        sbx = Sandbox.create(template=template, timeout=120, lifecycle=lifecycle, request_timeout=600)
         summary["_created"].append(sbx.sandbox_id)
-        summary[round_] = {
+        r = summary[round_] = {
             "create_s": round(time.monotonic() - started, 3),
             "template_id": Sandbox.get_info(sbx.sandbox_id).template_id,
             "run": sbx.commands.run("cat /etc/debian_version >/dev/null && echo pulled").stdout,
-            "kill": sbx.kill(),
         }
+        if lifecycle:
+            sbx.commands.run("echo kept > /tmp/kept")
+            sbx.set_timeout(3)
+            state = lambda: Sandbox.get_info(sbx.sandbox_id).state  # noqa: E731
+            r["state_at_timeout"], r["paused_after_s"] = until(
+                "the sandbox to pause at its timeout",
+                lambda: (s := state()) and getattr(s, "value", s) == "paused" and "paused",
+                60,
+            )
+            back = Sandbox.connect(sbx.sandbox_id, timeout=120)
+            r["after_connect"] = back.commands.run("cat /tmp/kept").stdout
+        r["kill"] = sbx.kill()
 
 
 def keyless(template, summary):
