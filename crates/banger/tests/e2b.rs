@@ -328,6 +328,24 @@ fn an_e2b_sdk_client_drives_two_sandboxes_through_banger_serve() {
         "{unknown_user}"
     );
 
+    // Watching: the polled watcher sees a file created below (recursive), the stream sees
+    // one created in the directory; a stopped watcher is gone.
+    let watch = &s["watch"];
+    let polled = watch["polled"].as_array().unwrap();
+    assert!(
+        polled.contains(&json!(["sub/deep.txt", "CREATE"])),
+        "{watch}"
+    );
+    assert_eq!(
+        watch["events_after_stop"]["exception"], "SandboxException",
+        "{watch}"
+    );
+    let streamed = watch["streamed"]["ok"].as_array().expect("streamed events");
+    assert!(
+        streamed.contains(&json!(["streamed.txt", "CREATE"])),
+        "{watch}"
+    );
+
     // Files.
     let f = &s["files"];
     assert_eq!(f["rename"]["content"], "moved\n", "{}", f["rename"]);

@@ -2,7 +2,7 @@
 //! `sh` scripts in the guest: paths travel as arguments, never inside the script, and
 //! entries come back NUL-separated from GNU find's `-printf` (so any byte in a name
 //! survives), bounded in size. Relative paths resolve against the user's home, as envd's
-//! do. Watching is not implemented.
+//! do. Watching compares these listings (`watch.rs`).
 
 use banger_client::Client;
 use serde::Deserialize;
@@ -14,9 +14,10 @@ use crate::guest::{self, Captured, User};
 /// The largest listing we take from a guest.
 const MAX_LISTING: usize = 16 << 20;
 /// Fields of one entry in [`PRINTF`].
-const FIELDS: usize = 9;
-/// Type, size, mode (octal), permissions, owner, group, mtime, link target, path.
-const PRINTF: &str = r"%y\0%s\0%m\0%M\0%u\0%g\0%T@\0%l\0%p\0";
+const FIELDS: usize = 10;
+/// Type, size, mode (octal), permissions, owner, group, mtime, link target, path, and the
+/// path relative to where find started.
+const PRINTF: &str = r"%y\0%s\0%m\0%M\0%u\0%g\0%T@\0%l\0%p\0%P\0";
 
 /// Exit codes our scripts use for envd's errors.
 const NOT_FOUND: i32 = 44;
@@ -122,21 +123,37 @@ pub async fn list_dir(
     user: &User,
     req: &PathRequest,
 ) -> Result<serde_json::Value, RpcError> {
-    let path = required(&req.path)?;
     let depth = match &req.depth {
         None | Some(serde_json::Value::Null) => 1,
         Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(1),
         Some(serde_json::Value::String(s)) => s.parse().unwrap_or(1),
         Some(_) => 1,
-    }
-    .clamp(1, 64)
-    .to_string();
+    };
+    let entries: Vec<_> = listing(client, vm, user, &req.path, depth)
+        .await?
+        .into_iter()
+        .map(|(entry, _)| entry)
+        .collect();
+    Ok(json!({ "entries": entries }))
+}
+
+/// Every entry under the directory `path` to `depth` levels (1..=64), with its path
+/// relative to the directory.
+pub async fn listing(
+    client: &Client,
+    vm: &str,
+    user: &User,
+    path: &str,
+    depth: u64,
+) -> Result<Vec<(serde_json::Value, String)>, RpcError> {
+    let path = required(path)?;
+    let depth = depth.clamp(1, 64).to_string();
     let body = format!(
         r#"p=$(abs "$1"); [ -e "$p" ] || exit 44; [ -d "$p" ] || exit 45
 find -H "$p" -mindepth 1 -maxdepth "$2" -printf '{PRINTF}'"#
     );
     let done = run(client, vm, user, &body, &[path, &depth], path).await?;
-    Ok(json!({ "entries": entries(&done.stdout)? }))
+    records(&done.stdout)
 }
 
 /// `MakeDir`: with parents; already_exists when it is there.
@@ -191,6 +208,11 @@ rm -rf -- "$p""#;
 
 /// envd's `EntryInfo`s from [`PRINTF`] records.
 fn entries(out: &[u8]) -> Result<Vec<serde_json::Value>, RpcError> {
+    Ok(records(out)?.into_iter().map(|(entry, _)| entry).collect())
+}
+
+/// Each [`PRINTF`] record as an `EntryInfo` and the path relative to find's start.
+fn records(out: &[u8]) -> Result<Vec<(serde_json::Value, String)>, RpcError> {
     let fields: Vec<&[u8]> = out.split(|b| *b == 0).collect();
     // A trailing NUL leaves one empty field at the end.
     let fields = &fields[..fields.len().saturating_sub(1)];
@@ -200,7 +222,10 @@ fn entries(out: &[u8]) -> Result<Vec<serde_json::Value>, RpcError> {
             "the guest's find printed a malformed listing (is it GNU find?)",
         ));
     }
-    Ok(fields.chunks(FIELDS).map(entry).collect())
+    Ok(fields
+        .chunks(FIELDS)
+        .map(|f| (entry(f), String::from_utf8_lossy(f[9]).into_owned()))
+        .collect())
 }
 
 fn entry(f: &[&[u8]]) -> serde_json::Value {
@@ -252,8 +277,9 @@ mod tests {
 
     #[test]
     fn find_records_become_entry_infos() {
-        let out = b"f\x005\x00644\x00-rw-r--r--\x00root\x00root\x001700000000.25\x00\x00/root/a b\nc\x00\
-                    l\x004\x00777\x00lrwxrwxrwx\x00root\x00root\x001700000000.0000000000\x00a b\x00/root/link\x00";
+        let out = b"f\x005\x00644\x00-rw-r--r--\x00root\x00root\x001700000000.25\x00\x00/root/a b\nc\x00a b\nc\x00\
+                    l\x004\x00777\x00lrwxrwxrwx\x00root\x00root\x001700000000.0000000000\x00a b\x00/root/d/link\x00d/link\x00";
+        assert_eq!(records(out).unwrap()[1].1, "d/link");
         let all = entries(out).unwrap();
         assert_eq!(all.len(), 2);
         assert_eq!(all[0]["name"], "a b\nc");

@@ -1,6 +1,7 @@
 //! banger-e2b: `banger serve`, a local E2B. One HTTP port serves E2B's REST API (create,
 //! list, get, kill, timeout, pause, connect) and, for every sandbox, envd's API (the
-//! `process.Process` and `filesystem.Filesystem` Connect services, `/files`, `/health`),
+//! `process.Process` and `filesystem.Filesystem` Connect services, watches included,
+//! `/files`, `/health`),
 //! routed by the `E2b-Sandbox-Id` header the SDKs send on every envd request. Sandboxes
 //! are ordinary banger VMs made through the client crate ([`banger_client`]) under one
 //! `vm.hold` lease, so the daemon removes them when the server goes.
@@ -17,6 +18,7 @@ mod http;
 mod process;
 mod rest;
 mod sandboxes;
+mod watch;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -268,7 +270,7 @@ mod rpc {
     use crate::guest::User;
     use crate::http::{self, Body, ChannelBody};
     use crate::sandboxes::Sandbox;
-    use crate::{filesystem, process};
+    use crate::{filesystem, process, watch};
 
     pub async fn call(
         client: &Client,
@@ -313,15 +315,29 @@ mod rpc {
                 Ok(message) => message,
                 Err(e) => return stream_error(&e),
             };
+            if path == "/filesystem.Filesystem/WatchDir" {
+                return match connect::parse::<watch::WatchRequest>(message) {
+                    Ok(request) => {
+                        let (tx, body) = ChannelBody::channel(16);
+                        tokio::spawn(watch::stream(
+                            client.clone(),
+                            sandbox.id.clone(),
+                            user,
+                            request,
+                            tx,
+                            deadline,
+                            keepalive,
+                        ));
+                        http::with_type(StatusCode::OK, connect::STREAM_JSON, body)
+                    }
+                    Err(e) => stream_error(&e),
+                };
+            }
             let stream = match path {
                 "/process.Process/Start" => connect::parse(message)
                     .and_then(|request| process::start(client, sandbox, &user, request, keepalive)),
-                "/process.Process/Connect" => connect::parse(message)
+                _ => connect::parse(message)
                     .and_then(|request| sandbox.processes.connect(&request, keepalive)),
-                _ => Err(RpcError::new(
-                    Code::Unimplemented,
-                    "watching directories is not implemented by banger serve",
-                )),
             };
             return match stream {
                 Ok(stream) => {
@@ -404,6 +420,19 @@ mod rpc {
             }
             "/filesystem.Filesystem/Remove" => {
                 filesystem::remove(client, vm, user, &connect::parse(body)?).await
+            }
+            "/filesystem.Filesystem/CreateWatcher" => {
+                let request = connect::parse(body)?;
+                sandbox.watchers.create(client, vm, user, &request).await
+            }
+            "/filesystem.Filesystem/GetWatcherEvents" => {
+                sandbox
+                    .watchers
+                    .events(client, vm, &connect::parse(body)?)
+                    .await
+            }
+            "/filesystem.Filesystem/RemoveWatcher" => {
+                sandbox.watchers.remove(&connect::parse(body)?)
             }
             other => Err(RpcError::new(
                 Code::Unimplemented,

@@ -19,6 +19,7 @@ use banger_client::{Client, ClientError};
 use hyper::StatusCode;
 
 use crate::process::Processes;
+use crate::watch::Watchers;
 
 /// The template SDKs ask for when given none: the daemon's default image.
 pub const DEFAULT_TEMPLATE: &str = "base";
@@ -110,6 +111,7 @@ pub struct Sandbox {
     pub auto_pause: bool,
     life: Mutex<Life>,
     pub processes: Processes,
+    pub watchers: Watchers,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -228,6 +230,7 @@ impl Sandboxes {
                 paused: false,
             }),
             processes: Processes::default(),
+            watchers: Watchers::default(),
         });
         self.map().insert(id, sandbox.clone());
         Ok(sandbox)

@@ -9,6 +9,7 @@ status 1); the Rust test (tests/e2b.rs) asserts on it. Every sandbox this script
 is killed before it exits, whatever happened.
 """
 
+import asyncio
 import hashlib
 import importlib.metadata
 import http.client
@@ -217,6 +218,42 @@ def files_round(sbx, s):
     s["remove_missing"] = attempt(lambda: f.remove("notes/hello.txt"))
 
 
+def watch_round(sbx):
+    f = sbx.files
+    f.make_dir("watched/sub")
+    out = {}
+    handle = f.watch_dir("watched", recursive=True)
+    f.write("watched/sub/deep.txt", "deep\n")
+    seen = []
+
+    def deep_seen():
+        seen.extend((e.name, e.type.name) for e in handle.get_new_events())
+        return any(name == "sub/deep.txt" for name, _ in seen)
+
+    _, out["polled_after_s"] = until("the watcher to see sub/deep.txt", deep_seen, 30)
+    out["polled"] = sorted(set(seen))
+    handle.stop()
+    out["events_after_stop"] = attempt(lambda: handle.get_new_events() and "events")
+
+    async def streamed():
+        from e2b import AsyncSandbox
+
+        asbx = await AsyncSandbox.connect(sbx.sandbox_id)
+        got = asyncio.Queue()
+        watcher = await asbx.files.watch_dir("watched", on_event=lambda e: got.put_nowait(e), timeout=60)
+        await asbx.files.write("watched/streamed.txt", "s\n")
+        events = []
+        try:
+            while not any(e.name == "streamed.txt" for e in events):
+                events.append(await asyncio.wait_for(got.get(), 30))
+        finally:
+            await watcher.stop()
+        return sorted({(e.name, e.type.name) for e in events})
+
+    out["streamed"] = attempt(lambda: asyncio.run(streamed()))
+    return out
+
+
 def big_round(sbx):
     """20 MB both ways: host → guest (write, checked in the guest and read back) and
     guest → host (made in the guest, read)."""
@@ -317,6 +354,10 @@ def sandbox(template, summary):
     summary["unknown_user_write"] = attempt(
         lambda: a.files.write("u.txt", "x\n", user="nosuchuser").path
     )
+
+    # Watching a directory: the sync SDK's polled watcher (recursive) and the async SDK's
+    # WatchDir stream, each seeing a file appear.
+    summary["watch"] = watch_round(a)
 
     # Files.
     files = {}
