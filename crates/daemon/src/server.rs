@@ -255,6 +255,15 @@ fn spawn_streaming(
                     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "ok");
                     StreamLine::Result(value)
                 }
+                // A client that goes away ends its stream (`vm.hold`'s normal end, a
+                // Ctrl-C'd pull): nothing failed on our side.
+                Err(crate::error::OpError::Cancelled) => {
+                    tracing::info!(
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "ended: the client went away"
+                    );
+                    StreamLine::Error(crate::error::OpError::Cancelled.to_api(&op))
+                }
                 Err(err) => {
                     let api = err.to_api(&op);
                     tracing::warn!(code = %api.code, message = %api.message, "failed");

@@ -96,6 +96,23 @@ async fn run(
     }
 }
 
+/// Runs `body`, which ends by printing one [`PRINTF`] record: `{"entry": EntryInfo}`.
+async fn entry_of(
+    client: &Client,
+    vm: &str,
+    user: &User,
+    body: &str,
+    args: &[&str],
+    path: &str,
+) -> Result<serde_json::Value, RpcError> {
+    let done = run(client, vm, user, body, args, path).await?;
+    let entry = entries(&done.stdout)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| RpcError::new(Code::Internal, "the guest's find printed no entry"))?;
+    Ok(json!({ "entry": entry }))
+}
+
 /// `Stat`.
 pub async fn stat(
     client: &Client,
@@ -108,12 +125,7 @@ pub async fn stat(
         r#"p=$(abs "$1"); [ -e "$p" ] || [ -L "$p" ] || exit 44
 find "$p" -maxdepth 0 -printf '{PRINTF}'"#
     );
-    let done = run(client, vm, user, &body, &[path], path).await?;
-    let entry = entries(&done.stdout)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| RpcError::new(Code::Internal, "the guest's find printed no entry"))?;
-    Ok(json!({ "entry": entry }))
+    entry_of(client, vm, user, &body, &[path], path).await
 }
 
 /// `ListDir`: entries to `depth` levels below the directory (1: its children).
@@ -169,9 +181,7 @@ pub async fn make_dir(
 mkdir -p -- "$p" || exit 1
 find "$p" -maxdepth 0 -printf '{PRINTF}'"#
     );
-    let done = run(client, vm, user, &body, &[path], path).await?;
-    let entry = entries(&done.stdout)?.into_iter().next();
-    Ok(json!({ "entry": entry }))
+    entry_of(client, vm, user, &body, &[path], path).await
 }
 
 /// `Move`: a rename, parents of the destination made.
@@ -187,9 +197,7 @@ pub async fn rename(
 mkdir -p -- "$(dirname -- "$d")" && mv -f -- "$s" "$d" || exit 1
 find "$d" -maxdepth 0 -printf '{PRINTF}'"#
     );
-    let done = run(client, vm, user, &body, &[source, destination], source).await?;
-    let entry = entries(&done.stdout)?.into_iter().next();
-    Ok(json!({ "entry": entry }))
+    entry_of(client, vm, user, &body, &[source, destination], source).await
 }
 
 /// `Remove`: a file, or a directory with everything in it.
