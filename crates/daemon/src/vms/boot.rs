@@ -3,7 +3,8 @@
 //!
 //! Initramfs files are cached in `<state>/initramfs/<key>.cpio`, the key hashing the agent
 //! binary, the kernel file, the modules tree's path and the channel: one build per kernel
-//! and agent version, shared by every VM.
+//! and agent version, shared by every VM. The daemon hashes each file once while it stays
+//! the same file ([`FileIdentity`]).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -32,13 +33,26 @@ pub fn initramfs(
 ) -> Result<PathBuf, OpError> {
     let agent = agent_binary()?;
     let modules_dir = image.modules_dir.as_deref().map(Path::new);
-    let mut key = Sha256::new();
-    hash_file(&mut key, &agent)?;
-    hash_file(&mut key, Path::new(&image.kernel_path))?;
-    key.update(image.modules_dir.as_deref().unwrap_or("").as_bytes());
-    key.update([u8::from(vsock), u8::from(net)]);
-    let digest = key.finalize();
-    let name: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    let kernel = Path::new(&image.kernel_path);
+    let unchanged = format!(
+        "initramfs {} {} {:?} {vsock} {net}",
+        FileIdentity::of(&agent)?.key(),
+        FileIdentity::of(kernel)?.key(),
+        image.modules_dir
+    );
+    let name = remembered(unchanged, || {
+        let mut key = Sha256::new();
+        hash_file(&mut key, &agent)?;
+        hash_file(&mut key, kernel)?;
+        key.update(image.modules_dir.as_deref().unwrap_or("").as_bytes());
+        key.update([u8::from(vsock), u8::from(net)]);
+        Ok(key
+            .finalize()
+            .iter()
+            .take(12)
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    })?;
     std::fs::create_dir_all(cache_dir)
         .map_err(|e| OpError::io(format!("creating {}", cache_dir.display()), e))?;
     let out = cache_dir.join(format!("{name}.cpio"));
@@ -87,9 +101,12 @@ fn cached_modules_disk(
     let short =
         |digest: &[u8]| -> String { digest.iter().take(8).map(|b| format!("{b:02x}")).collect() };
     let tree = short(&Sha256::digest(modules_dir.as_os_str().as_encoded_bytes()));
-    let mut agent_hash = Sha256::new();
-    hash_file(&mut agent_hash, agent)?;
-    let name = format!("{tree}-{}.modules.ext4", short(&agent_hash.finalize()));
+    let agent_digest = remembered(format!("agent {}", FileIdentity::of(agent)?.key()), || {
+        let mut agent_hash = Sha256::new();
+        hash_file(&mut agent_hash, agent)?;
+        Ok(short(&agent_hash.finalize()))
+    })?;
+    let name = format!("{tree}-{agent_digest}.modules.ext4");
     std::fs::create_dir_all(cache_dir)
         .map_err(|e| OpError::io(format!("creating {}", cache_dir.display()), e))?;
     let out = cache_dir.join(&name);
@@ -177,6 +194,66 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), OpError> {
         .map_err(|e| OpError::io(format!("writing {}", path.display()), e))
 }
 
+/// What tells a file's content apart without reading it: the inode, the size and when
+/// it last changed (the ctime moves on every write and cannot be set back).
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> Result<FileIdentity, OpError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| OpError::io(format!("reading {}", path.display()), e))?;
+        let ns = |secs: i64, nanos: i64| i128::from(secs) * 1_000_000_000 + i128::from(nanos);
+        Ok(FileIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+
+    /// The identity as text, for a [`remembered`] description.
+    fn key(&self) -> String {
+        format!(
+            "{}:{}:{}:{}:{}",
+            self.dev, self.ino, self.len, self.mtime_ns, self.ctime_ns
+        )
+    }
+}
+
+/// Cache keys already computed by this daemon, by what their files' identities were: the
+/// agent (~4 MB) and a kernel (~15 MB, 50 MB for Firecracker's) are hashed once, not at
+/// every VM start.
+static REMEMBERED: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, String>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// `compute()`, or what it gave last time for the same `unchanged` description.
+fn remembered(
+    unchanged: String,
+    compute: impl FnOnce() -> Result<String, OpError>,
+) -> Result<String, OpError> {
+    let memo = || REMEMBERED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(known) = memo().get(&unchanged) {
+        return Ok(known.clone());
+    }
+    let value = compute()?;
+    let mut memo = memo();
+    // A handful of agents and kernels per daemon; bounded all the same.
+    if memo.len() >= 256 {
+        memo.clear();
+    }
+    memo.insert(unchanged, value.clone());
+    Ok(value)
+}
+
 fn hash_file(h: &mut Sha256, path: &Path) -> Result<(), OpError> {
     let mut f = std::fs::File::open(path)
         .map_err(|e| OpError::io(format!("reading {}", path.display()), e))?;
@@ -238,6 +315,34 @@ pub fn kernel_cmdline(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_is_hashed_again_only_once_it_changed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("agent");
+        std::fs::write(&file, b"one").expect("write");
+        let calls = std::cell::Cell::new(0);
+        let digest = |file: &Path| {
+            let unchanged = format!("test {}", FileIdentity::of(file).expect("stat").key());
+            remembered(unchanged, || {
+                calls.set(calls.get() + 1);
+                Ok(std::fs::read_to_string(file).expect("read"))
+            })
+            .expect("remembered")
+        };
+        assert_eq!(digest(&file), "one");
+        assert_eq!(digest(&file), "one");
+        assert_eq!(calls.get(), 1, "the same file is not read again");
+        // A new file in its place (as a rebuilt agent is): another inode, read again.
+        let new = dir.path().join("agent.new");
+        std::fs::write(&new, b"two").expect("write");
+        std::fs::rename(&new, &file).expect("rename");
+        assert_eq!(digest(&file), "two");
+        // Written in place: the ctime moves, read again.
+        std::fs::write(&file, b"three").expect("write");
+        assert_eq!(digest(&file), "three");
+        assert_eq!(calls.get(), 3);
+    }
 
     #[test]
     fn the_vm_initramfs_appends_a_root_only_secret() {
