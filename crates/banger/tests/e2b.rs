@@ -328,6 +328,13 @@ fn an_e2b_sdk_client_drives_two_sandboxes_through_banger_serve() {
         "{unknown_user}"
     );
 
+    // A pty: sized, resized, a terminal, typed at, its exit code.
+    let pty = &s["pty"];
+    for key in ["sized", "resized", "on_a_tty", "echoed"] {
+        assert_eq!(pty[key], true, "{key}: {pty}");
+    }
+    assert_eq!(pty["exit_code"], 5, "{pty}");
+
     // Watching: the polled watcher sees a file created below (recursive), the stream sees
     // one created in the directory; a stopped watcher is gone.
     let watch = &s["watch"];

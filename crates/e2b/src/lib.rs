@@ -402,6 +402,10 @@ mod rpc {
                 processes.send_input(&connect::parse(body)?).await?;
                 Ok(done)
             }
+            "/process.Process/Update" => {
+                processes.update(&connect::parse(body)?)?;
+                Ok(done)
+            }
             "/process.Process/CloseStdin" => {
                 processes.close_stdin(&connect::parse(body)?).await?;
                 Ok(done)

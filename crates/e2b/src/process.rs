@@ -41,6 +41,8 @@ pub struct Processes {
 struct Process {
     pid: u32,
     tag: Option<String>,
+    /// Runs on a pty: its output is `pty` data, its input the pty's.
+    pty: bool,
     config: ProcessConfig,
     controls: mpsc::UnboundedSender<Control>,
     stdin: tokio::sync::Mutex<Option<DuplexStream>>,
@@ -52,6 +54,8 @@ struct Process {
 pub enum Event {
     Stdout(Bytes),
     Stderr(Bytes),
+    /// A pty's output (stdout and stderr both, as a terminal shows them).
+    Pty(Bytes),
     End {
         exit_code: i32,
         exited: bool,
@@ -65,6 +69,7 @@ impl Event {
         let event = match self {
             Event::Stdout(b) => json!({"data": {"stdout": b64::encode(b)}}),
             Event::Stderr(b) => json!({"data": {"stderr": b64::encode(b)}}),
+            Event::Pty(b) => json!({"data": {"pty": b64::encode(b)}}),
             Event::End {
                 exit_code,
                 exited,
@@ -135,6 +140,33 @@ pub struct Input {
     pub stdin: Option<String>,
     #[serde(default)]
     pub pty: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UpdateRequest {
+    #[serde(default)]
+    pub process: Selector,
+    #[serde(default)]
+    pub pty: Option<serde_json::Value>,
+}
+
+/// A `PTY` message's size as (rows, cols); proto-JSON numbers may come as strings.
+fn pty_size(pty: &serde_json::Value) -> Result<(u16, u16), RpcError> {
+    let dim = |name: &str| -> Result<u16, RpcError> {
+        let value = &pty["size"][name];
+        value
+            .as_u64()
+            .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                RpcError::new(
+                    Code::InvalidArgument,
+                    format!("pty.size.{name} must be a number from 1 to 65535"),
+                )
+            })
+    };
+    Ok((dim("rows")?, dim("cols")?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -331,18 +363,14 @@ impl Processes {
             .map_err(|_| RpcError::new(Code::NotFound, "the process has ended"))
     }
 
-    /// `SendInput`: bytes to the process's stdin.
+    /// `SendInput`: bytes to the process's stdin (or its pty's input: the same pipe).
     pub async fn send_input(&self, request: &SendInputRequest) -> Result<(), RpcError> {
         let input = request.input.as_ref();
-        if input.is_some_and(|i| i.pty.is_some()) {
-            return Err(RpcError::new(
-                Code::Unimplemented,
-                "pty input: banger serve does not run processes on a pty yet",
-            ));
-        }
-        let data = input.and_then(|i| i.stdin.as_deref()).unwrap_or("");
+        let data = input
+            .and_then(|i| i.stdin.as_deref().or(i.pty.as_deref()))
+            .unwrap_or("");
         let bytes = b64::decode(data)
-            .ok_or_else(|| RpcError::new(Code::InvalidArgument, "stdin is not base64"))?;
+            .ok_or_else(|| RpcError::new(Code::InvalidArgument, "the input is not base64"))?;
         let process = self.find(&request.process)?;
         let mut stdin = process.stdin.lock().await;
         let pipe = stdin.as_mut().ok_or_else(|| {
@@ -354,6 +382,25 @@ impl Processes {
         pipe.write_all(&bytes)
             .await
             .map_err(|_| RpcError::new(Code::FailedPrecondition, "the process's stdin is closed"))
+    }
+
+    /// `Update`: a pty's new window size.
+    pub fn update(&self, request: &UpdateRequest) -> Result<(), RpcError> {
+        let Some(pty) = &request.pty else {
+            return Ok(());
+        };
+        let (rows, cols) = pty_size(pty)?;
+        let process = self.find(&request.process)?;
+        if !process.pty {
+            return Err(RpcError::new(
+                Code::FailedPrecondition,
+                "the process does not run on a pty",
+            ));
+        }
+        process
+            .controls
+            .send(Control::Resize { rows, cols })
+            .map_err(|_| RpcError::new(Code::NotFound, "the process has ended"))
     }
 
     /// `CloseStdin`: EOF on the process's stdin.
@@ -374,12 +421,7 @@ pub fn start(
     request: StartRequest,
     keepalive: Duration,
 ) -> Result<Stream, RpcError> {
-    if request.pty.is_some() {
-        return Err(RpcError::new(
-            Code::Unimplemented,
-            "pty: banger serve does not run processes on a pty yet (use commands.run)",
-        ));
-    }
+    let tty = request.pty.as_ref().map(pty_size).transpose()?;
     let config = request
         .process
         .ok_or_else(|| RpcError::new(Code::InvalidArgument, "process.cmd is required"))?;
@@ -392,15 +434,21 @@ pub fn start(
     env.extend(config.envs.clone());
     let mut argv = vec![config.cmd.clone()];
     argv.extend(config.args.iter().cloned());
-    let params = user.exec(
+    let term = env.get("TERM").cloned();
+    let mut params = user.exec(
         &sandbox.id,
         argv,
         env.into_iter().collect(),
         config.cwd.clone().filter(|c| !c.is_empty()),
     );
+    if tty.is_some() {
+        params.tty = tty;
+        params.term = Some(term.unwrap_or_else(|| "xterm-256color".into()));
+    }
     let (controls_tx, controls_rx) = mpsc::unbounded_channel();
     let owner = controls_tx.clone();
-    let (stdin_ours, stdin_theirs) = if request.stdin == Some(true) {
+    // A pty always takes input (what is typed at it).
+    let (stdin_ours, stdin_theirs) = if request.stdin == Some(true) || tty.is_some() {
         let (ours, theirs) = tokio::io::duplex(PIPE_BYTES);
         (Some(ours), Some(theirs))
     } else {
@@ -410,6 +458,7 @@ pub fn start(
     let process = Arc::new(Process {
         pid,
         tag: request.tag,
+        pty: tty.is_some(),
         config,
         controls: controls_tx,
         stdin: tokio::sync::Mutex::new(stdin_ours),
@@ -473,7 +522,11 @@ async fn run(
         while out_open || err_open {
             tokio::select! {
                 n = out_r.read(&mut out_buf), if out_open => match n {
-                    Ok(n) if n > 0 => process.broadcast(primary, Event::Stdout(Bytes::copy_from_slice(&out_buf[..n]))).await,
+                    Ok(n) if n > 0 => {
+                        let data = Bytes::copy_from_slice(&out_buf[..n]);
+                        let event = if process.pty { Event::Pty(data) } else { Event::Stdout(data) };
+                        process.broadcast(primary, event).await
+                    }
                     _ => out_open = false,
                 },
                 n = err_r.read(&mut err_buf), if err_open => match n {
@@ -559,6 +612,27 @@ mod tests {
         let s: Selected = serde_json::from_str(r#"{"process":{"pid":7}}"#).unwrap();
         assert_eq!(s.process.pid, Some(7));
         assert!(serde_json::from_str::<Selected>(r#"{"process":{"pid":-1}}"#).is_err());
+    }
+
+    #[test]
+    fn pty_sizes_are_rows_and_cols_within_bounds() {
+        let size = |v: serde_json::Value| pty_size(&v);
+        assert_eq!(
+            size(json!({"size": {"rows": 24, "cols": "80"}})).unwrap(),
+            (24, 80)
+        );
+        for bad in [
+            json!({"size": {"rows": 0, "cols": 80}}),
+            json!({"size": {"rows": 24, "cols": 70000}}),
+            json!({"size": {"rows": 24}}),
+            json!({}),
+        ] {
+            assert_eq!(
+                size(bad.clone()).unwrap_err().code,
+                Code::InvalidArgument,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -218,6 +218,42 @@ def files_round(sbx, s):
     s["remove_missing"] = attempt(lambda: f.remove("notes/hello.txt"))
 
 
+def pty_round(sbx):
+    from e2b import PtySize
+
+    h = sbx.pty.create(PtySize(rows=24, cols=80), timeout=60)
+    # The shared stream of the handle's events: read up to a marker, act, read on.
+    events = iter(h)
+    text = ""
+
+    def read_until(marker):
+        nonlocal text
+        while marker not in text:
+            _, _, chunk = next(events)
+            if chunk:
+                text += bytes(chunk).decode("utf-8", "replace")
+
+    sbx.pty.send_stdin(h.pid, b"stty size; tty; echo pty-$((6*7))\n")
+    read_until("pty-42\r\n")
+    sbx.pty.resize(h.pid, PtySize(rows=30, cols=100))
+    sbx.pty.send_stdin(h.pid, b"stty size; exit 5\n")
+    after = []
+    try:
+        h.wait(on_pty=lambda chunk: after.append(bytes(chunk)))
+        ended = {"exit_code": 0}
+    except e2b.CommandExitException as e:
+        ended = {"exit_code": e.exit_code}
+    later = b"".join(after).decode("utf-8", "replace")
+    return {
+        **ended,
+        "sized": "24 80" in text,
+        "on_a_tty": "/dev/pts/" in text,
+        "echoed": "pty-42" in text,
+        "resized": "30 100" in later,
+        "tail": (text + later)[-400:],
+    }
+
+
 def watch_round(sbx):
     f = sbx.files
     f.make_dir("watched/sub")
@@ -354,6 +390,9 @@ def sandbox(template, summary):
     summary["unknown_user_write"] = attempt(
         lambda: a.files.write("u.txt", "x\n", user="nosuchuser").path
     )
+
+    # A pty: an interactive login shell, typed at, resized, its output a terminal's.
+    summary["pty"] = pty_round(a)
 
     # Watching a directory: the sync SDK's polled watcher (recursive) and the async SDK's
     # WatchDir stream, each seeing a file appear.
