@@ -296,6 +296,12 @@ fn an_e2b_sdk_client_drives_two_sandboxes_through_banger_serve() {
         "{stdin}"
     );
 
+    assert_eq!(stdin["stream_input"], json!({"ok": "sent"}), "{stdin}");
+    assert_eq!(
+        stdin["streamed_wait"]["returned"]["stdout"], "one\ntwo\n",
+        "{stdin}"
+    );
+
     // A command past its timeout: the SDK's TimeoutException, and the process killed.
     let timed = &s["timeout_kill"];
     assert_eq!(timed["run"]["exception"], "TimeoutException", "{timed}");

@@ -114,6 +114,51 @@ pub fn single_envelope(body: &[u8]) -> Result<&[u8], RpcError> {
     Ok(message)
 }
 
+/// Splits a client stream's body into its messages as the bytes arrive.
+#[derive(Default)]
+pub struct Envelopes {
+    pending: Vec<u8>,
+}
+
+impl Envelopes {
+    /// Takes `bytes`; the whole messages they complete, in order.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, RpcError> {
+        self.pending.extend_from_slice(bytes);
+        let mut messages = Vec::new();
+        while self.pending.len() >= 5 {
+            if self.pending[0] & FLAG_COMPRESSED != 0 {
+                return Err(RpcError::new(
+                    Code::Unimplemented,
+                    "compressed messages are not supported: send them uncompressed",
+                ));
+            }
+            let len = u32::from_be_bytes([
+                self.pending[1],
+                self.pending[2],
+                self.pending[3],
+                self.pending[4],
+            ]) as usize;
+            if len > MAX_MESSAGE {
+                return Err(RpcError::new(
+                    Code::ResourceExhausted,
+                    format!("a message of {len} bytes is over the {MAX_MESSAGE}-byte limit"),
+                ));
+            }
+            if self.pending.len() < 5 + len {
+                break;
+            }
+            messages.push(self.pending[5..5 + len].to_vec());
+            self.pending.drain(..5 + len);
+        }
+        Ok(messages)
+    }
+
+    /// Whether the stream ended between messages (not inside one).
+    pub fn is_clean(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
 /// Parses a request message (protobuf JSON; unknown fields ignored, as by newer servers).
 pub fn parse<T: serde::de::DeserializeOwned>(message: &[u8]) -> Result<T, RpcError> {
     serde_json::from_slice(message).map_err(|e| {
@@ -196,6 +241,35 @@ mod tests {
         assert_eq!(
             single_envelope(b"\x01\x00\x00\x00\x02{}").unwrap_err().code,
             Code::Unimplemented
+        );
+    }
+
+    #[test]
+    fn a_client_stream_is_split_whatever_the_chunks() {
+        let mut wire = envelope(&serde_json::json!({"a": 1})).to_vec();
+        wire.extend_from_slice(&envelope(&serde_json::json!({"b": 2})));
+        let mut envelopes = Envelopes::default();
+        let mut got = Vec::new();
+        for byte in &wire {
+            got.extend(envelopes.feed(std::slice::from_ref(byte)).unwrap());
+        }
+        assert_eq!(got, [br#"{"a":1}"#.to_vec(), br#"{"b":2}"#.to_vec()]);
+        assert!(envelopes.is_clean());
+        assert!(
+            Envelopes::default()
+                .feed(b"\x00\x00\x00\x00\x09{}")
+                .unwrap()
+                .is_empty()
+        );
+        let mut cut = Envelopes::default();
+        cut.feed(b"\x00\x00\x00\x00\x09{}").unwrap();
+        assert!(!cut.is_clean());
+        assert_eq!(
+            Envelopes::default()
+                .feed(b"\x00\xff\xff\xff\xff")
+                .unwrap_err()
+                .code,
+            Code::ResourceExhausted
         );
     }
 

@@ -300,6 +300,32 @@ mod rpc {
                 | "/process.Process/Connect"
                 | "/filesystem.Filesystem/WatchDir"
         );
+        if path == "/process.Process/StreamInput" {
+            if content_type != connect::STREAM_JSON {
+                return unary_error(&RpcError::new(
+                    Code::Unimplemented,
+                    format!("streaming calls take {} only", connect::STREAM_JSON),
+                ));
+            }
+            let streamed = sandbox.processes.stream_input(req.into_body());
+            let streamed = match deadline {
+                Some(d) => tokio::time::timeout(d, streamed).await.unwrap_or_else(|_| {
+                    Err(RpcError::new(
+                        Code::DeadlineExceeded,
+                        "the stream's timeout passed",
+                    ))
+                }),
+                None => streamed.await,
+            };
+            return match streamed {
+                Ok(()) => {
+                    let mut answer = connect::envelope(&serde_json::json!({})).to_vec();
+                    answer.extend_from_slice(&connect::end_of_stream(None));
+                    http::with_type(StatusCode::OK, connect::STREAM_JSON, http::full(answer))
+                }
+                Err(e) => stream_error(&e),
+            };
+        }
         let body = match http::read_bounded(req.into_body(), connect::MAX_MESSAGE).await {
             Ok(body) => body,
             Err(e) => return unary_error(&RpcError::new(Code::ResourceExhausted, e.to_string())),

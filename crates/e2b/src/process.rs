@@ -384,6 +384,61 @@ impl Processes {
             .map_err(|_| RpcError::new(Code::FailedPrecondition, "the process's stdin is closed"))
     }
 
+    /// `StreamInput`: a client stream of a `start` naming the process, then `data`
+    /// messages of input (and keepalives), each written as it arrives.
+    pub async fn stream_input(&self, mut body: hyper::body::Incoming) -> Result<(), RpcError> {
+        use http_body_util::BodyExt as _;
+
+        #[derive(Deserialize)]
+        struct Message {
+            #[serde(default)]
+            start: Option<Selected>,
+            #[serde(default)]
+            data: Option<DataMessage>,
+        }
+        #[derive(Deserialize)]
+        struct DataMessage {
+            #[serde(default)]
+            input: Option<Input>,
+        }
+        let mut envelopes = connect::Envelopes::default();
+        let mut target: Option<Selector> = None;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                RpcError::new(Code::InvalidArgument, format!("reading the stream: {e}"))
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            for message in envelopes.feed(&data)? {
+                let message: Message = connect::parse(&message)?;
+                if let Some(start) = message.start {
+                    target = Some(start.process);
+                } else if let Some(data) = message.data {
+                    let process = target.take().ok_or_else(|| {
+                        RpcError::new(
+                            Code::InvalidArgument,
+                            "input before the start message that names the process",
+                        )
+                    })?;
+                    let request = SendInputRequest {
+                        process,
+                        input: data.input,
+                    };
+                    self.send_input(&request).await?;
+                    target = Some(request.process);
+                }
+            }
+        }
+        if !envelopes.is_clean() {
+            return Err(RpcError::new(
+                Code::InvalidArgument,
+                "the stream ended inside a message",
+            ));
+        }
+        Ok(())
+    }
+
     /// `Update`: a pty's new window size.
     pub fn update(&self, request: &UpdateRequest) -> Result<(), RpcError> {
         let Some(pty) = &request.pty else {

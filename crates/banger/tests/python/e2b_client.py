@@ -360,6 +360,13 @@ def sandbox(template, summary):
     if stdin.get("close", {}).get("ok") != "closed":
         stdin["killed_instead"] = cat.kill()
     stdin["wait"] = waited(cat)
+    # The client-streamed way in: StreamInput, then EOF.
+    streamed = a.commands.run("cat", background=True, stdin=True, timeout=60)
+    stdin["stream_input"] = attempt(
+        lambda: a.commands.stream_input(streamed.pid, ["one\n", b"two\n"]) or "sent"
+    )
+    a.commands.close_stdin(streamed.pid)
+    stdin["streamed_wait"] = waited(streamed)
     summary["stdin"] = stdin
 
     # A command's timeout ends it (envd kills the process at Connect-Timeout-Ms).
