@@ -316,11 +316,17 @@ fn an_e2b_sdk_client_drives_two_sandboxes_through_banger_serve() {
     assert_eq!(procs["kill"], true, "{procs}");
     assert_eq!(procs["connected_wait"]["exit_code"], -1, "{procs}");
 
-    let metrics = &s["metrics"];
-    assert!(
-        metrics["message"].as_str().unwrap().contains("501"),
-        "metrics: {metrics}"
-    );
+    let metrics = &s["metrics"]["ok"];
+    assert_eq!(metrics["count"], 1, "{metrics}");
+    assert_eq!(metrics["cpu_count"], s["info_a"]["cpu_count"], "{metrics}");
+    for key in [
+        "cpu_pct_in_range",
+        "mem_used_below_total",
+        "disk_used_below_total",
+    ] {
+        assert_eq!(metrics[key], true, "{key}: {metrics}");
+    }
+    assert!(metrics["mem_total_mib"].as_u64().unwrap() > 64, "{metrics}");
     let unknown_user = &s["unknown_user_write"];
     assert_eq!(
         unknown_user["exception"], "InvalidArgumentException",

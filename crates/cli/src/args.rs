@@ -78,7 +78,7 @@ pub enum Command {
     /// frameworks built on them) create and drive banger sandboxes: commands, files,
     /// timeouts, pause and resume. Runs in the foreground; its sandboxes go with it.
     #[command(
-        after_help = "Point the E2B SDK at it:\n  banger serve --api-key KEY &\n  export E2B_API_URL=http://127.0.0.1:3000 E2B_SANDBOX_URL=http://127.0.0.1:3000 E2B_API_KEY=KEY\n  python3 -c 'from e2b import Sandbox; print(Sandbox.create(template=\"base\").commands.run(\"uname -a\").stdout)'\n\nA template is a banger image name, an image reference pulled on first use\n(debian:bookworm), or `base` (the default image). Sandboxes are ordinary VMs (`banger vm\nlist` shows them) made with the config file's [vm] and [net] settings, and removed\nwhen they time out or when the server stops. Not implemented: file metadata,\nmetrics, template builds, a sandbox's own ports."
+        after_help = "Point the E2B SDK at it:\n  banger serve --api-key KEY &\n  export E2B_API_URL=http://127.0.0.1:3000 E2B_SANDBOX_URL=http://127.0.0.1:3000 E2B_API_KEY=KEY\n  python3 -c 'from e2b import Sandbox; print(Sandbox.create(template=\"base\").commands.run(\"uname -a\").stdout)'\n\nA template is a banger image name, an image reference pulled on first use\n(debian:bookworm), or `base` (the default image). Sandboxes are ordinary VMs (`banger vm\nlist` shows them) made with the config file's [vm] and [net] settings, and removed\nwhen they time out or when the server stops. Not implemented: file metadata,\nlogs, E2B's snapshot calls, template builds, a sandbox's own ports."
     )]
     Serve(crate::commands::serve::ServeArgs),
     /// Print the CLI's and the daemon's versions.

@@ -81,6 +81,13 @@ async fn answer(
                 ))
             }
         }
+        (&Method::GET, ["sandboxes", id, "metrics"]) => {
+            let sandbox = sandboxes.get(id)?;
+            Ok(http::json(
+                StatusCode::OK,
+                &[sandboxes.metric(&sandbox).await?],
+            ))
+        }
         (&Method::POST, ["sandboxes", id, "timeout"]) => {
             let Timeout { timeout } = parse(req.body)?;
             let secs = timeout.ok_or_else(|| {

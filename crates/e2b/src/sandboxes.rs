@@ -110,6 +110,8 @@ pub struct Sandbox {
     pub started_at: SystemTime,
     pub auto_pause: bool,
     life: Mutex<Life>,
+    /// Busy and total CPU seconds at the last metrics look.
+    cpu_seen: Mutex<(f64, f64)>,
     pub processes: Processes,
     pub watchers: Watchers,
 }
@@ -229,6 +231,7 @@ impl Sandboxes {
                 end_at: now + Duration::from_secs(timeout),
                 paused: false,
             }),
+            cpu_seen: Mutex::new((0.0, 0.0)),
             processes: Processes::default(),
             watchers: Watchers::default(),
         });
@@ -356,6 +359,56 @@ impl Sandboxes {
             Err(ClientError::Api(e)) if e.code == ErrorCode::NotFound => Ok(true),
             Err(e) => Err(RestError::daemon(&format!("deleting sandbox {id}"), &e)),
         }
+    }
+
+    /// E2B's `SandboxMetric` now, from `vm.stats`: the guest's memory and CPU use (the
+    /// CPU since the last look, or since boot at the first), the disks as the host sees
+    /// them (allocated of apparent).
+    pub async fn metric(&self, sandbox: &Sandbox) -> Result<serde_json::Value, RestError> {
+        let stats = self
+            .client
+            .call::<methods::vm::Stats>(&VmRef {
+                vm: sandbox.id.clone(),
+            })
+            .await
+            .map_err(|e| {
+                RestError::daemon(&format!("reading sandbox {}'s stats", sandbox.id), &e)
+            })?;
+        let guest = stats.guest.ok_or_else(|| {
+            RestError::new(
+                StatusCode::CONFLICT,
+                format!("sandbox {} is not running: no metrics", sandbox.id),
+            )
+        })?;
+        let busy = guest.cpu_user_secs + guest.cpu_system_secs;
+        let all = busy + guest.cpu_idle_secs;
+        let (was_busy, was_all) = {
+            let mut last = sandbox.cpu_seen.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *last, (busy, all))
+        };
+        let (d_busy, d_all) = if all > was_all {
+            (busy - was_busy, all - was_all)
+        } else {
+            (busy, all)
+        };
+        let cpu_used_pct = if d_all > 0.0 {
+            (100.0 * d_busy / d_all).clamp(0.0, 100.0)
+        } else {
+            0.0
+        };
+        let now = SystemTime::now();
+        let disks = [&stats.host.root_disk, &stats.host.work_disk];
+        Ok(serde_json::json!({
+            "timestamp": rfc3339(now),
+            "timestampUnix": now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            "cpuCount": sandbox.cpus,
+            "cpuUsedPct": (cpu_used_pct * 100.0).round() / 100.0,
+            "memUsed": guest.memory_used_bytes,
+            "memTotal": guest.memory_total_bytes,
+            "memCache": 0,
+            "diskUsed": disks.iter().map(|d| d.allocated_bytes).sum::<u64>(),
+            "diskTotal": disks.iter().map(|d| d.apparent_bytes).sum::<u64>(),
+        }))
     }
 
     /// A new deadline, `secs` from now.

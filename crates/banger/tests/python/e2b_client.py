@@ -391,8 +391,19 @@ def sandbox(template, summary):
         "connected_wait": waited(again),
     }
 
-    # Not implemented, and saying so rather than "no such sandbox".
-    summary["metrics"] = attempt(lambda: a.get_metrics())
+    # Metrics: the guest's memory and CPU, the disks as the host sees them.
+    def metrics():
+        m = a.get_metrics()[-1]
+        return {
+            "count": len(a.get_metrics()),
+            "cpu_count": m.cpu_count,
+            "cpu_pct_in_range": 0.0 <= m.cpu_used_pct <= 100.0,
+            "mem_total_mib": m.mem_total >> 20,
+            "mem_used_below_total": 0 < m.mem_used < m.mem_total,
+            "disk_used_below_total": 0 < m.disk_used < m.disk_total,
+        }
+
+    summary["metrics"] = attempt(metrics)
     # An unknown guest user is the caller's mistake, not an unreachable sandbox.
     summary["unknown_user_write"] = attempt(
         lambda: a.files.write("u.txt", "x\n", user="nosuchuser").path
@@ -432,6 +443,7 @@ def sandbox(template, summary):
         "metadata": info.metadata,
         "envd_version": info.envd_version,
         "lifetime_s": round((info.end_at - info.started_at).total_seconds()),
+        "cpu_count": info.cpu_count,
     }
     summary["is_running_a"] = a.is_running()
 
