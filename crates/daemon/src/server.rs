@@ -338,7 +338,7 @@ fn upgrade_response(op: &str, token: &'static str) -> Response<Body> {
 /// client's bytes to the agent and the agent's response body to the client, verbatim; the
 /// stream ends when the agent's body ends, and the client's EOF only ends the input.
 async fn relay(on_upgrade: hyper::upgrade::OnUpgrade, session: StreamSession) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let upgraded = match on_upgrade.await {
         Ok(u) => u,
         Err(e) => {
@@ -363,22 +363,8 @@ async fn relay(on_upgrade: hyper::upgrade::OnUpgrade, session: StreamSession) {
         crate::vms::exec_relay::relay(TokioIo::new(upgraded), input, output).await;
         return;
     }
-    let (mut from_client, mut to_client) = tokio::io::split(TokioIo::new(upgraded));
-    let client_to_agent = async move {
-        let mut buf = vec![0u8; 64 << 10];
-        loop {
-            match from_client.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if input.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
-                        // The agent takes no more input (a download ignores it): done.
-                        break;
-                    }
-                }
-            }
-        }
-        drop(input);
-    };
+    let (from_client, mut to_client) = tokio::io::split(TokioIo::new(upgraded));
+    let client_to_agent = feed(from_client, input);
     let agent_to_client = async move {
         match output.await {
             Ok(response) => {
@@ -425,15 +411,13 @@ async fn relay(on_upgrade: hyper::upgrade::OnUpgrade, session: StreamSession) {
     tracing::info!("stream finished");
 }
 
-/// A stream the daemon answers itself (an upload): the client's bytes go to `input` until
-/// its EOF (or its going away), then the answer goes back and the stream closes.
-async fn relay_to_host(
-    upgraded: TokioIo<hyper::upgrade::Upgraded>,
+/// The client's bytes into `input` until the client's EOF (or its going away), or until
+/// `input`'s taker wants no more (a download ignores its input); then `input` is closed.
+async fn feed(
+    mut from_client: impl tokio::io::AsyncRead + Unpin,
     input: tokio::sync::mpsc::Sender<Bytes>,
-    answer: std::pin::Pin<Box<dyn std::future::Future<Output = Bytes> + Send>>,
 ) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (mut from_client, mut to_client) = tokio::io::split(upgraded);
+    use tokio::io::AsyncReadExt;
     let mut buf = vec![0u8; 64 << 10];
     loop {
         match from_client.read(&mut buf).await {
@@ -445,7 +429,18 @@ async fn relay_to_host(
             }
         }
     }
-    drop(input);
+}
+
+/// A stream the daemon answers itself (an upload): the client's bytes go to `input` until
+/// its EOF (or its going away), then the answer goes back and the stream closes.
+async fn relay_to_host(
+    upgraded: TokioIo<hyper::upgrade::Upgraded>,
+    input: tokio::sync::mpsc::Sender<Bytes>,
+    answer: std::pin::Pin<Box<dyn std::future::Future<Output = Bytes> + Send>>,
+) {
+    use tokio::io::AsyncWriteExt;
+    let (from_client, mut to_client) = tokio::io::split(upgraded);
+    feed(from_client, input).await;
     let bytes = answer.await;
     let _ = to_client.write_all(&bytes).await;
     let _ = to_client.shutdown().await;
