@@ -4,7 +4,7 @@
 //! Initramfs files are cached in `<state>/initramfs/<key>.cpio`, the key hashing the agent
 //! binary, the kernel file, the modules tree's path and the channel: one build per kernel
 //! and agent version, shared by every VM. The daemon hashes each file once while it stays
-//! the same file ([`FileIdentity`]).
+//! the same file (`FileIdentity`).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
