@@ -442,6 +442,26 @@ fn an_e2b_sdk_client_drives_two_sandboxes_through_banger_serve() {
         big["write_s"], big["read_s"]
     );
 
+    // A guest whose `find` prints for ever: refused at the 16 MiB bound, well before any
+    // timeout, and the next listing works.
+    let hostile = &s["hostile_find"];
+    assert_eq!(
+        hostile["list"]["exception"], "SandboxException",
+        "{hostile}"
+    );
+    assert!(
+        hostile["list"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("over 16777216 bytes"),
+        "{hostile}"
+    );
+    assert!(
+        hostile["list_s"].as_f64().unwrap() < 30.0,
+        "refused at the bound, not at a timeout: {hostile}"
+    );
+    assert_eq!(hostile["after"], json!({"ok": ["x.txt"]}), "{hostile}");
+
     // Two at once, kept apart; both listed as created.
     assert_eq!(
         s["apart"],

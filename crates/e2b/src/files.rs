@@ -265,6 +265,8 @@ async fn write_one(
         &args,
         Some(Box::new(data)),
         64 << 10,
+        // As long as the client sends: the body bounds it.
+        None,
     );
     let (fed, copied) = tokio::join!(feed, copy);
     let done = copied.map_err(|e| (status_of(&e), e.message))?;
@@ -294,6 +296,7 @@ async fn write_one(
         &[verdict, &target, &temp],
         None,
         4096,
+        Some(guest::SCRIPT_TIME),
     )
     .await
     .map_err(|e| (status_of(&e), e.message))?;

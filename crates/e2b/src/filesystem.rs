@@ -69,7 +69,17 @@ async fn run(
     path: &str,
 ) -> Result<Captured, RpcError> {
     let script = format!("{PROLOGUE}{body}");
-    let done = guest::script(client, vm, user, &script, args, None, MAX_LISTING).await?;
+    let done = guest::script(
+        client,
+        vm,
+        user,
+        &script,
+        args,
+        None,
+        MAX_LISTING,
+        Some(guest::SCRIPT_TIME),
+    )
+    .await?;
     let shown = banger_api::text::visible(banger_api::text::cut(path, 400)).into_owned();
     match done.code {
         0 => Ok(done),

@@ -61,8 +61,15 @@ impl Captured {
     }
 }
 
-/// Runs `sh -c SCRIPT sh ARGS…` as `user`; output beyond `limit` bytes is an error (the
-/// guest decides how much it prints, we decide how much we keep).
+/// How long a script with no stdin to stream may run: the guest decides how long it
+/// takes, we decide how long we wait.
+pub const SCRIPT_TIME: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs `sh -c SCRIPT sh ARGS…` as `user`. Output beyond `limit` bytes ends it at once
+/// with an error (the guest decides how much it prints, we decide how much we keep), as
+/// does running past `within` (the session is dropped: the agent kills the script's
+/// process group).
+#[allow(clippy::too_many_arguments)]
 pub async fn script(
     client: &Client,
     vm: &str,
@@ -71,6 +78,7 @@ pub async fn script(
     args: &[&str],
     stdin: Option<Box<dyn AsyncRead + Send + Unpin>>,
     limit: usize,
+    within: Option<std::time::Duration>,
 ) -> Result<Captured, RpcError> {
     let mut argv = vec!["sh".into(), "-c".into(), script.into(), "sh".into()];
     argv.extend(args.iter().map(|a| a.to_string()));
@@ -79,16 +87,31 @@ pub async fn script(
     let (_controls, rx) = mpsc::unbounded_channel::<Control>();
     let mut out = Bounded::new(limit);
     let mut err = Bounded::new(64 << 10);
-    let end = exec::session(client, &params, stdin, rx, &mut out, &mut err)
-        .await
-        .map_err(|e| exec_error(&e))?;
-    if out.over {
-        return Err(RpcError::new(
-            Code::ResourceExhausted,
-            format!("the answer is over {limit} bytes"),
-        ));
+    let session = exec::session(client, &params, stdin, rx, &mut out, &mut err);
+    let ended = match within {
+        Some(within) => tokio::time::timeout(within, session).await.map_err(|_| {
+            RpcError::new(
+                Code::DeadlineExceeded,
+                format!(
+                    "the guest took longer than {} s to answer",
+                    within.as_secs()
+                ),
+            )
+        })?,
+        None => session.await,
+    };
+    for (over, what, max) in [
+        (out.over, "answer", limit),
+        (err.over, "error output", err.limit),
+    ] {
+        if over {
+            return Err(RpcError::new(
+                Code::FailedPrecondition,
+                format!("the guest's {what} is over {max} bytes: refused"),
+            ));
+        }
     }
-    let code = match end {
+    let code = match ended.map_err(|e| exec_error(&e))? {
         ExecEnd::FailedToStart(f) => {
             return Err(RpcError::new(
                 Code::FailedPrecondition,
@@ -127,7 +150,7 @@ fn api_error(code: ErrorCode, message: &str) -> RpcError {
     RpcError::new(code, banger_api::text::visible(message).into_owned())
 }
 
-/// A writer that keeps the first `limit` bytes and notes whether more came.
+/// A writer that keeps up to `limit` bytes and fails the write that would pass it.
 struct Bounded {
     bytes: Vec<u8>,
     limit: usize,
@@ -150,12 +173,12 @@ impl tokio::io::AsyncWrite for Bounded {
         _cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        let room = self.limit.saturating_sub(self.bytes.len());
-        let take = room.min(buf.len());
-        self.bytes.extend_from_slice(&buf[..take]);
-        if take < buf.len() {
+        if self.bytes.len() + buf.len() > self.limit {
+            // Refused at once: the session ends instead of draining an endless answer.
             self.over = true;
+            return std::task::Poll::Ready(Err(std::io::Error::other("over the limit")));
         }
+        self.bytes.extend_from_slice(buf);
         std::task::Poll::Ready(Ok(buf.len()))
     }
 

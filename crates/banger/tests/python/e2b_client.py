@@ -422,6 +422,19 @@ def sandbox(template, summary):
     summary["files"] = files
     summary["big"] = big_round(a)
 
+    # The guest is hostile: root replaces `find` with an endless printer. A listing is
+    # refused at its bound, at once, and the server serves on.
+    a.commands.run(
+        "printf '#!/bin/sh\\nexec cat /dev/zero\\n' > /usr/local/bin/find && chmod 755 /usr/local/bin/find"
+    )
+    started = time.monotonic()
+    hostile = {"list": attempt(lambda: a.files.list("/tmp"))}
+    hostile["list_s"] = round(time.monotonic() - started, 2)
+    a.commands.run("rm /usr/local/bin/find")
+    a.files.write("/tmp/after-hostile/x.txt", "x\n")
+    hostile["after"] = attempt(lambda: sorted(e.name for e in a.files.list("/tmp/after-hostile")))
+    summary["hostile_find"] = hostile
+
     # Both at once, kept apart.
     a.files.write("/tmp/only-in-a.txt", "a\n")
     b.files.write("/tmp/only-in-b.txt", "b\n")
