@@ -159,6 +159,13 @@ impl Envelopes {
     }
 }
 
+/// A proto-JSON integer: a number, or a string of one (parsers accept both).
+pub fn uint(value: &serde_json::Value) -> Option<u64> {
+    value
+        .as_u64()
+        .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))
+}
+
 /// Parses a request message (protobuf JSON; unknown fields ignored, as by newer servers).
 pub fn parse<T: serde::de::DeserializeOwned>(message: &[u8]) -> Result<T, RpcError> {
     serde_json::from_slice(message).map_err(|e| {

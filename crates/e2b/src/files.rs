@@ -84,7 +84,7 @@ pub async fn download(client: &Client, vm: &str, user: &User, path: &str) -> Res
     let (status_tx, status_rx) =
         tokio::sync::oneshot::channel::<Result<(), (StatusCode, String)>>();
     let client = client.clone();
-    let shown = banger_api::text::visible(banger_api::text::cut(path, 400)).into_owned();
+    let shown = crate::shown(path, 400);
     tokio::spawn(async move {
         let mut out_w = out_w;
         let mut err = Vec::new();
@@ -255,7 +255,7 @@ async fn write_one(
             "a path must be non-empty text".into(),
         ));
     }
-    let shown = banger_api::text::visible(banger_api::text::cut(path, 400)).into_owned();
+    let shown = crate::shown(path, 400);
     let args = [path];
     let copy = guest::script(
         client,

@@ -80,7 +80,7 @@ async fn run(
         Some(guest::SCRIPT_TIME),
     )
     .await?;
-    let shown = banger_api::text::visible(banger_api::text::cut(path, 400)).into_owned();
+    let shown = crate::shown(path, 400);
     match done.code {
         0 => Ok(done),
         NOT_FOUND => Err(RpcError::new(
@@ -145,12 +145,11 @@ pub async fn list_dir(
     user: &User,
     req: &PathRequest,
 ) -> Result<serde_json::Value, RpcError> {
-    let depth = match &req.depth {
-        None | Some(serde_json::Value::Null) => 1,
-        Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(1),
-        Some(serde_json::Value::String(s)) => s.parse().unwrap_or(1),
-        Some(_) => 1,
-    };
+    let depth = req
+        .depth
+        .as_ref()
+        .and_then(crate::connect::uint)
+        .unwrap_or(1);
     let entries: Vec<_> = listing(client, vm, user, &req.path, depth)
         .await?
         .into_iter()

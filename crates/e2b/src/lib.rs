@@ -179,10 +179,7 @@ impl Server {
         let Ok(sandbox) = self.sandboxes.get(&id) else {
             return files::error(
                 StatusCode::BAD_GATEWAY,
-                format!(
-                    "The sandbox {} was not found",
-                    banger_api::text::visible(banger_api::text::cut(&id, 80))
-                ),
+                format!("The sandbox {} was not found", crate::shown(&id, 80)),
             );
         };
         if let Some(port) = http::header(headers, "e2b-sandbox-port")
@@ -192,7 +189,7 @@ impl Server {
                 StatusCode::BAD_GATEWAY,
                 format!(
                     "port {}: banger serve only serves envd (port {ENVD_PORT}), not a sandbox's own ports",
-                    banger_api::text::visible(banger_api::text::cut(port, 20))
+                    crate::shown(port, 20)
                 ),
             );
         }
@@ -250,6 +247,11 @@ impl Server {
 /// none are configured (which [`serve`] allows on loopback only).
 fn key_allowed(given: &str, keys: &[String]) -> bool {
     keys.is_empty() || http::matches_secret(given, keys)
+}
+
+/// Client- or guest-given text for a message: cut to `max` bytes, controls made visible.
+pub(crate) fn shown(text: &str, max: usize) -> String {
+    banger_api::text::visible(banger_api::text::cut(text, max)).into_owned()
 }
 
 fn unary_error(e: &RpcError) -> Response<Body> {
@@ -468,7 +470,7 @@ mod rpc {
                 Code::Unimplemented,
                 format!(
                     "{} is not implemented by banger serve",
-                    banger_api::text::visible(banger_api::text::cut(other, 120))
+                    crate::shown(other, 120)
                 ),
             )),
         }

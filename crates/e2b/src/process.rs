@@ -154,9 +154,7 @@ pub struct UpdateRequest {
 fn pty_size(pty: &serde_json::Value) -> Result<(u16, u16), RpcError> {
     let dim = |name: &str| -> Result<u16, RpcError> {
         let value = &pty["size"][name];
-        value
-            .as_u64()
-            .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
+        connect::uint(value)
             .and_then(|n| u16::try_from(n).ok())
             .filter(|n| *n > 0)
             .ok_or_else(|| {
@@ -182,16 +180,10 @@ fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32
     let value = Option::<serde_json::Value>::deserialize(d)?;
     match value {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::Number(n)) => n
-            .as_u64()
+        Some(value) => connect::uint(&value)
             .and_then(|n| u32::try_from(n).ok())
             .map(Some)
-            .ok_or_else(|| serde::de::Error::custom("pid out of range")),
-        Some(serde_json::Value::String(s)) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| serde::de::Error::custom("pid is not a number")),
-        Some(_) => Err(serde::de::Error::custom("pid is not a number")),
+            .ok_or_else(|| serde::de::Error::custom("pid is not a number from 0 to 2^32-1")),
     }
 }
 

@@ -135,7 +135,7 @@ async fn answer(
 }
 
 fn shown(text: &str) -> String {
-    banger_api::text::visible(banger_api::text::cut(text, 200)).into_owned()
+    crate::shown(text, 200)
 }
 
 /// A JSON body (an empty one is `{}`).

@@ -51,10 +51,7 @@ impl RestError {
     fn not_found(id: &str) -> Self {
         RestError::new(
             StatusCode::NOT_FOUND,
-            format!(
-                "sandbox {} not found",
-                banger_api::text::visible(banger_api::text::cut(id, 80))
-            ),
+            format!("sandbox {} not found", crate::shown(id, 80)),
         )
     }
 
@@ -245,6 +242,12 @@ impl Sandboxes {
     /// (found again by its recorded source, so two references that derive the same name
     /// never stand for each other).
     async fn resolve_template(&self, template: &str) -> Result<String, RestError> {
+        // An image name (the common case) costs one lookup; the defaults only when needed.
+        if template != DEFAULT_TEMPLATE
+            && let Some(found) = self.image(template).await?
+        {
+            return Ok(found);
+        }
         let defaults = self
             .client
             .call::<methods::vm::Defaults>(&Empty {})
@@ -259,10 +262,7 @@ impl Sandboxes {
                 .pull(&defaults.image_ref, &defaults.image, &defaults.kernel)
                 .await;
         }
-        if let Some(found) = self.image(template).await? {
-            return Ok(found);
-        }
-        let shown = banger_api::text::visible(banger_api::text::cut(template, 200)).into_owned();
+        let shown = crate::shown(template, 200);
         let local = ["oci:", "oci-archive:", "docker-archive:"]
             .iter()
             .any(|p| template.starts_with(p));
