@@ -6,7 +6,8 @@
 # reaches apt's mirror, an allow-list resolves and reaches only what it names) once with `--vmm firecracker`
 # and once with `--vmm qemu` (QEMU + KVM), plus with Firecracker pause/resume, snapshots and
 # forks (`vm pause|resume|snapshot`, `snapshot list|show|delete`, `vm create|run --from`), and
-# warm starts on both (`image warm`, `vm run --warm`, a warm VM restarted cold),
+# warm starts on both (`image warm`, `vm run --warm`, the warm VM's identity: hostname files and
+# banger's SSH key made anew after the snapshot authorized, a warm VM restarted cold),
 # then prints create→ready, `vm run -- true` and `vm exec -- true` round-trip timings of
 # both side by side as a markdown table (and `vm run --from SNAP` for Firecracker).
 #
@@ -267,9 +268,15 @@ warm_checks() {
     "$B" image warm minbase --vmm "$vmm" --cpus 1 --memory 512MiB -q >/dev/null ||
         die "--vmm $vmm: image warm failed"
     "$B" snapshot list | grep -q "minbase@warm-" || die "--vmm $vmm: no ready-snapshot listed"
+    # banger's SSH key made anew after the snapshot: the warm VM's identity call authorizes it.
+    rm -f "$XDG_STATE_HOME/banger/ssh/id_ed25519" "$XDG_STATE_HOME/banger/ssh/id_ed25519.pub"
     "$B" vm create "$w" "${small[@]}" --warm -q >/dev/null
     [ "$(vm_field "$w" 'v.get("start")')" = warm ] || die "--vmm $vmm: $w did not start warm"
     [ "$("$B" vm exec "$w" -- hostname)" = "$w" ] || die "--vmm $vmm: a warm VM's hostname is not its name"
+    [ "$("$B" vm exec "$w" -- cat /etc/hostname)" = "$w" ] || die "--vmm $vmm: a warm VM's /etc/hostname is not its name"
+    "$B" vm exec "$w" -- cat /root/.ssh/authorized_keys |
+        grep -qxF "$(cat "$XDG_STATE_HOME/banger/ssh/id_ed25519.pub")" ||
+        die "--vmm $vmm: a warm VM did not get banger's new SSH key authorized"
     "$B" vm exec "$w" -- sh -c 'echo kept >/root/marker && sync'
     "$B" vm stop "$w" >/dev/null
     "$B" vm start "$w" >/dev/null

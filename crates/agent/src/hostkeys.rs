@@ -8,24 +8,51 @@
 //! an RSA key can take seconds there, so the old one is removed at once (no two VMs share
 //! it) and the new one is made in the background.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use banger_guest_proto::MAX_HOST_KEY;
 
 use crate::console::log;
 
 /// Host key types, fast ones first.
 const TYPES: [(&str, bool); 3] = [("ed25519", false), ("ecdsa", false), ("rsa", true)];
 
+fn key_path(root: &Path, kind: &str) -> PathBuf {
+    root.join(format!("etc/ssh/ssh_host_{kind}_key"))
+}
+
+/// Whether the image has any host key (a few `stat`s: [`regenerate`] has work to do).
+pub fn present(root: &Path) -> bool {
+    TYPES.iter().any(|(kind, _)| key_path(root, kind).exists())
+}
+
+/// The public host keys present now (`etc/ssh/ssh_host_*_key.pub`), each cut to
+/// [`MAX_HOST_KEY`] bytes; the host checks their form.
+pub fn public_keys(root: &Path) -> Vec<String> {
+    TYPES
+        .iter()
+        .filter_map(|(kind, _)| {
+            let file = std::fs::File::open(key_path(root, kind).with_extension("pub")).ok()?;
+            let mut text = String::new();
+            file.take(MAX_HOST_KEY as u64)
+                .read_to_string(&mut text)
+                .ok()?;
+            Some(text)
+        })
+        .collect()
+}
+
 /// Replaces the host keys under `root`'s `etc/ssh` (`root` is `/` in the guest).
 pub fn regenerate(root: &Path) {
     let Some(keygen) = ssh_keygen() else {
         return;
     };
-    let etc_ssh = root.join("etc/ssh");
     let mut slow = Vec::new();
     let mut made = false;
     for (kind, is_slow) in TYPES {
-        let key = etc_ssh.join(format!("ssh_host_{kind}_key"));
+        let key = key_path(root, kind);
         if !key.exists() {
             continue;
         }
@@ -119,13 +146,17 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let etc = root.path().join("etc/ssh");
         std::fs::create_dir_all(&etc).unwrap();
+        assert!(!present(root.path()));
+        assert!(public_keys(root.path()).is_empty());
         assert!(make(&keygen, "ed25519", &etc.join("ssh_host_ed25519_key")));
+        assert!(present(root.path()));
         let before = public(root.path(), "ed25519");
         assert!(before.starts_with("ssh-ed25519 "), "{before}");
         regenerate(root.path());
         let after = public(root.path(), "ed25519");
         assert!(after.starts_with("ssh-ed25519 "), "{after}");
         assert_ne!(before, after);
+        assert_eq!(public_keys(root.path()), [after]);
         // Types the image did not have are not added.
         assert!(!etc.join("ssh_host_ecdsa_key").exists());
         assert!(!etc.join("ssh_host_rsa_key").exists());

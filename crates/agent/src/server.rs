@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use banger_guest_proto::{
-    AddAuthorizedKey, AgentError, Connect, Empty, GetFiles, Hello, HelloRequest, InitMode,
-    MAX_SEED, PARAMS_HEADER, PROTO_MIN, PROTO_VERSION, PutFiles, ReadFile, SetClock, SetIdentity,
-    ShutdownRequest, StageTime, auth, negotiate, paths,
+    AddAuthorizedKey, AgentError, Connect, Empty, GetFiles, Hello, HelloRequest, IdentityTaken,
+    InitMode, MAX_SEED, PARAMS_HEADER, PROTO_MIN, PROTO_VERSION, PutFiles, ReadFile, SetClock,
+    SetIdentity, ShutdownRequest, StageTime, auth, negotiate, paths,
 };
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -259,6 +259,7 @@ impl Agent {
                 ),
             ));
         }
+        let root = self.cfg.root.clone();
         match &self.cfg.machine {
             Machine::Guest => {
                 sys::reseed_rng(&req.seed).map_err(|e| {
@@ -270,10 +271,13 @@ impl Agent {
                 if let Err(e) = sys::set_realtime(req.unix_nanos) {
                     log!("identity: clock_settime: {e}");
                 }
-                crate::boot::configure::set_identity_hostname(&req.hostname);
-                let root = self.cfg.root.clone();
-                let _ =
-                    tokio::task::spawn_blocking(move || crate::hostkeys::regenerate(&root)).await;
+                crate::boot::configure::rename_fork(&req.hostname);
+                // Nothing to make (no image key): no worker thread either.
+                if crate::hostkeys::present(&root) {
+                    let root = root.clone();
+                    let _ = tokio::task::spawn_blocking(move || crate::hostkeys::regenerate(&root))
+                        .await;
+                }
                 log!("this VM is now {} (resumed from a snapshot)", req.hostname);
             }
             Machine::Recorder(tx) => {
@@ -281,7 +285,22 @@ impl Agent {
             }
         }
         *self.secret.lock().unwrap_or_else(|e| e.into_inner()) = req.secret;
-        Ok(json(&Empty {}))
+        // The rest of a fork's set-up, in this round trip rather than three more. Both are
+        // a few small files, done here on the runtime: nothing else runs this early.
+        let authorize_error = req
+            .authorize
+            .as_ref()
+            .and_then(|add| match keys::add(&root, add) {
+                Ok(()) => {
+                    log!("authorized an SSH key for {}", add.user);
+                    None
+                }
+                Err(KeyError::BadRequest(m) | KeyError::Failed(m)) => Some(m),
+            });
+        Ok(json(&IdentityTaken {
+            host_keys: Some(crate::hostkeys::public_keys(&root)),
+            authorize_error,
+        }))
     }
 
     async fn clock(&self, body: Incoming) -> Result<Reply, Reply> {

@@ -100,10 +100,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HostSpeaksFirst<S> {
     }
 }
 
-/// How a session ended: what to log, and whether to wait [`RETRY`] before the next.
+/// How a session ended: what to log, whether to wait [`RETRY`] before the next, and the
+/// bytes the next serial session starts with (see [`serial_session`]).
 struct Ended {
     error: Option<String>,
     retry_later: bool,
+    carried: Vec<u8>,
 }
 
 impl Ended {
@@ -111,18 +113,74 @@ impl Ended {
         Ended {
             error,
             retry_later: true,
+            carried: Vec::new(),
         }
     }
+}
+
+/// How many of the last bytes a serial session's HTTP/2 read are kept: room for the SYN
+/// that ends it.
+const TAIL: usize = 2 * serial_sync::MARKER_LEN;
+
+/// A serial session's stream, keeping the last [`TAIL`] bytes read.
+struct Recording<S> {
+    inner: S,
+    tail: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Recording<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let new = &buf.filled()[before..];
+        if !new.is_empty() {
+            let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+            tail.extend_from_slice(&new[new.len().saturating_sub(TAIL)..]);
+            let excess = tail.len().saturating_sub(TAIL);
+            tail.drain(..excess);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Recording<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Whether `bytes` hold the start of a SYN marker: a new host session ended this one.
+fn holds_syn(bytes: &[u8]) -> bool {
+    let syn = serial_sync::encode(serial_sync::Kind::Syn, &[0; serial_sync::NONCE_LEN]);
+    let lead = &syn[..serial_sync::MARKER_LEN - serial_sync::NONCE_LEN];
+    bytes.windows(lead.len()).any(|w| w == lead)
 }
 
 /// Serves the host forever over `channel`.
 pub async fn serve_forever(agent: Arc<Agent>, channel: Channel) -> ! {
     let mut last_error = String::new();
+    let mut carried = Vec::new();
     loop {
         let ended = match channel {
             Channel::Vsock => vsock_session(&agent).await,
             Channel::Serial => match open_serial() {
-                Ok(port) => serial_session(&agent, port).await,
+                Ok(port) => serial_session(&agent, port, std::mem::take(&mut carried)).await,
                 Err(e) => Ended::later(Some(format!(
                     "cannot reach the host yet ({e}); retrying every {RETRY:?}"
                 ))),
@@ -136,6 +194,7 @@ pub async fn serve_forever(agent: Arc<Agent>, channel: Channel) -> ! {
             }
             Some(_) => {}
         }
+        carried = ended.carried;
         if ended.retry_later {
             tokio::time::sleep(RETRY).await;
         }
@@ -159,24 +218,35 @@ async fn vsock_session(agent: &Arc<Agent>) -> Ended {
 
 /// One session on the serial port: the sync, then HTTP/2 until it ends. HTTP/2 that ends
 /// in an error is followed by a new session at once: that is how a snapshot's session ends
-/// when the host's SYN arrives, and the host is waiting. An end of stream or an I/O error
-/// during the sync waits [`RETRY`] (the port reads 0 bytes while the host is not connected,
-/// so reopening at once would spin).
-async fn serial_session<S>(agent: &Arc<Agent>, port: S) -> Ended
+/// when the host's SYN arrives, and the host is waiting. That SYN is in the last bytes the
+/// session read, which the next session scans first (`carried`): it answers at once rather
+/// than wait for the host to repeat it, and the expected end is not logged. An end of
+/// stream or an I/O error during the sync waits [`RETRY`] (the port reads 0 bytes while the
+/// host is not connected, so reopening at once would spin).
+async fn serial_session<S>(agent: &Arc<Agent>, port: S, carried: Vec<u8>) -> Ended
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let stream = match serial_sync::guest_accept(port).await {
+    let stream = match serial_sync::guest_accept(serial_sync::Prefixed::new(carried, port)).await {
         Ok(stream) => stream,
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ended::later(None),
         Err(e) => return Ended::later(Some(format!("serial port: {e}"))),
     };
-    match agent.serve(stream).await {
+    let tail = Arc::new(std::sync::Mutex::new(Vec::with_capacity(2 * TAIL)));
+    let recording = Recording {
+        inner: stream,
+        tail: tail.clone(),
+    };
+    match agent.serve(recording).await {
         Ok(()) => Ended::later(None),
-        Err(e) => Ended {
-            error: Some(format!("connection to the host ended: {e}")),
-            retry_later: false,
-        },
+        Err(e) => {
+            let carried = std::mem::take(&mut *tail.lock().unwrap_or_else(|e| e.into_inner()));
+            Ended {
+                error: (!holds_syn(&carried)).then(|| format!("connection to the host ended: {e}")),
+                retry_later: false,
+                carried,
+            }
+        }
     }
 }
 
@@ -241,7 +311,18 @@ async fn connect_vsock() -> io::Result<FdStream> {
 }
 
 /// `/dev/vportNpM` of the port called [`SERIAL_PORT_NAME`].
+/// The port's device, looked up once (it does not change while the guest runs; a VM
+/// resumed from a snapshot goes on with the same devices).
 fn serial_device() -> io::Result<PathBuf> {
+    static FOUND: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    if let Some(dev) = FOUND.get() {
+        return Ok(dev.clone());
+    }
+    let dev = find_serial_device()?;
+    Ok(FOUND.get_or_init(|| dev).clone())
+}
+
+fn find_serial_device() -> io::Result<PathBuf> {
     for entry in std::fs::read_dir("/sys/class/virtio-ports")?.flatten() {
         let name = std::fs::read_to_string(entry.path().join("name")).unwrap_or_default();
         if name.trim() == SERIAL_PORT_NAME {
@@ -311,7 +392,8 @@ mod tests {
     async fn a_serial_session_starts_behind_garbage_and_a_stale_sessions_bytes() {
         let agent = test_agent();
         let (port, mut host) = tokio::io::duplex(64 << 10);
-        let session = tokio::spawn(async move { serial_session(&agent, port).await.retry_later });
+        let session =
+            tokio::spawn(async move { serial_session(&agent, port, Vec::new()).await.retry_later });
         // What a port may hold: noise, and the middle of an old session (a DATA frame).
         host.write_all(b"\x00\x00\x05\x00\x01\x00\x00\x00\x03hello\xFF\xFF junk")
             .await
@@ -333,7 +415,8 @@ mod tests {
     async fn a_stale_session_ends_at_once_when_a_syn_arrives_and_is_followed_at_once() {
         let agent = test_agent();
         let (port, host) = tokio::io::duplex(64 << 10);
-        let session = tokio::spawn(async move { serial_session(&agent, port).await.retry_later });
+        let first = agent.clone();
+        let session = tokio::spawn(async move { serial_session(&first, port, Vec::new()).await });
         let mut stale = host_open(host, &[1; 16], MAX_HOST_SCAN).await.unwrap();
         stale.write_all(H2_START).await.unwrap();
         let mut settings = [0u8; 9];
@@ -341,19 +424,59 @@ mod tests {
         assert_eq!(settings[3], 4, "the agent's SETTINGS: the session is up");
         // The snapshot is resumed; a new host connection sends its SYN into the old session.
         let started = std::time::Instant::now();
-        stale.write_all(&encode(Kind::Syn, &[2; 16])).await.unwrap();
-        let retry_later = tokio::time::timeout(Duration::from_secs(5), session)
+        let nonce = [2; 16];
+        stale.write_all(&encode(Kind::Syn, &nonce)).await.unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(5), session)
             .await
             .expect("the stale session ends")
             .unwrap();
         assert!(
-            !retry_later,
+            !ended.retry_later,
             "a protocol error is followed by a new session at once"
         );
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "ended without waiting for a payload or a keepalive: {:?}",
             started.elapsed()
+        );
+        assert_eq!(ended.error, None, "the expected end is not logged");
+
+        // The next session answers that SYN from the carried bytes: the host never repeats it.
+        let (port, mut host) = tokio::io::duplex(64 << 10);
+        tokio::spawn(async move { serial_session(&agent, port, ended.carried).await });
+        let mut ack = [0u8; serial_sync::MARKER_LEN];
+        tokio::time::timeout(Duration::from_secs(5), host.read_exact(&mut ack))
+            .await
+            .expect("an ACK without a second SYN")
+            .unwrap();
+        assert_eq!(ack, encode(Kind::Ack, &nonce));
+        host.write_all(&encode(Kind::Start, &nonce)).await.unwrap();
+        let hello = hello_over(host).await;
+        assert!(auth::verify(SECRET, "n0nce", &hello.boot_id, &hello.proof));
+    }
+
+    #[tokio::test]
+    async fn a_session_that_fails_otherwise_is_logged() {
+        let agent = test_agent();
+        let (port, host) = tokio::io::duplex(64 << 10);
+        let session = tokio::spawn(async move { serial_session(&agent, port, Vec::new()).await });
+        let mut synced = host_open(host, &[4; 16], MAX_HOST_SCAN).await.unwrap();
+        synced
+            .write_all(b"not the HTTP/2 preface at all\r\n\r\n")
+            .await
+            .unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(5), session)
+            .await
+            .expect("the session ends")
+            .unwrap();
+        assert!(!ended.retry_later);
+        assert!(
+            ended
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("connection to the host ended")),
+            "{:?}",
+            ended.error
         );
     }
 
@@ -381,7 +504,7 @@ mod tests {
         let agent = test_agent();
         let (port, host) = tokio::io::duplex(64);
         drop(host);
-        let ended = serial_session(&agent, port).await;
+        let ended = serial_session(&agent, port, Vec::new()).await;
         assert!(ended.retry_later && ended.error.is_none());
     }
 

@@ -78,6 +78,13 @@ fn vms_start_warm_from_the_ready_snapshot_a_cold_start_left() {
         "{snap}"
     );
 
+    // banger's SSH key changes after the snapshot (a new state's key, say): a VM that starts
+    // from it gets the new key authorized as it takes its identity.
+    let ssh_dir = env.state_dir().join("ssh");
+    for file in ["id_ed25519", "id_ed25519.pub"] {
+        std::fs::remove_file(ssh_dir.join(file)).unwrap();
+    }
+
     // Two VMs of the same settings start from it, each its own machine.
     let mut shown = Vec::new();
     for name in ["w1", "w2"] {
@@ -92,6 +99,22 @@ fn vms_start_warm_from_the_ready_snapshot_a_cold_start_left() {
             .collect();
         assert!(stages.contains(&"identity"), "{stages:?}");
         assert_eq!(exec(&env, name, "hostname").trim(), name);
+        // The snapshot's files, rewritten for this VM.
+        assert_eq!(exec(&env, name, "cat /etc/hostname"), format!("{name}\n"));
+        let hosts = exec(&env, name, "cat /etc/hosts");
+        assert!(
+            hosts
+                .lines()
+                .any(|l| l.split_whitespace().eq(["127.0.1.1", name])),
+            "{hosts}"
+        );
+        assert!(!hosts.contains("banger-warm-"), "{hosts}");
+        let key = std::fs::read_to_string(ssh_dir.join("id_ed25519.pub")).unwrap();
+        let authorized = exec(&env, name, "cat /root/.ssh/authorized_keys");
+        assert!(
+            authorized.lines().any(|l| l.trim() == key.trim()),
+            "the new key is not authorized: {authorized}"
+        );
         shown.push(vm);
     }
     let random = |vm: &str| {

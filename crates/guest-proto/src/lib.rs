@@ -21,9 +21,11 @@
 //!   and one whose `proof` does not answer the request's `nonce` under the boot's secret
 //!   ([`auth`]).
 //! - [`paths::CLOCK`]: `POST`, JSON [`SetClock`] → JSON [`Empty`].
-//! - [`paths::IDENTITY`]: `POST`, JSON [`SetIdentity`] → JSON [`Empty`]: a VM resumed from
-//!   a snapshot becomes itself (hostname, entropy, clock, agent secret) before anything
-//!   else is asked of it.
+//! - [`paths::IDENTITY`]: `POST`, JSON [`SetIdentity`] → JSON [`IdentityTaken`]: a VM
+//!   resumed from a snapshot becomes itself (hostname, entropy, clock, agent secret, SSH
+//!   host keys, and the host's SSH key authorized) before anything else is asked of it. An
+//!   agent older than `authorize` answers [`Empty`] (read as an `IdentityTaken` without
+//!   `host_keys`): the host then authorizes and reads the keys with the calls below.
 //! - [`paths::SHUTDOWN`]: `POST`, JSON [`ShutdownRequest`] → JSON [`Empty`]; the agent
 //!   answers, then syncs, unmounts and reboots the guest (the VMM exits on guest reboot:
 //!   QEMU runs with `-no-reboot`, Firecracker always does).
@@ -391,7 +393,26 @@ pub struct SetIdentity {
     pub secret: Vec<u8>,
     /// The wall clock, nanoseconds since the Unix epoch (a snapshot's clock is old).
     pub unix_nanos: u128,
+    /// A key to authorize as [`paths::AUTHORIZED_KEY`] would, in the same round trip.
+    #[serde(default)]
+    pub authorize: Option<AddAuthorizedKey>,
 }
+
+/// What a fork answers to [`SetIdentity`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityTaken {
+    /// The guest's SSH host public keys after the identity (`type base64 [comment]`, one
+    /// per key file present, at most [`MAX_HOST_KEY`] bytes each). `None`: an agent that
+    /// predates the field (it answered [`Empty`]).
+    #[serde(default)]
+    pub host_keys: Option<Vec<String>>,
+    /// Why `authorize` failed (the identity itself was taken).
+    #[serde(default)]
+    pub authorize_error: Option<String>,
+}
+
+/// The most bytes of one host public key file [`IdentityTaken`] carries.
+pub const MAX_HOST_KEY: usize = 16 << 10;
 
 /// The most seed bytes [`SetIdentity`] carries.
 pub const MAX_SEED: usize = 512;

@@ -114,6 +114,21 @@ fn exec_frames_match_their_fixtures() {
     ]);
 }
 
+/// Both sides of `identity` across the `authorize` addition: an older daemon's request
+/// (no `authorize`) is read by a newer agent, and an older agent's `Empty` answer is read
+/// as an `IdentityTaken` without host keys (the daemon then asks for them itself).
+#[test]
+fn identity_messages_read_their_older_forms() {
+    let old: SetIdentity =
+        serde_json::from_str(r#"{"hostname":"a","seed":[1],"secret":[2],"unix_nanos":5}"#)
+            .expect("an older SetIdentity");
+    assert_eq!(old.authorize, None);
+    let answer: IdentityTaken =
+        serde_json::from_str(&serde_json::to_string(&Empty {}).unwrap()).expect("Empty");
+    assert_eq!(answer.host_keys, None);
+    assert_eq!(answer.authorize_error, None);
+}
+
 #[test]
 fn json_bodies_match_their_fixtures() {
     report(vec![
@@ -147,6 +162,26 @@ fn json_bodies_match_their_fixtures() {
             "set_clock",
             SetClock {
                 unix_nanos: 1_700_000_000_000_000_000,
+            },
+        ),
+        check_json(
+            "set_identity",
+            SetIdentity {
+                hostname: "run-1".into(),
+                seed: vec![1, 2],
+                secret: vec![3],
+                unix_nanos: 1_700_000_000_000_000_000,
+                authorize: Some(AddAuthorizedKey {
+                    user: "root".into(),
+                    key: "ssh-ed25519 AAAA banger".into(),
+                }),
+            },
+        ),
+        check_json(
+            "identity_taken",
+            IdentityTaken {
+                host_keys: Some(vec!["ssh-ed25519 AAAA root@dev".into()]),
+                authorize_error: None,
             },
         ),
         check_json("shutdown_request", ShutdownRequest {}),

@@ -7,13 +7,14 @@
 //! `CLOEXEC` pipe: the child writes `(step, errno)` and `_exit`s; a pipe closed with
 //! nothing in it means `execve` succeeded.
 //!
-//! Own `fork`/`execve` rather than `std::process::Command`: Command changes directory and
+//! Own `clone`/`execve` rather than `std::process::Command`: Command changes directory and
 //! drops privileges before `pre_exec` runs and reports child errors as a bare errno, so a
-//! failed `chdir` would be indistinguishable from a missing program. Between `fork` and
-//! `execve` the child only makes async-signal-safe calls on data prepared beforehand
-//! (no allocation, no locks): the agent may have other threads. It relies on fds 0–2 being
-//! open in the agent (the boot code guarantees it), so the fds it `dup2`s from are ≥ 3, and
-//! on every other fd of the agent being `CLOEXEC`.
+//! failed `chdir` would be indistinguishable from a missing program. The child is started
+//! the way `posix_spawn` starts one ([`clone_child`]: it shares the agent's memory until its
+//! `execve`, while the calling thread sleeps), so it only makes raw syscalls on data
+//! prepared beforehand (no allocation, no locks, no glibc `set*id` wrappers). It relies on
+//! fds 0–2 being open in the agent (the boot code guarantees it), so the fds it `dup2`s from
+//! are ≥ 3, and on every other fd of the agent being `CLOEXEC`.
 
 use std::ffi::CString;
 use std::io;
@@ -296,22 +297,13 @@ pub fn spawn(
         report: report_w.as_raw_fd(),
     };
 
+    let mut stack = vec![0u8; CHILD_STACK];
     let (pid, exit) = reaper::spawn_registered(|| {
-        // SAFETY: fork has no memory preconditions; the child branch below only makes
-        // async-signal-safe calls on memory prepared above, then execs or _exits.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            // SAFETY: we are the freshly forked child; `child` points at live data that
-            // the fork copied.
-            unsafe { child_exec(&child) }
-        }
-        if pid < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(pid)
-        }
+        // SAFETY: `child` and everything it points at live in this frame, which outlives
+        // the call; `stack` is the child's alone.
+        unsafe { clone_child(&child, &mut stack) }
     })
-    .map_err(|e| start_err("fork", e))?;
+    .map_err(|e| start_err("clone", e))?;
     drop(report_w);
 
     let mut buf = [0u8; 8];
@@ -360,6 +352,46 @@ pub fn spawn(
     })
 }
 
+/// The child's stack: it makes a dozen syscalls on prepared data, then execs.
+const CHILD_STACK: usize = 64 << 10;
+
+/// Starts the child with `clone(CLONE_VM | CLONE_VFORK)`, as glibc's `posix_spawn` does: no
+/// copy of the agent's page tables and no copy-on-write faults after it (under emulation a
+/// `fork` cost the first command of a VM tens of milliseconds). This thread sleeps until
+/// the child has exec'd or exited; every signal is blocked meanwhile, so no handler of the
+/// agent runs on the child's stack before [`child_exec`] resets them.
+///
+/// # Safety
+/// `a` points at valid prepared data that outlives the call; `stack` is used by the child
+/// only. The child shares this process's memory until `execve`: [`child_exec`] only makes
+/// raw syscalls on `a`'s data.
+unsafe fn clone_child(a: &ChildArgs<'_>, stack: &mut [u8]) -> io::Result<libc::pid_t> {
+    extern "C" fn entry(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` is the `ChildArgs` that clone_child was given, alive while the
+        // parent sleeps.
+        unsafe { child_exec(&*(arg as *const ChildArgs<'_>)) }
+    }
+    // SAFETY: plain signal-mask calls on local sets; clone gets a stack top inside
+    // `stack` (16-byte aligned, it grows down) and a pointer `entry` reads as ChildArgs.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let end = stack.as_mut_ptr().add(stack.len()) as usize;
+        let top = (end & !15) as *mut libc::c_void;
+        let pid = libc::clone(
+            entry,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            a as *const ChildArgs<'_> as *mut libc::c_void,
+        );
+        let err = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 { Err(err) } else { Ok(pid) }
+    }
+}
+
 /// Raw pointers into the parent's prepared data, for the child.
 struct ChildArgs<'a> {
     path: *const libc::c_char,
@@ -377,7 +409,7 @@ struct ChildArgs<'a> {
 /// Tells the parent which step failed (with errno) and ends the child.
 ///
 /// # Safety
-/// Child of `fork` only; `report` is the write end of the report pipe.
+/// The child of [`clone_child`] only; `report` is the write end of the report pipe.
 unsafe fn die(report: libc::c_int, step: Step) -> ! {
     // SAFETY: errno is thread-local and always valid; write and _exit are
     // async-signal-safe and take a valid 8-byte buffer.
@@ -391,16 +423,17 @@ unsafe fn die(report: libc::c_int, step: Step) -> ! {
     }
 }
 
-/// The child between fork and exec. Async-signal-safe calls only.
+/// The child between clone and exec. Raw syscalls only: it shares the agent's memory.
 ///
 /// # Safety
-/// Must run only in the child of `fork`, with `a` pointing at valid prepared data.
+/// Must run only in the child of [`clone_child`], with `a` pointing at valid prepared data.
 unsafe fn child_exec(a: &ChildArgs<'_>) -> ! {
     // SAFETY: plain syscalls on prepared, NUL-terminated data; the process image is
     // replaced or ends with _exit, it never returns into Rust code.
     unsafe {
         // Rust ignores SIGPIPE and tokio installs handlers; exec keeps ignored signals,
-        // so restore defaults and an empty mask for the new program.
+        // so restore defaults, then unblock everything (clone_child blocked it) for the
+        // new program.
         for sig in 1..32 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);
@@ -427,13 +460,15 @@ unsafe fn child_exec(a: &ChildArgs<'_>) -> ! {
                 die(a.report, Step::Dup);
             }
         }
-        if libc::setgroups(a.groups.len(), a.groups.as_ptr()) < 0 {
+        // Raw syscalls: glibc's wrappers would apply them to every thread of the process,
+        // which this child, sharing the agent's memory, would take for the agent's.
+        if libc::syscall(libc::SYS_setgroups, a.groups.len(), a.groups.as_ptr()) < 0 {
             die(a.report, Step::Groups);
         }
-        if libc::setgid(a.gid) < 0 {
+        if libc::syscall(libc::SYS_setgid, a.gid) < 0 {
             die(a.report, Step::Gid);
         }
-        if libc::setuid(a.uid) < 0 {
+        if libc::syscall(libc::SYS_setuid, a.uid) < 0 {
             die(a.report, Step::Uid);
         }
         if libc::chdir(a.cwd) < 0 {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use banger_api::vm::{Vm, VmCreateParams};
-use banger_guest_proto::{Empty, MAX_SEED, SetIdentity, auth, paths};
+use banger_guest_proto::{IdentityTaken, MAX_SEED, SetIdentity, auth, paths};
 use banger_vmm::{DiskFormat, NetConfig, VmConfig};
 
 use super::agent::AgentConn;
@@ -77,13 +77,13 @@ impl Vms {
     }
 
     /// Gives a fork that just resumed its own identity; its agent secret is the new one
-    /// from here on.
+    /// from here on. banger's SSH key is authorized in the same call (when there is one).
     pub(super) async fn become_itself(
         &self,
         name: &str,
         dir: &Path,
         conn: &AgentConn,
-    ) -> Result<(), String> {
+    ) -> Result<IdentityTaken, String> {
         let mut secret = vec![0u8; auth::SECRET_LEN];
         let mut seed = vec![0u8; SEED_BYTES];
         crate::ids::secret_random(&mut secret)
@@ -97,11 +97,14 @@ impl Vms {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos())
                 .unwrap_or(0),
+            authorize: self.ssh_key_to_authorize(name),
         };
-        conn.call::<_, Empty>(paths::IDENTITY, &identity)
+        let taken = conn
+            .call::<_, IdentityTaken>(paths::IDENTITY, &identity)
             .await
             .map_err(|e| format!("the fork did not take its identity: {e}"))?;
-        boot::replace_agent_key(dir, &secret).map_err(|e| e.to_string())
+        boot::replace_agent_key(dir, &secret).map_err(|e| e.to_string())?;
+        Ok(taken)
     }
 }
 

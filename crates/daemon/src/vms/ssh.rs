@@ -77,22 +77,27 @@ impl Vms {
     pub(super) async fn setup_ssh(&self, vm: &str, conn: &AgentConn) {
         // Concurrent calls on the one HTTP/2 connection: a round trip, not four.
         let authorize = async {
-            match self.ssh_info() {
-                Ok(info) => {
-                    let add = AddAuthorizedKey {
-                        user: "root".into(),
-                        key: info.public_key,
-                    };
-                    if let Err(e) = conn.call::<_, Empty>(paths::AUTHORIZED_KEY, &add).await {
-                        tracing::warn!(vm, error = %e, "could not authorize banger's SSH key in the guest");
-                    }
-                }
-                Err(e) => {
-                    tracing::info!(vm, error = %e, "no SSH key for guests (ssh-keygen missing?)")
-                }
+            if let Some(add) = self.ssh_key_to_authorize(vm)
+                && let Err(e) = conn.call::<_, Empty>(paths::AUTHORIZED_KEY, &add).await
+            {
+                tracing::warn!(vm, error = %e, "could not authorize banger's SSH key in the guest");
             }
         };
         tokio::join!(authorize, self.refresh_known_hosts(vm, conn));
+    }
+
+    /// banger's public key for root's authorized_keys; None (logged) when there is none.
+    pub(super) fn ssh_key_to_authorize(&self, vm: &str) -> Option<AddAuthorizedKey> {
+        match self.ssh_info() {
+            Ok(info) => Some(AddAuthorizedKey {
+                user: "root".into(),
+                key: info.public_key,
+            }),
+            Err(e) => {
+                tracing::info!(vm, error = %e, "no SSH key for guests (ssh-keygen missing?)");
+                None
+            }
+        }
     }
 
     /// Replaces the VM's lines in banger's known_hosts with the host keys the guest has now.
@@ -102,15 +107,27 @@ impl Vms {
                 path: path.into(),
                 max_bytes: 16 << 10,
             };
-            async move {
-                let c = conn.read_file(&read).await.ok()?;
-                let mut words = c.data.split_whitespace();
-                Some(format!("{} {}", words.next()?, words.next()?))
-            }
+            async move { conn.read_file(&read).await.ok().map(|c| c.data) }
         };
         let [ed25519, ecdsa, rsa] = HOST_KEYS;
         let (a, b, c) = tokio::join!(read(ed25519), read(ecdsa), read(rsa));
-        let keys: Vec<String> = [a, b, c].into_iter().flatten().collect();
+        self.record_host_keys(vm, [a, b, c].iter().flatten());
+    }
+
+    /// Replaces the VM's lines in banger's known_hosts with `keys` (public key files' text
+    /// from the guest: only each one's type and key are kept).
+    pub(super) fn record_host_keys<'a>(
+        &self,
+        vm: &str,
+        keys: impl IntoIterator<Item = &'a String>,
+    ) {
+        let keys: Vec<String> = keys
+            .into_iter()
+            .filter_map(|text| {
+                let mut words = text.split_whitespace();
+                Some(format!("{} {}", words.next()?, words.next()?))
+            })
+            .collect();
         let known = ssh_dir(&self.layout.state_dir).join("known_hosts");
         if let Err(e) = replace_host_lines(&known, &format!("{vm}.vm"), &keys) {
             tracing::warn!(vm, error = %e, "could not update banger's known_hosts");

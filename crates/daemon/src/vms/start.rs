@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use banger_api::event::OpEvent;
 use banger_api::image::Image;
 use banger_api::vm::{Vm, VmStageRecord, VmStartParams, VmState};
+use banger_guest_proto::IdentityTaken;
 use banger_vmm::netns::Policy;
 use banger_vmm::{Accel, ChannelEndpoint, ChannelKind, DiskConfig, NetConfig, VmConfig};
 
@@ -443,19 +444,36 @@ impl Vms {
             Ok(conn) if spec.resume_pending => {
                 let became = self.become_itself(&row.name, &dir, &conn).await;
                 stage(ctx, &mut runtime, "identity", started, None);
-                became.map(|()| conn)
+                became.map(|taken| (conn, Some(taken)))
             }
-            other => other,
+            other => other.map(|conn| (conn, None)),
         };
         match outcome {
-            Ok(conn) => {
+            Ok((conn, identity)) => {
                 // A fork's identity set its clock already.
                 let clock = async {
                     if !spec.resume_pending {
                         super::clock::push(&row.name, &conn).await;
                     }
                 };
-                tokio::join!(clock, self.setup_ssh(&row.name, &conn));
+                // and, from an agent that knows how, authorized banger's key and sent its
+                // host keys back.
+                let ssh = async {
+                    match identity {
+                        Some(IdentityTaken {
+                            host_keys: Some(keys),
+                            authorize_error,
+                        }) => {
+                            if let Some(e) = authorize_error {
+                                let e = banger_api::text::cut(&e, 300);
+                                tracing::warn!(vm = %row.name, error = ?e, "could not authorize banger's SSH key in the guest");
+                            }
+                            self.record_host_keys(&row.name, &keys);
+                        }
+                        _ => self.setup_ssh(&row.name, &conn).await,
+                    }
+                };
+                tokio::join!(clock, ssh);
                 runtime.boot_id = Some(conn.hello.boot_id.clone());
                 stage(ctx, &mut runtime, "ready", started, None);
                 *live.runtime.lock().unwrap_or_else(|e| e.into_inner()) = runtime.clone();

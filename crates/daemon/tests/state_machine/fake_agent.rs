@@ -24,6 +24,9 @@ use tokio::sync::Notify;
 
 use crate::fake_vmm::{self, Guest as Behaviour};
 
+/// A file in the VM's directory with a line per `authorized-key` call.
+pub const AUTHORIZED_NOTE: &str = "fake-agent-authorized";
+
 /// How often a fake agent redials a listener that is not there (yet, or again).
 const REDIAL: Duration = Duration::from_millis(20);
 
@@ -153,7 +156,17 @@ impl Session {
                 fake_vmm::crash(&self.vmm, &self.run_dir);
                 std::future::pending().await
             }
-            paths::CLOCK | paths::AUTHORIZED_KEY => json(&Empty {}, None),
+            paths::CLOCK => json(&Empty {}, None),
+            paths::AUTHORIZED_KEY => {
+                // Noted for the tests: an agent that answers `identity` with `{}` (as this
+                // one does, like agents from before `authorize`) gets the key this way.
+                let _ = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.run_dir.join(AUTHORIZED_NOTE))
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, b"authorized\n"));
+                json(&Empty {}, None)
+            }
             paths::IDENTITY => match serde_json::from_slice::<proto::SetIdentity>(&body) {
                 Ok(identity) => {
                     *self.secret.lock().unwrap_or_else(|e| e.into_inner()) = identity.secret;

@@ -1033,6 +1033,11 @@ async fn pause_snapshot_and_fork_transitions() {
         "{:?}",
         f.stages
     );
+    // This agent answered `identity` with `{}` (no host keys: one from before `authorize`),
+    // so the daemon authorized its SSH key with the separate call.
+    let authorized = std::fs::read_to_string(Path::new(&f.dir).join(fake_agent::AUTHORIZED_NOTE))
+        .unwrap_or_default();
+    assert_eq!(authorized.lines().count(), 1, "{authorized:?}");
     let key = |d: &Path| std::fs::read(d.join("agent.key")).unwrap();
     assert_ne!(
         key(Path::new(&f.dir)),

@@ -257,9 +257,9 @@ impl Qemu {
     }
 
     /// Waits until QMP reports the guest running. A QEMU that exits successfully first
-    /// (a guest that was done very fast) counts as launched.
-    /// Waits for QMP's `running`. `restored`: a guest saved while paused comes back
-    /// paused once its state is loaded, and is resumed here.
+    /// (a guest that was done very fast) counts as launched. `restored`: a guest saved
+    /// while paused comes back paused once its state is loaded, and is resumed here. One
+    /// QMP connection polled every few milliseconds: a warm start waits on this.
     fn wait_running(
         &self,
         files: &RunFiles,
@@ -268,6 +268,7 @@ impl Qemu {
     ) -> Result<(), LaunchError> {
         let deadline = Instant::now() + VMM_READY;
         let mut last = String::from("QMP socket not connectable yet");
+        let mut qmp: Option<Qmp> = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -286,20 +287,27 @@ impl Qemu {
                 }
                 Err(_) => {}
             }
-            match Qmp::connect(&files.qmp_socket, left).and_then(|mut q| q.status()) {
-                Ok(s) if s == "running" => return Ok(()),
-                Ok(s) if restored && s == "paused" => {
-                    if let Err(e) =
-                        Qmp::connect(&files.qmp_socket, left).and_then(|mut q| q.execute("cont"))
-                    {
-                        last = format!("`cont` after the restore: {e}");
+            let connected = match qmp.take() {
+                Some(q) => Ok(q),
+                None => Qmp::connect(&files.qmp_socket, left),
+            };
+            match connected {
+                Ok(mut q) => match q.status() {
+                    Ok(s) if s == "running" => return Ok(()),
+                    Ok(s) if restored && s == "paused" => match q.execute("cont") {
+                        Ok(_) => qmp = Some(q),
+                        Err(e) => last = format!("`cont` after the restore: {e}"),
+                    },
+                    Ok(s) => {
+                        last = format!("status `{s}`");
+                        qmp = Some(q);
                     }
-                }
-                Ok(s) => last = format!("status `{s}`"),
+                    Err(e) => last = e.to_string(),
+                },
                 Err(e) => last = e.to_string(),
             }
             // Not yet: wait a little, but wake at once if QEMU exits meanwhile.
-            if let Ok(status) = exit.recv_timeout(Duration::from_millis(10)) {
+            if let Ok(status) = exit.recv_timeout(Duration::from_millis(2)) {
                 if status.success() {
                     return Ok(());
                 }
