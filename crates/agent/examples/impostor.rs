@@ -60,7 +60,9 @@ async fn serve() {
     loop {
         if let Ok(stream) = dial_host_vsock().await {
             let n = attempts.fetch_add(1, Ordering::Relaxed) + 1;
-            let _ = std::fs::write("/tmp/impostor.count", n.to_string());
+            // Whole or not at all: the test reads it while this goes on.
+            let _ = std::fs::write("/tmp/impostor.count.new", n.to_string())
+                .and_then(|()| std::fs::rename("/tmp/impostor.count.new", "/tmp/impostor.count"));
             // Bounded: a connection the host never speaks on (a daemon killed after the
             // kernel queued it) must not end the attack.
             let _ = tokio::time::timeout(Duration::from_secs(2), agent.serve(stream)).await;

@@ -100,17 +100,13 @@ fn setup_script(
     let rules = rules.map_or_else(String::new, |r| {
         format!("{} -f {}\n", quote(r.nft), quote(r.file))
     });
-    // One `ip` for the links (each program started costs a VM's start a few ms): br0 comes
-    // up only after its IPv6 is off.
     format!(
         "set -e\n\
-         ip -batch - <<'BANGER_LINKS'\n\
-         link set lo up\n\
-         tuntap add dev tap0 mode tap{owner}\n\
-         link add br0 type bridge\n\
-         link set tap0 master br0\n\
-         link set tap0 up\n\
-         BANGER_LINKS\n\
+         ip link set lo up\n\
+         ip tuntap add dev tap0 mode tap{owner}\n\
+         ip link add br0 type bridge\n\
+         ip link set tap0 master br0\n\
+         ip link set tap0 up\n\
          {NO_IPV6}\
          ip link set br0 up\n\
          {rules}\
