@@ -121,15 +121,7 @@ impl Vms {
         vm: &str,
         keys: impl IntoIterator<Item = &'a String>,
     ) {
-        // At most one line per key type: a guest cannot grow known_hosts beyond its own.
-        let keys: Vec<String> = keys
-            .into_iter()
-            .take(HOST_KEYS.len())
-            .filter_map(|text| {
-                let mut words = text.split_whitespace();
-                Some(format!("{} {}", words.next()?, words.next()?))
-            })
-            .collect();
+        let keys = known_host_keys(keys);
         let known = ssh_dir(&self.layout.state_dir).join("known_hosts");
         if let Err(e) = replace_host_lines(&known, &format!("{vm}.vm"), &keys) {
             tracing::warn!(vm, error = %e, "could not update banger's known_hosts");
@@ -183,6 +175,19 @@ fn ensure_key(dir: &Path) -> Result<PathBuf, OpError> {
 }
 
 /// Rewrites `file` without the lines of `host`, then with `host KEY` for each key.
+/// The `type key` pairs to record from public key files' text sent by a guest: at most
+/// one per key type, so a guest cannot grow known_hosts beyond its own few lines.
+fn known_host_keys<'a>(texts: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    texts
+        .into_iter()
+        .take(HOST_KEYS.len())
+        .filter_map(|text| {
+            let mut words = text.split_whitespace();
+            Some(format!("{} {}", words.next()?, words.next()?))
+        })
+        .collect()
+}
+
 fn replace_host_lines(file: &Path, host: &str, keys: &[String]) -> std::io::Result<()> {
     let _guard = KNOWN_HOSTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let old = match std::fs::read_to_string(file) {
@@ -209,6 +214,21 @@ fn replace_host_lines(file: &Path, host: &str, keys: &[String]) -> std::io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_guests_key_answer_gives_type_and_key_only_and_at_most_three() {
+        let mut hostile: Vec<String> = vec![
+            "ssh-ed25519 AAAA root@guest\n".into(),
+            "lonely-word\n".into(),
+            "ssh-rsa BBBB\nother.vm ssh-rsa CCCC\n".into(),
+        ];
+        hostile.extend((0..100).map(|i| format!("ssh-ed25519 K{i}")));
+        assert_eq!(
+            known_host_keys(&hostile),
+            ["ssh-ed25519 AAAA", "ssh-rsa BBBB"],
+            "no comment, no second line smuggled in, nothing past three answers"
+        );
+    }
 
     #[test]
     fn host_lines_are_replaced_not_appended() {
